@@ -1,0 +1,5 @@
+"""``python -m upconv``."""
+
+from .cli import entry_point
+
+entry_point()

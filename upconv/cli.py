@@ -1,0 +1,245 @@
+"""The ``upconv`` command line: parse, call the library, report, map errors to exit codes.
+
+Exit status (also in ``upconv --help``):
+
+====  ==========================================================
+0     success
+1     failure: unreadable or invalid input, unwritable output, ...
+2     usage error: a bad or missing option or argument
+130   interrupted (Ctrl-C); no partial output is left behind
+141   standard output was closed early (e.g. piped into ``head``)
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import UpconvError
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    format_for,
+    from_float,
+    load_image,
+    save_image,
+    to_float,
+    with_samples,
+)
+from .interpolate import Boundary, Method, output_shape_for, scale
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+
+EPILOG = f"""\b
+Exit status:
+  {EXIT_OK}    success
+  {EXIT_FAILURE}    failure (unreadable input, invalid image, unwritable output, ...)
+  {EXIT_USAGE}    usage error (bad or missing option or argument)
+  {EXIT_INTERRUPTED}  interrupted by Ctrl-C (no partial output is left)
+  {EXIT_BROKEN_PIPE}  standard output closed early (e.g. piped into head)
+"""
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _parse_factor(text: str) -> tuple[float, float]:
+    """``"2"`` or ``"1.5"`` or ``"2x3"`` (x then y) -> (factor_y, factor_x)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip() for p in parts):
+        raise click.BadParameter(f"{text!r} is not F or FxG (e.g. 2, 1.5 or 2x3)")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a number (use F or FxG, e.g. 2 or 2x3)"
+                                 ) from None
+    for value in values:
+        if not math.isfinite(value) or value <= 0:
+            raise click.BadParameter(f"{text!r}: a factor must be a positive finite number")
+    fx = values[0]
+    fy = values[1] if len(values) == 2 else values[0]
+    return fy, fx
+
+
+_SIZE = re.compile(r"^\s*(\d*)\s*(?:x\s*(\d*))?\s*$", re.IGNORECASE)
+
+
+def _parse_size(text: str) -> tuple[int | None, int | None]:
+    """``"WxH"``, ``"Wx"``, ``"W"`` or ``"xH"`` -> (height, width) with None for "keep aspect"."""
+    match = _SIZE.match(text)
+    if not match or not (match.group(1) or match.group(2)):
+        raise click.BadParameter(f"{text!r} is not WxH (e.g. 1920x1080, 1920x or x1080)")
+    width = int(match.group(1)) if match.group(1) else None
+    height = int(match.group(2)) if match.group(2) else None
+    for side in (width, height):
+        if side is not None and side < 1:
+            raise click.BadParameter(f"{text!r}: a side of 0 is not an image")
+    return height, width
+
+
+def _enum_choice(enum: type) -> click.Choice:
+    return click.Choice([member.value for member in enum], case_sensitive=False)
+
+
+@click.group(context_settings=CONTEXT, epilog=EPILOG)
+@click.version_option(__version__, "--version", prog_name="upconv")
+@click.option("--debug", is_flag=True, help="Show a full traceback on errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Upsample images by interpolation or transposed convolution.
+
+    Run 'upconv COMMAND --help' for a command's options.
+    """
+    ctx.obj = {"debug": debug}
+
+
+@main.command("scale", context_settings=CONTEXT, epilog=EPILOG)
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output_path", metavar="OUTPUT")
+@click.option("-m", "--method", type=_enum_choice(Method), default=Method.BICUBIC.value,
+              show_default=True,
+              help="Interpolation: scipy.ndimage spline of order 0, 1 or 3 (B-spline).")
+@click.option("-f", "--factor", "factor_text", metavar="F|FxG",
+              help="Scale factor, or FxG for separate x and y factors.")
+@click.option("-s", "--size", "size_text", metavar="WxH",
+              help="Output size; leave a side out (1920x, x1080) to keep the aspect ratio.")
+@click.option("-b", "--boundary", type=_enum_choice(Boundary), default=Boundary.EDGE.value,
+              show_default=True, help="How the image is extended past its border.")
+@click.option("--linear-light", is_flag=True,
+              help="Resample in linear light (decode sRGB, resample, encode).")
+@click.option("--format", "format_name", metavar="FORMAT",
+              help=f"Output format ({', '.join(FORMATS)}); default from OUTPUT's suffix.")
+@click.option("-q", "--quality", type=click.IntRange(1, 100), default=None,
+              help="JPEG/WebP quality (default 92).")
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS,
+              show_default=True, help="Refuse inputs or outputs with more pixels than this.")
+@click.option("-j", "--threads", type=click.IntRange(1), default=None,
+              help="Worker threads (default: all CPUs).")
+def scale_command(input_path: str, output_path: str, method: str, factor_text: str | None,
+                  size_text: str | None, boundary: str, linear_light: bool,
+                  format_name: str | None, quality: int | None, max_pixels: int,
+                  threads: int | None) -> None:
+    """Upsample INPUT into OUTPUT ('-' for standard input or output).
+
+    Sampling uses the half-pixel grid of Pillow, OpenCV and PyTorch
+    (align_corners=False) and equals scipy.ndimage.zoom(grid_mode=True) per
+    channel. Images with alpha are resampled premultiplied. Bit depth is
+    kept where the output format allows (16-bit PNG in, 16-bit PNG out).
+
+    \b
+    Examples:
+      upconv scale photo.png big.png --factor 2
+      upconv scale photo.jpg big.webp --size 1920x --method bilinear
+      cat a.png | upconv scale - - --factor 3 --format png | display
+    """
+    if (factor_text is None) == (size_text is None):
+        raise click.UsageError("give exactly one of --factor and --size")
+    factor = _parse_factor(factor_text) if factor_text is not None else None
+    size = _parse_size(size_text) if size_text is not None else None
+    fmt = format_for(output_path, format_name)
+    _refuse_clobbering_input(input_path, output_path)
+
+    picture = load_image(input_path, max_pixels)
+    height, width = picture.samples.shape[:2]
+    out_h, out_w = output_shape_for((height, width), factor, size)
+    if out_h * out_w > max_pixels:
+        raise UpconvError(f"the output would be {out_w}x{out_h} = {out_w * out_h} pixels, over "
+                          f"the limit of {max_pixels} (raise it with --max-pixels)")
+    if out_h < height or out_w < width:
+        _warn("the output is smaller than the input; upconv does not low-pass filter "
+              "before shrinking, so fine detail will alias")
+
+    samples = picture.samples
+    chosen = Method(method)
+    if chosen is not Method.NEAREST:
+        samples = to_float(samples)
+    result = scale(samples, output_shape=(out_h, out_w), method=chosen, boundary=boundary,
+                   alpha=picture.has_alpha, linear_light=linear_light, threads=threads)
+    if result.dtype != picture.samples.dtype:
+        result = from_float(result, picture.samples.dtype)
+    for note in save_image(with_samples(picture, result), output_path, fmt, quality):
+        _warn(note)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"upconv: warning: {message}", err=True)
+
+
+def _refuse_clobbering_input(input_path: str, output_path: str) -> None:
+    if input_path == "-" or output_path == "-":
+        return
+    try:
+        same = os.path.samefile(input_path, output_path)
+    except OSError:
+        return
+    if same:
+        raise UpconvError(f"{output_path}: the output would overwrite the input; "
+                          "choose another output name")
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit status (the console-script entry point)."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        main.main(args=argv, prog_name="upconv", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        hint = ""
+        if exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        _error(f"{exc.format_message()}{hint}")
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        _error(exc.format_message())
+        return EXIT_FAILURE
+    except (click.Abort, KeyboardInterrupt):
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except UpconvError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(str(exc))
+        return EXIT_FAILURE
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        _error("out of memory; try a smaller output or --max-pixels")
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if debug:
+            traceback.print_exc()
+        _error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _error(message: str) -> None:
+    first_line = " ".join(message.split())
+    try:
+        click.echo(f"upconv: error: {first_line}", err=True)
+    except BrokenPipeError:  # pragma: no cover
+        pass
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so Python's exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover
+        pass
+
+
+def entry_point() -> None:
+    """Console script ``upconv``."""
+    sys.exit(run())

@@ -1,0 +1,412 @@
+"""Reading and writing images: formats, bit depth, alpha, ICC, pipes, atomic writes.
+
+The numeric core works on float arrays; this module turns files (or standard
+input) into :class:`Picture` objects holding the stored samples, and back.
+Samples keep their stored dtype (uint8, uint16 or float) so that nothing is
+rounded that does not need to be: nearest-neighbour upsampling never leaves
+the integer domain, and ``.npy`` arrays keep their float precision.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import UpconvError
+from .png16 import is_16bit_colour_png, read_png16, write_png16
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "load_image", "save_image",
+    "format_for", "atomic_output", "to_float", "from_float",
+]
+
+#: Default limit on the pixels of an input or output image (16384 x 16384).
+DEFAULT_MAX_PIXELS = 2 ** 28
+
+#: Output formats: name -> (Pillow format or "NPY", suffixes, can hold alpha,
+#: highest integer bit depth, can hold an ICC profile).
+FORMATS: dict[str, tuple[str, tuple[str, ...], bool, int, bool]] = {
+    "png": ("PNG", (".png",), True, 16, True),
+    "jpeg": ("JPEG", (".jpg", ".jpeg", ".jpe"), False, 8, True),
+    "tiff": ("TIFF", (".tif", ".tiff"), True, 16, True),
+    "webp": ("WEBP", (".webp",), True, 8, True),
+    "bmp": ("BMP", (".bmp",), True, 8, False),
+    "pnm": ("PPM", (".pnm", ".ppm", ".pgm", ".pbm"), False, 16, False),
+    "npy": ("NPY", (".npy",), True, 0, False),
+}
+_FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff", "ppm": "pnm", "pgm": "pnm"}
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image as stored: samples plus what is needed to write it back.
+
+    Attributes
+    ----------
+    samples : ndarray, shape (H, W, C)
+        uint8, uint16 or floating point (float values nominally in [0, 1]).
+        C is 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
+    icc_profile : bytes or None
+        The embedded colour profile, carried over to the output.
+    """
+
+    samples: np.ndarray
+    icc_profile: bytes | None = None
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.samples.shape[2] in (2, 4)
+
+    @property
+    def bit_depth(self) -> int:
+        """8 or 16 for integer samples, 0 for float samples."""
+        kind = self.samples.dtype
+        return 8 if kind == np.uint8 else 16 if kind == np.uint16 else 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as image tools say it."""
+        return self.samples.shape[1], self.samples.shape[0]
+
+
+def to_float(samples: np.ndarray) -> np.ndarray:
+    """Integer samples to float32 in [0, 1]; float samples unchanged.
+
+    Examples
+    --------
+    >>> to_float(np.array([0, 255], np.uint8))
+    array([0., 1.], dtype=float32)
+    """
+    if samples.dtype == np.uint8:
+        return samples.astype(np.float32) * np.float32(1 / 255)
+    if samples.dtype == np.uint16:
+        return samples.astype(np.float32) * np.float32(1 / 65535)
+    return samples
+
+
+def from_float(values: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
+    """Float values in [0, 1] to ``dtype`` samples: clipped and rounded to nearest.
+
+    Float targets keep the values (no clipping). ``values`` may be modified.
+
+    Examples
+    --------
+    >>> from_float(np.array([-0.1, 0.5, 1.2], np.float32), np.uint8)
+    array([  0, 128, 255], dtype=uint8)
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return values.astype(dtype, copy=False)
+    top = float(np.iinfo(dtype).max)
+    if not values.flags.writeable or values.dtype.kind != "f":
+        values = values.astype(np.float32)
+    values *= top
+    np.clip(values, 0.0, top, out=values)
+    np.rint(values, out=values)
+    return values.astype(dtype)
+
+
+def format_for(path: str, explicit: str | None) -> str:
+    """The output format name from ``--format`` or else from the file suffix."""
+    if explicit:
+        name = _FORMAT_ALIASES.get(explicit.lower(), explicit.lower())
+        if name not in FORMATS:
+            raise UpconvError(f"unknown format {explicit!r}; use one of {', '.join(FORMATS)}")
+        return name
+    if path == "-":
+        raise UpconvError("writing to standard output needs --format (e.g. --format png)")
+    suffix = Path(path).suffix.lower()
+    for name, (_, suffixes, *_rest) in FORMATS.items():
+        if suffix in suffixes:
+            return name
+    if not suffix:
+        raise UpconvError(f"{path}: no file suffix to tell the format from; add one or "
+                          "use --format")
+    raise UpconvError(f"{path}: unknown image suffix {suffix!r}; use one of "
+                      f"{', '.join(s for f in FORMATS.values() for s in f[1])} or --format")
+
+
+# --------------------------------------------------------------------------- reading
+
+def _read_bytes(path: str) -> bytes:
+    if path == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UpconvError("-: standard input is a terminal; pipe an image into it")
+        data = sys.stdin.buffer.read()
+        name = "standard input"
+    else:
+        name = path
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            raise UpconvError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise UpconvError(f"{path}: is a directory, not an image file") from None
+        except PermissionError:
+            raise UpconvError(f"{path}: permission denied") from None
+        except OSError as exc:
+            raise UpconvError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise UpconvError(f"{name}: empty file")
+    return data
+
+
+def _load_npy(data: bytes, name: str, max_pixels: int) -> Picture:
+    handle = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(handle)
+    except (ValueError, OSError) as exc:
+        raise UpconvError(f"{name}: corrupt .npy file ({exc})") from None
+    if dtype.hasobject or dtype.kind not in "fiub":
+        raise UpconvError(f"{name}: .npy arrays must hold numbers, not {dtype}")
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4)):
+        raise UpconvError(f"{name}: .npy image must be H x W or H x W x C with C in 1..4, "
+                          f"got shape {shape}")
+    if 0 in shape:
+        raise UpconvError(f"{name}: .npy image is empty (shape {shape})")
+    if shape[0] * shape[1] > max_pixels:
+        raise UpconvError(f"{name}: image is {shape[1]}x{shape[0]} pixels, over the limit of "
+                          f"{max_pixels} (--max-pixels)")
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UpconvError(f"{name}: corrupt or truncated .npy file ({exc})") from None
+    if array.dtype.kind != "f":
+        array = array.astype(np.float32)
+    if array.dtype.itemsize < 4:
+        array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise UpconvError(f"{name}: .npy image contains NaN or infinite values")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return Picture(np.ascontiguousarray(array))
+
+
+def _pillow_samples(image: Image.Image) -> np.ndarray:
+    """Samples of a Pillow image as (H, W, C) in a dtype that keeps them exact."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(image).astype(np.uint16)[:, :, None]
+    if mode == "I":
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise UpconvError("32-bit integer images are not supported; save as 16-bit")
+        return values.astype(np.uint16)[:, :, None]
+    if mode == "F":
+        return np.asarray(image, dtype=np.float32)[:, :, None].copy()
+    if mode == "1":
+        image = image.convert("L")
+    elif mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode in ("La",):
+        image = image.convert("LA")
+    elif mode in ("RGBa",):
+        image = image.convert("RGBA")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
+    samples = np.asarray(image)
+    return samples[:, :, None] if samples.ndim == 2 else samples
+
+
+def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    """Read an image file (or ``"-"`` for standard input).
+
+    The format is recognised from the content, not the name. EXIF
+    orientation is applied; palette and 1-bit images become RGB(A) or gray;
+    16-bit images stay 16-bit; ``.npy`` float arrays stay float.
+
+    Raises
+    ------
+    UpconvError
+        With a one-line message naming the file, for anything unreadable.
+    """
+    data = _read_bytes(path)
+    name = "standard input" if path == "-" else path
+    if data.startswith(_NPY_MAGIC):
+        return _load_npy(data, name, max_pixels)
+    if is_16bit_colour_png(data):
+        try:
+            samples, icc = read_png16(data, max_pixels)
+        except UpconvError as exc:
+            raise UpconvError(f"{name}: {exc}") from None
+        return Picture(samples, icc)
+    previous_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                icc = image.info.get("icc_profile") or None
+                image = ImageOps.exif_transpose(image)
+                image.load()
+                samples = _pillow_samples(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UpconvError(f"{name}: over the limit of {max_pixels} pixels (--max-pixels); "
+                          f"refusing a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise UpconvError(f"{name}: not an image file upconv can read") from None
+    except UpconvError as exc:
+        raise UpconvError(f"{name}: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise UpconvError(f"{name}: truncated or corrupt image ({exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous_limit
+    return Picture(np.ascontiguousarray(samples), icc)
+
+
+# --------------------------------------------------------------------------- writing
+
+def _encode(picture: Picture, fmt: str, quality: int | None) -> tuple[bytes, list[str]]:
+    """Encode for ``fmt``; returns the bytes and notes about what was lost."""
+    pillow_format, _, holds_alpha, max_depth, holds_icc = FORMATS[fmt]
+    notes: list[str] = []
+    samples = picture.samples
+    if pillow_format == "NPY":
+        buffer = io.BytesIO()
+        values = to_float(samples)
+        np.save(buffer, values[:, :, 0] if values.shape[2] == 1 else values, allow_pickle=False)
+        return buffer.getvalue(), notes
+    if picture.has_alpha and not holds_alpha:
+        samples = samples[:, :, :-1]
+        notes.append(f"{fmt.upper()} cannot hold transparency; the alpha channel was dropped")
+    channels = samples.shape[2]
+    depth = _output_depth(samples.dtype, channels, fmt)
+    if depth and picture.bit_depth > depth:
+        notes.append(f"{fmt.upper()} output holds {depth}-bit samples; "
+                     f"reduced from {picture.bit_depth}-bit")
+    icc = picture.icc_profile if holds_icc else None
+
+    if depth == 16 and channels > 1:
+        if fmt != "png":
+            raise UpconvError(f"16-bit colour cannot be written as {fmt}")  # pragma: no cover
+        return write_png16(_convert(samples, np.uint16), icc), notes
+
+    if depth == 0:
+        image = Image.fromarray(samples[:, :, 0].astype(np.float32), mode="F")
+    elif depth == 16:
+        image = Image.fromarray(_convert(samples, np.uint16)[:, :, 0])
+    else:
+        eight = _convert(samples, np.uint8)
+        image = Image.fromarray(eight[:, :, 0] if channels == 1 else eight)
+    options: dict[str, object] = {}
+    if icc:
+        options["icc_profile"] = icc
+    if fmt in ("jpeg", "webp"):
+        options["quality"] = quality if quality is not None else 92
+    if fmt == "tiff":
+        options["compression"] = "tiff_deflate"
+    buffer = io.BytesIO()
+    image.save(buffer, format=pillow_format, **options)
+    return buffer.getvalue(), notes
+
+
+def _output_depth(dtype: np.dtype, channels: int, fmt: str) -> int:
+    """Bits per sample to write (0 for float): as deep as the input, if the format can."""
+    if fmt == "tiff" and channels == 1 and dtype.kind == "f":
+        return 0
+    deep = dtype.kind == "f" or dtype == np.uint16
+    if deep and (fmt == "png" or (fmt in ("tiff", "pnm") and channels == 1)):
+        return 16
+    return 8
+
+
+def _convert(samples: np.ndarray, dtype: type) -> np.ndarray:
+    if samples.dtype == dtype:
+        return samples
+    if samples.dtype == np.uint16 and dtype == np.uint8:
+        # exact rounding of v * 255 / 65535
+        return ((samples.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if samples.dtype == np.uint8 and dtype == np.uint16:
+        return samples.astype(np.uint16) * 257
+    return from_float(np.array(samples, dtype=np.float32), dtype)
+
+
+@contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """Write a file atomically: a temporary file in the same folder, then rename.
+
+    On any exception (including KeyboardInterrupt) the temporary file is
+    removed and an existing ``path`` is left untouched.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.",
+                                             suffix=".part", delete=False)
+    except FileNotFoundError:
+        raise UpconvError(f"{path}: folder {str(folder)!r} does not exist") from None
+    except PermissionError:
+        raise UpconvError(f"{path}: folder {str(folder)!r} is not writable") from None
+    except OSError as exc:
+        raise UpconvError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            mode = os.stat(target).st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(handle.name, mode)
+        os.replace(handle.name, target)
+    except BaseException:
+        try:
+            os.unlink(handle.name)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_image(picture: Picture, path: str, fmt: str, quality: int | None = None) -> list[str]:
+    """Write ``picture`` to ``path`` (``"-"`` for standard output) as ``fmt``.
+
+    The image is encoded in memory first, so a failure leaves nothing behind;
+    files are then written atomically. Returns notes about anything the
+    format could not hold (alpha, bit depth), for the caller to show.
+    """
+    data, notes = _encode(picture, fmt, quality)
+    if path == "-":
+        stdout = sys.stdout
+        if stdout is None or stdout.isatty():
+            raise UpconvError("refusing to write binary image data to a terminal; "
+                              "redirect standard output or give an output file")
+        stdout.buffer.write(data)
+        stdout.buffer.flush()
+        return notes
+    if os.path.isdir(path):
+        raise UpconvError(f"{path}: is a directory; give an output file name")
+    try:
+        with atomic_output(path) as handle:
+            handle.write(data)
+    except PermissionError:
+        raise UpconvError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise UpconvError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return notes
+
+
+def with_samples(picture: Picture, samples: np.ndarray) -> Picture:
+    """The same picture metadata with new samples."""
+    return replace(picture, samples=samples)

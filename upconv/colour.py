@@ -49,17 +49,28 @@ def premultiply(image: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Alpha below this (half a 16-bit step) counts as fully transparent after
+#: resampling: its colour is set to 0 rather than divided by a tiny number.
+ALPHA_EPSILON = 0.5 / 65535
+
+
 def unpremultiply(image: np.ndarray) -> np.ndarray:
-    """Divide colour by alpha where alpha > 0, in place; colour is 0 where alpha <= 0.
+    """Clip alpha to [0, 1] and divide colour by it, in place.
+
+    Where alpha is below :data:`ALPHA_EPSILON` (bicubic ringing can leave
+    tiny or negative alpha next to transparent areas) the pixel is
+    transparent and its colour is set to 0.
 
     Examples
     --------
-    >>> unpremultiply(np.array([[0.25, 0.5], [0.3, 0.0]]))
+    >>> unpremultiply(np.array([[0.25, 0.5], [0.3, 0.0], [0.3, 1.2]]))
     array([[0.5, 0.5],
-           [0. , 0. ]])
+           [0. , 0. ],
+           [0.3, 1. ]])
     """
     alpha = image[..., -1:]
-    covered = alpha > 0
+    np.clip(alpha, 0, 1, out=alpha)
+    covered = alpha >= ALPHA_EPSILON
     safe = np.where(covered, alpha, 1)
     image[..., :-1] = np.where(covered, image[..., :-1] / safe, 0)
     return image

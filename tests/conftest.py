@@ -1,0 +1,42 @@
+"""Shared fixtures and helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_images"
+
+SCIPY_MODE = {"edge": "nearest", "reflect": "reflect", "zero": "grid-constant"}
+ORDER = {"nearest": 0, "bilinear": 1, "bicubic": 3}
+
+
+def zoom_per_channel(image: np.ndarray, factor: tuple[float, float], method: str,
+                     boundary: str) -> np.ndarray:
+    """The independent reference: scipy.ndimage.zoom on each channel, in float64."""
+    planar = image.ndim == 2
+    img3 = image[:, :, None] if planar else image
+    channels = [ndimage.zoom(img3[:, :, c].astype(np.float64), factor, order=ORDER[method],
+                             grid_mode=True, mode=SCIPY_MODE[boundary])
+                for c in range(img3.shape[2])]
+    out = np.stack(channels, axis=-1)
+    return out[:, :, 0] if planar else out
+
+
+def assert_images_close(actual: np.ndarray, expected: np.ndarray, atol: float,
+                        what: str = "") -> None:
+    """assert_allclose with a message that says where the worst pixel is."""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    worst = np.unravel_index(np.argmax(diff), diff.shape) if diff.size else ()
+    assert diff.max(initial=0) <= atol, (
+        f"{what}: max |difference| {diff.max():.3g} > {atol:g} at pixel {worst}")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261128)

@@ -1,0 +1,142 @@
+"""upconv.scale against independent references: scipy.ndimage.zoom per channel and np.kron."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_images_close, zoom_per_channel
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import upconv
+from upconv.interpolate import axis_phases, axis_taps, output_shape_for
+
+METHODS = ["nearest", "bilinear", "bicubic"]
+BOUNDARIES = ["edge", "reflect", "zero"]
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("factor", [2, 3, 4, (2, 3), 1.5, 2.37, (1.25, 3.5), 0.6])
+def test_equals_scipy_zoom_per_channel(rng, method, boundary, factor):
+    image = rng.random((23, 31, 3)).astype(np.float32)
+    fy, fx = factor if isinstance(factor, tuple) else (factor, factor)
+    expected = zoom_per_channel(image, (fy, fx), method, boundary)
+    actual = upconv.scale(image, factor, method=method, boundary=boundary)
+    assert actual.dtype == np.float32
+    assert_images_close(actual, expected, 1e-5, f"{method}/{boundary}/{factor}")
+
+
+@pytest.mark.parametrize("channels", [None, 1, 2, 4])
+@pytest.mark.parametrize("method", METHODS)
+def test_any_channel_count_and_planar_images(rng, channels, method):
+    shape = (17, 12) if channels is None else (17, 12, channels)
+    image = rng.random(shape)
+    actual = upconv.scale(image, 2, method=method)
+    assert actual.dtype == np.float64
+    assert_images_close(actual, zoom_per_channel(image, (2, 2), method, "edge"), 1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(1, 24), width=st.integers(1, 24),
+       fy=st.floats(0.5, 5.0), fx=st.floats(0.5, 5.0),
+       method=st.sampled_from(METHODS), boundary=st.sampled_from(BOUNDARIES),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_random_shapes_and_factors_match_zoom(height, width, fy, fx, method, boundary, seed):
+    image = np.random.default_rng(seed).random((height, width, 2))
+    expected = zoom_per_channel(image, (fy, fx), method, boundary)
+    if min(expected.shape[:2]) < 1:
+        return  # zoom itself produces an empty image; upconv refuses those (tested below)
+    actual = upconv.scale(image, (fy, fx), method=method, boundary=boundary)
+    assert_images_close(actual, expected, 1e-9, f"{method}/{boundary}")
+
+
+@pytest.mark.parametrize("factor", [2, 3, 5])
+def test_nearest_at_integer_factors_is_pixel_replication(rng, factor):
+    image = rng.integers(0, 256, (9, 14, 3), dtype=np.uint8)
+    expected = np.kron(image, np.ones((factor, factor, 1), np.uint8))
+    actual = upconv.scale(image, factor, method="nearest")
+    assert actual.dtype == np.uint8
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_nearest_keeps_uint16_exactly(rng):
+    image = rng.integers(0, 65536, (5, 7), dtype=np.uint16)
+    np.testing.assert_array_equal(upconv.scale(image, 2, method="nearest"),
+                                  np.kron(image, np.ones((2, 2), np.uint16)))
+
+
+@pytest.mark.parametrize("method", ["bilinear", "bicubic"])
+def test_threads_do_not_change_the_result(rng, method):
+    image = rng.random((150, 40, 3)).astype(np.float32)  # several bands
+    one = upconv.scale(image, 2, method=method, threads=1)
+    two = upconv.scale(image, 2, method=method, threads=2)
+    np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("order", [0, 1, 3])
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_polyphase_operator_equals_the_general_one(order, factor):
+    n = 7
+    taps = axis_taps(n, n * factor, order, pad=3)
+    phases = axis_phases(factor, order, pad=3)
+    for i in range(n * factor):
+        m, p = divmod(i, factor)
+        np.testing.assert_array_equal(taps.index[i], m + phases.start[p] + np.arange(order + 1))
+        np.testing.assert_allclose(taps.weights[i], phases.weights[p], atol=1e-12)
+
+
+def test_flat_image_stays_flat_with_every_method_and_boundary():
+    flat = np.full((10, 13, 3), 0.3, np.float32)
+    for method in METHODS:
+        for boundary in ("edge", "reflect"):
+            out = upconv.scale(flat, 2.5, method=method, boundary=boundary)
+            np.testing.assert_allclose(out, 0.3, atol=1e-6)
+
+
+def test_zero_boundary_darkens_the_border_and_edge_does_not():
+    flat = np.ones((8, 8), np.float32)
+    assert upconv.scale(flat, 2, method="bilinear", boundary="zero")[0, 0] < 0.99
+    assert upconv.scale(flat, 2, method="bilinear", boundary="edge")[0, 0] == pytest.approx(1)
+
+
+def test_output_shape_keeps_aspect_ratio():
+    assert output_shape_for((1080, 1920), output_shape=(None, 960)) == (540, 960)
+    assert output_shape_for((1080, 1920), output_shape=(720, None)) == (720, 1280)
+    out = upconv.scale(np.zeros((30, 40), np.float32), output_shape=(None, 100))
+    assert out.shape == (75, 100)
+
+
+@pytest.mark.parametrize("factor", [0, -1, float("nan"), float("inf"), "two"])
+def test_bad_factors_are_refused(factor):
+    with pytest.raises(upconv.UpconvError, match="factor"):
+        upconv.scale(np.zeros((4, 4), np.float32), factor)
+
+
+def test_factor_that_rounds_to_an_empty_image_is_refused():
+    with pytest.raises(upconv.UpconvError, match="side of 0"):
+        upconv.scale(np.zeros((4, 4), np.float32), 0.1)
+
+
+def test_exactly_one_of_factor_and_shape():
+    image = np.zeros((4, 4), np.float32)
+    with pytest.raises(upconv.UpconvError, match="exactly one"):
+        upconv.scale(image)
+    with pytest.raises(upconv.UpconvError, match="exactly one"):
+        upconv.scale(image, 2, output_shape=(8, 8))
+
+
+def test_unknown_method_lists_the_choices():
+    with pytest.raises(upconv.UpconvError, match="'nearest', 'bilinear', 'bicubic'"):
+        upconv.scale(np.zeros((4, 4), np.float32), 2, method="lanczos")
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (4,), (2, 2, 2, 2)])
+def test_bad_array_shapes_are_refused(shape):
+    with pytest.raises(upconv.UpconvError, match="H x W"):
+        upconv.scale(np.zeros(shape, np.float32), 2)
+
+
+def test_integer_input_needs_nearest():
+    with pytest.raises(upconv.UpconvError, match="float"):
+        upconv.scale(np.zeros((4, 4), np.uint8), 2, method="bilinear")

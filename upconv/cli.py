@@ -161,7 +161,8 @@ def scale_command(input_path: str, output_path: str, method: str, factor_text: s
         samples = to_float(samples)
     result = scale(samples, output_shape=(out_h, out_w), method=chosen, boundary=boundary,
                    alpha=picture.has_alpha, linear_light=linear_light, threads=threads)
-    if result.dtype != picture.samples.dtype:
+    if result.dtype != picture.samples.dtype and fmt != "npy":
+        # Back to the stored depth; .npy output keeps the exact float result.
         result = from_float(result, picture.samples.dtype)
     for note in save_image(with_samples(picture, result), output_path, fmt, quality):
         _warn(note)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 
 import numpy as np
@@ -207,36 +206,28 @@ _POLE = math.sqrt(3.0) - 2.0
 _GAIN = 6.0
 
 
-def _prefilter_columns(coeffs: np.ndarray, threads: int) -> None:
+def _prefilter_columns(coeffs: np.ndarray) -> None:
     """Cubic B-spline prefilter along axis 0, in place (causal + anti-causal IIR).
 
-    The recursion runs over rows, each step a vector operation on a whole
+    The recursion runs over rows, each step one vector operation on a whole
     row, which is cache friendly (scipy's line-buffer filter along axis 0 is
-    not). The array must already be extended by :data:`SPLINE_PREPAD` rows:
-    the start-up conditions assume a constant extension, and whatever error
-    that leaves decays by ``|pole|**12 < 2e-7`` before the first real row.
+    not). It runs on one thread: the steps are too short to share the GIL
+    profitably. The array must already be extended by :data:`SPLINE_PREPAD`
+    rows: the start-up conditions assume a constant extension, and whatever
+    error that leaves decays by ``|pole|**12 < 2e-7`` before the first real row.
     """
-    flat = coeffs.reshape(coeffs.shape[0], -1)
+    c = coeffs.reshape(coeffs.shape[0], -1)
     z = coeffs.dtype.type(_POLE)
-
-    def run(part: tuple[int, int]) -> None:
-        c = flat[:, part[0]:part[1]]
-        c[0] *= 1.0 / (1.0 - _POLE)
-        for i in range(1, c.shape[0]):
-            c[i] += z * c[i - 1]
-        c[-1] *= _POLE / (_POLE - 1.0)
-        for i in range(c.shape[0] - 2, -1, -1):
-            np.subtract(c[i + 1], c[i], out=c[i])
-            c[i] *= z
-        c *= _GAIN
-
-    width = flat.shape[1]
-    parts = [(k * width // threads, (k + 1) * width // threads) for k in range(threads)]
-    if threads == 1:
-        run(parts[0])
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(run, parts))
+    step = np.empty_like(c[0])
+    c[0] *= 1.0 / (1.0 - _POLE)
+    for i in range(1, c.shape[0]):
+        np.multiply(c[i - 1], z, out=step)
+        c[i] += step
+    c[-1] *= _POLE / (_POLE - 1.0)
+    for i in range(c.shape[0] - 2, -1, -1):
+        np.subtract(c[i + 1], c[i], out=c[i])
+        c[i] *= z
+    c *= _GAIN
 
 
 def _prefilter_rows(boundary: Boundary) -> Callable[[np.ndarray], np.ndarray]:
@@ -249,7 +240,7 @@ def _prefilter_rows(boundary: Boundary) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def _spline_coefficients(image: np.ndarray, boundary: Boundary, threads: int,
+def _spline_coefficients(image: np.ndarray, boundary: Boundary,
                          defer_rows: bool = False,
                          ) -> tuple[np.ndarray, int, Callable[[np.ndarray], np.ndarray] | None]:
     """Cubic B-spline coefficients of the image, extended by their pad.
@@ -271,7 +262,7 @@ def _spline_coefficients(image: np.ndarray, boundary: Boundary, threads: int,
             ndimage.spline_filter1d(coeffs, 3, axis=axis, mode="reflect", output=coeffs)
         return _extend(coeffs, 2, boundary), 2, None
     coeffs = _extend(image, SPLINE_PREPAD, boundary)
-    _prefilter_columns(coeffs, threads)
+    _prefilter_columns(coeffs)
     row_filter = _prefilter_rows(boundary)
     if defer_rows:
         return coeffs, SPLINE_PREPAD, row_filter
@@ -374,7 +365,7 @@ def _interpolate(img3: np.ndarray, shape: tuple[int, int], order: int, boundary:
     integer_factors = out_h % height == 0 and out_w % width == 0
     row_filter = None
     if order == 3:
-        ext, pad, row_filter = _spline_coefficients(img3, boundary, threads,
+        ext, pad, row_filter = _spline_coefficients(img3, boundary,
                                                     defer_rows=integer_factors)
     else:
         pad = 1

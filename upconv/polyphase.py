@@ -31,7 +31,7 @@ __all__ = ["AxisTaps", "Phases", "default_threads", "apply_separable", "gather"]
 
 #: Rows of input processed per work unit; small enough that a band of a
 #: 4K-wide RGB float32 image and its temporaries stay in the L2 cache.
-BAND_ROWS = 32
+BAND_ROWS = 96
 
 
 def default_threads() -> int:
@@ -170,9 +170,11 @@ def apply_separable(ext: np.ndarray, pad: int, phases_y: Phases, phases_x: Phase
     flat = ext.reshape(ext.shape[0], -1)
     row_len = width * channels
 
+    first_row = int(phases_y.start.min())  # rows of ext above this are never read
+
     def work(band: tuple[int, int]) -> None:
         a, b = band
-        rows = flat[a:b + phases_y.reach]
+        rows = flat[a + first_row:b + phases_y.reach]
         n_rows = rows.shape[0]
         if row_filter is not None:
             rows = row_filter(rows.reshape(n_rows, -1, channels)).reshape(n_rows, -1)
@@ -190,7 +192,7 @@ def apply_separable(ext: np.ndarray, pad: int, phases_y: Phases, phases_x: Phase
         target = out[sy * a:sy * b].reshape(b - a, sy, -1)
         scratch = np.empty((b - a, mid_rows.shape[1]), dtype)
         for q in range(sy):
-            start = int(phases_y.start[q])
+            start = int(phases_y.start[q]) - first_row
             weights = phases_y.weights[q]
             dst = target[:, q]
             np.multiply(mid_rows[start:start + b - a], weights[0], out=dst)
@@ -265,5 +267,6 @@ def gather(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
             np.take(picked, inverse, axis=0, out=out[a:b])
 
         n_work = n_out
-    _run(work, _bands(n_work, max(16, n_work // threads + 1)), threads)
+    # Bands of a few dozen rows keep each band's `take` result in cache for the copies.
+    _run(work, _bands(n_work, 32), threads)
     return out.reshape(n_out, cols.shape[0], channels)

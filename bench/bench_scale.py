@@ -5,7 +5,7 @@ Pillow LANCZOS) upsampled by a factor of 2:
 
 1. Speed. All contenders run in this one process, timed with ``time.perf_counter``,
    interleaved round-robin (A, B, C, A, B, C, ...) so machine noise hits them all alike;
-   each figure is the median of ``--repeat`` runs (default 7) after one untimed warm-up.
+   each figure is the median of ``--repeat`` runs (default 15) after one untimed warm-up.
    upconv bilinear/bicubic take the image as float32 HxWx3 in [0, 1]; upconv nearest takes
    the uint8 array (it keeps integer dtype, as the CLI does for 8-bit images). The
    scipy.ndimage.zoom baseline zooms each float32 channel separately
@@ -272,7 +272,7 @@ def print_summary(results: list[tuple[str, bool]]) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--repeat", type=int, default=7,
+    parser.add_argument("--repeat", type=int, default=15,
                         help="timed runs per contender; the median is reported (default 7)")
     parser.add_argument("--zoom-repeat", type=int, default=3,
                         help="timed runs of the slow per-channel zoom baseline (default 3)")

@@ -230,19 +230,22 @@ def _prefilter_columns(coeffs: np.ndarray) -> None:
     c *= _GAIN
 
 
-def _prefilter_rows(boundary: Boundary) -> Callable[[np.ndarray], np.ndarray]:
-    """The cubic B-spline prefilter along axis 1, for one band of rows."""
+def _prefilter_rows(boundary: Boundary) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The cubic B-spline prefilter along axis 1, for one band of rows, into ``out``."""
     mode = boundary.scipy_mode
 
-    def run(rows: np.ndarray) -> np.ndarray:
-        return ndimage.spline_filter1d(rows, 3, axis=1, mode=mode, output=rows.dtype)
+    def run(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        ndimage.spline_filter1d(rows, 3, axis=1, mode=mode, output=out)
+        return out
 
     return run
 
 
-def _spline_coefficients(image: np.ndarray, boundary: Boundary,
-                         defer_rows: bool = False,
-                         ) -> tuple[np.ndarray, int, Callable[[np.ndarray], np.ndarray] | None]:
+RowFilter = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _spline_coefficients(image: np.ndarray, boundary: Boundary, defer_rows: bool = False,
+                         ) -> tuple[np.ndarray, int, RowFilter | None]:
     """Cubic B-spline coefficients of the image, extended by their pad.
 
     Returns ``(coeffs, pad, row_filter)``. With ``defer_rows=True`` the
@@ -266,7 +269,7 @@ def _spline_coefficients(image: np.ndarray, boundary: Boundary,
     row_filter = _prefilter_rows(boundary)
     if defer_rows:
         return coeffs, SPLINE_PREPAD, row_filter
-    return row_filter(coeffs), SPLINE_PREPAD, None
+    return row_filter(coeffs, coeffs), SPLINE_PREPAD, None
 
 
 def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,

@@ -31,7 +31,9 @@ __all__ = ["AxisTaps", "Phases", "default_threads", "apply_separable", "gather"]
 
 #: Rows of input processed per work unit; small enough that a band of a
 #: 4K-wide RGB float32 image and its temporaries stay in the L2 cache.
-BAND_ROWS = 96
+BAND_ROWS = 64
+#: Output rows of the y pass accumulated at a time (they stay in L2 meanwhile).
+Y_CHUNK = 8
 
 
 def default_threads() -> int:
@@ -86,15 +88,41 @@ def _bands(n: int, rows: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + rows)) for a in range(0, n, rows)]
 
 
-def _run(work: Callable[[tuple[int, int]], None], bands: list[tuple[int, int]],
-         threads: int) -> None:
-    if threads <= 1 or len(bands) == 1:
-        for band in bands:
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool per thread count: starting threads on every call costs."""
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="upconv")
+    return pool
+
+
+# A forked child has none of the parent's threads: give it fresh pools.
+os.register_at_fork(after_in_child=_POOLS.clear)
+
+
+def _run(make_worker: Callable[[], Callable[[tuple[int, int]], None]],
+         bands: list[tuple[int, int]], threads: int) -> None:
+    """Run a worker over every band; each thread takes one contiguous run of bands.
+
+    ``make_worker`` is called once per thread, so a worker may own buffers.
+    """
+    threads = min(threads, len(bands))
+
+    def run_group(group: list[tuple[int, int]]) -> None:
+        work = make_worker()
+        for band in group:
             work(band)
+
+    if threads <= 1:
+        run_group(bands)
         return
-    with ThreadPoolExecutor(threads) as pool:
-        for _ in pool.map(work, bands):  # re-raises a worker's exception
-            pass
+    groups = [bands[k * len(bands) // threads:(k + 1) * len(bands) // threads]
+              for k in range(threads)]
+    for _ in _pool(threads).map(run_group, groups):  # re-raises a worker's exception
+        pass
 
 
 def _pixel_view(a: np.ndarray) -> np.ndarray:
@@ -124,7 +152,7 @@ def _correlate_rows(src: np.ndarray, start: int, weights: np.ndarray, n: int,
 
 def apply_separable(ext: np.ndarray, pad: int, phases_y: Phases, phases_x: Phases,
                     out: np.ndarray, threads: int | None = None,
-                    row_filter: Callable[[np.ndarray], np.ndarray] | None = None,
+                    row_filter: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                     ) -> np.ndarray:
     """Apply integer-factor operators along both axes of an extended image.
 
@@ -141,9 +169,10 @@ def apply_separable(ext: np.ndarray, pad: int, phases_y: Phases, phases_x: Phase
     threads : int, optional
         Worker threads; default :func:`default_threads`.
     row_filter : callable, optional
-        A filter along axis 1 to apply to each band's rows (shape
-        ``(rows, W + 2*pad, C)``) before the x pass, such as the spline
-        prefilter: done per band, the rows are still in cache.
+        ``row_filter(rows, out)``: a filter along axis 1 applied to each
+        band's rows (shape ``(rows, W + 2*pad, C)``, written into ``out`` and
+        returned) before the x pass, such as the spline prefilter: done per
+        band, the rows are still in cache.
 
     Returns
     -------
@@ -171,36 +200,53 @@ def apply_separable(ext: np.ndarray, pad: int, phases_y: Phases, phases_x: Phase
     row_len = width * channels
 
     first_row = int(phases_y.start.min())  # rows of ext above this are never read
+    max_rows = BAND_ROWS + phases_y.reach - first_row
 
-    def work(band: tuple[int, int]) -> None:
-        a, b = band
-        rows = flat[a + first_row:b + phases_y.reach]
-        n_rows = rows.shape[0]
-        if row_filter is not None:
-            rows = row_filter(rows.reshape(n_rows, -1, channels)).reshape(n_rows, -1)
-        # x pass: each phase contiguous into `phase`, then interleaved by pixel.
-        mid = np.empty((n_rows, sx * width, channels), dtype)
-        mid_px = _pixel_view(mid)
-        phase = np.empty((n_rows, row_len), dtype)
-        scratch = np.empty((n_rows, row_len), dtype)
-        for p in range(sx):
-            _correlate_rows(rows, int(phases_x.start[p]), phases_x.weights[p],
-                            row_len, channels, phase, scratch)
-            mid_px[:, p::sx] = _pixel_view(phase.reshape(n_rows, width, channels))
-        # y pass: whole rows, written straight into the output.
-        mid_rows = mid.reshape(n_rows, -1)
-        target = out[sy * a:sy * b].reshape(b - a, sy, -1)
-        scratch = np.empty((b - a, mid_rows.shape[1]), dtype)
-        for q in range(sy):
-            start = int(phases_y.start[q]) - first_row
-            weights = phases_y.weights[q]
-            dst = target[:, q]
-            np.multiply(mid_rows[start:start + b - a], weights[0], out=dst)
-            for t in range(1, weights.shape[0]):
-                np.multiply(mid_rows[start + t:start + t + b - a], weights[t], out=scratch)
-                dst += scratch
+    def make_worker() -> Callable[[tuple[int, int]], None]:
+        # Per-thread buffers, allocated once and reused for every band: fresh
+        # multi-megabyte temporaries would cost a page fault per 4 KiB each time.
+        filtered = np.empty((max_rows, ext.shape[1], channels), dtype) if row_filter else None
+        mid_buffer = np.empty((max_rows, sx * width, channels), dtype)
+        phase_buffer = np.empty((max_rows, row_len), dtype)
+        scratch_buffer = np.empty((max_rows * sx, row_len), dtype)
 
-    _run(work, _bands(height, BAND_ROWS), threads)
+        def work(band: tuple[int, int]) -> None:
+            a, b = band
+            rows = flat[a + first_row:b + phases_y.reach]
+            n_rows = rows.shape[0]
+            if row_filter is not None and filtered is not None:
+                rows = row_filter(rows.reshape(n_rows, -1, channels), filtered[:n_rows])
+                rows = rows.reshape(n_rows, -1)
+            # x pass: each phase contiguous into `phase`, then interleaved by pixel.
+            mid = mid_buffer[:n_rows]
+            mid_px = _pixel_view(mid)
+            phase = phase_buffer[:n_rows]
+            scratch = scratch_buffer[:n_rows]
+            for p in range(sx):
+                _correlate_rows(rows, int(phases_x.start[p]), phases_x.weights[p],
+                                row_len, channels, phase, scratch)
+                mid_px[:, p::sx] = _pixel_view(phase.reshape(n_rows, width, channels))
+            # y pass: whole rows, written straight into the output.
+            mid_rows = mid.reshape(n_rows, -1)
+            target = out[sy * a:sy * b].reshape(b - a, sy, -1)
+            for c0 in range(0, b - a, Y_CHUNK):
+                # A few output rows at a time, so `dst` stays in cache while it accumulates.
+                c1 = min(b - a, c0 + Y_CHUNK)
+                scratch = scratch_buffer.reshape(-1)[:(c1 - c0) * mid_rows.shape[1]]
+                scratch = scratch.reshape(c1 - c0, -1)
+                for q in range(sy):
+                    start = int(phases_y.start[q]) - first_row + c0
+                    weights = phases_y.weights[q]
+                    dst = target[c0:c1, q]
+                    np.multiply(mid_rows[start:start + c1 - c0], weights[0], out=dst)
+                    for t in range(1, weights.shape[0]):
+                        np.multiply(mid_rows[start + t:start + t + c1 - c0], weights[t],
+                                    out=scratch)
+                        dst += scratch
+
+        return work
+
+    _run(make_worker, _bands(height, BAND_ROWS), threads)
     return out
 
 
@@ -268,5 +314,5 @@ def gather(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
 
         n_work = n_out
     # Bands of a few dozen rows keep each band's `take` result in cache for the copies.
-    _run(work, _bands(n_work, 32), threads)
+    _run(lambda: work, _bands(n_work, 32), threads)
     return out.reshape(n_out, cols.shape[0], channels)

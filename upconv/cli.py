@@ -119,7 +119,7 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="JPEG/WebP quality (default 92).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS,
               show_default=True, help="Refuse inputs or outputs with more pixels than this.")
-@click.option("-j", "--threads", type=click.IntRange(1), default=None,
+@click.option("--threads", type=click.IntRange(1), default=None,
               help="Worker threads (default: all CPUs).")
 def scale_command(input_path: str, output_path: str, method: str, factor_text: str | None,
                   size_text: str | None, boundary: str, linear_light: bool,

@@ -244,7 +244,22 @@ def files(tmp_path):
     np.save(tmp_path / "nan.npy", np.array([[0.5, np.nan]]))
     np.save(tmp_path / "objects.npy", np.array([[object()]], dtype=object), allow_pickle=True)
     np.save(tmp_path / "wrong.npy", np.zeros((2, 2, 7)))
+    (tmp_path / "bomb.png").write_bytes(png_header_only(30000, 30000))
     return tmp_path
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG that claims a huge size: a decompression bomb as far as a reader can tell."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(bytes(width + 1))) + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("args,status,fragment", [
@@ -265,7 +280,10 @@ def files(tmp_path):
     (["scale", "{photo}", "{out}", "-f", "nan"], 2, "positive"),
     (["scale", "{photo}", "{out}", "-f", "inf"], 2, "positive"),
     (["scale", "{photo}", "{out}", "-f", "two"], 2, "not a number"),
-    (["scale", "{photo}", "{out}", "-f", "1e9"], 1, "over the limit"),
+    (["scale", "{photo}", "{out}", "-f", "1000"], 1, "over the limit"),
+    (["scale", "{photo}", "{out}", "-f", "1e308"], 1, "longer than"),
+    (["scale", "{photo}", "{out}", "--size", "99999999999999999999x"], 1, "longer than"),
+    (["scale", "{d}/bomb.png", "{out}", "-f", "2"], 1, "decompression bomb"),
     (["scale", "{photo}", "{out}", "-f", "0.0001"], 1, "side of 0"),
     (["scale", "{photo}", "{out}", "--size", "0x10"], 2, "side of 0"),
     (["scale", "{photo}", "{out}", "--size", "axb"], 2, "WxH"),

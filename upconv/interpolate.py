@@ -62,6 +62,9 @@ class Boundary(str, Enum):
         return {"edge": "edge", "reflect": "symmetric", "zero": "constant"}[self.value]
 
 
+#: No output side may be longer than this (2**31 - 1, beyond any image format).
+MAX_SIDE = 2 ** 31 - 1
+
 #: scipy pre-pads this many samples before the spline prefilter in the
 #: "nearest" and "grid-constant" modes; doing the same gives the same result.
 SPLINE_PREPAD = 12
@@ -177,6 +180,9 @@ def output_shape_for(shape: tuple[int, int], factor: float | tuple[float, float]
     if factor is not None:
         fy, fx = factor if isinstance(factor, tuple) else (factor, factor)
         fy, fx = _positive_factor(fy, "height"), _positive_factor(fx, "width")
+        if max(height * fy, width * fx) > MAX_SIDE:
+            raise UpconvError(f"factor {factor!r} would make a side longer than {MAX_SIDE} "
+                              "pixels; that is not an image anyone can hold")
         new = (int(round(height * fy)), int(round(width * fx)))
     else:
         assert output_shape is not None
@@ -186,6 +192,9 @@ def output_shape_for(shape: tuple[int, int], factor: float | tuple[float, float]
         for side in (new_h, new_w):
             if side is not None and (not isinstance(side, (int, np.integer)) or side < 1):
                 raise UpconvError(f"output size {side!r} must be a positive whole number")
+        if max(new_h or 0, new_w or 0) > MAX_SIDE:
+            raise UpconvError(f"output size {new_w}x{new_h} has a side longer than "
+                              f"{MAX_SIDE} pixels")
         if new_h is None:
             new_h = int(round(height * new_w / width))
         if new_w is None:

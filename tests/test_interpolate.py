@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import upconv
-from upconv.interpolate import axis_phases, axis_taps, output_shape_for
+from upconv.interpolate import axis_phases, axis_taps
+from upconv.scaling import output_shape_for
 
 METHODS = ["nearest", "bilinear", "bicubic"]
 BOUNDARIES = ["edge", "reflect", "zero"]

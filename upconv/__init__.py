@@ -10,7 +10,8 @@ Examples
 from __future__ import annotations
 
 from .errors import UpconvError
-from .interpolate import Boundary, Method, output_shape_for, scale
+from .options import Boundary, Method
+from .scaling import output_shape_for, scale
 
 __version__ = "0.1.0"
 

@@ -33,7 +33,8 @@ from .images import (
     to_float,
     with_samples,
 )
-from .interpolate import Boundary, Method, output_shape_for, scale
+from .options import Boundary, Method
+from .scaling import output_shape_for, scale
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 

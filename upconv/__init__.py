@@ -10,9 +10,12 @@ Examples
 from __future__ import annotations
 
 from .errors import UpconvError
+from .kernels import Kernel, builtin_kernel, conv_matrix
 from .options import Boundary, Method
 from .scaling import output_shape_for, scale
+from .transpose import transposed_conv
 
 __version__ = "0.1.0"
 
-__all__ = ["Boundary", "Method", "UpconvError", "__version__", "output_shape_for", "scale"]
+__all__ = ["Boundary", "Kernel", "Method", "UpconvError", "__version__", "builtin_kernel",
+           "conv_matrix", "output_shape_for", "scale", "transposed_conv"]

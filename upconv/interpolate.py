@@ -214,7 +214,7 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], order: int, boundary: 
         phases_y = axis_phases(out_h // height, order, pad)
         phases_x = axis_phases(out_w // width, order, pad)
         out = np.empty((out_h, out_w, img3.shape[2]), dtype)
-        return apply_separable(ext, pad, _as_dtype(phases_y, dtype), _as_dtype(phases_x, dtype),
+        return apply_separable(ext, _as_dtype(phases_y, dtype), _as_dtype(phases_x, dtype),
                                out, threads, row_filter)
     mid = resample_axis(ext, axis_taps(width, out_w, order, pad), axis=1)
     return resample_axis(mid, axis_taps(height, out_h, order, pad), axis=0)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AxisTaps", "Phases", "default_threads", "apply_separable", "gather"]
+__all__ = ["AxisTaps", "Phases", "Phases2D", "default_threads", "apply_separable", "apply_2d",
+           "gather", "resample_axis"]
 
 #: Rows of input processed per work unit; small enough that a band of a
 #: 4K-wide RGB float32 image and its temporaries stay in the L2 cache.
@@ -150,7 +151,7 @@ def _correlate_rows(src: np.ndarray, start: int, weights: np.ndarray, n: int,
         dst += scratch
 
 
-def apply_separable(ext: np.ndarray, pad: int, phases_y: Phases, phases_x: Phases,
+def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
                     out: np.ndarray, threads: int | None = None,
                     row_filter: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                     ) -> np.ndarray:
@@ -158,14 +159,14 @@ def apply_separable(ext: np.ndarray, pad: int, phases_y: Phases, phases_x: Phase
 
     Parameters
     ----------
-    ext : ndarray, shape (H + 2*pad, W + 2*pad, C)
-        The input extended by ``pad`` on each side of both spatial axes.
-    pad : int
-        Extension width; the phases' ``start`` offsets are relative to ``ext``.
+    ext : ndarray, shape (He, We, C)
+        The extended input; the phases' ``start`` offsets index into it, and
+        it must cover every sample they read.
     phases_y, phases_x : Phases
         Operators along rows (axis 0) and columns (axis 1).
-    out : ndarray, shape (sy*H, sx*W, C)
-        Destination, written in place and returned.
+    out : ndarray, shape (sy*M, sx*N, C)
+        Destination, written in place and returned; ``M`` and ``N`` are the
+        numbers of output periods.
     threads : int, optional
         Worker threads; default :func:`default_threads`.
     row_filter : callable, optional
@@ -184,7 +185,7 @@ def apply_separable(ext: np.ndarray, pad: int, phases_y: Phases, phases_x: Phase
     >>> tri = Phases(np.array([0, 1]), np.array([[0.25, 0.75], [0.75, 0.25]]))
     >>> x = np.arange(4.0).reshape(2, 2, 1)
     >>> ext = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    >>> apply_separable(ext, 1, tri, tri, np.empty((4, 4, 1)))[..., 0]
+    >>> apply_separable(ext, tri, tri, np.empty((4, 4, 1)))[..., 0]
     array([[0.  , 0.25, 0.75, 1.  ],
            [0.5 , 0.75, 1.25, 1.5 ],
            [1.5 , 1.75, 2.25, 2.5 ],
@@ -192,9 +193,8 @@ def apply_separable(ext: np.ndarray, pad: int, phases_y: Phases, phases_x: Phase
     """
     threads = default_threads() if threads is None else threads
     channels = ext.shape[2]
-    height = ext.shape[0] - 2 * pad
-    width = ext.shape[1] - 2 * pad
     sy, sx = phases_y.factor, phases_x.factor
+    height, width = out.shape[0] // sy, out.shape[1] // sx
     dtype = out.dtype
     flat = ext.reshape(ext.shape[0], -1)
     row_len = width * channels
@@ -316,3 +316,92 @@ def gather(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     # Bands of a few dozen rows keep each band's `take` result in cache for the copies.
     _run(lambda: work, _bands(n_work, 32), threads)
     return out.reshape(n_out, cols.shape[0], channels)
+
+
+@dataclass(frozen=True)
+class Phases2D:
+    """A non-separable integer-factor operator: ``sy * sx`` small 2-D correlations.
+
+    ``out[sy*m + p, sx*n + q] = sum_{u,v} weights[p, q, u, v] * ext[m + start_y[p] + u,
+    n + start_x[q] + v]`` with ``ext`` the extended input. ``weights`` may have a
+    trailing channel axis (one weight per channel) or not (shared by all channels).
+    """
+
+    start_y: np.ndarray  # (sy,) int
+    start_x: np.ndarray  # (sx,) int
+    weights: np.ndarray  # (sy, sx, Ty, Tx) or (sy, sx, Ty, Tx, C)
+
+
+def apply_2d(ext: np.ndarray, phases: Phases2D, out: np.ndarray,
+             threads: int | None = None) -> np.ndarray:
+    """Apply a :class:`Phases2D` operator: the polyphase transposed convolution.
+
+    Parameters
+    ----------
+    ext : ndarray, shape (He, We, C)
+        The extended input; it must cover every index the phases read for
+        ``m < out.shape[0] // sy`` and ``n < out.shape[1] // sx``.
+    phases : Phases2D
+    out : ndarray, shape (sy*M, sx*N, C)
+        Destination, written in place and returned.
+    threads : int, optional
+        Worker threads; default :func:`default_threads`.
+
+    Examples
+    --------
+    >>> box = Phases2D(np.zeros(2, int), np.zeros(2, int), np.ones((2, 2, 1, 1)))
+    >>> apply_2d(np.arange(2.0).reshape(1, 2, 1), box, np.empty((2, 4, 1)))[..., 0]
+    array([[0., 0., 1., 1.],
+           [0., 0., 1., 1.]])
+    """
+    threads = default_threads() if threads is None else threads
+    sy, sx, taps_y, taps_x = phases.weights.shape[:4]
+    channels = ext.shape[2]
+    rows_out, cols_out = out.shape[0] // sy, out.shape[1] // sx
+    dtype = out.dtype
+    flat = ext.reshape(ext.shape[0], -1)
+    row_len = cols_out * channels
+    per_channel = phases.weights.ndim == 5
+    # One multiplier per tap: a scalar, or a row vector repeating the channel weights.
+    if per_channel:
+        multipliers = np.tile(phases.weights.astype(dtype), cols_out)
+    else:
+        multipliers = phases.weights.astype(dtype)
+    out_px = _pixel_view(out)
+
+    def make_worker() -> Callable[[tuple[int, int]], None]:
+        accumulator = np.empty((BAND_ROWS, row_len), dtype)
+        scratch = np.empty((BAND_ROWS, row_len), dtype)
+
+        def work(band: tuple[int, int]) -> None:
+            a, b = band
+            n = b - a
+            acc = accumulator[:n]
+            tmp = scratch[:n]
+            for p in range(sy):
+                for q in range(sx):
+                    first = True
+                    for u in range(taps_y):
+                        row0 = a + int(phases.start_y[p]) + u
+                        block = flat[row0:row0 + n]
+                        for v in range(taps_x):
+                            weight = multipliers[p, q, u, v]
+                            if not np.any(weight):
+                                continue  # a tap the phase does not have
+                            col0 = (int(phases.start_x[q]) + v) * channels
+                            source = block[:, col0:col0 + row_len]
+                            if first:
+                                np.multiply(source, weight, out=acc)
+                                first = False
+                            else:
+                                np.multiply(source, weight, out=tmp)
+                                acc += tmp
+                    if first:
+                        acc.fill(0)
+                    target = out_px[sy * a + p:sy * b:sy, q::sx]
+                    target[...] = _pixel_view(acc.reshape(n, cols_out, channels))
+
+        return work
+
+    _run(make_worker, _bands(rows_out, BAND_ROWS), threads)
+    return out

@@ -9,14 +9,17 @@ and premultiplied-alpha conversions when asked.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from .colour import linear_to_srgb, premultiply, srgb_to_linear, unpremultiply
 from .errors import UpconvError
 from .interpolate import interpolate, nearest
+from .kernels import POST_KERNELS, Kernel, resolve_kernel
 from .options import MAX_SIDE, Boundary, Method, choice
 from .polyphase import default_threads
+from .transpose import post_convolve, transposed_conv
 
 __all__ = ["scale", "output_shape_for"]
 
@@ -83,9 +86,12 @@ def output_shape_for(shape: tuple[int, int], factor: float | tuple[float, float]
 def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
           method: Method | str = "bicubic", boundary: Boundary | str = "edge", *,
           output_shape: tuple[int | None, int | None] | None = None,
+          kernel: Kernel | str | Path | None = None,
+          padding: int | None = None, output_padding: int = 0,
+          post_kernel: np.ndarray | str | Path | None = None,
           alpha: bool = False, linear_light: bool = False,
           threads: int | None = None) -> np.ndarray:
-    """Upsample an image by nearest, bilinear or bicubic (B-spline) interpolation.
+    """Upsample an image by interpolation or by a transposed convolution.
 
     Parameters
     ----------
@@ -94,15 +100,28 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
         accepted by ``method="nearest"`` only, which keeps their dtype.
     factor : float or (float, float), optional
         Scale factor, or ``(factor_y, factor_x)``. The output has
-        ``round(n * factor)`` samples along each axis, as in scipy.
-    method : {"nearest", "bilinear", "bicubic"}
-        scipy.ndimage spline order 0, 1 or 3 (with prefilter).
+        ``round(n * factor)`` samples along each axis, as in scipy. For
+        ``"transpose"`` the integer stride; optional when the kernel states it.
+    method : {"nearest", "bilinear", "bicubic", "transpose"}
+        scipy.ndimage spline order 0, 1 or 3 (with prefilter), or a
+        transposed convolution with ``kernel``.
     boundary : {"edge", "reflect", "zero"}
         Extension past the border: scipy modes ``nearest``, ``reflect``,
-        ``grid-constant``.
+        ``grid-constant``. Use ``"zero"`` with ``padding`` for PyTorch.
     output_shape : (int or None, int or None), optional
         ``(height, width)`` instead of ``factor``; a ``None`` side keeps the
-        aspect ratio.
+        aspect ratio. Not for ``"transpose"``, whose output is ``s`` times
+        the input.
+    kernel : Kernel, str or path, optional
+        For ``"transpose"``: a :class:`~upconv.kernels.Kernel`, a kernel file,
+        or a built-in name (``"nearest"``, ``"bilinear"``, ``"bicubic"``);
+        default ``"bilinear"``.
+    padding, output_padding : int, optional
+        For ``"transpose"``: PyTorch's ``ConvTranspose2d`` geometry instead of
+        the centred one (see :mod:`upconv.transpose`).
+    post_kernel : array, str or path, optional
+        For ``"transpose"``: an ordinary stride-1 convolution applied after
+        (``"binomial3"`` built in), the seed's remedy for checkerboards.
     alpha : bool
         The last channel is alpha: resample premultiplied, then divide back
         out, so transparent pixels do not bleed dark fringes.
@@ -114,9 +133,10 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
 
     Returns
     -------
-    ndarray, shape (H', W') or (H', W', C)
+    ndarray, shape (H', W') or (H', W', C')
         float32 for float32 (or smaller) input, float64 for float64 input;
         not clipped, so bicubic may overshoot [0, 1] slightly at edges.
+        ``C'`` is ``C`` except for channel-mixing kernels (their ``C_out``).
 
     Examples
     --------
@@ -128,6 +148,8 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
            [1., 1., 0., 0.]])
     >>> scale(np.zeros((3, 4, 3), np.float32), output_shape=(None, 8)).shape
     (6, 8, 3)
+    >>> scale(img, 2, method="transpose", kernel="bilinear").shape
+    (4, 4)
     """
     method = choice(method, Method, "method")
     boundary = choice(boundary, Boundary, "boundary")
@@ -138,10 +160,15 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
     planar = image.ndim == 2
     img3 = image[:, :, None] if planar else image
     height, width = img3.shape[:2]
-    out_h, out_w = output_shape_for((height, width), factor, output_shape)
+    if method is not Method.TRANSPOSE:
+        for name, value in (("kernel", kernel), ("padding", padding),
+                            ("post_kernel", post_kernel)):
+            if value is not None:
+                raise UpconvError(f"{name} is for method='transpose' only")
+        out_shape = output_shape_for((height, width), factor, output_shape)
 
     if method is Method.NEAREST:
-        result = nearest(img3, (out_h, out_w), threads)
+        result = nearest(img3, out_shape, threads)
         return result[:, :, 0] if planar else result
 
     if not np.issubdtype(img3.dtype, np.floating):
@@ -149,6 +176,15 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
                           f"got {img3.dtype}; convert with image / max_value")
     dtype = np.float64 if img3.dtype == np.float64 else np.float32
     img3 = img3.astype(dtype, copy=False)
+    if method is Method.TRANSPOSE:
+        if output_shape is not None:
+            raise UpconvError("a transposed convolution scales by its stride; give a factor, "
+                              "not an output shape")
+        resolved = resolve_kernel(kernel if kernel is not None else DEFAULT_KERNEL,
+                                  stride_from_factor(factor))
+        resolved.check_channels(img3.shape[2])
+        alpha = alpha and not resolved.mixes_channels
+
     colour = slice(0, img3.shape[2] - 1) if alpha else slice(None)
     if alpha and img3.shape[2] < 2:
         raise UpconvError("alpha=True needs an image with at least two channels")
@@ -157,9 +193,41 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
         img3[..., colour] = srgb_to_linear(img3[..., colour])
     if alpha:
         img3 = premultiply(img3)
-    out = interpolate(img3, (out_h, out_w), method.order, boundary, threads)
+    if method is Method.TRANSPOSE:
+        out = transposed_conv(img3, resolved, boundary, padding, output_padding, threads)
+        if post_kernel is not None:
+            out = post_convolve(out, _post_weights(post_kernel), boundary)
+    else:
+        out = interpolate(img3, out_shape, method.order, boundary, threads)
     if alpha:
         unpremultiply(out)
     if linear_light:
         out[..., colour] = linear_to_srgb(out[..., colour])
-    return out[:, :, 0] if planar else out
+    return out[:, :, 0] if planar and out.shape[2] == 1 else out
+
+
+#: The kernel ``method="transpose"`` uses when none is given.
+DEFAULT_KERNEL = "bilinear"
+
+
+def stride_from_factor(factor: float | tuple[float, float] | None) -> int | None:
+    """The stride a factor states: one whole number >= 2 for both axes, or None."""
+    if factor is None:
+        return None
+    fy, fx = factor if isinstance(factor, tuple) else (factor, factor)
+    fy, fx = _positive_factor(fy, "height"), _positive_factor(fx, "width")
+    if fy != fx:
+        raise UpconvError(f"a transposed convolution has one stride; factors {fx}x{fy} differ")
+    if fy != int(fy) or fy < 2:
+        raise UpconvError(f"a transposed convolution needs a whole factor >= 2, not {fy:g}")
+    return int(fy)
+
+
+def _post_weights(post_kernel: np.ndarray | str | Path) -> np.ndarray | str:
+    if isinstance(post_kernel, np.ndarray) or (isinstance(post_kernel, str)
+                                               and post_kernel in POST_KERNELS):
+        return post_kernel
+    loaded = Kernel.load(post_kernel)
+    if loaded.weights.ndim != 2:
+        raise UpconvError(f"{post_kernel}: a post-kernel must be 2-D")
+    return loaded.weights

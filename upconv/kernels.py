@@ -1,0 +1,486 @@
+"""Transposed-convolution kernels: the ``Kernel`` type, built-ins, files, analysis.
+
+A kernel is a weight array plus its stride (the integer upsampling factor) and
+its alignment (where its taps land). Weight shapes follow PyTorch:
+
+- ``(kH, kW)``: applied to every channel;
+- ``(C, kH, kW)``: one kernel per channel;
+- ``(C_in, C_out, kH, kW)``: ``ConvTranspose2d``'s layout, mixing channels.
+
+Alignment ``"centred"`` (upconv's default) puts the kernel's centre on the
+input pixel's centre, so a symmetric kernel gives a result on the half-pixel
+grid; with an explicit ``padding`` P the kernel lands as in PyTorch
+(``out[i*s - P + k] += w[k] * x[i]``).
+
+Files: ``.json`` (self-describing, exact round trip), ``.npy`` (read with
+``allow_pickle=False``), ``.npz`` (array ``weights``, optional ``stride`` and
+``padding``), ``.txt``/``.csv`` (a 2-D grid of numbers).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UpconvError
+
+__all__ = ["Kernel", "BUILTIN_KERNELS", "POST_KERNELS", "builtin_kernel", "resolve_kernel",
+           "conv_matrix", "keys_cubic"]
+
+#: Largest kernel side accepted; bigger ones are almost surely a mistake.
+MAX_KERNEL_SIDE = 256
+#: Largest number of weights accepted.
+MAX_KERNEL_WEIGHTS = 4_000_000
+KERNEL_FORMAT = "upconv-kernel"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """Weights of a transposed convolution, with the stride and alignment to apply them.
+
+    Parameters
+    ----------
+    weights : ndarray
+        float64, shape ``(kH, kW)``, ``(C, kH, kW)`` or ``(C_in, C_out, kH, kW)``.
+    stride : int or None
+        The upsampling factor ``s >= 2``; ``None`` when the source did not say
+        (then ``--factor`` supplies it).
+    padding : int or None
+        ``None`` for the centred alignment; an integer P for PyTorch's.
+    name : str
+        Where it came from, for reports ("bilinear", a file name, ...).
+    info : dict
+        Provenance and statistics carried in ``.json`` files.
+
+    Examples
+    --------
+    >>> k = Kernel(np.outer([0.25, 0.75, 0.75, 0.25], [0.25, 0.75, 0.75, 0.25]), stride=2)
+    >>> k.shape, k.phase_sums().tolist(), k.spread()
+    ((4, 4), [[1.0, 1.0], [1.0, 1.0]], 0.0)
+    """
+
+    weights: np.ndarray
+    stride: int | None = None
+    padding: int | None = None
+    name: str = "kernel"
+    info: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        weights = _validated_weights(self.weights, self.name)
+        object.__setattr__(self, "weights", weights)
+        if self.stride is not None:
+            object.__setattr__(self, "stride", _validated_stride(self.stride, self.name))
+        if self.padding is not None and (int(self.padding) != self.padding or self.padding < 0):
+            raise UpconvError(f"{self.name}: padding must be a whole number >= 0, "
+                              f"not {self.padding!r}")
+
+    # ----------------------------------------------------------------- shape
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(kH, kW), the spatial size."""
+        return int(self.weights.shape[-2]), int(self.weights.shape[-1])
+
+    @property
+    def mixes_channels(self) -> bool:
+        return self.weights.ndim == 4
+
+    @property
+    def alignment(self) -> str:
+        return "centred" if self.padding is None else f"pytorch padding={self.padding}"
+
+    def with_stride(self, factor: int | None) -> Kernel:
+        """This kernel with its stride settled: from the kernel, else from ``factor``."""
+        if factor is not None:
+            factor = _validated_stride(factor, "--factor")
+        if self.stride is not None and factor is not None and factor != self.stride:
+            raise UpconvError(f"{self.name}: the kernel's stride is {self.stride} but the "
+                              f"factor is {factor}; drop --factor or use a matching kernel")
+        stride = self.stride if self.stride is not None else factor
+        if stride is None:
+            raise UpconvError(f"{self.name}: the kernel does not state its stride; "
+                              "give --factor")
+        kernel = replace(self, stride=stride)
+        kernel.check_covers_stride()
+        return kernel
+
+    def check_covers_stride(self) -> None:
+        """Refuse a kernel smaller than its stride: some output phases would get nothing."""
+        if self.stride is not None and min(self.shape) < self.stride:
+            raise UpconvError(f"{self.name}: a {self.shape[0]}x{self.shape[1]} kernel is smaller "
+                              f"than its stride {self.stride}; some output pixels would never "
+                              "be written")
+
+    def check_channels(self, channels: int) -> None:
+        """Refuse a kernel whose channel count does not fit an image with ``channels``."""
+        if self.weights.ndim == 3 and self.weights.shape[0] != channels:
+            raise UpconvError(f"{self.name}: one kernel per channel for "
+                              f"{self.weights.shape[0]} channels, but the image has {channels}")
+        if self.weights.ndim == 4 and self.weights.shape[0] != channels:
+            raise UpconvError(f"{self.name}: C_in is {self.weights.shape[0]}, but the image has "
+                              f"{channels} channels")
+
+    def output_channels(self, channels: int) -> int:
+        return int(self.weights.shape[1]) if self.weights.ndim == 4 else channels
+
+    # ----------------------------------------------------------------- analysis
+    def phase_components(self) -> np.ndarray:
+        """The ``s*s`` polyphase sub-kernels ``h[..., p::s, q::s]``, as an object grid."""
+        s = self._stride_or_fail()
+        grid = np.empty((s, s), dtype=object)
+        for p in range(s):
+            for q in range(s):
+                grid[p, q] = self.weights[..., p::s, q::s]
+        return grid
+
+    def phase_sums(self) -> np.ndarray:
+        """``S[p, q] = sum(h[p::s, q::s])``, the gain of each output phase.
+
+        A flat input stays flat in the interior iff all are equal. Shape
+        ``(s, s)`` for a 2-D kernel, ``(C, s, s)`` per channel, and
+        ``(C_out, s, s)`` (summed over ``C_in``, i.e. for a flat input equal in
+        every channel) for a channel-mixing kernel.
+        """
+        s = self._stride_or_fail()
+        weights = self.weights.sum(axis=0) if self.mixes_channels else self.weights
+        sums = np.empty(weights.shape[:-2] + (s, s))
+        for p in range(s):
+            for q in range(s):
+                sums[..., p, q] = weights[..., p::s, q::s].sum(axis=(-2, -1))
+        return sums
+
+    def spread(self) -> float:
+        """``(max S - min S) / |mean S|``, worst over channels: 0 iff flat stays flat.
+
+        Examples
+        --------
+        >>> Kernel(np.ones((3, 3)), stride=2).spread()  # 4, 2, 2, 1 ones per phase
+        1.3333333333333333
+        """
+        sums = self.phase_sums().reshape(-1, self._stride_or_fail() ** 2)
+        worst = 0.0
+        for channel in sums:
+            width = float(channel.max() - channel.min())
+            if width == 0.0:
+                continue
+            mean = abs(float(channel.mean()))
+            worst = max(worst, width / mean if mean > 0 else math.inf)
+        return worst
+
+    def _stride_or_fail(self) -> int:
+        if self.stride is None:
+            raise UpconvError(f"{self.name}: the kernel does not state its stride; give --factor")
+        return self.stride
+
+    # ----------------------------------------------------------------- files
+    def to_json(self) -> str:
+        document: dict[str, Any] = {"format": KERNEL_FORMAT, "version": 1,
+                                    "stride": self.stride, "alignment": "centred"
+                                    if self.padding is None else "pytorch",
+                                    "shape": list(self.weights.shape),
+                                    "weights": self.weights.tolist()}
+        if self.padding is not None:
+            document["padding"] = self.padding
+        document.update({k: v for k, v in self.info.items() if k not in document})
+        return json.dumps(document, indent=1) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        """Write the kernel; the format follows the suffix (default ``.json``).
+
+        ``.json`` and ``.npz`` keep stride and padding; ``.npy``, ``.txt`` and
+        ``.csv`` hold only the weights (text formats only 2-D ones). Every
+        format round-trips the weights exactly.
+        """
+        from .images import atomic_output
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        buffer = io.BytesIO()
+        if suffix == ".npy":
+            np.save(buffer, self.weights, allow_pickle=False)
+        elif suffix == ".npz":
+            extra = {} if self.stride is None else {"stride": np.array(self.stride)}
+            if self.padding is not None:
+                extra["padding"] = np.array(self.padding)
+            np.savez(buffer, weights=self.weights, **extra)
+        elif suffix in (".txt", ".csv"):
+            if self.weights.ndim != 2:
+                raise UpconvError(f"{path}: text files hold 2-D kernels only; use .json or .npy")
+            np.savetxt(buffer, self.weights, fmt="%.17g",
+                       delimiter="," if suffix == ".csv" else " ")
+        else:
+            buffer.write(self.to_json().encode())
+        with atomic_output(str(path)) as handle:
+            handle.write(buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Kernel:
+        """Read a kernel file (``.json``, ``.npy``, ``.npz``, ``.txt``, ``.csv``)."""
+        path = Path(path)
+        name = str(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise UpconvError(f"{name}: no such kernel file") from None
+        except IsADirectoryError:
+            raise UpconvError(f"{name}: is a directory, not a kernel file") from None
+        except OSError as exc:
+            raise UpconvError(f"{name}: cannot read ({exc.strerror or exc})") from None
+        if not data:
+            raise UpconvError(f"{name}: empty file")
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            return _from_json(data, name)
+        if suffix == ".npy":
+            return cls(_load_npy(data, name), name=path.name)
+        if suffix == ".npz":
+            return _from_npz(data, name)
+        if suffix in (".txt", ".csv"):
+            return cls(_load_text(data, name), name=path.name)
+        raise UpconvError(f"{name}: unknown kernel file suffix {suffix!r}; use .json, .npy, "
+                          ".npz, .txt or .csv")
+
+
+# --------------------------------------------------------------------- validation
+
+def _validated_stride(stride: object, name: str) -> int:
+    try:
+        value = float(stride)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UpconvError(f"{name}: stride {stride!r} is not a number") from None
+    if not math.isfinite(value) or value != int(value) or value < 2:
+        raise UpconvError(f"{name}: a transposed convolution needs a whole stride >= 2, "
+                          f"not {stride!r}")
+    if value > MAX_KERNEL_SIDE:
+        raise UpconvError(f"{name}: stride {int(value)} is absurdly large")
+    return int(value)
+
+
+def _validated_weights(weights: object, name: str) -> np.ndarray:
+    array = np.asarray(weights)
+    if array.dtype == object or array.dtype.kind not in "fiub":
+        raise UpconvError(f"{name}: kernel weights must be numbers, not {array.dtype}")
+    if array.ndim not in (2, 3, 4):
+        raise UpconvError(f"{name}: a kernel must be 2-D (kH, kW), 3-D (C, kH, kW) or 4-D "
+                          f"(C_in, C_out, kH, kW); got shape {array.shape}")
+    if array.size == 0:
+        raise UpconvError(f"{name}: the kernel is empty (shape {array.shape})")
+    if max(array.shape[-2:]) > MAX_KERNEL_SIDE or array.size > MAX_KERNEL_WEIGHTS:
+        raise UpconvError(f"{name}: a kernel of shape {array.shape} is absurdly large "
+                          f"(at most {MAX_KERNEL_SIDE} per side)")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise UpconvError(f"{name}: the kernel has NaN or infinite weights")
+    return array
+
+
+def _load_npy(data: bytes, name: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
+            raise UpconvError(f"{name}: object or pickled arrays are refused "
+                              "(they can run code); save plain numbers") from None
+        raise UpconvError(f"{name}: not a valid .npy file ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise UpconvError(f"{name}: corrupt .npy file ({exc})") from None
+
+
+def _from_npz(data: bytes, name: str) -> Kernel:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            if "weights" in archive:
+                weights = archive["weights"]
+            elif len(keys) == 1:
+                weights = archive[keys[0]]
+            else:
+                raise UpconvError(f"{name}: .npz needs an array named 'weights' (has {keys})")
+            stride = int(archive["stride"]) if "stride" in archive else None
+            padding = int(archive["padding"]) if "padding" in archive else None
+    except UpconvError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise UpconvError(f"{name}: object or pickled arrays are refused") from None
+        raise UpconvError(f"{name}: not a valid .npz file ({exc})") from None
+    except (OSError, EOFError, TypeError) as exc:
+        raise UpconvError(f"{name}: corrupt .npz file ({exc})") from None
+    return Kernel(weights, stride=stride, padding=padding, name=Path(name).name)
+
+
+def _load_text(data: bytes, name: str) -> np.ndarray:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UpconvError(f"{name}: not a text file") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        cells = [c for c in line.replace(",", " ").replace(";", " ").split()]
+        try:
+            rows.append([float(c) for c in cells])
+        except ValueError:
+            bad = next(c for c in cells if not _is_number(c))
+            raise UpconvError(f"{name}: line {number}: {bad!r} is not a number") from None
+    if not rows:
+        raise UpconvError(f"{name}: no numbers in the file")
+    widths = {len(r) for r in rows}
+    if len(widths) != 1:
+        raise UpconvError(f"{name}: ragged rows (lengths {sorted(widths)}); a kernel is a "
+                          "rectangular grid")
+    return np.array(rows)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _from_json(data: bytes, name: str) -> Kernel:
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UpconvError(f"{name}: not valid JSON ({exc})") from None
+    if not isinstance(document, dict) or "weights" not in document:
+        raise UpconvError(f"{name}: a kernel .json needs an object with \"weights\"")
+    try:
+        weights = np.array(document["weights"], dtype=np.float64)
+    except (ValueError, TypeError):
+        raise UpconvError(f"{name}: \"weights\" must be a rectangular array of numbers "
+                          "(ragged rows or non-numeric cells)") from None
+    padding = document.get("padding")
+    if document.get("alignment", "centred") == "centred":
+        padding = None
+    known = {"format", "version", "stride", "alignment", "shape", "weights", "padding"}
+    info = {k: v for k, v in document.items() if k not in known}
+    return Kernel(weights, stride=document.get("stride"), padding=padding,
+                  name=Path(name).name, info=info)
+
+
+# --------------------------------------------------------------------- built-ins
+
+def keys_cubic(t: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic convolution kernel (a = -0.5 is Pillow's "bicubic").
+
+    Examples
+    --------
+    >>> keys_cubic(np.array([0.0, 0.5, 1.0, 1.5, 2.0])).tolist()
+    [1.0, 0.5625, 0.0, -0.0625, 0.0]
+    """
+    t = np.abs(np.asarray(t, dtype=np.float64))
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+
+
+def _sampled(profile, support: float, stride: int) -> np.ndarray:
+    """A 1-D interpolation profile sampled for stride ``s`` on the half-pixel grid.
+
+    The taps sit at output offsets ``(k - (K-1)/2) / s`` from the input pixel's
+    centre; ``K`` has the parity of ``s`` so that the centred alignment is exact.
+    """
+    length = int(math.ceil(2 * support * stride))
+    if (length - stride) % 2:
+        length -= 1
+    offsets = (np.arange(length) - (length - 1) / 2) / stride
+    return profile(offsets)
+
+
+_PROFILES = {
+    "nearest": (lambda t: ((t > -0.5) & (t <= 0.5)).astype(np.float64), 0.5),
+    "bilinear": (lambda t: np.maximum(0.0, 1.0 - np.abs(t)), 1.0),
+    "bicubic": (keys_cubic, 2.0),
+}
+
+#: Built-in transposed-convolution kernels, available for any stride.
+BUILTIN_KERNELS = tuple(_PROFILES)
+
+
+def builtin_kernel(name: str, stride: int) -> Kernel:
+    """The built-in kernel ``name`` for stride ``s``: box, triangle or Keys cubic (a = -0.5).
+
+    With the centred alignment these reproduce nearest-neighbour, bilinear and
+    Keys-bicubic interpolation at integer factors.
+
+    Examples
+    --------
+    >>> builtin_kernel("bilinear", 2).weights[0].tolist()
+    [0.0625, 0.1875, 0.1875, 0.0625]
+    """
+    if name not in _PROFILES:
+        raise UpconvError(f"unknown kernel {name!r}; use a file or one of "
+                          f"{', '.join(BUILTIN_KERNELS)}")
+    stride = _validated_stride(stride, "--factor")
+    profile, support = _PROFILES[name]
+    taps = _sampled(profile, support, stride)
+    return Kernel(np.outer(taps, taps), stride=stride, name=name,
+                  info={"separable": taps.tolist()})
+
+
+#: Built-in post-kernels (ordinary stride-1 convolutions applied after).
+POST_KERNELS = {"binomial3": np.outer([1, 2, 1], [1, 2, 1]) / 16.0}
+
+
+def resolve_kernel(spec: Kernel | str | Path, factor: int | None) -> Kernel:
+    """A kernel from a ``Kernel``, a built-in name or a file path, with its stride settled."""
+    if isinstance(spec, Kernel):
+        return spec.with_stride(factor)
+    text = str(spec)
+    if text in _PROFILES:
+        if factor is None:
+            raise UpconvError(f"the built-in kernel {text!r} needs a factor (--factor)")
+        return builtin_kernel(text, factor)
+    return Kernel.load(text).with_stride(factor)
+
+
+# --------------------------------------------------------------------- the matrix view
+
+def conv_matrix(weights: np.ndarray, input_shape: tuple[int, int], stride: int = 1,
+                padding: int = 0) -> np.ndarray:
+    """The matrix C of a 2-D convolution (deep-learning sense: no kernel flip).
+
+    Each row is one placement of the kernel on the zero-padded input, so
+    ``C @ x.ravel()`` is ``conv2d(x, w, stride, padding)`` flattened, and
+    ``C.T @ y.ravel()`` is its adjoint, the transposed convolution.
+
+    Examples
+    --------
+    >>> conv_matrix(np.ones((3, 3)), (4, 4)).shape
+    (4, 16)
+    >>> conv_matrix(np.array([[1.0, 2.0]]), (1, 3)).tolist()
+    [[1.0, 2.0, 0.0], [0.0, 1.0, 2.0]]
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2:
+        raise UpconvError("the convolution matrix is defined for a 2-D kernel")
+    k_h, k_w = weights.shape
+    height, width = input_shape
+    out_h = (height + 2 * padding - k_h) // stride + 1
+    out_w = (width + 2 * padding - k_w) // stride + 1
+    if out_h < 1 or out_w < 1:
+        raise UpconvError(f"a {k_h}x{k_w} kernel does not fit a {width}x{height} input "
+                          f"with padding {padding}")
+    matrix = np.zeros((out_h * out_w, height * width))
+    for oy in range(out_h):
+        for ox in range(out_w):
+            row = oy * out_w + ox
+            for ky in range(k_h):
+                iy = oy * stride - padding + ky
+                if not 0 <= iy < height:
+                    continue
+                for kx in range(k_w):
+                    ix = ox * stride - padding + kx
+                    if 0 <= ix < width:
+                        matrix[row, iy * width + ix] = weights[ky, kx]
+    return matrix

@@ -1,0 +1,256 @@
+"""Transposed convolution (``ConvTranspose2d``), computed in polyphase form.
+
+A transposed convolution with stride ``s`` scatters each input pixel ``i``
+through the kernel: ``out[i*s + offset + k] += w[k] * x[i]`` (2-D alike, no
+kernel flip, as in PyTorch). Split the output by phase ``p = n mod s`` and
+each phase is an ordinary small correlation at *input* resolution with the
+sub-kernel ``w[r::s]`` (``r = (p - offset) mod s``, reversed): ``s*s``
+correlations whose results interleave into the output. That is ``s*s`` times
+less work than the textbook route (insert ``s - 1`` zeros between pixels, then
+convolve), which :func:`zero_insertion_transpose` keeps as a reference.
+
+Two geometries:
+
+- **centred** (upconv's default): the kernel's centre lands on the input
+  pixel's centre (``offset = floor((s - K) / 2)``), the output is exactly
+  ``s*H x s*W``, and the input is first extended past its border by the
+  boundary rule so borders are not darkened;
+- **PyTorch** (``padding=P``): ``offset = -P`` and the output is
+  ``(H - 1)*s - 2P + K + output_padding``; with ``boundary="zero"`` this is
+  exactly ``torch.nn.functional.conv_transpose2d``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import UpconvError
+from .kernels import POST_KERNELS, Kernel
+from .options import Boundary
+from .polyphase import Phases, Phases2D, apply_2d, apply_separable
+
+__all__ = ["transposed_conv", "post_convolve", "zero_insertion_transpose", "output_size"]
+
+
+def output_size(n_in: int, kernel_size: int, stride: int, padding: int | None,
+                output_padding: int = 0) -> int:
+    """Output length along one axis: ``s*n`` centred, else PyTorch's formula.
+
+    Examples
+    --------
+    >>> output_size(5, 4, 2, None), output_size(5, 4, 2, 1), output_size(5, 3, 2, 1, 1)
+    (10, 10, 10)
+    """
+    if padding is None:
+        return stride * n_in
+    return (n_in - 1) * stride - 2 * padding + kernel_size + output_padding
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """Where the taps of one axis go: the polyphase layout of ``out[i*s + offset + k]``."""
+
+    start: np.ndarray  # (s,) first input index read by phase p, in extended coordinates
+    tap_index: np.ndarray  # (s, T) kernel index of tap u of phase p, -1 where none
+    before: int  # extension needed before the input
+    after: int  # and after it
+    periods: int  # M: output samples are s*M (cropped to the output size)
+
+
+def _axis(kernel_size: int, stride: int, offset: int, n_in: int, n_out: int) -> _Axis:
+    taps = math.ceil(kernel_size / stride)
+    periods = math.ceil(n_out / stride)
+    start = np.empty(stride, np.intp)
+    tap_index = np.full((stride, taps), -1, np.intp)
+    for p in range(stride):
+        r = (p - offset) % stride
+        shift = (p - offset - r) // stride
+        start[p] = shift - taps + 1
+        for u in range(taps):
+            k = r + stride * (taps - 1 - u)
+            if k < kernel_size:
+                tap_index[p, u] = k
+    before = max(0, -int(start.min()))
+    after = max(0, (periods - 1) + int(start.max()) + taps - 1 - (n_in - 1))
+    return _Axis(start + before, tap_index, before, after, periods)
+
+
+def _gather_taps(weights: np.ndarray, axis_y: _Axis, axis_x: _Axis) -> np.ndarray:
+    """weights[..., kH, kW] -> (sy, sx, Ty, Tx, ...) with zeros where a phase has no tap."""
+    padded = np.concatenate([weights, np.zeros(weights.shape[:-1] + (1,))], axis=-1)
+    padded = np.concatenate([padded, np.zeros(padded.shape[:-2] + (1, padded.shape[-1]))],
+                            axis=-2)
+    ky = axis_y.tap_index[:, None, :, None]  # -1 picks the zero row/column appended above
+    kx = axis_x.tap_index[None, :, None, :]
+    picked = padded[..., ky, kx]  # (..., sy, sx, Ty, Tx)
+    return np.moveaxis(picked, tuple(range(weights.ndim - 2)),
+                       tuple(range(-(weights.ndim - 2), 0))) if weights.ndim > 2 else picked
+
+
+def _separable_factors(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(column, row) with ``outer(column, row) == weights`` if the kernel is rank one."""
+    u, singular, vt = np.linalg.svd(weights)
+    if singular.shape[0] > 1 and singular[1] > 1e-13 * singular[0]:
+        return None
+    root = math.sqrt(singular[0])
+    return u[:, 0] * root, vt[0] * root
+
+
+def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary = Boundary.EDGE,
+                    padding: int | None = None, output_padding: int = 0,
+                    threads: int | None = None) -> np.ndarray:
+    """The transposed convolution of an (H, W, C) float image, polyphase.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, C)
+        float32 or float64.
+    kernel : Kernel
+        With its stride set. Its own ``padding`` is used unless ``padding``
+        is given.
+    boundary : Boundary
+        How the input is extended past its border ("zero" for PyTorch).
+    padding : int, optional
+        PyTorch's ``padding``; ``None`` for the centred geometry.
+    output_padding : int
+        PyTorch's ``output_padding`` (``0 <= Q < s``); PyTorch geometry only.
+    threads : int, optional
+        Worker threads.
+
+    Returns
+    -------
+    ndarray, shape (H', W', C_out)
+
+    Examples
+    --------
+    >>> from upconv.kernels import builtin_kernel
+    >>> x = np.array([[[0.0], [1.0]]])
+    >>> transposed_conv(x, builtin_kernel("bilinear", 2))[..., 0]
+    array([[0.  , 0.25, 0.75, 1.  ],
+           [0.  , 0.25, 0.75, 1.  ]])
+    """
+    stride = kernel.stride
+    if stride is None:
+        raise UpconvError(f"{kernel.name}: the kernel has no stride; give a factor")
+    kernel.check_covers_stride()
+    kernel.check_channels(image.shape[2])
+    padding = kernel.padding if padding is None else padding
+    if padding is None and output_padding:
+        raise UpconvError("output_padding needs the PyTorch geometry (a padding)")
+    if padding is not None and padding < 0:
+        raise UpconvError(f"padding must be >= 0, not {padding}")
+    if not 0 <= output_padding < stride:
+        raise UpconvError(f"output_padding must be between 0 and stride - 1 = {stride - 1}, "
+                          f"not {output_padding}")
+    k_h, k_w = kernel.shape
+    height, width = image.shape[:2]
+    out_h = output_size(height, k_h, stride, padding, output_padding)
+    out_w = output_size(width, k_w, stride, padding, output_padding)
+    if out_h < 1 or out_w < 1:
+        raise UpconvError(f"padding {padding} leaves no output for a {width}x{height} input")
+    offset_y = (stride - k_h) // 2 if padding is None else -padding
+    offset_x = (stride - k_w) // 2 if padding is None else -padding
+    axis_y = _axis(k_h, stride, offset_y, height, out_h)
+    axis_x = _axis(k_w, stride, offset_x, width, out_w)
+    ext = boundary.extend(image, (axis_y.before, axis_y.after), (axis_x.before, axis_x.after))
+    dtype = image.dtype
+    full_shape = (stride * axis_y.periods, stride * axis_x.periods)
+
+    weights = kernel.weights
+    if weights.ndim == 3 and np.all(weights == weights[:1]):
+        weights = weights[0]  # the same kernel for every channel
+    if weights.ndim == 2:
+        out = np.empty(full_shape + (image.shape[2],), dtype)
+        factors = _separable_factors(weights)
+        if factors is not None:
+            column, row = factors
+            phases_y = _phases_1d(column, axis_y, dtype)
+            phases_x = _phases_1d(row, axis_x, dtype)
+            apply_separable(ext, phases_y, phases_x, out, threads)
+        else:
+            taps = _gather_taps(weights, axis_y, axis_x)
+            apply_2d(ext, Phases2D(axis_y.start, axis_x.start, taps), out, threads)
+    elif weights.ndim == 3:
+        taps = _gather_taps(weights, axis_y, axis_x)  # (sy, sx, Ty, Tx, C)
+        out = np.empty(full_shape + (image.shape[2],), dtype)
+        apply_2d(ext, Phases2D(axis_y.start, axis_x.start, taps), out, threads)
+    else:  # (C_in, C_out, kH, kW): each output channel sums C_in depthwise results
+        channels_out = weights.shape[1]
+        out = np.empty(full_shape + (channels_out,), dtype)
+        partial = np.empty(full_shape + (image.shape[2],), dtype)
+        for co in range(channels_out):
+            taps = _gather_taps(weights[:, co], axis_y, axis_x)
+            apply_2d(ext, Phases2D(axis_y.start, axis_x.start, taps), partial, threads)
+            partial.sum(axis=2, out=out[:, :, co])
+    if full_shape != (out_h, out_w):
+        out = np.ascontiguousarray(out[:out_h, :out_w])
+    return out
+
+
+def _phases_1d(taps_1d: np.ndarray, axis: _Axis, dtype: np.dtype) -> Phases:
+    padded = np.append(taps_1d, 0.0)  # index -1 -> 0
+    return Phases(axis.start, padded[axis.tap_index].astype(dtype))
+
+
+def post_convolve(image: np.ndarray, post: np.ndarray | str, boundary: Boundary) -> np.ndarray:
+    """An ordinary stride-1, same-size convolution (correlation, no flip) per channel.
+
+    The seed article's advice against checkerboards: smooth after the
+    transposed convolution. ``post`` is a 2-D array, or a built-in name
+    (``"binomial3"``, the 3x3 binomial ``[1 2 1]^T [1 2 1] / 16``).
+
+    Examples
+    --------
+    >>> post_convolve(np.ones((4, 4, 1)), "binomial3", Boundary.EDGE)[..., 0].round(6).tolist()[0]
+    [1.0, 1.0, 1.0, 1.0]
+    """
+    if isinstance(post, str):
+        if post not in POST_KERNELS:
+            raise UpconvError(f"unknown post-kernel {post!r}; use a file or "
+                              f"{', '.join(POST_KERNELS)}")
+        weights = POST_KERNELS[post]
+    else:
+        weights = np.asarray(post, dtype=np.float64)
+    if weights.ndim != 2:
+        raise UpconvError(f"a post-kernel must be 2-D, got shape {weights.shape}")
+    mode = {"edge": "nearest", "reflect": "reflect", "zero": "constant"}[boundary.value]
+    out = np.empty_like(image)
+    for c in range(image.shape[2]):
+        ndimage.correlate(image[:, :, c], weights.astype(image.dtype), output=out[:, :, c],
+                          mode=mode)
+    return out
+
+
+def zero_insertion_transpose(image: np.ndarray, weights: np.ndarray, stride: int,
+                             padding: int = 0, output_padding: int = 0) -> np.ndarray:
+    """The textbook transposed convolution: insert zeros, then convolve. Slow; a reference.
+
+    Puts ``s - 1`` zeros between the input pixels, convolves with the
+    kernel (``scipy.ndimage.convolve``, a true convolution, which is what
+    the scatter ``out[i*s + k] += w[k] x[i]`` amounts to), and crops
+    ``padding`` from each side as PyTorch does. ``(s*s - 1)`` of every ``s*s``
+    multiplications are by zero. For one 2-D channel.
+
+    Examples
+    --------
+    >>> zero_insertion_transpose(np.array([[1.0, 2.0]]), np.array([[1.0, 10.0]]), 2)
+    array([[ 1., 10.,  2., 20.]])
+    """
+    k_h, k_w = weights.shape
+    height, width = image.shape
+    inserted = np.zeros(((height - 1) * stride + 1, (width - 1) * stride + 1))
+    inserted[::stride, ::stride] = image
+    # Room for the full convolution (K - 1 more samples), and an origin that
+    # anchors tap 0 on the pixel: full[n] = sum_k w[k] * inserted[n - k].
+    canvas = np.pad(inserted, ((0, k_h - 1), (0, k_w - 1)))
+    full = ndimage.convolve(canvas, weights, mode="constant", origin=(-(k_h // 2), -(k_w // 2)))
+    out_h = output_size(height, k_h, stride, padding, output_padding)
+    out_w = output_size(width, k_w, stride, padding, output_padding)
+    result = np.zeros((out_h, out_w))
+    piece = full[padding:padding + out_h, padding:padding + out_w]
+    result[:piece.shape[0], :piece.shape[1]] = piece
+    return result

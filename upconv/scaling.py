@@ -87,7 +87,8 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
           method: Method | str = "bicubic", boundary: Boundary | str = "edge", *,
           output_shape: tuple[int | None, int | None] | None = None,
           kernel: Kernel | str | Path | None = None,
-          padding: int | None = None, output_padding: int = 0,
+          padding: int | tuple[int, int] | None = None,
+          output_padding: int | tuple[int, int] = 0,
           post_kernel: np.ndarray | str | Path | None = None,
           alpha: bool = False, linear_light: bool = False,
           threads: int | None = None) -> np.ndarray:
@@ -116,7 +117,7 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
         For ``"transpose"``: a :class:`~upconv.kernels.Kernel`, a kernel file,
         or a built-in name (``"nearest"``, ``"bilinear"``, ``"bicubic"``);
         default ``"bilinear"``.
-    padding, output_padding : int, optional
+    padding, output_padding : int or (int, int), optional
         For ``"transpose"``: PyTorch's ``ConvTranspose2d`` geometry instead of
         the centred one (see :mod:`upconv.transpose`).
     post_kernel : array, str or path, optional

@@ -101,7 +101,8 @@ def _separable_factors(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | N
 
 
 def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary = Boundary.EDGE,
-                    padding: int | None = None, output_padding: int = 0,
+                    padding: int | tuple[int, int] | None = None,
+                    output_padding: int | tuple[int, int] = 0,
                     threads: int | None = None) -> np.ndarray:
     """The transposed convolution of an (H, W, C) float image, polyphase.
 
@@ -114,9 +115,10 @@ def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary = Boun
         is given.
     boundary : Boundary
         How the input is extended past its border ("zero" for PyTorch).
-    padding : int, optional
-        PyTorch's ``padding``; ``None`` for the centred geometry.
-    output_padding : int
+    padding : int or (int, int), optional
+        PyTorch's ``padding`` (one value, or (rows, columns)); ``None`` for the
+        centred geometry.
+    output_padding : int or (int, int)
         PyTorch's ``output_padding`` (``0 <= Q < s``); PyTorch geometry only.
     threads : int, optional
         Worker threads.
@@ -139,21 +141,25 @@ def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary = Boun
     kernel.check_covers_stride()
     kernel.check_channels(image.shape[2])
     padding = kernel.padding if padding is None else padding
-    if padding is None and output_padding:
+    pad_y, pad_x = _pair(padding) if padding is not None else (None, None)
+    extra_y, extra_x = _pair(output_padding)
+    if pad_y is None and (extra_y or extra_x):
         raise UpconvError("output_padding needs the PyTorch geometry (a padding)")
-    if padding is not None and padding < 0:
-        raise UpconvError(f"padding must be >= 0, not {padding}")
-    if not 0 <= output_padding < stride:
-        raise UpconvError(f"output_padding must be between 0 and stride - 1 = {stride - 1}, "
-                          f"not {output_padding}")
+    for value in (pad_y, pad_x):
+        if value is not None and value < 0:
+            raise UpconvError(f"padding must be >= 0, not {padding}")
+    for value in (extra_y, extra_x):
+        if not 0 <= value < stride:
+            raise UpconvError(f"output_padding must be between 0 and stride - 1 = "
+                              f"{stride - 1}, not {output_padding}")
     k_h, k_w = kernel.shape
     height, width = image.shape[:2]
-    out_h = output_size(height, k_h, stride, padding, output_padding)
-    out_w = output_size(width, k_w, stride, padding, output_padding)
+    out_h = output_size(height, k_h, stride, pad_y, extra_y)
+    out_w = output_size(width, k_w, stride, pad_x, extra_x)
     if out_h < 1 or out_w < 1:
         raise UpconvError(f"padding {padding} leaves no output for a {width}x{height} input")
-    offset_y = (stride - k_h) // 2 if padding is None else -padding
-    offset_x = (stride - k_w) // 2 if padding is None else -padding
+    offset_y = (stride - k_h) // 2 if pad_y is None else -pad_y
+    offset_x = (stride - k_w) // 2 if pad_x is None else -pad_x
     axis_y = _axis(k_h, stride, offset_y, height, out_h)
     axis_x = _axis(k_w, stride, offset_x, width, out_w)
     ext = boundary.extend(image, (axis_y.before, axis_y.after), (axis_x.before, axis_x.after))
@@ -189,6 +195,14 @@ def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary = Boun
     if full_shape != (out_h, out_w):
         out = np.ascontiguousarray(out[:out_h, :out_w])
     return out
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise UpconvError(f"expected one value or (rows, columns), not {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
 
 
 def _phases_1d(taps_1d: np.ndarray, axis: _Axis, dtype: np.dtype) -> Phases:

@@ -1,0 +1,216 @@
+"""Kernel files, built-ins, bad kernels, and the `upconv kernel` commands."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+from rich.console import Console
+
+import upconv
+from upconv.cli import kernel_summary, print_kernel_summary, run
+from upconv.images import load_image
+from upconv.kernels import Kernel, builtin_kernel, keys_cubic
+
+PHOTO = SAMPLES / "chelsea.png"
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npy", ".npz", ".txt", ".csv"])
+def test_kernel_files_roundtrip_exactly(tmp_path, rng, suffix):
+    kernel = Kernel(rng.standard_normal((5, 4)) / 3, stride=2, name="k")
+    kernel.save(tmp_path / f"k{suffix}")
+    loaded = Kernel.load(tmp_path / f"k{suffix}")
+    np.testing.assert_array_equal(loaded.weights, kernel.weights)
+    if suffix in (".json", ".npz"):
+        assert loaded.stride == 2
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 4), (3, 4, 5, 5)])
+def test_multichannel_kernels_roundtrip(tmp_path, rng, shape):
+    kernel = Kernel(rng.standard_normal(shape), stride=2, padding=1)
+    for suffix in (".json", ".npz"):
+        kernel.save(tmp_path / f"k{suffix}")
+        loaded = Kernel.load(tmp_path / f"k{suffix}")
+        np.testing.assert_array_equal(loaded.weights, kernel.weights)
+        assert (loaded.stride, loaded.padding) == (2, 1)
+
+
+def test_json_kernel_is_self_describing(tmp_path):
+    builtin_kernel("bilinear", 2).save(tmp_path / "k.json")
+    document = json.loads((tmp_path / "k.json").read_text())
+    assert document["stride"] == 2 and document["alignment"] == "centred"
+    assert document["weights"][1][1] == 0.5625
+
+
+def test_builtin_kernels_for_any_stride():
+    for s in (2, 3, 4, 5):
+        for name in ("nearest", "bilinear", "bicubic"):
+            kernel = builtin_kernel(name, s)
+            assert kernel.spread() == pytest.approx(0, abs=1e-12)  # partition of unity
+            np.testing.assert_allclose(kernel.phase_sums(), 1, atol=1e-12)
+    assert builtin_kernel("bilinear", 2).spread() == 0.0  # exactly
+
+
+def test_keys_cubic_is_pillow_bicubic():
+    # Keys a = -0.5 at the half-pixel phases of 2x: taps used by Pillow's BICUBIC
+    np.testing.assert_allclose(keys_cubic(np.array([0.25, 0.75, 1.25, 1.75])),
+                               [0.8671875, 0.2265625, -0.0703125, -0.0234375])
+
+
+def test_spread_of_uneven_overlap():
+    assert Kernel(np.ones((3, 3)), stride=2).spread() > 0
+    np.testing.assert_array_equal(Kernel(np.ones((3, 3)), stride=2).phase_sums(),
+                                  [[4, 2], [2, 1]])
+
+
+# -------------------------------------------------------------------- bad kernels
+
+def write(tmp_path, name, content):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+@pytest.fixture
+def bad_kernels(tmp_path):
+    np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan], [0, 1]]))
+    np.save(tmp_path / "inf.npy", np.array([[1.0, np.inf], [0, 1]]))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
+    np.save(tmp_path / "flat.npy", np.ones(4))
+    np.save(tmp_path / "objects.npy", np.array([[{}]], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "huge.npy", np.zeros((300, 300), np.float32))
+    np.save(tmp_path / "small.npy", np.ones((1, 1)))
+    np.save(tmp_path / "plain.npy", np.ones((4, 4)) / 4)
+    np.save(tmp_path / "channels.npy", np.ones((2, 4, 4)))
+    write(tmp_path, "ragged.txt", "1 2 3\n4 5\n")
+    write(tmp_path, "words.csv", "1,2\n3,x\n")
+    write(tmp_path, "blank.txt", "# nothing\n")
+    write(tmp_path, "stride3.json", json.dumps({"stride": 3, "weights": np.ones((6, 6)).tolist()}))
+    write(tmp_path, "ragged.json", json.dumps({"stride": 2, "weights": [[1, 2], [3]]}))
+    write(tmp_path, "broken.json", "{\"stride\": 2, ")
+    write(tmp_path, "k.bin", b"\x00\x01")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name,extra,fragment", [
+    ("nan.npy", ["-f", "2"], "NaN"),
+    ("inf.npy", ["-f", "2"], "infinite"),
+    ("empty.npy", ["-f", "2"], "empty"),
+    ("flat.npy", ["-f", "2"], "2-D"),
+    ("objects.npy", ["-f", "2"], "pickled"),
+    ("huge.npy", ["-f", "2"], "absurdly large"),
+    ("small.npy", ["-f", "2"], "smaller than its stride"),
+    ("channels.npy", ["-f", "2"], "image has 3"),
+    ("ragged.txt", ["-f", "2"], "ragged"),
+    ("words.csv", ["-f", "2"], "'x' is not a number"),
+    ("blank.txt", ["-f", "2"], "no numbers"),
+    ("stride3.json", ["-f", "2"], "stride is 3"),
+    ("ragged.json", ["-f", "2"], "rectangular"),
+    ("broken.json", ["-f", "2"], "not valid JSON"),
+    ("k.bin", ["-f", "2"], "unknown kernel file suffix"),
+    ("plain.npy", [], "give --factor"),
+    ("missing.npy", ["-f", "2"], "no such kernel file"),
+])
+def test_bad_kernels_get_one_line_and_exit_1(bad_kernels, capsys, name, extra, fragment):
+    out = bad_kernels / "out.png"
+    status = run(["scale", str(PHOTO), str(out), "--method", "transpose",
+                  "--kernel", str(bad_kernels / name), *extra])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert "Traceback" not in err and not out.exists()
+
+
+# -------------------------------------------------------------------- the CLI
+
+def test_cli_transpose_matches_the_library(tmp_path, capsys, rng):
+    kernel = Kernel(rng.random((6, 6)) / 9, stride=2)
+    kernel.save(tmp_path / "k.json")
+    out = tmp_path / "out.npy"
+    assert run(["scale", str(PHOTO), str(out), "-m", "transpose", "-k",
+                str(tmp_path / "k.json")]) == 0
+    image = upconv.images.to_float(load_image(str(PHOTO)).samples)
+    np.testing.assert_allclose(np.load(out), upconv.scale(image, method="transpose",
+                                                          kernel=kernel), atol=1e-6)
+
+
+def test_cli_pytorch_geometry_defaults_to_zero_boundary(tmp_path, capsys, rng):
+    values = rng.random((5, 6))
+    np.save(tmp_path / "in.npy", values)
+    out = tmp_path / "out.npy"
+    assert run(["scale", str(tmp_path / "in.npy"), str(out), "-m", "transpose", "-f", "2",
+                "-k", "bilinear", "--padding", "1", "--output-padding", "1"]) == 0
+    expected = upconv.transposed_conv(values[:, :, None], builtin_kernel("bilinear", 2),
+                                      upconv.Boundary.ZERO, padding=1, output_padding=1)
+    np.testing.assert_allclose(np.load(out), expected[:, :, 0], atol=1e-12)
+    assert np.load(out).shape == ((5 - 1) * 2 - 2 + 4 + 1, (6 - 1) * 2 - 2 + 4 + 1)
+
+
+@pytest.mark.parametrize("args,status,fragment", [
+    (["-m", "transpose", "--size", "10x10"], 2, "use --factor"),
+    (["-m", "bicubic", "-f", "2", "--kernel", "bilinear"], 2, "--method transpose only"),
+    (["-m", "bicubic", "-f", "2", "--padding", "1"], 2, "--method transpose only"),
+    (["-m", "transpose", "-f", "2", "--output-padding", "1"], 2, "needs --padding"),
+    (["-m", "transpose", "-f", "2.5"], 1, "whole factor"),
+    (["-m", "transpose", "-f", "2x3"], 1, "one stride"),
+    (["-m", "transpose"], 1, "needs a factor"),
+    (["-m", "transpose", "-f", "2", "--post-kernel", "gauss9"], 1, "no such kernel file"),
+])
+def test_cli_transpose_usage_errors(tmp_path, capsys, args, status, fragment):
+    out = tmp_path / "o.png"
+    assert run(["scale", str(PHOTO), str(out), *args]) == status
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_kernel_show_json_reports_phases(capsys):
+    assert run(["kernel", "show", "bilinear", "-f", "2", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["stride"] == 2 and document["spread"] == 0.0
+    assert document["flat_stays_flat"] is True
+    assert len(document["phases"]) == 4
+    assert document["phases"][3]["weights"] == [[0.5625, 0.1875], [0.1875, 0.0625]]
+
+
+def test_kernel_show_table_renders(tmp_path, capsys):
+    (tmp_path / "k.txt").write_text("1 1 1\n1 1 1\n1 1 1\n")
+    assert run(["kernel", "show", str(tmp_path / "k.txt"), "-f", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "4 polyphase components h[p::2, q::2]" in out
+    assert "spread" in out and "unequal" in out
+    kernel = Kernel.load(tmp_path / "k.txt").with_stride(2)
+    buffer = io.StringIO()
+    print_kernel_summary(kernel, kernel_summary(kernel),
+                         Console(file=buffer, width=80, color_system=None))
+    assert "(1, 1)" in buffer.getvalue()
+
+
+def test_kernel_matrix_seed_example(tmp_path, capsys):
+    (tmp_path / "k.txt").write_text("1 2 3\n4 5 6\n7 8 9\n")
+    assert run(["kernel", "matrix", str(tmp_path / "k.txt"), "--input-size", "4x4",
+                "--out", str(tmp_path / "C.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "C: 4 x 16" in out
+    matrix = np.load(tmp_path / "C.npy")
+    assert matrix.shape == (4, 16)
+    np.testing.assert_array_equal(np.load(tmp_path / "C_T.npy"), matrix.T)
+    x = np.arange(16.0).reshape(4, 4)
+    weights = np.arange(1.0, 10.0).reshape(3, 3)
+    direct = [[(x[i:i + 3, j:j + 3] * weights).sum() for j in range(2)] for i in range(2)]
+    np.testing.assert_array_equal((matrix @ x.ravel()).reshape(2, 2), direct)
+    assert run(["kernel", "matrix", str(tmp_path / "k.txt"), "--input-size", "4x4",
+                "--out", str(tmp_path / "C.csv")]) == 0
+    np.testing.assert_array_equal(np.loadtxt(tmp_path / "C.csv", delimiter=","), matrix)
+
+
+def test_kernel_matrix_refuses_bad_sizes(tmp_path, capsys):
+    assert run(["kernel", "matrix", "bilinear", "--input-size", "2x2"]) == 1
+    assert "does not fit" in capsys.readouterr().err
+    assert run(["kernel", "matrix", "bilinear", "--input-size", "4"]) == 2

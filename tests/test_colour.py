@@ -50,11 +50,18 @@ def test_alpha_is_resampled_premultiplied(rng, method):
     premultiplied[..., :3] *= image[..., 3:]
     resampled = zoom_per_channel(premultiplied, (3, 3), method, "edge")
     alpha = np.clip(resampled[..., 3:], 0, 1)
+    colour = np.minimum(np.maximum(resampled[..., :3], 0), alpha)  # premultiplied: 0..alpha
     visible = alpha >= 0.5 / 65535
     expected = np.concatenate(
-        [np.where(visible, resampled[..., :3] / np.where(visible, alpha, 1), 0), alpha], axis=-1)
+        [np.where(visible, colour / np.where(visible, alpha, 1), 0), alpha], axis=-1)
     actual = upconv.scale(image, 3, method=method, alpha=True)
     assert_images_close(actual, expected, 1e-9)
+
+
+def test_nearly_transparent_pixels_keep_sane_colours(rng):
+    image = np.dstack([rng.uniform(0.02, 0.97, (9, 9)), (rng.random((9, 9)) > 0.5) * 1.0])
+    out = upconv.scale(image, 2, method="bicubic", alpha=True)
+    assert out[..., 0].min() >= 0 and out[..., 0].max() <= 1
 
 
 def test_transparent_colour_does_not_bleed():

@@ -28,11 +28,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .errors import UpconvError
+from .errors import OutputClosedError, UpconvError
 from .images import (
     DEFAULT_MAX_PIXELS,
     FORMATS,
     atomic_output,
+    check_writable,
     format_for,
     from_float,
     load_image,
@@ -65,6 +66,8 @@ def _parse_factor(text: str) -> tuple[float, float]:
     if len(parts) not in (1, 2) or not all(p.strip() for p in parts):
         raise click.BadParameter(f"{text!r} is not F or FxG (e.g. 2, 1.5 or 2x3)")
     try:
+        if "_" in text or not text.isascii():  # float() would take "1_0" and "٣"
+            raise ValueError
         values = [float(p) for p in parts]
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a number (use F or FxG, e.g. 2 or 2x3)"
@@ -77,7 +80,7 @@ def _parse_factor(text: str) -> tuple[float, float]:
     return fy, fx
 
 
-_SIZE = re.compile(r"^\s*(\d*)\s*(?:x\s*(\d*))?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d*)\s*(?:x\s*(\d*))?\s*$", re.IGNORECASE | re.ASCII)
 
 
 def _parse_size(text: str) -> tuple[int | None, int | None]:
@@ -187,7 +190,12 @@ def scale_command(input_path: str, output_path: str, method: str, factor_text: s
     factor = _parse_factor(factor_text) if factor_text is not None else None
     size = _parse_size(size_text) if size_text is not None else None
     boundary = boundary or (Boundary.ZERO.value if padding is not None else Boundary.EDGE.value)
-    fmt = format_for(output_path, format_name)
+    try:
+        fmt = format_for(output_path, format_name)
+    except UpconvError as exc:
+        if format_name:  # a bad option value is a usage error, like a bad --method
+            raise click.BadParameter(str(exc), param_hint="--format") from None
+        raise
     _refuse_clobbering_input(input_path, output_path)
 
     kernel = None
@@ -206,6 +214,7 @@ def scale_command(input_path: str, output_path: str, method: str, factor_text: s
     if out_h * out_w > max_pixels:
         raise UpconvError(f"the output would be {out_w}x{out_h} = {out_w * out_h} pixels, over "
                           f"the limit of {max_pixels} (raise it with --max-pixels)")
+    check_writable(fmt, out_w, out_h)
     if out_h < height or out_w < width:
         _warn("the output is smaller than the input; upconv does not low-pass filter "
               "before shrinking, so fine detail will alias")
@@ -252,11 +261,18 @@ def _refuse_clobbering_input(input_path: str, output_path: str) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status (the console-script entry point)."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
+    # --debug is a group option, but users type it anywhere: take it from anywhere.
+    debug = "--debug" in args
+    if debug:
+        args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        main.main(args=argv, prog_name="upconv", standalone_mode=False)
+        main.main(args=args, prog_name="upconv", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help())  # bare `upconv` or `upconv kernel`: show the help
+        return EXIT_OK
     except click.UsageError as exc:
         hint = ""
         if exc.ctx is not None:
@@ -269,7 +285,7 @@ def run(argv: list[str] | None = None) -> int:
     except (click.Abort, KeyboardInterrupt):
         _error("interrupted")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except (BrokenPipeError, OutputClosedError):
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     except UpconvError as exc:
@@ -402,7 +418,7 @@ def kernel_matrix(spec: str, size_text: str, stride: int | None, padding: int,
 
 
 def _parse_hw(text: str) -> tuple[int, int]:
-    match = re.match(r"^\s*(\d+)\s*x\s*(\d+)\s*$", text, re.IGNORECASE)
+    match = re.match(r"^\s*(\d+)\s*x\s*(\d+)\s*$", text, re.IGNORECASE | re.ASCII)
     if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
         raise click.BadParameter(f"{text!r} is not HxW (e.g. 4x4)", param_hint="--input-size")
     return int(match.group(1)), int(match.group(2))

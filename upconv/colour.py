@@ -57,20 +57,24 @@ ALPHA_EPSILON = 0.5 / 65535
 def unpremultiply(image: np.ndarray) -> np.ndarray:
     """Clip alpha to [0, 1] and divide colour by it, in place.
 
-    Where alpha is below :data:`ALPHA_EPSILON` (bicubic ringing can leave
-    tiny or negative alpha next to transparent areas) the pixel is
-    transparent and its colour is set to 0.
+    Premultiplied colour is first clipped to [0, alpha]: ringing (bicubic
+    overshoot) divided by a small alpha would otherwise blow up into huge
+    colours at nearly transparent pixels. Where alpha is below
+    :data:`ALPHA_EPSILON` the pixel is transparent and its colour is 0.
 
     Examples
     --------
-    >>> unpremultiply(np.array([[0.25, 0.5], [0.3, 0.0], [0.3, 1.2]]))
-    array([[0.5, 0.5],
-           [0. , 0. ],
-           [0.3, 1. ]])
+    >>> unpremultiply(np.array([[0.25, 0.5], [0.3, 0.0], [0.3, 1.2], [0.01, 0.001]]))
+    array([[0.5  , 0.5  ],
+           [0.   , 0.   ],
+           [0.3  , 1.   ],
+           [1.   , 0.001]])
     """
     alpha = image[..., -1:]
     np.clip(alpha, 0, 1, out=alpha)
+    colour = image[..., :-1]
+    np.clip(colour, 0, alpha, out=colour)
     covered = alpha >= ALPHA_EPSILON
     safe = np.where(covered, alpha, 1)
-    image[..., :-1] = np.where(covered, image[..., :-1] / safe, 0)
+    image[..., :-1] = np.where(covered, colour / safe, 0)
     return image

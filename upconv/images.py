@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +23,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import UpconvError
+from .errors import OutputClosedError, UpconvError
 from .png16 import is_16bit_colour_png, read_png16, write_png16
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "load_image", "save_image",
-    "format_for", "atomic_output", "to_float", "from_float",
+    "format_for", "atomic_output", "to_float", "from_float", "check_writable",
 ]
 
 #: Default limit on the pixels of an input or output image (16384 x 16384).
@@ -42,10 +44,12 @@ FORMATS: dict[str, tuple[str, tuple[str, ...], bool, int, bool]] = {
     "tiff": ("TIFF", (".tif", ".tiff"), True, 16, True),
     "webp": ("WEBP", (".webp",), True, 8, True),
     "bmp": ("BMP", (".bmp",), True, 8, False),
-    "pnm": ("PPM", (".pnm", ".ppm", ".pgm", ".pbm"), False, 16, False),
+    "pnm": ("PPM", (".pnm", ".ppm", ".pgm"), False, 16, False),
     "npy": ("NPY", (".npy",), True, 0, False),
 }
 _FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff", "ppm": "pnm", "pgm": "pnm"}
+#: Largest side each encoder can write (beyond it they fail after all the work).
+MAX_FORMAT_SIDE = {"webp": 16383, "jpeg": 65535}
 
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -61,10 +65,13 @@ class Picture:
         C is 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
     icc_profile : bytes or None
         The embedded colour profile, carried over to the output.
+    planar : bool
+        The input was a 2-D ``.npy`` array; a ``.npy`` output is 2-D too.
     """
 
     samples: np.ndarray
     icc_profile: bytes | None = None
+    planar: bool = False  # a 2-D .npy array: written back as 2-D
 
     @property
     def has_alpha(self) -> bool:
@@ -141,11 +148,26 @@ def format_for(path: str, explicit: str | None) -> str:
 
 # --------------------------------------------------------------------------- reading
 
+def _standard_stream(stream, which: str):
+    """sys.stdin or sys.stdout, or a clear error when the shell closed it (``<&-``)."""
+    try:
+        if stream is None:
+            raise ValueError
+        stream.fileno()
+    except (ValueError, OSError):
+        raise UpconvError(f"standard {which} is closed") from None
+    return stream
+
+
 def _read_bytes(path: str) -> bytes:
     if path == "-":
-        if sys.stdin is None or sys.stdin.isatty():
+        stream = _standard_stream(sys.stdin, "input")
+        if stream.isatty():
             raise UpconvError("-: standard input is a terminal; pipe an image into it")
-        data = sys.stdin.buffer.read()
+        try:
+            data = stream.buffer.read()
+        except OSError as exc:
+            raise UpconvError(f"cannot read standard input ({exc.strerror or exc})") from None
         name = "standard input"
     else:
         name = path
@@ -188,15 +210,27 @@ def _load_npy(data: bytes, name: str, max_pixels: int) -> Picture:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise UpconvError(f"{name}: corrupt or truncated .npy file ({exc})") from None
-    if array.dtype.kind != "f":
-        array = array.astype(np.float32)
-    if array.dtype.itemsize < 4:
-        array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise UpconvError(f"{name}: .npy image contains NaN or infinite values")
-    if array.ndim == 2:
+    planar = array.ndim == 2
+    if planar:
         array = array[:, :, None]
-    return Picture(np.ascontiguousarray(array))
+    if array.dtype in (np.uint8, np.uint16):
+        return Picture(np.ascontiguousarray(array), planar=planar)  # stored samples, as images
+    if array.dtype.kind != "f":
+        # bool, other integers: must already be values in [0, 1]
+        array = array.astype(np.float64)
+        if array.min() < 0 or array.max() > 1:
+            raise UpconvError(f"{name}: integer .npy images must be uint8 or uint16 samples, "
+                              f"or values in [0, 1]; got {dtype} from {array.min():g} to "
+                              f"{array.max():g}")
+    elif array.dtype.itemsize < 4:
+        array = array.astype(np.float32)
+    _refuse_non_finite(array, name)
+    return Picture(np.ascontiguousarray(array), planar=planar)
+
+
+def _refuse_non_finite(array: np.ndarray, name: str) -> None:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise UpconvError(f"{name}: the image contains NaN or infinite values")
 
 
 def _pillow_samples(image: Image.Image) -> np.ndarray:
@@ -211,20 +245,48 @@ def _pillow_samples(image: Image.Image) -> np.ndarray:
         return values.astype(np.uint16)[:, :, None]
     if mode == "F":
         return np.asarray(image, dtype=np.float32)[:, :, None].copy()
+    keyed = "transparency" in image.info  # a tRNS colour key (or palette alpha)
     if mode == "1":
         image = image.convert("L")
     elif mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        image = image.convert("RGBA" if keyed else "RGB")
     elif mode == "PA":
         image = image.convert("RGBA")
-    elif mode in ("La",):
+    elif mode == "La":
         image = image.convert("LA")
-    elif mode in ("RGBa",):
+    elif mode == "RGBa":
+        image = image.convert("RGBA")
+    elif mode == "L" and keyed:
+        image = image.convert("LA")
+    elif mode == "RGB" and keyed:
         image = image.convert("RGBA")
     elif mode not in ("L", "LA", "RGB", "RGBA"):
-        image = image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
+        image = image.convert("RGB")  # YCbCr, HSV, RGBX (CMYK and LAB: see _to_srgb)
     samples = np.asarray(image)
     return samples[:, :, None] if samples.ndim == 2 else samples
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def _to_srgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """CMYK and LAB images to RGB, through their ICC profile when they have one.
+
+    The profile described the old colour space, so it is not carried over:
+    the result is sRGB.
+    """
+    if image.mode not in ("CMYK", "LAB"):
+        return image, icc
+    if icc:
+        try:
+            converted = ImageCms.profileToProfile(image, io.BytesIO(icc),
+                                                  ImageCms.createProfile("sRGB"),
+                                                  outputMode="RGB")
+            if converted is not None:
+                return converted, None
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: fall back to the plain conversion
+    return image.convert("RGB"), None
 
 
 def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
@@ -232,7 +294,8 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
 
     The format is recognised from the content, not the name. EXIF
     orientation is applied; palette and 1-bit images become RGB(A) or gray;
-    16-bit images stay 16-bit; ``.npy`` float arrays stay float.
+    colour-key (tRNS) transparency becomes an alpha channel; CMYK and LAB
+    become sRGB; 16-bit images stay 16-bit; ``.npy`` float arrays stay float.
 
     Raises
     ------
@@ -249,16 +312,21 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         except UpconvError as exc:
             raise UpconvError(f"{name}: {exc}") from None
         return Picture(samples, icc)
-    previous_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                icc = image.info.get("icc_profile") or None
-                image = ImageOps.exif_transpose(image)
-                image.load()
-                samples = _pillow_samples(image)
+        # Pillow's bomb limit is process-wide: set it under a lock, for threads.
+        with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
+            previous_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            try:
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as image:
+                    icc = image.info.get("icc_profile") or None
+                    image = ImageOps.exif_transpose(image)
+                    image.load()
+                    image, icc = _to_srgb(image, icc)
+                    samples = _pillow_samples(image)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous_limit
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UpconvError(f"{name}: over the limit of {max_pixels} pixels (--max-pixels); "
                           f"refusing a possible decompression bomb ({exc})") from None
@@ -268,9 +336,16 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         raise UpconvError(f"{name}: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UpconvError(f"{name}: truncated or corrupt image ({exc})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous_limit
+    _refuse_non_finite(samples, name)
     return Picture(np.ascontiguousarray(samples), icc)
+
+
+def check_writable(fmt: str, width: int, height: int) -> None:
+    """Refuse, before any work, an output size the format's encoder cannot write."""
+    limit = MAX_FORMAT_SIDE.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise UpconvError(f"{fmt.upper()} images can be at most {limit} pixels on a side; "
+                          f"the output would be {width}x{height} (use PNG or TIFF)")
 
 
 # --------------------------------------------------------------------------- writing
@@ -283,16 +358,19 @@ def _encode(picture: Picture, fmt: str, quality: int | None) -> tuple[bytes, lis
     if pillow_format == "NPY":
         buffer = io.BytesIO()
         values = to_float(samples)
-        np.save(buffer, values[:, :, 0] if values.shape[2] == 1 else values, allow_pickle=False)
+        np.save(buffer, values[:, :, 0] if picture.planar and values.shape[2] == 1 else values,
+                allow_pickle=False)
         return buffer.getvalue(), notes
     if picture.has_alpha and not holds_alpha:
         samples = samples[:, :, :-1]
         notes.append(f"{fmt.upper()} cannot hold transparency; the alpha channel was dropped")
+    if samples.shape[2] == 2 and fmt in ("bmp", "webp"):
+        samples = samples[:, :, [0, 0, 0, 1]]  # gray + alpha as RGBA: all these can hold
     channels = samples.shape[2]
     depth = _output_depth(samples.dtype, channels, fmt)
-    if depth and picture.bit_depth > depth:
-        notes.append(f"{fmt.upper()} output holds {depth}-bit samples; "
-                     f"reduced from {picture.bit_depth}-bit")
+    source = "32-bit float" if samples.dtype.kind == "f" else f"{picture.bit_depth}-bit"
+    if depth == 8 and source != "8-bit":
+        notes.append(f"{fmt.upper()} output holds 8-bit samples; reduced from {source}")
     icc = picture.icc_profile if holds_icc else None
 
     if depth == 16 and channels > 1:
@@ -388,23 +466,46 @@ def save_image(picture: Picture, path: str, fmt: str, quality: int | None = None
     """
     data, notes = _encode(picture, fmt, quality)
     if path == "-":
-        stdout = sys.stdout
-        if stdout is None or stdout.isatty():
+        stream = _standard_stream(sys.stdout, "output")
+        if stream.isatty():
             raise UpconvError("refusing to write binary image data to a terminal; "
                               "redirect standard output or give an output file")
-        stdout.buffer.write(data)
-        stdout.buffer.flush()
+        stream.flush()
+        _write_all(stream.fileno(), data, "standard output")
         return notes
-    if os.path.isdir(path):
+    target = os.path.realpath(path)  # write through symbolic links, as other tools do
+    if os.path.isdir(target):
         raise UpconvError(f"{path}: is a directory; give an output file name")
     try:
-        with atomic_output(path) as handle:
-            handle.write(data)
+        if os.path.exists(target) and not stat.S_ISREG(os.stat(target).st_mode):
+            # A device, FIFO or socket (/dev/null, a named pipe): write into it;
+            # renaming over it would replace the device node with a file.
+            with open(target, "wb", buffering=0) as handle:
+                if handle.isatty():
+                    raise UpconvError(f"{path}: refusing to write binary image data to a "
+                                      "terminal")
+                _write_all(handle.fileno(), data, path)
+        else:
+            with atomic_output(target) as handle:
+                handle.write(data)
     except PermissionError:
         raise UpconvError(f"{path}: permission denied") from None
     except OSError as exc:
         raise UpconvError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return notes
+
+
+def _write_all(fd: int, data: bytes, name: str) -> None:
+    """Write every byte or fail: a short write is retried, EPIPE raises BrokenPipeError."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BrokenPipeError:
+            raise OutputClosedError(name) from None
+        except OSError as exc:
+            raise UpconvError(f"cannot write {name} ({exc.strerror or exc})") from None
+        view = view[written:]
 
 
 def with_samples(picture: Picture, samples: np.ndarray) -> Picture:

@@ -103,13 +103,16 @@ def read_png16(data: bytes, max_pixels: int) -> tuple[np.ndarray, bytes | None]:
         raise UpconvError("interlaced 16-bit colour PNGs are not supported; "
                           "re-save without interlacing")
     channels = COLOUR_CHANNELS[colour]
-    idat, icc = [], None
+    idat, icc, key, orientation = [], None, None, 1
     for kind, body in _chunks(data):
         if kind == b"IDAT":
             idat.append(body)
         elif kind == b"iCCP":
-            name_end = body.index(b"\0")
-            icc = zlib.decompress(body[name_end + 2:])
+            icc = _icc_profile(body)
+        elif kind == b"tRNS" and colour == 2 and len(body) == 6:
+            key = np.frombuffer(body, ">u2").astype(np.uint16)  # RGB colour key
+        elif kind == b"eXIf":
+            orientation = _exif_orientation(body)
     stride = width * channels * 2
     expected = height * (stride + 1)
     try:
@@ -121,7 +124,54 @@ def read_png16(data: bytes, max_pixels: int) -> tuple[np.ndarray, bytes | None]:
         raise UpconvError("truncated PNG file (image data too short)")
     pixels = _unfilter(np.frombuffer(raw, np.uint8), height, stride, channels * 2)
     samples = pixels.view(">u2").reshape(height, width, channels).astype(np.uint16)
-    return samples, icc
+    if key is not None:  # colour-key transparency becomes an alpha channel
+        opaque = np.where((samples == key).all(axis=2), 0, 65535).astype(np.uint16)
+        samples = np.concatenate([samples, opaque[:, :, None]], axis=2)
+    return orient(samples, orientation), icc
+
+
+def _icc_profile(body: bytes) -> bytes | None:
+    """The profile of an iCCP chunk; a damaged one is ignored, as browsers do."""
+    try:
+        name_end = body.index(b"\0")
+        return zlib.decompress(body[name_end + 2:])
+    except (ValueError, zlib.error):
+        return None
+
+
+def _exif_orientation(body: bytes) -> int:
+    from PIL import Image
+
+    try:
+        exif = Image.Exif()
+        exif.load(body)
+        value = int(exif.get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - malformed EXIF: keep the image as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def orient(samples: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to (H, W, C) samples, as Pillow's exif_transpose.
+
+    Examples
+    --------
+    >>> orient(np.arange(6).reshape(2, 3, 1), 6)[..., 0]
+    array([[3, 0],
+           [4, 1],
+           [5, 2]])
+    """
+    flips = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(flips[orientation](samples))
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

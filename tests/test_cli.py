@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, zoom_per_channel
 from PIL import Image
 
 import upconv
@@ -55,6 +55,26 @@ def test_cli_output_equals_the_library(tmp_path, capsys, method):
     else:
         expected = from_float(upconv.scale(to_float(source), 2, method=method), np.uint8)
     np.testing.assert_array_equal(load_image(str(out)).samples, expected)
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "bicubic"])
+@pytest.mark.parametrize("shape", [(1, 9), (9, 1), (7, 5)])
+def test_cli_equals_scipy_zoom_per_channel(tmp_path, capsys, rng, method, shape):
+    values = rng.random(shape + (3,))
+    np.save(tmp_path / "in.npy", values)
+    out = tmp_path / "out.npy"
+    assert run(["scale", str(tmp_path / "in.npy"), str(out), "-f", "2.5x3",
+                "-m", method]) == 0, capsys.readouterr().err
+    expected = zoom_per_channel(values, (3, 2.5), method, "edge")
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-9)
+
+
+def test_cli_nearest_png_is_pixel_replication(tmp_path, capsys):
+    out = tmp_path / "out.png"
+    assert run(["scale", str(PHOTO), str(out), "-f", "3", "-m", "nearest"]) == 0
+    source = np.asarray(Image.open(PHOTO))
+    np.testing.assert_array_equal(load_image(str(out)).samples,
+                                  np.kron(source, np.ones((3, 3, 1), np.uint8)))
 
 
 def test_size_keeps_aspect_ratio_and_factor_takes_x_then_y(tmp_path, capsys):
@@ -153,6 +173,17 @@ def test_binary_is_never_written_to_a_terminal():
         os.close(leader)
     assert done.returncode == 1
     assert b"terminal" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_closed_stdout_is_named_as_such():
+    done = subprocess.run(["bash", "-c", f"{sys.executable} -m upconv scale {PHOTO} - -f 2 "
+                           "--format png >&-"], capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "standard output is closed" in done.stderr
+
+
+def test_bare_upconv_prints_help():
+    done = subprocess.run(UPCONV, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.startswith("Usage: upconv")
 
 
 def test_stdout_needs_a_format(tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
@@ -125,7 +124,8 @@ def paeth(a: int, b: int, c: int) -> int:
     return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
 
 
-def encode_png_reference(samples: np.ndarray, filters: list[int]) -> bytes:
+def encode_png_reference(samples: np.ndarray, filters: list[int],
+                         extra_chunks: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
     """An independent, slow PNG encoder using the given filter for each row."""
     height, width, channels = samples.shape
     colour = {2: 4, 3: 2, 4: 6}[channels]
@@ -151,6 +151,7 @@ def encode_png_reference(samples: np.ndarray, filters: list[int]) -> bytes:
 
     return (b"\x89PNG\r\n\x1a\n"
             + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0))
+            + b"".join(chunk(kind, body) for kind, body in extra_chunks)
             + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(b"IEND", b""))
 
 
@@ -198,9 +199,106 @@ def test_explicit_format_wins_and_aliases_work():
 def test_pillow_reads_what_we_write_for_16bit_colour(tmp_path, rng):
     samples = rng.integers(0, 65536, (5, 6, 3)).astype(np.uint16)
     save_image(Picture(samples), str(tmp_path / "c.png"), "png")
-    with Image.open(tmp_path / "c.png") as image:  # a second decoder accepts the file
-        image.load()
-        assert image.size == (6, 5)
-    data = (tmp_path / "c.png").read_bytes()
-    assert data[24] == 16  # bit depth byte of IHDR
-    assert isinstance(io.BytesIO(data), io.BytesIO)
+    with Image.open(tmp_path / "c.png") as image:  # a second decoder: Pillow keeps 8 bits
+        np.testing.assert_array_equal(np.asarray(image), (samples >> 8).astype(np.uint8))
+    assert (tmp_path / "c.png").read_bytes()[24] == 16  # bit depth byte of IHDR
+
+
+def test_16bit_colour_key_becomes_alpha(rng):
+    samples = rng.integers(0, 65536, (4, 5, 3)).astype(np.uint16)
+    samples[1, 2] = (1, 2, 3)
+    data = encode_png_reference(samples, [0], ((b"tRNS", struct.pack(">HHH", 1, 2, 3)),))
+    decoded, _ = read_png16(data, 10 ** 6)
+    assert decoded.shape == (4, 5, 4)
+    assert decoded[1, 2, 3] == 0 and (decoded[..., 3] == 0).sum() == 1
+
+
+def test_16bit_png_exif_orientation_and_bad_icc(tmp_path, rng):
+    samples = rng.integers(0, 65536, (2, 3, 3)).astype(np.uint16)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode_png_reference(samples, [0], ((b"eXIf", exif.tobytes()[6:]),
+                                               (b"iCCP", b"broken\0\0not zlib")))
+    (tmp_path / "o.png").write_bytes(data)
+    loaded = load_image(str(tmp_path / "o.png"))
+    np.testing.assert_array_equal(loaded.samples, np.rot90(samples, -1))
+    assert loaded.icc_profile is None
+
+
+@pytest.mark.parametrize("mode,key,channels", [("L", 7, 2), ("RGB", (1, 2, 3), 4)])
+def test_8bit_colour_key_becomes_alpha(tmp_path, mode, key, channels):
+    image = Image.new(mode, (4, 3), 200 if mode == "L" else (200, 100, 50))
+    image.putpixel((1, 1), key)
+    image.save(tmp_path / "k.png", transparency=key)
+    samples = load_image(str(tmp_path / "k.png")).samples
+    assert samples.shape == (3, 4, channels)
+    assert samples[1, 1, -1] == 0 and (samples[..., -1] == 0).sum() == 1
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_moves_the_corner_where_pillow_says(tmp_path, orientation):
+    array = np.zeros((2, 6, 3), np.uint8)
+    array[0, 0] = (255, 0, 0)  # a red top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(array).save(tmp_path / "o.png", exif=exif)
+    loaded = load_image(str(tmp_path / "o.png")).samples
+    where = {3: (1, 5), 6: (0, 1), 8: (5, 0)}[orientation]
+    assert tuple(np.argwhere(loaded[..., 0] == 255)[0]) == where
+
+
+def test_nan_in_a_float_tiff_is_refused(tmp_path):
+    Image.fromarray(np.array([[0.5, np.nan]], np.float32), mode="F").save(tmp_path / "n.tif")
+    with pytest.raises(UpconvError, match="NaN"):
+        load_image(str(tmp_path / "n.tif"))
+
+
+def test_integer_npy_arrays(tmp_path):
+    np.save(tmp_path / "u8.npy", np.full((2, 3), 128, np.uint8))
+    picture = load_image(str(tmp_path / "u8.npy"))
+    assert picture.samples.dtype == np.uint8 and picture.planar
+    np.save(tmp_path / "mask.npy", np.array([[True, False]]))
+    np.testing.assert_array_equal(load_image(str(tmp_path / "mask.npy")).samples[..., 0], [[1, 0]])
+    np.save(tmp_path / "big.npy", np.array([[0, 300]], np.int64))
+    with pytest.raises(UpconvError, match="uint8 or uint16"):
+        load_image(str(tmp_path / "big.npy"))
+
+
+@pytest.mark.parametrize("fmt,suffix,channels", [("bmp", ".bmp", 1), ("webp", ".webp", 4)])
+def test_gray_alpha_to_formats_without_that_mode(tmp_path, fmt, suffix, channels):
+    samples = np.dstack([np.full((3, 4), 90, np.uint8), np.full((3, 4), 128, np.uint8)])
+    notes = save_image(Picture(samples), str(tmp_path / f"o{suffix}"), fmt)
+    back = load_image(str(tmp_path / f"o{suffix}")).samples
+    assert back.shape == (3, 4, channels)
+    assert abs(int(back[0, 0, 0]) - 90) <= 2
+    assert bool(notes) == (fmt == "bmp")  # BMP drops the alpha and says so
+
+
+def test_cmyk_profile_is_not_carried_onto_rgb():
+    from upconv.images import _to_srgb
+
+    image, icc = _to_srgb(Image.new("CMYK", (2, 2)), srgb_profile())  # mismatched profile
+    assert image.mode == "RGB" and icc is None
+
+
+def test_writing_through_symlinks_and_into_fifos(tmp_path, rng):
+    import os
+    import stat
+    import threading
+
+    samples = rng.integers(0, 256, (3, 4, 3)).astype(np.uint8)
+    (tmp_path / "target.png").write_bytes(b"old")
+    os.symlink(tmp_path / "target.png", tmp_path / "link.png")
+    save_image(Picture(samples), str(tmp_path / "link.png"), "png")
+    assert (tmp_path / "link.png").is_symlink()
+    np.testing.assert_array_equal(load_image(str(tmp_path / "target.png")).samples, samples)
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    save_image(Picture(samples), str(fifo), "png")
+    reader.join(timeout=10)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still a FIFO, not replaced by a file
+    assert received and received[0].startswith(b"\x89PNG")

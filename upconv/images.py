@@ -43,7 +43,7 @@ FORMATS: dict[str, tuple[str, tuple[str, ...], bool, int, bool]] = {
     "jpeg": ("JPEG", (".jpg", ".jpeg", ".jpe"), False, 8, True),
     "tiff": ("TIFF", (".tif", ".tiff"), True, 16, True),
     "webp": ("WEBP", (".webp",), True, 8, True),
-    "bmp": ("BMP", (".bmp",), True, 8, False),
+    "bmp": ("BMP", (".bmp",), False, 8, False),  # Pillow reads its 32-bit BMPs back as RGB
     "pnm": ("PPM", (".pnm", ".ppm", ".pgm"), False, 16, False),
     "npy": ("NPY", (".npy",), True, 0, False),
 }
@@ -364,8 +364,8 @@ def _encode(picture: Picture, fmt: str, quality: int | None) -> tuple[bytes, lis
     if picture.has_alpha and not holds_alpha:
         samples = samples[:, :, :-1]
         notes.append(f"{fmt.upper()} cannot hold transparency; the alpha channel was dropped")
-    if samples.shape[2] == 2 and fmt in ("bmp", "webp"):
-        samples = samples[:, :, [0, 0, 0, 1]]  # gray + alpha as RGBA: all these can hold
+    if samples.shape[2] == 2 and fmt == "webp":
+        samples = samples[:, :, [0, 0, 0, 1]]  # WebP has no gray + alpha mode: RGBA
     channels = samples.shape[2]
     depth = _output_depth(samples.dtype, channels, fmt)
     source = "32-bit float" if samples.dtype.kind == "f" else f"{picture.bit_depth}-bit"

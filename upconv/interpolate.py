@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from .options import Boundary
-from .polyphase import AxisTaps, Phases, apply_separable, gather, resample_axis
+from .polyphase import AxisTaps, Phases, apply_general, apply_separable, gather
 
 __all__ = ["axis_taps", "axis_phases", "nearest", "interpolate"]
 
@@ -218,8 +218,9 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], order: int, boundary: 
         out = np.empty((out_h, out_w, img3.shape[2]), dtype)
         return apply_separable(ext, _as_dtype(phases_y, dtype), _as_dtype(phases_x, dtype),
                                out, threads, row_filter)
-    mid = resample_axis(ext, axis_taps(width, out_w, order, pad), axis=1)
-    return resample_axis(mid, axis_taps(height, out_h, order, pad), axis=0)
+    out = np.empty((out_h, out_w, img3.shape[2]), dtype)
+    return apply_general(ext, axis_taps(height, out_h, order, pad),
+                         axis_taps(width, out_w, order, pad), out, threads)
 
 
 def _as_dtype(phases: Phases, dtype: type) -> Phases:

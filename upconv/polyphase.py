@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["AxisTaps", "Phases", "Phases2D", "default_threads", "apply_separable", "apply_2d",
-           "gather", "resample_axis"]
+           "apply_general", "gather"]
 
 #: Rows of input processed per work unit; small enough that a band of a
 #: 4K-wide RGB float32 image and its temporaries stay in the L2 cache.
@@ -250,26 +250,59 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
     return out
 
 
-def resample_axis(ext: np.ndarray, taps: AxisTaps, axis: int) -> np.ndarray:
-    """Apply a general operator along ``axis`` of an extended array.
+def apply_general(ext: np.ndarray, taps_y: AxisTaps, taps_x: AxisTaps, out: np.ndarray,
+                  threads: int | None = None) -> np.ndarray:
+    """Apply general (any-factor) operators along both axes, band by band.
+
+    The non-integer counterpart of :func:`apply_separable`: for each band of
+    output rows, the x operator runs on just the input rows the band needs
+    (gathering columns), then the y operator combines those rows.
+
+    Parameters
+    ----------
+    ext : ndarray, shape (He, We, C)
+        The extended input; the taps' indices point into it.
+    taps_y, taps_x : AxisTaps
+        Operators along rows and columns; ``out`` has ``len(taps_y.index)``
+        rows and ``len(taps_x.index)`` columns.
+    out : ndarray
+        Destination, written in place and returned.
 
     Examples
     --------
-    >>> taps = AxisTaps(np.array([[0, 1], [1, 2]]), np.array([[0.5, 0.5], [0.5, 0.5]]))
-    >>> resample_axis(np.array([0.0, 2.0, 4.0]), taps, 0)
-    array([1., 3.])
+    >>> half = AxisTaps(np.array([[0, 1], [1, 2]]), np.array([[0.5, 0.5], [0.5, 0.5]]))
+    >>> ext = np.array([[0.0, 2.0, 4.0]] * 3)[:, :, None]
+    >>> apply_general(ext, half, half, np.empty((2, 2, 1)))[..., 0]
+    array([[1., 3.],
+           [1., 3.]])
     """
-    shape = [1] * ext.ndim
-    shape[axis] = -1
-    out = None
-    for k in range(taps.index.shape[1]):
-        weight = taps.weights[:, k].astype(ext.dtype).reshape(shape)
-        term = np.take(ext, taps.index[:, k], axis=axis) * weight
-        if out is None:
-            out = term
-        else:
-            out += term
-    assert out is not None
+    threads = default_threads() if threads is None else threads
+    channels = ext.shape[2]
+    dtype = out.dtype
+    flat = ext.reshape(ext.shape[0], -1)
+    flat_out = out.reshape(out.shape[0], -1)
+    # Column taps in the flattened (W*C) rows, and their weights repeated per channel.
+    cols = [(taps_x.index[:, k, None] * channels + np.arange(channels)).ravel()
+            for k in range(taps_x.index.shape[1])]
+    col_weights = [np.repeat(taps_x.weights[:, k], channels).astype(dtype)
+                   for k in range(taps_x.index.shape[1])]
+    row_weights = taps_y.weights.astype(dtype)
+
+    def work(band: tuple[int, int]) -> None:
+        a, b = band
+        index = taps_y.index[a:b]
+        first, last = int(index.min()), int(index.max()) + 1
+        rows = flat[first:last]
+        mid = np.take(rows, cols[0], axis=1)
+        mid *= col_weights[0]
+        for k in range(1, len(cols)):
+            mid += np.take(rows, cols[k], axis=1) * col_weights[k]
+        target = flat_out[a:b]
+        np.multiply(mid[index[:, 0] - first], row_weights[a:b, 0, None], out=target)
+        for k in range(1, index.shape[1]):
+            target += mid[index[:, k] - first] * row_weights[a:b, k, None]
+
+    _run(lambda: work, _bands(out.shape[0], BAND_ROWS), threads)
     return out
 
 

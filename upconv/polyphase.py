@@ -21,6 +21,7 @@ releases the GIL in its inner loops, so both cores are used.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -90,14 +91,16 @@ def _bands(n: int, rows: int) -> list[tuple[int, int]]:
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
     """A process-wide pool per thread count: starting threads on every call costs."""
-    pool = _POOLS.get(threads)
-    if pool is None:
-        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="upconv")
-    return pool
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="upconv")
+        return pool
 
 
 # A forked child has none of the parent's threads: give it fresh pools.

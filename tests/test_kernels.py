@@ -11,7 +11,8 @@ from conftest import SAMPLES
 from rich.console import Console
 
 import upconv
-from upconv.cli import kernel_summary, print_kernel_summary, run
+from upconv.cli import run
+from upconv.cli_kernel import kernel_summary, print_kernel_summary
 from upconv.images import load_image
 from upconv.kernels import Kernel, builtin_kernel, keys_cubic
 

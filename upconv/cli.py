@@ -13,8 +13,6 @@ Exit status (also in ``upconv --help``):
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 import re
@@ -22,17 +20,12 @@ import sys
 import traceback
 
 import click
-import numpy as np
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from . import __version__
 from .errors import OutputClosedError, UpconvError
 from .images import (
     DEFAULT_MAX_PIXELS,
     FORMATS,
-    atomic_output,
     check_writable,
     format_for,
     from_float,
@@ -41,9 +34,9 @@ from .images import (
     to_float,
     with_samples,
 )
-from .kernels import BUILTIN_KERNELS, Kernel, conv_matrix, resolve_kernel
+from .kernels import resolve_kernel
 from .options import Boundary, Method
-from .scaling import DEFAULT_KERNEL, output_shape_for, scale, stride_from_factor
+from .scaling import default_kernel, output_shape_for, scale, stride_from_factor
 from .transpose import output_size
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
@@ -126,10 +119,10 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Output size; leave a side out (1920x, x1080) to keep the aspect ratio.")
 @click.option("-b", "--boundary", type=_enum_choice(Boundary), default=None,
               help="How the image is extended past its border. [default: edge; zero with "
-                   "--padding]")
+                   "--padding; a fitted kernel's own]")
 @click.option("-k", "--kernel", "kernel_spec", metavar="FILE|NAME",
               help="Transpose kernel: a .json/.npy/.npz/.txt/.csv file, or nearest, bilinear, "
-                   "bicubic. [default: bilinear]")
+                   "bicubic. [default: the fitted default for factors 2-4, else bilinear]")
 @click.option("--padding", type=click.IntRange(0), default=None,
               help="Transpose: PyTorch ConvTranspose2d padding instead of the centred "
                    "alignment (output (H-1)s - 2P + k + Q).")
@@ -189,7 +182,8 @@ def scale_command(input_path: str, output_path: str, method: str, factor_text: s
         raise click.UsageError("--output-padding needs --padding (PyTorch geometry)")
     factor = _parse_factor(factor_text) if factor_text is not None else None
     size = _parse_size(size_text) if size_text is not None else None
-    boundary = boundary or (Boundary.ZERO.value if padding is not None else Boundary.EDGE.value)
+    if boundary is None and not transpose:
+        boundary = Boundary.EDGE.value  # transpose: scale() picks zero, the kernel's, or edge
     try:
         fmt = format_for(output_path, format_name)
     except UpconvError as exc:
@@ -201,7 +195,7 @@ def scale_command(input_path: str, output_path: str, method: str, factor_text: s
     kernel = None
     if transpose:
         stride = stride_from_factor(factor) if factor is not None else None
-        kernel = resolve_kernel(kernel_spec or DEFAULT_KERNEL, stride)
+        kernel = resolve_kernel(kernel_spec or default_kernel(stride), stride)
     picture = load_image(input_path, max_pixels)
     height, width = picture.samples.shape[:2]
     if kernel is not None:
@@ -328,185 +322,5 @@ def entry_point() -> None:
     sys.exit(run())
 
 
-# ---------------------------------------------------------------------------- kernel
-
-@main.group("kernel", context_settings=CONTEXT, epilog=EPILOG)
-def kernel_group() -> None:
-    """Look at transposed-convolution kernels: weights, phases, the matrix view."""
-
-
-def _load_kernel_for_cli(spec: str, factor_text: str | None) -> Kernel:
-    stride = stride_from_factor(_parse_factor(factor_text)) if factor_text else None
-    if spec in BUILTIN_KERNELS:
-        return resolve_kernel(spec, stride if stride is not None else 2)
-    kernel = Kernel.load(spec)
-    return kernel.with_stride(stride) if (stride or kernel.stride) else kernel
-
-
-@kernel_group.command("show", context_settings=CONTEXT, epilog=EPILOG)
-@click.argument("spec", metavar="KERNEL")
-@click.option("-f", "--factor", "factor_text", metavar="S",
-              help="Stride, if the kernel file does not state it (built-ins default to 2).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def kernel_show(spec: str, factor_text: str | None, as_json: bool) -> None:
-    """Show a kernel: shape, stride, weights, its s*s polyphase components and their sums.
-
-    Equal phase sums mean a flat input stays flat; their spread,
-    (max - min) / mean, is 0 exactly for checkerboard-free kernels.
-
-    \b
-    Examples:
-      upconv kernel show bilinear --factor 2
-      upconv kernel show k.npy --factor 2 --json | jq .spread
-    """
-    kernel = _load_kernel_for_cli(spec, factor_text)
-    summary = kernel_summary(kernel)
-    if as_json:
-        click.echo(json.dumps(summary, indent=1))
-        return
-    print_kernel_summary(kernel, summary, Console(highlight=False))
-
-
-@kernel_group.command("matrix", context_settings=CONTEXT, epilog=EPILOG)
-@click.argument("spec", metavar="KERNEL")
-@click.option("--input-size", "size_text", required=True, metavar="HxW",
-              help="Size of the convolution's input (the transposed convolution's output).")
-@click.option("--stride", type=click.IntRange(1), default=None,
-              help="Stride (default: the kernel's, else 1).")
-@click.option("--padding", type=click.IntRange(0), default=0, show_default=True,
-              help="Zero padding of the convolution.")
-@click.option("--out", "out_path", metavar="FILE",
-              help="Write C to FILE (.npy or .csv) and its transpose to FILE_T.")
-def kernel_matrix(spec: str, size_text: str, stride: int | None, padding: int,
-                  out_path: str | None) -> None:
-    """The convolution matrix C of a 2-D kernel, and its transpose.
-
-    Convolution in the deep-learning sense (element-wise multiply and sum,
-    no kernel flip): each row of C is one placement of the kernel, so
-    C @ x.ravel() is the convolution of x and C.T @ y.ravel() the transposed
-    convolution of y. For a 3x3 kernel on a 4x4 input at stride 1, C is 4x16.
-
-    \b
-    Examples:
-      upconv kernel matrix k3x3.txt --input-size 4x4
-      upconv kernel matrix bilinear --input-size 8x8 --stride 2 --padding 1 --out C.npy
-    """
-    height, width = _parse_hw(size_text)
-    kernel = _load_kernel_for_cli(spec, None if spec not in BUILTIN_KERNELS
-                                  else str(stride or 2))
-    if kernel.weights.ndim != 2:
-        raise UpconvError(f"{spec}: the matrix view is for 2-D kernels (this one has shape "
-                          f"{kernel.weights.shape})")
-    stride = stride or kernel.stride or 1
-    cells = _matrix_cells(kernel.shape, (height, width), stride, padding)
-    if cells > 50_000_000:
-        raise UpconvError(f"that matrix would have {cells} entries; use a smaller --input-size")
-    matrix = conv_matrix(kernel.weights, (height, width), stride, padding)
-    if out_path:
-        _write_matrix(matrix, out_path)
-        stem, suffix = os.path.splitext(out_path)
-        _write_matrix(matrix.T, f"{stem}_T{suffix}")
-    console = Console(highlight=False)
-    console.print(f"C: {matrix.shape[0]} x {matrix.shape[1]} (rows: kernel placements; "
-                  f"stride {stride}, padding {padding}); C.T: {matrix.shape[1]} x "
-                  f"{matrix.shape[0]}")
-    if matrix.shape[1] <= 36 and matrix.shape[0] <= 36:
-        console.print(_matrix_table("C", matrix))
-        console.print(_matrix_table("C.T", matrix.T))
-    elif not out_path:
-        console.print("too large to print; write it with --out FILE.npy")
-
-
-def _parse_hw(text: str) -> tuple[int, int]:
-    match = re.match(r"^\s*(\d+)\s*x\s*(\d+)\s*$", text, re.IGNORECASE | re.ASCII)
-    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
-        raise click.BadParameter(f"{text!r} is not HxW (e.g. 4x4)", param_hint="--input-size")
-    return int(match.group(1)), int(match.group(2))
-
-
-def _matrix_cells(kernel_shape: tuple[int, int], size: tuple[int, int], stride: int,
-                  padding: int) -> int:
-    out_h = max(0, (size[0] + 2 * padding - kernel_shape[0]) // stride + 1)
-    out_w = max(0, (size[1] + 2 * padding - kernel_shape[1]) // stride + 1)
-    return out_h * out_w * size[0] * size[1]
-
-
-def _write_matrix(matrix: np.ndarray, path: str) -> None:
-    suffix = os.path.splitext(path)[1].lower()
-    buffer = io.BytesIO()
-    if suffix == ".npy":
-        np.save(buffer, matrix, allow_pickle=False)
-    elif suffix == ".csv":
-        np.savetxt(buffer, matrix, fmt="%.17g", delimiter=",")
-    else:
-        raise UpconvError(f"{path}: write the matrix as .npy or .csv")
-    with atomic_output(path) as handle:
-        handle.write(buffer.getvalue())
-
-
-def _number(value: float) -> str:
-    return "0" if value == 0 else f"{value:.4g}"
-
-
-def _matrix_table(title: str, matrix: np.ndarray) -> Table:
-    table = Table(title=title, show_header=False, box=None, pad_edge=False)
-    for _ in range(matrix.shape[1]):
-        table.add_column(justify="right")
-    for row in matrix:
-        table.add_row(*[_number(v) if v != 0 else "." for v in row])
-    return table
-
-
-def kernel_summary(kernel: Kernel) -> dict:
-    """What ``kernel show`` reports, as plain data (the ``--json`` document)."""
-    s = kernel.stride
-    summary: dict = {"name": kernel.name, "shape": list(kernel.weights.shape),
-                     "stride": s, "alignment": kernel.alignment, "padding": kernel.padding,
-                     "weights": kernel.weights.tolist()}
-    if s is not None:
-        sums = kernel.phase_sums()
-        spread = kernel.spread()
-        summary.update({
-            "phases": [{"phase": [p, q], "weights": kernel.weights[..., p::s, q::s].tolist(),
-                        "sum": sums[..., p, q].tolist()} for p in range(s) for q in range(s)],
-            "phase_sums": sums.tolist(),
-            "spread": spread,
-            "flat_stays_flat": spread == 0.0,
-        })
-    return summary
-
-
-def print_kernel_summary(kernel: Kernel, summary: dict, console: Console) -> None:
-    """Rich tables for ``kernel show``."""
-    head = Table(show_header=False, box=None)
-    head.add_row("kernel", kernel.name)
-    head.add_row("shape", " x ".join(map(str, kernel.weights.shape)))
-    head.add_row("stride", str(kernel.stride) if kernel.stride else "not stated (give --factor)")
-    head.add_row("alignment", kernel.alignment)
-    console.print(head)
-    if kernel.weights.ndim == 2 and max(kernel.shape) <= 16:
-        console.print(_matrix_table("weights", kernel.weights))
-    else:
-        w = kernel.weights
-        console.print(f"weights: min {w.min():.4g}, max {w.max():.4g}, sum {w.sum():.4g}")
-    if kernel.stride is None:
-        return
-    s = kernel.stride
-    sums = np.asarray(summary["phase_sums"])
-    table = Table(title=escape(f"{s * s} polyphase components h[p::{s}, q::{s}]"))
-    table.add_column("phase (p, q)")
-    table.add_column("sub-kernel")
-    table.add_column("sum", justify="right")
-    for p in range(s):
-        for q in range(s):
-            block = kernel.weights[..., p::s, q::s]
-            text = ("\n".join(" ".join(f"{v:8.4g}" for v in row) for row in block)
-                    if block.ndim == 2 and max(block.shape) <= 8 else f"shape {block.shape}")
-            table.add_row(f"({p}, {q})", text,
-                          " ".join(f"{v:.6g}" for v in np.ravel(sums[..., p, q])))
-    console.print(table)
-    spread = summary["spread"]
-    verdict = ("all equal: a flat input stays flat (no checkerboard from flat areas)"
-               if spread == 0 else "unequal: a flat input gets a stride-periodic "
-               "(checkerboard) pattern")
-    console.print(f"spread (max - min) / mean of the phase sums: {spread:.6g}; {verdict}")
+# The other commands live in their own modules and register on `main`.
+from . import cli_fit, cli_kernel  # noqa: E402,F401

@@ -292,7 +292,8 @@ def _solve_constrained(systems: list[tuple[np.ndarray, np.ndarray]]) -> list[np.
 def fit_kernel(pairs: Iterable[tuple[np.ndarray, np.ndarray]], factor: int | None = None,
                size: int | None = None, ridge: float = 0.0, per_channel: bool = False,
                checkerboard_free: bool = False, boundary: Boundary | str = "edge",
-               margin: int = 0, degradation: str | None = None) -> Kernel:
+               margin: int = 0, degradation: str | None = None, augment: bool = False
+               ) -> Kernel:
     """Fit a transposed-convolution kernel mapping each LOW image to its HIGH image.
 
     Parameters
@@ -317,6 +318,11 @@ def fit_kernel(pairs: Iterable[tuple[np.ndarray, np.ndarray]], factor: int | Non
         LOW pixels at each border left out of the fit.
     degradation : str, optional
         How LOW was made, recorded in the kernel.
+    augment : bool
+        Also fit on the 7 rotated and flipped copies of every pair: 8 times
+        the data, and a kernel that treats all orientations alike (photos
+        have more horizontal and vertical edges in some directions than
+        others; without this the kernel learns those quirks).
 
     Returns
     -------
@@ -357,17 +363,24 @@ def fit_kernel(pairs: Iterable[tuple[np.ndarray, np.ndarray]], factor: int | Non
             equations = NormalEquations(kernel_size, s, boundary,
                                         low.shape[2] if per_channel else 1, margin)
         high = high[:s * low.shape[0], :s * low.shape[1]]
-        equations.add(low, high)
+        for transform in (DIHEDRAL if augment else DIHEDRAL[:1]):
+            equations.add(transform(low), transform(high))
     if equations is None:
         raise UpconvError("no training pairs given")
     weights, report = equations.solve(ridge, checkerboard_free)
     info = {"boundary": boundary.value, "degradation": degradation,
-            "checkerboard_free": checkerboard_free, "margin": margin,
+            "checkerboard_free": checkerboard_free, "margin": margin, "augmented": augment,
             "fit": report.as_dict()}
     if report.notes:
         info["fit_notes"] = report.notes
     return Kernel(weights if per_channel else weights[0], stride=equations.stride,
                   name="fitted", info=info)
+
+
+#: The 8 symmetries of the square pixel grid (the first is the identity).
+DIHEDRAL = tuple(
+    (lambda a, k=k, flip=flip: np.rot90(a[:, ::-1] if flip else a, k))
+    for flip in (False, True) for k in range(4))
 
 
 def _unit_scale(dtype: np.dtype) -> float:

@@ -9,6 +9,7 @@ and premultiplied-alpha conversions when asked.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ def output_shape_for(shape: tuple[int, int], factor: float | tuple[float, float]
 
 
 def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
-          method: Method | str = "bicubic", boundary: Boundary | str = "edge", *,
+          method: Method | str = "bicubic", boundary: Boundary | str | None = None, *,
           output_shape: tuple[int | None, int | None] | None = None,
           kernel: Kernel | str | Path | None = None,
           padding: int | tuple[int, int] | None = None,
@@ -106,9 +107,10 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
     method : {"nearest", "bilinear", "bicubic", "transpose"}
         scipy.ndimage spline order 0, 1 or 3 (with prefilter), or a
         transposed convolution with ``kernel``.
-    boundary : {"edge", "reflect", "zero"}
+    boundary : {"edge", "reflect", "zero"}, optional
         Extension past the border: scipy modes ``nearest``, ``reflect``,
         ``grid-constant``. Use ``"zero"`` with ``padding`` for PyTorch.
+        Default: the boundary a fitted kernel was fitted with, else "edge".
     output_shape : (int or None, int or None), optional
         ``(height, width)`` instead of ``factor``; a ``None`` side keeps the
         aspect ratio. Not for ``"transpose"``, whose output is ``s`` times
@@ -153,7 +155,6 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
     (4, 4)
     """
     method = choice(method, Method, "method")
-    boundary = choice(boundary, Boundary, "boundary")
     threads = default_threads() if threads is None else max(1, int(threads))
     image = np.asarray(image)
     if image.ndim not in (2, 3) or image.size == 0:
@@ -167,6 +168,8 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
             if value is not None:
                 raise UpconvError(f"{name} is for method='transpose' only")
         out_shape = output_shape_for((height, width), factor, output_shape)
+        boundary = choice(boundary if boundary is not None else Boundary.EDGE, Boundary,
+                          "boundary")
 
     if method is Method.NEAREST:
         result = nearest(img3, out_shape, threads)
@@ -181,10 +184,15 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
         if output_shape is not None:
             raise UpconvError("a transposed convolution scales by its stride; give a factor, "
                               "not an output shape")
-        resolved = resolve_kernel(kernel if kernel is not None else DEFAULT_KERNEL,
-                                  stride_from_factor(factor))
+        stride = stride_from_factor(factor)
+        resolved = resolve_kernel(kernel if kernel is not None else default_kernel(stride),
+                                  stride)
         resolved.check_channels(img3.shape[2])
         alpha = alpha and not resolved.mixes_channels
+        if boundary is None:  # PyTorch's geometry pads with zeros; fitted kernels know theirs
+            boundary = Boundary.ZERO if padding is not None else (
+                resolved.info.get("boundary") or Boundary.EDGE)
+        boundary = choice(boundary, Boundary, "boundary")
 
     colour = slice(0, img3.shape[2] - 1) if alpha else slice(None)
     if alpha and img3.shape[2] < 2:
@@ -207,8 +215,22 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
     return out[:, :, 0] if planar and out.shape[2] == 1 else out
 
 
-#: The kernel ``method="transpose"`` uses when none is given.
-DEFAULT_KERNEL = "bilinear"
+def default_kernel(stride: int | None) -> Kernel | str:
+    """The kernel ``method="transpose"`` uses when none is given.
+
+    The fitted default shipped for that factor (2, 3 or 4), else the built-in
+    bilinear kernel.
+    """
+    if stride is not None:
+        path = DEFAULTS_FOLDER / f"default_x{stride}.json"
+        if path.is_file():
+            kernel = Kernel.load(path)
+            return replace(kernel, name=f"default x{stride}")
+    return "bilinear"
+
+
+#: Where the fitted default kernels live (package data).
+DEFAULTS_FOLDER = Path(__file__).resolve().parent / "data"
 
 
 def stride_from_factor(factor: float | tuple[float, float] | None) -> int | None:

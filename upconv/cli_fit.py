@@ -237,8 +237,8 @@ def degrade_command(input_path: str, output_path: str, factor: int, method: str,
         raise UpconvError(f"{input_path}: a {width}x{height} image is smaller than the factor "
                           f"{factor}")
     if height % factor or width % factor:
-        _warn(f"{input_path}: {width % factor} column(s) and {height % factor} row(s) at the "
-              f"right and bottom do not fill a LOW pixel and were cropped")
+        _warn(f"{input_path}: cropped {width % factor} column(s) and {height % factor} row(s) "
+              f"at the right and bottom to a multiple of {factor}")
     values = to_float(picture.samples)
     if picture.has_alpha:  # average colour weighted by coverage, as for upsampling
         low = unpremultiply(degrade(premultiply(values), factor, method))

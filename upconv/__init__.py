@@ -10,6 +10,7 @@ Examples
 from __future__ import annotations
 
 from .errors import UpconvError
+from .fit import fit_kernel
 from .kernels import Kernel, builtin_kernel, conv_matrix
 from .options import Boundary, Method
 from .scaling import output_shape_for, scale
@@ -18,4 +19,4 @@ from .transpose import transposed_conv
 __version__ = "0.1.0"
 
 __all__ = ["Boundary", "Kernel", "Method", "UpconvError", "__version__", "builtin_kernel",
-           "conv_matrix", "output_shape_for", "scale", "transposed_conv"]
+           "conv_matrix", "fit_kernel", "output_shape_for", "scale", "transposed_conv"]

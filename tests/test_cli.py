@@ -148,7 +148,12 @@ def test_stdin_to_stdout_pipeline():
         done = subprocess.run(UPCONV + ["scale", "-", "-", "-f", "2", "--format", "png"],
                               stdin=stdin, capture_output=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(b"\x89PNG") and done.stderr == b""
+    assert done.stdout.startswith(b"\x89PNG")
+    assert done.stderr.decode().startswith("upconv: stdout 902x600, bicubic, checkerboard ")
+    with open(PHOTO, "rb") as stdin:
+        quiet = subprocess.run(UPCONV + ["scale", "-", "-", "-f", "2", "--format", "png",
+                                         "--quiet"], stdin=stdin, capture_output=True, check=False)
+    assert quiet.returncode == 0 and quiet.stderr == b""
     with Image.open(io.BytesIO(done.stdout)) as image:
         assert image.size == (902, 600)
 

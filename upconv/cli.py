@@ -13,6 +13,7 @@ Exit status (also in ``upconv --help``):
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -20,12 +21,14 @@ import sys
 import traceback
 
 import click
+import numpy as np
 
 from . import __version__
 from .errors import OutputClosedError, UpconvError
 from .images import (
     DEFAULT_MAX_PIXELS,
     FORMATS,
+    atomic_output,
     check_writable,
     format_for,
     from_float,
@@ -35,7 +38,9 @@ from .images import (
     with_samples,
 )
 from .kernels import resolve_kernel
+from .metrics import measure_pattern, verdict
 from .options import Boundary, Method
+from .report import build_report, check_measurable, summary_line
 from .scaling import default_kernel, output_shape_for, scale, stride_from_factor
 from .transpose import output_size
 
@@ -46,6 +51,7 @@ Exit status:
   {EXIT_OK}    success
   {EXIT_FAILURE}    failure (unreadable input, invalid image, unwritable output, ...)
   {EXIT_USAGE}    usage error (bad or missing option or argument)
+  3    report: the checkerboard score is above --fail-above
   {EXIT_INTERRUPTED}  interrupted by Ctrl-C (no partial output is left)
   {EXIT_BROKEN_PIPE}  standard output closed early (e.g. piped into head)
 """
@@ -141,11 +147,15 @@ def main(ctx: click.Context, debug: bool) -> None:
               show_default=True, help="Refuse inputs or outputs with more pixels than this.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Worker threads (default: all CPUs).")
+@click.option("--report", "report_path", metavar="PATH|-",
+              help="Write the checkerboard report (JSON) about the output ('-': stdout).")
+@click.option("--quiet", is_flag=True, help="No one-line summary on stderr.")
 def scale_command(input_path: str, output_path: str, method: str, factor_text: str | None,
                   size_text: str | None, boundary: str | None, kernel_spec: str | None,
                   padding: int | None, output_padding: int, post_kernel: str | None,
                   linear_light: bool, format_name: str | None, quality: int | None,
-                  max_pixels: int, threads: int | None) -> None:
+                  max_pixels: int, threads: int | None, report_path: str | None,
+                  quiet: bool) -> None:
     """Upsample INPUT into OUTPUT ('-' for standard input or output).
 
     Sampling uses the half-pixel grid of Pillow, OpenCV and PyTorch
@@ -167,6 +177,8 @@ def scale_command(input_path: str, output_path: str, method: str, factor_text: s
     """
     chosen = Method(method)
     transpose = chosen is Method.TRANSPOSE
+    if report_path == "-" and output_path == "-":
+        raise click.UsageError("--report - needs the image to go to a file, not to stdout")
     if not transpose:
         for flag, value in (("--kernel", kernel_spec), ("--padding", padding),
                             ("--post-kernel", post_kernel),
@@ -235,6 +247,67 @@ def scale_command(input_path: str, output_path: str, method: str, factor_text: s
         result = from_float(result, picture.samples.dtype)
     for note in save_image(with_samples(picture, result), output_path, fmt, quality):
         _warn(note)
+    if report_path is None and quiet:
+        return
+    # The output and its artifact figure come together: measure what was written.
+    stride = kernel.stride if kernel is not None else _whole_factor(height, width, out_h, out_w)
+    method_name = chosen.value + (f" ({kernel.name})" if kernel is not None else "")
+    summary = f"{'stdout' if output_path == '-' else output_path} {out_w}x{out_h}, {method_name}, "
+    if report_path is not None:
+        report = _report_about(result, stride, kernel)
+        report.update({"image": output_path, "size": [out_w, out_h], "method": chosen.value})
+        _write_report(report, report_path)
+        summary += summary_line(report) if report["checkerboard"] else "checkerboard n/a"
+    elif stride is None:
+        summary += "checkerboard n/a (not a whole-number factor)"
+    else:
+        summary += _quick_checkerboard(result, stride)
+    if not quiet:
+        click.echo(f"upconv: {summary}", err=True)
+
+
+def _whole_factor(height: int, width: int, out_h: int, out_w: int) -> int | None:
+    """The period of a possible pattern: the factor, when it is one whole number >= 2."""
+    if out_h % height or out_w % width or out_h // height != out_w // width:
+        return None
+    factor = out_h // height
+    return factor if factor >= 2 else None
+
+
+def _measurable(samples: np.ndarray) -> np.ndarray:
+    values = to_float(samples)
+    return values if samples.dtype.kind != "f" else np.clip(values, 0, 1)
+
+
+def _quick_checkerboard(samples: np.ndarray, stride: int) -> str:
+    """The summary's figure: the pattern at the known period (no spectrum, no search)."""
+    values = _measurable(samples)
+    try:
+        check_measurable(values.shape, stride)
+    except UpconvError:
+        return "checkerboard n/a (image too small)"
+    pattern = measure_pattern(values[:, :, :-1] if values.shape[2] in (2, 4) else values, stride)
+    name = verdict(pattern.score) if pattern.significant else "none"
+    return f"checkerboard {pattern.score:.2f} grey levels ({name})"
+
+
+def _report_about(samples: np.ndarray, stride: int | None, kernel) -> dict:
+    values = _measurable(samples)
+    try:
+        return build_report(values, stride, kernel)
+    except UpconvError as exc:  # too small to measure: the kernel part still stands
+        report = build_report(None, stride, kernel)
+        report["checkerboard_error"] = str(exc)
+        return report
+
+
+def _write_report(report: dict, path: str) -> None:
+    text = json.dumps(report, indent=1) + "\n"
+    if path == "-":
+        click.echo(text, nl=False)
+        return
+    with atomic_output(path) as handle:
+        handle.write(text.encode())
 
 
 def _warn(message: str) -> None:
@@ -323,4 +396,4 @@ def entry_point() -> None:
 
 
 # The other commands live in their own modules and register on `main`.
-from . import cli_fit, cli_kernel  # noqa: E402,F401
+from . import cli_fit, cli_kernel, cli_report  # noqa: E402,F401

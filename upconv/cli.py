@@ -334,7 +334,9 @@ def run(argv: list[str] | None = None) -> int:
     if debug:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        main.main(args=args, prog_name="upconv", standalone_mode=False)
+        status = main.main(args=args, prog_name="upconv", standalone_mode=False)
+        if isinstance(status, int):  # click returns the code of a click.exceptions.Exit
+            return status
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:

@@ -104,10 +104,12 @@ def _block_phase_means(residual: np.ndarray, s: int, border: int) -> np.ndarray:
     size = [n // count // s * s for n, count in zip(inner.shape, counts, strict=True)]
     if min(size) < s:
         raise ValueError("image too small")
-    blocks = inner[:counts[0] * size[0], :counts[1] * size[1]].reshape(
-        counts[0], size[0] // s, s, counts[1], size[1] // s, s)
-    means = blocks.mean(axis=(1, 4), dtype=np.float64)  # (by, s, bx, s)
-    means = means.transpose(0, 2, 1, 3).reshape(-1, s, s)
+    inner = inner[:counts[0] * size[0], :counts[1] * size[1]]
+    # Sum the rows of each block phase by phase (contiguous, fast), then the columns.
+    rows = inner.reshape(counts[0], size[0] // s, s, inner.shape[1])
+    rows = rows.sum(axis=1, dtype=np.float64)  # (by, s, W)
+    cells = rows.reshape(counts[0], s, counts[1], size[1] // s, s).sum(axis=3)  # (by, s, bx, s)
+    means = cells.transpose(0, 2, 1, 3).reshape(-1, s, s) / (size[0] * size[1] / (s * s))
     return means - means.mean(axis=(1, 2), keepdims=True)
 
 
@@ -156,23 +158,62 @@ def checkerboard(image: np.ndarray, s: int) -> tuple[float, np.ndarray]:
     return found.score, found.phase_means
 
 
-def detect_period(image: np.ndarray, periods: range = range(2, 9)
-                  ) -> tuple[PeriodicPattern | None, list[PeriodicPattern]]:
-    """The period (2-8) of the strongest significant pattern, or None; and every measurement.
+#: A period is measured only when its grid frequencies stand this far (dB) above
+#: their neighbours in the spectrum: a pattern strong enough to be significant
+#: always does (its energy sits in single frequency bins), and screening spares
+#: measuring all seven periods in every channel.
+SCREEN_DB = 6.0
 
-    A pattern of period d is periodic with every multiple of d too, so when a
-    divisor's pattern is nearly as strong (90 %) the divisor is the answer.
+
+def detect_period(image: np.ndarray, periods: range = range(2, 9)
+                  ) -> tuple[int | None, list[PeriodicPattern]]:
+    """The period (2-8) of the strongest significant pattern, or None; and what was measured.
+
+    Detection works on the grey image (the mean of the colour channels). Its
+    spectrum is computed once; a period is measured only if one of its own
+    grid frequencies (k/s, l/s), those no smaller period shares, stands out by
+    :data:`SCREEN_DB`. A pattern of period d is periodic with every multiple
+    of d too, so when a divisor's pattern is nearly as strong (90 %) the
+    divisor is the answer.
     """
     small = min(image.shape[:2])
-    found = [measure_pattern(image, s) for s in periods if small >= 8 * s]
+    channel = grey(image)
+    spectrum = log_power_spectrum(channel)
+    screened = [s for s in periods
+                if small >= 8 * s and _own_peak_db(spectrum, s) >= SCREEN_DB]
+    found = [measure_pattern(channel[:, :, None], s) for s in screened]
     significant = [f for f in found if f.significant]
     if not significant:
         return None, found
     best = max(significant, key=lambda f: f.score)
     for f in sorted(significant, key=lambda f: f.period):
         if best.period % f.period == 0 and f.score >= 0.9 * best.score:
-            return f, found
-    return best, found  # pragma: no cover - best divides itself
+            return f.period, found
+    return best.period, found  # pragma: no cover - best divides itself
+
+
+def _own_peak_db(spectrum: np.ndarray, s: int) -> float:
+    """Prominence of the strongest grid frequency (k/s, l/s) with gcd(k, l, s) = 1.
+
+    On the uncropped spectrum the frequency falls between bins, so the peak
+    is the maximum of the 3 x 3 bins around it, against the median of the
+    9 x 9 around those.
+    """
+    rows, cols = spectrum.shape
+    centre_y, centre_x = rows // 2, cols // 2
+    best = -math.inf
+    for k in range(s):
+        for j in range(s):
+            if math.gcd(math.gcd(k, j), s) != 1:
+                continue
+            y = (centre_y + round(k * rows / s)) % rows
+            x = (centre_x + round(j * cols / s)) % cols
+            around = spectrum[np.ix_((y + np.arange(-4, 5)) % rows, (x + np.arange(-4, 5)) % cols)]
+            peak = around[3:6, 3:6].max()
+            ring = np.concatenate([around[:3].ravel(), around[6:].ravel(),
+                                   around[3:6, :3].ravel(), around[3:6, 6:].ravel()])
+            best = max(best, 10 * float(peak - np.median(ring)))
+    return best
 
 
 def local_checkerboard(image: np.ndarray, s: int, tile: int) -> np.ndarray:
@@ -193,15 +234,20 @@ def local_checkerboard(image: np.ndarray, s: int, tile: int) -> np.ndarray:
 
 def grey(image: np.ndarray) -> np.ndarray:
     """The mean of the colour channels, float32."""
-    return image.mean(axis=2, dtype=np.float32)
+    total = image[:, :, 0].astype(np.float32)
+    for c in range(1, image.shape[2]):
+        total += image[:, :, c]
+    return total / np.float32(image.shape[2])
 
 
 def log_power_spectrum(channel: np.ndarray) -> np.ndarray:
     """Centred (fftshift) log10 power spectrum of a Hann-windowed, mean-removed channel."""
     rows, cols = channel.shape
-    window = np.outer(np.hanning(rows), np.hanning(cols)).astype(np.float32)
-    values = (channel - channel.mean()) * window
-    power = np.abs(scipy.fft.fft2(values, workers=-1)) ** 2
+    values = channel - channel.mean(dtype=np.float64)
+    values *= np.hanning(rows).astype(np.float32)[:, None]
+    values *= np.hanning(cols).astype(np.float32)[None, :]
+    transform = scipy.fft.fft2(values.astype(np.float32), workers=-1)
+    power = transform.real ** 2 + transform.imag ** 2
     return np.fft.fftshift(np.log10(power + 1e-20))
 
 

@@ -104,11 +104,14 @@ def build_report(image: np.ndarray | None, factor: int | None = None,
     check_measurable(colour.shape, factor)
     candidates: list[PeriodicPattern] = []
     if factor is None:
-        found, candidates = detect_period(colour)
-        report["factor_detected"] = found is not None
-        report["factor"] = found.period if found is not None else None
-        # With nothing significant, the strongest candidate is what gets reported.
-        pattern = found or max(candidates, key=lambda f: f.score)
+        period, candidates = detect_period(colour)
+        report["factor_detected"] = period is not None
+        report["factor"] = period
+        if period is None:
+            # Nothing significant: report the strongest candidate (period 2 if none was).
+            strongest = max(candidates, key=lambda f: f.score, default=None)
+            period = strongest.period if strongest is not None else 2
+        pattern = measure_pattern(colour, period)
     else:
         pattern = measure_pattern(colour, factor)
     significant = pattern.significant
@@ -122,7 +125,7 @@ def build_report(image: np.ndarray | None, factor: int | None = None,
         "noise": pattern.noise,
         "significant": significant,
     }
-    if candidates:
+    if factor is None:  # what detection measured, on the grey image
         report["checkerboard"]["scores_by_period"] = {str(f.period): f.score for f in candidates}
     if reference is not None:
         reference = _colour_channels(reference)

@@ -21,7 +21,6 @@ import sys
 import traceback
 
 import click
-import numpy as np
 
 from . import __version__
 from .errors import OutputClosedError, UpconvError
@@ -29,20 +28,10 @@ from .images import (
     DEFAULT_MAX_PIXELS,
     FORMATS,
     atomic_output,
-    check_writable,
     format_for,
-    from_float,
-    load_image,
-    save_image,
-    to_float,
-    with_samples,
 )
-from .kernels import resolve_kernel
-from .metrics import measure_pattern, verdict
 from .options import Boundary, Method
-from .report import build_report, check_measurable, summary_line
-from .scaling import default_kernel, output_shape_for, scale, stride_from_factor
-from .transpose import output_size
+from .pipeline import ScaleSettings, resolve_settings_kernel, scale_file
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
@@ -192,113 +181,27 @@ def scale_command(input_path: str, output_path: str, method: str, factor_text: s
                                "not --size")
     if output_padding and padding is None:
         raise click.UsageError("--output-padding needs --padding (PyTorch geometry)")
-    factor = _parse_factor(factor_text) if factor_text is not None else None
-    size = _parse_size(size_text) if size_text is not None else None
-    if boundary is None and not transpose:
-        boundary = Boundary.EDGE.value  # transpose: scale() picks zero, the kernel's, or edge
-    try:
-        fmt = format_for(output_path, format_name)
-    except UpconvError as exc:
-        if format_name:  # a bad option value is a usage error, like a bad --method
+    if format_name:
+        try:
+            format_for("-", format_name)
+        except UpconvError as exc:  # a bad option value is a usage error, like a bad --method
             raise click.BadParameter(str(exc), param_hint="--format") from None
-        raise
+    settings = ScaleSettings(
+        method=chosen, factor=_parse_factor(factor_text) if factor_text is not None else None,
+        size=_parse_size(size_text) if size_text is not None else None, boundary=boundary,
+        kernel_spec=kernel_spec, padding=padding, output_padding=output_padding,
+        post_kernel=post_kernel, linear_light=linear_light, format_name=format_name,
+        quality=quality, max_pixels=max_pixels, threads=threads,
+        full_report=report_path is not None, figure=not quiet)
     _refuse_clobbering_input(input_path, output_path)
-
-    kernel = None
-    if transpose:
-        stride = stride_from_factor(factor) if factor is not None else None
-        kernel = resolve_kernel(kernel_spec or default_kernel(stride), stride)
-    picture = load_image(input_path, max_pixels)
-    height, width = picture.samples.shape[:2]
-    if kernel is not None:
-        kernel.check_channels(picture.samples.shape[2])
-        geometry = kernel.padding if padding is None else padding
-        out_h = output_size(height, kernel.shape[0], kernel.stride, geometry, output_padding)
-        out_w = output_size(width, kernel.shape[1], kernel.stride, geometry, output_padding)
-    else:
-        out_h, out_w = output_shape_for((height, width), factor, size)
-    if out_h * out_w > max_pixels:
-        raise UpconvError(f"the output would be {out_w}x{out_h} = {out_w * out_h} pixels, over "
-                          f"the limit of {max_pixels} (raise it with --max-pixels)")
-    check_writable(fmt, out_w, out_h)
-    if out_h < height or out_w < width:
-        _warn("the output is smaller than the input; upconv does not low-pass filter "
-              "before shrinking, so fine detail will alias")
-    channels_out = kernel.output_channels(picture.samples.shape[2]) if kernel else None
-    if channels_out is not None and channels_out > 4 and fmt != "npy":
-        raise UpconvError(f"the kernel makes {channels_out} channels; only .npy output can "
-                          "hold more than 4")
-
-    samples = picture.samples
-    if chosen is not Method.NEAREST:
-        samples = to_float(samples)
-    if transpose:
-        result = scale(samples, method=chosen, boundary=boundary, kernel=kernel,
-                       padding=padding, output_padding=output_padding,
-                       post_kernel=post_kernel, alpha=picture.has_alpha,
-                       linear_light=linear_light, threads=threads)
-    else:
-        result = scale(samples, output_shape=(out_h, out_w), method=chosen, boundary=boundary,
-                       alpha=picture.has_alpha, linear_light=linear_light, threads=threads)
-    if result.ndim == 2:
-        result = result[:, :, None]
-    if result.dtype != picture.samples.dtype and fmt != "npy":
-        # Back to the stored depth; .npy output keeps the exact float result.
-        result = from_float(result, picture.samples.dtype)
-    for note in save_image(with_samples(picture, result), output_path, fmt, quality):
+    resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
+    result = scale_file(input_path, output_path, settings)
+    for note in result.notes:
         _warn(note)
-    if report_path is None and quiet:
-        return
-    # The output and its artifact figure come together: measure what was written.
-    stride = kernel.stride if kernel is not None else _whole_factor(height, width, out_h, out_w)
-    method_name = chosen.value + (f" ({kernel.name})" if kernel is not None else "")
-    summary = f"{'stdout' if output_path == '-' else output_path} {out_w}x{out_h}, {method_name}, "
-    if report_path is not None:
-        report = _report_about(result, stride, kernel)
-        report.update({"image": output_path, "size": [out_w, out_h], "method": chosen.value})
-        _write_report(report, report_path)
-        summary += summary_line(report) if report["checkerboard"] else "checkerboard n/a"
-    elif stride is None:
-        summary += "checkerboard n/a (not a whole-number factor)"
-    else:
-        summary += _quick_checkerboard(result, stride)
+    if result.report is not None:
+        _write_report(result.report, report_path)
     if not quiet:
-        click.echo(f"upconv: {summary}", err=True)
-
-
-def _whole_factor(height: int, width: int, out_h: int, out_w: int) -> int | None:
-    """The period of a possible pattern: the factor, when it is one whole number >= 2."""
-    if out_h % height or out_w % width or out_h // height != out_w // width:
-        return None
-    factor = out_h // height
-    return factor if factor >= 2 else None
-
-
-def _measurable(samples: np.ndarray) -> np.ndarray:
-    values = to_float(samples)
-    return values if samples.dtype.kind != "f" else np.clip(values, 0, 1)
-
-
-def _quick_checkerboard(samples: np.ndarray, stride: int) -> str:
-    """The summary's figure: the pattern at the known period (no spectrum, no search)."""
-    values = _measurable(samples)
-    try:
-        check_measurable(values.shape, stride)
-    except UpconvError:
-        return "checkerboard n/a (image too small)"
-    pattern = measure_pattern(values[:, :, :-1] if values.shape[2] in (2, 4) else values, stride)
-    name = verdict(pattern.score) if pattern.significant else "none"
-    return f"checkerboard {pattern.score:.2f} grey levels ({name})"
-
-
-def _report_about(samples: np.ndarray, stride: int | None, kernel) -> dict:
-    values = _measurable(samples)
-    try:
-        return build_report(values, stride, kernel)
-    except UpconvError as exc:  # too small to measure: the kernel part still stands
-        report = build_report(None, stride, kernel)
-        report["checkerboard_error"] = str(exc)
-        return report
+        click.echo(f"upconv: {result.summary()}", err=True)
 
 
 def _write_report(report: dict, path: str) -> None:

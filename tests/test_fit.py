@@ -208,7 +208,8 @@ def test_fit_command_validates_against_bicubic_and_bilinear(tmp_path, capsys):
     (["{d}/low.npy", "{d}/low.npy"], 1, "do not pair"),
     (["{d}/low.npy", "{d}/gray.npy"], 1, "channels"),
     (["{d}/nan.npy", "{d}/high.npy"], 1, "NaN"),
-    (["{d}/low.npy", "{d}/high.npy", "--size", "300"], 1, "kernel size"),
+    (["{d}/low.npy", "{d}/high.npy", "--size", "300"], 1, "--size 126 or less"),
+    (["{d}/low.npy", "{d}/high.npy", "--size", "2000"], 1, "kernel size"),
 ])
 def test_fit_command_bad_input(tmp_path, capsys, rng, args, status, fragment):
     write_pair(tmp_path, rng, Kernel(np.ones((4, 4)) / 4, stride=2))

@@ -85,7 +85,7 @@ def bad_kernels(tmp_path):
     np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
     np.save(tmp_path / "flat.npy", np.ones(4))
     np.save(tmp_path / "objects.npy", np.array([[{}]], dtype=object), allow_pickle=True)
-    np.save(tmp_path / "huge.npy", np.zeros((300, 300), np.float32))
+    np.save(tmp_path / "huge.npy", np.zeros((1100, 4), np.float32))
     np.save(tmp_path / "small.npy", np.ones((1, 1)))
     np.save(tmp_path / "plain.npy", np.ones((4, 4)) / 4)
     np.save(tmp_path / "channels.npy", np.ones((2, 4, 4)))

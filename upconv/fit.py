@@ -32,8 +32,12 @@ from .transpose import _axis
 
 __all__ = ["fit_kernel", "FitReport", "NormalEquations", "pair_factor"]
 
-#: LOW rows per block of the accumulation: the block of A is rows * W * window.
+#: LOW rows per block of the accumulation (fewer for wide images or big windows,
+#: so that a block of [A | B] stays under BLOCK_BYTES).
 BLOCK_ROWS = 16
+BLOCK_BYTES = 32 * 2 ** 20
+#: Most weights a window may hold: the Gram matrix is window^2 x window^2.
+MAX_WINDOW_CELLS = 4096
 #: Relative ridge applied, with a warning, when the data do not determine the kernel.
 FALLBACK_RIDGE = 1e-6
 
@@ -121,6 +125,12 @@ class NormalEquations:
         self.groups, self.margin = groups, margin
         self.window = _window(size, stride)
         cells = self.window.width ** 2
+        if cells > MAX_WINDOW_CELLS:
+            largest = max(k for k in range(stride, size) if _window(k, stride).width ** 2
+                          <= MAX_WINDOW_CELLS)
+            raise UpconvError(f"a {size}x{size} kernel at stride {stride} means fitting "
+                              f"{cells} weights at once; at most {MAX_WINDOW_CELLS} "
+                              f"(--size {largest} or less)")
         phases = stride * stride
         self.gram = np.zeros((groups, cells, cells))
         self.rhs = np.zeros((groups, cells, phases))
@@ -152,21 +162,22 @@ class NormalEquations:
         cells = win.width * win.width
         start_y, start_x = win.first + axis_y.before, win.first + axis_x.before
         high_scale = _unit_scale(high.dtype)
+        block_rows = max(1, min(BLOCK_ROWS, BLOCK_BYTES // (8 * (cells + s * s) * n_cols)))
         jobs = []
         for c in range(channels):
             ext = self.boundary.extend(_unit_float(low[:, :, c:c + 1]),
                                        (axis_y.before, axis_y.after),
                                        (axis_x.before, axis_x.after))[:, :, 0]
             group = c if self.groups > 1 else 0
-            jobs += [(group, ext, high[:, :, c], m0, min(rows.stop, m0 + BLOCK_ROWS))
-                     for m0 in range(rows.start, rows.stop, BLOCK_ROWS)]
+            jobs += [(group, ext, high[:, :, c], m0, min(rows.stop, m0 + block_rows))
+                     for m0 in range(rows.start, rows.stop, block_rows)]
 
         def accumulate(part: list) -> np.ndarray:
             # One block of [A | B], stored transposed: row (dy, dx) of the window is
             # a shifted copy of LOW, then one row per HIGH phase. A single product
             # gives A^T A, A^T B and B^T B at once.
             sums = np.zeros((self.groups, cells + s * s, cells + s * s))
-            joint = np.empty((cells + s * s, BLOCK_ROWS * n_cols))
+            joint = np.empty((cells + s * s, block_rows * n_cols))
             for group, ext, target, m0, m1 in part:
                 block = joint[:, :(m1 - m0) * n_cols]
                 rows_of = block.reshape(cells + s * s, m1 - m0, n_cols)

@@ -34,13 +34,17 @@ __all__ = ["Kernel", "BUILTIN_KERNELS", "POST_KERNELS", "builtin_kernel", "resol
            "conv_matrix", "keys_cubic"]
 
 #: Largest kernel side accepted; bigger ones are almost surely a mistake.
-MAX_KERNEL_SIDE = 256
+MAX_KERNEL_SIDE = 1024
+#: Largest stride accepted.
+MAX_STRIDE = 256
+#: Relative differences of phase sums below this are float round-off.
+SPREAD_ROUND_OFF = 1e-12
 #: Largest number of weights accepted.
 MAX_KERNEL_WEIGHTS = 4_000_000
 KERNEL_FORMAT = "upconv-kernel"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Kernel:
     """Weights of a transposed convolution, with the stride and alignment to apply them.
 
@@ -76,9 +80,8 @@ class Kernel:
         object.__setattr__(self, "weights", weights)
         if self.stride is not None:
             object.__setattr__(self, "stride", _validated_stride(self.stride, self.name))
-        if self.padding is not None and (int(self.padding) != self.padding or self.padding < 0):
-            raise UpconvError(f"{self.name}: padding must be a whole number >= 0, "
-                              f"not {self.padding!r}")
+        if self.padding is not None:
+            object.__setattr__(self, "padding", _validated_padding(self.padding, self.name))
 
     # ----------------------------------------------------------------- shape
     @property
@@ -129,15 +132,6 @@ class Kernel:
         return int(self.weights.shape[1]) if self.weights.ndim == 4 else channels
 
     # ----------------------------------------------------------------- analysis
-    def phase_components(self) -> np.ndarray:
-        """The ``s*s`` polyphase sub-kernels ``h[..., p::s, q::s]``, as an object grid."""
-        s = self._stride_or_fail()
-        grid = np.empty((s, s), dtype=object)
-        for p in range(s):
-            for q in range(s):
-                grid[p, q] = self.weights[..., p::s, q::s]
-        return grid
-
     def phase_sums(self) -> np.ndarray:
         """``S[p, q] = sum(h[p::s, q::s])``, the gain of each output phase.
 
@@ -157,6 +151,10 @@ class Kernel:
     def spread(self) -> float:
         """``(max S - min S) / |mean S|``, worst over channels: 0 iff flat stays flat.
 
+        Differences below :data:`SPREAD_ROUND_OFF` of the largest sum are float
+        round-off (the sums of an exactly checkerboard-free kernel computed in
+        floating point), and count as 0.
+
         Examples
         --------
         >>> Kernel(np.ones((3, 3)), stride=2).spread()  # 4, 2, 2, 1 ones per phase
@@ -166,11 +164,17 @@ class Kernel:
         worst = 0.0
         for channel in sums:
             width = float(channel.max() - channel.min())
-            if width == 0.0:
-                continue
+            scale = float(np.abs(channel).max())
+            if width <= SPREAD_ROUND_OFF * scale:
+                continue  # equal up to float round-off
             mean = abs(float(channel.mean()))
             worst = max(worst, width / mean if mean > 0 else math.inf)
         return worst
+
+    @property
+    def flat_stays_flat(self) -> bool:
+        """All phase sums equal (up to round-off): no checkerboard from flat areas."""
+        return self.spread() == 0.0
 
     def _stride_or_fail(self) -> int:
         if self.stride is None:
@@ -207,6 +211,8 @@ class Kernel:
             extra = {} if self.stride is None else {"stride": np.array(self.stride)}
             if self.padding is not None:
                 extra["padding"] = np.array(self.padding)
+            if self.info.get("boundary"):
+                extra["boundary"] = np.array(self.info["boundary"])
             np.savez(buffer, weights=self.weights, **extra)
         elif suffix in (".txt", ".csv"):
             if self.weights.ndim != 2:
@@ -256,9 +262,20 @@ def _validated_stride(stride: object, name: str) -> int:
     if not math.isfinite(value) or value != int(value) or value < 2:
         raise UpconvError(f"{name}: a transposed convolution needs a whole stride >= 2, "
                           f"not {stride!r}")
-    if value > MAX_KERNEL_SIDE:
-        raise UpconvError(f"{name}: stride {int(value)} is absurdly large")
+    if value > MAX_STRIDE:
+        raise UpconvError(f"{name}: stride {int(value)} is absurdly large (at most {MAX_STRIDE})")
     return int(value)
+
+
+def _validated_padding(padding: object, name: str) -> int | tuple[int, int]:
+    """A whole number >= 0, or a (rows, columns) pair of them (as PyTorch takes)."""
+    values = padding if isinstance(padding, (tuple, list)) else (padding,)
+    if len(values) not in (1, 2) or any(
+            isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or v != int(v)
+            or v < 0 for v in values):
+        raise UpconvError(f"{name}: padding must be a whole number >= 0 (or a pair of them), "
+                          f"not {padding!r}")
+    return int(values[0]) if len(values) == 1 else (int(values[0]), int(values[1]))
 
 
 def _validated_weights(weights: object, name: str) -> np.ndarray:
@@ -301,22 +318,24 @@ def _from_npz(data: bytes, name: str) -> Kernel:
                 weights = archive[keys[0]]
             else:
                 raise UpconvError(f"{name}: .npz needs an array named 'weights' (has {keys})")
-            stride = int(archive["stride"]) if "stride" in archive else None
-            padding = int(archive["padding"]) if "padding" in archive else None
+            stride = archive["stride"].tolist() if "stride" in archive else None
+            padding = archive["padding"].tolist() if "padding" in archive else None
+            boundary = str(archive["boundary"]) if "boundary" in archive else None
     except UpconvError:
         raise
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise UpconvError(f"{name}: object or pickled arrays are refused") from None
         raise UpconvError(f"{name}: not a valid .npz file ({exc})") from None
-    except (OSError, EOFError, TypeError) as exc:
+    except (OSError, EOFError, TypeError, KeyError) as exc:
         raise UpconvError(f"{name}: corrupt .npz file ({exc})") from None
-    return Kernel(weights, stride=stride, padding=padding, name=Path(name).name)
+    return Kernel(weights, stride=stride, padding=padding, name=Path(name).name,
+                  info={"boundary": boundary} if boundary else {})
 
 
 def _load_text(data: bytes, name: str) -> np.ndarray:
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a BOM
     except UnicodeDecodeError:
         raise UpconvError(f"{name}: not a text file") from None
     rows = []
@@ -324,12 +343,16 @@ def _load_text(data: bytes, name: str) -> np.ndarray:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        cells = [c for c in line.replace(",", " ").replace(";", " ").split()]
-        try:
-            rows.append([float(c) for c in cells])
-        except ValueError:
-            bad = next(c for c in cells if not _is_number(c))
-            raise UpconvError(f"{name}: line {number}: {bad!r} is not a number") from None
+        if "," in line or ";" in line:
+            cells = [c.strip() for c in line.replace(";", ",").split(",")]
+        else:
+            cells = line.split()
+        for cell in cells:
+            if not _is_number(cell):
+                shown = cell if cell else "an empty cell"
+                raise UpconvError(f"{name}: line {number}: {shown!r} is not a number"
+                                  if cell else f"{name}: line {number}: {shown}")
+        rows.append([float(c) for c in cells])
     if not rows:
         raise UpconvError(f"{name}: no numbers in the file")
     widths = {len(r) for r in rows}
@@ -340,6 +363,8 @@ def _load_text(data: bytes, name: str) -> np.ndarray:
 
 
 def _is_number(text: str) -> bool:
+    if not text or not text.isascii() or "_" in text:  # float() takes "1_0" and "٣"
+        return False
     try:
         float(text)
     except ValueError:
@@ -350,18 +375,32 @@ def _is_number(text: str) -> bool:
 def _from_json(data: bytes, name: str) -> Kernel:
     try:
         document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UpconvError(f"{name}: not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UpconvError(f"{name}: not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(document, dict) or "weights" not in document:
         raise UpconvError(f"{name}: a kernel .json needs an object with \"weights\"")
     try:
         weights = np.array(document["weights"], dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise UpconvError(f"{name}: \"weights\" must be a rectangular array of numbers "
                           "(ragged rows or non-numeric cells)") from None
+    alignment = document.get("alignment")
     padding = document.get("padding")
-    if document.get("alignment", "centred") == "centred":
-        padding = None
+    if alignment is None:
+        alignment = "centred" if padding is None else "pytorch"
+    if alignment in ("centred", "centered"):
+        if padding is not None:
+            raise UpconvError(f"{name}: \"padding\" contradicts \"alignment\": "
+                              f"\"{alignment}\"; use \"pytorch\" for a padded kernel")
+    elif alignment == "pytorch":
+        if padding is None:
+            raise UpconvError(f"{name}: \"alignment\": \"pytorch\" needs a \"padding\"")
+    else:
+        raise UpconvError(f"{name}: unknown alignment {alignment!r}; use \"centred\" or "
+                          "\"pytorch\"")
+    if "shape" in document and list(document["shape"]) != list(weights.shape):
+        raise UpconvError(f"{name}: \"shape\" {document['shape']} does not match the weights "
+                          f"{list(weights.shape)}")
     known = {"format", "version", "stride", "alignment", "shape", "weights", "padding"}
     info = {k: v for k, v in document.items() if k not in known}
     return Kernel(weights, stride=document.get("stride"), padding=padding,

@@ -253,3 +253,75 @@ def test_x2_default_beats_bicubic_on_held_out_photos():
         bicubic = psnr(np.clip(upconv.scale(low, 2, method="bicubic"), 0, 1), high)
         gains.append(fitted - bicubic)
     assert np.mean(gains) >= 0.3, gains
+
+
+# ---------------------------------------------------------------- review fixes
+
+def test_ridge_is_relative_to_each_phase_gram_diagonal(rng):
+    low, high = rng.random((9, 8, 1)), rng.random((18, 16, 1))
+    fitted = fit_kernel([(low, high)], size=4, ridge=0.3)
+    design = explicit_design(low, 4, 2, "edge")
+    gram = design.T @ design  # block diagonal by phase: each output reads one phase's weights
+    phase = (np.arange(4)[:, None] % 2 * 2 + np.arange(4)[None, :] % 2).ravel()
+    penalty = np.zeros(16)
+    for k in range(4):
+        members = phase == k
+        penalty[members] = 0.3 * np.mean(np.diag(gram)[members])
+    expected = np.linalg.solve(gram + np.diag(penalty), design.T @ high.ravel())
+    np.testing.assert_allclose(fitted.weights.ravel(), expected, atol=1e-10)
+
+
+def test_margin_is_the_fit_on_the_inner_pixels(rng):
+    low, high = rng.random((10, 9, 1)), rng.random((20, 18, 1))
+    fitted = fit_kernel([(low, high)], size=4, margin=2)
+    design = explicit_design(low, 4, 2, "edge").reshape(20, 18, 16)
+    inner = design[4:16, 4:14].reshape(-1, 16)
+    expected, *_ = np.linalg.lstsq(inner, high[4:16, 4:14].ravel(), rcond=None)
+    np.testing.assert_allclose(fitted.weights.ravel(), expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("args,status,fragment", [
+    (["-o", "{d}/k.png"], 2, "suffixes"),
+    (["-o", "-"], 2, "suffixes"),
+])
+def test_fit_output_path_is_checked(tmp_path, capsys, rng, args, status, fragment):
+    write_pair(tmp_path, rng, Kernel(np.ones((4, 4)) / 4, stride=2))
+    before = (tmp_path / "low.npy").read_bytes()
+    filled = [a.format(d=tmp_path) for a in args]
+    assert run(["fit", str(tmp_path / "low.npy"), str(tmp_path / "high.npy"), "--size", "4",
+                *filled]) == status
+    assert fragment in capsys.readouterr().err
+    assert (tmp_path / "low.npy").read_bytes() == before
+
+
+def test_fit_refuses_to_overwrite_an_input_with_a_kernel_suffix(tmp_path, capsys, rng):
+    write_pair(tmp_path, rng, Kernel(np.ones((4, 4)) / 4, stride=2))
+    assert run(["fit", str(tmp_path / "low.npy"), str(tmp_path / "high.npy"), "--size", "4",
+                "-o", str(tmp_path / "low.npy")]) == 1
+    assert "overwrite the input" in capsys.readouterr().err
+
+
+def test_failed_validation_leaves_no_kernel(tmp_path, capsys, rng):
+    write_pair(tmp_path, rng, Kernel(np.ones((4, 4)) / 4, stride=2))
+    np.save(tmp_path / "gray_low.npy", np.zeros((20, 24)))
+    out = tmp_path / "k.json"
+    assert run(["fit", str(tmp_path / "low.npy"), str(tmp_path / "high.npy"), "--size", "4",
+                "-o", str(out), "--validate", str(tmp_path / "gray_low.npy"),
+                str(tmp_path / "high.npy")]) == 1
+    assert "must match" in capsys.readouterr().err and not out.exists()
+
+
+def test_fit_degrade_and_degrade_agree_on_alpha_images(tmp_path, capsys):
+    low_file = tmp_path / "low.npy"
+    assert run(["degrade", str(SAMPLES / "soft_alpha.png"), str(low_file), "-f", "2"]) == 0
+    from upconv.degrade import degrade_picture
+    picture = load_image(str(SAMPLES / "soft_alpha.png"))
+    np.testing.assert_allclose(np.load(low_file), degrade_picture(picture, 2, "area"),
+                               atol=1e-6)
+
+
+def test_per_channel_kernel_fitted_on_colour_applies_to_rgba(rng):
+    kernel = Kernel(rng.random((3, 4, 4)) / 4, stride=2)
+    rgba = rng.random((6, 5, 4))
+    out = upconv.scale(rgba, method="transpose", kernel=kernel, alpha=True)
+    assert out.shape == (12, 10, 4)

@@ -215,3 +215,73 @@ def test_kernel_matrix_refuses_bad_sizes(tmp_path, capsys):
     assert run(["kernel", "matrix", "bilinear", "--input-size", "2x2"]) == 1
     assert "does not fit" in capsys.readouterr().err
     assert run(["kernel", "matrix", "bilinear", "--input-size", "4"]) == 2
+
+
+# -------------------------------------------------------------------- review fixes
+
+def test_a_kernel_with_pytorch_padding_defaults_to_the_zero_boundary(tmp_path, rng):
+    weights = rng.random((4, 4))
+    Kernel(weights, stride=2, padding=1).save(tmp_path / "k.json")
+    x = rng.random((5, 6))
+    from_file = upconv.scale(x, method="transpose", kernel=tmp_path / "k.json")
+    explicit = upconv.transposed_conv(x[:, :, None], Kernel(weights, stride=2),
+                                      upconv.Boundary.ZERO, padding=1)[:, :, 0]
+    np.testing.assert_allclose(from_file, explicit, atol=1e-12)
+
+
+@pytest.mark.parametrize("document,fragment", [
+    ({"stride": 2, "weights": [[1, 1], [1, 1]], "alignment": "pytorch"}, "needs a"),
+    ({"stride": 2, "weights": [[1, 1], [1, 1]], "alignment": "centred", "padding": 1},
+     "contradicts"),
+    ({"stride": 2, "weights": [[1, 1], [1, 1]], "alignment": "sideways"}, "unknown alignment"),
+    ({"stride": 2, "weights": [[1, 1], [1, 1]], "padding": "x"}, "whole number"),
+    ({"stride": 2, "weights": [[1, 1], [1, 1]], "padding": True}, "whole number"),
+    ({"stride": 2, "weights": [[1, 1], [1, 1]], "shape": [3, 3]}, "does not match"),
+])
+def test_json_alignment_and_padding_are_validated(tmp_path, document, fragment):
+    (tmp_path / "k.json").write_text(json.dumps(document))
+    with pytest.raises(upconv.UpconvError, match=fragment):
+        Kernel.load(tmp_path / "k.json")
+
+
+def test_padding_without_alignment_means_pytorch(tmp_path):
+    (tmp_path / "k.json").write_text(json.dumps({"stride": 2, "weights": [[1, 1], [1, 1]],
+                                                 "padding": 1}))
+    assert Kernel.load(tmp_path / "k.json").padding == 1
+
+
+@pytest.mark.parametrize("name", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("s", [3, 5, 6, 7])
+def test_built_ins_are_flat_up_to_round_off(name, s):
+    kernel = builtin_kernel(name, s)
+    assert kernel.spread() == 0.0 and kernel.flat_stays_flat
+
+
+def test_npz_keeps_the_fitted_boundary(tmp_path, rng):
+    kernel = Kernel(rng.random((4, 4)), stride=2, info={"boundary": "reflect"})
+    kernel.save(tmp_path / "k.npz")
+    assert Kernel.load(tmp_path / "k.npz").info["boundary"] == "reflect"
+
+
+def test_text_kernels_refuse_odd_cells(tmp_path):
+    (tmp_path / "bom.csv").write_bytes("\ufeff1,2\n3,4\n".encode())
+    np.testing.assert_array_equal(Kernel.load(tmp_path / "bom.csv").weights, [[1, 2], [3, 4]])
+    for name, text in (("empty.csv", "1,,2\n3,4,5\n"), ("under.txt", "1_0 2\n3 4\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(upconv.UpconvError, match="not a number|empty cell"):
+            Kernel.load(tmp_path / name)
+
+
+def test_kernel_show_handles_zero_mean_sums_and_big_strides(tmp_path, capsys):
+    (tmp_path / "k.txt").write_text("1 -1\n1 -1\n")
+    assert run(["kernel", "show", str(tmp_path / "k.txt"), "-f", "2", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)  # valid JSON: no Infinity
+    assert document["spread"] is None and document["flat_stays_flat"] is False
+    assert run(["kernel", "show", "bilinear", "-f", "20"]) == 0
+    assert "400 polyphase components: sums from 1 to 1" in capsys.readouterr().out
+
+
+def test_kernel_show_says_when_the_centre_cannot_land_on_the_grid(capsys, tmp_path):
+    (tmp_path / "k.txt").write_text("1 2 1\n2 4 2\n1 2 1\n")
+    assert run(["kernel", "show", str(tmp_path / "k.txt"), "-f", "2"]) == 0
+    assert "half an output" in capsys.readouterr().out

@@ -217,3 +217,26 @@ def test_api_takes_a_kernel_object_a_path_or_a_name(tmp_path, rng):
 def test_transpose_api_refuses_bad_arguments(kwargs, fragment):
     with pytest.raises(upconv.UpconvError, match=fragment):
         upconv.scale(np.zeros((4, 4), np.float32), method="transpose", **kwargs)
+
+
+@pytest.mark.parametrize("s,size", [(2, 4), (2, 8), (3, 5), (3, 9), (4, 6)])
+def test_symmetric_kernels_with_even_size_minus_stride_are_half_pixel_aligned(rng, s, size):
+    half = rng.random(((size + 1) // 2, (size + 1) // 2))
+    full = np.concatenate([half, half[::-1][size % 2:]])
+    symmetric = np.concatenate([full, full[:, ::-1][:, size % 2:]], axis=1)
+    assert symmetric.shape == (size, size)
+    kernel = Kernel(symmetric, stride=s)
+    image = rng.random((7, 9, 1))
+    out = transposed_conv(image, kernel)
+    np.testing.assert_allclose(transposed_conv(image[::-1, ::-1], kernel), out[::-1, ::-1],
+                               atol=1e-12)
+
+
+def test_per_axis_padding_and_output_padding(rng):
+    x, weights = rng.standard_normal((4, 5)), rng.standard_normal((5, 4))
+    out = transposed_conv(x[:, :, None], Kernel(weights, stride=3), Boundary.ZERO,
+                          padding=(1, 2), output_padding=(2, 0))[:, :, 0]
+    expected_shape = (torch_size(4, 5, 3, 1, 2), torch_size(5, 4, 3, 2, 0))
+    big = scatter_reference(x, weights, 3, 0, (expected_shape[0] + 2, expected_shape[1] + 4))
+    np.testing.assert_allclose(out, big[1:1 + expected_shape[0], 2:2 + expected_shape[1]],
+                               atol=1e-12)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import click
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .cli import CONTEXT, EPILOG, _enum_choice, _refuse_clobbering_input, _warn, main
-from .colour import premultiply, unpremultiply
-from .degrade import Degradation, degrade
+from .degrade import Degradation, degrade_picture
 from .errors import UpconvError
 from .fit import fit_kernel, pair_factor
 from .images import (
@@ -25,7 +26,7 @@ from .images import (
     to_float,
     with_samples,
 )
-from .kernels import Kernel
+from .kernels import KERNEL_SUFFIXES, Kernel
 from .metrics import psnr
 from .options import Boundary
 from .scaling import scale
@@ -89,6 +90,13 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
       upconv fit low*.png high*.png ... --checkerboard-free --ridge 1e-4 -o k.json
     """
     notes: list[str] = []
+    suffix = os.path.splitext(output_path)[1].lower()
+    if output_path == "-" or suffix not in KERNEL_SUFFIXES:
+        raise click.BadParameter(f"{output_path!r}: a kernel file needs one of the suffixes "
+                                 f"{', '.join(KERNEL_SUFFIXES)} (.json keeps everything)",
+                                 param_hint="-o")
+    for path in inputs:
+        _refuse_clobbering_input(path, output_path)
     if degradation is None and len(inputs) % 2:
         raise click.UsageError("give LOW HIGH pairs (an even number of images), or --degrade "
                                "with HIGH images")
@@ -100,10 +108,13 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
 
     def pairs():
         for low_name, high_name in names:
-            high = _colour_samples(load_image(high_name, max_pixels), high_name, notes)
+            picture = load_image(high_name, max_pixels)
             if degradation is not None:
-                low = degrade(to_float(high), factor, degradation)
-            else:
+                # As `upconv degrade`: alpha-weighted (premultiplied) averaging.
+                low = degrade_picture(picture, factor, degradation)
+                low = low[:, :, :-1] if picture.has_alpha else low
+            high = _colour_samples(picture, high_name, notes)
+            if degradation is None:
                 low = _colour_samples(load_image(low_name, max_pixels), low_name, notes)
             if degradation is not None and (high.shape[0] % factor or high.shape[1] % factor):
                 notes.append(f"{high_name}: cropped {high.shape[1] % factor} column(s) and "
@@ -118,14 +129,15 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
                         augment=augment)
     kernel.info["trained_on"] = list(inputs)
     notes += kernel.info.get("fit_notes", [])
-    if output_path.lower().endswith((".npy", ".txt", ".csv")):
-        notes.append(f"{output_path}: this format keeps only the weights; use .json to keep "
-                     "the stride, boundary and fit statistics")
-    kernel.save(output_path)
+    if suffix != ".json":
+        kept = "the stride and boundary" if suffix == ".npz" else "only the weights"
+        notes.append(f"{output_path}: this format keeps {kept}; use .json to keep the "
+                     "alignment, degradation and fit statistics too")
     summary = _summary(kernel, output_path)
-    if validation:
+    if validation:  # before writing: a failed validation leaves no kernel file behind
         summary["validation"] = [_validate(kernel, low, high, max_pixels)
                                  for low, high in validation]
+    kernel.save(output_path)
     for note in notes:
         _warn(note)
     if as_json:
@@ -160,17 +172,20 @@ def _summary(kernel: Kernel, path: str) -> dict:
 
 
 def _validate(kernel: Kernel, low_path: str, high_path: str, max_pixels: int) -> dict:
-    low = to_float(load_image(low_path, max_pixels).samples)
-    high = to_float(load_image(high_path, max_pixels).samples)
-    if low.shape[2] in (2, 4):
-        low, high = low[:, :, :-1], high[:, :, :-1]
+    notes: list[str] = []
+    low = to_float(_colour_samples(load_image(low_path, max_pixels), low_path, notes))
+    high = to_float(_colour_samples(load_image(high_path, max_pixels), high_path, notes))
+    if low.shape[2] != high.shape[2]:
+        raise UpconvError(f"--validate {low_path} {high_path}: {low.shape[2]} and "
+                          f"{high.shape[2]} colour channels; they must match")
+    kernel.check_channels(low.shape[2])
     s = kernel.stride
     try:
         pair_factor(low.shape, high.shape, s)
     except UpconvError as exc:
         raise UpconvError(f"--validate {low_path} {high_path}: {exc}") from None
     high = high[:s * low.shape[0], :s * low.shape[1]]
-    result = {"low": low_path, "high": high_path}
+    result: dict = {"low": low_path, "high": high_path}
     for name, method, extra in (("fitted", "transpose", {"kernel": kernel}),
                                 ("bicubic", "bicubic", {}), ("bilinear", "bilinear", {})):
         up = scale(low, s, method=method, **extra)
@@ -180,7 +195,7 @@ def _validate(kernel: Kernel, low_path: str, high_path: str, max_pixels: int) ->
 
 def _print_summary(summary: dict, console: Console) -> None:
     table = Table(title="fitted kernel", show_header=False)
-    rows = [("written to", summary["kernel"]),
+    rows = [("written to", escape(summary["kernel"])),
             ("shape / stride", f"{' x '.join(map(str, summary['shape']))} / {summary['stride']}"),
             ("alignment, boundary", f"{summary['alignment']}, {summary['boundary']}"),
             ("degradation", str(summary["degradation"] or "given LOW images")),
@@ -199,7 +214,7 @@ def _print_summary(summary: dict, console: Console) -> None:
         for column in ("pair", "fitted", "bicubic", "bilinear"):
             check.add_column(column, justify="left" if column == "pair" else "right")
         for row in summary["validation"]:
-            check.add_row(f"{row['low']} -> {row['high']}", _db(row["fitted"]),
+            check.add_row(escape(f"{row['low']} -> {row['high']}"), _db(row["fitted"]),
                           _db(row["bicubic"]), _db(row["bilinear"]))
         console.print(check)
 
@@ -239,11 +254,7 @@ def degrade_command(input_path: str, output_path: str, factor: int, method: str,
     if height % factor or width % factor:
         _warn(f"{input_path}: cropped {width % factor} column(s) and {height % factor} row(s) "
               f"at the right and bottom to a multiple of {factor}")
-    values = to_float(picture.samples)
-    if picture.has_alpha:  # average colour weighted by coverage, as for upsampling
-        low = unpremultiply(degrade(premultiply(values), factor, method))
-    else:
-        low = degrade(values, factor, method)
+    low = degrade_picture(picture, factor, method)
     if fmt != "npy" and picture.samples.dtype.kind != "f":
         low = from_float(low, picture.samples.dtype)
     for note in save_image(with_samples(picture, low), output_path, fmt):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 
@@ -16,7 +17,7 @@ from rich.table import Table
 from .cli import CONTEXT, EPILOG, _parse_factor, main
 from .errors import UpconvError
 from .images import atomic_output
-from .kernels import BUILTIN_KERNELS, Kernel, conv_matrix, resolve_kernel
+from .kernels import BUILTIN_KERNELS, Kernel, conv_matrix, conv_output_shape, resolve_kernel
 from .scaling import stride_from_factor
 
 
@@ -82,15 +83,17 @@ def kernel_matrix(spec: str, size_text: str, stride: int | None, padding: int,
       upconv kernel matrix bilinear --input-size 8x8 --stride 2 --padding 1 --out C.npy
     """
     height, width = _parse_hw(size_text)
-    kernel = _load_kernel_for_cli(spec, None if spec not in BUILTIN_KERNELS
-                                  else str(stride or 2))
+    # A built-in is made for the stride asked (2 when that is 1 or not given).
+    kernel = (resolve_kernel(spec, max(2, stride or 2)) if spec in BUILTIN_KERNELS
+              else Kernel.load(spec))
     if kernel.weights.ndim != 2:
         raise UpconvError(f"{spec}: the matrix view is for 2-D kernels (this one has shape "
                           f"{kernel.weights.shape})")
     stride = stride or kernel.stride or 1
-    cells = _matrix_cells(kernel.shape, (height, width), stride, padding)
-    if cells > 50_000_000:
-        raise UpconvError(f"that matrix would have {cells} entries; use a smaller --input-size")
+    rows, _ = conv_output_shape(kernel.shape, (height, width), stride, padding)
+    if rows * height * width > 50_000_000:
+        raise UpconvError(f"that matrix would have {rows * height * width} entries; use a "
+                          "smaller --input-size")
     matrix = conv_matrix(kernel.weights, (height, width), stride, padding)
     if out_path:
         _write_matrix(matrix, out_path)
@@ -112,13 +115,6 @@ def _parse_hw(text: str) -> tuple[int, int]:
     if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
         raise click.BadParameter(f"{text!r} is not HxW (e.g. 4x4)", param_hint="--input-size")
     return int(match.group(1)), int(match.group(2))
-
-
-def _matrix_cells(kernel_shape: tuple[int, int], size: tuple[int, int], stride: int,
-                  padding: int) -> int:
-    out_h = max(0, (size[0] + 2 * padding - kernel_shape[0]) // stride + 1)
-    out_w = max(0, (size[1] + 2 * padding - kernel_shape[1]) // stride + 1)
-    return out_h * out_w * size[0] * size[1]
 
 
 def _write_matrix(matrix: np.ndarray, path: str) -> None:
@@ -160,8 +156,11 @@ def kernel_summary(kernel: Kernel) -> dict:
             "phases": [{"phase": [p, q], "weights": kernel.weights[..., p::s, q::s].tolist(),
                         "sum": sums[..., p, q].tolist()} for p in range(s) for q in range(s)],
             "phase_sums": sums.tolist(),
-            "spread": spread,
-            "flat_stays_flat": spread == 0.0,
+            # JSON has no infinity: null when the phase sums average 0
+            "spread": spread if math.isfinite(spread) else None,
+            "flat_stays_flat": kernel.flat_stays_flat,
+            "half_pixel_aligned": kernel.padding is None and all(
+                (k - s) % 2 == 0 for k in kernel.shape),
         })
     return summary
 
@@ -169,10 +168,14 @@ def kernel_summary(kernel: Kernel) -> dict:
 def print_kernel_summary(kernel: Kernel, summary: dict, console: Console) -> None:
     """Rich tables for ``kernel show``."""
     head = Table(show_header=False, box=None)
-    head.add_row("kernel", kernel.name)
+    head.add_row("kernel", escape(kernel.name))
     head.add_row("shape", " x ".join(map(str, kernel.weights.shape)))
     head.add_row("stride", str(kernel.stride) if kernel.stride else "not stated (give --factor)")
-    head.add_row("alignment", kernel.alignment)
+    alignment = kernel.alignment
+    if kernel.stride and kernel.padding is None and not summary["half_pixel_aligned"]:
+        alignment += (" (size - stride is odd: the centre lands half an output pixel up and "
+                      "left of the half-pixel grid)")
+    head.add_row("alignment", alignment)
     console.print(head)
     if kernel.weights.ndim == 2 and max(kernel.shape) <= 16:
         console.print(_matrix_table("weights", kernel.weights))
@@ -183,20 +186,25 @@ def print_kernel_summary(kernel: Kernel, summary: dict, console: Console) -> Non
         return
     s = kernel.stride
     sums = np.asarray(summary["phase_sums"])
-    table = Table(title=escape(f"{s * s} polyphase components h[p::{s}, q::{s}]"))
-    table.add_column("phase (p, q)")
-    table.add_column("sub-kernel")
-    table.add_column("sum", justify="right")
-    for p in range(s):
-        for q in range(s):
-            block = kernel.weights[..., p::s, q::s]
-            text = ("\n".join(" ".join(f"{v:8.4g}" for v in row) for row in block)
-                    if block.ndim == 2 and max(block.shape) <= 8 else f"shape {block.shape}")
-            table.add_row(f"({p}, {q})", text,
-                          " ".join(f"{v:.6g}" for v in np.ravel(sums[..., p, q])))
-    console.print(table)
+    if s * s <= 64:
+        table = Table(title=escape(f"{s * s} polyphase components h[p::{s}, q::{s}]"))
+        table.add_column("phase (p, q)")
+        table.add_column("sub-kernel")
+        table.add_column("sum", justify="right")
+        for p in range(s):
+            for q in range(s):
+                block = kernel.weights[..., p::s, q::s]
+                text = ("\n".join(" ".join(f"{v:8.4g}" for v in row) for row in block)
+                        if block.ndim == 2 and max(block.shape) <= 8 else f"shape {block.shape}")
+                table.add_row(f"({p}, {q})", text,
+                              " ".join(f"{v:.6g}" for v in np.ravel(sums[..., p, q])))
+        console.print(table)
+    else:
+        console.print(f"{s * s} polyphase components: sums from {sums.min():.6g} to "
+                      f"{sums.max():.6g} (use --json for all of them)")
     spread = summary["spread"]
     verdict = ("all equal: a flat input stays flat (no checkerboard from flat areas)"
-               if spread == 0 else "unequal: a flat input gets a stride-periodic "
-               "(checkerboard) pattern")
-    console.print(f"spread (max - min) / mean of the phase sums: {spread:.6g}; {verdict}")
+               if summary["flat_stays_flat"] else "unequal: a flat input gets a "
+               "stride-periodic (checkerboard) pattern")
+    shown = "infinite (the sums average 0)" if spread is None else f"{spread:.6g}"
+    console.print(f"spread (max - min) / mean of the phase sums: {shown}; {verdict}")

@@ -226,24 +226,31 @@ class NormalEquations:
                     blocks.append((p, q, cells, taps, gram, self.rhs[g][cells, p * s + q]))
             scales = [np.trace(b[4]) / len(b[2]) for b in blocks]
             if not all(np.isfinite(scales)) or min(scales) <= 0:
-                raise UpconvError("the training images are blank (all zero): nothing to fit")
+                where = f"channel {g} of the training images is" if self.groups > 1 else (
+                    "the training images are")
+                raise UpconvError(f"{where} blank (all zero): nothing to fit")
             lam = ridge
             conditions = [_condition(b[4] + lam * sc * np.eye(len(b[2])))
                           for b, sc in zip(blocks, scales, strict=True)]
             if max(conditions) > 1e12 and lam < FALLBACK_RIDGE:
+                where = f" (channel {g})" if self.groups > 1 else ""
                 report.notes.append(
-                    f"the training data do not determine the kernel (condition number "
+                    f"the training data do not determine the kernel{where} (condition number "
                     f"{max(conditions):.3g}, e.g. flat or tiny images); applied ridge "
                     f"{FALLBACK_RIDGE:g}")
                 lam = FALLBACK_RIDGE
-                report.ridge = lam
+                report.ridge = max(report.ridge, lam)
                 conditions = [_condition(b[4] + lam * sc * np.eye(len(b[2])))
                               for b, sc in zip(blocks, scales, strict=True)]
             report.condition_number = max(report.condition_number, max(conditions))
             systems = [(b[4] + lam * sc * np.eye(len(b[2])), b[5])
                        for b, sc in zip(blocks, scales, strict=True)]
-            solutions = (_solve_constrained(systems) if checkerboard_free
-                         else [np.linalg.solve(a, r) for a, r in systems])
+            try:
+                solutions = (_solve_constrained(systems) if checkerboard_free
+                             else [np.linalg.solve(a, r) for a, r in systems])
+            except np.linalg.LinAlgError:
+                raise UpconvError("the least-squares system is singular even with the ridge; "
+                                  "try a smaller --size or a moderate --ridge") from None
             for (p, q, _cells, taps, gram, rhs), h in zip(blocks, solutions, strict=True):
                 weights[g][taps] = h
                 residual += self.energy[g, p * s + q] - 2 * h @ rhs + h @ gram @ h
@@ -353,11 +360,13 @@ def fit_kernel(pairs: Iterable[tuple[np.ndarray, np.ndarray]], factor: int | Non
     True
     """
     boundary = choice(boundary, Boundary, "boundary")
-    if ridge < 0 or not math.isfinite(ridge):
-        raise UpconvError(f"ridge must be a finite number >= 0, not {ridge}")
+    if not 0 <= ridge <= 1e6:
+        raise UpconvError(f"ridge must be between 0 and 1e6 (relative to the Gram diagonal), "
+                          f"not {ridge}")
     if margin < 0:
         raise UpconvError(f"margin must be >= 0, not {margin}")
     equations = None
+    pairs_given = 0
     for index, (low, high) in enumerate(pairs):
         low, high = _as_image(low, f"pair {index + 1} LOW"), _as_image(high, f"pair {index + 1} "
                                                                          "HIGH")
@@ -376,9 +385,11 @@ def fit_kernel(pairs: Iterable[tuple[np.ndarray, np.ndarray]], factor: int | Non
         high = high[:s * low.shape[0], :s * low.shape[1]]
         for transform in (DIHEDRAL if augment else DIHEDRAL[:1]):
             equations.add(transform(low), transform(high))
+        pairs_given += 1
     if equations is None:
         raise UpconvError("no training pairs given")
     weights, report = equations.solve(ridge, checkerboard_free)
+    report.pairs = pairs_given
     info = {"boundary": boundary.value, "degradation": degradation,
             "checkerboard_free": checkerboard_free, "margin": margin, "augmented": augment,
             "fit": report.as_dict()}

@@ -9,7 +9,8 @@ its alignment (where its taps land). Weight shapes follow PyTorch:
 
 Alignment ``"centred"`` (upconv's default) puts the kernel's centre on the
 input pixel's centre, so a symmetric kernel gives a result on the half-pixel
-grid; with an explicit ``padding`` P the kernel lands as in PyTorch
+grid when ``K - s`` is even (when it is odd the centre can only land half an
+output pixel off); with an explicit ``padding`` P the kernel lands as in PyTorch
 (``out[i*s - P + k] += w[k] * x[i]``).
 
 Files: ``.json`` (self-describing, exact round trip), ``.npy`` (read with
@@ -31,7 +32,7 @@ import numpy as np
 from .errors import UpconvError
 
 __all__ = ["Kernel", "BUILTIN_KERNELS", "POST_KERNELS", "builtin_kernel", "resolve_kernel",
-           "conv_matrix", "keys_cubic"]
+           "conv_matrix", "conv_output_shape", "keys_cubic", "KERNEL_SUFFIXES"]
 
 #: Largest kernel side accepted; bigger ones are almost surely a mistake.
 MAX_KERNEL_SIDE = 1024
@@ -42,6 +43,8 @@ SPREAD_ROUND_OFF = 1e-12
 #: Largest number of weights accepted.
 MAX_KERNEL_WEIGHTS = 4_000_000
 KERNEL_FORMAT = "upconv-kernel"
+#: The file suffixes kernels are read from and written to.
+KERNEL_SUFFIXES = (".json", ".npy", ".npz", ".txt", ".csv")
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,6 +130,18 @@ class Kernel:
         if self.weights.ndim == 4 and self.weights.shape[0] != channels:
             raise UpconvError(f"{self.name}: C_in is {self.weights.shape[0]}, but the image has "
                               f"{channels} channels")
+
+    def for_image(self, channels: int, alpha: bool) -> Kernel:
+        """This kernel, ready for an image with ``channels`` (the last one alpha if ``alpha``).
+
+        A per-channel kernel fitted on colour alone (as ``upconv fit`` does on
+        RGBA pairs) gets the mean of its kernels for the alpha channel.
+        """
+        if self.weights.ndim == 3 and alpha and self.weights.shape[0] == channels - 1:
+            weights = np.concatenate([self.weights, self.weights.mean(axis=0, keepdims=True)])
+            return replace(self, weights=weights)
+        self.check_channels(channels)
+        return self
 
     def output_channels(self, channels: int) -> int:
         return int(self.weights.shape[1]) if self.weights.ndim == 4 else channels
@@ -485,6 +500,25 @@ def resolve_kernel(spec: Kernel | str | Path, factor: int | None) -> Kernel:
 
 # --------------------------------------------------------------------- the matrix view
 
+def conv_output_shape(kernel_shape: tuple[int, int], input_shape: tuple[int, int],
+                      stride: int = 1, padding: int = 0) -> tuple[int, int]:
+    """Rows and columns of C: (output pixels, input pixels) of the convolution.
+
+    Examples
+    --------
+    >>> conv_output_shape((3, 3), (4, 4))
+    (4, 16)
+    """
+    k_h, k_w = kernel_shape
+    height, width = input_shape
+    out_h = (height + 2 * padding - k_h) // stride + 1
+    out_w = (width + 2 * padding - k_w) // stride + 1
+    if out_h < 1 or out_w < 1:
+        raise UpconvError(f"a {k_h}x{k_w} kernel does not fit a {height}x{width} (HxW) input "
+                          f"with padding {padding}")
+    return out_h * out_w, height * width
+
+
 def conv_matrix(weights: np.ndarray, input_shape: tuple[int, int], stride: int = 1,
                 padding: int = 0) -> np.ndarray:
     """The matrix C of a 2-D convolution (deep-learning sense: no kernel flip).
@@ -505,11 +539,9 @@ def conv_matrix(weights: np.ndarray, input_shape: tuple[int, int], stride: int =
         raise UpconvError("the convolution matrix is defined for a 2-D kernel")
     k_h, k_w = weights.shape
     height, width = input_shape
+    conv_output_shape(weights.shape, input_shape, stride, padding)  # refuses misfits
     out_h = (height + 2 * padding - k_h) // stride + 1
     out_w = (width + 2 * padding - k_w) // stride + 1
-    if out_h < 1 or out_w < 1:
-        raise UpconvError(f"a {k_h}x{k_w} kernel does not fit a {width}x{height} input "
-                          f"with padding {padding}")
     matrix = np.zeros((out_h * out_w, height * width))
     for oy in range(out_h):
         for ox in range(out_w):

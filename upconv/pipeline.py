@@ -96,12 +96,17 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     picture = load_image(input_path, settings.max_pixels)
     height, width = picture.samples.shape[:2]
     if kernel is not None:
-        kernel.check_channels(picture.samples.shape[2])
+        kernel = kernel.for_image(picture.samples.shape[2],
+                                  picture.has_alpha and not kernel.mixes_channels)
         geometry = kernel.padding if settings.padding is None else settings.padding
-        out_h = output_size(height, kernel.shape[0], kernel.stride, geometry,
+        pad_y, pad_x = geometry if isinstance(geometry, tuple) else (geometry, geometry)
+        out_h = output_size(height, kernel.shape[0], kernel.stride, pad_y,
                             settings.output_padding)
-        out_w = output_size(width, kernel.shape[1], kernel.stride, geometry,
+        out_w = output_size(width, kernel.shape[1], kernel.stride, pad_x,
                             settings.output_padding)
+        if min(out_h, out_w) < 1:
+            raise UpconvError(f"padding {geometry} leaves no output for a {width}x{height} "
+                              "input")
     else:
         out_h, out_w = output_shape_for((height, width), settings.factor, settings.size)
     if out_h * out_w > settings.max_pixels:

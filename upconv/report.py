@@ -63,8 +63,9 @@ def kernel_report(kernel: Kernel) -> dict[str, Any]:
     """The kernel's own analysis: its polyphase sums and their spread."""
     spread = kernel.spread()
     return {"name": kernel.name, "shape": list(kernel.weights.shape), "stride": kernel.stride,
-            "phase_sums": kernel.phase_sums().tolist(), "spread": spread,
-            "flat_stays_flat": spread == 0.0}
+            "phase_sums": kernel.phase_sums().tolist(),
+            "spread": spread if math.isfinite(spread) else None,  # JSON has no infinity
+            "flat_stays_flat": kernel.flat_stays_flat}
 
 
 def build_report(image: np.ndarray | None, factor: int | None = None,
@@ -184,7 +185,8 @@ def print_report(report: dict[str, Any], console: Console, title: str = "report"
         sums = np.array(k["phase_sums"])
         table.add_row("phase sums", "\n".join(" ".join(f"{v:9.4g}" for v in row)
                                               for row in sums.reshape(-1, sums.shape[-1])))
-        table.add_row("spread", f"{k['spread']:.4g} ("
+        table.add_row("spread", ("infinite" if k["spread"] is None else f"{k['spread']:.4g}")
+                      + " ("
                       + ("a flat input stays flat" if k["flat_stays_flat"] else
                          "a flat input gets a checkerboard") + ")")
         console.print(table)

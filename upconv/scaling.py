@@ -110,7 +110,8 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
     boundary : {"edge", "reflect", "zero"}, optional
         Extension past the border: scipy modes ``nearest``, ``reflect``,
         ``grid-constant``. Use ``"zero"`` with ``padding`` for PyTorch.
-        Default: the boundary a fitted kernel was fitted with, else "edge".
+        Default: "zero" in PyTorch's geometry (a padding, given or in the
+        kernel), else the boundary a fitted kernel was fitted with, else "edge".
     output_shape : (int or None, int or None), optional
         ``(height, width)`` instead of ``factor``; a ``None`` side keeps the
         aspect ratio. Not for ``"transpose"``, whose output is ``s`` times
@@ -118,7 +119,7 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
     kernel : Kernel, str or path, optional
         For ``"transpose"``: a :class:`~upconv.kernels.Kernel`, a kernel file,
         or a built-in name (``"nearest"``, ``"bilinear"``, ``"bicubic"``);
-        default ``"bilinear"``.
+        default: the fitted default for factors 2, 3 and 4, else ``"bilinear"``.
     padding, output_padding : int or (int, int), optional
         For ``"transpose"``: PyTorch's ``ConvTranspose2d`` geometry instead of
         the centred one (see :mod:`upconv.transpose`).
@@ -187,10 +188,11 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
         stride = stride_from_factor(factor)
         resolved = resolve_kernel(kernel if kernel is not None else default_kernel(stride),
                                   stride)
-        resolved.check_channels(img3.shape[2])
         alpha = alpha and not resolved.mixes_channels
+        resolved = resolved.for_image(img3.shape[2], alpha)
         if boundary is None:  # PyTorch's geometry pads with zeros; fitted kernels know theirs
-            boundary = Boundary.ZERO if padding is not None else (
+            torch_geometry = padding is not None or resolved.padding is not None
+            boundary = Boundary.ZERO if torch_geometry else (
                 resolved.info.get("boundary") or Boundary.EDGE)
         boundary = choice(boundary, Boundary, "boundary")
 

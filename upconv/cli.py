@@ -13,16 +13,22 @@ Exit status (also in ``upconv --help``):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
 import re
 import sys
+import threading
+import time
 import traceback
+from dataclasses import replace
 
 import click
 
 from . import __version__
+from .batch import Outcome, expand_inputs, plan_outputs, run_jobs
 from .errors import OutputClosedError, UpconvError
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -31,7 +37,8 @@ from .images import (
     format_for,
 )
 from .options import Boundary, Method
-from .pipeline import ScaleSettings, resolve_settings_kernel, scale_file
+from .pipeline import ScaleSettings, resolve_settings_kernel, scale_file, scale_job
+from .polyphase import default_threads
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
@@ -101,8 +108,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 @main.command("scale", context_settings=CONTEXT, epilog=EPILOG)
-@click.argument("input_path", metavar="INPUT")
-@click.argument("output_path", metavar="OUTPUT")
+@click.argument("paths", nargs=-1, required=True, metavar="INPUT OUTPUT | INPUT... -o DIR")
 @click.option("-m", "--method", type=_enum_choice(Method), default=Method.BICUBIC.value,
               show_default=True,
               help="scipy.ndimage spline of order 0, 1 or 3 (B-spline), or a transposed "
@@ -137,15 +143,36 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Worker threads (default: all CPUs).")
 @click.option("--report", "report_path", metavar="PATH|-",
-              help="Write the checkerboard report (JSON) about the output ('-': stdout).")
-@click.option("--quiet", is_flag=True, help="No one-line summary on stderr.")
-def scale_command(input_path: str, output_path: str, method: str, factor_text: str | None,
+              help="Write the checkerboard report (JSON) about the output ('-': stdout); "
+                   "in a batch, one JSON line per image.")
+@click.option("-o", "--output-dir", "output_dir", metavar="DIR",
+              help="Batch: write every INPUT (files or folders) into DIR.")
+@click.option("--name", "name_template", default="{stem}_x{factor}.{ext}", show_default=True,
+              help="Batch: output file name; fields {stem}, {ext}, {factor}, {method}, {name}.")
+@click.option("-r", "--recursive", is_flag=True, help="Batch: descend into subfolders.")
+@click.option("--skip-existing", is_flag=True,
+              help="Batch: skip inputs whose output exists (resume a stopped batch).")
+@click.option("--fail-fast", is_flag=True, help="Batch: stop at the first failure.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+              help="Batch: worker processes [default: the number of CPUs].")
+@click.option("--dask", "dask_address", metavar="ADDRESS",
+              help="Batch: run on this dask.distributed scheduler (pip install "
+                   "'upconv[dask]'); files must be on storage the workers share.")
+@click.option("--quiet", is_flag=True, help="No summary line and no progress bar on stderr.")
+def scale_command(paths: tuple[str, ...], method: str, factor_text: str | None,
                   size_text: str | None, boundary: str | None, kernel_spec: str | None,
                   padding: int | None, output_padding: int, post_kernel: str | None,
                   linear_light: bool, format_name: str | None, quality: int | None,
                   max_pixels: int, threads: int | None, report_path: str | None,
-                  quiet: bool) -> None:
-    """Upsample INPUT into OUTPUT ('-' for standard input or output).
+                  output_dir: str | None, name_template: str, recursive: bool,
+                  skip_existing: bool, fail_fast: bool, jobs: int | None,
+                  dask_address: str | None, quiet: bool) -> None:
+    """Upsample INPUT into OUTPUT ('-' for standard input or output), or many files.
+
+    With -o DIR, every INPUT (files, or folders of images) is written into
+    DIR under the --name template, by --jobs worker processes (or a Dask
+    cluster), with a progress bar; a bad file is reported and the others go
+    on (exit status 1 at the end).
 
     Sampling uses the half-pixel grid of Pillow, OpenCV and PyTorch
     (align_corners=False) and equals scipy.ndimage.zoom(grid_mode=True) per
@@ -160,13 +187,26 @@ def scale_command(input_path: str, output_path: str, method: str, factor_text: s
     \b
     Examples:
       upconv scale photo.png big.png --factor 2
+      upconv scale photos/ -o big/ --factor 2 --recursive --skip-existing
       upconv scale photo.jpg big.webp --size 1920x --method bilinear
       upconv scale photo.png big.png --method transpose --kernel k.json
       cat a.png | upconv scale - - --factor 3 --format png | display
     """
+    batch = output_dir is not None
+    if batch:
+        if "-" in paths:
+            raise click.UsageError("a batch (-o DIR) reads files, not standard input")
+    elif len(paths) != 2:
+        raise click.UsageError("give INPUT and OUTPUT, or several INPUTs with -o DIR")
+    else:
+        for flag, value in (("--recursive", recursive), ("--skip-existing", skip_existing),
+                            ("--fail-fast", fail_fast), ("--jobs", jobs),
+                            ("--dask", dask_address)):
+            if value:
+                raise click.UsageError(f"{flag} is for batches (-o DIR)")
     chosen = Method(method)
     transpose = chosen is Method.TRANSPOSE
-    if report_path == "-" and output_path == "-":
+    if report_path == "-" and not batch and paths[1] == "-":
         raise click.UsageError("--report - needs the image to go to a file, not to stdout")
     if not transpose:
         for flag, value in (("--kernel", kernel_spec), ("--padding", padding),
@@ -193,15 +233,97 @@ def scale_command(input_path: str, output_path: str, method: str, factor_text: s
         post_kernel=post_kernel, linear_light=linear_light, format_name=format_name,
         quality=quality, max_pixels=max_pixels, threads=threads,
         full_report=report_path is not None, figure=not quiet)
+    kernel = resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
+    if batch:
+        factor_field = factor_text or size_text or str(kernel.stride if kernel else "")
+        _scale_batch(paths, output_dir, settings, name_template, factor_field, recursive,
+                     skip_existing, fail_fast, jobs, dask_address, report_path, quiet)
+        return
+    input_path, output_path = paths
     _refuse_clobbering_input(input_path, output_path)
-    resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
-    result = scale_file(input_path, output_path, settings)
+    with _spinner_after(1.0, f"upconv: {input_path}", enabled=not quiet):
+        result = scale_file(input_path, output_path, settings)
     for note in result.notes:
         _warn(note)
     if result.report is not None:
         _write_report(result.report, report_path)
     if not quiet:
         click.echo(f"upconv: {result.summary()}", err=True)
+
+
+def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSettings,
+                 template: str, factor_field: str, recursive: bool, skip_existing: bool,
+                 fail_fast: bool, jobs: int | None, dask_address: str | None,
+                 report_path: str | None, quiet: bool) -> None:
+    fmt_suffix = FORMATS[format_for("-", settings.format_name)][1][0].lstrip(".") \
+        if settings.format_name else None
+    planned = plan_outputs(expand_inputs(paths, recursive), output_dir, template,
+                           {"factor": factor_field, "method": settings.method.value},
+                           fmt_suffix)
+    if not planned:
+        raise UpconvError(f"no image files in {', '.join(paths)}")
+    os.makedirs(output_dir, exist_ok=True)
+    skipped = [job for job in planned if skip_existing and os.path.exists(job.output)]
+    todo = [job for job in planned if job not in skipped]
+    workers = jobs or default_threads()
+    if settings.threads is None and workers > 1:  # share the CPUs between the workers
+        settings = replace(settings, threads=max(1, default_threads() // workers))
+    work = functools.partial(scale_job, settings)
+    failures: list[Outcome] = []
+    reports: list[str] = []
+    worst = None
+    with BatchProgress(len(planned), len(skipped), enabled=not quiet) as progress:
+        for outcome in run_jobs(todo, work, workers, dask_address):
+            progress.advance()
+            if outcome.status == "failed":
+                failures.append(outcome)
+                progress.print(f"upconv: failed: {_with_name(outcome)}")
+                if fail_fast:
+                    break
+                continue
+            result = outcome.result
+            for note in result.notes:
+                progress.print(f"upconv: warning: {outcome.job.input}: {note}")
+            if result.report is not None:
+                line = json.dumps({"file": outcome.job.input, **result.report})
+                if report_path == "-":
+                    click.echo(line)
+                else:
+                    reports.append(line)
+            worst = _worse(worst, result.figure)
+    if report_path not in (None, "-"):
+        with atomic_output(report_path) as handle:
+            handle.write("".join(line + "\n" for line in reports).encode())
+    done = len(todo) - len(failures) if not (fail_fast and failures) else None
+    if not quiet:
+        counted = f"{done} of {len(planned)}" if done is not None else "some"
+        text = (f"upconv: scaled {counted} files into {output_dir} ({len(failures)} failed, "
+                f"{len(skipped)} skipped)")
+        if worst:
+            text += f"; worst {worst}"
+        click.echo(text, err=True)
+    if failures:
+        click.echo(f"upconv: error: {len(failures)} file(s) failed: "
+                   + "; ".join(f.job.input for f in failures[:5])
+                   + (" ..." if len(failures) > 5 else ""), err=True)
+        raise click.exceptions.Exit(EXIT_FAILURE)
+
+
+def _with_name(outcome: Outcome) -> str:
+    error = outcome.error or ""
+    return error if error.startswith(outcome.job.input) else f"{outcome.job.input}: {error}"
+
+
+def _worse(current: str | None, figure: str) -> str | None:
+    """Keep the figure with the highest checkerboard score."""
+    match = re.search(r"checkerboard ([0-9.]+)", figure or "")
+    if not match:
+        return current
+    if current is None:
+        return figure
+    previous = re.search(r"checkerboard ([0-9.]+)", current)
+    return figure if previous is None or float(match.group(1)) > float(previous.group(1)) \
+        else current
 
 
 def _write_report(report: dict, path: str) -> None:
@@ -211,6 +333,86 @@ def _write_report(report: dict, path: str) -> None:
         return
     with atomic_output(path) as handle:
         handle.write(text.encode())
+
+
+class BatchProgress:
+    """A rich progress bar (count, rate, ETA) on stderr, when stderr is a terminal."""
+
+    def __init__(self, total: int, already: int, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total, self.already = total, already
+        self.progress = None
+
+    def __enter__(self) -> BatchProgress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(TextColumn("upconv"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                     console=Console(stderr=True), transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("files", total=self.total,
+                                               completed=self.already, rate="")
+            self.started = time.monotonic()
+            self.count = 0
+        return self
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.count += 1
+            rate = self.count / max(time.monotonic() - self.started, 1e-9)
+            self.progress.update(self.task, advance=1, rate=f"{rate:.1f} files/s")
+
+    def print(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(message, markup=False, highlight=False)
+        else:
+            click.echo(message, err=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@contextlib.contextmanager
+def _spinner_after(delay: float, label: str, enabled: bool):
+    """A spinner with elapsed time on stderr for a single job that takes longer than ``delay``."""
+    if not (enabled and sys.stderr.isatty()):
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn(label.replace("[", "\\[")),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    lock = threading.Lock()
+    state = {"shown": False, "done": False}
+
+    def show() -> None:
+        with lock:
+            if not state["done"]:
+                progress.start()
+                progress.add_task("job", total=None)
+                state["shown"] = True
+
+    timer = threading.Timer(delay, show)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["done"] = True
+            timer.cancel()
+            if state["shown"]:
+                progress.stop()
 
 
 def _warn(message: str) -> None:

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import os
 
 import click
 from rich.console import Console
 
 from . import cli
+from .batch import Job, expand_inputs, run_jobs
 from .cli import CONTEXT, EPILOG, main
 from .errors import UpconvError
 from .images import DEFAULT_MAX_PIXELS, atomic_output, load_image, to_float
-from .kernels import BUILTIN_KERNELS, Kernel, resolve_kernel
-from .report import build_report, print_report, render_map, render_spectrum
+from .pipeline import ReportSettings, report_job
+from .report import (
+    build_report,
+    load_report_kernel,
+    print_report,
+    render_map,
+    render_spectrum,
+)
 
 EXIT_ABOVE = 3
 
 
 @main.command("report", context_settings=CONTEXT, epilog=EPILOG)
-@click.argument("image_path", metavar="[IMAGE]", required=False)
+@click.argument("image_paths", metavar="[IMAGE...]", nargs=-1)
 @click.option("-f", "--factor", type=int, default=None,
               help="The period s (the upsampling factor); detected (2-8) when left out.")
 @click.option("--reference", "reference_path", metavar="HIGH",
@@ -37,10 +46,15 @@ EXIT_ABOVE = 3
               help="Tile size of --map, in pixels.")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS,
               show_default=True, help="Refuse larger images.")
-def report_command(image_path: str | None, factor: int | None, reference_path: str | None,
-                   kernel_spec: str | None, as_json: bool, fail_above: float | None,
-                   map_path: str | None, spectrum_path: str | None, tile: int,
-                   max_pixels: int) -> None:
+@click.option("-r", "--recursive", is_flag=True, help="Several images: descend into folders.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Several images: worker processes.")
+@click.option("--quiet", is_flag=True, help="Several images: no progress bar.")
+def report_command(image_paths: tuple[str, ...], factor: int | None,
+                   reference_path: str | None, kernel_spec: str | None, as_json: bool,
+                   fail_above: float | None, map_path: str | None, spectrum_path: str | None,
+                   tile: int, max_pixels: int, recursive: bool, jobs: int,
+                   quiet: bool) -> None:
     """Measure checkerboard artifacts: the stride-periodic pattern of an upsampled IMAGE.
 
     The score is the RMS amplitude of the period-s pattern in 8-bit grey
@@ -58,13 +72,18 @@ def report_command(image_path: str | None, factor: int | None, reference_path: s
       upconv report out.png --reference truth.png --map heat.png --fail-above 1
       upconv report --kernel k.json
     """
-    if image_path is None and kernel_spec is None:
+    if not image_paths and kernel_spec is None:
         raise click.UsageError("give an IMAGE, a --kernel, or both")
-    if image_path is None and (reference_path or map_path or spectrum_path):
-        raise click.UsageError("--reference, --map and --spectrum need an IMAGE")
+    if len(image_paths) != 1 and (reference_path or map_path or spectrum_path):
+        raise click.UsageError("--reference, --map and --spectrum need one IMAGE")
     kernel = None
     if kernel_spec is not None:
-        kernel = _report_kernel(kernel_spec, factor)
+        kernel = load_report_kernel(kernel_spec, factor)
+    if len(image_paths) > 1 or (image_paths and os.path.isdir(image_paths[0])):
+        _report_batch(image_paths, ReportSettings(factor, kernel_spec, max_pixels), recursive,
+                      jobs, as_json, fail_above, quiet)
+        return
+    image_path = image_paths[0] if image_paths else None
     image = reference = None
     if image_path is not None:
         image = to_float(load_image(image_path, max_pixels).samples)
@@ -92,13 +111,37 @@ def report_command(image_path: str | None, factor: int | None, reference_path: s
         raise click.exceptions.Exit(EXIT_ABOVE)
 
 
-def _report_kernel(spec: str, factor: int | None) -> Kernel:
-    if spec in BUILTIN_KERNELS:
-        return resolve_kernel(spec, factor or 2)
-    kernel = Kernel.load(spec)
-    if kernel.stride is None and factor is None:
-        raise UpconvError(f"{spec}: the kernel does not state its stride; give --factor")
-    return kernel.with_stride(factor if kernel.stride is None else None)
+def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: bool,
+                  jobs: int, as_json: bool, fail_above: float | None, quiet: bool) -> None:
+    if "-" in paths:
+        raise click.UsageError("several images are read from files, not standard input")
+    planned = [Job(path, "") for path, _ in expand_inputs(paths, recursive)]
+    if not planned:
+        raise UpconvError(f"no image files in {', '.join(paths)}")
+    failures, above = [], []
+    console = Console(highlight=False)
+    with cli.BatchProgress(len(planned), 0, enabled=not quiet) as progress:
+        for outcome in run_jobs(planned, functools.partial(report_job, settings), jobs):
+            progress.advance()
+            if outcome.status == "failed":
+                failures.append(outcome.job.input)
+                progress.print(f"upconv: failed: {cli._with_name(outcome)}")
+                continue
+            report = outcome.result
+            if as_json:
+                click.echo(json.dumps({"file": outcome.job.input, **report}))
+            else:
+                print_report(report, console, title=outcome.job.input)
+            board = report["checkerboard"]
+            if fail_above is not None and board and board["score"] > fail_above:
+                above.append(outcome.job.input)
+    if failures:
+        cli._error(f"{len(failures)} file(s) failed: {'; '.join(failures[:5])}")
+        raise click.exceptions.Exit(cli.EXIT_FAILURE)
+    if above:
+        cli._error(f"{len(above)} image(s) scored above --fail-above {fail_above:g}: "
+                   f"{'; '.join(above[:5])}")
+        raise click.exceptions.Exit(EXIT_ABOVE)
 
 
 def _save_png(picture, path: str) -> None:

@@ -26,7 +26,7 @@ from .images import (
 from .kernels import Kernel, resolve_kernel
 from .metrics import measure_pattern, verdict
 from .options import Method
-from .report import build_report, check_measurable
+from .report import build_report, check_measurable, load_report_kernel
 from .scaling import default_kernel, output_shape_for, scale, stride_from_factor
 from .transpose import output_size
 
@@ -193,3 +193,39 @@ def report_about(samples: np.ndarray, stride: int | None, kernel: Kernel | None)
         report = build_report(None, stride, kernel)
         report["checkerboard_error"] = str(exc)
         return report
+
+
+def scale_job(settings: ScaleSettings, job) -> ScaleResult:
+    """:func:`scale_file` for a batch :class:`~upconv.batch.Job` (picklable with partial)."""
+    import os
+
+    os.makedirs(os.path.dirname(job.output) or ".", exist_ok=True)
+    return scale_file(job.input, job.output, settings)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What ``upconv report`` was asked to measure, independent of the files."""
+
+    factor: int | None = None
+    kernel_spec: str | None = None
+    max_pixels: int = 2 ** 28
+
+
+def report_file(path: str, settings: ReportSettings, reference: str | None = None) -> dict:
+    """The report about one image file (and the kernel, if any)."""
+    kernel = (load_report_kernel(settings.kernel_spec, settings.factor)
+              if settings.kernel_spec else None)
+    factor = settings.factor if settings.factor is not None else (
+        kernel.stride if kernel is not None else None)
+    image = to_float(load_image(path, settings.max_pixels).samples)
+    truth = to_float(load_image(reference, settings.max_pixels).samples) if reference else None
+    report = build_report(image, factor, kernel, truth)
+    report["image"] = path
+    report["size"] = [image.shape[1], image.shape[0]]
+    return report
+
+
+def report_job(settings: ReportSettings, job) -> dict:
+    """:func:`report_file` for a batch job (picklable with partial)."""
+    return report_file(job.input, settings)

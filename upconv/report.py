@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import UpconvError
-from .kernels import Kernel
+from .kernels import BUILTIN_KERNELS, Kernel, resolve_kernel
 from .metrics import (
     PeriodicPattern,
     detect_period,
@@ -259,3 +259,13 @@ def render_spectrum(image: np.ndarray, factor: int, size: int = 512) -> Image.Im
                 draw.ellipse((x - 6, y - 6, x + 6, y + 6), outline=(0, 255, 255), width=2)
     draw.text((4, 4), f"log power; circles: (k/{factor}, l/{factor})", fill=(0, 255, 255))
     return picture
+
+
+def load_report_kernel(spec: str, factor: int | None) -> Kernel:
+    """A kernel for a report: a built-in (for ``factor``, default 2) or a file."""
+    if spec in BUILTIN_KERNELS:
+        return resolve_kernel(spec, factor or 2)
+    kernel = Kernel.load(spec)
+    if kernel.stride is None and factor is None:
+        raise UpconvError(f"{spec}: the kernel does not state its stride; give --factor")
+    return kernel.with_stride(factor if kernel.stride is None else None)

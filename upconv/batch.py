@@ -1,0 +1,176 @@
+"""Many files: planning outputs, running them (here or on a cluster), progress, failures.
+
+A batch is a list of :class:`Job` (one input, one output). :func:`run_jobs`
+runs them in this process, in worker processes, or on a Dask cluster, and
+yields each :class:`Outcome` as it finishes; one bad file never stops the
+others unless asked. Workers are started once and reused, so the cost of
+starting Python and importing numpy and scipy is paid once per worker, not
+per file. Outputs are written atomically by the workers, so a batch stopped
+by Ctrl-C or a crash can be resumed with ``--skip-existing``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import string
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UpconvError
+from .images import FORMATS
+
+__all__ = ["Job", "Outcome", "expand_inputs", "plan_outputs", "run_jobs", "IMAGE_SUFFIXES"]
+
+#: Suffixes of the files a folder contributes to a batch.
+IMAGE_SUFFIXES = tuple(sorted({suffix for _, suffixes, *_ in FORMATS.values()
+                               for suffix in suffixes} | {".pbm", ".gif"}))
+
+TEMPLATE_FIELDS = ("stem", "ext", "factor", "method", "name")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to process."""
+
+    input: str
+    output: str
+
+
+@dataclass
+class Outcome:
+    """What became of a job: done, skipped, or failed (with why)."""
+
+    job: Job
+    status: str  # "done", "skipped" or "failed"
+    error: str | None = None
+    result: Any = None
+
+
+def expand_inputs(paths: Iterable[str], recursive: bool) -> list[tuple[str, Path]]:
+    """Files to process, each with the folder its relative output path starts from.
+
+    A folder contributes its image files (sorted; with ``recursive``, those
+    of its subfolders too, keeping their relative paths). Files are taken as
+    they are, even if missing: they fail in the batch, like any bad file.
+    """
+    found: list[tuple[str, Path]] = []
+    for path in paths:
+        base = Path(path)
+        if base.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(p for p in base.glob(pattern)
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                           and not p.name.startswith("."))
+            found += [(str(p), p.parent.relative_to(base)) for p in files]
+        else:
+            found.append((path, Path()))
+    return found
+
+
+def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
+                 fields: dict[str, str], fmt_suffix: str | None) -> list[Job]:
+    """The output path of every input, from the name template.
+
+    ``fields`` holds ``factor`` and ``method``; ``stem``, ``ext`` and ``name``
+    come from each input (``ext`` is the output format's suffix when a
+    format is forced). Two inputs that would write the same output, or an
+    output that is one of the inputs, are refused.
+    """
+    _check_template(template)
+    jobs, seen = [], {}
+    input_files = {os.path.realpath(path) for path, _ in inputs}
+    for path, relative in inputs:
+        source = Path(path)
+        ext = fmt_suffix or source.suffix.lstrip(".").lower() or "png"
+        name = template.format_map({**fields, "stem": source.stem, "ext": ext,
+                                    "name": source.name})
+        output = str(Path(folder) / relative / name)
+        real = os.path.realpath(output)
+        if real in input_files:
+            raise UpconvError(f"{output}: would overwrite an input of this batch; change --name "
+                              "or the output folder")
+        if real in seen:
+            raise UpconvError(f"{seen[real]} and {path} would both write {output}; change "
+                              "--name (e.g. add {ext})")
+        seen[real] = path
+        jobs.append(Job(path, output))
+    return jobs
+
+
+def _check_template(template: str) -> None:
+    try:
+        names = [field for _, field, _, _ in string.Formatter().parse(template) if field]
+    except ValueError as exc:
+        raise UpconvError(f"--name {template!r}: {exc}") from None
+    unknown = [n for n in names if n not in TEMPLATE_FIELDS]
+    if unknown:
+        raise UpconvError(f"--name {template!r}: unknown field {{{unknown[0]}}}; use "
+                          + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS))
+
+
+# --------------------------------------------------------------------- running
+
+def _safely(work: Callable[[Job], Any], job: Job) -> Outcome:
+    """Run one job; turn expected failures into an Outcome (exceptions don't cross processes
+    well, and one bad file must not stop the batch)."""
+    try:
+        return Outcome(job, "done", result=work(job))
+    except UpconvError as exc:
+        return Outcome(job, "failed", error=str(exc))
+    except MemoryError:
+        return Outcome(job, "failed", error="out of memory")
+    except OSError as exc:
+        return Outcome(job, "failed", error=f"{exc.strerror or exc}")
+    except Exception as exc:  # noqa: BLE001 - reported per file, the batch goes on
+        return Outcome(job, "failed", error=f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _worker_init(threads: int) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
+
+
+def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
+             dask_address: str | None = None) -> Iterator[Outcome]:
+    """Run ``work(job)`` for every job and yield the outcomes as they finish.
+
+    ``work`` must be picklable (a module-level function or a
+    ``functools.partial`` of one) when ``workers > 1`` or on Dask.
+    """
+    if dask_address is not None:
+        from .cluster import run_on_dask
+
+        yield from run_on_dask(jobs, work, dask_address)
+        return
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _safely(work, job)
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["upconv.pipeline"])
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                               initargs=(threads,))
+    pending: set[Future] = set()
+    queue = iter(jobs)
+    try:
+        # Keep a couple of jobs per worker in flight: no long queue to cancel on Ctrl-C.
+        for job in queue:
+            pending.add(pool.submit(_safely, work, job))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+                following = next(queue, None)
+                if following is not None:
+                    pending.add(pool.submit(_safely, work, following))
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)

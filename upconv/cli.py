@@ -142,6 +142,9 @@ def main(ctx: click.Context, debug: bool) -> None:
               show_default=True, help="Refuse inputs or outputs with more pixels than this.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Worker threads (default: all CPUs).")
+@click.option("--tile", type=click.IntRange(1), default=None, metavar="N",
+              help="Compute in tiles of N output rows (automatic, 1024, above 64 megapixels); "
+                   ".npy to .npy is then streamed.")
 @click.option("--report", "report_path", metavar="PATH|-",
               help="Write the checkerboard report (JSON) about the output ('-': stdout); "
                    "in a batch, one JSON line per image.")
@@ -163,7 +166,8 @@ def scale_command(paths: tuple[str, ...], method: str, factor_text: str | None,
                   size_text: str | None, boundary: str | None, kernel_spec: str | None,
                   padding: int | None, output_padding: int, post_kernel: str | None,
                   linear_light: bool, format_name: str | None, quality: int | None,
-                  max_pixels: int, threads: int | None, report_path: str | None,
+                  max_pixels: int, threads: int | None, tile: int | None,
+                  report_path: str | None,
                   output_dir: str | None, name_template: str, recursive: bool,
                   skip_existing: bool, fail_fast: bool, jobs: int | None,
                   dask_address: str | None, quiet: bool) -> None:
@@ -231,7 +235,7 @@ def scale_command(paths: tuple[str, ...], method: str, factor_text: str | None,
         size=_parse_size(size_text) if size_text is not None else None, boundary=boundary,
         kernel_spec=kernel_spec, padding=padding, output_padding=output_padding,
         post_kernel=post_kernel, linear_light=linear_light, format_name=format_name,
-        quality=quality, max_pixels=max_pixels, threads=threads,
+        quality=quality, max_pixels=max_pixels, threads=threads, tile=tile,
         full_report=report_path is not None, figure=not quiet)
     kernel = resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
     if batch:

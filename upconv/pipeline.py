@@ -8,6 +8,7 @@ report what happened in the parent.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +24,12 @@ from .images import (
     to_float,
     with_samples,
 )
-from .kernels import Kernel, resolve_kernel
+from .kernels import POST_KERNELS, Kernel, resolve_kernel
 from .metrics import measure_pattern, verdict
 from .options import Method
 from .report import build_report, check_measurable, load_report_kernel
 from .scaling import default_kernel, output_shape_for, scale, stride_from_factor
+from .tiles import NpyFile, bands, create_npy, halo_for, scale_in_tiles, tile_rows_for
 from .transpose import output_size
 
 __all__ = ["ScaleSettings", "ScaleResult", "scale_file"]
@@ -52,6 +54,7 @@ class ScaleSettings:
     threads: int | None = None
     full_report: bool = False
     figure: bool = True
+    tile: int | None = None
 
 
 @dataclass
@@ -89,15 +92,63 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
 
     The output is written atomically; the result carries the notes (things
     the user should hear about), the one-line artifact figure, and the full
-    report when ``settings.full_report``.
+    report when ``settings.full_report``. Big outputs are computed in tiles
+    (:mod:`upconv.tiles`); ``.npy`` to ``.npy`` jobs that tile are streamed,
+    never holding either array whole.
     """
     fmt = format_for(output_path, settings.format_name)
     kernel = resolve_settings_kernel(settings)
+    if fmt == "npy" and input_path != "-" and _is_npy(input_path):
+        header = NpyFile.open(input_path)
+        if len(header.shape) in (2, 3) and header.dtype.kind in "fu":
+            plan = _plan(settings, kernel, header.shape, fmt)
+            if plan.tile_rows is not None:
+                return _stream_npy(input_path, output_path, header, settings, plan)
     picture = load_image(input_path, settings.max_pixels)
-    height, width = picture.samples.shape[:2]
+    plan = _plan(settings, kernel, picture.samples.shape, fmt)
+    samples = picture.samples
+    if settings.method is not Method.NEAREST:
+        samples = to_float(samples)
+    alpha = picture.has_alpha and not (plan.kernel is not None and plan.kernel.mixes_channels)
+    if plan.tile_rows is None:
+        result = _upsample(samples, settings, plan, alpha, plan.shape)
+    else:
+        first = next(_tiles(lambda a, b: samples[a:b], samples.shape[0], settings, plan, alpha))
+        result = np.empty(plan.shape + first[1].shape[2:], first[1].dtype)
+        for start, tile in _tiles(lambda a, b: samples[a:b], samples.shape[0], settings, plan,
+                                  alpha):
+            result[start:start + tile.shape[0]] = tile
+    if result.ndim == 2:
+        result = result[:, :, None]
+    if result.dtype != picture.samples.dtype and fmt != "npy":
+        # Back to the stored depth; .npy output keeps the exact float result.
+        result = from_float(result, picture.samples.dtype)
+    notes = plan.notes + save_image(with_samples(picture, result), output_path, fmt,
+                                    settings.quality)
+    outcome = ScaleResult(input_path, output_path, (plan.shape[1], plan.shape[0]),
+                          plan.method_name, notes=notes)
+    _measure(outcome, result, plan, settings)
+    return outcome
+
+
+@dataclass
+class _Plan:
+    """Sizes and choices for one file, settled before any pixel is computed."""
+
+    shape: tuple[int, int]
+    kernel: Kernel | None
+    stride: int | None  # the whole-number factor, if there is one
+    tile_rows: int | None
+    method_name: str
+    notes: list[str]
+
+
+def _plan(settings: ScaleSettings, kernel: Kernel | None, shape: tuple[int, ...],
+          fmt: str) -> _Plan:
+    height, width = shape[:2]
+    channels = shape[2] if len(shape) == 3 else 1
     if kernel is not None:
-        kernel = kernel.for_image(picture.samples.shape[2],
-                                  picture.has_alpha and not kernel.mixes_channels)
+        kernel = kernel.for_image(channels, channels in (2, 4) and not kernel.mixes_channels)
         geometry = kernel.padding if settings.padding is None else settings.padding
         pad_y, pad_x = geometry if isinstance(geometry, tuple) else (geometry, geometry)
         out_h = output_size(height, kernel.shape[0], kernel.stride, pad_y,
@@ -107,8 +158,10 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
         if min(out_h, out_w) < 1:
             raise UpconvError(f"padding {geometry} leaves no output for a {width}x{height} "
                               "input")
+        stride = kernel.stride if geometry is None else None
     else:
         out_h, out_w = output_shape_for((height, width), settings.factor, settings.size)
+        stride = whole_factor(height, width, out_h, out_w)
     if out_h * out_w > settings.max_pixels:
         raise UpconvError(f"the output would be {out_w}x{out_h} = {out_w * out_h} pixels, over "
                           f"the limit of {settings.max_pixels} (raise it with --max-pixels)")
@@ -116,47 +169,124 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     notes = []
     if out_h < height or out_w < width:
         notes.append("the output is smaller than the input; upconv does not low-pass filter "
-                     "before shrinking, so fine detail will alias")
-    channels_out = kernel.output_channels(picture.samples.shape[2]) if kernel else None
-    if channels_out is not None and channels_out > 4 and fmt != "npy":
+                      "before shrinking, so fine detail will alias")
+    channels_out = kernel.output_channels(channels) if kernel else channels
+    if channels_out > 4 and fmt != "npy":
         raise UpconvError(f"the kernel makes {channels_out} channels; only .npy output can "
                           "hold more than 4")
-
-    samples = picture.samples
-    if settings.method is not Method.NEAREST:
-        samples = to_float(samples)
-    if kernel is not None:
-        result = scale(samples, method=settings.method, boundary=settings.boundary,
-                       kernel=kernel, padding=settings.padding,
-                       output_padding=settings.output_padding,
-                       post_kernel=settings.post_kernel, alpha=picture.has_alpha,
-                       linear_light=settings.linear_light, threads=settings.threads)
-    else:
-        result = scale(samples, output_shape=(out_h, out_w), method=settings.method,
-                       boundary=settings.boundary or "edge", alpha=picture.has_alpha,
-                       linear_light=settings.linear_light, threads=settings.threads)
-    if result.ndim == 2:
-        result = result[:, :, None]
-    if result.dtype != picture.samples.dtype and fmt != "npy":
-        # Back to the stored depth; .npy output keeps the exact float result.
-        result = from_float(result, picture.samples.dtype)
-    notes += save_image(with_samples(picture, result), output_path, fmt, settings.quality)
-
+    tile_rows = tile_rows_for(settings.tile, out_h * out_w)
+    if tile_rows is not None and stride is None:
+        if settings.tile is not None:
+            raise UpconvError("tiling needs a whole-number factor, the same for both axes "
+                              "(and the centred geometry for transpose)")
+        tile_rows = None  # automatic tiling only where it is exact
     method_name = settings.method.value + (f" ({kernel.name})" if kernel is not None else "")
-    outcome = ScaleResult(input_path, output_path, (out_w, out_h), method_name, notes=notes)
-    # The output and its artifact figure come together: measure what was written.
-    stride = kernel.stride if kernel is not None else whole_factor(height, width, out_h, out_w)
+    return _Plan((out_h, out_w), kernel, stride, tile_rows, method_name, notes)
+
+
+def _upsample(samples: np.ndarray, settings: ScaleSettings, plan: _Plan, alpha: bool,
+              shape: tuple[int, int]) -> np.ndarray:
+    """The resampling itself, on a whole image or a tile's window."""
+    if plan.kernel is not None:
+        return scale(samples, method=settings.method, boundary=settings.boundary,
+                     kernel=plan.kernel, padding=settings.padding,
+                     output_padding=settings.output_padding, post_kernel=settings.post_kernel,
+                     alpha=alpha, linear_light=settings.linear_light, threads=settings.threads)
+    return scale(samples, output_shape=shape, method=settings.method,
+                 boundary=settings.boundary or "edge", alpha=alpha,
+                 linear_light=settings.linear_light, threads=settings.threads)
+
+
+def _tiles(read_rows, height: int, settings: ScaleSettings, plan: _Plan, alpha: bool):
+    s = plan.stride
+    post_rows = 0
+    if settings.post_kernel is not None:
+        post_rows = 3 if settings.post_kernel in POST_KERNELS else max(
+            Kernel.load(settings.post_kernel).shape)
+    halo = halo_for(None if plan.kernel is not None else settings.method.order,
+                    plan.kernel.shape[0] if plan.kernel is not None else None, s, post_rows)
+    width = plan.shape[1] // s
+
+    def upsample(window: np.ndarray) -> np.ndarray:
+        result = _upsample(window, settings, plan, alpha, (s * window.shape[0], s * width))
+        return result[:, :, None] if result.ndim == 2 else result
+
+    return scale_in_tiles(read_rows, height, s, upsample, plan.shape[0], plan.tile_rows, halo)
+
+
+def _stream_npy(input_path: str, output_path: str, source: NpyFile, settings: ScaleSettings,
+                plan: _Plan) -> ScaleResult:
+    """Tile an ``.npy`` into an ``.npy`` without holding either whole."""
+    planar = len(source.shape) == 2
+    channels = 1 if planar else source.shape[2]
+    dtype = np.float64 if source.dtype == np.float64 else np.float32
+    out_shape = plan.shape if planar else plan.shape + (plan.kernel.output_channels(channels)
+                                                        if plan.kernel else channels,)
+    alpha = channels in (2, 4) and not (plan.kernel is not None and plan.kernel.mixes_channels)
+
+    def read_rows(first: int, last: int) -> np.ndarray:
+        rows = source.read_rows(first, last)
+        rows = rows[:, :, None] if planar else rows
+        if rows.dtype.kind == "u":
+            return to_float(rows) if rows.dtype in (np.uint8, np.uint16) else rows / np.iinfo(
+                rows.dtype).max
+        if not np.isfinite(rows).all():
+            raise UpconvError(f"{input_path}: the image contains NaN or infinite values")
+        return rows.astype(dtype, copy=False)
+
+    target = create_npy(output_path, out_shape, dtype)
+    middle = None
+    try:
+        tiles = list(bands(plan.shape[0], plan.stride, plan.tile_rows))
+        centre = tiles[len(tiles) // 2][0]
+        for start, tile in _tiles(read_rows, source.shape[0], settings, plan, alpha):
+            tile = tile.astype(dtype, copy=False)
+            target.write_rows(start, tile[:, :, 0] if planar else tile)
+            if start == centre:
+                middle = tile
+        mode = os.stat(output_path).st_mode & 0o7777 if os.path.exists(output_path) else (
+            0o666 & ~_umask())
+        os.chmod(target.path, mode)
+        os.replace(target.path, os.path.realpath(output_path))
+    except BaseException:
+        if os.path.exists(target.path):
+            os.unlink(target.path)
+        raise
+    outcome = ScaleResult(input_path, output_path, (plan.shape[1], plan.shape[0]),
+                          plan.method_name, notes=plan.notes)
+    if middle is not None:
+        _measure(outcome, middle, plan, settings)
+        outcome.figure += " (measured on the middle tile)"
+    return outcome
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _is_npy(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False
+
+
+def _measure(outcome: ScaleResult, result: np.ndarray, plan: _Plan,
+             settings: ScaleSettings) -> None:
+    """The output and its artifact figure come together: measure what was written."""
     if settings.full_report:
-        outcome.report = report_about(result, stride, kernel)
-        outcome.report.update({"image": output_path, "size": [out_w, out_h],
+        outcome.report = report_about(result, plan.stride, plan.kernel)
+        outcome.report.update({"image": outcome.output, "size": list(outcome.size),
                                "method": settings.method.value})
         board = outcome.report["checkerboard"]
         outcome.figure = (f"checkerboard {board['score']:.2f} grey levels ({board['verdict']})"
                           if board else "checkerboard n/a")
     elif settings.figure:
-        outcome.figure = (quick_checkerboard(result, stride) if stride is not None
+        outcome.figure = (quick_checkerboard(result, plan.stride) if plan.stride is not None
                           else "checkerboard n/a (not a whole-number factor)")
-    return outcome
 
 
 def whole_factor(height: int, width: int, out_h: int, out_w: int) -> int | None:

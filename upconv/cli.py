@@ -139,7 +139,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("-q", "--quality", type=click.IntRange(1, 100), default=None,
               help="JPEG/WebP quality (default 92).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS,
-              show_default=True, help="Refuse inputs or outputs with more pixels than this.")
+              show_default=True,
+              help="Refuse inputs or outputs with more pixels than this (streamed .npy "
+                   "outputs only when given).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Worker threads (default: all CPUs).")
 @click.option("--tile", type=click.IntRange(1), default=None, metavar="N",
@@ -236,6 +238,8 @@ def scale_command(paths: tuple[str, ...], method: str, factor_text: str | None,
         kernel_spec=kernel_spec, padding=padding, output_padding=output_padding,
         post_kernel=post_kernel, linear_light=linear_light, format_name=format_name,
         quality=quality, max_pixels=max_pixels, threads=threads, tile=tile,
+        max_pixels_given=click.get_current_context().get_parameter_source("max_pixels")
+        is not click.core.ParameterSource.DEFAULT,
         full_report=report_path is not None, figure=not quiet)
     kernel = resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
     if batch:

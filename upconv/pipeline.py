@@ -52,6 +52,8 @@ class ScaleSettings:
     quality: int | None = None
     max_pixels: int = 2 ** 28
     threads: int | None = None
+    #: None: the default limit for images held in memory, and none for streamed .npy
+    max_pixels_given: bool = False
     full_report: bool = False
     figure: bool = True
     tile: int | None = None
@@ -101,7 +103,7 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     if fmt == "npy" and input_path != "-" and _is_npy(input_path):
         header = NpyFile.open(input_path)
         if len(header.shape) in (2, 3) and header.dtype.kind in "fu":
-            plan = _plan(settings, kernel, header.shape, fmt)
+            plan = _plan(settings, kernel, header.shape, fmt, streamed=True)
             if plan.tile_rows is not None:
                 return _stream_npy(input_path, output_path, header, settings, plan)
     picture = load_image(input_path, settings.max_pixels)
@@ -144,7 +146,7 @@ class _Plan:
 
 
 def _plan(settings: ScaleSettings, kernel: Kernel | None, shape: tuple[int, ...],
-          fmt: str) -> _Plan:
+          fmt: str, streamed: bool = False) -> _Plan:
     height, width = shape[:2]
     channels = shape[2] if len(shape) == 3 else 1
     if kernel is not None:
@@ -162,7 +164,9 @@ def _plan(settings: ScaleSettings, kernel: Kernel | None, shape: tuple[int, ...]
     else:
         out_h, out_w = output_shape_for((height, width), settings.factor, settings.size)
         stride = whole_factor(height, width, out_h, out_w)
-    if out_h * out_w > settings.max_pixels:
+    # A streamed .npy never sits in memory: only a --max-pixels the user gave limits it.
+    limited = settings.max_pixels_given or not streamed
+    if limited and out_h * out_w > settings.max_pixels:
         raise UpconvError(f"the output would be {out_w}x{out_h} = {out_w * out_h} pixels, over "
                           f"the limit of {settings.max_pixels} (raise it with --max-pixels)")
     check_writable(fmt, out_w, out_h)

@@ -161,8 +161,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None,
               help="Batch: worker processes [default: the number of CPUs].")
 @click.option("--dask", "dask_address", metavar="ADDRESS",
-              help="Batch: run on this dask.distributed scheduler (pip install "
-                   "'upconv[dask]'); files must be on storage the workers share.")
+              help="Run the batch (or a streamed .npy's tiles) on this dask.distributed "
+                   "scheduler (pip install 'upconv[dask]'); files must be on storage the "
+                   "workers share.")
 @click.option("--quiet", is_flag=True, help="No summary line and no progress bar on stderr.")
 def scale_command(paths: tuple[str, ...], method: str, factor_text: str | None,
                   size_text: str | None, boundary: str | None, kernel_spec: str | None,
@@ -206,8 +207,7 @@ def scale_command(paths: tuple[str, ...], method: str, factor_text: str | None,
         raise click.UsageError("give INPUT and OUTPUT, or several INPUTs with -o DIR")
     else:
         for flag, value in (("--recursive", recursive), ("--skip-existing", skip_existing),
-                            ("--fail-fast", fail_fast), ("--jobs", jobs),
-                            ("--dask", dask_address)):
+                            ("--fail-fast", fail_fast), ("--jobs", jobs)):
             if value:
                 raise click.UsageError(f"{flag} is for batches (-o DIR)")
     chosen = Method(method)
@@ -249,6 +249,7 @@ def scale_command(paths: tuple[str, ...], method: str, factor_text: str | None,
         return
     input_path, output_path = paths
     _refuse_clobbering_input(input_path, output_path)
+    settings = replace(settings, dask_address=dask_address)  # the tiles of a streamed .npy
     with _spinner_after(1.0, f"upconv: {input_path}", enabled=not quiet):
         result = scale_file(input_path, output_path, settings)
     for note in result.notes:

@@ -29,7 +29,15 @@ from .metrics import measure_pattern, verdict
 from .options import Method
 from .report import build_report, check_measurable, load_report_kernel
 from .scaling import default_kernel, output_shape_for, scale, stride_from_factor
-from .tiles import NpyFile, bands, create_npy, halo_for, scale_in_tiles, tile_rows_for
+from .tiles import (
+    NpyFile,
+    bands,
+    create_npy,
+    halo_for,
+    scale_in_tiles,
+    tile,
+    tile_rows_for,
+)
 from .transpose import output_size
 
 __all__ = ["ScaleSettings", "ScaleResult", "scale_file"]
@@ -57,6 +65,8 @@ class ScaleSettings:
     full_report: bool = False
     figure: bool = True
     tile: int | None = None
+    #: single-file jobs only: compute a streamed .npy's tiles on this Dask scheduler
+    dask_address: str | None = None
 
 
 @dataclass
@@ -201,7 +211,8 @@ def _upsample(samples: np.ndarray, settings: ScaleSettings, plan: _Plan, alpha: 
                  linear_light=settings.linear_light, threads=settings.threads)
 
 
-def _tiles(read_rows, height: int, settings: ScaleSettings, plan: _Plan, alpha: bool):
+def _tile_geometry(settings: ScaleSettings, plan: _Plan, alpha: bool):
+    """The halo and the window upsampler of a tiled job."""
     s = plan.stride
     post_rows = 0
     if settings.post_kernel is not None:
@@ -215,39 +226,67 @@ def _tiles(read_rows, height: int, settings: ScaleSettings, plan: _Plan, alpha: 
         result = _upsample(window, settings, plan, alpha, (s * window.shape[0], s * width))
         return result[:, :, None] if result.ndim == 2 else result
 
-    return scale_in_tiles(read_rows, height, s, upsample, plan.shape[0], plan.tile_rows, halo)
+    return halo, upsample
 
 
-def _stream_npy(input_path: str, output_path: str, source: NpyFile, settings: ScaleSettings,
-                plan: _Plan) -> ScaleResult:
-    """Tile an ``.npy`` into an ``.npy`` without holding either whole."""
+def _tiles(read_rows, height: int, settings: ScaleSettings, plan: _Plan, alpha: bool):
+    halo, upsample = _tile_geometry(settings, plan, alpha)
+    return scale_in_tiles(read_rows, height, plan.stride, upsample, plan.shape[0],
+                          plan.tile_rows, halo)
+
+
+def _npy_rows(source: NpyFile, name: str):
+    """A row reader for a streamed .npy: (rows, W, C) values in [0, 1], float."""
     planar = len(source.shape) == 2
-    channels = 1 if planar else source.shape[2]
     dtype = np.float64 if source.dtype == np.float64 else np.float32
-    out_shape = plan.shape if planar else plan.shape + (plan.kernel.output_channels(channels)
-                                                        if plan.kernel else channels,)
-    alpha = channels in (2, 4) and not (plan.kernel is not None and plan.kernel.mixes_channels)
 
     def read_rows(first: int, last: int) -> np.ndarray:
         rows = source.read_rows(first, last)
         rows = rows[:, :, None] if planar else rows
         if rows.dtype.kind == "u":
-            return to_float(rows) if rows.dtype in (np.uint8, np.uint16) else rows / np.iinfo(
-                rows.dtype).max
+            return (to_float(rows) if rows.dtype in (np.uint8, np.uint16)
+                    else (rows / np.iinfo(rows.dtype).max).astype(np.float32))
         if not np.isfinite(rows).all():
-            raise UpconvError(f"{input_path}: the image contains NaN or infinite values")
+            raise UpconvError(f"{name}: the image contains NaN or infinite values")
         return rows.astype(dtype, copy=False)
 
+    return read_rows
+
+
+def write_band(input_path: str, target: NpyFile, settings: ScaleSettings, plan: _Plan,
+               band: tuple[int, int]) -> None:
+    """Compute one tile of a streamed job and write it into the output file (idempotent)."""
+    source = NpyFile.open(input_path)
+    planar = len(source.shape) == 2
+    channels = 1 if planar else source.shape[2]
+    alpha = channels in (2, 4) and not (plan.kernel is not None and plan.kernel.mixes_channels)
+    halo, upsample = _tile_geometry(settings, plan, alpha)
+    rows = tile(_npy_rows(source, input_path), source.shape[0], plan.stride, upsample, band,
+                halo).astype(target.dtype, copy=False)
+    target.write_rows(band[0], rows[:, :, 0] if planar else rows)
+
+
+def _stream_npy(input_path: str, output_path: str, source: NpyFile, settings: ScaleSettings,
+                plan: _Plan) -> ScaleResult:
+    """Tile an ``.npy`` into an ``.npy`` without holding either whole (here or on Dask)."""
+    planar = len(source.shape) == 2
+    channels = 1 if planar else source.shape[2]
+    dtype = np.float64 if source.dtype == np.float64 else np.float32
+    out_shape = plan.shape if planar else plan.shape + (plan.kernel.output_channels(channels)
+                                                        if plan.kernel else channels,)
     target = create_npy(output_path, out_shape, dtype)
-    middle = None
     try:
-        tiles = list(bands(plan.shape[0], plan.stride, plan.tile_rows))
-        centre = tiles[len(tiles) // 2][0]
-        for start, tile in _tiles(read_rows, source.shape[0], settings, plan, alpha):
-            tile = tile.astype(dtype, copy=False)
-            target.write_rows(start, tile[:, :, 0] if planar else tile)
-            if start == centre:
-                middle = tile
+        tiles = bands(plan.shape[0], plan.stride, plan.tile_rows)
+        task = functools.partial(write_band, input_path, target, settings, plan)
+        if settings.dask_address is not None:
+            from .cluster import map_on_dask
+
+            for _ in map_on_dask(task, tiles, settings.dask_address):
+                pass
+        else:
+            for band in tiles:
+                task(band)
+        middle = target.read_rows(*tiles[len(tiles) // 2])
         mode = os.stat(output_path).st_mode & 0o7777 if os.path.exists(output_path) else (
             0o666 & ~_umask())
         os.chmod(target.path, mode)
@@ -258,9 +297,8 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, settings: Sc
         raise
     outcome = ScaleResult(input_path, output_path, (plan.shape[1], plan.shape[0]),
                           plan.method_name, notes=plan.notes)
-    if middle is not None:
-        _measure(outcome, middle, plan, settings)
-        outcome.figure += " (measured on the middle tile)"
+    _measure(outcome, middle[:, :, None] if planar else middle, plan, settings)
+    outcome.figure += " (measured on the middle tile)"
     return outcome
 
 

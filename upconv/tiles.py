@@ -28,7 +28,7 @@ import numpy as np
 from .errors import UpconvError
 
 __all__ = ["AUTO_TILE_PIXELS", "DEFAULT_TILE_ROWS", "NpyFile", "halo_for", "bands",
-           "scale_in_tiles", "create_npy", "tile_rows_for"]
+           "scale_in_tiles", "tile", "create_npy", "tile_rows_for"]
 
 #: Outputs above this many pixels are tiled automatically (64 megapixels).
 AUTO_TILE_PIXELS = 2 ** 26
@@ -69,12 +69,20 @@ def scale_in_tiles(read_rows: Callable[[int, int], np.ndarray], height: int, str
     ``read_rows(a, b)`` returns input rows ``[a, b)``; ``upsample(window)``
     upsamples a window by ``stride`` (output ``stride`` times its rows).
     """
-    for start, stop in bands(out_rows, stride, tile_rows):
-        first = max(0, start // stride - halo)
-        last = min(height, -(-stop // stride) + halo)
-        window = upsample(read_rows(first, last))
-        offset = start - stride * first
-        yield start, window[offset:offset + (stop - start)]
+    for band in bands(out_rows, stride, tile_rows):
+        yield band[0], tile(read_rows, height, stride, upsample, band, halo)
+
+
+def tile(read_rows: Callable[[int, int], np.ndarray], height: int, stride: int,
+         upsample: Callable[[np.ndarray], np.ndarray], band: tuple[int, int],
+         halo: int) -> np.ndarray:
+    """Output rows ``band = (start, stop)``: upsample their input window, cut them out."""
+    start, stop = band
+    first = max(0, start // stride - halo)
+    last = min(height, -(-stop // stride) + halo)
+    window = upsample(read_rows(first, last))
+    offset = start - stride * first
+    return window[offset:offset + (stop - start)]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,57 @@
+"""Running batches and big-image tiles on a dask.distributed cluster (``--dask ADDRESS``).
+
+Needs the optional extra: ``pip install 'upconv[dask]'``, on the client and
+on every worker (the workers run upconv's own functions). Files are read and
+written by the workers, so they must live on storage every worker sees at the
+same path. Outputs are written atomically, so when a worker dies mid-task and
+Dask reruns the task elsewhere, nothing is lost or half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .errors import UpconvError
+
+__all__ = ["run_on_dask", "map_on_dask"]
+
+
+def _client(address: str):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UpconvError("--dask needs the dask extra: pip install 'upconv[dask]'") from None
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise UpconvError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
+
+
+def map_on_dask(function: Callable[[Any], Any], items: list, address: str
+                ) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(item, function(item))`` as tasks finish on the cluster.
+
+    Tasks are impure (files are their effect) and a worker lost mid-task is
+    replaced by running the task again; exceptions come back as they are.
+    """
+    from distributed import as_completed
+
+    client = _client(address)
+    try:
+        futures = {client.submit(function, item, pure=False, retries=2): item
+                   for item in items}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        client.close()
+
+
+def run_on_dask(jobs: list, work: Callable, address: str) -> Iterator:
+    """The batch runner for ``--dask``: outcomes as they finish, failures included."""
+    from functools import partial
+
+    from .batch import _safely
+
+    for _, outcome in map_on_dask(partial(_safely, work), jobs, address):
+        yield outcome

@@ -23,7 +23,8 @@ from typing import Any
 from .errors import UpconvError
 from .images import FORMATS
 
-__all__ = ["Job", "Outcome", "expand_inputs", "plan_outputs", "run_jobs", "IMAGE_SUFFIXES"]
+__all__ = ["Job", "Outcome", "check_template", "expand_inputs", "plan_outputs", "run_jobs",
+           "IMAGE_SUFFIXES"]
 
 #: Suffixes of the files a folder contributes to a batch.
 IMAGE_SUFFIXES = tuple(sorted({suffix for _, suffixes, *_ in FORMATS.values()
@@ -80,7 +81,7 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
     format is forced). Two inputs that would write the same output, or an
     output that is one of the inputs, are refused.
     """
-    _check_template(template)
+    check_template(template)
     jobs, seen = [], {}
     input_files = {os.path.realpath(path) for path, _ in inputs}
     for path, relative in inputs:
@@ -101,7 +102,8 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
     return jobs
 
 
-def _check_template(template: str) -> None:
+def check_template(template: str) -> None:
+    """Refuse a --name template with a field upconv does not fill."""
     try:
         names = [field for _, field, _, _ in string.Formatter().parse(template) if field]
     except ValueError as exc:

@@ -28,7 +28,7 @@ from dataclasses import replace
 import click
 
 from . import __version__
-from .batch import Outcome, expand_inputs, plan_outputs, run_jobs
+from .batch import Outcome, check_template, expand_inputs, plan_outputs, run_jobs
 from .errors import OutputClosedError, UpconvError
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -243,6 +243,10 @@ def scale_command(paths: tuple[str, ...], method: str, factor_text: str | None,
         full_report=report_path is not None, figure=not quiet)
     kernel = resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
     if batch:
+        try:
+            check_template(name_template)
+        except UpconvError as exc:
+            raise click.BadParameter(str(exc), param_hint="--name") from None
         factor_field = factor_text or size_text or str(kernel.stride if kernel else "")
         _scale_batch(paths, output_dir, settings, name_template, factor_field, recursive,
                      skip_existing, fail_fast, jobs, dask_address, report_path, quiet)

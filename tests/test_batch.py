@@ -1,0 +1,284 @@
+"""Batches, tiles, streaming, and Dask."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+from PIL import Image
+
+import upconv
+from upconv import pipeline, tiles
+from upconv.cli import run
+from upconv.images import load_image
+from upconv.options import Method
+from upconv.pipeline import ScaleSettings, scale_file
+
+UPCONV = [sys.executable, "-m", "upconv"]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("camera.png", "chelsea.png", "coffee.png"):
+        shutil.copy(SAMPLES / name, folder / name)
+    shutil.copy(SAMPLES / "horse.png", folder / "sub" / "horse.png")
+    (folder / "notes.txt").write_text("not an image, not picked from a folder")
+    return folder
+
+
+def test_batch_writes_what_single_runs_write(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(["scale", str(photos), "-o", str(out), "-f", "2", "--recursive", "--quiet",
+                "--jobs", "1"]) == 0
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert names == ["camera_x2.png", "chelsea_x2.png", "coffee_x2.png", "sub/horse_x2.png"]
+    assert run(["scale", str(photos / "coffee.png"), str(tmp_path / "one.png"), "-f", "2",
+                "--quiet"]) == 0
+    assert (out / "coffee_x2.png").read_bytes() == (tmp_path / "one.png").read_bytes()
+
+
+def test_name_template_fields(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(["scale", str(photos / "camera.png"), str(photos / "coffee.png"), "-o", str(out),
+                "-f", "1.5", "-m", "bilinear", "--name", "{stem}-{method}-{factor}.{ext}",
+                "--format", "jpeg", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["camera-bilinear-1.5.jpg",
+                                                      "coffee-bilinear-1.5.jpg"]
+    assert run(["scale", str(photos), "-o", str(out), "-f", "2", "--name", "{colour}.png"]) == 2
+    assert "unknown field {colour}" in capsys.readouterr().err
+
+
+def test_skip_existing_resumes(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(["scale", str(photos), "-o", str(out), "-f", "2", "--jobs", "1"]) == 0
+    capsys.readouterr()
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (out / "coffee_x2.png").unlink()
+    assert run(["scale", str(photos), "-o", str(out), "-f", "2", "--skip-existing",
+                "--jobs", "1"]) == 0
+    assert "2 skipped" in capsys.readouterr().err
+    assert (out / "coffee_x2.png").exists()
+    assert (out / "camera_x2.png").stat().st_mtime_ns == stamp["camera_x2.png"]
+
+
+def test_a_bad_file_does_not_stop_the_others(photos, tmp_path, capsys):
+    (photos / "a_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    out = tmp_path / "out"
+    assert run(["scale", str(photos), "-o", str(out), "-f", "2", "--jobs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "failed: " in err and "a_broken.png" in err and "1 failed" in err
+    assert len(list(out.glob("*.png"))) == 3
+    shutil.rmtree(out)
+    assert run(["scale", str(photos), "-o", str(out), "-f", "2", "--jobs", "1",
+                "--fail-fast"]) == 1
+    assert not out.exists() or not list(out.glob("*.png"))  # stopped at the first file
+
+
+def test_inputs_are_never_overwritten(photos, capsys):
+    before = (photos / "camera.png").read_bytes()
+    assert run(["scale", str(photos), "-o", str(photos), "-f", "2", "--name", "{name}"]) == 1
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert (photos / "camera.png").read_bytes() == before
+
+
+def test_batch_report_is_json_lines(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(["scale", str(photos), "-o", str(out), "-f", "2", "--report", "-", "--quiet",
+                "--jobs", "1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(os.path.basename(line["file"]) for line in lines) == [
+        "camera.png", "chelsea.png", "coffee.png"]
+    assert all(line["factor"] == 2 and line["checkerboard"]["verdict"] == "none"
+               for line in lines)
+
+
+def test_jobs_are_byte_identical(photos, tmp_path, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run(["scale", str(photos), "-o", str(one), "-f", "2", "-r", "--jobs", "1"]) == 0
+    assert run(["scale", str(photos), "-o", str(two), "-f", "2", "-r", "--jobs", "2"]) == 0
+    for path in one.rglob("*.png"):
+        assert path.read_bytes() == (two / path.relative_to(one)).read_bytes()
+
+
+def test_interrupted_batch_leaves_whole_files_and_resumes(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(12):
+        shutil.copy(SAMPLES / "astronaut.png", folder / f"a{index:02d}.png")
+    out = tmp_path / "out"
+    command = UPCONV + ["scale", str(folder), "-o", str(out), "-f", "3", "--jobs", "2"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and list(out.glob("*.png"))):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert b"Traceback" not in err
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+    for path in out.glob("*.png"):  # whatever is there is whole
+        with Image.open(path) as image:
+            image.load()
+    assert subprocess.run(command + ["--skip-existing", "--quiet"]).returncode == 0
+    assert len(list(out.glob("*.png"))) == 12
+
+
+def test_progress_bar_only_on_a_terminal(photos, tmp_path):
+    piped = subprocess.run(UPCONV + ["scale", str(photos), "-o", str(tmp_path / "a"), "-f", "2"],
+                           capture_output=True, text=True, check=False)
+    assert "files/s" not in piped.stderr and "\r" not in piped.stderr
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(UPCONV + ["scale", str(photos), "-o", str(tmp_path / "b"), "-f",
+                                        "2", "--jobs", "1"], stderr=follower,
+                              stdout=subprocess.DEVNULL, check=False)
+        os.set_blocking(leader, False)
+        shown = b""
+        try:
+            while chunk := os.read(leader, 65536):
+                shown += chunk
+        except (BlockingIOError, OSError):
+            pass
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert done.returncode == 0
+    assert b"files/s" in shown or b"3/3" in shown
+
+
+# ------------------------------------------------------------------ tiles
+
+@pytest.mark.parametrize("method,kernel,post", [
+    ("nearest", None, None), ("bilinear", None, None), ("bicubic", None, None),
+    ("transpose", "bicubic", None), ("transpose", None, None),
+    ("transpose", "bilinear", "binomial3")])
+@pytest.mark.parametrize("boundary", ["edge", "reflect", "zero"])
+def test_tiles_equal_the_untiled_result(tmp_path, rng, method, kernel, post, boundary):
+    values = rng.random((41, 27, 3))
+    np.save(tmp_path / "in.npy", values)
+    base = ScaleSettings(method=Method(method), factor=(2.0, 2.0), kernel_spec=kernel,
+                         post_kernel=post, boundary=boundary, figure=False)
+    scale_file(str(tmp_path / "in.npy"), str(tmp_path / "whole.npy"), base)
+    from dataclasses import replace
+    scale_file(str(tmp_path / "in.npy"), str(tmp_path / "tiled.npy"), replace(base, tile=6))
+    whole, tiled = np.load(tmp_path / "whole.npy"), np.load(tmp_path / "tiled.npy")
+    tolerance = 1e-6 if method == "bicubic" else 0.0
+    np.testing.assert_allclose(tiled, whole, atol=tolerance, rtol=0)
+
+
+def test_tiled_image_files_equal_untiled(tmp_path, capsys):
+    assert run(["scale", str(SAMPLES / "coffee.png"), str(tmp_path / "a.png"), "-f", "3",
+                "--quiet"]) == 0
+    assert run(["scale", str(SAMPLES / "coffee.png"), str(tmp_path / "b.png"), "-f", "3",
+                "--tile", "90", "--quiet"]) == 0
+    np.testing.assert_array_equal(load_image(str(tmp_path / "a.png")).samples,
+                                  load_image(str(tmp_path / "b.png")).samples)
+
+
+def test_big_outputs_tile_and_stream_automatically(tmp_path, rng, monkeypatch):
+    values = rng.random((50, 40)).astype(np.float32)
+    np.save(tmp_path / "in.npy", values)
+    monkeypatch.setattr(tiles, "AUTO_TILE_PIXELS", 1000)
+    streamed = []
+    real = pipeline._stream_npy
+    monkeypatch.setattr(pipeline, "_stream_npy", lambda *a: streamed.append(1) or real(*a))
+    result = scale_file(str(tmp_path / "in.npy"), str(tmp_path / "out.npy"),
+                        ScaleSettings(method=Method.BILINEAR, factor=(2.0, 2.0)))
+    assert streamed and "middle tile" in result.figure
+    out = np.load(tmp_path / "out.npy")
+    assert out.dtype == np.float32 and out.shape == (100, 80)
+    np.testing.assert_array_equal(out, upconv.scale(values, 2, method="bilinear"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy", "out.npy"]
+
+
+def test_tiling_needs_a_whole_number_factor(tmp_path, capsys):
+    assert run(["scale", str(SAMPLES / "coffee.png"), str(tmp_path / "a.png"), "-f", "1.5",
+                "--tile", "64"]) == 1
+    assert "whole-number factor" in capsys.readouterr().err
+
+
+def test_report_several_images(photos, tmp_path, capsys):
+    assert run(["report", str(photos), "--json", "--quiet"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3 and all("file" in line for line in lines)
+    bad = upconv.scale(np.asarray(Image.open(SAMPLES / "camera.png")) / 255.0, 2,
+                       method="transpose", kernel=upconv.Kernel(np.ones((3, 3)), stride=2))
+    Image.fromarray((np.clip(bad, 0, 1) * 255).astype(np.uint8)).save(photos / "bad.png")
+    assert run(["report", str(photos), "--fail-above", "1", "--quiet"]) == 3
+
+
+# ------------------------------------------------------------------ Dask
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None) as local:
+        yield local
+
+
+def test_dask_batch_equals_local(cluster, photos, tmp_path, capsys):
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    assert run(["scale", str(photos), "-o", str(local), "-f", "2", "-r", "--jobs", "1"]) == 0
+    assert run(["scale", str(photos), "-o", str(remote), "-f", "2", "-r", "--dask",
+                cluster.scheduler_address]) == 0
+    for path in local.rglob("*.png"):
+        assert path.read_bytes() == (remote / path.relative_to(local)).read_bytes()
+
+
+def test_dask_reports_a_failing_file(cluster, photos, tmp_path, capsys):
+    (photos / "broken.png").write_bytes(b"not a png")
+    assert run(["scale", str(photos), "-o", str(tmp_path / "out"), "-f", "2", "--dask",
+                cluster.scheduler_address]) == 1
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "1 failed" in err
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+
+
+def test_dask_survives_a_killed_worker(cluster, tmp_path):
+    from distributed import Client
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(16):
+        shutil.copy(SAMPLES / "coffee.png", folder / f"c{index:02d}.png")
+    out = tmp_path / "out"
+    status = []
+    batch = threading.Thread(target=lambda: status.append(run(
+        ["scale", str(folder), "-o", str(out), "-f", "3", "--quiet", "--dask",
+         cluster.scheduler_address])))
+    batch.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and list(out.glob("*.png"))):
+        time.sleep(0.02)
+    with Client(cluster.scheduler_address) as client:
+        pids = client.run(os.getpid)
+        os.kill(next(iter(pids.values())), signal.SIGKILL)  # a worker dies mid-batch
+    batch.join(timeout=180)
+    assert status == [0]
+    expected = tmp_path / "expected.png"
+    assert run(["scale", str(folder / "c00.png"), str(expected), "-f", "3", "--quiet"]) == 0
+    outputs = sorted(out.glob("*.png"))
+    assert len(outputs) == 16 and not list(out.glob(".*.part"))
+    assert all(path.read_bytes() == expected.read_bytes() for path in outputs)
+
+
+def test_dask_streams_the_tiles_of_a_big_npy(cluster, tmp_path, rng, capsys):
+    values = rng.random((90, 70)).astype(np.float32)
+    np.save(tmp_path / "in.npy", values)
+    assert run(["scale", str(tmp_path / "in.npy"), str(tmp_path / "out.npy"), "-f", "2",
+                "-m", "bilinear", "--tile", "16", "--dask", cluster.scheduler_address]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
+                                  upconv.scale(values, 2, method="bilinear"))

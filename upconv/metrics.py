@@ -114,7 +114,7 @@ def _block_phase_means(residual: np.ndarray, s: int, border: int) -> np.ndarray:
 
 
 def measure_pattern(image: np.ndarray, s: int) -> PeriodicPattern:
-    """Measure the s-periodic pattern of an (H, W, C) image in [0, 1].
+    """Measure the s-periodic pattern of an (H, W, C) image in [0, 1] (or integer samples).
 
     The phase means are taken in up to 4 x 4 blocks of the image; their
     average estimates the pattern and their spread how much of it is just
@@ -131,7 +131,7 @@ def measure_pattern(image: np.ndarray, s: int) -> PeriodicPattern:
     """
     best: PeriodicPattern | None = None
     for c in range(image.shape[2]):
-        channel = image[:, :, c].astype(np.float32, copy=False)
+        channel = unit_channel(image, c)
         blocks = _block_phase_means(periodic_residual(channel, s), s, border=2 * s) * 255
         means = blocks.mean(axis=0)
         raw = float(np.sqrt(np.mean(means * means)))
@@ -144,6 +144,18 @@ def measure_pattern(image: np.ndarray, s: int) -> PeriodicPattern:
             best = found
     assert best is not None
     return best
+
+
+def unit_channel(image: np.ndarray, c: int) -> np.ndarray:
+    """Channel ``c`` as float32 in [0, 1]: integer samples scaled, floats clipped.
+
+    One channel at a time, so measuring a big 8-bit image never holds a float
+    copy of all of it.
+    """
+    channel = image[:, :, c]
+    if channel.dtype.kind in "ui":
+        return channel.astype(np.float32) * np.float32(1 / np.iinfo(channel.dtype).max)
+    return np.clip(channel, 0, 1).astype(np.float32, copy=False)
 
 
 def checkerboard(image: np.ndarray, s: int) -> tuple[float, np.ndarray]:

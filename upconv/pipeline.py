@@ -340,9 +340,8 @@ def whole_factor(height: int, width: int, out_h: int, out_w: int) -> int | None:
 
 
 def _measurable(samples: np.ndarray) -> np.ndarray:
-    values = to_float(samples)
-    values = values if samples.dtype.kind != "f" else np.clip(values, 0, 1)
-    return values[:, :, :-1] if values.shape[2] in (2, 4) else values
+    """The colour channels (a view): measure_pattern scales or clips them channel by channel."""
+    return samples[:, :, :-1] if samples.shape[2] in (2, 4) else samples
 
 
 def quick_checkerboard(samples: np.ndarray, stride: int) -> str:
@@ -360,7 +359,7 @@ def quick_checkerboard(samples: np.ndarray, stride: int) -> str:
 def report_about(samples: np.ndarray, stride: int | None, kernel: Kernel | None) -> dict:
     """The full report about an output; the kernel part even when the image is too small."""
     try:
-        return build_report(_measurable(samples), stride, kernel)
+        return build_report(np.clip(to_float(_measurable(samples)), 0, 1), stride, kernel)
     except UpconvError as exc:
         report = build_report(None, stride, kernel)
         report["checkerboard_error"] = str(exc)

@@ -115,7 +115,7 @@ def test_jobs_are_byte_identical(photos, tmp_path, capsys):
 def test_interrupted_batch_leaves_whole_files_and_resumes(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    for index in range(12):
+    for index in range(40):
         shutil.copy(SAMPLES / "astronaut.png", folder / f"a{index:02d}.png")
     out = tmp_path / "out"
     command = UPCONV + ["scale", str(folder), "-o", str(out), "-f", "3", "--jobs", "2"]
@@ -125,13 +125,15 @@ def test_interrupted_batch_leaves_whole_files_and_resumes(tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err  # stopped part-way: 40 big images take a while
     assert b"Traceback" not in err
+    assert 0 < len(list(out.glob("*.png"))) < 40
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
     for path in out.glob("*.png"):  # whatever is there is whole
         with Image.open(path) as image:
             image.load()
     assert subprocess.run(command + ["--skip-existing", "--quiet"]).returncode == 0
-    assert len(list(out.glob("*.png"))) == 12
+    assert len(list(out.glob("*.png"))) == 40
 
 
 def test_progress_bar_only_on_a_terminal(photos, tmp_path):
@@ -282,3 +284,43 @@ def test_dask_streams_the_tiles_of_a_big_npy(cluster, tmp_path, rng, capsys):
                 "-m", "bilinear", "--tile", "16", "--dask", cluster.scheduler_address]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
                                   upconv.scale(values, 2, method="bilinear"))
+
+
+# ------------------------------------------------------------------ review fixes
+
+def test_resume_with_the_output_folder_inside_the_input_folder(photos, capsys):
+    out = photos / "big"
+    assert run(["scale", str(photos), "-o", str(out), "-f", "2", "-r", "--jobs", "1",
+                "--report", str(photos / "r.jsonl")]) == 0
+    (out / "camera_x2.png").unlink()
+    capsys.readouterr()
+    assert run(["scale", str(photos), "-o", str(out), "-f", "2", "-r", "--jobs", "1",
+                "--skip-existing", "--report", str(photos / "r.jsonl")]) == 0
+    assert "3 skipped" in capsys.readouterr().err  # its own outputs are not inputs
+    assert not list(out.rglob("*_x2_x2.png"))
+    lines = (photos / "r.jsonl").read_text().splitlines()
+    assert len(lines) == 5  # 4 from the first run, 1 appended by the resumed one
+
+
+@pytest.mark.parametrize("template", ["{}", "{stem:d}", "../{name}", "/tmp/{name}"])
+def test_bad_name_templates_are_usage_errors(photos, tmp_path, capsys, template):
+    assert run(["scale", str(photos), "-o", str(tmp_path / "o"), "-f", "2", "--name",
+                template]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_output_folder_that_is_a_file(photos, capsys):
+    assert run(["scale", str(photos), "-o", str(photos / "camera.png"), "-f", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "not a folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_dask_with_relative_paths(cluster, photos, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the workers' working folder is elsewhere
+    assert run(["scale", "in", "-o", "out", "-f", "2", "--dask",
+                cluster.scheduler_address]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    np.save(tmp_path / "small.npy", np.zeros((40, 30), np.float32))
+    assert run(["scale", "small.npy", "up.npy", "-f", "2", "--tile", "8", "--dask",
+                cluster.scheduler_address]) == 0
+    assert np.load(tmp_path / "up.npy").shape == (80, 60)

@@ -248,3 +248,40 @@ def test_scale_report_file_and_summary(tmp_path, capsys):
     assert captured.err == "" and json.loads(captured.out)["factor"] == 2
     assert run(["scale", str(SAMPLES / "coffee.png"), "-", "-f", "2", "--format", "png",
                 "--report", "-"]) == 2
+
+
+# ------------------------------------------------------------------- review fixes
+
+def test_no_period_found_means_score_zero_and_no_gate(tmp_path, capsys, rng):
+    noise = save(tmp_path, "noise.png", rng.random((150, 150)))
+    up = tmp_path / "up.png"
+    assert run(["scale", noise, str(up), "-f", "3", "-m", "bilinear", "--quiet"]) == 0
+    assert run(["report", str(up), "--fail-above", "0.5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["factor"] is None and report["checkerboard"]["score"] == 0.0
+    assert "strongest_candidate" in report["checkerboard"]
+    for name in ("horse.png", "chelsea.png"):
+        assert build_report(to_float(load_image(str(SAMPLES / name)).samples)[:, :, :3])[
+            "checkerboard"]["score"] == 0.0
+
+
+def test_file_names_with_brackets(tmp_path, capsys):
+    image = upconv.scale(photo(), 2, method="bilinear")
+    (tmp_path / "q[").mkdir()
+    for name in ("[a].png", "q[/q].png"):  # the second is q].png in the folder q[
+        path = save(tmp_path, name, image)
+        assert run(["report", path, "-f", "2"]) == 0
+        assert name in capsys.readouterr().out.replace("\n", "")
+
+
+def test_report_folder_refuses_single_image_options(tmp_path, capsys):
+    save(tmp_path, "a.png", np.full((40, 40), 0.5))
+    assert run(["report", str(tmp_path), "--map", str(tmp_path / "m.png")]) == 2
+    assert "need one IMAGE" in capsys.readouterr().err
+
+
+def test_map_of_an_image_smaller_than_a_tile(tmp_path, capsys):
+    path = save(tmp_path, "s.png", np.full((40, 40), 0.5))
+    assert run(["report", path, "-f", "2", "--map", str(tmp_path / "m.png")]) == 0
+    with Image.open(tmp_path / "m.png") as heat:
+        assert heat.mode == "RGB"

@@ -78,18 +78,27 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
 
     ``fields`` holds ``factor`` and ``method``; ``stem``, ``ext`` and ``name``
     come from each input (``ext`` is the output format's suffix when a
-    format is forced). Two inputs that would write the same output, or an
-    output that is one of the inputs, are refused.
+    format is forced). Files that are themselves outputs of this batch (an
+    earlier run's, when the output folder is inside an input folder) are left
+    out. Two inputs that would write the same output, or an output that is
+    one of the inputs, are refused.
     """
     check_template(template)
-    jobs, seen = [], {}
-    input_files = {os.path.realpath(path) for path, _ in inputs}
+    planned = []
     for path, relative in inputs:
         source = Path(path)
         ext = fmt_suffix or source.suffix.lstrip(".").lower() or "png"
         name = template.format_map({**fields, "stem": source.stem, "ext": ext,
                                     "name": source.name})
-        output = str(Path(folder) / relative / name)
+        planned.append((path, str(Path(folder) / relative / name)))
+    # A file that another input's output would be is a product of this batch, not an input.
+    makers = {os.path.realpath(output): os.path.realpath(path) for path, output in planned}
+    planned = [(path, output) for path, output in planned
+               if makers.get(os.path.realpath(path), os.path.realpath(path))
+               == os.path.realpath(path)]
+    input_files = {os.path.realpath(path) for path, _ in planned}
+    jobs, seen = [], {}
+    for path, output in planned:
         real = os.path.realpath(output)
         if real in input_files:
             raise UpconvError(f"{output}: would overwrite an input of this batch; change --name "
@@ -103,20 +112,27 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
 
 
 def check_template(template: str) -> None:
-    """Refuse a --name template with a field upconv does not fill."""
+    """Refuse a --name template that upconv cannot fill, or that leaves the output folder."""
+    sample = {"stem": "photo", "ext": "png", "factor": "2", "method": "bicubic",
+              "name": "photo.png"}
     try:
-        names = [field for _, field, _, _ in string.Formatter().parse(template) if field]
-    except ValueError as exc:
+        names = [field for _, field, _, _ in string.Formatter().parse(template)
+                 if field is not None]
+        unknown = [n for n in names if n not in TEMPLATE_FIELDS]
+        if unknown:
+            raise UpconvError(f"--name {template!r}: unknown field {{{unknown[0]}}}; use "
+                              + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS))
+        filled = template.format_map(sample)
+    except (ValueError, IndexError, KeyError) as exc:
         raise UpconvError(f"--name {template!r}: {exc}") from None
-    unknown = [n for n in names if n not in TEMPLATE_FIELDS]
-    if unknown:
-        raise UpconvError(f"--name {template!r}: unknown field {{{unknown[0]}}}; use "
-                          + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS))
+    parts = Path(filled).parts
+    if not filled or Path(filled).is_absolute() or ".." in parts:
+        raise UpconvError(f"--name {template!r} must name a file inside the output folder")
 
 
 # --------------------------------------------------------------------- running
 
-def _safely(work: Callable[[Job], Any], job: Job) -> Outcome:
+def run_safely(work: Callable[[Job], Any], job: Job) -> Outcome:
     """Run one job; turn expected failures into an Outcome (exceptions don't cross processes
     well, and one bad file must not stop the batch)."""
     try:
@@ -150,7 +166,7 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
         return
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            yield _safely(work, job)
+            yield run_safely(work, job)
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["upconv.pipeline"])
@@ -162,7 +178,7 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
     try:
         # Keep a couple of jobs per worker in flight: no long queue to cancel on Ctrl-C.
         for job in queue:
-            pending.add(pool.submit(_safely, work, job))
+            pending.add(pool.submit(run_safely, work, job))
             if len(pending) >= 2 * workers:
                 break
         while pending:
@@ -171,7 +187,7 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
                 yield future.result()
                 following = next(queue, None)
                 if following is not None:
-                    pending.add(pool.submit(_safely, work, following))
+                    pending.add(pool.submit(run_safely, work, following))
     finally:
         for future in pending:
             future.cancel()

@@ -28,7 +28,7 @@ from dataclasses import replace
 import click
 
 from . import __version__
-from .batch import Outcome, check_template, expand_inputs, plan_outputs, run_jobs
+from .batch import Job, Outcome, check_template, expand_inputs, plan_outputs, run_jobs
 from .errors import OutputClosedError, UpconvError
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -253,7 +253,10 @@ def scale_command(paths: tuple[str, ...], method: str, factor_text: str | None,
         return
     input_path, output_path = paths
     _refuse_clobbering_input(input_path, output_path)
-    settings = replace(settings, dask_address=dask_address)  # the tiles of a streamed .npy
+    if dask_address is not None:  # the tiles of a streamed .npy; workers have their own cwd
+        settings = replace(settings, dask_address=dask_address)
+        input_path, output_path = (os.path.abspath(p) if p != "-" else p
+                                   for p in (input_path, output_path))
     with _spinner_after(1.0, f"upconv: {input_path}", enabled=not quiet):
         result = scale_file(input_path, output_path, settings)
     for note in result.notes:
@@ -275,68 +278,67 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
                            fmt_suffix)
     if not planned:
         raise UpconvError(f"no image files in {', '.join(paths)}")
-    os.makedirs(output_dir, exist_ok=True)
-    skipped = [job for job in planned if skip_existing and os.path.exists(job.output)]
-    todo = [job for job in planned if job not in skipped]
+    if dask_address is not None:  # workers have their own working folders
+        planned = [Job(os.path.abspath(job.input), os.path.abspath(job.output))
+                   for job in planned]
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UpconvError(f"{output_dir}: is a file, not a folder for the outputs") from None
+    except OSError as exc:
+        raise UpconvError(f"{output_dir}: cannot make the folder ({exc.strerror or exc})"
+                          ) from None
+    existing = {job.output for job in planned if skip_existing and os.path.exists(job.output)}
+    todo = [job for job in planned if job.output not in existing]
     workers = jobs or default_threads()
     if settings.threads is None and workers > 1:  # share the CPUs between the workers
         settings = replace(settings, threads=max(1, default_threads() // workers))
     work = functools.partial(scale_job, settings)
     failures: list[Outcome] = []
-    reports: list[str] = []
-    worst = None
-    with BatchProgress(len(planned), len(skipped), enabled=not quiet) as progress:
-        for outcome in run_jobs(todo, work, workers, dask_address):
-            progress.advance()
-            if outcome.status == "failed":
-                failures.append(outcome)
-                progress.print(f"upconv: failed: {_with_name(outcome)}")
-                if fail_fast:
-                    break
-                continue
-            result = outcome.result
-            for note in result.notes:
-                progress.print(f"upconv: warning: {outcome.job.input}: {note}")
-            if result.report is not None:
-                line = json.dumps({"file": outcome.job.input, **result.report})
-                if report_path == "-":
-                    click.echo(line)
-                else:
-                    reports.append(line)
-            worst = _worse(worst, result.figure)
-    if report_path not in (None, "-"):
-        with atomic_output(report_path) as handle:
-            handle.write("".join(line + "\n" for line in reports).encode())
-    done = len(todo) - len(failures) if not (fail_fast and failures) else None
+    done = 0
+    worst: tuple[float, str] | None = None
+    # Report lines are written as images finish, so a stopped batch keeps its numbers;
+    # resuming (--skip-existing) appends to them.
+    report_file = (open(report_path, "a" if skip_existing else "w", encoding="utf-8")
+                   if report_path not in (None, "-") else None)
+    try:
+        with BatchProgress(len(planned), len(existing), enabled=not quiet) as progress:
+            for outcome in run_jobs(todo, work, workers, dask_address):
+                progress.advance()
+                if outcome.status == "failed":
+                    failures.append(outcome)
+                    progress.print(f"upconv: failed: {describe_failure(outcome)}")
+                    if fail_fast:
+                        break
+                    continue
+                done += 1
+                result = outcome.result
+                for note in result.notes:
+                    progress.print(f"upconv: warning: {outcome.job.input}: {note}")
+                if result.report is not None:
+                    line = json.dumps({"file": outcome.job.input, **result.report})
+                    if report_file is None:
+                        click.echo(line)
+                    else:
+                        report_file.write(line + "\n")
+                        report_file.flush()
+                if result.score is not None and (worst is None or result.score > worst[0]):
+                    worst = (result.score, result.figure)
+    finally:
+        if report_file is not None:
+            report_file.close()
     if not quiet:
-        counted = f"{done} of {len(planned)}" if done is not None else "some"
-        text = (f"upconv: scaled {counted} files into {output_dir} ({len(failures)} failed, "
-                f"{len(skipped)} skipped)")
-        if worst:
-            text += f"; worst {worst}"
+        text = (f"upconv: scaled {done} of {len(planned)} files into {output_dir} "
+                f"({len(failures)} failed, {len(existing)} skipped"
+                + (", stopped at the first failure" if fail_fast and failures else "") + ")")
+        if worst is not None:
+            text += f"; worst {worst[1]}"
         click.echo(text, err=True)
     if failures:
         click.echo(f"upconv: error: {len(failures)} file(s) failed: "
                    + "; ".join(f.job.input for f in failures[:5])
                    + (" ..." if len(failures) > 5 else ""), err=True)
         raise click.exceptions.Exit(EXIT_FAILURE)
-
-
-def _with_name(outcome: Outcome) -> str:
-    error = outcome.error or ""
-    return error if error.startswith(outcome.job.input) else f"{outcome.job.input}: {error}"
-
-
-def _worse(current: str | None, figure: str) -> str | None:
-    """Keep the figure with the highest checkerboard score."""
-    match = re.search(r"checkerboard ([0-9.]+)", figure or "")
-    if not match:
-        return current
-    if current is None:
-        return figure
-    previous = re.search(r"checkerboard ([0-9.]+)", current)
-    return figure if previous is None or float(match.group(1)) > float(previous.group(1)) \
-        else current
 
 
 def _write_report(report: dict, path: str) -> None:
@@ -346,6 +348,12 @@ def _write_report(report: dict, path: str) -> None:
         return
     with atomic_output(path) as handle:
         handle.write(text.encode())
+
+
+def describe_failure(outcome: Outcome) -> str:
+    """The failure's message, starting with the file's name."""
+    error = outcome.error or ""
+    return error if error.startswith(outcome.job.input) else f"{outcome.job.input}: {error}"
 
 
 class BatchProgress:
@@ -464,13 +472,13 @@ def run(argv: list[str] | None = None) -> int:
         hint = ""
         if exc.ctx is not None:
             hint = f" (see '{exc.ctx.command_path} --help')"
-        _error(f"{exc.format_message()}{hint}")
+        error(f"{exc.format_message()}{hint}")
         return EXIT_USAGE
     except click.ClickException as exc:
-        _error(exc.format_message())
+        error(exc.format_message())
         return EXIT_FAILURE
     except (click.Abort, KeyboardInterrupt):
-        _error("interrupted")
+        error("interrupted")
         return EXIT_INTERRUPTED
     except (BrokenPipeError, OutputClosedError):
         _silence_stdout()
@@ -478,22 +486,22 @@ def run(argv: list[str] | None = None) -> int:
     except UpconvError as exc:
         if debug:
             traceback.print_exc()
-        _error(str(exc))
+        error(str(exc))
         return EXIT_FAILURE
     except MemoryError:
         if debug:
             traceback.print_exc()
-        _error("out of memory; try a smaller output or --max-pixels")
+        error("out of memory; try a smaller output or --max-pixels")
         return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if debug:
             traceback.print_exc()
-        _error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
+        error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
         return EXIT_FAILURE
     return EXIT_OK
 
 
-def _error(message: str) -> None:
+def error(message: str) -> None:
     first_line = " ".join(message.split())
     try:
         click.echo(f"upconv: error: {first_line}", err=True)

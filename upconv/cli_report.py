@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import math
 import os
 
 import click
@@ -16,6 +17,7 @@ from .cli import CONTEXT, EPILOG, main
 from .errors import UpconvError
 from .images import DEFAULT_MAX_PIXELS, atomic_output, load_image, to_float
 from .pipeline import ReportSettings, report_job
+from .polyphase import default_threads
 from .report import (
     build_report,
     load_report_kernel,
@@ -47,13 +49,13 @@ EXIT_ABOVE = 3
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS,
               show_default=True, help="Refuse larger images.")
 @click.option("-r", "--recursive", is_flag=True, help="Several images: descend into folders.")
-@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
-              help="Several images: worker processes.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+              help="Several images: worker processes [default: the number of CPUs].")
 @click.option("--quiet", is_flag=True, help="Several images: no progress bar.")
 def report_command(image_paths: tuple[str, ...], factor: int | None,
                    reference_path: str | None, kernel_spec: str | None, as_json: bool,
                    fail_above: float | None, map_path: str | None, spectrum_path: str | None,
-                   tile: int, max_pixels: int, recursive: bool, jobs: int,
+                   tile: int, max_pixels: int, recursive: bool, jobs: int | None,
                    quiet: bool) -> None:
     """Measure checkerboard artifacts: the stride-periodic pattern of an upsampled IMAGE.
 
@@ -74,14 +76,17 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
     """
     if not image_paths and kernel_spec is None:
         raise click.UsageError("give an IMAGE, a --kernel, or both")
-    if len(image_paths) != 1 and (reference_path or map_path or spectrum_path):
+    several = len(image_paths) > 1 or (image_paths and os.path.isdir(image_paths[0]))
+    if (several or not image_paths) and (reference_path or map_path or spectrum_path):
         raise click.UsageError("--reference, --map and --spectrum need one IMAGE")
+    if fail_above is not None and not math.isfinite(fail_above):
+        raise click.BadParameter("must be a finite number", param_hint="--fail-above")
     kernel = None
     if kernel_spec is not None:
         kernel = load_report_kernel(kernel_spec, factor)
-    if len(image_paths) > 1 or (image_paths and os.path.isdir(image_paths[0])):
+    if several:
         _report_batch(image_paths, ReportSettings(factor, kernel_spec, max_pixels), recursive,
-                      jobs, as_json, fail_above, quiet)
+                      jobs or default_threads(), as_json, fail_above, quiet)
         return
     image_path = image_paths[0] if image_paths else None
     image = reference = None
@@ -106,7 +111,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
         print_report(report, Console(highlight=False), title=image_path or "")
     board = report["checkerboard"]
     if fail_above is not None and board is not None and board["score"] > fail_above:
-        cli._error(f"checkerboard score {board['score']:.3f} is above --fail-above "
+        cli.error(f"checkerboard score {board['score']:.3f} is above --fail-above "
                    f"{fail_above:g}")
         raise click.exceptions.Exit(EXIT_ABOVE)
 
@@ -125,7 +130,7 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
             progress.advance()
             if outcome.status == "failed":
                 failures.append(outcome.job.input)
-                progress.print(f"upconv: failed: {cli._with_name(outcome)}")
+                progress.print(f"upconv: failed: {cli.describe_failure(outcome)}")
                 continue
             report = outcome.result
             if as_json:
@@ -136,10 +141,10 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
             if fail_above is not None and board and board["score"] > fail_above:
                 above.append(outcome.job.input)
     if failures:
-        cli._error(f"{len(failures)} file(s) failed: {'; '.join(failures[:5])}")
+        cli.error(f"{len(failures)} file(s) failed: {'; '.join(failures[:5])}")
         raise click.exceptions.Exit(cli.EXIT_FAILURE)
     if above:
-        cli._error(f"{len(above)} image(s) scored above --fail-above {fail_above:g}: "
+        cli.error(f"{len(above)} image(s) scored above --fail-above {fail_above:g}: "
                    f"{'; '.join(above[:5])}")
         raise click.exceptions.Exit(EXIT_ABOVE)
 

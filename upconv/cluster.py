@@ -39,7 +39,9 @@ def map_on_dask(function: Callable[[Any], Any], items: list, address: str
 
     client = _client(address)
     try:
-        futures = {client.submit(function, item, pure=False, retries=2): item
+        # No retries of exceptions (they are deterministic); a lost worker's task is
+        # rerun by the scheduler anyway.
+        futures = {client.submit(function, item, pure=False): item
                    for item in items}
         for future in as_completed(futures):
             yield futures[future], future.result()
@@ -51,7 +53,7 @@ def run_on_dask(jobs: list, work: Callable, address: str) -> Iterator:
     """The batch runner for ``--dask``: outcomes as they finish, failures included."""
     from functools import partial
 
-    from .batch import _safely
+    from .batch import run_safely
 
-    for _, outcome in map_on_dask(partial(_safely, work), jobs, address):
+    for _, outcome in map_on_dask(partial(run_safely, work), jobs, address):
         yield outcome

@@ -27,7 +27,7 @@ from .images import (
 from .kernels import POST_KERNELS, Kernel, resolve_kernel
 from .metrics import measure_pattern, verdict
 from .options import Method
-from .report import build_report, check_measurable, load_report_kernel
+from .report import build_report, check_measurable, colour_channels, load_report_kernel
 from .scaling import default_kernel, output_shape_for, scale, stride_from_factor
 from .tiles import (
     NpyFile,
@@ -78,6 +78,7 @@ class ScaleResult:
     size: tuple[int, int]
     method: str
     figure: str = ""
+    score: float | None = None  # the checkerboard score behind the figure
     report: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -125,11 +126,12 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     if plan.tile_rows is None:
         result = _upsample(samples, settings, plan, alpha, plan.shape)
     else:
-        first = next(_tiles(lambda a, b: samples[a:b], samples.shape[0], settings, plan, alpha))
-        result = np.empty(plan.shape + first[1].shape[2:], first[1].dtype)
-        for start, tile in _tiles(lambda a, b: samples[a:b], samples.shape[0], settings, plan,
-                                  alpha):
-            result[start:start + tile.shape[0]] = tile
+        result = None
+        for start, piece in _tiles(lambda a, b: samples[a:b], samples.shape[0], settings, plan,
+                                   alpha):
+            if result is None:  # the first tile tells the channels and dtype
+                result = np.empty(plan.shape + piece.shape[2:], piece.dtype)
+            result[start:start + piece.shape[0]] = piece
     if result.ndim == 2:
         result = result[:, :, None]
     if result.dtype != picture.samples.dtype and fmt != "npy":
@@ -274,7 +276,13 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, settings: Sc
     dtype = np.float64 if source.dtype == np.float64 else np.float32
     out_shape = plan.shape if planar else plan.shape + (plan.kernel.output_channels(channels)
                                                         if plan.kernel else channels,)
-    target = create_npy(output_path, out_shape, dtype)
+    try:
+        target = create_npy(output_path, out_shape, dtype)
+    except FileNotFoundError:
+        raise UpconvError(f"{output_path}: folder {os.path.dirname(output_path)!r} does not "
+                          "exist") from None
+    except OSError as exc:
+        raise UpconvError(f"{output_path}: cannot write there ({exc.strerror or exc})") from None
     try:
         tiles = bands(plan.shape[0], plan.stride, plan.tile_rows)
         task = functools.partial(write_band, input_path, target, settings, plan)
@@ -326,9 +334,12 @@ def _measure(outcome: ScaleResult, result: np.ndarray, plan: _Plan,
         board = outcome.report["checkerboard"]
         outcome.figure = (f"checkerboard {board['score']:.2f} grey levels ({board['verdict']})"
                           if board else "checkerboard n/a")
+        outcome.score = board["score"] if board else None
     elif settings.figure:
-        outcome.figure = (quick_checkerboard(result, plan.stride) if plan.stride is not None
-                          else "checkerboard n/a (not a whole-number factor)")
+        if plan.stride is None:
+            outcome.figure = "checkerboard n/a (not a whole-number factor)"
+        else:
+            outcome.figure, outcome.score = quick_checkerboard(result, plan.stride)
 
 
 def whole_factor(height: int, width: int, out_h: int, out_w: int) -> int | None:
@@ -339,27 +350,22 @@ def whole_factor(height: int, width: int, out_h: int, out_w: int) -> int | None:
     return factor if factor >= 2 else None
 
 
-def _measurable(samples: np.ndarray) -> np.ndarray:
-    """The colour channels (a view): measure_pattern scales or clips them channel by channel."""
-    return samples[:, :, :-1] if samples.shape[2] in (2, 4) else samples
-
-
-def quick_checkerboard(samples: np.ndarray, stride: int) -> str:
+def quick_checkerboard(samples: np.ndarray, stride: int) -> tuple[str, float | None]:
     """The summary's figure: the pattern at the known period (no spectrum, no search)."""
-    values = _measurable(samples)
+    values = colour_channels(samples)
     try:
         check_measurable(values.shape, stride)
     except UpconvError:
-        return "checkerboard n/a (image too small)"
+        return "checkerboard n/a (image too small)", None
     pattern = measure_pattern(values, stride)
     name = verdict(pattern.score) if pattern.significant else "none"
-    return f"checkerboard {pattern.score:.2f} grey levels ({name})"
+    return f"checkerboard {pattern.score:.2f} grey levels ({name})", pattern.score
 
 
 def report_about(samples: np.ndarray, stride: int | None, kernel: Kernel | None) -> dict:
     """The full report about an output; the kernel part even when the image is too small."""
     try:
-        return build_report(np.clip(to_float(_measurable(samples)), 0, 1), stride, kernel)
+        return build_report(to_float(samples), stride, kernel)
     except UpconvError as exc:
         report = build_report(None, stride, kernel)
         report["checkerboard_error"] = str(exc)
@@ -383,15 +389,14 @@ class ReportSettings:
     max_pixels: int = 2 ** 28
 
 
-def report_file(path: str, settings: ReportSettings, reference: str | None = None) -> dict:
+def report_file(path: str, settings: ReportSettings) -> dict:
     """The report about one image file (and the kernel, if any)."""
     kernel = (load_report_kernel(settings.kernel_spec, settings.factor)
               if settings.kernel_spec else None)
     factor = settings.factor if settings.factor is not None else (
         kernel.stride if kernel is not None else None)
     image = to_float(load_image(path, settings.max_pixels).samples)
-    truth = to_float(load_image(reference, settings.max_pixels).samples) if reference else None
-    report = build_report(image, factor, kernel, truth)
+    report = build_report(image, factor, kernel)
     report["image"] = path
     report["size"] = [image.shape[1], image.shape[0]]
     return report

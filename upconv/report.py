@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import UpconvError
@@ -30,7 +31,7 @@ from .metrics import (
     verdict,
 )
 
-__all__ = ["build_report", "kernel_report", "print_report", "summary_line", "render_map",
+__all__ = ["build_report", "kernel_report", "print_report", "render_map",
            "render_spectrum", "SCORE_UNIT"]
 
 SCORE_UNIT = "8-bit grey levels (RMS amplitude of the periodic pattern)"
@@ -38,7 +39,7 @@ SCORE_UNIT = "8-bit grey levels (RMS amplitude of the periodic pattern)"
 MIN_PERIODS = 8
 
 
-def _colour_channels(image: np.ndarray) -> np.ndarray:
+def colour_channels(image: np.ndarray) -> np.ndarray:
     """Drop alpha: (H, W, 2) gray+alpha -> gray, (H, W, 4) -> RGB."""
     return image[:, :, :-1] if image.shape[2] in (2, 4) else image
 
@@ -101,7 +102,9 @@ def build_report(image: np.ndarray | None, factor: int | None = None,
                               "reference": None}
     if image is None:
         return report
-    colour = _colour_channels(image).astype(np.float32, copy=False)
+    colour = colour_channels(image).astype(np.float32, copy=False)
+    if colour.dtype.kind == "f":  # what an image file can hold: the same numbers either way
+        colour = np.clip(colour, 0, 1)
     check_measurable(colour.shape, factor)
     candidates: list[PeriodicPattern] = []
     if factor is None:
@@ -109,16 +112,17 @@ def build_report(image: np.ndarray | None, factor: int | None = None,
         report["factor_detected"] = period is not None
         report["factor"] = period
         if period is None:
-            # Nothing significant: report the strongest candidate (period 2 if none was).
+            # Nothing significant: the score is 0; the strongest candidate is shown apart.
             strongest = max(candidates, key=lambda f: f.score, default=None)
             period = strongest.period if strongest is not None else 2
         pattern = measure_pattern(colour, period)
     else:
         pattern = measure_pattern(colour, factor)
     significant = pattern.significant
+    no_period = factor is None and not report["factor_detected"]
     report["checkerboard"] = {
-        "score": pattern.score,
-        "verdict": verdict(pattern.score) if significant else "none",
+        "score": 0.0 if no_period else pattern.score,
+        "verdict": verdict(pattern.score) if significant and not no_period else "none",
         "unit": SCORE_UNIT,
         "period": pattern.period,
         "phase_means": pattern.phase_means.tolist(),
@@ -128,8 +132,11 @@ def build_report(image: np.ndarray | None, factor: int | None = None,
     }
     if factor is None:  # what detection measured, on the grey image
         report["checkerboard"]["scores_by_period"] = {str(f.period): f.score for f in candidates}
+    if no_period:
+        report["checkerboard"]["strongest_candidate"] = {
+            "period": pattern.period, "score": pattern.score, "noise": pattern.noise}
     if reference is not None:
-        reference = _colour_channels(reference)
+        reference = colour_channels(reference)
         if reference.shape[:2] != image.shape[:2]:
             raise UpconvError(f"the reference is {reference.shape[1]}x{reference.shape[0]} but "
                               f"the image is {image.shape[1]}x{image.shape[0]}; they must match")
@@ -147,23 +154,17 @@ def _finite(value: float) -> float | None:
     return None if math.isinf(value) else value
 
 
-def summary_line(report: dict[str, Any]) -> str:
-    """The checkerboard part of a one-line summary."""
-    board = report["checkerboard"]
-    if board is None:
-        return "checkerboard n/a"
-    return f"checkerboard {board['score']:.2f} grey levels ({board['verdict']})"
-
-
 def print_report(report: dict[str, Any], console: Console, title: str = "report") -> None:
     """The report as rich tables."""
     board = report["checkerboard"]
     if board is not None:
-        table = Table(title=f"checkerboard: {title}", show_header=False)
+        table = Table(title=escape(f"checkerboard: {title}"), show_header=False)
         if report["factor_detected"]:
             period = f"{report['factor']} (detected)"
         elif report["factor"] is None:
-            period = f"none found (strongest candidate: {board['period']})"
+            candidate = board["strongest_candidate"]
+            period = (f"none found (strongest candidate: period {candidate['period']}, "
+                      f"{candidate['score']:.3f} grey levels, not significant)")
         else:
             period = str(report["factor"])
         table.add_row("period", period)
@@ -180,7 +181,7 @@ def print_report(report: dict[str, Any], console: Console, title: str = "report"
         console.print(table)
     if report["kernel"] is not None:
         k = report["kernel"]
-        table = Table(title=f"kernel: {k['name']}", show_header=False)
+        table = Table(title=escape(f"kernel: {k['name']}"), show_header=False)
         table.add_row("shape / stride", f"{' x '.join(map(str, k['shape']))} / {k['stride']}")
         sums = np.array(k["phase_sums"])
         table.add_row("phase sums", "\n".join(" ".join(f"{v:9.4g}" for v in row)
@@ -215,8 +216,11 @@ def colour_map(values: np.ndarray) -> np.ndarray:
 
 def render_map(image: np.ndarray, factor: int, tile: int = 64) -> Image.Image:
     """A heat map of the local score per tile, with a colour bar in grey levels."""
-    colour = _colour_channels(image).astype(np.float32, copy=False)
+    colour = colour_channels(image).astype(np.float32, copy=False)
+    if colour.dtype.kind == "f":  # what an image file can hold: the same numbers either way
+        colour = np.clip(colour, 0, 1)
     check_measurable(colour.shape, factor)
+    tile = max(factor, min(tile, min(colour.shape[:2])) // factor * factor)
     scores = local_checkerboard(colour, factor, tile)
     top = max(float(scores.max()), 1.0)
     cell = max(1, min(512 // max(scores.shape), 64))
@@ -237,7 +241,7 @@ def render_map(image: np.ndarray, factor: int, tile: int = 64) -> Image.Image:
 
 def render_spectrum(image: np.ndarray, factor: int, size: int = 512) -> Image.Image:
     """The log power spectrum (DC at the centre), with the grid frequencies (k/s, l/s) circled."""
-    colour = _colour_channels(image).astype(np.float32, copy=False)
+    colour = colour_channels(image).astype(np.float32, copy=False)
     channel = grey(colour)
     rows, cols = channel.shape[0] // factor * factor, channel.shape[1] // factor * factor
     spectrum = log_power_spectrum(channel[:rows, :cols])

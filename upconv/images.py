@@ -159,11 +159,12 @@ def _standard_stream(stream, which: str):
     return stream
 
 
-def _read_bytes(path: str) -> bytes:
-    if path == "-":
+def read_bytes(path: str, kind: str = "image", stdin: bool = True) -> bytes:
+    """The whole file (or standard input for ``"-"``), or a one-line UpconvError naming it."""
+    if path == "-" and stdin:
         stream = _standard_stream(sys.stdin, "input")
         if stream.isatty():
-            raise UpconvError("-: standard input is a terminal; pipe an image into it")
+            raise UpconvError(f"-: standard input is a terminal; pipe an {kind} into it")
         try:
             data = stream.buffer.read()
         except OSError as exc:
@@ -175,9 +176,12 @@ def _read_bytes(path: str) -> bytes:
             with open(path, "rb") as handle:
                 data = handle.read()
         except FileNotFoundError:
-            raise UpconvError(f"{path}: no such file") from None
+            raise UpconvError(f"{path}: no such {kind} file" if kind != "image"
+                              else f"{path}: no such file") from None
         except IsADirectoryError:
-            raise UpconvError(f"{path}: is a directory, not an image file") from None
+            raise UpconvError(f"{path}: is a directory, not an {kind} file"
+                              if kind == "image" else
+                              f"{path}: is a directory, not a {kind} file") from None
         except PermissionError:
             raise UpconvError(f"{path}: permission denied") from None
         except OSError as exc:
@@ -302,7 +306,7 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     UpconvError
         With a one-line message naming the file, for anything unreadable.
     """
-    data = _read_bytes(path)
+    data = read_bytes(path)
     name = "standard input" if path == "-" else path
     if data.startswith(_NPY_MAGIC):
         return _load_npy(data, name, max_pixels)

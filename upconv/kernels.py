@@ -242,18 +242,11 @@ class Kernel:
     @classmethod
     def load(cls, path: str | Path) -> Kernel:
         """Read a kernel file (``.json``, ``.npy``, ``.npz``, ``.txt``, ``.csv``)."""
+        from .images import read_bytes
+
         path = Path(path)
         name = str(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise UpconvError(f"{name}: no such kernel file") from None
-        except IsADirectoryError:
-            raise UpconvError(f"{name}: is a directory, not a kernel file") from None
-        except OSError as exc:
-            raise UpconvError(f"{name}: cannot read ({exc.strerror or exc})") from None
-        if not data:
-            raise UpconvError(f"{name}: empty file")
+        data = read_bytes(name, kind="kernel", stdin=False)
         suffix = path.suffix.lower()
         if suffix == ".json":
             return _from_json(data, name)

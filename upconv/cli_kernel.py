@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import re
 
@@ -17,7 +16,8 @@ from rich.table import Table
 from .cli import CONTEXT, EPILOG, _parse_factor, main
 from .errors import UpconvError
 from .images import atomic_output
-from .kernels import BUILTIN_KERNELS, Kernel, conv_matrix, conv_output_shape, resolve_kernel
+from .kernels import Kernel, conv_matrix, conv_output_shape, resolve_kernel
+from .report import kernel_report
 from .scaling import stride_from_factor
 
 
@@ -28,10 +28,7 @@ def kernel_group() -> None:
 
 def _load_kernel_for_cli(spec: str, factor_text: str | None) -> Kernel:
     stride = stride_from_factor(_parse_factor(factor_text)) if factor_text else None
-    if spec in BUILTIN_KERNELS:
-        return resolve_kernel(spec, stride if stride is not None else 2)
-    kernel = Kernel.load(spec)
-    return kernel.with_stride(stride) if (stride or kernel.stride) else kernel
+    return resolve_kernel(spec, stride, builtin_stride=2, require_stride=False)
 
 
 @kernel_group.command("show", context_settings=CONTEXT, epilog=EPILOG)
@@ -84,8 +81,8 @@ def kernel_matrix(spec: str, size_text: str, stride: int | None, padding: int,
     """
     height, width = _parse_hw(size_text)
     # A built-in is made for the stride asked (2 when that is 1 or not given).
-    kernel = (resolve_kernel(spec, max(2, stride or 2)) if spec in BUILTIN_KERNELS
-              else Kernel.load(spec))
+    kernel = resolve_kernel(spec, None, builtin_stride=max(2, stride or 2),
+                            require_stride=False)
     if kernel.weights.ndim != 2:
         raise UpconvError(f"{spec}: the matrix view is for 2-D kernels (this one has shape "
                           f"{kernel.weights.shape})")
@@ -150,15 +147,14 @@ def kernel_summary(kernel: Kernel) -> dict:
                      "stride": s, "alignment": kernel.alignment, "padding": kernel.padding,
                      "weights": kernel.weights.tolist()}
     if s is not None:
-        sums = kernel.phase_sums()
-        spread = kernel.spread()
+        analysis = kernel_report(kernel)  # phase sums, spread, flat_stays_flat
+        sums = np.asarray(analysis["phase_sums"])
         summary.update({
             "phases": [{"phase": [p, q], "weights": kernel.weights[..., p::s, q::s].tolist(),
                         "sum": sums[..., p, q].tolist()} for p in range(s) for q in range(s)],
-            "phase_sums": sums.tolist(),
-            # JSON has no infinity: null when the phase sums average 0
-            "spread": spread if math.isfinite(spread) else None,
-            "flat_stays_flat": kernel.flat_stays_flat,
+            "phase_sums": analysis["phase_sums"],
+            "spread": analysis["spread"],
+            "flat_stays_flat": analysis["flat_stays_flat"],
             "half_pixel_aligned": kernel.padding is None and all(
                 (k - s) % 2 == 0 for k in kernel.shape),
         })

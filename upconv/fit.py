@@ -136,7 +136,6 @@ class NormalEquations:
         self.rhs = np.zeros((groups, cells, phases))
         self.energy = np.zeros((groups, phases))
         self.count = np.zeros(groups, dtype=np.int64)
-        self.pairs = 0
 
     def add(self, low: np.ndarray, high: np.ndarray) -> None:
         """Add one pair: LOW (H, W, C) and HIGH (s*H, s*W, C).
@@ -203,13 +202,12 @@ class NormalEquations:
                 self.energy += np.diagonal(sums, axis1=1, axis2=2)[:, cells:]
         for group, _, _, m0, m1 in jobs:
             self.count[group] += (m1 - m0) * n_cols
-        self.pairs += 1
 
     def solve(self, ridge: float = 0.0, checkerboard_free: bool = False
               ) -> tuple[np.ndarray, FitReport]:
         """Weights ``(groups, K, K)`` minimising the squared error (plus ridge)."""
         s = self.stride
-        report = FitReport(pairs=self.pairs, samples=int(self.count.sum()) * s * s, ridge=ridge)
+        report = FitReport(samples=int(self.count.sum()) * s * s, ridge=ridge)
         unknowns = max(len(self._phase_cells(p, q)[0]) for p in range(s) for q in range(s))
         if self.count.min() < unknowns:
             raise UpconvError(f"too few pixels: {int(self.count.min())} LOW samples for "

@@ -83,11 +83,6 @@ class Picture:
         kind = self.samples.dtype
         return 8 if kind == np.uint8 else 16 if kind == np.uint16 else 0
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height), as image tools say it."""
-        return self.samples.shape[1], self.samples.shape[0]
-
 
 def to_float(samples: np.ndarray) -> np.ndarray:
     """Integer samples to float32 in [0, 1]; float samples unchanged.
@@ -500,7 +495,7 @@ def save_image(picture: Picture, path: str, fmt: str, quality: int | None = None
 
 
 def _write_all(fd: int, data: bytes, name: str) -> None:
-    """Write every byte or fail: a short write is retried, EPIPE raises BrokenPipeError."""
+    """Write every byte or fail: a short write is retried, EPIPE raises OutputClosedError."""
     view = memoryview(data)
     while view:
         try:

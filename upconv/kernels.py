@@ -479,16 +479,27 @@ def builtin_kernel(name: str, stride: int) -> Kernel:
 POST_KERNELS = {"binomial3": np.outer([1, 2, 1], [1, 2, 1]) / 16.0}
 
 
-def resolve_kernel(spec: Kernel | str | Path, factor: int | None) -> Kernel:
-    """A kernel from a ``Kernel``, a built-in name or a file path, with its stride settled."""
+def resolve_kernel(spec: Kernel | str | Path, factor: int | None,
+                   builtin_stride: int | None = None, require_stride: bool = True) -> Kernel:
+    """A kernel from a ``Kernel``, a built-in name or a file path, with its stride settled.
+
+    The stride is the kernel's own, else ``factor`` (a mismatch is an error).
+    A built-in is made for ``factor``, else ``builtin_stride``. With
+    ``require_stride=False`` a file kernel may stay without a stride (to look
+    at it).
+    """
     if isinstance(spec, Kernel):
         return spec.with_stride(factor)
     text = str(spec)
     if text in _PROFILES:
-        if factor is None:
+        stride = factor if factor is not None else builtin_stride
+        if stride is None:
             raise UpconvError(f"the built-in kernel {text!r} needs a factor (--factor)")
-        return builtin_kernel(text, factor)
-    return Kernel.load(text).with_stride(factor)
+        return builtin_kernel(text, stride)
+    kernel = Kernel.load(text)
+    if factor is None and kernel.stride is None and not require_stride:
+        return kernel
+    return kernel.with_stride(factor)
 
 
 # --------------------------------------------------------------------- the matrix view

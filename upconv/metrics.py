@@ -9,7 +9,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-__all__ = ["psnr", "ssim", "checkerboard", "measure_pattern", "detect_period",
+__all__ = ["psnr", "ssim", "measure_pattern", "detect_period",
            "PeriodicPattern", "local_checkerboard", "spectral_peak_db", "verdict",
            "periodic_residual", "log_power_spectrum", "grey", "VERDICTS"]
 
@@ -158,18 +158,6 @@ def unit_channel(image: np.ndarray, c: int) -> np.ndarray:
     return np.clip(channel, 0, 1).astype(np.float32, copy=False)
 
 
-def checkerboard(image: np.ndarray, s: int) -> tuple[float, np.ndarray]:
-    """Score (8-bit grey levels) and phase means of the s-periodic pattern; see measure_pattern.
-
-    Examples
-    --------
-    >>> checkerboard(np.full((40, 40, 1), 0.5), 2)[0]
-    0.0
-    """
-    found = measure_pattern(image, s)
-    return found.score, found.phase_means
-
-
 #: A period is measured only when its grid frequencies stand this far (dB) above
 #: their neighbours in the spectrum: a pattern strong enough to be significant
 #: always does (its energy sits in single frequency bins), and screening spares
@@ -263,7 +251,7 @@ def log_power_spectrum(channel: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.log10(power + 1e-20))
 
 
-def spectral_peak_db(channel: np.ndarray, s: int, spectrum: np.ndarray | None = None) -> float:
+def spectral_peak_db(channel: np.ndarray, s: int) -> float:
     """Prominence (dB) of the strongest grid frequency (k/s, l/s), (k, l) != (0, 0).
 
     The log power at each grid frequency is compared with the median of its
@@ -271,8 +259,7 @@ def spectral_peak_db(channel: np.ndarray, s: int, spectrum: np.ndarray | None = 
     is cropped to a multiple of s so every grid frequency falls on a bin.
     """
     rows, cols = channel.shape[0] // s * s, channel.shape[1] // s * s
-    if spectrum is None or spectrum.shape != (rows, cols):
-        spectrum = log_power_spectrum(channel[:rows, :cols])
+    spectrum = log_power_spectrum(channel[:rows, :cols])
     centre_y, centre_x = rows // 2, cols // 2
     best = -math.inf
     for k in range(s):

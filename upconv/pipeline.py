@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import UpconvError
 from .images import (
+    DEFAULT_MAX_PIXELS,
     check_writable,
     format_for,
     from_float,
@@ -24,11 +25,11 @@ from .images import (
     to_float,
     with_samples,
 )
-from .kernels import POST_KERNELS, Kernel, resolve_kernel
+from .kernels import Kernel, resolve_kernel
 from .metrics import measure_pattern, verdict
 from .options import Method
 from .report import build_report, check_measurable, colour_channels, load_report_kernel
-from .scaling import default_kernel, output_shape_for, scale, stride_from_factor
+from .scaling import default_kernel, output_shape_for, post_weights, scale, stride_from_factor
 from .tiles import (
     NpyFile,
     bands,
@@ -58,9 +59,9 @@ class ScaleSettings:
     linear_light: bool = False
     format_name: str | None = None
     quality: int | None = None
-    max_pixels: int = 2 ** 28
+    max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int | None = None
-    #: None: the default limit for images held in memory, and none for streamed .npy
+    #: False: max_pixels is the default, which does not limit streamed .npy outputs
     max_pixels_given: bool = False
     full_report: bool = False
     figure: bool = True
@@ -83,6 +84,7 @@ class ScaleResult:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """``OUTPUT WxH, method, figure``: the line every ``upconv scale`` run ends with."""
         name = "stdout" if self.output == "-" else self.output
         return f"{name} {self.size[0]}x{self.size[1]}, {self.method}, {self.figure}"
 
@@ -155,6 +157,7 @@ class _Plan:
     tile_rows: int | None
     method_name: str
     notes: list[str]
+    post: np.ndarray | str | None = None  # the post-kernel, loaded once
 
 
 def _plan(settings: ScaleSettings, kernel: Kernel | None, shape: tuple[int, ...],
@@ -197,7 +200,8 @@ def _plan(settings: ScaleSettings, kernel: Kernel | None, shape: tuple[int, ...]
                               "(and the centred geometry for transpose)")
         tile_rows = None  # automatic tiling only where it is exact
     method_name = settings.method.value + (f" ({kernel.name})" if kernel is not None else "")
-    return _Plan((out_h, out_w), kernel, stride, tile_rows, method_name, notes)
+    post = post_weights(settings.post_kernel) if settings.post_kernel is not None else None
+    return _Plan((out_h, out_w), kernel, stride, tile_rows, method_name, notes, post)
 
 
 def _upsample(samples: np.ndarray, settings: ScaleSettings, plan: _Plan, alpha: bool,
@@ -206,7 +210,7 @@ def _upsample(samples: np.ndarray, settings: ScaleSettings, plan: _Plan, alpha: 
     if plan.kernel is not None:
         return scale(samples, method=settings.method, boundary=settings.boundary,
                      kernel=plan.kernel, padding=settings.padding,
-                     output_padding=settings.output_padding, post_kernel=settings.post_kernel,
+                     output_padding=settings.output_padding, post_kernel=plan.post,
                      alpha=alpha, linear_light=settings.linear_light, threads=settings.threads)
     return scale(samples, output_shape=shape, method=settings.method,
                  boundary=settings.boundary or "edge", alpha=alpha,
@@ -216,10 +220,8 @@ def _upsample(samples: np.ndarray, settings: ScaleSettings, plan: _Plan, alpha: 
 def _tile_geometry(settings: ScaleSettings, plan: _Plan, alpha: bool):
     """The halo and the window upsampler of a tiled job."""
     s = plan.stride
-    post_rows = 0
-    if settings.post_kernel is not None:
-        post_rows = 3 if settings.post_kernel in POST_KERNELS else max(
-            Kernel.load(settings.post_kernel).shape)
+    post_rows = 0 if plan.post is None else (
+        3 if isinstance(plan.post, str) else max(plan.post.shape))
     halo = halo_for(None if plan.kernel is not None else settings.method.order,
                     plan.kernel.shape[0] if plan.kernel is not None else None, s, post_rows)
     width = plan.shape[1] // s
@@ -374,8 +376,6 @@ def report_about(samples: np.ndarray, stride: int | None, kernel: Kernel | None)
 
 def scale_job(settings: ScaleSettings, job) -> ScaleResult:
     """:func:`scale_file` for a batch :class:`~upconv.batch.Job` (picklable with partial)."""
-    import os
-
     os.makedirs(os.path.dirname(job.output) or ".", exist_ok=True)
     return scale_file(job.input, job.output, settings)
 
@@ -386,7 +386,7 @@ class ReportSettings:
 
     factor: int | None = None
     kernel_spec: str | None = None
-    max_pixels: int = 2 ** 28
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def report_file(path: str, settings: ReportSettings) -> dict:

@@ -11,11 +11,11 @@ the map is periodic in ``i`` with period ``s``; it is then a set of ``s``
 *phases* (:class:`Phases`), each an ordinary small correlation at input
 resolution whose results interleave into the output. That is the polyphase
 (sub-pixel) form of a transposed convolution, and the same engine serves
-integer-factor interpolation and, later, learned kernels.
+integer-factor interpolation and transposed convolution with any kernel.
 
 The 2-D driver works on horizontal bands of a few dozen rows, so that its
 temporaries stay in cache, and hands the bands to a thread pool: numpy
-releases the GIL in its inner loops, so both cores are used.
+releases the GIL in its inner loops, so every CPU the process may use works.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import UpconvError
-from .kernels import BUILTIN_KERNELS, Kernel, resolve_kernel
+from .kernels import Kernel, resolve_kernel
 from .metrics import (
     PeriodicPattern,
     detect_period,
@@ -37,6 +37,11 @@ __all__ = ["build_report", "kernel_report", "print_report", "render_map",
 SCORE_UNIT = "8-bit grey levels (RMS amplitude of the periodic pattern)"
 #: Smallest image side, in periods, that a measurement needs.
 MIN_PERIODS = 8
+
+
+def measurable_colour(image: np.ndarray) -> np.ndarray:
+    """The colour channels as float32 clipped to [0, 1]: what an image file would hold."""
+    return np.clip(colour_channels(image), 0, 1).astype(np.float32, copy=False)
 
 
 def colour_channels(image: np.ndarray) -> np.ndarray:
@@ -66,7 +71,7 @@ def kernel_report(kernel: Kernel) -> dict[str, Any]:
     return {"name": kernel.name, "shape": list(kernel.weights.shape), "stride": kernel.stride,
             "phase_sums": kernel.phase_sums().tolist(),
             "spread": spread if math.isfinite(spread) else None,  # JSON has no infinity
-            "flat_stays_flat": kernel.flat_stays_flat}
+            "flat_stays_flat": spread == 0.0}
 
 
 def build_report(image: np.ndarray | None, factor: int | None = None,
@@ -102,9 +107,7 @@ def build_report(image: np.ndarray | None, factor: int | None = None,
                               "reference": None}
     if image is None:
         return report
-    colour = colour_channels(image).astype(np.float32, copy=False)
-    if colour.dtype.kind == "f":  # what an image file can hold: the same numbers either way
-        colour = np.clip(colour, 0, 1)
+    colour = measurable_colour(image)
     check_measurable(colour.shape, factor)
     candidates: list[PeriodicPattern] = []
     if factor is None:
@@ -144,8 +147,8 @@ def build_report(image: np.ndarray | None, factor: int | None = None,
             raise UpconvError(f"the reference has {reference.shape[2]} colour channels, the "
                               f"image {colour.shape[2]}")
         names = "gray" if colour.shape[2] == 1 else "R, G, B"
-        report["reference"] = {"psnr": _finite(psnr(np.clip(colour, 0, 1), reference)),
-                               "ssim": ssim(np.clip(colour, 0, 1), reference),
+        report["reference"] = {"psnr": _finite(psnr(colour, reference)),
+                               "ssim": ssim(colour, reference),
                                "channels": names}
     return report
 
@@ -216,9 +219,7 @@ def colour_map(values: np.ndarray) -> np.ndarray:
 
 def render_map(image: np.ndarray, factor: int, tile: int = 64) -> Image.Image:
     """A heat map of the local score per tile, with a colour bar in grey levels."""
-    colour = colour_channels(image).astype(np.float32, copy=False)
-    if colour.dtype.kind == "f":  # what an image file can hold: the same numbers either way
-        colour = np.clip(colour, 0, 1)
+    colour = measurable_colour(image)
     check_measurable(colour.shape, factor)
     tile = max(factor, min(tile, min(colour.shape[:2])) // factor * factor)
     scores = local_checkerboard(colour, factor, tile)
@@ -267,9 +268,4 @@ def render_spectrum(image: np.ndarray, factor: int, size: int = 512) -> Image.Im
 
 def load_report_kernel(spec: str, factor: int | None) -> Kernel:
     """A kernel for a report: a built-in (for ``factor``, default 2) or a file."""
-    if spec in BUILTIN_KERNELS:
-        return resolve_kernel(spec, factor or 2)
-    kernel = Kernel.load(spec)
-    if kernel.stride is None and factor is None:
-        raise UpconvError(f"{spec}: the kernel does not state its stride; give --factor")
-    return kernel.with_stride(factor if kernel.stride is None else None)
+    return resolve_kernel(spec, factor, builtin_stride=2)

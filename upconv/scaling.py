@@ -22,7 +22,7 @@ from .options import MAX_SIDE, Boundary, Method, choice
 from .polyphase import default_threads
 from .transpose import post_convolve, transposed_conv
 
-__all__ = ["scale", "output_shape_for"]
+__all__ = ["scale", "output_shape_for", "post_weights", "default_kernel", "stride_from_factor"]
 
 
 def _positive_factor(value: float, axis: str) -> float:
@@ -207,7 +207,7 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
     if method is Method.TRANSPOSE:
         out = transposed_conv(img3, resolved, boundary, padding, output_padding, threads)
         if post_kernel is not None:
-            out = post_convolve(out, _post_weights(post_kernel), boundary)
+            out = post_convolve(out, post_weights(post_kernel), boundary)
     else:
         out = interpolate(img3, out_shape, method.order, boundary, threads)
     if alpha:
@@ -248,7 +248,8 @@ def stride_from_factor(factor: float | tuple[float, float] | None) -> int | None
     return int(fy)
 
 
-def _post_weights(post_kernel: np.ndarray | str | Path) -> np.ndarray | str:
+def post_weights(post_kernel: np.ndarray | str | Path) -> np.ndarray | str:
+    """A post-kernel as weights (2-D array) or a built-in name, loading a file once."""
     if isinstance(post_kernel, np.ndarray) or (isinstance(post_kernel, str)
                                                and post_kernel in POST_KERNELS):
         return post_kernel

@@ -30,7 +30,8 @@ from .png16 import is_16bit_colour_png, read_png16, write_png16
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "load_image", "save_image",
-    "format_for", "atomic_output", "to_float", "from_float", "check_writable",
+    "format_for", "atomic_output", "to_float", "from_float", "check_writable", "read_bytes",
+    "temporary_beside", "commit", "discard",
 ]
 
 #: Default limit on the pixels of an input or output image (16384 x 16384).
@@ -51,7 +52,7 @@ _FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff", "ppm": "pnm", "pgm": "pnm"}
 #: Largest side each encoder can write (beyond it they fail after all the work).
 MAX_FORMAT_SIDE = {"webp": 16383, "jpeg": 65535}
 
-_NPY_MAGIC = b"\x93NUMPY"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,7 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """
     data = read_bytes(path)
     name = "standard input" if path == "-" else path
-    if data.startswith(_NPY_MAGIC):
+    if data.startswith(NPY_MAGIC):
         return _load_npy(data, name, max_pixels)
     if is_16bit_colour_png(data):
         try:
@@ -417,6 +418,41 @@ def _convert(samples: np.ndarray, dtype: type) -> np.ndarray:
     return from_float(np.array(samples, dtype=np.float32), dtype)
 
 
+def temporary_beside(path: str):
+    """An open temporary file in ``path``'s folder (``.NAME.XXXX.part``), for atomic writes."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        return tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.",
+                                           suffix=".part", delete=False)
+    except FileNotFoundError:
+        raise UpconvError(f"{path}: folder {str(folder)!r} does not exist") from None
+    except PermissionError:
+        raise UpconvError(f"{path}: folder {str(folder)!r} is not writable") from None
+    except OSError as exc:
+        raise UpconvError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def commit(temporary: str, path: str) -> None:
+    """Rename a finished temporary file over ``path``, keeping the mode a file there had."""
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
+
+
+def discard(temporary: str) -> None:
+    """Remove a temporary file that will not be committed."""
+    try:
+        os.unlink(temporary)
+    except FileNotFoundError:
+        pass
+
+
 @contextmanager
 def atomic_output(path: str) -> Iterator[BinaryIO]:
     """Write a file atomically: a temporary file in the same folder, then rename.
@@ -424,35 +460,15 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
     On any exception (including KeyboardInterrupt) the temporary file is
     removed and an existing ``path`` is left untouched.
     """
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    try:
-        handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.",
-                                             suffix=".part", delete=False)
-    except FileNotFoundError:
-        raise UpconvError(f"{path}: folder {str(folder)!r} does not exist") from None
-    except PermissionError:
-        raise UpconvError(f"{path}: folder {str(folder)!r} is not writable") from None
-    except OSError as exc:
-        raise UpconvError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+    handle = temporary_beside(path)
     try:
         with handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        try:
-            mode = os.stat(target).st_mode & 0o7777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(handle.name, mode)
-        os.replace(handle.name, target)
+        commit(handle.name, path)
     except BaseException:
-        try:
-            os.unlink(handle.name)
-        except FileNotFoundError:
-            pass
+        discard(handle.name)
         raise
 
 

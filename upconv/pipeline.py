@@ -17,7 +17,10 @@ import numpy as np
 from .errors import UpconvError
 from .images import (
     DEFAULT_MAX_PIXELS,
+    NPY_MAGIC,
     check_writable,
+    commit,
+    discard,
     format_for,
     from_float,
     load_image,
@@ -278,13 +281,7 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, settings: Sc
     dtype = np.float64 if source.dtype == np.float64 else np.float32
     out_shape = plan.shape if planar else plan.shape + (plan.kernel.output_channels(channels)
                                                         if plan.kernel else channels,)
-    try:
-        target = create_npy(output_path, out_shape, dtype)
-    except FileNotFoundError:
-        raise UpconvError(f"{output_path}: folder {os.path.dirname(output_path)!r} does not "
-                          "exist") from None
-    except OSError as exc:
-        raise UpconvError(f"{output_path}: cannot write there ({exc.strerror or exc})") from None
+    target = create_npy(output_path, out_shape, dtype)
     try:
         tiles = bands(plan.shape[0], plan.stride, plan.tile_rows)
         task = functools.partial(write_band, input_path, target, settings, plan)
@@ -297,13 +294,9 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, settings: Sc
             for band in tiles:
                 task(band)
         middle = target.read_rows(*tiles[len(tiles) // 2])
-        mode = os.stat(output_path).st_mode & 0o7777 if os.path.exists(output_path) else (
-            0o666 & ~_umask())
-        os.chmod(target.path, mode)
-        os.replace(target.path, os.path.realpath(output_path))
+        commit(target.path, os.path.realpath(output_path))
     except BaseException:
-        if os.path.exists(target.path):
-            os.unlink(target.path)
+        discard(target.path)
         raise
     outcome = ScaleResult(input_path, output_path, (plan.shape[1], plan.shape[0]),
                           plan.method_name, notes=plan.notes)
@@ -312,16 +305,10 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, settings: Sc
     return outcome
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _is_npy(path: str) -> bool:
     try:
         with open(path, "rb") as handle:
-            return handle.read(6) == b"\x93NUMPY"
+            return handle.read(len(NPY_MAGIC)) == NPY_MAGIC
     except OSError:
         return False
 

@@ -18,8 +18,6 @@ in the target folder, renamed when complete).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -128,11 +126,13 @@ class NpyFile:
 
 
 def create_npy(target: str, shape: tuple[int, ...], dtype: np.dtype) -> NpyFile:
-    """A full-size ``.npy`` file to fill by rows: a temporary beside ``target``."""
-    folder = os.path.dirname(os.path.abspath(target))
-    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(target)}.",
-                                         suffix=".part", delete=False)
-    with handle:
+    """A full-size ``.npy`` file to fill by rows: a temporary beside ``target``.
+
+    Commit it with :func:`upconv.images.commit` when every row is written.
+    """
+    from .images import temporary_beside
+
+    with temporary_beside(target) as handle:
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
                   "fortran_order": False, "shape": tuple(shape)}
         np.lib.format.write_array_header_2_0(handle, header)

@@ -42,7 +42,7 @@ from .tiles import (
     tile,
     tile_rows_for,
 )
-from .transpose import output_size
+from .transpose import output_geometry
 
 __all__ = ["ScaleSettings", "ScaleResult", "scale_file"]
 
@@ -169,16 +169,10 @@ def _plan(settings: ScaleSettings, kernel: Kernel | None, shape: tuple[int, ...]
     channels = shape[2] if len(shape) == 3 else 1
     if kernel is not None:
         kernel = kernel.for_image(channels, channels in (2, 4) and not kernel.mixes_channels)
-        geometry = kernel.padding if settings.padding is None else settings.padding
-        pad_y, pad_x = geometry if isinstance(geometry, tuple) else (geometry, geometry)
-        out_h = output_size(height, kernel.shape[0], kernel.stride, pad_y,
-                            settings.output_padding)
-        out_w = output_size(width, kernel.shape[1], kernel.stride, pad_x,
-                            settings.output_padding)
-        if min(out_h, out_w) < 1:
-            raise UpconvError(f"padding {geometry} leaves no output for a {width}x{height} "
-                              "input")
-        stride = kernel.stride if geometry is None else None
+        (out_h, out_w), (pad_y, _) = output_geometry(kernel, (height, width),
+                                                      settings.padding,
+                                                      settings.output_padding)
+        stride = kernel.stride if pad_y is None else None  # tiles need the centred geometry
     else:
         out_h, out_w = output_shape_for((height, width), settings.factor, settings.size)
         stride = whole_factor(height, width, out_h, out_w)

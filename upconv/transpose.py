@@ -33,7 +33,8 @@ from .kernels import POST_KERNELS, Kernel
 from .options import Boundary
 from .polyphase import Phases, Phases2D, apply_2d, apply_separable
 
-__all__ = ["transposed_conv", "post_convolve", "zero_insertion_transpose", "output_size"]
+__all__ = ["transposed_conv", "post_convolve", "zero_insertion_transpose", "output_size",
+           "output_geometry"]
 
 
 def output_size(n_in: int, kernel_size: int, stride: int, padding: int | None,
@@ -48,6 +49,41 @@ def output_size(n_in: int, kernel_size: int, stride: int, padding: int | None,
     if padding is None:
         return stride * n_in
     return (n_in - 1) * stride - 2 * padding + kernel_size + output_padding
+
+
+def output_geometry(kernel: Kernel, shape: tuple[int, int],
+                    padding: int | tuple[int, int] | None = None,
+                    output_padding: int | tuple[int, int] = 0,
+                    ) -> tuple[tuple[int, int], tuple[int | None, int | None]]:
+    """The output (height, width) of a transposed convolution, and the padding per axis.
+
+    ``padding`` None means the kernel's own (None for the centred geometry).
+
+    Examples
+    --------
+    >>> from upconv.kernels import builtin_kernel
+    >>> output_geometry(builtin_kernel("bilinear", 2), (5, 6), padding=1, output_padding=1)
+    ((11, 13), (1, 1))
+    """
+    stride = kernel.stride
+    padding = kernel.padding if padding is None else padding
+    pad_y, pad_x = _pair(padding) if padding is not None else (None, None)
+    extra_y, extra_x = _pair(output_padding)
+    if pad_y is None and (extra_y or extra_x):
+        raise UpconvError("output_padding needs the PyTorch geometry (a padding)")
+    for value in (pad_y, pad_x):
+        if value is not None and value < 0:
+            raise UpconvError(f"padding must be >= 0, not {padding}")
+    for value in (extra_y, extra_x):
+        if not 0 <= value < stride:
+            raise UpconvError(f"output_padding must be between 0 and stride - 1 = "
+                              f"{stride - 1}, not {output_padding}")
+    height, width = shape
+    out_h = output_size(height, kernel.shape[0], stride, pad_y, extra_y)
+    out_w = output_size(width, kernel.shape[1], stride, pad_x, extra_x)
+    if out_h < 1 or out_w < 1:
+        raise UpconvError(f"padding {padding} leaves no output for a {width}x{height} input")
+    return (out_h, out_w), (pad_y, pad_x)
 
 
 @dataclass(frozen=True)
@@ -140,24 +176,10 @@ def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary = Boun
         raise UpconvError(f"{kernel.name}: the kernel has no stride; give a factor")
     kernel.check_covers_stride()
     kernel.check_channels(image.shape[2])
-    padding = kernel.padding if padding is None else padding
-    pad_y, pad_x = _pair(padding) if padding is not None else (None, None)
-    extra_y, extra_x = _pair(output_padding)
-    if pad_y is None and (extra_y or extra_x):
-        raise UpconvError("output_padding needs the PyTorch geometry (a padding)")
-    for value in (pad_y, pad_x):
-        if value is not None and value < 0:
-            raise UpconvError(f"padding must be >= 0, not {padding}")
-    for value in (extra_y, extra_x):
-        if not 0 <= value < stride:
-            raise UpconvError(f"output_padding must be between 0 and stride - 1 = "
-                              f"{stride - 1}, not {output_padding}")
-    k_h, k_w = kernel.shape
     height, width = image.shape[:2]
-    out_h = output_size(height, k_h, stride, pad_y, extra_y)
-    out_w = output_size(width, k_w, stride, pad_x, extra_x)
-    if out_h < 1 or out_w < 1:
-        raise UpconvError(f"padding {padding} leaves no output for a {width}x{height} input")
+    (out_h, out_w), (pad_y, pad_x) = output_geometry(kernel, (height, width), padding,
+                                                     output_padding)
+    k_h, k_w = kernel.shape
     offset_y = (stride - k_h) // 2 if pad_y is None else -pad_y
     offset_x = (stride - k_w) // 2 if pad_x is None else -pad_x
     axis_y = _axis(k_h, stride, offset_y, height, out_h)

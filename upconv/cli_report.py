@@ -15,8 +15,8 @@ from . import cli
 from .batch import Job, expand_inputs, run_jobs
 from .cli import CONTEXT, EPILOG, main
 from .errors import UpconvError
-from .images import DEFAULT_MAX_PIXELS, atomic_output, load_image, to_float
-from .pipeline import ReportSettings, report_job
+from .images import DEFAULT_MAX_PIXELS, atomic_output
+from .pipeline import ReportSettings, report_file, report_job
 from .polyphase import default_threads
 from .report import (
     build_report,
@@ -88,23 +88,17 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
         _report_batch(image_paths, ReportSettings(factor, kernel_spec, max_pixels), recursive,
                       jobs or default_threads(), as_json, fail_above, quiet)
         return
-    image_path = image_paths[0] if image_paths else None
-    image = reference = None
-    if image_path is not None:
-        image = to_float(load_image(image_path, max_pixels).samples)
-        if factor is None and kernel is not None:
-            factor = kernel.stride
-        if reference_path is not None:
-            reference = to_float(load_image(reference_path, max_pixels).samples)
-    report = build_report(image, factor, kernel, reference)
-    if image_path is not None:
-        report["image"] = image_path
-        report["size"] = [image.shape[1], image.shape[0]]
+    settings = ReportSettings(factor, kernel_spec, max_pixels)
+    if not image_paths:
+        report = build_report(None, factor, kernel)
+    else:
+        report, image = report_file(image_paths[0], settings, reference_path)
         period = report["factor"] or report["checkerboard"]["period"]
         if map_path:
             _save_png(render_map(image, period, tile), map_path)
         if spectrum_path:
             _save_png(render_spectrum(image, period), spectrum_path)
+    image_path = image_paths[0] if image_paths else None
     if as_json:
         click.echo(json.dumps(report, indent=1))
     else:

@@ -370,19 +370,25 @@ class ReportSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
-def report_file(path: str, settings: ReportSettings) -> dict:
-    """The report about one image file (and the kernel, if any)."""
+def report_file(path: str, settings: ReportSettings, reference: str | None = None
+                ) -> tuple[dict, np.ndarray]:
+    """The report about one image file (and the kernel, if any), and the image measured.
+
+    ``reference`` is a ground-truth image file for PSNR and SSIM.
+    """
     kernel = (load_report_kernel(settings.kernel_spec, settings.factor)
               if settings.kernel_spec else None)
     factor = settings.factor if settings.factor is not None else (
         kernel.stride if kernel is not None else None)
     image = to_float(load_image(path, settings.max_pixels).samples)
-    report = build_report(image, factor, kernel)
+    truth = (to_float(load_image(reference, settings.max_pixels).samples)
+             if reference is not None else None)
+    report = build_report(image, factor, kernel, truth)
     report["image"] = path
     report["size"] = [image.shape[1], image.shape[0]]
-    return report
+    return report, image
 
 
 def report_job(settings: ReportSettings, job) -> dict:
     """:func:`report_file` for a batch job (picklable with partial)."""
-    return report_file(job.input, settings)
+    return report_file(job.input, settings)[0]

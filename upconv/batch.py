@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import UpconvError
 from .images import FORMATS
+from .polyphase import default_threads
 
 __all__ = ["Job", "Outcome", "check_template", "expand_inputs", "plan_outputs", "run_jobs",
            "IMAGE_SUFFIXES"]
@@ -170,7 +171,7 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["upconv.pipeline"])
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, default_threads() // workers)
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
                                initargs=(threads,))
     pending: set[Future] = set()

@@ -21,7 +21,7 @@ import upconv
 from upconv import pipeline, tiles
 from upconv.cli import run
 from upconv.images import load_image
-from upconv.options import Method
+from upconv.methods import Method
 from upconv.pipeline import ScaleSettings, scale_file
 
 UPCONV = [sys.executable, "-m", "upconv"]
@@ -170,7 +170,7 @@ def test_tiles_equal_the_untiled_result(tmp_path, rng, method, kernel, post, bou
     values = rng.random((41, 27, 3))
     np.save(tmp_path / "in.npy", values)
     base = ScaleSettings(method=Method(method), factor=(2.0, 2.0), kernel_spec=kernel,
-                         post_kernel=post, boundary=boundary, figure=False)
+                         post_kernel=post, boundary=boundary, summary_line=False)
     scale_file(str(tmp_path / "in.npy"), str(tmp_path / "whole.npy"), base)
     from dataclasses import replace
     scale_file(str(tmp_path / "in.npy"), str(tmp_path / "tiled.npy"), replace(base, tile=6))
@@ -197,7 +197,7 @@ def test_big_outputs_tile_and_stream_automatically(tmp_path, rng, monkeypatch):
     monkeypatch.setattr(pipeline, "_stream_npy", lambda *a: streamed.append(1) or real(*a))
     result = scale_file(str(tmp_path / "in.npy"), str(tmp_path / "out.npy"),
                         ScaleSettings(method=Method.BILINEAR, factor=(2.0, 2.0)))
-    assert streamed and "middle tile" in result.figure
+    assert streamed and "middle tile" in result.checkerboard
     out = np.load(tmp_path / "out.npy")
     assert out.dtype == np.float32 and out.shape == (100, 80)
     np.testing.assert_array_equal(out, upconv.scale(values, 2, method="bilinear"))

@@ -17,9 +17,10 @@ from conftest import SAMPLES, zoom_per_channel
 from PIL import Image
 
 import upconv
-from upconv import images
+from upconv import fileio
 from upconv.cli import run
-from upconv.images import from_float, load_image, to_float
+from upconv.images import load_image
+from upconv.samples import from_float, to_float
 
 PHOTO = SAMPLES / "chelsea.png"
 UPCONV = [sys.executable, "-m", "upconv"]
@@ -206,7 +207,7 @@ def test_interrupt_while_writing_leaves_nothing_and_keeps_the_old_output(tmp_pat
     def interrupted_write(self, data):
         raise KeyboardInterrupt
 
-    real = images.atomic_output
+    real = fileio.atomic_output
 
     def patched(path):
         context = real(path)
@@ -222,7 +223,7 @@ def test_interrupt_while_writing_leaves_nothing_and_keeps_the_old_output(tmp_pat
         del handle
         return Wrapper()
 
-    monkeypatch.setattr(images, "atomic_output", patched)
+    monkeypatch.setattr(fileio, "atomic_output", patched)
     status, err = upconv_cli("scale", PHOTO, out, "-f", "2", capsys=capsys)
     assert status == 130 and "interrupted" in err
     assert out.read_bytes() == b"previous result"
@@ -329,7 +330,7 @@ def png_header_only(width: int, height: int) -> bytes:
     (["scale", "{photo}", "{out}", "-f", "2", "--size", "10x10"], 2, "exactly one"),
     (["scale", "{photo}", "{out}", "-f", "2", "--max-pixels", "100000"], 1, "over the limit"),
     (["scale", "{photo}", "{out}", "-f", "2", "--max-pixels", "1000"], 1, "decompression bomb"),
-    (["scale", "{photo}", "{out}", "-f", "2", "--method", "lanczos"], 2, "method"),
+    (["scale", "{photo}", "{out}", "-f", "2", "--method", "sinc"], 2, "method"),
     (["scale", "{photo}", "{d}/no/such/folder/out.png", "-f", "2"], 1, "does not exist"),
     (["scale", "{photo}", "{d}/a_file/out.png", "-f", "2"], 1, "cannot write"),
     (["scale", "{photo}", "{d}/folder", "-f", "2", "--format", "png"], 1, "is a directory"),

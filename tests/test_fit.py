@@ -14,10 +14,11 @@ import upconv
 from upconv.cli import run
 from upconv.degrade import degrade
 from upconv.fit import fit_kernel
-from upconv.images import load_image, to_float
+from upconv.images import load_image
 from upconv.kernels import Kernel
 from upconv.metrics import psnr
 from upconv.options import Boundary
+from upconv.samples import to_float
 from upconv.transpose import transposed_conv
 
 
@@ -227,7 +228,7 @@ def test_fit_command_bad_input(tmp_path, capsys, rng, args, status, fragment):
 @pytest.mark.parametrize("factor", [2, 3, 4])
 def test_transpose_without_a_kernel_uses_the_fitted_default(factor, rng):
     image = rng.random((8, 9, 3))
-    shipped = Kernel.load(upconv.scaling.DEFAULTS_FOLDER / f"default_x{factor}.json")
+    shipped = Kernel.load(upconv.kernel_files.DEFAULTS_FOLDER / f"default_x{factor}.json")
     assert shipped.stride == factor and shipped.shape == (6 * factor, 6 * factor)
     assert shipped.info["degradation"] == "area"
     np.testing.assert_allclose(upconv.scale(image, factor, method="transpose"),
@@ -242,7 +243,7 @@ def test_other_factors_fall_back_to_bilinear(rng):
 
 def test_x2_default_beats_bicubic_on_held_out_photos():
     # astronaut and camera were not among the training photos (chelsea, coffee)
-    kernel = Kernel.load(upconv.scaling.DEFAULTS_FOLDER / "default_x2.json")
+    kernel = Kernel.load(upconv.kernel_files.DEFAULTS_FOLDER / "default_x2.json")
     assert not {"sample_images/astronaut.png", "sample_images/camera.png"} & set(
         kernel.info["trained_on"])
     gains = []
@@ -314,7 +315,7 @@ def test_failed_validation_leaves_no_kernel(tmp_path, capsys, rng):
 def test_fit_degrade_and_degrade_agree_on_alpha_images(tmp_path, capsys):
     low_file = tmp_path / "low.npy"
     assert run(["degrade", str(SAMPLES / "soft_alpha.png"), str(low_file), "-f", "2"]) == 0
-    from upconv.degrade import degrade_picture
+    from upconv.training import degrade_picture
     picture = load_image(str(SAMPLES / "soft_alpha.png"))
     np.testing.assert_allclose(np.load(low_file), degrade_picture(picture, 2, "area"),
                                atol=1e-6)

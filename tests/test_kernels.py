@@ -12,9 +12,11 @@ from rich.console import Console
 
 import upconv
 from upconv.cli import run
-from upconv.cli_kernel import kernel_summary, print_kernel_summary
 from upconv.images import load_image
-from upconv.kernels import Kernel, builtin_kernel, keys_cubic
+from upconv.kernels import Kernel, builtin_kernel
+from upconv.methods import keys_cubic
+from upconv.render import print_kernel_summary
+from upconv.report import kernel_summary
 
 PHOTO = SAMPLES / "chelsea.png"
 
@@ -136,7 +138,7 @@ def test_cli_transpose_matches_the_library(tmp_path, capsys, rng):
     out = tmp_path / "out.npy"
     assert run(["scale", str(PHOTO), str(out), "-m", "transpose", "-k",
                 str(tmp_path / "k.json")]) == 0
-    image = upconv.images.to_float(load_image(str(PHOTO)).samples)
+    image = upconv.samples.to_float(load_image(str(PHOTO)).samples)
     np.testing.assert_allclose(np.load(out), upconv.scale(image, method="transpose",
                                                           kernel=kernel), atol=1e-6)
 
@@ -158,8 +160,8 @@ def test_cli_pytorch_geometry_defaults_to_zero_boundary(tmp_path, capsys, rng):
     (["-m", "bicubic", "-f", "2", "--kernel", "bilinear"], 2, "--method transpose only"),
     (["-m", "bicubic", "-f", "2", "--padding", "1"], 2, "--method transpose only"),
     (["-m", "transpose", "-f", "2", "--output-padding", "1"], 2, "needs --padding"),
-    (["-m", "transpose", "-f", "2.5"], 1, "whole factor"),
-    (["-m", "transpose", "-f", "2x3"], 1, "one stride"),
+    (["-m", "transpose", "-f", "2.5"], 2, "whole-number factor"),
+    (["-m", "transpose", "-f", "2x3"], 2, "whole-number factor"),
     (["-m", "transpose"], 1, "needs a factor"),
     (["-m", "transpose", "-f", "2", "--post-kernel", "gauss9"], 1, "no such kernel file"),
 ])

@@ -16,10 +16,11 @@ import upconv.degrade
 import upconv.metrics
 from upconv.cli import run
 from upconv.fit import fit_kernel
-from upconv.images import load_image, to_float
+from upconv.images import load_image
 from upconv.kernels import Kernel, builtin_kernel
 from upconv.metrics import measure_pattern, ssim
 from upconv.report import build_report
+from upconv.samples import to_float
 
 
 def photo(name: str = "coffee.png") -> np.ndarray:
@@ -216,7 +217,7 @@ def test_map_and_spectrum_pictures(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,status,fragment", [
-    (["{img}", "-f", "1"], 1, "at least 2"),
+    (["{img}", "-f", "1"], 2, ">= 2"),
     (["{img}", "-f", "5000"], 1, "larger than"),
     (["{small}"], 1, "too small"),
     (["{img}", "--reference", "{small}"], 1, "must match"),

@@ -17,10 +17,11 @@ import string
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .errors import UpconvError
+from .errors import BadInputError, UpconvError
 from .images import FORMATS
 from .polyphase import default_threads
 
@@ -44,10 +45,10 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What became of a job: done, skipped, or failed (with why)."""
+    """What became of a job: done (with the work's result) or failed (with why)."""
 
     job: Job
-    status: str  # "done", "skipped" or "failed"
+    status: str  # "done" or "failed"
     error: str | None = None
     result: Any = None
 
@@ -102,10 +103,10 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
     for path, output in planned:
         real = os.path.realpath(output)
         if real in input_files:
-            raise UpconvError(f"{output}: would overwrite an input of this batch; change --name "
+            raise BadInputError(f"{output}: would overwrite an input of this batch; change --name "
                               "or the output folder")
         if real in seen:
-            raise UpconvError(f"{seen[real]} and {path} would both write {output}; change "
+            raise BadInputError(f"{seen[real]} and {path} would both write {output}; change "
                               "--name (e.g. add {ext})")
         seen[real] = path
         jobs.append(Job(path, output))
@@ -121,14 +122,14 @@ def check_template(template: str) -> None:
                  if field is not None]
         unknown = [n for n in names if n not in TEMPLATE_FIELDS]
         if unknown:
-            raise UpconvError(f"--name {template!r}: unknown field {{{unknown[0]}}}; use "
+            raise BadInputError(f"--name {template!r}: unknown field {{{unknown[0]}}}; use "
                               + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS))
         filled = template.format_map(sample)
     except (ValueError, IndexError, KeyError) as exc:
-        raise UpconvError(f"--name {template!r}: {exc}") from None
+        raise BadInputError(f"--name {template!r}: {exc}") from None
     parts = Path(filled).parts
     if not filled or Path(filled).is_absolute() or ".." in parts:
-        raise UpconvError(f"--name {template!r} must name a file inside the output folder")
+        raise BadInputError(f"--name {template!r} must name a file inside the output folder")
 
 
 # --------------------------------------------------------------------- running
@@ -138,7 +139,7 @@ def run_safely(work: Callable[[Job], Any], job: Job) -> Outcome:
     well, and one bad file must not stop the batch)."""
     try:
         return Outcome(job, "done", result=work(job))
-    except UpconvError as exc:
+    except UpconvError as exc:  # FileAccessError included: its message names the file
         return Outcome(job, "failed", error=str(exc))
     except MemoryError:
         return Outcome(job, "failed", error="out of memory")
@@ -161,9 +162,10 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
     ``functools.partial`` of one) when ``workers > 1`` or on Dask.
     """
     if dask_address is not None:
-        from .cluster import run_on_dask
+        from .cluster import map_on_dask
 
-        yield from run_on_dask(jobs, work, dask_address)
+        for _, outcome in map_on_dask(partial(run_safely, work), jobs, dask_address):
+            yield outcome
         return
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:

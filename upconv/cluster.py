@@ -12,20 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import UpconvError
+from .errors import BadInputError
 
-__all__ = ["run_on_dask", "map_on_dask"]
+__all__ = ["map_on_dask"]
 
 
 def _client(address: str):
     try:
         from distributed import Client
     except ImportError:
-        raise UpconvError("--dask needs the dask extra: pip install 'upconv[dask]'") from None
+        raise BadInputError("--dask needs the dask extra: pip install 'upconv[dask]'") from None
     try:
         return Client(address, timeout="10s")
     except (OSError, TimeoutError) as exc:
-        raise UpconvError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
+        raise BadInputError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
 
 
 def map_on_dask(function: Callable[[Any], Any], items: list, address: str
@@ -47,13 +47,3 @@ def map_on_dask(function: Callable[[Any], Any], items: list, address: str
             yield futures[future], future.result()
     finally:
         client.close()
-
-
-def run_on_dask(jobs: list, work: Callable, address: str) -> Iterator:
-    """The batch runner for ``--dask``: outcomes as they finish, failures included."""
-    from functools import partial
-
-    from .batch import run_safely
-
-    for _, outcome in map_on_dask(partial(run_safely, work), jobs, address):
-        yield outcome

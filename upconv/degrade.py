@@ -26,7 +26,7 @@ from PIL import Image
 from .options import Boundary
 from .polyphase import AxisTaps, apply_general
 
-__all__ = ["Degradation", "degrade", "degrade_picture"]
+__all__ = ["Degradation", "degrade"]
 
 
 class Degradation(str, Enum):
@@ -77,18 +77,3 @@ def _gaussian_taps(n_low: int, s: int, sigma: float, pad: int) -> AxisTaps:
     weights = np.exp(-0.5 * ((index - centres[:, None]) / sigma) ** 2)
     weights /= weights.sum(axis=1, keepdims=True)
     return AxisTaps(index + pad, weights)
-
-
-def degrade_picture(picture, factor: int, method: Degradation | str = "area") -> np.ndarray:
-    """Degrade a loaded picture's samples to float; alpha images are averaged premultiplied.
-
-    Colour is weighted by coverage (as upsampling does), so the colour of
-    transparent pixels does not bleed into the LOW image.
-    """
-    from .colour import premultiply, unpremultiply
-    from .images import to_float
-
-    values = to_float(picture.samples)
-    if picture.has_alpha:
-        return unpremultiply(degrade(premultiply(values), factor, method))
-    return degrade(values, factor, method)

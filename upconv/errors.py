@@ -1,12 +1,33 @@
-"""Exceptions that carry a message meant for the user."""
+"""Exceptions that carry a message meant for the user.
+
+Everything upconv refuses is an :class:`UpconvError` whose message is one line
+naming the file or option and the problem; the command line prints it and
+exits with status 1. Two kinds:
+
+- :class:`BadInputError` (also a :class:`ValueError`): a value, image, kernel
+  or option upconv cannot work with;
+- :class:`FileAccessError` (also an :class:`OSError`): a file or folder that
+  cannot be read or written (missing, a directory, permission denied, ...).
+"""
 
 from __future__ import annotations
 
-__all__ = ["UpconvError", "OutputClosedError"]
+__all__ = ["UpconvError", "BadInputError", "FileAccessError", "OutputClosedError"]
 
 
-class UpconvError(ValueError):
-    """A problem with the user's input; its message is shown as is (exit status 1)."""
+class UpconvError(Exception):
+    """A problem the user can fix; its message is shown as is (exit status 1)."""
+
+
+class BadInputError(UpconvError, ValueError):
+    """A value, image, kernel or option that upconv cannot work with."""
+
+
+class FileAccessError(UpconvError, OSError):
+    """A file or folder that cannot be read or written."""
+
+    def __str__(self) -> str:  # OSError would show "[Errno ...]" forms; ours is one message
+        return str(self.args[0]) if self.args else ""
 
 
 class OutputClosedError(Exception):

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UpconvError
+from .errors import BadInputError
 from .kernels import MAX_KERNEL_SIDE, Kernel
 from .options import Boundary, choice
-from .transpose import _axis
+from .samples import to_float, unit_scale
+from .transpose import axis_layout
 
 __all__ = ["fit_kernel", "FitReport", "NormalEquations", "pair_factor"]
 
@@ -71,7 +72,7 @@ class _Window:
 
 
 def _window(kernel_size: int, stride: int) -> _Window:
-    axis = _axis(kernel_size, stride, (stride - kernel_size) // 2, 1, stride)
+    axis = axis_layout(kernel_size, stride, (stride - kernel_size) // 2, 1, stride)
     lowest = int(axis.start.min())
     taps = axis.tap_index.shape[1]
     width = int(axis.start.max()) + taps - lowest
@@ -95,7 +96,7 @@ def pair_factor(low_shape: Sequence[int], high_shape: Sequence[int],
     ok = factor >= 2 and all(0 <= hi - factor * lo < factor
                              for lo, hi in ((low_h, high_h), (low_w, high_w)))
     if not ok:
-        raise UpconvError(f"HIGH ({high_w}x{high_h}) is not {factor} times LOW "
+        raise BadInputError(f"HIGH ({high_w}x{high_h}) is not {factor} times LOW "
                           f"({low_w}x{low_h})" if factor >= 2 else
                           f"HIGH ({high_w}x{high_h}) is not at least twice LOW "
                           f"({low_w}x{low_h})")
@@ -128,7 +129,7 @@ class NormalEquations:
         if cells > MAX_WINDOW_CELLS:
             largest = max(k for k in range(stride, size) if _window(k, stride).width ** 2
                           <= MAX_WINDOW_CELLS)
-            raise UpconvError(f"a {size}x{size} kernel at stride {stride} means fitting "
+            raise BadInputError(f"a {size}x{size} kernel at stride {stride} means fitting "
                               f"{cells} weights at once; at most {MAX_WINDOW_CELLS} "
                               f"(--size {largest} or less)")
         phases = stride * stride
@@ -146,25 +147,25 @@ class NormalEquations:
         s, win = self.stride, self.window
         height, width, channels = low.shape
         if high.shape[:2] != (s * height, s * width) or high.shape[2] != channels:
-            raise UpconvError(f"HIGH {high.shape} does not match LOW {low.shape} at factor {s}")
+            raise BadInputError(f"HIGH {high.shape} does not match LOW {low.shape} at factor {s}")
         if self.groups not in (1, channels):
-            raise UpconvError(f"a per-channel fit needs {self.groups} channels in every pair, "
+            raise BadInputError(f"a per-channel fit needs {self.groups} channels in every pair, "
                               f"got {channels}")
-        axis_y = _axis(self.size, s, (s - self.size) // 2, height, s * height)
-        axis_x = _axis(self.size, s, (s - self.size) // 2, width, s * width)
+        axis_y = axis_layout(self.size, s, (s - self.size) // 2, height, s * height)
+        axis_x = axis_layout(self.size, s, (s - self.size) // 2, width, s * width)
         rows = range(self.margin, height - self.margin)
         cols = slice(self.margin, width - self.margin)
         n_cols = width - 2 * self.margin
         if len(rows) < 1 or n_cols < 1:
-            raise UpconvError(f"a margin of {self.margin} leaves nothing of a "
+            raise BadInputError(f"a margin of {self.margin} leaves nothing of a "
                               f"{width}x{height} image")
         cells = win.width * win.width
         start_y, start_x = win.first + axis_y.before, win.first + axis_x.before
-        high_scale = _unit_scale(high.dtype)
+        high_scale = unit_scale(high.dtype)
         block_rows = max(1, min(BLOCK_ROWS, BLOCK_BYTES // (8 * (cells + s * s) * n_cols)))
         jobs = []
         for c in range(channels):
-            ext = self.boundary.extend(_unit_float(low[:, :, c:c + 1]),
+            ext = self.boundary.extend(to_float(low[:, :, c:c + 1]),
                                        (axis_y.before, axis_y.after),
                                        (axis_x.before, axis_x.after))[:, :, 0]
             group = c if self.groups > 1 else 0
@@ -210,7 +211,7 @@ class NormalEquations:
         report = FitReport(samples=int(self.count.sum()) * s * s, ridge=ridge)
         unknowns = max(len(self._phase_cells(p, q)[0]) for p in range(s) for q in range(s))
         if self.count.min() < unknowns:
-            raise UpconvError(f"too few pixels: {int(self.count.min())} LOW samples for "
+            raise BadInputError(f"too few pixels: {int(self.count.min())} LOW samples for "
                               f"{unknowns} unknowns per phase; use a smaller --size or more "
                               "or larger images")
         weights = np.zeros((self.groups, self.size, self.size))
@@ -226,7 +227,7 @@ class NormalEquations:
             if not all(np.isfinite(scales)) or min(scales) <= 0:
                 where = f"channel {g} of the training images is" if self.groups > 1 else (
                     "the training images are")
-                raise UpconvError(f"{where} blank (all zero): nothing to fit")
+                raise BadInputError(f"{where} blank (all zero): nothing to fit")
             lam = ridge
             conditions = [_condition(b[4] + lam * sc * np.eye(len(b[2])))
                           for b, sc in zip(blocks, scales, strict=True)]
@@ -247,7 +248,7 @@ class NormalEquations:
                 solutions = (_solve_constrained(systems) if checkerboard_free
                              else [np.linalg.solve(a, r) for a, r in systems])
             except np.linalg.LinAlgError:
-                raise UpconvError("the least-squares system is singular even with the ridge; "
+                raise BadInputError("the least-squares system is singular even with the ridge; "
                                   "try a smaller --size or a moderate --ridge") from None
             for (p, q, _cells, taps, gram, rhs), h in zip(blocks, solutions, strict=True):
                 weights[g][taps] = h
@@ -256,7 +257,7 @@ class NormalEquations:
         report.rms_residual = math.sqrt(mse)
         report.training_psnr = None if mse == 0 else 10 * math.log10(1 / mse)
         if not np.isfinite(weights).all():
-            raise UpconvError("the fit did not converge to finite weights; try --ridge 1e-3")
+            raise BadInputError("the fit did not converge to finite weights; try --ridge 1e-3")
         return weights, report
 
     def _phase_cells(self, p: int, q: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -359,24 +360,24 @@ def fit_kernel(pairs: Iterable[tuple[np.ndarray, np.ndarray]], factor: int | Non
     """
     boundary = choice(boundary, Boundary, "boundary")
     if not 0 <= ridge <= 1e6:
-        raise UpconvError(f"ridge must be between 0 and 1e6 (relative to the Gram diagonal), "
+        raise BadInputError(f"ridge must be between 0 and 1e6 (relative to the Gram diagonal), "
                           f"not {ridge}")
     if margin < 0:
-        raise UpconvError(f"margin must be >= 0, not {margin}")
+        raise BadInputError(f"margin must be >= 0, not {margin}")
     equations = None
     pairs_given = 0
     for index, (low, high) in enumerate(pairs):
         low, high = _as_image(low, f"pair {index + 1} LOW"), _as_image(high, f"pair {index + 1} "
                                                                          "HIGH")
         if low.shape[2] != high.shape[2]:
-            raise UpconvError(f"pair {index + 1}: LOW has {low.shape[2]} channels, HIGH "
+            raise BadInputError(f"pair {index + 1}: LOW has {low.shape[2]} channels, HIGH "
                               f"{high.shape[2]}")
         s = pair_factor(low.shape, high.shape, factor)
         if equations is None:
             factor = s
             kernel_size = 6 * s if size is None else int(size)
             if not s <= kernel_size <= MAX_KERNEL_SIDE:
-                raise UpconvError(f"kernel size {kernel_size} must be between the stride {s} "
+                raise BadInputError(f"kernel size {kernel_size} must be between the stride {s} "
                                   f"and {MAX_KERNEL_SIDE}")
             equations = NormalEquations(kernel_size, s, boundary,
                                         low.shape[2] if per_channel else 1, margin)
@@ -385,7 +386,7 @@ def fit_kernel(pairs: Iterable[tuple[np.ndarray, np.ndarray]], factor: int | Non
             equations.add(transform(low), transform(high))
         pairs_given += 1
     if equations is None:
-        raise UpconvError("no training pairs given")
+        raise BadInputError("no training pairs given")
     weights, report = equations.solve(ridge, checkerboard_free)
     report.pairs = pairs_given
     info = {"boundary": boundary.value, "degradation": degradation,
@@ -403,26 +404,15 @@ DIHEDRAL = tuple(
     for flip in (False, True) for k in range(4))
 
 
-def _unit_scale(dtype: np.dtype) -> float:
-    return 1 / 255 if dtype == np.uint8 else 1 / 65535 if dtype == np.uint16 else 1.0
-
-
-def _unit_float(samples: np.ndarray) -> np.ndarray:
-    """float32 (float64 kept) values in [0, 1] from float or uint8/uint16 samples."""
-    if samples.dtype.kind == "f":
-        return samples if samples.dtype == np.float64 else samples.astype(np.float32)
-    return samples.astype(np.float32) * np.float32(_unit_scale(samples.dtype))
-
-
 def _as_image(array: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.size == 0:
-        raise UpconvError(f"{name}: expected an H x W or H x W x C image, got {array.shape}")
+        raise BadInputError(f"{name}: expected an H x W or H x W x C image, got {array.shape}")
     if array.dtype.kind != "f" and array.dtype not in (np.uint8, np.uint16):
-        raise UpconvError(f"{name}: expected float values in [0, 1] or uint8/uint16 samples, "
+        raise BadInputError(f"{name}: expected float values in [0, 1] or uint8/uint16 samples, "
                           f"got {array.dtype}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise UpconvError(f"{name}: contains NaN or infinite values")
+        raise BadInputError(f"{name}: contains NaN or infinite values")
     return array

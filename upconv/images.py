@@ -10,29 +10,22 @@ the integer domain, and ``.npy`` arrays keep their float precision.
 from __future__ import annotations
 
 import io
-import os
-import stat
-import sys
-import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import OutputClosedError, UpconvError
+from .errors import BadInputError, UpconvError
+from .fileio import read_bytes, write_output
+from .npy import NPY_MAGIC, check_npy_image, npy_samples, read_npy_header
 from .png16 import is_16bit_colour_png, read_png16, write_png16
+from .samples import convert_samples, to_float
 
-__all__ = [
-    "DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "load_image", "save_image",
-    "format_for", "atomic_output", "to_float", "from_float", "check_writable", "read_bytes",
-    "temporary_beside", "commit", "discard",
-]
+__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "load_image", "save_image",
+           "format_for", "check_writable", "with_samples", "is_npy_file"]
 
 #: Default limit on the pixels of an input or output image (16384 x 16384).
 DEFAULT_MAX_PIXELS = 2 ** 28
@@ -52,8 +45,6 @@ _FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff", "ppm": "pnm", "pgm": "pnm"}
 #: Largest side each encoder can write (beyond it they fail after all the work).
 MAX_FORMAT_SIDE = {"webp": 16383, "jpeg": 65535}
 
-NPY_MAGIC = b"\x93NUMPY"
-
 
 @dataclass(frozen=True)
 class Picture:
@@ -66,13 +57,13 @@ class Picture:
         C is 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
     icc_profile : bytes or None
         The embedded colour profile, carried over to the output.
-    planar : bool
-        The input was a 2-D ``.npy`` array; a ``.npy`` output is 2-D too.
+    was_2d : bool
+        The input was a 2-D (H x W) ``.npy`` array; a ``.npy`` output is 2-D too.
     """
 
     samples: np.ndarray
     icc_profile: bytes | None = None
-    planar: bool = False  # a 2-D .npy array: written back as 2-D
+    was_2d: bool = False
 
     @property
     def has_alpha(self) -> bool:
@@ -85,152 +76,47 @@ class Picture:
         return 8 if kind == np.uint8 else 16 if kind == np.uint16 else 0
 
 
-def to_float(samples: np.ndarray) -> np.ndarray:
-    """Integer samples to float32 in [0, 1]; float samples unchanged.
-
-    Examples
-    --------
-    >>> to_float(np.array([0, 255], np.uint8))
-    array([0., 1.], dtype=float32)
-    """
-    if samples.dtype == np.uint8:
-        return samples.astype(np.float32) * np.float32(1 / 255)
-    if samples.dtype == np.uint16:
-        return samples.astype(np.float32) * np.float32(1 / 65535)
-    return samples
-
-
-def from_float(values: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
-    """Float values in [0, 1] to ``dtype`` samples: clipped and rounded to nearest.
-
-    Float targets keep the values (no clipping). ``values`` may be modified.
-
-    Examples
-    --------
-    >>> from_float(np.array([-0.1, 0.5, 1.2], np.float32), np.uint8)
-    array([  0, 128, 255], dtype=uint8)
-    """
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return values.astype(dtype, copy=False)
-    top = float(np.iinfo(dtype).max)
-    if not values.flags.writeable or values.dtype.kind != "f":
-        values = values.astype(np.float32)
-    values *= top
-    np.clip(values, 0.0, top, out=values)
-    np.rint(values, out=values)
-    return values.astype(dtype)
-
-
 def format_for(path: str, explicit: str | None) -> str:
     """The output format name from ``--format`` or else from the file suffix."""
     if explicit:
         name = _FORMAT_ALIASES.get(explicit.lower(), explicit.lower())
         if name not in FORMATS:
-            raise UpconvError(f"unknown format {explicit!r}; use one of {', '.join(FORMATS)}")
+            raise BadInputError(f"unknown format {explicit!r}; use one of {', '.join(FORMATS)}")
         return name
     if path == "-":
-        raise UpconvError("writing to standard output needs --format (e.g. --format png)")
+        raise BadInputError("writing to standard output needs --format (e.g. --format png)")
     suffix = Path(path).suffix.lower()
     for name, (_, suffixes, *_rest) in FORMATS.items():
         if suffix in suffixes:
             return name
     if not suffix:
-        raise UpconvError(f"{path}: no file suffix to tell the format from; add one or "
+        raise BadInputError(f"{path}: no file suffix to tell the format from; add one or "
                           "use --format")
-    raise UpconvError(f"{path}: unknown image suffix {suffix!r}; use one of "
+    raise BadInputError(f"{path}: unknown image suffix {suffix!r}; use one of "
                       f"{', '.join(s for f in FORMATS.values() for s in f[1])} or --format")
 
 
 # --------------------------------------------------------------------------- reading
 
-def _standard_stream(stream, which: str):
-    """sys.stdin or sys.stdout, or a clear error when the shell closed it (``<&-``)."""
-    try:
-        if stream is None:
-            raise ValueError
-        stream.fileno()
-    except (ValueError, OSError):
-        raise UpconvError(f"standard {which} is closed") from None
-    return stream
-
-
-def read_bytes(path: str, kind: str = "image", stdin: bool = True) -> bytes:
-    """The whole file (or standard input for ``"-"``), or a one-line UpconvError naming it."""
-    if path == "-" and stdin:
-        stream = _standard_stream(sys.stdin, "input")
-        if stream.isatty():
-            raise UpconvError(f"-: standard input is a terminal; pipe an {kind} into it")
-        try:
-            data = stream.buffer.read()
-        except OSError as exc:
-            raise UpconvError(f"cannot read standard input ({exc.strerror or exc})") from None
-        name = "standard input"
-    else:
-        name = path
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            raise UpconvError(f"{path}: no such {kind} file" if kind != "image"
-                              else f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise UpconvError(f"{path}: is a directory, not an {kind} file"
-                              if kind == "image" else
-                              f"{path}: is a directory, not a {kind} file") from None
-        except PermissionError:
-            raise UpconvError(f"{path}: permission denied") from None
-        except OSError as exc:
-            raise UpconvError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not data:
-        raise UpconvError(f"{name}: empty file")
-    return data
-
-
 def _load_npy(data: bytes, name: str, max_pixels: int) -> Picture:
-    handle = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(handle)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read_header(handle)
-    except (ValueError, OSError) as exc:
-        raise UpconvError(f"{name}: corrupt .npy file ({exc})") from None
-    if dtype.hasobject or dtype.kind not in "fiub":
-        raise UpconvError(f"{name}: .npy arrays must hold numbers, not {dtype}")
-    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4)):
-        raise UpconvError(f"{name}: .npy image must be H x W or H x W x C with C in 1..4, "
-                          f"got shape {shape}")
-    if 0 in shape:
-        raise UpconvError(f"{name}: .npy image is empty (shape {shape})")
-    if shape[0] * shape[1] > max_pixels:
-        raise UpconvError(f"{name}: image is {shape[1]}x{shape[0]} pixels, over the limit of "
-                          f"{max_pixels} (--max-pixels)")
+    header = read_npy_header(io.BytesIO(data), name)
+    check_npy_image(header, name, max_pixels)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise UpconvError(f"{name}: corrupt or truncated .npy file ({exc})") from None
-    planar = array.ndim == 2
-    if planar:
-        array = array[:, :, None]
-    if array.dtype in (np.uint8, np.uint16):
-        return Picture(np.ascontiguousarray(array), planar=planar)  # stored samples, as images
-    if array.dtype.kind != "f":
-        # bool, other integers: must already be values in [0, 1]
-        array = array.astype(np.float64)
-        if array.min() < 0 or array.max() > 1:
-            raise UpconvError(f"{name}: integer .npy images must be uint8 or uint16 samples, "
-                              f"or values in [0, 1]; got {dtype} from {array.min():g} to "
-                              f"{array.max():g}")
-    elif array.dtype.itemsize < 4:
-        array = array.astype(np.float32)
-    _refuse_non_finite(array, name)
-    return Picture(np.ascontiguousarray(array), planar=planar)
+        raise BadInputError(f"{name}: corrupt or truncated .npy file ({exc})") from None
+    was_2d = array.ndim == 2
+    samples = npy_samples(array[:, :, None] if was_2d else array, name)
+    return Picture(np.ascontiguousarray(samples), was_2d=was_2d)
 
 
-def _refuse_non_finite(array: np.ndarray, name: str) -> None:
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise UpconvError(f"{name}: the image contains NaN or infinite values")
+def is_npy_file(path: str) -> bool:
+    """Whether the file at ``path`` starts like an ``.npy`` array (False if unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(NPY_MAGIC)) == NPY_MAGIC
+    except OSError:
+        return False
 
 
 def _pillow_samples(image: Image.Image) -> np.ndarray:
@@ -241,7 +127,7 @@ def _pillow_samples(image: Image.Image) -> np.ndarray:
     if mode == "I":
         values = np.asarray(image)
         if values.min() < 0 or values.max() > 65535:
-            raise UpconvError("32-bit integer images are not supported; save as 16-bit")
+            raise BadInputError("32-bit integer images are not supported; save as 16-bit")
         return values.astype(np.uint16)[:, :, None]
     if mode == "F":
         return np.asarray(image, dtype=np.float32)[:, :, None].copy()
@@ -310,7 +196,7 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         try:
             samples, icc = read_png16(data, max_pixels)
         except UpconvError as exc:
-            raise UpconvError(f"{name}: {exc}") from None
+            raise BadInputError(f"{name}: {exc}") from None
         return Picture(samples, icc)
     try:
         # Pillow's bomb limit is process-wide: set it under a lock, for threads.
@@ -328,15 +214,16 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
             finally:
                 Image.MAX_IMAGE_PIXELS = previous_limit
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UpconvError(f"{name}: over the limit of {max_pixels} pixels (--max-pixels); "
+        raise BadInputError(f"{name}: over the limit of {max_pixels} pixels (--max-pixels); "
                           f"refusing a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise UpconvError(f"{name}: not an image file upconv can read") from None
+        raise BadInputError(f"{name}: not an image file upconv can read") from None
     except UpconvError as exc:
-        raise UpconvError(f"{name}: {exc}") from None
+        raise BadInputError(f"{name}: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise UpconvError(f"{name}: truncated or corrupt image ({exc})") from None
-    _refuse_non_finite(samples, name)
+        raise BadInputError(f"{name}: truncated or corrupt image ({exc})") from None
+    if samples.dtype.kind == "f" and not np.isfinite(samples).all():
+        raise BadInputError(f"{name}: the image contains NaN or infinite values")
     return Picture(np.ascontiguousarray(samples), icc)
 
 
@@ -344,7 +231,7 @@ def check_writable(fmt: str, width: int, height: int) -> None:
     """Refuse, before any work, an output size the format's encoder cannot write."""
     limit = MAX_FORMAT_SIDE.get(fmt)
     if limit is not None and max(width, height) > limit:
-        raise UpconvError(f"{fmt.upper()} images can be at most {limit} pixels on a side; "
+        raise BadInputError(f"{fmt.upper()} images can be at most {limit} pixels on a side; "
                           f"the output would be {width}x{height} (use PNG or TIFF)")
 
 
@@ -358,7 +245,7 @@ def _encode(picture: Picture, fmt: str, quality: int | None) -> tuple[bytes, lis
     if pillow_format == "NPY":
         buffer = io.BytesIO()
         values = to_float(samples)
-        np.save(buffer, values[:, :, 0] if picture.planar and values.shape[2] == 1 else values,
+        np.save(buffer, values[:, :, 0] if picture.was_2d and values.shape[2] == 1 else values,
                 allow_pickle=False)
         return buffer.getvalue(), notes
     if picture.has_alpha and not holds_alpha:
@@ -375,15 +262,15 @@ def _encode(picture: Picture, fmt: str, quality: int | None) -> tuple[bytes, lis
 
     if depth == 16 and channels > 1:
         if fmt != "png":
-            raise UpconvError(f"16-bit colour cannot be written as {fmt}")  # pragma: no cover
-        return write_png16(_convert(samples, np.uint16), icc), notes
+            raise BadInputError(f"16-bit colour cannot be written as {fmt}")  # pragma: no cover
+        return write_png16(convert_samples(samples, np.uint16), icc), notes
 
     if depth == 0:
         image = Image.fromarray(samples[:, :, 0].astype(np.float32), mode="F")
     elif depth == 16:
-        image = Image.fromarray(_convert(samples, np.uint16)[:, :, 0])
+        image = Image.fromarray(convert_samples(samples, np.uint16)[:, :, 0])
     else:
-        eight = _convert(samples, np.uint8)
+        eight = convert_samples(samples, np.uint8)
         image = Image.fromarray(eight[:, :, 0] if channels == 1 else eight)
     options: dict[str, object] = {}
     if icc:
@@ -407,120 +294,17 @@ def _output_depth(dtype: np.dtype, channels: int, fmt: str) -> int:
     return 8
 
 
-def _convert(samples: np.ndarray, dtype: type) -> np.ndarray:
-    if samples.dtype == dtype:
-        return samples
-    if samples.dtype == np.uint16 and dtype == np.uint8:
-        # exact rounding of v * 255 / 65535
-        return ((samples.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if samples.dtype == np.uint8 and dtype == np.uint16:
-        return samples.astype(np.uint16) * 257
-    return from_float(np.array(samples, dtype=np.float32), dtype)
-
-
-def temporary_beside(path: str):
-    """An open temporary file in ``path``'s folder (``.NAME.XXXX.part``), for atomic writes."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    try:
-        return tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.",
-                                           suffix=".part", delete=False)
-    except FileNotFoundError:
-        raise UpconvError(f"{path}: folder {str(folder)!r} does not exist") from None
-    except PermissionError:
-        raise UpconvError(f"{path}: folder {str(folder)!r} is not writable") from None
-    except OSError as exc:
-        raise UpconvError(f"{path}: cannot write there ({exc.strerror or exc})") from None
-
-
-def commit(temporary: str, path: str) -> None:
-    """Rename a finished temporary file over ``path``, keeping the mode a file there had."""
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
-
-
-def discard(temporary: str) -> None:
-    """Remove a temporary file that will not be committed."""
-    try:
-        os.unlink(temporary)
-    except FileNotFoundError:
-        pass
-
-
-@contextmanager
-def atomic_output(path: str) -> Iterator[BinaryIO]:
-    """Write a file atomically: a temporary file in the same folder, then rename.
-
-    On any exception (including KeyboardInterrupt) the temporary file is
-    removed and an existing ``path`` is left untouched.
-    """
-    handle = temporary_beside(path)
-    try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        commit(handle.name, path)
-    except BaseException:
-        discard(handle.name)
-        raise
-
-
 def save_image(picture: Picture, path: str, fmt: str, quality: int | None = None) -> list[str]:
     """Write ``picture`` to ``path`` (``"-"`` for standard output) as ``fmt``.
 
     The image is encoded in memory first, so a failure leaves nothing behind;
-    files are then written atomically. Returns notes about anything the
-    format could not hold (alpha, bit depth), for the caller to show.
+    files are then written atomically (:func:`upconv.fileio.write_output`).
+    Returns notes about anything the format could not hold (alpha, bit
+    depth), for the caller to show.
     """
     data, notes = _encode(picture, fmt, quality)
-    if path == "-":
-        stream = _standard_stream(sys.stdout, "output")
-        if stream.isatty():
-            raise UpconvError("refusing to write binary image data to a terminal; "
-                              "redirect standard output or give an output file")
-        stream.flush()
-        _write_all(stream.fileno(), data, "standard output")
-        return notes
-    target = os.path.realpath(path)  # write through symbolic links, as other tools do
-    if os.path.isdir(target):
-        raise UpconvError(f"{path}: is a directory; give an output file name")
-    try:
-        if os.path.exists(target) and not stat.S_ISREG(os.stat(target).st_mode):
-            # A device, FIFO or socket (/dev/null, a named pipe): write into it;
-            # renaming over it would replace the device node with a file.
-            with open(target, "wb", buffering=0) as handle:
-                if handle.isatty():
-                    raise UpconvError(f"{path}: refusing to write binary image data to a "
-                                      "terminal")
-                _write_all(handle.fileno(), data, path)
-        else:
-            with atomic_output(target) as handle:
-                handle.write(data)
-    except PermissionError:
-        raise UpconvError(f"{path}: permission denied") from None
-    except OSError as exc:
-        raise UpconvError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    write_output(path, data, "image")
     return notes
-
-
-def _write_all(fd: int, data: bytes, name: str) -> None:
-    """Write every byte or fail: a short write is retried, EPIPE raises OutputClosedError."""
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except BrokenPipeError:
-            raise OutputClosedError(name) from None
-        except OSError as exc:
-            raise UpconvError(f"cannot write {name} ({exc.strerror or exc})") from None
-        view = view[written:]
 
 
 def with_samples(picture: Picture, samples: np.ndarray) -> Picture:

@@ -1,13 +1,15 @@
-"""Nearest, bilinear and bicubic upsampling with scipy.ndimage semantics.
+"""Nearest, bilinear, bicubic and Lanczos upsampling on the half-pixel grid.
 
-The result equals ``scipy.ndimage.zoom(channel, (fy, fx), order=o,
-grid_mode=True, mode=m)`` for each channel (orders 0, 1 and 3) on the
-half-pixel grid: output pixel ``i`` samples input coordinate
-``(i + 0.5) * n_in / n_out - 0.5``. This is the ``align_corners=False``
-convention of Pillow, OpenCV and PyTorch. "bicubic" here means scipy's
-*cubic B-spline with prefilter* (an interpolating spline), not the Keys
-cubic convolution that Pillow (a = -0.5) and OpenCV/PyTorch (a = -0.75)
-call bicubic; it is sharper than either.
+Output pixel ``i`` samples input coordinate ``(i + 0.5) * n_in / n_out - 0.5``:
+the ``align_corners=False`` convention of Pillow, OpenCV and PyTorch. Nearest,
+bilinear and bicubic equal ``scipy.ndimage.zoom(channel, (fy, fx), order=o,
+grid_mode=True, mode=m)`` for each channel (orders 0, 1 and 3). "bicubic"
+here means scipy's *cubic B-spline with prefilter* (an interpolating spline),
+not the Keys cubic convolution that Pillow (a = -0.5) and OpenCV/PyTorch
+(a = -0.75) call bicubic; it is sharper than either. "lanczos" is Pillow's
+``LANCZOS`` (a = 3, weights normalised per output pixel), with the border
+extended by the boundary rule where Pillow shortens the window. Each method's
+weights, support and prefilter come from its entry in :mod:`upconv.methods`.
 
 The public entry point is :func:`upconv.scale`. Instead of evaluating every
 output pixel in 2-D, upconv applies a 1-D operator along each axis (the
@@ -23,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
+from .methods import METHODS, InterpolationMethod
 from .options import Boundary
 from .polyphase import AxisTaps, Phases, apply_general, apply_separable, gather
 
@@ -34,37 +37,15 @@ __all__ = ["axis_taps", "axis_phases", "nearest", "interpolate"]
 SPLINE_PREPAD = 12
 
 
-def _cubic_bspline(t: np.ndarray) -> np.ndarray:
-    t = np.abs(t)
-    inner = 2.0 / 3.0 - t * t + 0.5 * t ** 3
-    outer = (2.0 - t) ** 3 / 6.0
-    return np.where(t < 1.0, inner, np.where(t < 2.0, outer, 0.0))
-
-
-def _spline_weights(offsets: np.ndarray, order: int) -> np.ndarray:
-    if order == 0:
-        return np.ones_like(offsets)
-    if order == 1:
-        return np.maximum(0.0, 1.0 - np.abs(offsets))
-    return _cubic_bspline(offsets)
-
-
-def _tap_start(coords: np.ndarray, order: int) -> np.ndarray:
-    # As scipy: odd orders start at floor(c) - order//2, even at floor(c + 0.5).
-    if order % 2:
-        return np.floor(coords).astype(np.intp) - order // 2
-    return np.floor(coords + 0.5).astype(np.intp) - order // 2
-
-
-def axis_taps(n_in: int, n_out: int, order: int, pad: int = 0) -> AxisTaps:
-    """The 1-D spline resampling operator from ``n_in`` to ``n_out`` samples.
+def axis_taps(n_in: int, n_out: int, method: InterpolationMethod, pad: int = 0) -> AxisTaps:
+    """The 1-D resampling operator of ``method`` from ``n_in`` to ``n_out`` samples.
 
     Parameters
     ----------
     n_in, n_out : int
         Input and output lengths.
-    order : {0, 1, 3}
-        Spline order.
+    method : InterpolationMethod
+        Its tap count and weights (for bicubic, applied to spline coefficients).
     pad : int
         Extension of the input on each side; added to the indices.
 
@@ -74,7 +55,7 @@ def axis_taps(n_in: int, n_out: int, order: int, pad: int = 0) -> AxisTaps:
 
     Examples
     --------
-    >>> taps = axis_taps(2, 4, order=1, pad=1)
+    >>> taps = axis_taps(2, 4, METHODS["bilinear"], pad=1)
     >>> taps.index.tolist()
     [[0, 1], [1, 2], [1, 2], [2, 3]]
     >>> taps.weights.tolist()
@@ -82,22 +63,21 @@ def axis_taps(n_in: int, n_out: int, order: int, pad: int = 0) -> AxisTaps:
     """
     ratio = n_in / n_out
     coords = (np.arange(n_out) + 0.5) * ratio - 0.5  # the half-pixel grid
-    start = _tap_start(coords, order)
-    index = start[:, None] + np.arange(order + 1)
-    weights = _spline_weights(coords[:, None] - index, order)
+    index = method.first_tap(coords)[:, None] + np.arange(method.taps)
+    weights = method.tap_weights(coords[:, None] - index)
     return AxisTaps(index + pad, weights)
 
 
-def axis_phases(factor: int, order: int, pad: int = 0) -> Phases:
+def axis_phases(factor: int, method: InterpolationMethod, pad: int = 0) -> Phases:
     """The same operator as :func:`axis_taps` for an integer factor, as phases.
 
     Examples
     --------
-    >>> ph = axis_phases(2, order=1, pad=1)
+    >>> ph = axis_phases(2, METHODS["bilinear"], pad=1)
     >>> ph.start.tolist(), ph.weights.tolist()
     ([0, 1], [[0.25, 0.75], [0.75, 0.25]])
     """
-    taps = axis_taps(1, factor, order, pad)
+    taps = axis_taps(1, factor, method, pad)
     return Phases(taps.index[:, 0].copy(), taps.weights)
 
 
@@ -185,18 +165,19 @@ def nearest(img3: np.ndarray, shape: tuple[int, int], threads: int) -> np.ndarra
     array([[0, 0, 1, 1],
            [0, 0, 1, 1]])
     """
-    rows = axis_taps(img3.shape[0], shape[0], 0).index[:, 0]
-    cols = axis_taps(img3.shape[1], shape[1], 0).index[:, 0]
+    rows = axis_taps(img3.shape[0], shape[0], METHODS["nearest"]).index[:, 0]
+    cols = axis_taps(img3.shape[1], shape[1], METHODS["nearest"]).index[:, 0]
     return gather(img3, rows, cols, threads)
 
 
-def interpolate(img3: np.ndarray, shape: tuple[int, int], order: int, boundary: Boundary,
-                threads: int) -> np.ndarray:
-    """Spline interpolation (order 1 or 3) of a float (H, W, C) image to ``shape``.
+def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationMethod,
+                boundary: Boundary, threads: int) -> np.ndarray:
+    """Interpolation of a float (H, W, C) image to ``shape`` with ``method``'s weights.
 
     Examples
     --------
-    >>> interpolate(np.array([[[0.0], [1.0]]]), (1, 4), 1, Boundary.EDGE, 1)[..., 0]
+    >>> bilinear = METHODS["bilinear"]
+    >>> interpolate(np.array([[[0.0], [1.0]]]), (1, 4), bilinear, Boundary.EDGE, 1)[..., 0]
     array([[0.  , 0.25, 0.75, 1.  ]])
     """
     height, width = img3.shape[:2]
@@ -206,21 +187,21 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], order: int, boundary: 
     dtype = img3.dtype
     integer_factors = out_h % height == 0 and out_w % width == 0
     row_filter = None
-    if order == 3:
+    if method.prefilter:
         ext, pad, row_filter = _spline_coefficients(img3, boundary,
                                                     defer_rows=integer_factors)
     else:
-        pad = 1
+        pad = method.pad
         ext = _extend(img3, pad, boundary)
     if integer_factors:
-        phases_y = axis_phases(out_h // height, order, pad)
-        phases_x = axis_phases(out_w // width, order, pad)
+        phases_y = axis_phases(out_h // height, method, pad)
+        phases_x = axis_phases(out_w // width, method, pad)
         out = np.empty((out_h, out_w, img3.shape[2]), dtype)
         return apply_separable(ext, _as_dtype(phases_y, dtype), _as_dtype(phases_x, dtype),
                                out, threads, row_filter)
     out = np.empty((out_h, out_w, img3.shape[2]), dtype)
-    return apply_general(ext, axis_taps(height, out_h, order, pad),
-                         axis_taps(width, out_w, order, pad), out, threads)
+    return apply_general(ext, axis_taps(height, out_h, method, pad),
+                         axis_taps(width, out_w, method, pad), out, threads)
 
 
 def _as_dtype(phases: Phases, dtype: type) -> Phases:

@@ -13,14 +13,12 @@ grid when ``K - s`` is even (when it is odd the centre can only land half an
 output pixel off); with an explicit ``padding`` P the kernel lands as in PyTorch
 (``out[i*s - P + k] += w[k] * x[i]``).
 
-Files: ``.json`` (self-describing, exact round trip), ``.npy`` (read with
-``allow_pickle=False``), ``.npz`` (array ``weights``, optional ``stride`` and
-``padding``), ``.txt``/``.csv`` (a 2-D grid of numbers).
+The file formats live in :mod:`upconv.kernel_files`; this module is arithmetic
+only (the type, its analysis, the built-ins and the convolution matrix).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -29,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UpconvError
+from .errors import BadInputError
+from .methods import BUILTIN_KERNELS, InterpolationMethod, kernel_method
 
-__all__ = ["Kernel", "BUILTIN_KERNELS", "POST_KERNELS", "builtin_kernel", "resolve_kernel",
-           "conv_matrix", "conv_output_shape", "keys_cubic", "KERNEL_SUFFIXES"]
+__all__ = ["Kernel", "BUILTIN_KERNELS", "POST_KERNELS", "builtin_kernel", "conv_matrix",
+           "conv_output_shape", "MAX_KERNEL_SIDE"]
 
 #: Largest kernel side accepted; bigger ones are almost surely a mistake.
 MAX_KERNEL_SIDE = 1024
@@ -42,9 +41,8 @@ MAX_STRIDE = 256
 SPREAD_ROUND_OFF = 1e-12
 #: Largest number of weights accepted.
 MAX_KERNEL_WEIGHTS = 4_000_000
+#: The ``format`` field of upconv's kernel ``.json`` files.
 KERNEL_FORMAT = "upconv-kernel"
-#: The file suffixes kernels are read from and written to.
-KERNEL_SUFFIXES = (".json", ".npy", ".npz", ".txt", ".csv")
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,11 +103,11 @@ class Kernel:
         if factor is not None:
             factor = _validated_stride(factor, "--factor")
         if self.stride is not None and factor is not None and factor != self.stride:
-            raise UpconvError(f"{self.name}: the kernel's stride is {self.stride} but the "
+            raise BadInputError(f"{self.name}: the kernel's stride is {self.stride} but the "
                               f"factor is {factor}; drop --factor or use a matching kernel")
         stride = self.stride if self.stride is not None else factor
         if stride is None:
-            raise UpconvError(f"{self.name}: the kernel does not state its stride; "
+            raise BadInputError(f"{self.name}: the kernel does not state its stride; "
                               "give --factor")
         kernel = replace(self, stride=stride)
         kernel.check_covers_stride()
@@ -118,17 +116,17 @@ class Kernel:
     def check_covers_stride(self) -> None:
         """Refuse a kernel smaller than its stride: some output phases would get nothing."""
         if self.stride is not None and min(self.shape) < self.stride:
-            raise UpconvError(f"{self.name}: a {self.shape[0]}x{self.shape[1]} kernel is smaller "
+            raise BadInputError(f"{self.name}: a {self.shape[0]}x{self.shape[1]} kernel is smaller "
                               f"than its stride {self.stride}; some output pixels would never "
                               "be written")
 
     def check_channels(self, channels: int) -> None:
         """Refuse a kernel whose channel count does not fit an image with ``channels``."""
         if self.weights.ndim == 3 and self.weights.shape[0] != channels:
-            raise UpconvError(f"{self.name}: one kernel per channel for "
+            raise BadInputError(f"{self.name}: one kernel per channel for "
                               f"{self.weights.shape[0]} channels, but the image has {channels}")
         if self.weights.ndim == 4 and self.weights.shape[0] != channels:
-            raise UpconvError(f"{self.name}: C_in is {self.weights.shape[0]}, but the image has "
+            raise BadInputError(f"{self.name}: C_in is {self.weights.shape[0]}, but the image has "
                               f"{channels} channels")
 
     def for_image(self, channels: int, alpha: bool) -> Kernel:
@@ -193,11 +191,12 @@ class Kernel:
 
     def _stride_or_fail(self) -> int:
         if self.stride is None:
-            raise UpconvError(f"{self.name}: the kernel does not state its stride; give --factor")
+            raise BadInputError(f"{self.name}: the kernel does not state its stride; give --factor")
         return self.stride
 
     # ----------------------------------------------------------------- files
     def to_json(self) -> str:
+        """The self-describing ``.json`` document (exact round trip of the weights)."""
         document: dict[str, Any] = {"format": KERNEL_FORMAT, "version": 1,
                                     "stride": self.stride, "alignment": "centred"
                                     if self.padding is None else "pytorch",
@@ -209,55 +208,17 @@ class Kernel:
         return json.dumps(document, indent=1) + "\n"
 
     def save(self, path: str | Path) -> None:
-        """Write the kernel; the format follows the suffix (default ``.json``).
+        """Write the kernel; the format follows the suffix (see :mod:`upconv.kernel_files`)."""
+        from .kernel_files import save_kernel  # the file layer, only when files are used
 
-        ``.json`` and ``.npz`` keep stride and padding; ``.npy``, ``.txt`` and
-        ``.csv`` hold only the weights (text formats only 2-D ones). Every
-        format round-trips the weights exactly.
-        """
-        from .images import atomic_output
-
-        path = Path(path)
-        suffix = path.suffix.lower()
-        buffer = io.BytesIO()
-        if suffix == ".npy":
-            np.save(buffer, self.weights, allow_pickle=False)
-        elif suffix == ".npz":
-            extra = {} if self.stride is None else {"stride": np.array(self.stride)}
-            if self.padding is not None:
-                extra["padding"] = np.array(self.padding)
-            if self.info.get("boundary"):
-                extra["boundary"] = np.array(self.info["boundary"])
-            np.savez(buffer, weights=self.weights, **extra)
-        elif suffix in (".txt", ".csv"):
-            if self.weights.ndim != 2:
-                raise UpconvError(f"{path}: text files hold 2-D kernels only; use .json or .npy")
-            np.savetxt(buffer, self.weights, fmt="%.17g",
-                       delimiter="," if suffix == ".csv" else " ")
-        else:
-            buffer.write(self.to_json().encode())
-        with atomic_output(str(path)) as handle:
-            handle.write(buffer.getvalue())
+        save_kernel(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Kernel:
         """Read a kernel file (``.json``, ``.npy``, ``.npz``, ``.txt``, ``.csv``)."""
-        from .images import read_bytes
+        from .kernel_files import load_kernel  # the file layer, only when files are used
 
-        path = Path(path)
-        name = str(path)
-        data = read_bytes(name, kind="kernel", stdin=False)
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            return _from_json(data, name)
-        if suffix == ".npy":
-            return cls(_load_npy(data, name), name=path.name)
-        if suffix == ".npz":
-            return _from_npz(data, name)
-        if suffix in (".txt", ".csv"):
-            return cls(_load_text(data, name), name=path.name)
-        raise UpconvError(f"{name}: unknown kernel file suffix {suffix!r}; use .json, .npy, "
-                          ".npz, .txt or .csv")
+        return load_kernel(path)
 
 
 # --------------------------------------------------------------------- validation
@@ -266,12 +227,12 @@ def _validated_stride(stride: object, name: str) -> int:
     try:
         value = float(stride)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise UpconvError(f"{name}: stride {stride!r} is not a number") from None
+        raise BadInputError(f"{name}: stride {stride!r} is not a number") from None
     if not math.isfinite(value) or value != int(value) or value < 2:
-        raise UpconvError(f"{name}: a transposed convolution needs a whole stride >= 2, "
+        raise BadInputError(f"{name}: a transposed convolution needs a whole stride >= 2, "
                           f"not {stride!r}")
     if value > MAX_STRIDE:
-        raise UpconvError(f"{name}: stride {int(value)} is absurdly large (at most {MAX_STRIDE})")
+        raise BadInputError(f"{name}: stride {int(value)} is absurdly large (at most {MAX_STRIDE})")
     return int(value)
 
 
@@ -281,7 +242,7 @@ def _validated_padding(padding: object, name: str) -> int | tuple[int, int]:
     if len(values) not in (1, 2) or any(
             isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or v != int(v)
             or v < 0 for v in values):
-        raise UpconvError(f"{name}: padding must be a whole number >= 0 (or a pair of them), "
+        raise BadInputError(f"{name}: padding must be a whole number >= 0 (or a pair of them), "
                           f"not {padding!r}")
     return int(values[0]) if len(values) == 1 else (int(values[0]), int(values[1]))
 
@@ -289,217 +250,68 @@ def _validated_padding(padding: object, name: str) -> int | tuple[int, int]:
 def _validated_weights(weights: object, name: str) -> np.ndarray:
     array = np.asarray(weights)
     if array.dtype == object or array.dtype.kind not in "fiub":
-        raise UpconvError(f"{name}: kernel weights must be numbers, not {array.dtype}")
+        raise BadInputError(f"{name}: kernel weights must be numbers, not {array.dtype}")
     if array.ndim not in (2, 3, 4):
-        raise UpconvError(f"{name}: a kernel must be 2-D (kH, kW), 3-D (C, kH, kW) or 4-D "
+        raise BadInputError(f"{name}: a kernel must be 2-D (kH, kW), 3-D (C, kH, kW) or 4-D "
                           f"(C_in, C_out, kH, kW); got shape {array.shape}")
     if array.size == 0:
-        raise UpconvError(f"{name}: the kernel is empty (shape {array.shape})")
+        raise BadInputError(f"{name}: the kernel is empty (shape {array.shape})")
     if max(array.shape[-2:]) > MAX_KERNEL_SIDE or array.size > MAX_KERNEL_WEIGHTS:
-        raise UpconvError(f"{name}: a kernel of shape {array.shape} is absurdly large "
+        raise BadInputError(f"{name}: a kernel of shape {array.shape} is absurdly large "
                           f"(at most {MAX_KERNEL_SIDE} per side)")
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
-        raise UpconvError(f"{name}: the kernel has NaN or infinite weights")
+        raise BadInputError(f"{name}: the kernel has NaN or infinite weights")
     return array
-
-
-def _load_npy(data: bytes, name: str) -> np.ndarray:
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
-            raise UpconvError(f"{name}: object or pickled arrays are refused "
-                              "(they can run code); save plain numbers") from None
-        raise UpconvError(f"{name}: not a valid .npy file ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise UpconvError(f"{name}: corrupt .npy file ({exc})") from None
-
-
-def _from_npz(data: bytes, name: str) -> Kernel:
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            keys = list(archive.keys())
-            if "weights" in archive:
-                weights = archive["weights"]
-            elif len(keys) == 1:
-                weights = archive[keys[0]]
-            else:
-                raise UpconvError(f"{name}: .npz needs an array named 'weights' (has {keys})")
-            stride = archive["stride"].tolist() if "stride" in archive else None
-            padding = archive["padding"].tolist() if "padding" in archive else None
-            boundary = str(archive["boundary"]) if "boundary" in archive else None
-    except UpconvError:
-        raise
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise UpconvError(f"{name}: object or pickled arrays are refused") from None
-        raise UpconvError(f"{name}: not a valid .npz file ({exc})") from None
-    except (OSError, EOFError, TypeError, KeyError) as exc:
-        raise UpconvError(f"{name}: corrupt .npz file ({exc})") from None
-    return Kernel(weights, stride=stride, padding=padding, name=Path(name).name,
-                  info={"boundary": boundary} if boundary else {})
-
-
-def _load_text(data: bytes, name: str) -> np.ndarray:
-    try:
-        text = data.decode("utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a BOM
-    except UnicodeDecodeError:
-        raise UpconvError(f"{name}: not a text file") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if "," in line or ";" in line:
-            cells = [c.strip() for c in line.replace(";", ",").split(",")]
-        else:
-            cells = line.split()
-        for cell in cells:
-            if not _is_number(cell):
-                shown = cell if cell else "an empty cell"
-                raise UpconvError(f"{name}: line {number}: {shown!r} is not a number"
-                                  if cell else f"{name}: line {number}: {shown}")
-        rows.append([float(c) for c in cells])
-    if not rows:
-        raise UpconvError(f"{name}: no numbers in the file")
-    widths = {len(r) for r in rows}
-    if len(widths) != 1:
-        raise UpconvError(f"{name}: ragged rows (lengths {sorted(widths)}); a kernel is a "
-                          "rectangular grid")
-    return np.array(rows)
-
-
-def _is_number(text: str) -> bool:
-    if not text or not text.isascii() or "_" in text:  # float() takes "1_0" and "٣"
-        return False
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _from_json(data: bytes, name: str) -> Kernel:
-    try:
-        document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise UpconvError(f"{name}: not valid JSON ({str(exc)[:80]})") from None
-    if not isinstance(document, dict) or "weights" not in document:
-        raise UpconvError(f"{name}: a kernel .json needs an object with \"weights\"")
-    try:
-        weights = np.array(document["weights"], dtype=np.float64)
-    except (ValueError, TypeError, RecursionError):
-        raise UpconvError(f"{name}: \"weights\" must be a rectangular array of numbers "
-                          "(ragged rows or non-numeric cells)") from None
-    alignment = document.get("alignment")
-    padding = document.get("padding")
-    if alignment is None:
-        alignment = "centred" if padding is None else "pytorch"
-    if alignment in ("centred", "centered"):
-        if padding is not None:
-            raise UpconvError(f"{name}: \"padding\" contradicts \"alignment\": "
-                              f"\"{alignment}\"; use \"pytorch\" for a padded kernel")
-    elif alignment == "pytorch":
-        if padding is None:
-            raise UpconvError(f"{name}: \"alignment\": \"pytorch\" needs a \"padding\"")
-    else:
-        raise UpconvError(f"{name}: unknown alignment {alignment!r}; use \"centred\" or "
-                          "\"pytorch\"")
-    if "shape" in document and list(document["shape"]) != list(weights.shape):
-        raise UpconvError(f"{name}: \"shape\" {document['shape']} does not match the weights "
-                          f"{list(weights.shape)}")
-    known = {"format", "version", "stride", "alignment", "shape", "weights", "padding"}
-    info = {k: v for k, v in document.items() if k not in known}
-    return Kernel(weights, stride=document.get("stride"), padding=padding,
-                  name=Path(name).name, info=info)
 
 
 # --------------------------------------------------------------------- built-ins
 
-def keys_cubic(t: np.ndarray, a: float = -0.5) -> np.ndarray:
-    """Keys' cubic convolution kernel (a = -0.5 is Pillow's "bicubic").
-
-    Examples
-    --------
-    >>> keys_cubic(np.array([0.0, 0.5, 1.0, 1.5, 2.0])).tolist()
-    [1.0, 0.5625, 0.0, -0.0625, 0.0]
-    """
-    t = np.abs(np.asarray(t, dtype=np.float64))
-    near = ((a + 2) * t - (a + 3)) * t * t + 1
-    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
-
-
-def _sampled(profile, support: float, stride: int) -> np.ndarray:
-    """A 1-D interpolation profile sampled for stride ``s`` on the half-pixel grid.
+def _sampled(method: InterpolationMethod, stride: int) -> np.ndarray:
+    """A method's kernel profile sampled for stride ``s`` on the half-pixel grid.
 
     The taps sit at output offsets ``(k - (K-1)/2) / s`` from the input pixel's
     centre; ``K`` has the parity of ``s`` so that the centred alignment is exact.
+    A method whose weights are normalised per output pixel (Lanczos) gets each
+    phase's taps ``h[p::s]`` divided by their sum: the same weights, so that
+    the kernel reproduces the interpolation, and equal phase sums.
     """
-    length = int(math.ceil(2 * support * stride))
+    length = int(math.ceil(2 * method.kernel_support * stride))
     if (length - stride) % 2:
         length -= 1
     offsets = (np.arange(length) - (length - 1) / 2) / stride
-    return profile(offsets)
-
-
-_PROFILES = {
-    "nearest": (lambda t: ((t > -0.5) & (t <= 0.5)).astype(np.float64), 0.5),
-    "bilinear": (lambda t: np.maximum(0.0, 1.0 - np.abs(t)), 1.0),
-    "bicubic": (keys_cubic, 2.0),
-}
-
-#: Built-in transposed-convolution kernels, available for any stride.
-BUILTIN_KERNELS = tuple(_PROFILES)
+    taps = method.kernel_profile(offsets)
+    if method.normalise:
+        for phase in range(stride):
+            taps[phase::stride] /= taps[phase::stride].sum()
+    return taps
 
 
 def builtin_kernel(name: str, stride: int) -> Kernel:
-    """The built-in kernel ``name`` for stride ``s``: box, triangle or Keys cubic (a = -0.5).
+    """The built-in kernel ``name`` for stride ``s``, sampled from its method's profile.
 
-    With the centred alignment these reproduce nearest-neighbour, bilinear and
-    Keys-bicubic interpolation at integer factors.
+    ``nearest`` (box), ``bilinear`` (triangle), ``bicubic`` (Keys cubic,
+    a = -0.5, Pillow's bicubic) and ``lanczos3`` (Pillow's Lanczos). With the
+    centred alignment these reproduce nearest-neighbour, bilinear, Keys-bicubic
+    and Lanczos interpolation at integer factors.
 
     Examples
     --------
     >>> builtin_kernel("bilinear", 2).weights[0].tolist()
     [0.0625, 0.1875, 0.1875, 0.0625]
     """
-    if name not in _PROFILES:
-        raise UpconvError(f"unknown kernel {name!r}; use a file or one of "
-                          f"{', '.join(BUILTIN_KERNELS)}")
+    method = kernel_method(name)
+    if method is None:
+        raise BadInputError(f"unknown kernel {name!r}; use a file or one of "
+                            f"{', '.join(BUILTIN_KERNELS)}")
     stride = _validated_stride(stride, "--factor")
-    profile, support = _PROFILES[name]
-    taps = _sampled(profile, support, stride)
+    taps = _sampled(method, stride)
     return Kernel(np.outer(taps, taps), stride=stride, name=name,
                   info={"separable": taps.tolist()})
 
 
 #: Built-in post-kernels (ordinary stride-1 convolutions applied after).
 POST_KERNELS = {"binomial3": np.outer([1, 2, 1], [1, 2, 1]) / 16.0}
-
-
-def resolve_kernel(spec: Kernel | str | Path, factor: int | None,
-                   builtin_stride: int | None = None, require_stride: bool = True) -> Kernel:
-    """A kernel from a ``Kernel``, a built-in name or a file path, with its stride settled.
-
-    The stride is the kernel's own, else ``factor`` (a mismatch is an error).
-    A built-in is made for ``factor``, else ``builtin_stride``. With
-    ``require_stride=False`` a file kernel may stay without a stride (to look
-    at it).
-    """
-    if isinstance(spec, Kernel):
-        return spec.with_stride(factor)
-    text = str(spec)
-    if text in _PROFILES:
-        stride = factor if factor is not None else builtin_stride
-        if stride is None:
-            raise UpconvError(f"the built-in kernel {text!r} needs a factor (--factor)")
-        return builtin_kernel(text, stride)
-    kernel = Kernel.load(text)
-    if factor is None and kernel.stride is None and not require_stride:
-        return kernel
-    return kernel.with_stride(factor)
 
 
 # --------------------------------------------------------------------- the matrix view
@@ -518,7 +330,7 @@ def conv_output_shape(kernel_shape: tuple[int, int], input_shape: tuple[int, int
     out_h = (height + 2 * padding - k_h) // stride + 1
     out_w = (width + 2 * padding - k_w) // stride + 1
     if out_h < 1 or out_w < 1:
-        raise UpconvError(f"a {k_h}x{k_w} kernel does not fit a {height}x{width} (HxW) input "
+        raise BadInputError(f"a {k_h}x{k_w} kernel does not fit a {height}x{width} (HxW) input "
                           f"with padding {padding}")
     return out_h * out_w, height * width
 
@@ -540,7 +352,7 @@ def conv_matrix(weights: np.ndarray, input_shape: tuple[int, int], stride: int =
     """
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim != 2:
-        raise UpconvError("the convolution matrix is defined for a 2-D kernel")
+        raise BadInputError("the convolution matrix is defined for a 2-D kernel")
     k_h, k_w = weights.shape
     height, width = input_shape
     conv_output_shape(weights.shape, input_shape, stride, padding)  # refuses misfits

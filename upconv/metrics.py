@@ -9,6 +9,8 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
+from .samples import to_float
+
 __all__ = ["psnr", "ssim", "measure_pattern", "detect_period",
            "PeriodicPattern", "local_checkerboard", "spectral_peak_db", "verdict",
            "periodic_residual", "log_power_spectrum", "grey", "VERDICTS"]
@@ -153,8 +155,8 @@ def unit_channel(image: np.ndarray, c: int) -> np.ndarray:
     copy of all of it.
     """
     channel = image[:, :, c]
-    if channel.dtype.kind in "ui":
-        return channel.astype(np.float32) * np.float32(1 / np.iinfo(channel.dtype).max)
+    if channel.dtype.kind != "f":
+        return to_float(channel)
     return np.clip(channel, 0, 1).astype(np.float32, copy=False)
 
 

@@ -1,4 +1,7 @@
-"""The choices users make: methods and boundaries, with their scipy and numpy names."""
+"""Boundaries (with their scipy and numpy names), and checking a choice against an enum.
+
+The methods are described in :mod:`upconv.methods`.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +9,12 @@ from enum import Enum
 
 import numpy as np
 
-from .errors import UpconvError
+from .errors import BadInputError
 
-__all__ = ["Method", "Boundary", "MAX_SIDE", "choice"]
+__all__ = ["Boundary", "MAX_SIDE", "choice"]
 
 #: No output side may be longer than this (2**31 - 1, beyond any image format).
 MAX_SIDE = 2 ** 31 - 1
-
-
-class Method(str, Enum):
-    """Upsampling methods: three splines and the transposed convolution."""
-
-    NEAREST = "nearest"
-    BILINEAR = "bilinear"
-    BICUBIC = "bicubic"
-    TRANSPOSE = "transpose"
-
-    @property
-    def order(self) -> int:
-        """The scipy.ndimage spline order of an interpolation method."""
-        return {"nearest": 0, "bilinear": 1, "bicubic": 3}[self.value]
 
 
 class Boundary(str, Enum):
@@ -58,10 +47,17 @@ class Boundary(str, Enum):
 
 
 def choice(value: object, enum: type[Enum], what: str) -> Enum:
+    """``value`` as a member of ``enum``, or an error that lists the valid choices.
+
+    Examples
+    --------
+    >>> choice("edge", Boundary, "boundary")
+    <Boundary.EDGE: 'edge'>
+    """
     if isinstance(value, enum):
         return value
     try:
         return enum(value)
     except ValueError:
         valid = ", ".join(repr(m.value) for m in enum)  # type: ignore[attr-defined]
-        raise UpconvError(f"unknown {what} {value!r}; use one of {valid}") from None
+        raise BadInputError(f"unknown {what} {value!r}; use one of {valid}") from None

@@ -86,7 +86,7 @@ class AxisTaps:
     weights: np.ndarray  # (n_out, taps) float
 
 
-def _bands(n: int, rows: int) -> list[tuple[int, int]]:
+def _row_chunks(n: int, rows: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + rows)) for a in range(0, n, rows)]
 
 
@@ -249,7 +249,7 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
 
         return work
 
-    _run(make_worker, _bands(height, BAND_ROWS), threads)
+    _run(make_worker, _row_chunks(height, BAND_ROWS), threads)
     return out
 
 
@@ -305,7 +305,7 @@ def apply_general(ext: np.ndarray, taps_y: AxisTaps, taps_x: AxisTaps, out: np.n
         for k in range(1, index.shape[1]):
             target += mid[index[:, k] - first] * row_weights[a:b, k, None]
 
-    _run(lambda: work, _bands(out.shape[0], BAND_ROWS), threads)
+    _run(lambda: work, _row_chunks(out.shape[0], BAND_ROWS), threads)
     return out
 
 
@@ -350,7 +350,7 @@ def gather(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
 
         n_work = n_out
     # Bands of a few dozen rows keep each band's `take` result in cache for the copies.
-    _run(lambda: work, _bands(n_work, 32), threads)
+    _run(lambda: work, _row_chunks(n_work, 32), threads)
     return out.reshape(n_out, cols.shape[0], channels)
 
 
@@ -439,5 +439,5 @@ def apply_2d(ext: np.ndarray, phases: Phases2D, out: np.ndarray,
 
         return work
 
-    _run(make_worker, _bands(rows_out, BAND_ROWS), threads)
+    _run(make_worker, _row_chunks(rows_out, BAND_ROWS), threads)
     return out

@@ -1,8 +1,9 @@
-"""The checkerboard-artifact report: numbers for pipelines, tables and pictures for people.
+"""The checkerboard-artifact report: the measurements, for pipelines and for people.
 
 :func:`build_report` measures an image (and optionally a kernel and a
-reference) and returns a plain dict, the ``--json`` document; the other
-functions render it as a rich table, a heat map PNG and a spectrum PNG.
+reference) and returns a plain dict, the ``--json`` document. It imports no
+renderer: :mod:`upconv.render` draws it as rich tables, a heat map and a
+spectrum.
 """
 
 from __future__ import annotations
@@ -11,19 +12,13 @@ import math
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from .errors import UpconvError
-from .kernels import Kernel, resolve_kernel
+from .errors import BadInputError
+from .kernels import Kernel
 from .metrics import (
     PeriodicPattern,
     detect_period,
     grey,
-    local_checkerboard,
-    log_power_spectrum,
     measure_pattern,
     psnr,
     spectral_peak_db,
@@ -31,8 +26,8 @@ from .metrics import (
     verdict,
 )
 
-__all__ = ["build_report", "kernel_report", "print_report", "render_map",
-           "render_spectrum", "SCORE_UNIT"]
+__all__ = ["build_report", "kernel_report", "kernel_summary", "measurable_colour",
+           "colour_channels", "check_measurable", "SCORE_UNIT", "MIN_PERIODS"]
 
 SCORE_UNIT = "8-bit grey levels (RMS amplitude of the periodic pattern)"
 #: Smallest image side, in periods, that a measurement needs.
@@ -54,14 +49,14 @@ def check_measurable(shape: tuple[int, ...], factor: int | None) -> None:
     height, width = shape[:2]
     if factor is not None:
         if factor < 2:
-            raise UpconvError(f"a periodic pattern needs a factor of at least 2, not {factor}")
+            raise BadInputError(f"a periodic pattern needs a factor of at least 2, not {factor}")
         if factor > min(height, width):
-            raise UpconvError(f"factor {factor} is larger than the {width}x{height} image")
+            raise BadInputError(f"factor {factor} is larger than the {width}x{height} image")
         if min(height, width) < MIN_PERIODS * factor:
-            raise UpconvError(f"a {width}x{height} image is too small to measure a period of "
+            raise BadInputError(f"a {width}x{height} image is too small to measure a period of "
                               f"{factor} (it needs {MIN_PERIODS * factor} pixels a side)")
     elif min(height, width) < MIN_PERIODS * 2:
-        raise UpconvError(f"a {width}x{height} image is too small to measure (it needs "
+        raise BadInputError(f"a {width}x{height} image is too small to measure (it needs "
                           f"{MIN_PERIODS * 2} pixels a side)")
 
 
@@ -72,6 +67,27 @@ def kernel_report(kernel: Kernel) -> dict[str, Any]:
             "phase_sums": kernel.phase_sums().tolist(),
             "spread": spread if math.isfinite(spread) else None,  # JSON has no infinity
             "flat_stays_flat": spread == 0.0}
+
+
+def kernel_summary(kernel: Kernel) -> dict:
+    """What ``kernel show`` reports, as plain data (the ``--json`` document)."""
+    s = kernel.stride
+    summary: dict = {"name": kernel.name, "shape": list(kernel.weights.shape),
+                     "stride": s, "alignment": kernel.alignment, "padding": kernel.padding,
+                     "weights": kernel.weights.tolist()}
+    if s is not None:
+        analysis = kernel_report(kernel)  # phase sums, spread, flat_stays_flat
+        sums = np.asarray(analysis["phase_sums"])
+        summary.update({
+            "phases": [{"phase": [p, q], "weights": kernel.weights[..., p::s, q::s].tolist(),
+                        "sum": sums[..., p, q].tolist()} for p in range(s) for q in range(s)],
+            "phase_sums": analysis["phase_sums"],
+            "spread": analysis["spread"],
+            "flat_stays_flat": analysis["flat_stays_flat"],
+            "half_pixel_aligned": kernel.padding is None and all(
+                (k - s) % 2 == 0 for k in kernel.shape),
+        })
+    return summary
 
 
 def build_report(image: np.ndarray | None, factor: int | None = None,
@@ -141,10 +157,10 @@ def build_report(image: np.ndarray | None, factor: int | None = None,
     if reference is not None:
         reference = colour_channels(reference)
         if reference.shape[:2] != image.shape[:2]:
-            raise UpconvError(f"the reference is {reference.shape[1]}x{reference.shape[0]} but "
+            raise BadInputError(f"the reference is {reference.shape[1]}x{reference.shape[0]} but "
                               f"the image is {image.shape[1]}x{image.shape[0]}; they must match")
         if reference.shape[2] != colour.shape[2]:
-            raise UpconvError(f"the reference has {reference.shape[2]} colour channels, the "
+            raise BadInputError(f"the reference has {reference.shape[2]} colour channels, the "
                               f"image {colour.shape[2]}")
         names = "gray" if colour.shape[2] == 1 else "R, G, B"
         report["reference"] = {"psnr": _finite(psnr(colour, reference)),
@@ -155,117 +171,3 @@ def build_report(image: np.ndarray | None, factor: int | None = None,
 
 def _finite(value: float) -> float | None:
     return None if math.isinf(value) else value
-
-
-def print_report(report: dict[str, Any], console: Console, title: str = "report") -> None:
-    """The report as rich tables."""
-    board = report["checkerboard"]
-    if board is not None:
-        table = Table(title=escape(f"checkerboard: {title}"), show_header=False)
-        if report["factor_detected"]:
-            period = f"{report['factor']} (detected)"
-        elif report["factor"] is None:
-            candidate = board["strongest_candidate"]
-            period = (f"none found (strongest candidate: period {candidate['period']}, "
-                      f"{candidate['score']:.3f} grey levels, not significant)")
-        else:
-            period = str(report["factor"])
-        table.add_row("period", period)
-        table.add_row("score", f"{board['score']:.3f} grey levels RMS (noise {board['noise']:.3f})")
-        table.add_row("verdict", board["verdict"])
-        table.add_row("spectral peak", f"{board['spectral_peak_db']:.1f} dB over its neighbours")
-        means = np.array(board["phase_means"])
-        if means.shape[0] <= 4:
-            table.add_row("phase means", "\n".join(" ".join(f"{v:+7.2f}" for v in row)
-                                                   for row in means))
-        if "scores_by_period" in board:
-            table.add_row("by period", ", ".join(f"{p}: {v:.2f}"
-                                                 for p, v in board["scores_by_period"].items()))
-        console.print(table)
-    if report["kernel"] is not None:
-        k = report["kernel"]
-        table = Table(title=escape(f"kernel: {k['name']}"), show_header=False)
-        table.add_row("shape / stride", f"{' x '.join(map(str, k['shape']))} / {k['stride']}")
-        sums = np.array(k["phase_sums"])
-        table.add_row("phase sums", "\n".join(" ".join(f"{v:9.4g}" for v in row)
-                                              for row in sums.reshape(-1, sums.shape[-1])))
-        table.add_row("spread", ("infinite" if k["spread"] is None else f"{k['spread']:.4g}")
-                      + " ("
-                      + ("a flat input stays flat" if k["flat_stays_flat"] else
-                         "a flat input gets a checkerboard") + ")")
-        console.print(table)
-    if report["reference"] is not None:
-        r = report["reference"]
-        table = Table(title="against the reference", show_header=False)
-        table.add_row("PSNR", "identical" if r["psnr"] is None else f"{r['psnr']:.2f} dB")
-        table.add_row("SSIM", f"{r['ssim']:.4f} (mean over {r['channels']})")
-        console.print(table)
-
-
-# ------------------------------------------------------------------ pictures
-
-_INFERNO = np.array([(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66),
-                     (245, 125, 21), (250, 193, 39), (252, 255, 164)], np.float64)
-
-
-def colour_map(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] to RGB uint8 with an inferno-like map (dark = low, yellow = high)."""
-    position = np.clip(values, 0, 1) * (len(_INFERNO) - 1)
-    low = np.floor(position).astype(int).clip(0, len(_INFERNO) - 2)
-    fraction = (position - low)[..., None]
-    rgb = _INFERNO[low] * (1 - fraction) + _INFERNO[low + 1] * fraction
-    return rgb.round().astype(np.uint8)
-
-
-def render_map(image: np.ndarray, factor: int, tile: int = 64) -> Image.Image:
-    """A heat map of the local score per tile, with a colour bar in grey levels."""
-    colour = measurable_colour(image)
-    check_measurable(colour.shape, factor)
-    tile = max(factor, min(tile, min(colour.shape[:2])) // factor * factor)
-    scores = local_checkerboard(colour, factor, tile)
-    top = max(float(scores.max()), 1.0)
-    cell = max(1, min(512 // max(scores.shape), 64))
-    heat = colour_map(scores / top).repeat(cell, axis=0).repeat(cell, axis=1)
-    height = max(heat.shape[0], 160)
-    canvas = Image.new("RGB", (heat.shape[1] + 110, height + 30), (255, 255, 255))
-    canvas.paste(Image.fromarray(heat), (0, 30))
-    draw = ImageDraw.Draw(canvas)
-    draw.text((2, 2), f"checkerboard per {tile}px tile (period {factor})", fill=(0, 0, 0))
-    bar = colour_map(np.linspace(1, 0, height)[:, None].repeat(20, axis=1))
-    canvas.paste(Image.fromarray(bar), (heat.shape[1] + 10, 30))
-    for value, y in ((top, 30), (top / 2, 30 + height // 2), (0.0, 30 + height - 10)):
-        draw.text((heat.shape[1] + 34, y), f"{value:.2f}", fill=(0, 0, 0))
-    draw.text((heat.shape[1] + 34, 30 + height // 4), "grey", fill=(0, 0, 0))
-    draw.text((heat.shape[1] + 34, 42 + height // 4), "levels", fill=(0, 0, 0))
-    return canvas
-
-
-def render_spectrum(image: np.ndarray, factor: int, size: int = 512) -> Image.Image:
-    """The log power spectrum (DC at the centre), with the grid frequencies (k/s, l/s) circled."""
-    colour = colour_channels(image).astype(np.float32, copy=False)
-    channel = grey(colour)
-    rows, cols = channel.shape[0] // factor * factor, channel.shape[1] // factor * factor
-    spectrum = log_power_spectrum(channel[:rows, :cols])
-    # Shrink by block means so the picture stays a readable size.
-    step = max(1, math.ceil(max(rows, cols) / size))
-    shrunk = spectrum[:rows // step * step, :cols // step * step]
-    shrunk = shrunk.reshape(rows // step, step, cols // step, step).mean(axis=(1, 3))
-    low, high = np.percentile(shrunk, [1, 99.9])
-    picture = Image.fromarray(colour_map((shrunk - low) / max(high - low, 1e-9)))
-    draw = ImageDraw.Draw(picture)
-    centre_y, centre_x = rows // 2, cols // 2
-    for k in range(-factor, factor + 1):
-        for j in range(-factor, factor + 1):
-            if k == 0 and j == 0:
-                continue
-            y = (centre_y + k * rows // factor) / step
-            x = (centre_x + j * cols // factor) / step
-            if 0 <= y < picture.height and 0 <= x < picture.width:
-                draw.ellipse((x - 6, y - 6, x + 6, y + 6), outline=(0, 255, 255), width=2)
-    draw.text((4, 4), f"log power; circles: (k/{factor}, l/{factor})", fill=(0, 255, 255))
-    return picture
-
-
-def load_report_kernel(spec: str, factor: int | None) -> Kernel:
-    """A kernel for a report: a built-in (for ``factor``, default 2) or a file."""
-    return resolve_kernel(spec, factor, builtin_stride=2)

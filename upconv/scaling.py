@@ -1,37 +1,43 @@
 """``upconv.scale``: the one entry point for every method, with the colour handling.
 
-The numeric work lives in :mod:`upconv.interpolate` (splines) and
-:mod:`upconv.transpose` (transposed convolution); this module resolves the
-output size, validates the array, and wraps the resampling in linear-light
-and premultiplied-alpha conversions when asked.
+The numeric work lives in :mod:`upconv.interpolate` (interpolation) and
+:mod:`upconv.transpose` (transposed convolution). This module settles, once
+per image, everything a resampling needs (:func:`plan_resampling`: the
+output size, the kernel ready for the image's channels, the boundary, the
+alpha decision) into a :class:`Resampling`, and :func:`resample` runs it on
+the image or on a tile's window of it, wrapped in the linear-light and
+premultiplied-alpha conversions when asked.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .colour import linear_to_srgb, premultiply, srgb_to_linear, unpremultiply
-from .errors import UpconvError
+from .errors import BadInputError
 from .interpolate import interpolate, nearest
-from .kernels import POST_KERNELS, Kernel, resolve_kernel
-from .options import MAX_SIDE, Boundary, Method, choice
+from .kernel_files import default_kernel, post_weights, resolve_kernel
+from .kernels import Kernel
+from .methods import Method
+from .options import MAX_SIDE, Boundary, choice
 from .polyphase import default_threads
-from .transpose import post_convolve, transposed_conv
+from .transpose import TransposeGeometry, apply_transpose, output_geometry, post_convolve
 
-__all__ = ["scale", "output_shape_for", "post_weights", "default_kernel", "stride_from_factor"]
+__all__ = ["scale", "output_shape_for", "stride_from_factor", "Resampling",
+           "plan_resampling", "resample"]
 
 
 def _positive_factor(value: float, axis: str) -> float:
     try:
         f = float(value)
     except (TypeError, ValueError):
-        raise UpconvError(f"factor {value!r} for {axis} is not a number") from None
+        raise BadInputError(f"factor {value!r} for {axis} is not a number") from None
     if not math.isfinite(f) or f <= 0:
-        raise UpconvError(f"factor {value!r} for {axis} must be a positive finite number")
+        raise BadInputError(f"factor {value!r} for {axis} must be a positive finite number")
     return f
 
 
@@ -54,24 +60,24 @@ def output_shape_for(shape: tuple[int, int], factor: float | tuple[float, float]
     """
     height, width = shape
     if (factor is None) == (output_shape is None):
-        raise UpconvError("give exactly one of a factor and an output shape")
+        raise BadInputError("give exactly one of a factor and an output shape")
     if factor is not None:
         fy, fx = factor if isinstance(factor, tuple) else (factor, factor)
         fy, fx = _positive_factor(fy, "height"), _positive_factor(fx, "width")
         if max(height * fy, width * fx) > MAX_SIDE:
-            raise UpconvError(f"factor {factor!r} would make a side longer than {MAX_SIDE} "
+            raise BadInputError(f"factor {factor!r} would make a side longer than {MAX_SIDE} "
                               "pixels; that is not an image anyone can hold")
         new = (int(round(height * fy)), int(round(width * fx)))
     else:
         assert output_shape is not None
         new_h, new_w = output_shape
         if new_h is None and new_w is None:
-            raise UpconvError("an output shape needs at least one side")
+            raise BadInputError("an output shape needs at least one side")
         for side in (new_h, new_w):
             if side is not None and (not isinstance(side, (int, np.integer)) or side < 1):
-                raise UpconvError(f"output size {side!r} must be a positive whole number")
+                raise BadInputError(f"output size {side!r} must be a positive whole number")
         if max(new_h or 0, new_w or 0) > MAX_SIDE:
-            raise UpconvError(f"output size {new_w}x{new_h} has a side longer than "
+            raise BadInputError(f"output size {new_w}x{new_h} has a side longer than "
                               f"{MAX_SIDE} pixels")
         if new_h is None:
             new_h = int(round(height * new_w / width))
@@ -79,7 +85,7 @@ def output_shape_for(shape: tuple[int, int], factor: float | tuple[float, float]
             new_w = int(round(width * new_h / height))
         new = (int(new_h), int(new_w))
     if min(new) < 1:
-        raise UpconvError(f"the output would be {new[1]}x{new[0]} pixels; "
+        raise BadInputError(f"the output would be {new[1]}x{new[0]} pixels; "
                           "a side of 0 is not an image")
     return new
 
@@ -104,9 +110,9 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
         Scale factor, or ``(factor_y, factor_x)``. The output has
         ``round(n * factor)`` samples along each axis, as in scipy. For
         ``"transpose"`` the integer stride; optional when the kernel states it.
-    method : {"nearest", "bilinear", "bicubic", "transpose"}
-        scipy.ndimage spline order 0, 1 or 3 (with prefilter), or a
-        transposed convolution with ``kernel``.
+    method : {"nearest", "bilinear", "bicubic", "lanczos", "transpose"}
+        scipy.ndimage spline order 0, 1 or 3 (with prefilter), Pillow's
+        Lanczos (a = 3), or a transposed convolution with ``kernel``.
     boundary : {"edge", "reflect", "zero"}, optional
         Extension past the border: scipy modes ``nearest``, ``reflect``,
         ``grid-constant``. Use ``"zero"`` with ``padding`` for PyTorch.
@@ -118,14 +124,16 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
         the input.
     kernel : Kernel, str or path, optional
         For ``"transpose"``: a :class:`~upconv.kernels.Kernel`, a kernel file,
-        or a built-in name (``"nearest"``, ``"bilinear"``, ``"bicubic"``);
-        default: the fitted default for factors 2, 3 and 4, else ``"bilinear"``.
+        or a built-in name (``"nearest"``, ``"bilinear"``, ``"bicubic"``,
+        ``"lanczos3"``); default: the fitted default for factors 2, 3 and 4,
+        else ``"bilinear"``.
     padding, output_padding : int or (int, int), optional
         For ``"transpose"``: PyTorch's ``ConvTranspose2d`` geometry instead of
         the centred one (see :mod:`upconv.transpose`).
     post_kernel : array, str or path, optional
         For ``"transpose"``: an ordinary stride-1 convolution applied after
-        (``"binomial3"`` built in), the seed's remedy for checkerboards.
+        (``"binomial3"`` built in), the remedy for checkerboards that Odena,
+        Dumoulin and Olah discuss in "Deconvolution and Checkerboard Artifacts".
     alpha : bool
         The last channel is alpha: resample premultiplied, then divide back
         out, so transparent pixels do not bleed dark fringes.
@@ -155,84 +163,181 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
     >>> scale(img, 2, method="transpose", kernel="bilinear").shape
     (4, 4)
     """
-    method = choice(method, Method, "method")
-    threads = default_threads() if threads is None else max(1, int(threads))
     image = np.asarray(image)
     if image.ndim not in (2, 3) or image.size == 0:
-        raise UpconvError(f"expected an H x W or H x W x C image, got shape {image.shape}")
-    planar = image.ndim == 2
-    img3 = image[:, :, None] if planar else image
-    height, width = img3.shape[:2]
+        raise BadInputError(f"expected an H x W or H x W x C image, got shape {image.shape}")
+    was_2d = image.ndim == 2
+    img3 = image[:, :, None] if was_2d else image
+    plan = plan_resampling(img3.shape, factor, method, boundary, output_shape=output_shape,
+                           kernel=kernel, padding=padding, output_padding=output_padding,
+                           post_kernel=post_kernel, alpha=alpha, linear_light=linear_light,
+                           threads=threads)
+    if plan.method is not Method.NEAREST:
+        if not np.issubdtype(img3.dtype, np.floating):
+            raise BadInputError(f"{plan.method.value} needs a float image (values in [0, 1]), "
+                                f"got {img3.dtype}; convert with image / max_value")
+        img3 = img3.astype(np.float64 if img3.dtype == np.float64 else np.float32,
+                           copy=False)
+    out = resample(img3, plan)
+    return out[:, :, 0] if was_2d and out.shape[2] == 1 else out
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """Everything about resampling one image, settled once: see :func:`plan_resampling`.
+
+    Attributes
+    ----------
+    method : Method
+    input_shape : (int, int)
+        The (height, width) of the image planned for.
+    shape : (int, int)
+        The output's (height, width).
+    channels : int
+        The output's channels (a channel-mixing kernel's ``C_out``).
+    boundary : Boundary
+    kernel : Kernel or None
+        For ``transpose``: stride settled, fitted to the image's channels.
+    geometry : TransposeGeometry or None
+        For ``transpose``: the output size and padding.
+    post : ndarray or str or None
+        The post-kernel's weights (or built-in name), loaded once.
+    alpha : bool
+        Resample premultiplied by the last channel.
+    linear_light : bool
+    threads : int
+    period : int or None
+        The whole-number factor when there is one (>= 2, the same on both
+        axes, centred geometry): the stride of tiles and the period of any
+        checkerboard pattern.
+    """
+
+    method: Method
+    input_shape: tuple[int, int]
+    shape: tuple[int, int]
+    channels: int
+    boundary: Boundary
+    kernel: Kernel | None = None
+    geometry: TransposeGeometry | None = None
+    post: np.ndarray | str | None = None
+    alpha: bool = False
+    linear_light: bool = False
+    threads: int = 1
+    period: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The method and, for transpose, the kernel: ``"transpose (default x2)"``."""
+        return self.method.value + (f" ({self.kernel.name})" if self.kernel is not None else "")
+
+
+def plan_resampling(shape: tuple[int, ...], factor: float | tuple[float, float] | None = None,
+                    method: Method | str = "bicubic", boundary: Boundary | str | None = None,
+                    *, output_shape: tuple[int | None, int | None] | None = None,
+                    kernel: Kernel | str | Path | None = None,
+                    padding: int | tuple[int, int] | None = None,
+                    output_padding: int | tuple[int, int] = 0,
+                    post_kernel: np.ndarray | str | Path | None = None,
+                    alpha: bool = False, linear_light: bool = False,
+                    threads: int | None = None) -> Resampling:
+    """Settle how an image of ``shape`` (H, W, C) is resampled; the options are :func:`scale`'s.
+
+    The kernel is resolved and fitted to the channels, the output size and the
+    boundary are decided, and the post-kernel is loaded: once, before any
+    pixel is computed, so that a bad option fails early and a tiled job does
+    not settle them again for every tile.
+
+    Examples
+    --------
+    >>> plan = plan_resampling((300, 451, 3), 2, "transpose", kernel="bilinear")
+    >>> plan.shape, plan.period, plan.boundary.value, plan.name
+    ((600, 902), 2, 'edge', 'transpose (bilinear)')
+    """
+    method = choice(method, Method, "method")
+    threads = default_threads() if threads is None else max(1, int(threads))
+    height, width = shape[:2]
+    channels = shape[2] if len(shape) == 3 else 1
+    if alpha and channels < 2:
+        raise BadInputError("alpha=True needs an image with at least two channels")
     if method is not Method.TRANSPOSE:
         for name, value in (("kernel", kernel), ("padding", padding),
                             ("post_kernel", post_kernel)):
             if value is not None:
-                raise UpconvError(f"{name} is for method='transpose' only")
+                raise BadInputError(f"{name} is for method='transpose' only")
         out_shape = output_shape_for((height, width), factor, output_shape)
         boundary = choice(boundary if boundary is not None else Boundary.EDGE, Boundary,
                           "boundary")
+        return Resampling(method, (height, width), out_shape, channels, boundary, alpha=alpha,
+                          linear_light=linear_light, threads=threads,
+                          period=whole_factor((height, width), out_shape))
+    if output_shape is not None:
+        raise BadInputError("a transposed convolution scales by its stride; give a factor, "
+                            "not an output shape")
+    stride = stride_from_factor(factor)
+    resolved = resolve_kernel(kernel if kernel is not None else default_kernel(stride), stride)
+    alpha = alpha and not resolved.mixes_channels
+    resolved = resolved.for_image(channels, alpha)
+    resolved.check_covers_stride()
+    geometry = output_geometry(resolved, (height, width), padding, output_padding)
+    if boundary is None:  # PyTorch's geometry pads with zeros; fitted kernels know theirs
+        boundary = Boundary.ZERO if not geometry.centred else (
+            resolved.info.get("boundary") or Boundary.EDGE)
+    boundary = choice(boundary, Boundary, "boundary")
+    post = post_weights(post_kernel) if post_kernel is not None else None
+    return Resampling(method, (height, width), geometry.shape,
+                      resolved.output_channels(channels), boundary,
+                      resolved, geometry, post, alpha, linear_light, threads,
+                      period=resolved.stride if geometry.centred else None)
 
+
+def resample(img3: np.ndarray, plan: Resampling,
+             shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Run a :class:`Resampling` on an (H, W, C) image, or on a window of the planned image.
+
+    ``img3`` is float (any dtype for nearest). ``shape`` is the output size
+    of a window (a tile's rows); by default the plan's. A transposed
+    convolution's window output is the window's rows times the stride.
+    """
+    method = plan.method
     if method is Method.NEAREST:
-        result = nearest(img3, out_shape, threads)
-        return result[:, :, 0] if planar else result
-
-    if not np.issubdtype(img3.dtype, np.floating):
-        raise UpconvError(f"{method.value} needs a float image (values in [0, 1]), "
-                          f"got {img3.dtype}; convert with image / max_value")
-    dtype = np.float64 if img3.dtype == np.float64 else np.float32
-    img3 = img3.astype(dtype, copy=False)
-    if method is Method.TRANSPOSE:
-        if output_shape is not None:
-            raise UpconvError("a transposed convolution scales by its stride; give a factor, "
-                              "not an output shape")
-        stride = stride_from_factor(factor)
-        resolved = resolve_kernel(kernel if kernel is not None else default_kernel(stride),
-                                  stride)
-        alpha = alpha and not resolved.mixes_channels
-        resolved = resolved.for_image(img3.shape[2], alpha)
-        if boundary is None:  # PyTorch's geometry pads with zeros; fitted kernels know theirs
-            torch_geometry = padding is not None or resolved.padding is not None
-            boundary = Boundary.ZERO if torch_geometry else (
-                resolved.info.get("boundary") or Boundary.EDGE)
-        boundary = choice(boundary, Boundary, "boundary")
-
-    colour = slice(0, img3.shape[2] - 1) if alpha else slice(None)
-    if alpha and img3.shape[2] < 2:
-        raise UpconvError("alpha=True needs an image with at least two channels")
-    if linear_light:
+        return nearest(img3, shape or plan.shape, plan.threads)
+    colour = slice(0, img3.shape[2] - 1) if plan.alpha else slice(None)
+    if plan.linear_light:
         img3 = img3.copy()
         img3[..., colour] = srgb_to_linear(img3[..., colour])
-    if alpha:
+    if plan.alpha:
         img3 = premultiply(img3)
     if method is Method.TRANSPOSE:
-        out = transposed_conv(img3, resolved, boundary, padding, output_padding, threads)
-        if post_kernel is not None:
-            out = post_convolve(out, post_weights(post_kernel), boundary)
+        assert plan.kernel is not None and plan.geometry is not None
+        geometry = plan.geometry
+        if img3.shape[:2] != plan.input_shape:  # a tile's window (centred geometry only)
+            geometry = output_geometry(plan.kernel, img3.shape[:2])
+        out = apply_transpose(img3, plan.kernel, plan.boundary, geometry, plan.threads)
+        if plan.post is not None:
+            out = post_convolve(out, plan.post, plan.boundary)
     else:
-        out = interpolate(img3, out_shape, method.order, boundary, threads)
-    if alpha:
+        out = interpolate(img3, shape or plan.shape, method.interpolation, plan.boundary,
+                          plan.threads)
+    if plan.alpha:
         unpremultiply(out)
-    if linear_light:
+    if plan.linear_light:
         out[..., colour] = linear_to_srgb(out[..., colour])
-    return out[:, :, 0] if planar and out.shape[2] == 1 else out
+    return out
 
 
-def default_kernel(stride: int | None) -> Kernel | str:
-    """The kernel ``method="transpose"`` uses when none is given.
+def whole_factor(shape: tuple[int, int], out_shape: tuple[int, int]) -> int | None:
+    """The period of a possible pattern: the factor, when it is one whole number >= 2.
 
-    The fitted default shipped for that factor (2, 3 or 4), else the built-in
-    bilinear kernel.
+    Examples
+    --------
+    >>> whole_factor((10, 20), (30, 60)), whole_factor((10, 20), (15, 30))
+    (3, None)
     """
-    if stride is not None:
-        path = DEFAULTS_FOLDER / f"default_x{stride}.json"
-        if path.is_file():
-            kernel = Kernel.load(path)
-            return replace(kernel, name=f"default x{stride}")
-    return "bilinear"
-
-
-#: Where the fitted default kernels live (package data).
-DEFAULTS_FOLDER = Path(__file__).resolve().parent / "data"
+    (height, width), (out_h, out_w) = shape, out_shape
+    if out_h % height or out_w % width or out_h // height != out_w // width:
+        return None
+    factor = out_h // height
+    return factor if factor >= 2 else None
 
 
 def stride_from_factor(factor: float | tuple[float, float] | None) -> int | None:
@@ -242,18 +347,8 @@ def stride_from_factor(factor: float | tuple[float, float] | None) -> int | None
     fy, fx = factor if isinstance(factor, tuple) else (factor, factor)
     fy, fx = _positive_factor(fy, "height"), _positive_factor(fx, "width")
     if fy != fx:
-        raise UpconvError(f"a transposed convolution has one stride; factors {fx}x{fy} differ")
+        raise BadInputError(f"a transposed convolution has one stride; factors {fx}x{fy} "
+                            "differ")
     if fy != int(fy) or fy < 2:
-        raise UpconvError(f"a transposed convolution needs a whole factor >= 2, not {fy:g}")
+        raise BadInputError(f"a transposed convolution needs a whole factor >= 2, not {fy:g}")
     return int(fy)
-
-
-def post_weights(post_kernel: np.ndarray | str | Path) -> np.ndarray | str:
-    """A post-kernel as weights (2-D array) or a built-in name, loading a file once."""
-    if isinstance(post_kernel, np.ndarray) or (isinstance(post_kernel, str)
-                                               and post_kernel in POST_KERNELS):
-        return post_kernel
-    loaded = Kernel.load(post_kernel)
-    if loaded.weights.ndim != 2:
-        raise UpconvError(f"{post_kernel}: a post-kernel must be 2-D")
-    return loaded.weights

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .errors import UpconvError
+from .errors import BadInputError
 from .kernels import POST_KERNELS, Kernel
-from .options import Boundary
+from .options import Boundary, choice
 from .polyphase import Phases, Phases2D, apply_2d, apply_separable
 
-__all__ = ["transposed_conv", "post_convolve", "zero_insertion_transpose", "output_size",
-           "output_geometry"]
+__all__ = ["transposed_conv", "apply_transpose", "post_convolve", "zero_insertion_transpose",
+           "output_size", "output_geometry", "TransposeGeometry", "AxisLayout", "axis_layout"]
 
 
 def output_size(n_in: int, kernel_size: int, stride: int, padding: int | None,
@@ -51,11 +51,26 @@ def output_size(n_in: int, kernel_size: int, stride: int, padding: int | None,
     return (n_in - 1) * stride - 2 * padding + kernel_size + output_padding
 
 
+@dataclass(frozen=True)
+class TransposeGeometry:
+    """Where a transposed convolution's output lies: its size and the padding per axis.
+
+    ``padding`` is ``(None, None)`` for the centred geometry, else PyTorch's
+    padding along rows and columns.
+    """
+
+    shape: tuple[int, int]
+    padding: tuple[int | None, int | None]
+
+    @property
+    def centred(self) -> bool:
+        return self.padding[0] is None
+
+
 def output_geometry(kernel: Kernel, shape: tuple[int, int],
                     padding: int | tuple[int, int] | None = None,
-                    output_padding: int | tuple[int, int] = 0,
-                    ) -> tuple[tuple[int, int], tuple[int | None, int | None]]:
-    """The output (height, width) of a transposed convolution, and the padding per axis.
+                    output_padding: int | tuple[int, int] = 0) -> TransposeGeometry:
+    """The output size of a transposed convolution of an image of ``shape``, and its padding.
 
     ``padding`` None means the kernel's own (None for the centred geometry).
 
@@ -63,31 +78,31 @@ def output_geometry(kernel: Kernel, shape: tuple[int, int],
     --------
     >>> from upconv.kernels import builtin_kernel
     >>> output_geometry(builtin_kernel("bilinear", 2), (5, 6), padding=1, output_padding=1)
-    ((11, 13), (1, 1))
+    TransposeGeometry(shape=(11, 13), padding=(1, 1))
     """
     stride = kernel.stride
     padding = kernel.padding if padding is None else padding
     pad_y, pad_x = _pair(padding) if padding is not None else (None, None)
     extra_y, extra_x = _pair(output_padding)
     if pad_y is None and (extra_y or extra_x):
-        raise UpconvError("output_padding needs the PyTorch geometry (a padding)")
+        raise BadInputError("output_padding needs the PyTorch geometry (a padding)")
     for value in (pad_y, pad_x):
         if value is not None and value < 0:
-            raise UpconvError(f"padding must be >= 0, not {padding}")
+            raise BadInputError(f"padding must be >= 0, not {padding}")
     for value in (extra_y, extra_x):
         if not 0 <= value < stride:
-            raise UpconvError(f"output_padding must be between 0 and stride - 1 = "
+            raise BadInputError(f"output_padding must be between 0 and stride - 1 = "
                               f"{stride - 1}, not {output_padding}")
     height, width = shape
     out_h = output_size(height, kernel.shape[0], stride, pad_y, extra_y)
     out_w = output_size(width, kernel.shape[1], stride, pad_x, extra_x)
     if out_h < 1 or out_w < 1:
-        raise UpconvError(f"padding {padding} leaves no output for a {width}x{height} input")
-    return (out_h, out_w), (pad_y, pad_x)
+        raise BadInputError(f"padding {padding} leaves no output for a {width}x{height} input")
+    return TransposeGeometry((out_h, out_w), (pad_y, pad_x))
 
 
 @dataclass(frozen=True)
-class _Axis:
+class AxisLayout:
     """Where the taps of one axis go: the polyphase layout of ``out[i*s + offset + k]``."""
 
     start: np.ndarray  # (s,) first input index read by phase p, in extended coordinates
@@ -97,7 +112,18 @@ class _Axis:
     periods: int  # M: output samples are s*M (cropped to the output size)
 
 
-def _axis(kernel_size: int, stride: int, offset: int, n_in: int, n_out: int) -> _Axis:
+def axis_layout(kernel_size: int, stride: int, offset: int, n_in: int, n_out: int
+                ) -> AxisLayout:
+    """The polyphase layout of one axis: which kernel taps each output phase reads, and where.
+
+    ``offset`` places tap 0 of input pixel ``i`` at output ``i*s + offset``.
+
+    Examples
+    --------
+    >>> layout = axis_layout(4, 2, -1, 3, 6)
+    >>> layout.tap_index.tolist(), layout.before, layout.after
+    ([[3, 1], [2, 0]], 1, 1)
+    """
     taps = math.ceil(kernel_size / stride)
     periods = math.ceil(n_out / stride)
     start = np.empty(stride, np.intp)
@@ -112,10 +138,10 @@ def _axis(kernel_size: int, stride: int, offset: int, n_in: int, n_out: int) -> 
                 tap_index[p, u] = k
     before = max(0, -int(start.min()))
     after = max(0, (periods - 1) + int(start.max()) + taps - 1 - (n_in - 1))
-    return _Axis(start + before, tap_index, before, after, periods)
+    return AxisLayout(start + before, tap_index, before, after, periods)
 
 
-def _gather_taps(weights: np.ndarray, axis_y: _Axis, axis_x: _Axis) -> np.ndarray:
+def _gather_taps(weights: np.ndarray, axis_y: AxisLayout, axis_x: AxisLayout) -> np.ndarray:
     """weights[..., kH, kW] -> (sy, sx, Ty, Tx, ...) with zeros where a phase has no tap."""
     padded = np.concatenate([weights, np.zeros(weights.shape[:-1] + (1,))], axis=-1)
     padded = np.concatenate([padded, np.zeros(padded.shape[:-2] + (1, padded.shape[-1]))],
@@ -136,20 +162,20 @@ def _separable_factors(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | N
     return u[:, 0] * root, vt[0] * root
 
 
-def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary = Boundary.EDGE,
+def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary | str = "edge",
                     padding: int | tuple[int, int] | None = None,
                     output_padding: int | tuple[int, int] = 0,
                     threads: int | None = None) -> np.ndarray:
-    """The transposed convolution of an (H, W, C) float image, polyphase.
+    """The transposed convolution of a float image, polyphase.
 
     Parameters
     ----------
-    image : ndarray, shape (H, W, C)
+    image : ndarray, shape (H, W) or (H, W, C)
         float32 or float64.
     kernel : Kernel
         With its stride set. Its own ``padding`` is used unless ``padding``
         is given.
-    boundary : Boundary
+    boundary : {"edge", "reflect", "zero"}
         How the input is extended past its border ("zero" for PyTorch).
     padding : int or (int, int), optional
         PyTorch's ``padding`` (one value, or (rows, columns)); ``None`` for the
@@ -161,38 +187,58 @@ def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary = Boun
 
     Returns
     -------
-    ndarray, shape (H', W', C_out)
+    ndarray, shape (H', W', C_out), or (H', W') for a 2-D image and kernel
 
     Examples
     --------
     >>> from upconv.kernels import builtin_kernel
-    >>> x = np.array([[[0.0], [1.0]]])
-    >>> transposed_conv(x, builtin_kernel("bilinear", 2))[..., 0]
+    >>> transposed_conv(np.array([[0.0, 1.0]]), builtin_kernel("bilinear", 2))
     array([[0.  , 0.25, 0.75, 1.  ],
            [0.  , 0.25, 0.75, 1.  ]])
     """
-    stride = kernel.stride
-    if stride is None:
-        raise UpconvError(f"{kernel.name}: the kernel has no stride; give a factor")
+    boundary = choice(boundary, Boundary, "boundary")
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or image.size == 0:
+        raise BadInputError(f"expected an H x W or H x W x C image, got shape {image.shape}")
+    if image.dtype.kind != "f":
+        raise BadInputError(f"a transposed convolution needs a float image, got {image.dtype}")
+    was_2d = image.ndim == 2
+    img3 = image[:, :, None] if was_2d else image
+    if kernel.stride is None:
+        raise BadInputError(f"{kernel.name}: the kernel has no stride; give a factor")
     kernel.check_covers_stride()
-    kernel.check_channels(image.shape[2])
-    height, width = image.shape[:2]
-    (out_h, out_w), (pad_y, pad_x) = output_geometry(kernel, (height, width), padding,
-                                                     output_padding)
+    kernel.check_channels(img3.shape[2])
+    geometry = output_geometry(kernel, img3.shape[:2], padding, output_padding)
+    out = apply_transpose(img3, kernel, boundary, geometry, threads)
+    return out[:, :, 0] if was_2d and out.shape[2] == 1 else out
+
+
+def apply_transpose(img3: np.ndarray, kernel: Kernel, boundary: Boundary,
+                    geometry: TransposeGeometry, threads: int | None = None) -> np.ndarray:
+    """:func:`transposed_conv` of an (H, W, C) image whose kernel and geometry are settled.
+
+    The kernel fits the image's channels and ``geometry`` comes from
+    :func:`output_geometry` for this image: nothing is checked again.
+    """
+    stride = kernel.stride
+    assert stride is not None
+    height, width = img3.shape[:2]
+    out_h, out_w = geometry.shape
+    pad_y, pad_x = geometry.padding
     k_h, k_w = kernel.shape
     offset_y = (stride - k_h) // 2 if pad_y is None else -pad_y
     offset_x = (stride - k_w) // 2 if pad_x is None else -pad_x
-    axis_y = _axis(k_h, stride, offset_y, height, out_h)
-    axis_x = _axis(k_w, stride, offset_x, width, out_w)
-    ext = boundary.extend(image, (axis_y.before, axis_y.after), (axis_x.before, axis_x.after))
-    dtype = image.dtype
+    axis_y = axis_layout(k_h, stride, offset_y, height, out_h)
+    axis_x = axis_layout(k_w, stride, offset_x, width, out_w)
+    ext = boundary.extend(img3, (axis_y.before, axis_y.after), (axis_x.before, axis_x.after))
+    dtype = img3.dtype
     full_shape = (stride * axis_y.periods, stride * axis_x.periods)
 
     weights = kernel.weights
     if weights.ndim == 3 and np.all(weights == weights[:1]):
         weights = weights[0]  # the same kernel for every channel
     if weights.ndim == 2:
-        out = np.empty(full_shape + (image.shape[2],), dtype)
+        out = np.empty(full_shape + (img3.shape[2],), dtype)
         factors = _separable_factors(weights)
         if factors is not None:
             column, row = factors
@@ -204,12 +250,12 @@ def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary = Boun
             apply_2d(ext, Phases2D(axis_y.start, axis_x.start, taps), out, threads)
     elif weights.ndim == 3:
         taps = _gather_taps(weights, axis_y, axis_x)  # (sy, sx, Ty, Tx, C)
-        out = np.empty(full_shape + (image.shape[2],), dtype)
+        out = np.empty(full_shape + (img3.shape[2],), dtype)
         apply_2d(ext, Phases2D(axis_y.start, axis_x.start, taps), out, threads)
     else:  # (C_in, C_out, kH, kW): each output channel sums C_in depthwise results
         channels_out = weights.shape[1]
         out = np.empty(full_shape + (channels_out,), dtype)
-        partial = np.empty(full_shape + (image.shape[2],), dtype)
+        partial = np.empty(full_shape + (img3.shape[2],), dtype)
         for co in range(channels_out):
             taps = _gather_taps(weights[:, co], axis_y, axis_x)
             apply_2d(ext, Phases2D(axis_y.start, axis_x.start, taps), partial, threads)
@@ -222,12 +268,12 @@ def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary = Boun
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(value, tuple):
         if len(value) != 2:
-            raise UpconvError(f"expected one value or (rows, columns), not {value!r}")
+            raise BadInputError(f"expected one value or (rows, columns), not {value!r}")
         return int(value[0]), int(value[1])
     return int(value), int(value)
 
 
-def _phases_1d(taps_1d: np.ndarray, axis: _Axis, dtype: np.dtype) -> Phases:
+def _phases_1d(taps_1d: np.ndarray, axis: AxisLayout, dtype: np.dtype) -> Phases:
     padded = np.append(taps_1d, 0.0)  # index -1 -> 0
     return Phases(axis.start, padded[axis.tap_index].astype(dtype))
 
@@ -235,7 +281,9 @@ def _phases_1d(taps_1d: np.ndarray, axis: _Axis, dtype: np.dtype) -> Phases:
 def post_convolve(image: np.ndarray, post: np.ndarray | str, boundary: Boundary) -> np.ndarray:
     """An ordinary stride-1, same-size convolution (correlation, no flip) per channel.
 
-    The seed article's advice against checkerboards: smooth after the
+    The remedy for checkerboards that Shibuya's "Up-sampling with Transposed
+    Convolution" and Odena, Dumoulin and Olah's "Deconvolution and
+    Checkerboard Artifacts" (Distill, 2016) discuss: smooth after the
     transposed convolution. ``post`` is a 2-D array, or a built-in name
     (``"binomial3"``, the 3x3 binomial ``[1 2 1]^T [1 2 1] / 16``).
 
@@ -246,13 +294,13 @@ def post_convolve(image: np.ndarray, post: np.ndarray | str, boundary: Boundary)
     """
     if isinstance(post, str):
         if post not in POST_KERNELS:
-            raise UpconvError(f"unknown post-kernel {post!r}; use a file or "
+            raise BadInputError(f"unknown post-kernel {post!r}; use a file or "
                               f"{', '.join(POST_KERNELS)}")
         weights = POST_KERNELS[post]
     else:
         weights = np.asarray(post, dtype=np.float64)
     if weights.ndim != 2:
-        raise UpconvError(f"a post-kernel must be 2-D, got shape {weights.shape}")
+        raise BadInputError(f"a post-kernel must be 2-D, got shape {weights.shape}")
     mode = {"edge": "nearest", "reflect": "reflect", "zero": "constant"}[boundary.value]
     out = np.empty_like(image)
     for c in range(image.shape[2]):

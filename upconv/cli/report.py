@@ -9,29 +9,30 @@ import math
 import os
 
 import click
-from rich.console import Console
 
-from . import cli
-from .batch import Job, expand_inputs, run_jobs
-from .cli import CONTEXT, EPILOG, main
-from .errors import UpconvError
-from .images import DEFAULT_MAX_PIXELS, atomic_output
-from .pipeline import ReportSettings, report_file, report_job
-from .polyphase import default_threads
-from .report import (
-    build_report,
-    load_report_kernel,
-    print_report,
-    render_map,
-    render_spectrum,
+from ..batch import Job, expand_inputs, run_jobs
+from ..errors import BadInputError
+from ..fileio import atomic_output
+from ..polyphase import default_threads
+from ..report import build_report
+from ..reporting import ReportSettings, load_report_kernel, report_file, report_job
+from .common import (
+    CONTEXT,
+    EPILOG,
+    EXIT_ABOVE,
+    EXIT_FAILURE,
+    STRIDE,
+    BatchProgress,
+    batch_options,
+    describe_failure,
+    error,
+    max_pixels_option,
 )
 
-EXIT_ABOVE = 3
 
-
-@main.command("report", context_settings=CONTEXT, epilog=EPILOG)
+@click.command("report", context_settings=CONTEXT, epilog=EPILOG)
 @click.argument("image_paths", metavar="[IMAGE...]", nargs=-1)
-@click.option("-f", "--factor", type=int, default=None,
+@click.option("-f", "--factor", type=STRIDE, default=None, metavar="S",
               help="The period s (the upsampling factor); detected (2-8) when left out.")
 @click.option("--reference", "reference_path", metavar="HIGH",
               help="A ground-truth image of the same size: adds PSNR and SSIM.")
@@ -46,11 +47,8 @@ EXIT_ABOVE = 3
               help="Write the log power spectrum with the grid frequencies (k/s, l/s) marked.")
 @click.option("--tile", type=click.IntRange(4), default=64, show_default=True,
               help="Tile size of --map, in pixels.")
-@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS,
-              show_default=True, help="Refuse larger images.")
-@click.option("-r", "--recursive", is_flag=True, help="Several images: descend into folders.")
-@click.option("-j", "--jobs", type=click.IntRange(1), default=None,
-              help="Several images: worker processes [default: the number of CPUs].")
+@max_pixels_option()
+@batch_options("Several images")
 @click.option("--quiet", is_flag=True, help="Several images: no progress bar.")
 def report_command(image_paths: tuple[str, ...], factor: int | None,
                    reference_path: str | None, kernel_spec: str | None, as_json: bool,
@@ -84,29 +82,35 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
     kernel = None
     if kernel_spec is not None:
         kernel = load_report_kernel(kernel_spec, factor)
-    if several:
-        _report_batch(image_paths, ReportSettings(factor, kernel_spec, max_pixels), recursive,
-                      jobs or default_threads(), as_json, fail_above, quiet)
-        return
     settings = ReportSettings(factor, kernel_spec, max_pixels)
+    if several:
+        _report_batch(image_paths, settings, recursive, jobs or default_threads(), as_json,
+                      fail_above, quiet)
+        return
     if not image_paths:
         report = build_report(None, factor, kernel)
     else:
         report, image = report_file(image_paths[0], settings, reference_path)
         period = report["factor"] or report["checkerboard"]["period"]
-        if map_path:
-            _save_png(render_map(image, period, tile), map_path)
-        if spectrum_path:
-            _save_png(render_spectrum(image, period), spectrum_path)
+        if map_path or spectrum_path:
+            from ..render import render_map, render_spectrum
+
+            if map_path:
+                _save_png(render_map(image, period, tile), map_path)
+            if spectrum_path:
+                _save_png(render_spectrum(image, period), spectrum_path)
     image_path = image_paths[0] if image_paths else None
     if as_json:
         click.echo(json.dumps(report, indent=1))
     else:
+        from rich.console import Console
+
+        from ..render import print_report
+
         print_report(report, Console(highlight=False), title=image_path or "")
     board = report["checkerboard"]
     if fail_above is not None and board is not None and board["score"] > fail_above:
-        cli.error(f"checkerboard score {board['score']:.3f} is above --fail-above "
-                   f"{fail_above:g}")
+        error(f"checkerboard score {board['score']:.3f} is above --fail-above {fail_above:g}")
         raise click.exceptions.Exit(EXIT_ABOVE)
 
 
@@ -116,18 +120,25 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
         raise click.UsageError("several images are read from files, not standard input")
     planned = [Job(path, "") for path, _ in expand_inputs(paths, recursive)]
     if not planned:
-        raise UpconvError(f"no image files in {', '.join(paths)}")
+        raise BadInputError(f"no image files in {', '.join(paths)}")
     failures, above = [], []
-    console = Console(highlight=False)
-    with cli.BatchProgress(len(planned), 0, enabled=not quiet) as progress:
+    console = None
+    if not as_json:
+        from rich.console import Console
+
+        from ..render import print_report
+
+        console = Console(highlight=False)
+    with BatchProgress(len(planned), 0, enabled=not quiet) as progress:
         for outcome in run_jobs(planned, functools.partial(report_job, settings), jobs):
             progress.advance()
             if outcome.status == "failed":
                 failures.append(outcome.job.input)
-                progress.print(f"upconv: failed: {cli.describe_failure(outcome)}")
+                progress.print(f"upconv: failed: "
+                               f"{describe_failure(outcome.job.input, outcome.error)}")
                 continue
             report = outcome.result
-            if as_json:
+            if console is None:
                 click.echo(json.dumps({"file": outcome.job.input, **report}))
             else:
                 print_report(report, console, title=outcome.job.input)
@@ -135,19 +146,18 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
             if fail_above is not None and board and board["score"] > fail_above:
                 above.append(outcome.job.input)
     if failures:
-        cli.error(f"{len(failures)} file(s) failed: {'; '.join(failures[:5])}")
-        raise click.exceptions.Exit(cli.EXIT_FAILURE)
+        error(f"{len(failures)} file(s) failed: {'; '.join(failures[:5])}")
+        raise click.exceptions.Exit(EXIT_FAILURE)
     if above:
-        cli.error(f"{len(above)} image(s) scored above --fail-above {fail_above:g}: "
-                   f"{'; '.join(above[:5])}")
+        error(f"{len(above)} image(s) scored above --fail-above {fail_above:g}: "
+              f"{'; '.join(above[:5])}")
         raise click.exceptions.Exit(EXIT_ABOVE)
 
 
 def _save_png(picture, path: str) -> None:
     if path == "-":
-        raise UpconvError("--map and --spectrum need a file name, not '-'")
+        raise BadInputError("--map and --spectrum need a file name, not '-'")
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     with atomic_output(path) as handle:
         handle.write(buffer.getvalue())
-

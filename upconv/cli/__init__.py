@@ -1,0 +1,125 @@
+"""The ``upconv`` command line: parse, call the library, report, map errors to exit codes.
+
+One click group, ``main``, with a command module each (:mod:`.scale`,
+:mod:`.fit`, :mod:`.kernel`, :mod:`.report`); what they share is in
+:mod:`.common`. Each command parses its options, calls the library's file
+layer (:mod:`upconv.pipeline`, :mod:`upconv.training`, :mod:`upconv.reporting`)
+and prints what comes back. :func:`run` maps every outcome to an exit status:
+
+====  ==========================================================
+0     success
+1     failure: unreadable or invalid input, unwritable output, ...
+2     usage error: a bad or missing option or argument
+3     ``upconv report``: the checkerboard score is above --fail-above
+130   interrupted (Ctrl-C); no partial output is left behind
+141   standard output was closed early (e.g. piped into ``head``)
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from .. import __version__
+from ..errors import OutputClosedError, UpconvError
+from .common import (
+    CONTEXT,
+    EPILOG,
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    error,
+)
+from .fit import degrade_command, fit_command
+from .kernel import kernel_group
+from .report import report_command
+from .scale import scale_command
+
+__all__ = ["main", "run", "entry_point"]
+
+
+@click.group(context_settings=CONTEXT, epilog=EPILOG)
+@click.version_option(__version__, "--version", prog_name="upconv")
+@click.option("--debug", is_flag=True, help="Show a full traceback on errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Upsample images by interpolation or transposed convolution.
+
+    Run 'upconv COMMAND --help' for a command's options.
+    """
+    ctx.obj = {"debug": debug}
+
+
+for _command in (scale_command, fit_command, degrade_command, kernel_group, report_command):
+    main.add_command(_command)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit status (the console-script entry point)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # --debug is a group option, but users type it anywhere: take it from anywhere.
+    debug = "--debug" in args
+    if debug:
+        args = ["--debug"] + [a for a in args if a != "--debug"]
+    try:
+        status = main.main(args=args, prog_name="upconv", standalone_mode=False)
+        if isinstance(status, int):  # click returns the code of a click.exceptions.Exit
+            return status
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help())  # bare `upconv` or `upconv kernel`: show the help
+        return EXIT_OK
+    except click.UsageError as exc:
+        hint = ""
+        if exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        error(f"{exc.format_message()}{hint}")
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        error(exc.format_message())
+        return EXIT_FAILURE
+    except (click.Abort, KeyboardInterrupt):
+        error("interrupted")
+        return EXIT_INTERRUPTED
+    except (BrokenPipeError, OutputClosedError):
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except UpconvError as exc:
+        if debug:
+            traceback.print_exc()
+        error(str(exc))
+        return EXIT_FAILURE
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        error("out of memory; try a smaller output or --max-pixels")
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if debug:
+            traceback.print_exc()
+        error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so Python's exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover
+        pass
+
+
+def entry_point() -> None:
+    """Console script ``upconv``."""
+    sys.exit(run())
+
+

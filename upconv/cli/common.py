@@ -1,0 +1,289 @@
+"""What every ``upconv`` command shares: options, parameter types, messages, progress.
+
+Commands import from here and from the library, never from each other.
+Exit statuses are decided in :func:`upconv.cli.run`; this module only names them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from enum import Enum
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import BadInputError
+from ..images import DEFAULT_MAX_PIXELS
+
+__all__ = ["CONTEXT", "EPILOG", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_ABOVE",
+           "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "FACTOR", "SIZE", "STRIDE", "HW",
+           "enum_choice", "max_pixels_option", "batch_options", "error", "warn",
+           "refuse_clobbering_input", "BatchProgress", "spinner_after", "describe_failure"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+#: ``upconv report``: the checkerboard score is above ``--fail-above``.
+EXIT_ABOVE = 3
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
+
+EPILOG = f"""\b
+Exit status:
+  {EXIT_OK}    success
+  {EXIT_FAILURE}    failure (unreadable input, invalid image, unwritable output, ...)
+  {EXIT_USAGE}    usage error (bad or missing option or argument)
+  {EXIT_ABOVE}    report: the checkerboard score is above --fail-above
+  {EXIT_INTERRUPTED}  interrupted by Ctrl-C (no partial output is left)
+  {EXIT_BROKEN_PIPE}  standard output closed early (e.g. piped into head)
+"""
+
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# ------------------------------------------------------------------ parameter types
+
+class FactorType(click.ParamType):
+    """``F`` or ``FxG`` (x then y): a positive finite factor, or one per axis -> (fy, fx)."""
+
+    name = "factor"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[float, float]:
+        if isinstance(value, tuple):
+            return value
+        text = str(value)
+        parts = text.lower().split("x")
+        if len(parts) not in (1, 2) or not all(p.strip() for p in parts):
+            self.fail(f"{text!r} is not F or FxG (e.g. 2, 1.5 or 2x3)", param, ctx)
+        try:
+            if "_" in text or not text.isascii():  # float() would take "1_0" and "٣"
+                raise ValueError
+            values = [float(p) for p in parts]
+        except ValueError:
+            self.fail(f"{text!r} is not a number (use F or FxG, e.g. 2 or 2x3)", param, ctx)
+        for number in values:
+            if not math.isfinite(number) or number <= 0:
+                self.fail(f"{text!r}: a factor must be a positive finite number", param, ctx)
+        fx = values[0]
+        fy = values[1] if len(values) == 2 else values[0]
+        return fy, fx
+
+
+class StrideType(FactorType):
+    """A factor that is one whole number ``>= minimum`` on both axes (``2`` or ``2x2``) -> int."""
+
+    name = "stride"
+
+    def __init__(self, minimum: int = 2) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        fy, fx = super().convert(value, param, ctx)
+        if fy != fx or fy != int(fy) or fy < self.minimum:
+            self.fail(f"{value!r}: this needs one whole-number factor >= {self.minimum} "
+                      "(a stride), e.g. 2", param, ctx)
+        return int(fy)
+
+
+_SIZE = re.compile(r"^\s*(\d*)\s*(?:x\s*(\d*))?\s*$", re.IGNORECASE | re.ASCII)
+_HW = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$", re.IGNORECASE | re.ASCII)
+
+
+class SizeType(click.ParamType):
+    """``WxH``, ``Wx``, ``W`` or ``xH`` -> (height, width) with None for "keep aspect"."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[int | None, int | None]:
+        if isinstance(value, tuple):
+            return value
+        match = _SIZE.match(str(value))
+        if not match or not (match.group(1) or match.group(2)):
+            self.fail(f"{value!r} is not WxH (e.g. 1920x1080, 1920x or x1080)", param, ctx)
+        width = int(match.group(1)) if match.group(1) else None
+        height = int(match.group(2)) if match.group(2) else None
+        for side in (width, height):
+            if side is not None and side < 1:
+                self.fail(f"{value!r}: a side of 0 is not an image", param, ctx)
+        return height, width
+
+
+class HeightWidthType(click.ParamType):
+    """``HxW`` with both sides given -> (height, width)."""
+
+    name = "HxW"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        match = _HW.match(str(value))
+        if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+            self.fail(f"{value!r} is not HxW (e.g. 4x4)", param, ctx)
+        return int(match.group(1)), int(match.group(2))
+
+
+FACTOR = FactorType()
+STRIDE = StrideType()
+SIZE = SizeType()
+HW = HeightWidthType()
+
+
+def enum_choice(enum: type[Enum]) -> click.Choice:
+    """A case-insensitive choice of the enum's values, so the CLI cannot drift from the library."""
+    return click.Choice([member.value for member in enum], case_sensitive=False)
+
+
+# ------------------------------------------------------------------ shared options
+
+def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def max_pixels_option(help_text: str = "Refuse larger images.") -> Callable[[F], F]:
+    """``--max-pixels N``, the decompression-bomb and memory guard."""
+    return click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS,
+                        show_default=True, help=help_text)
+
+
+def batch_options(what: str) -> Callable[[F], F]:
+    """``-r/--recursive``, ``-j/--jobs`` and ``--quiet`` for commands that take many files."""
+    return _options(
+        click.option("-r", "--recursive", is_flag=True,
+                     help=f"{what}: descend into subfolders."),
+        click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+                     help=f"{what}: worker processes [default: the number of CPUs]."),
+    )
+
+
+# ------------------------------------------------------------------ messages
+
+def error(message: str) -> None:
+    """``upconv: error: ...`` on stderr, on one line."""
+    first_line = " ".join(message.split())
+    try:
+        click.echo(f"upconv: error: {first_line}", err=True)
+    except BrokenPipeError:  # pragma: no cover
+        pass
+
+
+def warn(message: str) -> None:
+    """``upconv: warning: ...`` on stderr."""
+    click.echo(f"upconv: warning: {message}", err=True)
+
+
+def refuse_clobbering_input(input_path: str, output_path: str) -> None:
+    """Refuse an output that is the input itself (same file, whatever the path says)."""
+    if input_path == "-" or output_path == "-":
+        return
+    try:
+        same = os.path.samefile(input_path, output_path)
+    except OSError:
+        return
+    if same:
+        raise BadInputError(f"{output_path}: the output would overwrite the input; "
+                            "choose another output name")
+
+
+def describe_failure(input_path: str, error_text: str | None) -> str:
+    """A batch failure's message, starting with the file's name."""
+    text = error_text or ""
+    return text if text.startswith(input_path) else f"{input_path}: {text}"
+
+
+# ------------------------------------------------------------------ progress
+
+class BatchProgress:
+    """A rich progress bar (count, rate, ETA) on stderr, when stderr is a terminal."""
+
+    def __init__(self, total: int, already: int, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total, self.already = total, already
+        self.progress: Any = None
+
+    def __enter__(self) -> BatchProgress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(TextColumn("upconv"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                     console=Console(stderr=True), transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("files", total=self.total,
+                                               completed=self.already, rate="")
+            self.started = time.monotonic()
+            self.count = 0
+        return self
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.count += 1
+            rate = self.count / max(time.monotonic() - self.started, 1e-9)
+            self.progress.update(self.task, advance=1, rate=f"{rate:.1f} files/s")
+
+    def print(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(message, markup=False, highlight=False)
+        else:
+            click.echo(message, err=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@contextlib.contextmanager
+def spinner_after(delay: float, label: str, enabled: bool) -> Iterator[None]:
+    """A spinner with elapsed time on stderr for a single job that takes longer than ``delay``."""
+    if not (enabled and sys.stderr.isatty()):
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn(label.replace("[", "\\[")),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    lock = threading.Lock()
+    state = {"shown": False, "done": False}
+
+    def show() -> None:
+        with lock:
+            if not state["done"]:
+                progress.start()
+                progress.add_task("job", total=None)
+                state["shown"] = True
+
+    timer = threading.Timer(delay, show)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["done"] = True
+            timer.cancel()
+            if state["shown"]:
+                progress.stop()

@@ -1,0 +1,292 @@
+"""``upconv scale``: one image, or a batch of them."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import replace
+
+import click
+
+from ..batch import Job, Outcome, check_template, expand_inputs, plan_outputs, run_jobs
+from ..errors import BadInputError, FileAccessError, UpconvError
+from ..fileio import atomic_output
+from ..images import FORMATS, format_for
+from ..methods import Method
+from ..options import Boundary
+from ..pipeline import ScaleSettings, resolve_settings_kernel, scale_file, scale_job, with_dask
+from ..polyphase import default_threads
+from .common import (
+    CONTEXT,
+    EPILOG,
+    EXIT_FAILURE,
+    FACTOR,
+    SIZE,
+    BatchProgress,
+    batch_options,
+    describe_failure,
+    enum_choice,
+    max_pixels_option,
+    refuse_clobbering_input,
+    spinner_after,
+    warn,
+)
+
+
+@click.command("scale", context_settings=CONTEXT, epilog=EPILOG)
+@click.argument("paths", nargs=-1, required=True, metavar="INPUT OUTPUT | INPUT... -o DIR")
+@click.option("-m", "--method", type=enum_choice(Method), default=Method.BICUBIC.value,
+              show_default=True,
+              help="scipy.ndimage spline of order 0, 1 or 3 (B-spline), Pillow's Lanczos "
+                   "(a = 3), or a transposed convolution.")
+@click.option("-f", "--factor", type=FACTOR, metavar="F|FxG",
+              help="Scale factor, or FxG for separate x and y factors. For transpose, the "
+                   "integer stride (optional when the kernel file states it).")
+@click.option("-s", "--size", type=SIZE, metavar="WxH",
+              help="Output size; leave a side out (1920x, x1080) to keep the aspect ratio.")
+@click.option("-b", "--boundary", type=enum_choice(Boundary), default=None,
+              help="How the image is extended past its border. [default: edge; zero with "
+                   "--padding; a fitted kernel's own]")
+@click.option("-k", "--kernel", "kernel_spec", metavar="FILE|NAME",
+              help="Transpose kernel: a .json/.npy/.npz/.txt/.csv file, or nearest, bilinear, "
+                   "bicubic, lanczos3. [default: the fitted default for factors 2-4, else "
+                   "bilinear]")
+@click.option("--padding", type=click.IntRange(0), default=None,
+              help="Transpose: PyTorch ConvTranspose2d padding instead of the centred "
+                   "alignment (output (H-1)s - 2P + k + Q).")
+@click.option("--output-padding", type=click.IntRange(0), default=0,
+              help="Transpose: PyTorch output_padding Q (needs --padding).")
+@click.option("--post-kernel", metavar="FILE|binomial3",
+              help="Transpose: an ordinary stride-1 convolution applied after, against "
+                   "checkerboards.")
+@click.option("--linear-light", is_flag=True,
+              help="Resample in linear light (decode sRGB, resample, encode).")
+@click.option("--format", "format_name", metavar="FORMAT",
+              help=f"Output format ({', '.join(FORMATS)}); default from OUTPUT's suffix.")
+@click.option("-q", "--quality", type=click.IntRange(1, 100), default=None,
+              help="JPEG/WebP quality (default 92).")
+@max_pixels_option("Refuse inputs or outputs with more pixels than this (streamed .npy "
+                   "outputs only when given).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Worker threads (default: all CPUs).")
+@click.option("--tile", type=click.IntRange(1), default=None, metavar="N",
+              help="Compute in tiles of N output rows (automatic, 1024, above 64 megapixels); "
+                   ".npy to .npy is then streamed.")
+@click.option("--report", "report_path", metavar="PATH|-",
+              help="Write the checkerboard report (JSON) about the output ('-': stdout); "
+                   "in a batch, one JSON line per image.")
+@click.option("-o", "--output-dir", "output_dir", metavar="DIR",
+              help="Batch: write every INPUT (files or folders) into DIR.")
+@click.option("--name", "name_template", default="{stem}_x{factor}.{ext}", show_default=True,
+              help="Batch: output file name; fields {stem}, {ext}, {factor}, {method}, {name}.")
+@batch_options("Batch")
+@click.option("--skip-existing", is_flag=True,
+              help="Batch: skip inputs whose output exists (resume a stopped batch).")
+@click.option("--fail-fast", is_flag=True, help="Batch: stop at the first failure.")
+@click.option("--dask", "dask_address", metavar="ADDRESS",
+              help="Run the batch (or a streamed .npy's tiles) on this dask.distributed "
+                   "scheduler (pip install 'upconv[dask]'); files must be on storage the "
+                   "workers share.")
+@click.option("--quiet", is_flag=True, help="No summary line and no progress bar on stderr.")
+@click.pass_context
+def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
+                  factor: tuple[float, float] | None, size: tuple[int | None, int | None] | None,
+                  boundary: str | None, kernel_spec: str | None, padding: int | None,
+                  output_padding: int, post_kernel: str | None, linear_light: bool,
+                  format_name: str | None, quality: int | None, max_pixels: int,
+                  threads: int | None, tile: int | None, report_path: str | None,
+                  output_dir: str | None, name_template: str, recursive: bool,
+                  jobs: int | None, skip_existing: bool, fail_fast: bool,
+                  dask_address: str | None, quiet: bool) -> None:
+    """Upsample INPUT into OUTPUT ('-' for standard input or output), or many files.
+
+    With -o DIR, every INPUT (files, or folders of images) is written into
+    DIR under the --name template, by --jobs worker processes (or a Dask
+    cluster), with a progress bar; a bad file is reported and the others go
+    on (exit status 1 at the end).
+
+    Sampling uses the half-pixel grid of Pillow, OpenCV and PyTorch
+    (align_corners=False) and equals scipy.ndimage.zoom(grid_mode=True) per
+    channel. Images with alpha are resampled premultiplied. Bit depth is
+    kept where the output format allows (16-bit PNG in, 16-bit PNG out).
+
+    --method transpose applies a transposed convolution (PyTorch's
+    ConvTranspose2d) in polyphase form: centred on the half-pixel grid with
+    the border extended by --boundary, or with --padding exactly as PyTorch
+    computes it (use --boundary zero).
+
+    \b
+    Examples:
+      upconv scale photo.png big.png --factor 2
+      upconv scale photos/ -o big/ --factor 2 --recursive --skip-existing
+      upconv scale photo.jpg big.webp --size 1920x --method bilinear
+      upconv scale photo.png big.png --method transpose --kernel k.json
+      cat a.png | upconv scale - - --factor 3 --format png | display
+    """
+    batch = output_dir is not None
+    if batch:
+        if "-" in paths:
+            raise click.UsageError("a batch (-o DIR) reads files, not standard input")
+    elif len(paths) != 2:
+        raise click.UsageError("give INPUT and OUTPUT, or several INPUTs with -o DIR")
+    else:
+        for flag, value in (("--recursive", recursive), ("--skip-existing", skip_existing),
+                            ("--fail-fast", fail_fast), ("--jobs", jobs)):
+            if value:
+                raise click.UsageError(f"{flag} is for batches (-o DIR)")
+    chosen = Method(method)
+    transpose = chosen is Method.TRANSPOSE
+    if report_path == "-" and not batch and paths[1] == "-":
+        raise click.UsageError("--report - needs the image to go to a file, not to stdout")
+    if not transpose:
+        for flag, value in (("--kernel", kernel_spec), ("--padding", padding),
+                            ("--post-kernel", post_kernel),
+                            ("--output-padding", output_padding or None)):
+            if value is not None:
+                raise click.UsageError(f"{flag} is for --method transpose only")
+        if (factor is None) == (size is None):
+            raise click.UsageError("give exactly one of --factor and --size")
+    elif size is not None:
+        raise click.UsageError("--method transpose scales by its stride; use --factor, "
+                               "not --size")
+    elif factor is not None and (factor[0] != factor[1] or factor[0] != int(factor[0])
+                                 or factor[0] < 2):
+        raise click.BadParameter("a transposed convolution needs one whole-number factor "
+                                 ">= 2 (its stride)", param_hint="'-f' / '--factor'")
+    if output_padding and padding is None:
+        raise click.UsageError("--output-padding needs --padding (PyTorch geometry)")
+    if format_name:
+        try:
+            format_for("-", format_name)
+        except UpconvError as exc:  # a bad option value is a usage error, like a bad --method
+            raise click.BadParameter(str(exc), param_hint="--format") from None
+    settings = ScaleSettings(
+        method=chosen, factor=factor, size=size, boundary=boundary,
+        kernel_spec=kernel_spec, padding=padding, output_padding=output_padding,
+        post_kernel=post_kernel, linear_light=linear_light, format_name=format_name,
+        quality=quality, max_pixels=max_pixels, threads=threads, tile=tile,
+        max_pixels_given=ctx.get_parameter_source("max_pixels")
+        is not click.core.ParameterSource.DEFAULT,
+        full_report=report_path is not None, summary_line=not quiet)
+    kernel = resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
+    if batch:
+        try:
+            check_template(name_template)
+        except UpconvError as exc:
+            raise click.BadParameter(str(exc), param_hint="--name") from None
+        factor_field = _factor_field(factor, size) or str(kernel.stride if kernel else "")
+        _scale_batch(paths, output_dir, settings, name_template, factor_field, recursive,
+                     skip_existing, fail_fast, jobs, dask_address, report_path, quiet)
+        return
+    input_path, output_path = paths
+    refuse_clobbering_input(input_path, output_path)
+    if dask_address is not None:  # the tiles of a streamed .npy; workers have their own cwd
+        settings = with_dask(settings, dask_address)
+        input_path, output_path = (os.path.abspath(p) if p != "-" else p
+                                   for p in (input_path, output_path))
+    with spinner_after(1.0, f"upconv: {input_path}", enabled=not quiet):
+        result = scale_file(input_path, output_path, settings)
+    for note in result.notes:
+        warn(note)
+    if result.report is not None:
+        _write_report(result.report, report_path)
+    if not quiet:
+        click.echo(f"upconv: {result.summary()}", err=True)
+
+
+def _factor_field(factor: tuple[float, float] | None,
+                  size: tuple[int | None, int | None] | None) -> str:
+    """``--factor`` or ``--size`` as text for the ``{factor}`` field: "2", "1.5x2", "1920x"."""
+    if factor is not None:
+        fy, fx = factor
+        return f"{fx:g}" if fy == fx else f"{fx:g}x{fy:g}"
+    if size is not None:
+        height, width = size
+        return f"{width or ''}x{height or ''}"
+    return ""
+
+
+def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSettings,
+                 template: str, factor_field: str, recursive: bool, skip_existing: bool,
+                 fail_fast: bool, jobs: int | None, dask_address: str | None,
+                 report_path: str | None, quiet: bool) -> None:
+    fmt_suffix = FORMATS[format_for("-", settings.format_name)][1][0].lstrip(".") \
+        if settings.format_name else None
+    planned = plan_outputs(expand_inputs(paths, recursive), output_dir, template,
+                           {"factor": factor_field, "method": settings.method.value},
+                           fmt_suffix)
+    if not planned:
+        raise BadInputError(f"no image files in {', '.join(paths)}")
+    if dask_address is not None:  # workers have their own working folders
+        planned = [Job(os.path.abspath(job.input), os.path.abspath(job.output))
+                   for job in planned]
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FileAccessError(f"{output_dir}: is a file, not a folder for the outputs"
+                              ) from None
+    except OSError as exc:
+        raise FileAccessError(f"{output_dir}: cannot make the folder ({exc.strerror or exc})"
+                          ) from None
+    existing = {job.output for job in planned if skip_existing and os.path.exists(job.output)}
+    todo = [job for job in planned if job.output not in existing]
+    workers = jobs or default_threads()
+    if settings.threads is None and workers > 1:  # share the CPUs between the workers
+        settings = replace(settings, threads=max(1, default_threads() // workers))
+    work = functools.partial(scale_job, settings)
+    failures: list[Outcome] = []
+    done = 0
+    worst: tuple[float, str] | None = None
+    # Report lines are written as images finish, so a stopped batch keeps its numbers;
+    # resuming (--skip-existing) appends to them.
+    report_file = (open(report_path, "a" if skip_existing else "w", encoding="utf-8")
+                   if report_path not in (None, "-") else None)
+    try:
+        with BatchProgress(len(planned), len(existing), enabled=not quiet) as progress:
+            for outcome in run_jobs(todo, work, workers, dask_address):
+                progress.advance()
+                if outcome.status == "failed":
+                    failures.append(outcome)
+                    progress.print("upconv: failed: "
+                               + describe_failure(outcome.job.input, outcome.error))
+                    if fail_fast:
+                        break
+                    continue
+                done += 1
+                result = outcome.result
+                for note in result.notes:
+                    progress.print(f"upconv: warning: {outcome.job.input}: {note}")
+                if result.report is not None:
+                    line = json.dumps({"file": outcome.job.input, **result.report})
+                    if report_file is None:
+                        click.echo(line)
+                    else:
+                        report_file.write(line + "\n")
+                        report_file.flush()
+                if result.score is not None and (worst is None or result.score > worst[0]):
+                    worst = (result.score, result.checkerboard)
+    finally:
+        if report_file is not None:
+            report_file.close()
+    if not quiet:
+        text = (f"upconv: scaled {done} of {len(planned)} files into {output_dir} "
+                f"({len(failures)} failed, {len(existing)} skipped"
+                + (", stopped at the first failure" if fail_fast and failures else "") + ")")
+        if worst is not None:
+            text += f"; worst {worst[1]}"
+        click.echo(text, err=True)
+    if failures:
+        click.echo(f"upconv: error: {len(failures)} file(s) failed: "
+                   + "; ".join(f.job.input for f in failures[:5])
+                   + (" ..." if len(failures) > 5 else ""), err=True)
+        raise click.exceptions.Exit(EXIT_FAILURE)
+
+
+def _write_report(report: dict, path: str) -> None:
+    text = json.dumps(report, indent=1) + "\n"
+    if path == "-":
+        click.echo(text, nl=False)
+        return
+    with atomic_output(path) as handle:
+        handle.write(text.encode())

@@ -1,0 +1,200 @@
+"""Reading whole files and writing them atomically: the one place upconv touches the disk.
+
+Every output upconv writes (images, kernels, reports, heat maps, matrices,
+streamed ``.npy`` arrays) goes through :func:`atomic_output` or
+:func:`write_output`: the bytes go to a temporary file beside the target,
+which is renamed over it only when complete. On any error or Ctrl-C the
+temporary file is removed and an existing file is left untouched; a replaced
+file keeps its permissions.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from .errors import BadInputError, FileAccessError, OutputClosedError
+
+__all__ = ["read_bytes", "standard_stream", "temporary_beside", "commit", "discard",
+           "atomic_output", "write_output"]
+
+
+def standard_stream(stream: IO | None, which: str) -> IO:
+    """sys.stdin or sys.stdout, or a clear error when the shell closed it (``<&-``)."""
+    try:
+        if stream is None:
+            raise ValueError
+        stream.fileno()
+    except (ValueError, OSError):
+        raise FileAccessError(f"standard {which} is closed") from None
+    return stream
+
+
+def read_bytes(path: str, kind: str = "image", stdin: bool = True) -> bytes:
+    """The whole file (or standard input for ``"-"``), or a one-line error naming it.
+
+    ``kind`` names what the file should hold, for the messages.
+    """
+    article = "an" if kind[0] in "aeiou" else "a"
+    if path == "-" and stdin:
+        stream = standard_stream(sys.stdin, "input")
+        if stream.isatty():
+            raise BadInputError(f"-: standard input is a terminal; pipe {article} {kind} "
+                                "into it")
+        try:
+            data = stream.buffer.read()
+        except OSError as exc:
+            raise FileAccessError(f"cannot read standard input ({exc.strerror or exc})"
+                                  ) from None
+        name = "standard input"
+    else:
+        name = path
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            raise FileAccessError(f"{path}: no such {kind} file" if kind != "image"
+                                  else f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise FileAccessError(f"{path}: is a directory, not {article} {kind} file"
+                                  ) from None
+        except PermissionError:
+            raise FileAccessError(f"{path}: permission denied") from None
+        except OSError as exc:
+            raise FileAccessError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise BadInputError(f"{name}: empty file")
+    return data
+
+
+def temporary_beside(path: str) -> IO[bytes]:
+    """An open temporary file in ``path``'s folder (``.NAME.XXXX.part``), for atomic writes."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        return tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.",
+                                           suffix=".part", delete=False)
+    except FileNotFoundError:
+        raise FileAccessError(f"{path}: folder {str(folder)!r} does not exist") from None
+    except PermissionError:
+        raise FileAccessError(f"{path}: folder {str(folder)!r} is not writable") from None
+    except OSError as exc:
+        raise FileAccessError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def commit(temporary: str, path: str) -> None:
+    """Rename a finished temporary file over ``path``, keeping the mode a file there had."""
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except PermissionError:
+        raise FileAccessError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise FileAccessError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def discard(temporary: str) -> None:
+    """Remove a temporary file that will not be committed."""
+    try:
+        os.unlink(temporary)
+    except FileNotFoundError:
+        pass
+
+
+@contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """Write a file atomically: a temporary file in the same folder, then rename.
+
+    On any exception (including KeyboardInterrupt) the temporary file is
+    removed and an existing ``path`` is left untouched.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_output(str(target)) as handle:
+    ...     _ = handle.write(b"done")
+    >>> target.read_bytes()
+    b'done'
+    """
+    handle = temporary_beside(path)
+    try:
+        with handle:
+            try:
+                yield handle  # type: ignore[misc]
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                if isinstance(exc, FileAccessError):
+                    raise
+                raise FileAccessError(f"{path}: cannot write ({exc.strerror or exc})"
+                                      ) from None
+        commit(handle.name, path)
+    except BaseException:
+        discard(handle.name)
+        raise
+
+
+def write_output(path: str, data: bytes, what: str = "image") -> None:
+    """Write ``data`` to ``path`` (``"-"``: standard output), atomically where it is a file.
+
+    Symbolic links are written through, as other tools do; a device, FIFO or
+    socket (``/dev/null``, a named pipe) is written into, since renaming over
+    it would replace the node with a file. Binary data is never written to a
+    terminal. A reader of standard output that went away raises
+    :class:`~upconv.errors.OutputClosedError`.
+    """
+    binary = what != "text"
+    if path == "-":
+        stream = standard_stream(sys.stdout, "output")
+        if binary and stream.isatty():
+            raise BadInputError(f"refusing to write binary {what} data to a terminal; "
+                                "redirect standard output or give an output file")
+        stream.flush()
+        _write_all(stream.fileno(), data, "standard output")
+        return
+    target = os.path.realpath(path)
+    if os.path.isdir(target):
+        raise FileAccessError(f"{path}: is a directory; give an output file name")
+    try:
+        special = os.path.exists(target) and not stat.S_ISREG(os.stat(target).st_mode)
+        if special:
+            with open(target, "wb", buffering=0) as handle:
+                if binary and handle.isatty():
+                    raise BadInputError(f"{path}: refusing to write binary {what} data to a "
+                                        "terminal")
+                _write_all(handle.fileno(), data, path)
+            return
+    except PermissionError:
+        raise FileAccessError(f"{path}: permission denied") from None
+    except OSError as exc:
+        if isinstance(exc, FileAccessError):
+            raise
+        raise FileAccessError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    with atomic_output(target) as handle:
+        handle.write(data)
+
+
+def _write_all(fd: int, data: bytes, name: str) -> None:
+    """Write every byte or fail: a short write is retried, EPIPE raises OutputClosedError."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BrokenPipeError:
+            raise OutputClosedError(name) from None
+        except OSError as exc:
+            raise FileAccessError(f"cannot write {name} ({exc.strerror or exc})") from None
+        view = view[written:]

@@ -1,0 +1,165 @@
+"""``.npy`` arrays as images: one header reader, one rule for their values, row access.
+
+An ``.npy`` image is ``H x W`` or ``H x W x C`` (C = 1..4; 2 and 4 mean the
+last channel is alpha). uint8 and uint16 arrays are stored samples, as in
+image files; floats are values nominally in [0, 1]; booleans and other
+integer types must already hold values in [0, 1]. :func:`npy_samples` applies
+that rule, so a whole array, a tile of it and a streamed band all get the same
+values. :class:`NpyFile` reads and writes rows through small memory maps, so
+big arrays are never held whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import BadInputError, FileAccessError
+from .fileio import temporary_beside
+from .samples import SAMPLE_DTYPES
+
+__all__ = ["NPY_MAGIC", "NpyHeader", "read_npy_header", "check_npy_image", "npy_samples",
+           "NpyFile", "create_npy"]
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    """What an ``.npy`` header says: shape, dtype, order and where the data start."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int
+
+
+def read_npy_header(handle: BinaryIO, name: str) -> NpyHeader:
+    """Read the header of an ``.npy`` stream positioned at its start.
+
+    Raises a one-line :class:`~upconv.errors.BadInputError` for a corrupt header.
+
+    Examples
+    --------
+    >>> import io
+    >>> buffer = io.BytesIO()
+    >>> np.save(buffer, np.zeros((2, 3), np.uint8))
+    >>> _ = buffer.seek(0)
+    >>> read_npy_header(buffer, "x.npy").shape
+    (2, 3)
+    """
+    try:
+        version = np.lib.format.read_magic(handle)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran_order, dtype = read(handle)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadInputError(f"{name}: corrupt .npy file ({exc})") from None
+    return NpyHeader(tuple(shape), dtype, bool(fortran_order), handle.tell())
+
+
+def check_npy_image(header: NpyHeader, name: str, max_pixels: int | None = None) -> None:
+    """Refuse arrays that are not images: wrong dtype, shape, empty, or too many pixels."""
+    shape, dtype = header.shape, header.dtype
+    if dtype.hasobject or dtype.kind not in "fiub":
+        raise BadInputError(f"{name}: .npy arrays must hold numbers, not {dtype}")
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4)):
+        raise BadInputError(f"{name}: .npy image must be H x W or H x W x C with C in 1..4, "
+                            f"got shape {shape}")
+    if 0 in shape:
+        raise BadInputError(f"{name}: .npy image is empty (shape {shape})")
+    if max_pixels is not None and shape[0] * shape[1] > max_pixels:
+        raise BadInputError(f"{name}: image is {shape[1]}x{shape[0]} pixels, over the limit "
+                            f"of {max_pixels} (--max-pixels)")
+
+
+def npy_samples(array: np.ndarray, name: str) -> np.ndarray:
+    """An ``.npy`` array (or rows of one) as image samples: uint8/uint16, or float.
+
+    uint8 and uint16 stay as stored samples; floats stay float (float16 becomes
+    float32) and must be finite; booleans and other integers must hold values
+    in [0, 1] and become float64.
+
+    Examples
+    --------
+    >>> npy_samples(np.array([[0, 1]], np.uint32), "a.npy")
+    array([[0., 1.]])
+    >>> npy_samples(np.array([[0, 7]], np.uint32), "a.npy")
+    Traceback (most recent call last):
+    ...
+    upconv.errors.BadInputError: a.npy: integer .npy images must be uint8 or uint16 samples, \
+or values in [0, 1]; got uint32 from 0 to 7
+    """
+    if array.dtype in SAMPLE_DTYPES:
+        return array
+    if array.dtype.kind != "f":
+        values = array.astype(np.float64)
+        if values.size and (values.min() < 0 or values.max() > 1):
+            raise BadInputError(f"{name}: integer .npy images must be uint8 or uint16 "
+                                f"samples, or values in [0, 1]; got {array.dtype} from "
+                                f"{values.min():g} to {values.max():g}")
+        return values
+    if array.dtype.itemsize < 4:
+        array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise BadInputError(f"{name}: the image contains NaN or infinite values")
+    return array
+
+
+@dataclass(frozen=True)
+class NpyFile:
+    """A C-ordered ``.npy`` file whose rows are read and written through small memory maps."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+
+    @classmethod
+    def open(cls, path: str) -> NpyFile:
+        """The file's header; refuses Fortran-ordered and object arrays."""
+        try:
+            with open(path, "rb") as handle:
+                header = read_npy_header(handle, path)
+        except OSError as exc:
+            raise FileAccessError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        if header.fortran_order or header.dtype.hasobject:
+            raise BadInputError(f"{path}: streaming needs a C-ordered numeric .npy array")
+        return cls(path, header.shape, header.dtype, header.offset)
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def read_rows(self, first: int, last: int) -> np.ndarray:
+        """Rows ``[first, last)`` as an in-memory array (the map is dropped at once)."""
+        view = np.memmap(self.path, self.dtype, "r", self.offset + first * self.row_bytes,
+                         (last - first, *self.shape[1:]))
+        rows = np.array(view)
+        del view
+        return rows
+
+    def write_rows(self, first: int, rows: np.ndarray) -> None:
+        """Write rows starting at ``first`` through a map of just those rows, flushed."""
+        view = np.memmap(self.path, self.dtype, "r+", self.offset + first * self.row_bytes,
+                         rows.shape)
+        view[...] = rows
+        view.flush()
+        del view
+
+
+def create_npy(target: str, shape: tuple[int, ...], dtype: np.dtype) -> NpyFile:
+    """A full-size ``.npy`` file to fill by rows: a temporary beside ``target``.
+
+    Commit it with :func:`upconv.fileio.commit` when every row is written, or
+    remove it with :func:`upconv.fileio.discard`.
+    """
+    with temporary_beside(target) as handle:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                  "fortran_order": False, "shape": tuple(shape)}
+        np.lib.format.write_array_header_2_0(handle, header)
+        offset = handle.tell()
+        handle.truncate(offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+    return NpyFile(handle.name, tuple(shape), np.dtype(dtype), offset)

@@ -1,0 +1,224 @@
+"""Reports for people: rich tables on a console, and heat-map and spectrum pictures.
+
+Everything here draws what the measuring code computed (:mod:`upconv.report`,
+:mod:`upconv.training`, the kernel analysis); nothing here measures. Only the
+command line imports this module, so batch workers never load rich or draw.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .kernels import Kernel
+from .metrics import grey, local_checkerboard, log_power_spectrum
+from .report import check_measurable, colour_channels, measurable_colour
+
+__all__ = ["print_report", "print_kernel_summary", "print_fit_summary", "matrix_table",
+           "render_map", "render_spectrum", "colour_map"]
+
+
+def print_report(report: dict[str, Any], console: Console, title: str = "report") -> None:
+    """The report as rich tables."""
+    board = report["checkerboard"]
+    if board is not None:
+        table = Table(title=escape(f"checkerboard: {title}"), show_header=False)
+        if report["factor_detected"]:
+            period = f"{report['factor']} (detected)"
+        elif report["factor"] is None:
+            candidate = board["strongest_candidate"]
+            period = (f"none found (strongest candidate: period {candidate['period']}, "
+                      f"{candidate['score']:.3f} grey levels, not significant)")
+        else:
+            period = str(report["factor"])
+        table.add_row("period", period)
+        table.add_row("score", f"{board['score']:.3f} grey levels RMS (noise {board['noise']:.3f})")
+        table.add_row("verdict", board["verdict"])
+        table.add_row("spectral peak", f"{board['spectral_peak_db']:.1f} dB over its neighbours")
+        means = np.array(board["phase_means"])
+        if means.shape[0] <= 4:
+            table.add_row("phase means", "\n".join(" ".join(f"{v:+7.2f}" for v in row)
+                                                   for row in means))
+        if "scores_by_period" in board:
+            table.add_row("by period", ", ".join(f"{p}: {v:.2f}"
+                                                 for p, v in board["scores_by_period"].items()))
+        console.print(table)
+    if report["kernel"] is not None:
+        k = report["kernel"]
+        table = Table(title=escape(f"kernel: {k['name']}"), show_header=False)
+        table.add_row("shape / stride", f"{' x '.join(map(str, k['shape']))} / {k['stride']}")
+        sums = np.array(k["phase_sums"])
+        table.add_row("phase sums", "\n".join(" ".join(f"{v:9.4g}" for v in row)
+                                              for row in sums.reshape(-1, sums.shape[-1])))
+        table.add_row("spread", ("infinite" if k["spread"] is None else f"{k['spread']:.4g}")
+                      + " ("
+                      + ("a flat input stays flat" if k["flat_stays_flat"] else
+                         "a flat input gets a checkerboard") + ")")
+        console.print(table)
+    if report["reference"] is not None:
+        r = report["reference"]
+        table = Table(title="against the reference", show_header=False)
+        table.add_row("PSNR", "identical" if r["psnr"] is None else f"{r['psnr']:.2f} dB")
+        table.add_row("SSIM", f"{r['ssim']:.4f} (mean over {r['channels']})")
+        console.print(table)
+
+
+
+def print_kernel_summary(kernel: Kernel, summary: dict, console: Console) -> None:
+    """Rich tables for ``kernel show``."""
+    head = Table(show_header=False, box=None)
+    head.add_row("kernel", escape(kernel.name))
+    head.add_row("shape", " x ".join(map(str, kernel.weights.shape)))
+    head.add_row("stride", str(kernel.stride) if kernel.stride else "not stated (give --factor)")
+    alignment = kernel.alignment
+    if kernel.stride and kernel.padding is None and not summary["half_pixel_aligned"]:
+        alignment += (" (size - stride is odd: the centre lands half an output pixel up and "
+                      "left of the half-pixel grid)")
+    head.add_row("alignment", alignment)
+    console.print(head)
+    if kernel.weights.ndim == 2 and max(kernel.shape) <= 16:
+        console.print(matrix_table("weights", kernel.weights))
+    else:
+        w = kernel.weights
+        console.print(f"weights: min {w.min():.4g}, max {w.max():.4g}, sum {w.sum():.4g}")
+    if kernel.stride is None:
+        return
+    s = kernel.stride
+    sums = np.asarray(summary["phase_sums"])
+    if s * s <= 64:
+        table = Table(title=escape(f"{s * s} polyphase components h[p::{s}, q::{s}]"))
+        table.add_column("phase (p, q)")
+        table.add_column("sub-kernel")
+        table.add_column("sum", justify="right")
+        for p in range(s):
+            for q in range(s):
+                block = kernel.weights[..., p::s, q::s]
+                text = ("\n".join(" ".join(f"{v:8.4g}" for v in row) for row in block)
+                        if block.ndim == 2 and max(block.shape) <= 8 else f"shape {block.shape}")
+                table.add_row(f"({p}, {q})", text,
+                              " ".join(f"{v:.6g}" for v in np.ravel(sums[..., p, q])))
+        console.print(table)
+    else:
+        console.print(f"{s * s} polyphase components: sums from {sums.min():.6g} to "
+                      f"{sums.max():.6g} (use --json for all of them)")
+    spread = summary["spread"]
+    verdict = ("all equal: a flat input stays flat (no checkerboard from flat areas)"
+               if summary["flat_stays_flat"] else "unequal: a flat input gets a "
+               "stride-periodic (checkerboard) pattern")
+    shown = "infinite (the sums average 0)" if spread is None else f"{spread:.6g}"
+    console.print(f"spread (max - min) / mean of the phase sums: {shown}; {verdict}")
+
+
+def print_fit_summary(summary: dict, console: Console) -> None:
+    table = Table(title="fitted kernel", show_header=False)
+    rows = [("written to", escape(summary["kernel"])),
+            ("shape / stride", f"{' x '.join(map(str, summary['shape']))} / {summary['stride']}"),
+            ("alignment, boundary", f"{summary['alignment']}, {summary['boundary']}"),
+            ("degradation", str(summary["degradation"] or "given LOW images")),
+            ("pairs / samples", f"{summary['pairs']} / {summary['samples']}"),
+            ("training PSNR", _db(summary["training_psnr"])),
+            ("RMS residual", f"{summary['rms_residual']:.4g}"),
+            ("condition number", f"{summary['condition_number']:.3g}"),
+            ("ridge", f"{summary['ridge']:g}"),
+            ("phase-sum spread", f"{summary['spread']:.3g}"
+             + (" (checkerboard-free)" if summary["checkerboard_free"] else ""))]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    if summary.get("validation"):
+        check = Table(title="validation PSNR (dB)")
+        for column in ("pair", "fitted", "bicubic", "bilinear"):
+            check.add_column(column, justify="left" if column == "pair" else "right")
+        for row in summary["validation"]:
+            check.add_row(escape(f"{row['low']} -> {row['high']}"), _db(row["fitted"]),
+                          _db(row["bicubic"]), _db(row["bilinear"]))
+        console.print(check)
+
+
+def _db(value: float | None) -> str:
+    if value is None or math.isinf(value):
+        return "exact"
+    return f"{value:.2f} dB"
+
+
+def _number(value: float) -> str:
+    return "0" if value == 0 else f"{value:.4g}"
+
+
+def matrix_table(title: str, matrix: np.ndarray) -> Table:
+    table = Table(title=title, show_header=False, box=None, pad_edge=False)
+    for _ in range(matrix.shape[1]):
+        table.add_column(justify="right")
+    for row in matrix:
+        table.add_row(*[_number(v) if v != 0 else "." for v in row])
+    return table
+
+
+# ------------------------------------------------------------------ pictures
+
+_INFERNO = np.array([(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66),
+                     (245, 125, 21), (250, 193, 39), (252, 255, 164)], np.float64)
+
+
+def colour_map(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] to RGB uint8 with an inferno-like map (dark = low, yellow = high)."""
+    position = np.clip(values, 0, 1) * (len(_INFERNO) - 1)
+    low = np.floor(position).astype(int).clip(0, len(_INFERNO) - 2)
+    fraction = (position - low)[..., None]
+    rgb = _INFERNO[low] * (1 - fraction) + _INFERNO[low + 1] * fraction
+    return rgb.round().astype(np.uint8)
+
+
+def render_map(image: np.ndarray, factor: int, tile: int = 64) -> Image.Image:
+    """A heat map of the local score per tile, with a colour bar in grey levels."""
+    colour = measurable_colour(image)
+    check_measurable(colour.shape, factor)
+    tile = max(factor, min(tile, min(colour.shape[:2])) // factor * factor)
+    scores = local_checkerboard(colour, factor, tile)
+    top = max(float(scores.max()), 1.0)
+    cell = max(1, min(512 // max(scores.shape), 64))
+    heat = colour_map(scores / top).repeat(cell, axis=0).repeat(cell, axis=1)
+    height = max(heat.shape[0], 160)
+    canvas = Image.new("RGB", (heat.shape[1] + 110, height + 30), (255, 255, 255))
+    canvas.paste(Image.fromarray(heat), (0, 30))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((2, 2), f"checkerboard per {tile}px tile (period {factor})", fill=(0, 0, 0))
+    bar = colour_map(np.linspace(1, 0, height)[:, None].repeat(20, axis=1))
+    canvas.paste(Image.fromarray(bar), (heat.shape[1] + 10, 30))
+    for value, y in ((top, 30), (top / 2, 30 + height // 2), (0.0, 30 + height - 10)):
+        draw.text((heat.shape[1] + 34, y), f"{value:.2f}", fill=(0, 0, 0))
+    draw.text((heat.shape[1] + 34, 30 + height // 4), "grey", fill=(0, 0, 0))
+    draw.text((heat.shape[1] + 34, 42 + height // 4), "levels", fill=(0, 0, 0))
+    return canvas
+
+
+def render_spectrum(image: np.ndarray, factor: int, size: int = 512) -> Image.Image:
+    """The log power spectrum (DC at the centre), with the grid frequencies (k/s, l/s) circled."""
+    colour = colour_channels(image).astype(np.float32, copy=False)
+    channel = grey(colour)
+    rows, cols = channel.shape[0] // factor * factor, channel.shape[1] // factor * factor
+    spectrum = log_power_spectrum(channel[:rows, :cols])
+    # Shrink by block means so the picture stays a readable size.
+    step = max(1, math.ceil(max(rows, cols) / size))
+    shrunk = spectrum[:rows // step * step, :cols // step * step]
+    shrunk = shrunk.reshape(rows // step, step, cols // step, step).mean(axis=(1, 3))
+    low, high = np.percentile(shrunk, [1, 99.9])
+    picture = Image.fromarray(colour_map((shrunk - low) / max(high - low, 1e-9)))
+    draw = ImageDraw.Draw(picture)
+    centre_y, centre_x = rows // 2, cols // 2
+    for k in range(-factor, factor + 1):
+        for j in range(-factor, factor + 1):
+            if k == 0 and j == 0:
+                continue
+            y = (centre_y + k * rows // factor) / step
+            x = (centre_x + j * cols // factor) / step
+            if 0 <= y < picture.height and 0 <= x < picture.width:
+                draw.ellipse((x - 6, y - 6, x + 6, y + 6), outline=(0, 255, 255), width=2)
+    draw.text((4, 4), f"log power; circles: (k/{factor}, l/{factor})", fill=(0, 255, 255))
+    return picture

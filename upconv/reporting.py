@@ -1,0 +1,85 @@
+"""Checkerboard reports about image files: the file layer of ``upconv report``.
+
+:func:`report_file` reads an image (and a reference, and a kernel) and
+measures it with :func:`upconv.report.build_report`; :func:`checkerboard_line`
+is the cheaper figure every ``upconv scale`` prints. Plain data in and out,
+so that batches can run these in worker processes, which never import the
+renderers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UpconvError
+from .images import DEFAULT_MAX_PIXELS, load_image
+from .kernel_files import resolve_kernel
+from .kernels import Kernel
+from .metrics import measure_pattern, verdict
+from .report import build_report, check_measurable, colour_channels
+from .samples import to_float
+
+__all__ = ["ReportSettings", "report_file", "report_job", "load_report_kernel",
+           "checkerboard_line", "report_about"]
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What ``upconv report`` was asked to measure, independent of the files."""
+
+    factor: int | None = None
+    kernel_spec: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def load_report_kernel(spec: str, factor: int | None) -> Kernel:
+    """A kernel for a report: a built-in (for ``factor``, default 2) or a file."""
+    return resolve_kernel(spec, factor, builtin_stride=2)
+
+
+def report_file(path: str, settings: ReportSettings, reference: str | None = None
+                ) -> tuple[dict, np.ndarray]:
+    """The report about one image file (and the kernel, if any), and the image measured.
+
+    ``reference`` is a ground-truth image file for PSNR and SSIM.
+    """
+    kernel = (load_report_kernel(settings.kernel_spec, settings.factor)
+              if settings.kernel_spec else None)
+    factor = settings.factor if settings.factor is not None else (
+        kernel.stride if kernel is not None else None)
+    image = to_float(load_image(path, settings.max_pixels).samples)
+    truth = (to_float(load_image(reference, settings.max_pixels).samples)
+             if reference is not None else None)
+    report = build_report(image, factor, kernel, truth)
+    report["image"] = path
+    report["size"] = [image.shape[1], image.shape[0]]
+    return report, image
+
+
+def report_job(settings: ReportSettings, job) -> dict:
+    """:func:`report_file` for a batch job (picklable with partial)."""
+    return report_file(job.input, settings)[0]
+
+
+def checkerboard_line(samples: np.ndarray, stride: int) -> tuple[str, float | None]:
+    """The summary's figure: the pattern at the known period (no spectrum, no search)."""
+    values = colour_channels(samples)
+    try:
+        check_measurable(values.shape, stride)
+    except UpconvError:
+        return "checkerboard n/a (image too small)", None
+    pattern = measure_pattern(values, stride)
+    name = verdict(pattern.score) if pattern.significant else "none"
+    return f"checkerboard {pattern.score:.2f} grey levels ({name})", pattern.score
+
+
+def report_about(samples: np.ndarray, stride: int | None, kernel: Kernel | None) -> dict:
+    """The full report about an output; the kernel part even when the image is too small."""
+    try:
+        return build_report(to_float(samples), stride, kernel)
+    except UpconvError as exc:
+        report = build_report(None, stride, kernel)
+        report["checkerboard_error"] = str(exc)
+        return report

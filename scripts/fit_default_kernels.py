@@ -30,9 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 import upconv  # noqa: E402
 from upconv.degrade import degrade  # noqa: E402
-from upconv.images import load_image, to_float  # noqa: E402
+from upconv.images import load_image  # noqa: E402
 from upconv.kernels import Kernel  # noqa: E402
 from upconv.metrics import psnr  # noqa: E402
+from upconv.samples import to_float  # noqa: E402
 
 FACTORS = (2, 3, 4)
 TRAINING = ("sample_images/chelsea.png", "sample_images/coffee.png")

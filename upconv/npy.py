@@ -21,7 +21,7 @@ from .fileio import temporary_beside
 from .samples import SAMPLE_DTYPES
 
 __all__ = ["NPY_MAGIC", "NpyHeader", "read_npy_header", "check_npy_image", "npy_samples",
-           "NpyFile", "create_npy"]
+           "check_unit_range", "NpyFile", "create_npy"]
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -96,16 +96,21 @@ or values in [0, 1]; got uint32 from 0 to 7
         return array
     if array.dtype.kind != "f":
         values = array.astype(np.float64)
-        if values.size and (values.min() < 0 or values.max() > 1):
-            raise BadInputError(f"{name}: integer .npy images must be uint8 or uint16 "
-                                f"samples, or values in [0, 1]; got {array.dtype} from "
-                                f"{values.min():g} to {values.max():g}")
+        if values.size:
+            check_unit_range(array.dtype, values.min(), values.max(), name)
         return values
     if array.dtype.itemsize < 4:
         array = array.astype(np.float32)
     if not np.isfinite(array).all():
         raise BadInputError(f"{name}: the image contains NaN or infinite values")
     return array
+
+
+def check_unit_range(dtype: np.dtype, low: float, high: float, name: str) -> None:
+    """Refuse integer values outside [0, 1] in an array that is not uint8/uint16 samples."""
+    if low < 0 or high > 1:
+        raise BadInputError(f"{name}: integer .npy images must be uint8 or uint16 samples, "
+                            f"or values in [0, 1]; got {dtype} from {low:g} to {high:g}")
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,21 @@ class NpyFile:
         rows = np.array(view)
         del view
         return rows
+
+    def check_values(self, name: str, rows: int = 1024) -> None:
+        """Apply :func:`npy_samples`'s range rule to the whole file, band by band.
+
+        Only integer arrays other than uint8/uint16 need it (their values must
+        lie in [0, 1]); checking before streaming makes the error name the
+        whole file's range, as a whole load does, and come before any work.
+        """
+        if self.dtype in SAMPLE_DTYPES or self.dtype.kind not in "iub":
+            return
+        low, high = np.inf, -np.inf
+        for first in range(0, self.shape[0], rows):
+            band = self.read_rows(first, min(self.shape[0], first + rows))
+            low, high = min(low, float(band.min())), max(high, float(band.max()))
+        check_unit_range(self.dtype, low, high, name)
 
     def write_rows(self, first: int, rows: np.ndarray) -> None:
         """Write rows starting at ``first`` through a map of just those rows, flushed."""

@@ -167,6 +167,7 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
             check_npy_image(source, input_path)
             job = _plan_job(settings, source.shape, fmt, streamed=True)
             if job.tile_rows is not None:
+                source.check_values(input_path)
                 return _stream_npy(input_path, output_path, source, job, settings)
     picture = load_image(input_path, settings.max_pixels)
     job = _plan_job(settings, picture.samples.shape, fmt)

@@ -9,6 +9,7 @@ prints: warnings come back as notes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,7 @@ class FitResult:
 
 def kernel_suffix(path: str) -> str:
     """The kernel file suffix of ``path``, or an error listing the ones upconv writes."""
-    suffix = "" if path == "-" else path[path.rfind("."):].lower() if "." in path else ""
+    suffix = "" if path == "-" else os.path.splitext(path)[1].lower()
     if suffix not in KERNEL_SUFFIXES:
         raise BadInputError(f"{path!r}: a kernel file needs one of the suffixes "
                             f"{', '.join(KERNEL_SUFFIXES)} (.json keeps everything)")

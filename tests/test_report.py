@@ -36,7 +36,7 @@ def board(shape: tuple[int, ...], s: int = 2) -> np.ndarray:
 
 
 def score(image: np.ndarray, factor: int | None = 2) -> float:
-    return build_report(image, factor)["checkerboard"]["score"]
+    return build_report(image, factor).checkerboard.score
 
 
 def test_flat_and_interpolated_images_score_near_zero():
@@ -44,8 +44,8 @@ def test_flat_and_interpolated_images_score_near_zero():
     low = photo()
     for method in ("bilinear", "bicubic"):
         report = build_report(upconv.scale(low, 2, method=method), 2)
-        assert report["checkerboard"]["score"] < 0.1
-        assert report["checkerboard"]["verdict"] == "none"
+        assert report.checkerboard.score < 0.1
+        assert report.checkerboard.verdict == "none"
 
 
 def test_checkerboard_free_fit_scores_near_zero():
@@ -55,8 +55,8 @@ def test_checkerboard_free_fit_scores_near_zero():
     assert kernel.spread() == pytest.approx(0, abs=1e-12)
     out = upconv.scale(photo()[:, :, :], 2, method="transpose", kernel=kernel)
     report = build_report(np.clip(out, 0, 1), 2)
-    assert report["checkerboard"]["verdict"] == "none"
-    assert report["checkerboard"]["score"] < 0.1
+    assert report.checkerboard.verdict == "none"
+    assert report.checkerboard.score < 0.1
 
 
 def test_uneven_overlap_scores_far_above_bilinear():
@@ -64,8 +64,8 @@ def test_uneven_overlap_scores_far_above_bilinear():
     ones = upconv.scale(low, 2, method="transpose", kernel=Kernel(np.ones((3, 3)), stride=2))
     bilinear = upconv.scale(low, 2, method="bilinear")
     report = build_report(ones, 2)
-    assert report["checkerboard"]["verdict"] in ("visible", "strong")
-    assert report["checkerboard"]["score"] >= 10 * max(score(bilinear), 0.01)
+    assert report.checkerboard.verdict in ("visible", "strong")
+    assert report.checkerboard.score >= 10 * max(score(bilinear), 0.01)
 
 
 def test_score_rises_in_proportion_to_the_pattern():
@@ -83,17 +83,17 @@ def test_one_grey_level_checkerboard_on_a_smooth_image_is_detected():
     y, x = np.mgrid[0:512, 0:512] / 512
     smooth = (0.3 + 0.4 * np.sin(3 * x) * np.cos(2 * y))[:, :, None]
     report = build_report(smooth + board(smooth.shape) / 255)
-    assert report["factor"] == 2 and report["factor_detected"]
-    assert report["checkerboard"]["verdict"] != "none"
-    assert report["checkerboard"]["score"] == pytest.approx(1.0, abs=0.01)
+    assert report.factor == 2 and report.factor_detected
+    assert report.checkerboard.verdict != "none"
+    assert report.checkerboard.score == pytest.approx(1.0, abs=0.01)
 
 
 def test_nearest_neighbour_blocks_are_not_a_checkerboard():
     for factor in (2, 3):
         blocks = upconv.scale(photo(), factor, method="nearest")
         report = build_report(blocks, factor)
-        assert report["checkerboard"]["verdict"] == "none"
-        assert report["checkerboard"]["score"] < 0.1
+        assert report.checkerboard.verdict == "none"
+        assert report.checkerboard.score < 0.1
 
 
 def test_flips_and_rotations_barely_change_the_score():
@@ -107,9 +107,9 @@ def test_flips_and_rotations_barely_change_the_score():
 @pytest.mark.parametrize("name", ["coffee.png", "astronaut.png", "camera.png"])
 def test_photos_never_upsampled_score_low_and_no_factor_is_found(name):
     report = build_report(photo(name))
-    assert report["factor"] is None and not report["factor_detected"]
-    assert report["checkerboard"]["verdict"] == "none"
-    assert report["checkerboard"]["score"] < 0.5
+    assert report.factor is None and not report.factor_detected
+    assert report.checkerboard.verdict == "none"
+    assert report.checkerboard.score < 0.5
 
 
 def test_period_detection_finds_each_factor():
@@ -117,12 +117,12 @@ def test_period_detection_finds_each_factor():
     for s in (2, 3, 4):
         kernel = Kernel(np.ones((s + 1, s + 1)) * s * s / (s + 1) ** 2, stride=s)
         report = build_report(upconv.scale(low, s, method="transpose", kernel=kernel))
-        assert report["factor"] == s and report["factor_detected"]
+        assert report.factor == s and report.factor_detected
 
 
 def test_kernel_analysis():
-    assert build_report(None, kernel=builtin_kernel("bilinear", 2))["kernel"]["spread"] == 0.0
-    uneven = build_report(None, kernel=Kernel(np.ones((3, 3)), stride=2))["kernel"]
+    assert build_report(None, kernel=builtin_kernel("bilinear", 2)).kernel.spread == 0.0
+    uneven = build_report(None, kernel=Kernel(np.ones((3, 3)), stride=2)).to_dict()["kernel"]
     assert uneven["spread"] > 0 and not uneven["flat_stays_flat"]
     assert uneven["phase_sums"] == [[4.0, 2.0], [2.0, 1.0]]
 
@@ -262,8 +262,8 @@ def test_no_period_found_means_score_zero_and_no_gate(tmp_path, capsys, rng):
     assert report["factor"] is None and report["checkerboard"]["score"] == 0.0
     assert "strongest_candidate" in report["checkerboard"]
     for name in ("horse.png", "chelsea.png"):
-        assert build_report(to_float(load_image(str(SAMPLES / name)).samples)[:, :, :3])[
-            "checkerboard"]["score"] == 0.0
+        assert build_report(to_float(load_image(str(SAMPLES / name)).samples)[:, :, :3]
+                            ).checkerboard.score == 0.0
 
 
 def test_file_names_with_brackets(tmp_path, capsys):

@@ -20,7 +20,6 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
@@ -39,7 +38,7 @@ from .kernel_files import default_kernel, resolve_kernel
 from .kernels import Kernel
 from .methods import Method
 from .npy import NpyFile, check_npy_image, create_npy, npy_samples
-from .reporting import checkerboard_line, report_about
+from .reporting import Report, checkerboard_line, report_about
 from .samples import from_float, to_float
 from .scaling import Resampling, plan_resampling, resample, stride_from_factor
 from .tiles import halo_for, scale_in_tiles, tile, tile_bands, tile_rows_for
@@ -86,7 +85,7 @@ class ScaleResult:
     #: the checkerboard part of the summary line ("checkerboard 0.12 grey levels (none)")
     checkerboard: str = ""
     score: float | None = None  # the checkerboard score behind that text
-    report: dict[str, Any] | None = None
+    report: Report | None = None
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -277,14 +276,13 @@ def _measure(outcome: ScaleResult, result: np.ndarray, plan: Resampling,
              settings: ScaleSettings) -> None:
     """The output and its checkerboard figure come together: measure what was written."""
     if settings.full_report:
-        outcome.report = report_about(result, plan.period, plan.kernel)
-        outcome.report.update({"image": outcome.output, "size": list(outcome.size),
-                               "method": settings.method.value})
-        board = outcome.report["checkerboard"]
+        outcome.report = report_about(result, plan.period, plan.kernel).with_file(
+            outcome.output, outcome.size, settings.method.value)
+        board = outcome.report.checkerboard
         outcome.checkerboard = (
-            f"checkerboard {board['score']:.2f} grey levels ({board['verdict']})"
+            f"checkerboard {board.score:.2f} grey levels ({board.verdict})"
             if board else "checkerboard n/a")
-        outcome.score = board["score"] if board else None
+        outcome.score = board.score if board else None
     elif settings.summary_line:
         if plan.period is None:
             outcome.checkerboard = "checkerboard n/a (not a whole-number factor)"

@@ -1,14 +1,14 @@
 """Reports for people: rich tables on a console, and heat-map and spectrum pictures.
 
-Everything here draws what the measuring code computed (:mod:`upconv.report`,
-:mod:`upconv.training`, the kernel analysis); nothing here measures. Only the
-command line imports this module, so batch workers never load rich or draw.
+Everything here draws what the measuring code computed (a
+:class:`upconv.report.Report`, :mod:`upconv.training`, the kernel analysis);
+nothing here measures but what the heat map and the spectrum picture. Only
+the command line imports this module, so batch workers never load rich or draw.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -18,56 +18,65 @@ from rich.table import Table
 
 from .kernels import Kernel
 from .metrics import grey, local_checkerboard, log_power_spectrum
-from .report import check_measurable, colour_channels, measurable_colour
+from .report import Report, check_measurable, colour_channels, measurable_colour
 
 __all__ = ["print_report", "print_kernel_summary", "print_fit_summary", "matrix_table",
            "render_map", "render_spectrum", "colour_map"]
 
 
-def print_report(report: dict[str, Any], console: Console, title: str = "report") -> None:
-    """The report as rich tables."""
-    board = report["checkerboard"]
+def print_report(report: Report, console: Console, title: str = "report") -> None:
+    """A :class:`~upconv.report.Report` as rich tables: one per part that is set.
+
+    Examples
+    --------
+    >>> import io
+    >>> from upconv.kernels import Kernel
+    >>> from upconv.report import build_report
+    >>> console = Console(file=io.StringIO(), width=80, color_system=None)
+    >>> print_report(build_report(None, kernel=Kernel(np.ones((3, 3)), stride=2)), console)
+    >>> "a flat input gets a checkerboard" in console.file.getvalue()
+    True
+    """
+    board = report.checkerboard
     if board is not None:
         table = Table(title=escape(f"checkerboard: {title}"), show_header=False)
-        if report["factor_detected"]:
-            period = f"{report['factor']} (detected)"
-        elif report["factor"] is None:
-            candidate = board["strongest_candidate"]
-            period = (f"none found (strongest candidate: period {candidate['period']}, "
-                      f"{candidate['score']:.3f} grey levels, not significant)")
+        if report.factor_detected:
+            period = f"{report.factor} (detected)"
+        elif report.factor is None and board.strongest_candidate is not None:
+            candidate = board.strongest_candidate
+            period = (f"none found (strongest candidate: period {candidate.period}, "
+                      f"{candidate.score:.3f} grey levels, not significant)")
         else:
-            period = str(report["factor"])
+            period = str(report.factor)
         table.add_row("period", period)
-        table.add_row("score", f"{board['score']:.3f} grey levels RMS (noise {board['noise']:.3f})")
-        table.add_row("verdict", board["verdict"])
-        table.add_row("spectral peak", f"{board['spectral_peak_db']:.1f} dB over its neighbours")
-        means = np.array(board["phase_means"])
-        if means.shape[0] <= 4:
+        table.add_row("score", f"{board.score:.3f} grey levels RMS (noise {board.noise:.3f})")
+        table.add_row("verdict", board.verdict)
+        table.add_row("spectral peak", f"{board.spectral_peak_db:.1f} dB over its neighbours")
+        if len(board.phase_means) <= 4:
             table.add_row("phase means", "\n".join(" ".join(f"{v:+7.2f}" for v in row)
-                                                   for row in means))
-        if "scores_by_period" in board:
+                                                   for row in board.phase_means))
+        if board.scores_by_period is not None:
             table.add_row("by period", ", ".join(f"{p}: {v:.2f}"
-                                                 for p, v in board["scores_by_period"].items()))
+                                                 for p, v in board.scores_by_period.items()))
         console.print(table)
-    if report["kernel"] is not None:
-        k = report["kernel"]
-        table = Table(title=escape(f"kernel: {k['name']}"), show_header=False)
-        table.add_row("shape / stride", f"{' x '.join(map(str, k['shape']))} / {k['stride']}")
-        sums = np.array(k["phase_sums"])
+    if report.kernel is not None:
+        k = report.kernel
+        table = Table(title=escape(f"kernel: {k.name}"), show_header=False)
+        table.add_row("shape / stride", f"{' x '.join(map(str, k.shape))} / {k.stride}")
+        sums = np.array(k.phase_sums)
         table.add_row("phase sums", "\n".join(" ".join(f"{v:9.4g}" for v in row)
                                               for row in sums.reshape(-1, sums.shape[-1])))
-        table.add_row("spread", ("infinite" if k["spread"] is None else f"{k['spread']:.4g}")
+        table.add_row("spread", ("infinite" if k.spread is None else f"{k.spread:.4g}")
                       + " ("
-                      + ("a flat input stays flat" if k["flat_stays_flat"] else
+                      + ("a flat input stays flat" if k.flat_stays_flat else
                          "a flat input gets a checkerboard") + ")")
         console.print(table)
-    if report["reference"] is not None:
-        r = report["reference"]
+    if report.reference is not None:
+        r = report.reference
         table = Table(title="against the reference", show_header=False)
-        table.add_row("PSNR", "identical" if r["psnr"] is None else f"{r['psnr']:.2f} dB")
-        table.add_row("SSIM", f"{r['ssim']:.4f} (mean over {r['channels']})")
+        table.add_row("PSNR", "identical" if r.psnr is None else f"{r.psnr:.2f} dB")
+        table.add_row("SSIM", f"{r.ssim:.4f} (mean over {r.channels})")
         console.print(table)
-
 
 
 def print_kernel_summary(kernel: Kernel, summary: dict, console: Console) -> None:

@@ -1,14 +1,17 @@
 """The checkerboard-artifact report: the measurements, for pipelines and for people.
 
 :func:`build_report` measures an image (and optionally a kernel and a
-reference) and returns a plain dict, the ``--json`` document. It imports no
-renderer: :mod:`upconv.render` draws it as rich tables, a heat map and a
-spectrum.
+reference) and returns a :class:`Report`, a frozen value whose
+:meth:`~Report.to_json` is the ``--json`` document. This module imports no
+renderer: :mod:`upconv.render` draws a :class:`Report` as rich tables, and
+the heat map and the spectrum as pictures.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -26,8 +29,10 @@ from .metrics import (
     verdict,
 )
 
-__all__ = ["build_report", "kernel_report", "kernel_summary", "measurable_colour",
-           "colour_channels", "check_measurable", "SCORE_UNIT", "MIN_PERIODS"]
+__all__ = ["Report", "CheckerboardFigures", "PeriodCandidate", "KernelAnalysis",
+           "ReferenceFigures", "build_report", "kernel_report", "kernel_summary",
+           "measurable_colour", "colour_channels", "check_measurable", "SCORE_UNIT",
+           "MIN_PERIODS"]
 
 SCORE_UNIT = "8-bit grey levels (RMS amplitude of the periodic pattern)"
 #: Smallest image side, in periods, that a measurement needs.
@@ -60,13 +65,169 @@ def check_measurable(shape: tuple[int, ...], factor: int | None) -> None:
                           f"{MIN_PERIODS * 2} pixels a side)")
 
 
-def kernel_report(kernel: Kernel) -> dict[str, Any]:
-    """The kernel's own analysis: its polyphase sums and their spread."""
+# ------------------------------------------------------------------ the value
+
+
+def _optional() -> Any:
+    """A field left out of :meth:`_JsonValue.to_dict` while it is None."""
+    return field(default=None, metadata={"optional": True})
+
+
+class _JsonValue:
+    """``to_dict`` and ``to_json`` for the report dataclasses: every field, in order."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict: fields in declaration order, optional ones only when set."""
+        return {f.name: _json_ready(getattr(self, f.name)) for f in fields(self)
+                if not (f.metadata.get("optional") and getattr(self, f.name) is None)}
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """:meth:`to_dict` as JSON text (``json.dumps`` with ``indent``)."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, _JsonValue):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, dict):  # JSON object keys are strings
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    return value
+
+
+def _nested(values: Any) -> Any:
+    """An array (or nested lists) as nested tuples of Python numbers."""
+    values = values.tolist() if isinstance(values, np.ndarray) else values
+    return tuple(_nested(v) for v in values) if isinstance(values, (list, tuple)) else values
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeriodCandidate(_JsonValue):
+    """The strongest pattern period detection measured when none was significant."""
+
+    period: int
+    score: float  # grey levels RMS, noise subtracted
+    noise: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckerboardFigures(_JsonValue):
+    """The stride-periodic pattern of an image (values in 8-bit grey levels).
+
+    ``phase_means`` is ``(s, s)`` nested tuples, centred, of the channel
+    where the pattern is strongest. ``scores_by_period`` (period -> score,
+    on the grey image) is set only when the period was searched for, and
+    ``strongest_candidate`` only when no period was significant.
+    """
+
+    score: float
+    verdict: str
+    unit: str = SCORE_UNIT
+    period: int
+    phase_means: tuple[tuple[float, ...], ...]
+    spectral_peak_db: float
+    noise: float
+    significant: bool
+    scores_by_period: dict[int, float] | None = _optional()
+    strongest_candidate: PeriodCandidate | None = _optional()
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelAnalysis(_JsonValue):
+    """A kernel's polyphase sums and their spread (None: infinite, the sums average 0)."""
+
+    name: str
+    shape: tuple[int, ...]
+    stride: int | None
+    phase_sums: tuple[Any, ...]  # nested tuples, (..., s, s)
+    spread: float | None
+    flat_stays_flat: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceFigures(_JsonValue):
+    """How close the image is to a ground truth (PSNR None: identical)."""
+
+    psnr: float | None  # dB, peak 1
+    ssim: float
+    channels: str  # "gray" or "R, G, B": what the means are over
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report(_JsonValue):
+    """What :func:`build_report` measured: the ``--json`` document as a value.
+
+    Attributes
+    ----------
+    factor : int or None
+        The period measured: given, the kernel's stride, or detected (None
+        when detection found nothing significant).
+    factor_detected : bool
+    checkerboard : CheckerboardFigures or None
+        None in a kernel-only report.
+    kernel, reference : KernelAnalysis, ReferenceFigures, or None
+        Set when a kernel or a reference was given.
+    checkerboard_error, image, size, method : optional
+        Set by the file layer (:mod:`upconv.reporting`, ``scale --report``):
+        why the image could not be measured, the file, its ``(width,
+        height)``, the scaling method. Left out of :meth:`to_dict` while None.
+
+    Notes
+    -----
+    :meth:`to_dict` writes every field of these dataclasses in declaration
+    order (optional ones, declared with ``_optional()``, only when set), so
+    adding a metric is a field, a line in :func:`upconv.render.print_report`,
+    and a test. A contrast figure, say: ``contrast: float`` in
+    :class:`CheckerboardFigures` (filled by :func:`build_report`), then
+    ``table.add_row("contrast", f"{board.contrast:.3f}")``, then a test of
+    its value; the JSON gains ``checkerboard.contrast`` by itself. Values are
+    stored JSON-ready (tuples for arrays, None for an infinite spread or PSNR).
+
+    Examples
+    --------
+    >>> report = build_report(None, kernel=Kernel(np.ones((3, 3)), stride=2))
+    >>> report.kernel.phase_sums, report.kernel.flat_stays_flat
+    (((4.0, 2.0), (2.0, 1.0)), False)
+    >>> list(report.with_file("out.png", (640, 480)).to_dict())
+    ['factor', 'factor_detected', 'checkerboard', 'kernel', 'reference', 'image', 'size']
+    """
+
+    factor: int | None
+    factor_detected: bool = False
+    checkerboard: CheckerboardFigures | None = None
+    kernel: KernelAnalysis | None = None
+    reference: ReferenceFigures | None = None
+    checkerboard_error: str | None = _optional()
+    image: str | None = _optional()
+    size: tuple[int, int] | None = _optional()
+    method: str | None = _optional()
+
+    def with_file(self, image: str, size: tuple[int, int], method: str | None = None
+                  ) -> Report:
+        """The report with the file it is about, its ``(width, height)`` and the method."""
+        return replace(self, image=image, size=tuple(size), method=method)
+
+
+# ------------------------------------------------------------------ measuring
+
+def kernel_report(kernel: Kernel) -> KernelAnalysis:
+    """The kernel's own analysis: its polyphase sums and their spread.
+
+    Examples
+    --------
+    >>> from upconv.kernels import builtin_kernel
+    >>> analysis = kernel_report(builtin_kernel("bilinear", 2))
+    >>> analysis.phase_sums, analysis.spread, analysis.flat_stays_flat
+    (((1.0, 1.0), (1.0, 1.0)), 0.0, True)
+    """
     spread = kernel.spread()
-    return {"name": kernel.name, "shape": list(kernel.weights.shape), "stride": kernel.stride,
-            "phase_sums": kernel.phase_sums().tolist(),
-            "spread": spread if math.isfinite(spread) else None,  # JSON has no infinity
-            "flat_stays_flat": spread == 0.0}
+    return KernelAnalysis(name=kernel.name, shape=tuple(kernel.weights.shape),
+                          stride=kernel.stride, phase_sums=_nested(kernel.phase_sums()),
+                          spread=spread if math.isfinite(spread) else None,  # no JSON inf
+                          flat_stays_flat=spread == 0.0)
 
 
 def kernel_summary(kernel: Kernel) -> dict:
@@ -76,7 +237,7 @@ def kernel_summary(kernel: Kernel) -> dict:
                      "stride": s, "alignment": kernel.alignment, "padding": kernel.padding,
                      "weights": kernel.weights.tolist()}
     if s is not None:
-        analysis = kernel_report(kernel)  # phase sums, spread, flat_stays_flat
+        analysis = kernel_report(kernel).to_dict()  # phase sums, spread, flat_stays_flat
         sums = np.asarray(analysis["phase_sums"])
         summary.update({
             "phases": [{"phase": [p, q], "weights": kernel.weights[..., p::s, q::s].tolist(),
@@ -92,7 +253,7 @@ def kernel_summary(kernel: Kernel) -> dict:
 
 def build_report(image: np.ndarray | None, factor: int | None = None,
                  kernel: Kernel | None = None, reference: np.ndarray | None = None
-                 ) -> dict[str, Any]:
+                 ) -> Report:
     """Measure the stride-periodic pattern of an image, and more.
 
     Parameters
@@ -107,66 +268,65 @@ def build_report(image: np.ndarray | None, factor: int | None = None,
 
     Returns
     -------
-    dict
-        ``{"factor", "factor_detected", "checkerboard": {...}, "kernel": {...}|None,
-        "reference": {...}|None}`` (see the README for every key).
+    Report
+        ``report.to_json()`` is the ``--json`` document (see the README for
+        every key).
 
     Examples
     --------
     >>> board = (np.indices((64, 64)).sum(axis=0) % 2 * 2.0 - 1.0) * 3 / 255
     >>> report = build_report((0.5 + board)[:, :, None])
-    >>> report["factor"], report["checkerboard"]["verdict"]
-    (2, 'visible')
+    >>> report.factor, report.factor_detected, report.checkerboard.verdict
+    (2, True, 'visible')
+    >>> round(report.checkerboard.score, 1)
+    3.0
     """
-    report: dict[str, Any] = {"factor": factor, "factor_detected": False, "checkerboard": None,
-                              "kernel": kernel_report(kernel) if kernel is not None else None,
-                              "reference": None}
+    analysis = kernel_report(kernel) if kernel is not None else None
     if image is None:
-        return report
+        return Report(factor=factor, kernel=analysis)
     colour = measurable_colour(image)
     check_measurable(colour.shape, factor)
+    searched = factor is None
     candidates: list[PeriodicPattern] = []
-    if factor is None:
-        period, candidates = detect_period(colour)
-        report["factor_detected"] = period is not None
-        report["factor"] = period
-        if period is None:
-            # Nothing significant: the score is 0; the strongest candidate is shown apart.
-            strongest = max(candidates, key=lambda f: f.score, default=None)
-            period = strongest.period if strongest is not None else 2
-        pattern = measure_pattern(colour, period)
+    if searched:
+        factor, candidates = detect_period(colour)
+        # Nothing significant: the score is 0; the strongest candidate is shown apart.
+        strongest = max(candidates, key=lambda f: f.score, default=None)
+        period = factor or (strongest.period if strongest is not None else 2)
     else:
-        pattern = measure_pattern(colour, factor)
-    significant = pattern.significant
-    no_period = factor is None and not report["factor_detected"]
-    report["checkerboard"] = {
-        "score": 0.0 if no_period else pattern.score,
-        "verdict": verdict(pattern.score) if significant and not no_period else "none",
-        "unit": SCORE_UNIT,
-        "period": pattern.period,
-        "phase_means": pattern.phase_means.tolist(),
-        "spectral_peak_db": spectral_peak_db(grey(colour), pattern.period),
-        "noise": pattern.noise,
-        "significant": significant,
-    }
-    if factor is None:  # what detection measured, on the grey image
-        report["checkerboard"]["scores_by_period"] = {str(f.period): f.score for f in candidates}
-    if no_period:
-        report["checkerboard"]["strongest_candidate"] = {
-            "period": pattern.period, "score": pattern.score, "noise": pattern.noise}
-    if reference is not None:
-        reference = colour_channels(reference)
-        if reference.shape[:2] != image.shape[:2]:
-            raise BadInputError(f"the reference is {reference.shape[1]}x{reference.shape[0]} but "
-                              f"the image is {image.shape[1]}x{image.shape[0]}; they must match")
-        if reference.shape[2] != colour.shape[2]:
-            raise BadInputError(f"the reference has {reference.shape[2]} colour channels, the "
-                              f"image {colour.shape[2]}")
-        names = "gray" if colour.shape[2] == 1 else "R, G, B"
-        report["reference"] = {"psnr": _finite(psnr(colour, reference)),
-                               "ssim": ssim(colour, reference),
-                               "channels": names}
-    return report
+        period = factor
+    pattern = measure_pattern(colour, period)
+    no_period = factor is None
+    board = CheckerboardFigures(
+        score=0.0 if no_period else float(pattern.score),
+        verdict=verdict(pattern.score) if pattern.significant and not no_period else "none",
+        period=pattern.period,
+        phase_means=_nested(pattern.phase_means),
+        spectral_peak_db=float(spectral_peak_db(grey(colour), pattern.period)),
+        noise=float(pattern.noise),
+        significant=bool(pattern.significant),
+        # what detection measured, on the grey image
+        scores_by_period={f.period: float(f.score) for f in candidates} if searched else None,
+        strongest_candidate=PeriodCandidate(period=pattern.period, score=float(pattern.score),
+                                            noise=float(pattern.noise)) if no_period else None)
+    return Report(factor=factor, factor_detected=searched and not no_period, checkerboard=board,
+                  kernel=analysis, reference=_reference_figures(colour, image, reference))
+
+
+def _reference_figures(colour: np.ndarray, image: np.ndarray, reference: np.ndarray | None
+                       ) -> ReferenceFigures | None:
+    if reference is None:
+        return None
+    reference = colour_channels(reference)
+    if reference.shape[:2] != image.shape[:2]:
+        raise BadInputError(f"the reference is {reference.shape[1]}x{reference.shape[0]} but "
+                          f"the image is {image.shape[1]}x{image.shape[0]}; they must match")
+    if reference.shape[2] != colour.shape[2]:
+        raise BadInputError(f"the reference has {reference.shape[2]} colour channels, the "
+                          f"image {colour.shape[2]}")
+    return ReferenceFigures(psnr=_finite(psnr(colour, reference)),
+                            ssim=ssim(colour, reference),
+                            channels="gray" if colour.shape[2] == 1 else "R, G, B")
 
 
 def _finite(value: float) -> float | None:

@@ -2,14 +2,14 @@
 
 :func:`report_file` reads an image (and a reference, and a kernel) and
 measures it with :func:`upconv.report.build_report`; :func:`checkerboard_line`
-is the cheaper figure every ``upconv scale`` prints. Plain data in and out,
-so that batches can run these in worker processes, which never import the
-renderers.
+is the cheaper figure every ``upconv scale`` prints. Plain data in and out
+(a :class:`~upconv.report.Report` is a frozen, picklable value), so that
+batches can run these in worker processes, which never import the renderers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -18,10 +18,10 @@ from .images import DEFAULT_MAX_PIXELS, load_image
 from .kernel_files import resolve_kernel
 from .kernels import Kernel
 from .metrics import measure_pattern, verdict
-from .report import build_report, check_measurable, colour_channels
+from .report import Report, build_report, check_measurable, colour_channels
 from .samples import to_float
 
-__all__ = ["ReportSettings", "report_file", "report_job", "load_report_kernel",
+__all__ = ["ReportSettings", "Report", "report_file", "report_job", "load_report_kernel",
            "checkerboard_line", "report_about"]
 
 
@@ -40,7 +40,7 @@ def load_report_kernel(spec: str, factor: int | None) -> Kernel:
 
 
 def report_file(path: str, settings: ReportSettings, reference: str | None = None
-                ) -> tuple[dict, np.ndarray]:
+                ) -> tuple[Report, np.ndarray]:
     """The report about one image file (and the kernel, if any), and the image measured.
 
     ``reference`` is a ground-truth image file for PSNR and SSIM.
@@ -53,12 +53,10 @@ def report_file(path: str, settings: ReportSettings, reference: str | None = Non
     truth = (to_float(load_image(reference, settings.max_pixels).samples)
              if reference is not None else None)
     report = build_report(image, factor, kernel, truth)
-    report["image"] = path
-    report["size"] = [image.shape[1], image.shape[0]]
-    return report, image
+    return report.with_file(path, (image.shape[1], image.shape[0])), image
 
 
-def report_job(settings: ReportSettings, job) -> dict:
+def report_job(settings: ReportSettings, job) -> Report:
     """:func:`report_file` for a batch job (picklable with partial)."""
     return report_file(job.input, settings)[0]
 
@@ -75,11 +73,9 @@ def checkerboard_line(samples: np.ndarray, stride: int) -> tuple[str, float | No
     return f"checkerboard {pattern.score:.2f} grey levels ({name})", pattern.score
 
 
-def report_about(samples: np.ndarray, stride: int | None, kernel: Kernel | None) -> dict:
+def report_about(samples: np.ndarray, stride: int | None, kernel: Kernel | None) -> Report:
     """The full report about an output; the kernel part even when the image is too small."""
     try:
         return build_report(to_float(samples), stride, kernel)
     except UpconvError as exc:
-        report = build_report(None, stride, kernel)
-        report["checkerboard_error"] = str(exc)
-        return report
+        return replace(build_report(None, stride, kernel), checkerboard_error=str(exc))

@@ -91,7 +91,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
         report = build_report(None, factor, kernel)
     else:
         report, image = report_file(image_paths[0], settings, reference_path)
-        period = report["factor"] or report["checkerboard"]["period"]
+        period = report.factor or report.checkerboard.period
         if map_path or spectrum_path:
             from ..render import render_map, render_spectrum
 
@@ -101,16 +101,16 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
                 _save_png(render_spectrum(image, period), spectrum_path)
     image_path = image_paths[0] if image_paths else None
     if as_json:
-        click.echo(json.dumps(report, indent=1))
+        click.echo(report.to_json())
     else:
         from rich.console import Console
 
         from ..render import print_report
 
         print_report(report, Console(highlight=False), title=image_path or "")
-    board = report["checkerboard"]
-    if fail_above is not None and board is not None and board["score"] > fail_above:
-        error(f"checkerboard score {board['score']:.3f} is above --fail-above {fail_above:g}")
+    board = report.checkerboard
+    if fail_above is not None and board is not None and board.score > fail_above:
+        error(f"checkerboard score {board.score:.3f} is above --fail-above {fail_above:g}")
         raise click.exceptions.Exit(EXIT_ABOVE)
 
 
@@ -139,11 +139,11 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
                 continue
             report = outcome.result
             if console is None:
-                click.echo(json.dumps({"file": outcome.job.input, **report}))
+                click.echo(json.dumps({"file": outcome.job.input, **report.to_dict()}))
             else:
                 print_report(report, console, title=outcome.job.input)
-            board = report["checkerboard"]
-            if fail_above is not None and board and board["score"] > fail_above:
+            board = report.checkerboard
+            if fail_above is not None and board and board.score > fail_above:
                 above.append(outcome.job.input)
     if failures:
         error(f"{len(failures)} file(s) failed: {'; '.join(failures[:5])}")

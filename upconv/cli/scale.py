@@ -17,6 +17,7 @@ from ..methods import Method
 from ..options import Boundary
 from ..pipeline import ScaleSettings, resolve_settings_kernel, scale_file, scale_job, with_dask
 from ..polyphase import default_threads
+from ..report import Report
 from .common import (
     CONTEXT,
     EPILOG,
@@ -258,7 +259,7 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
                 for note in result.notes:
                     progress.print(f"upconv: warning: {outcome.job.input}: {note}")
                 if result.report is not None:
-                    line = json.dumps({"file": outcome.job.input, **result.report})
+                    line = json.dumps({"file": outcome.job.input, **result.report.to_dict()})
                     if report_file is None:
                         click.echo(line)
                     else:
@@ -283,8 +284,8 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
         raise click.exceptions.Exit(EXIT_FAILURE)
 
 
-def _write_report(report: dict, path: str) -> None:
-    text = json.dumps(report, indent=1) + "\n"
+def _write_report(report: Report, path: str) -> None:
+    text = report.to_json() + "\n"
     if path == "-":
         click.echo(text, nl=False)
         return

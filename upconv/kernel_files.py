@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BadInputError, UpconvError
-from .fileio import atomic_output, read_bytes
+from .fileio import read_bytes, write_output
 from .kernels import POST_KERNELS, Kernel, builtin_kernel
 from .methods import BUILTIN_KERNELS
 
@@ -68,8 +68,7 @@ def save_kernel(kernel: Kernel, path: str | Path) -> None:
     """Write ``kernel`` to ``path`` atomically; the format follows the suffix."""
     path = Path(path)
     data = kernel_bytes(kernel, path.suffix.lower(), str(path))
-    with atomic_output(str(path)) as handle:
-        handle.write(data)
+    write_output(str(path), data, "kernel")
 
 
 def load_kernel(path: str | Path) -> Kernel:

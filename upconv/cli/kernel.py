@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from ..errors import BadInputError
-from ..fileio import atomic_output
+from ..fileio import write_output
 from ..kernel_files import resolve_kernel
 from ..kernels import conv_matrix, conv_output_shape
 from ..report import kernel_summary
@@ -115,5 +115,4 @@ def _write_matrix(matrix: np.ndarray, path: str) -> None:
         np.savetxt(buffer, matrix, fmt="%.17g", delimiter=",")
     else:
         raise BadInputError(f"{path}: write the matrix as .npy or .csv")
-    with atomic_output(path) as handle:
-        handle.write(buffer.getvalue())
+    write_output(path, buffer.getvalue(), "matrix")

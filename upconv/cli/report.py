@@ -12,7 +12,7 @@ import click
 
 from ..batch import Job, expand_inputs, run_jobs
 from ..errors import BadInputError
-from ..fileio import atomic_output
+from ..fileio import write_output
 from ..polyphase import default_threads
 from ..report import build_report
 from ..reporting import ReportSettings, load_report_kernel, report_file, report_job
@@ -159,5 +159,4 @@ def _save_png(picture, path: str) -> None:
         raise BadInputError("--map and --spectrum need a file name, not '-'")
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    with atomic_output(path) as handle:
-        handle.write(buffer.getvalue())
+    write_output(path, buffer.getvalue(), "image")

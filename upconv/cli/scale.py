@@ -11,7 +11,7 @@ import click
 
 from ..batch import Job, Outcome, check_template, expand_inputs, plan_outputs, run_jobs
 from ..errors import BadInputError, FileAccessError, UpconvError
-from ..fileio import atomic_output
+from ..fileio import write_output
 from ..images import FORMATS, format_for
 from ..methods import Method
 from ..options import Boundary
@@ -289,5 +289,4 @@ def _write_report(report: Report, path: str) -> None:
     if path == "-":
         click.echo(text, nl=False)
         return
-    with atomic_output(path) as handle:
-        handle.write(text.encode())
+    write_output(path, text.encode(), "text")

@@ -240,3 +240,18 @@ def test_per_axis_padding_and_output_padding(rng):
     big = scatter_reference(x, weights, 3, 0, (expected_shape[0] + 2, expected_shape[1] + 4))
     np.testing.assert_allclose(out, big[1:1 + expected_shape[0], 2:2 + expected_shape[1]],
                                atol=1e-12)
+
+
+def test_transposed_conv_takes_what_scale_takes(rng):
+    """A boundary named by a string and a 2-D image, as upconv.scale accepts them."""
+    image = rng.random((9, 11))
+    kernel = Kernel(rng.standard_normal((4, 4)), stride=2)
+    for boundary in ("edge", "reflect", "zero"):
+        direct = transposed_conv(image, kernel, boundary)
+        assert direct.shape == (18, 22)
+        np.testing.assert_array_equal(
+            direct, upconv.scale(image, method="transpose", kernel=kernel, boundary=boundary))
+        np.testing.assert_array_equal(
+            direct, transposed_conv(image[:, :, None], kernel, Boundary(boundary))[:, :, 0])
+    with pytest.raises(upconv.UpconvError, match="unknown boundary 'wrap'"):
+        transposed_conv(image, kernel, "wrap")

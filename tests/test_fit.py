@@ -13,7 +13,7 @@ from scipy.linalg import null_space
 import upconv
 from upconv.cli import run
 from upconv.degrade import degrade
-from upconv.fit import fit_kernel
+from upconv.fit import DIHEDRAL, PROVISIONAL_ROWS, fit_kernel
 from upconv.images import load_image
 from upconv.kernels import Kernel
 from upconv.metrics import psnr
@@ -178,6 +178,10 @@ def test_fit_command_writes_a_self_describing_kernel(tmp_path, capsys, rng):
     summary = json.loads(captured.out)
     assert "fitted kernel" in captured.err  # the rich summary goes to stderr
     assert summary["stride"] == 2 and summary["boundary"] == "reflect"
+    # An exact pair: the residual is round-off. The bound is reliable because the
+    # statistic is accumulated relative to a provisional kernel, so it cancels only at
+    # ~eps times the residual's own scale, not at ~1e-8 of the signal energy (which
+    # differs between BLAS kernels); see test_rms_residual_of_an_exact_pair.
     assert summary["rms_residual"] < 1e-9 and summary["samples"] == 20 * 24 * 4 * 3
     document = json.loads(out.read_text())
     assert document["stride"] == 2 and document["alignment"] == "centred"
@@ -189,6 +193,60 @@ def test_fit_command_writes_a_self_describing_kernel(tmp_path, capsys, rng):
                 "transpose", "-k", str(out)]) == 0
     expected = transposed_conv(low, truth, Boundary.REFLECT)
     np.testing.assert_allclose(np.load(tmp_path / "up.npy"), expected, atol=1e-8)
+
+
+def direct_rms(pairs, fitted: Kernel, boundary: str, augment: bool = False) -> float:
+    """The RMS of the fitted kernel's error over every HIGH sample, computed on the data."""
+    squares, count = 0.0, 0
+    for low, high in pairs:
+        for transform in (DIHEDRAL if augment else DIHEDRAL[:1]):
+            error = (transposed_conv(np.ascontiguousarray(transform(low)), fitted,
+                                     Boundary(boundary)) - transform(high))
+            squares += float(np.sum(error ** 2))
+            count += error.size
+    return float(np.sqrt(squares / count))
+
+
+@pytest.mark.parametrize("sigma", [0.01, 1e-6])
+@pytest.mark.parametrize("options", [
+    {}, {"boundary": "reflect", "per_channel": True}, {"augment": True},
+    {"boundary": "zero", "checkerboard_free": True}, {"size": 6, "ridge": 0.01}])
+def test_rms_residual_is_the_rms_on_the_data(rng, options, sigma):
+    # A realistic pair: a smooth kernel, and noise of sigma 0.01 on HIGH. With
+    # sigma 1e-6 the plain statistic would keep only about 5 digits.
+    taps = np.array([-1, 3, 10, 20, 20, 10, 3, -1]) / 32
+    truth = Kernel(np.outer(taps, taps), stride=2)
+    boundary = options.get("boundary", "edge")
+    pairs = []
+    for rows in (PROVISIONAL_ROWS + 23, 17):  # pair 1 is taller than the provisional band
+        low = rng.random((rows, 30, 3))
+        high = transposed_conv(low, truth, Boundary(boundary))
+        pairs.append((low, high + rng.normal(0, sigma, high.shape)))
+    options = dict(options)
+    size = options.pop("size", 8)
+    fitted = fit_kernel(pairs, size=size, **options)
+    report = fitted.info["fit"]
+    copies = 8 if options.get("augment") else 1
+    assert report["samples"] == copies * (PROVISIONAL_ROWS + 40) * 30 * 3 * 4
+    expected = direct_rms(pairs, fitted, boundary, options.get("augment", False))
+    if size == 8:  # (a 6x6 kernel also misses some of the truth)
+        assert 0.9 * sigma < expected < 1.1 * sigma
+    assert report["rms_residual"] == pytest.approx(expected, rel=1e-9, abs=0)
+    assert report["training_psnr"] == pytest.approx(-20 * np.log10(expected), rel=1e-9)
+
+
+@pytest.mark.parametrize("rows,per_channel", [(PROVISIONAL_ROWS + 20, False),
+                                              (PROVISIONAL_ROWS + 20, True), (9, False)])
+def test_rms_residual_of_an_exact_pair(rng, rows, per_channel):
+    # Noise-free float64: what is left is round-off, at ~1e-16 of the signal. With
+    # h0 = 0, energy - 2 h.rhs + h.G.h cancels at ~1e-8 here (depending on the BLAS).
+    truth = Kernel(rng.standard_normal((3, 6, 6) if per_channel else (6, 6)), stride=2)
+    low = rng.random((rows, 24, 3))
+    high = transposed_conv(low, truth, Boundary.REFLECT)
+    fitted = fit_kernel([(low, high)], size=6, boundary="reflect", per_channel=per_channel)
+    np.testing.assert_allclose(fitted.weights, truth.weights, atol=1e-9)
+    assert direct_rms([(low, high)], fitted, "reflect") < 1e-13
+    assert fitted.info["fit"]["rms_residual"] < 1e-12
 
 
 def test_fit_command_validates_against_bicubic_and_bilinear(tmp_path, capsys):

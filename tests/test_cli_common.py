@@ -1,0 +1,58 @@
+"""What every command shares: -f/--factor means one thing, and a bad one is a usage error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from upconv.cli import run
+
+PHOTO = str(SAMPLES / "camera.png")
+
+#: Every command with -f/--factor: (arguments before -f, whether it wants a stride).
+COMMANDS = {
+    "scale": (["scale", PHOTO, "{out}/o.png"], False),
+    "scale -m transpose": (["scale", PHOTO, "{out}/o.png", "-m", "transpose"], True),
+    "fit --degrade": (["fit", "--degrade", "area", PHOTO, "-o", "{out}/k.json"], True),
+    "degrade": (["degrade", PHOTO, "{out}/low.png"], True),
+    "kernel show": (["kernel", "show", "bilinear"], True),
+    "report": (["report", PHOTO], True),
+}
+NOT_FACTORS = ["0", "-2", "nan", "inf", "two", "2x", "x2", "2x3x4", "1_0", ""]
+NOT_STRIDES = ["1", "1.5", "2x3", "2.5x2.5"]
+
+
+def args_for(command: str, value: str, folder) -> list[str]:
+    base, _ = COMMANDS[command]
+    return [a.replace("{out}", str(folder)) for a in base] + ["-f", value]
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("value", NOT_FACTORS)
+def test_a_bad_factor_is_a_usage_error_everywhere(tmp_path, capsys, command, value):
+    assert run(args_for(command, value, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "factor" in err and "--help" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [c for c, (_, stride) in COMMANDS.items() if stride])
+@pytest.mark.parametrize("value", NOT_STRIDES)
+def test_where_a_stride_is_meant_a_fraction_is_a_usage_error(tmp_path, capsys, command, value):
+    assert run(args_for(command, value, tmp_path)) == 2
+    assert "whole-number factor" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_the_same_factor_is_read_the_same_everywhere(tmp_path, command):
+    """``2`` and ``2x2`` are the same factor for every command."""
+    status = run(args_for(command, "2x2", tmp_path) + (["--size", "4"] if "fit" in command
+                                                       else []))
+    assert status == 0
+
+
+def test_scale_reads_separate_factors_x_then_y(tmp_path):
+    assert run(["scale", PHOTO, str(tmp_path / "o.npy"), "-f", "1.5x2", "--quiet"]) == 0
+    assert np.load(tmp_path / "o.npy").shape[:2] == (1024, 768)

@@ -1,8 +1,10 @@
 """The 16-bit colour PNG decoder: libpng (through imagecodecs) and the numpy fallback.
 
-Every decoding test runs twice, through the ``decoder`` fixture: once with
-imagecodecs decoding the pixels and once with ``import imagecodecs`` failing,
-so the numpy/Python unfilter (the reference) does it. The expected samples
+Every decoding test runs three times, through the ``decoder`` fixture: with
+imagecodecs decoding the pixels in one call, with imagecodecs decoding them
+strip by strip while another thread inflates (strips of one row, so even the
+small test images take that path), and with ``import imagecodecs`` failing, so
+the numpy/Python unfilter (the reference) does it. The expected samples
 come from an independent, vectorised encoder here, from Pillow's 8-bit
 reading of the same file, or (for the committed photo) from the integer
 recipe that made it.
@@ -112,11 +114,14 @@ def write_photo() -> None:
 
 # ----------------------------------------------------------- the two decoders
 
-@pytest.fixture(params=["libpng", "numpy"])
+@pytest.fixture(params=["libpng", "strips", "numpy"])
 def decoder(request, monkeypatch) -> str:
-    """Decode with imagecodecs (libpng), then with ``import imagecodecs`` failing."""
-    if request.param == "libpng":
+    """Decode with imagecodecs (libpng) whole, in strips, then with ``import imagecodecs``
+    failing."""
+    if request.param in ("libpng", "strips"):
         pytest.importorskip("imagecodecs")
+        if request.param == "strips":
+            monkeypatch.setattr(png16, "STRIP_ROWS", 1)  # images of 3 rows or more
     else:
         monkeypatch.setitem(sys.modules, "imagecodecs", None)
     return request.param
@@ -241,6 +246,21 @@ def test_libpng_sees_only_the_image_data(libpng_calls, rng):
     np.testing.assert_array_equal(decoded[..., :3], samples[::-1, ::-1])
 
 
+@pytest.mark.parametrize("strip_rows", [1, 3, 5])
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_tall_images_decode_in_strips_beside_the_inflater(libpng_calls, monkeypatch, rng,
+                                                          strip_rows, channels):
+    """Strips of any size, the last one short, each unfiltered below its reconstructed row."""
+    monkeypatch.setattr(png16, "STRIP_ROWS", strip_rows)
+    monkeypatch.setattr(png16, "INFLATE_PIECE", 97)  # strips cut across compressed pieces
+    samples = rng.integers(0, 65536, (23, 7, channels)).astype(np.uint16)
+    samples[10:] = samples[10]  # runs of equal rows: Up and Paeth lean on the row above
+    decoded, _ = read_png16(encode_png16(samples, [4, 3, 2, 1, 0]), 10 ** 6)
+    np.testing.assert_array_equal(decoded, samples)
+    assert len(libpng_calls) == -(-23 // strip_rows)
+    assert all(chunk_types(call) == [b"IHDR", b"IDAT", b"IEND"] for call in libpng_calls)
+
+
 def test_without_imagecodecs_the_numpy_unfilter_runs(monkeypatch, rng):
     monkeypatch.setitem(sys.modules, "imagecodecs", None)
     rows: list[int] = []
@@ -323,6 +343,7 @@ def test_too_many_pixels_are_refused_before_decoding(decoder, monkeypatch):
         raise AssertionError("decoded despite the pixel limit")
 
     monkeypatch.setattr(png16, "_decode_with_libpng", no_decoding)
+    monkeypatch.setattr(png16, "_decode_in_strips", no_decoding)
     monkeypatch.setattr(png16, "_decode_in_python", no_decoding)
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 16, 6, 0, 0, 0)
     bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)

@@ -40,6 +40,13 @@ def read_bytes(path: str, kind: str = "image", stdin: bool = True) -> bytes:
     """The whole file (or standard input for ``"-"``), or a one-line error naming it.
 
     ``kind`` names what the file should hold, for the messages.
+
+    Examples
+    --------
+    >>> read_bytes("/no/such/kernel.json", kind="kernel")
+    Traceback (most recent call last):
+    ...
+    upconv.errors.FileAccessError: /no/such/kernel.json: no such kernel file
     """
     article = "an" if kind[0] in "aeiou" else "a"
     if path == "-" and stdin:

@@ -62,7 +62,14 @@ def report_job(settings: ReportSettings, job) -> Report:
 
 
 def checkerboard_line(samples: np.ndarray, stride: int) -> tuple[str, float | None]:
-    """The summary's figure: the pattern at the known period (no spectrum, no search)."""
+    """The summary's figure: the pattern at the known period (no spectrum, no search).
+
+    Examples
+    --------
+    >>> flat = np.full((64, 64, 3), 128, np.uint8)
+    >>> checkerboard_line(flat, 2)
+    ('checkerboard 0.00 grey levels (none)', 0.0)
+    """
     values = colour_channels(samples)
     try:
         check_measurable(values.shape, stride)

@@ -58,7 +58,13 @@ class FitResult:
 
 
 def kernel_suffix(path: str) -> str:
-    """The kernel file suffix of ``path``, or an error listing the ones upconv writes."""
+    """The kernel file suffix of ``path``, or an error listing the ones upconv writes.
+
+    Examples
+    --------
+    >>> kernel_suffix("fitted/K.JSON")
+    '.json'
+    """
     suffix = "" if path == "-" else os.path.splitext(path)[1].lower()
     if suffix not in KERNEL_SUFFIXES:
         raise BadInputError(f"{path!r}: a kernel file needs one of the suffixes "
@@ -74,6 +80,17 @@ def fit_files(inputs: Sequence[str], output_path: str, settings: FitSettings,
     ``settings.degradation`` HIGH images alone. Each ``validation`` pair is
     checked before the kernel is written, so a failed validation leaves no
     file behind.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> high = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    >>> np.save(folder / "high.npy", high)
+    >>> result = fit_files([str(folder / "high.npy")], str(folder / "k.json"),
+    ...                    FitSettings(size=4, degradation=Degradation.AREA))
+    >>> result.kernel.shape, result.summary["stride"], (folder / "k.json").exists()
+    ((4, 4), 2, True)
     """
     suffix = kernel_suffix(output_path)
     if settings.degradation is None and len(inputs) % 2:

@@ -50,7 +50,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 # ------------------------------------------------------------------ parameter types
 
 class FactorType(click.ParamType):
-    """``F`` or ``FxG`` (x then y): a positive finite factor, or one per axis -> (fy, fx)."""
+    """``F`` or ``FxG`` (x then y): a positive finite factor, or one per axis -> (fy, fx).
+
+    Examples
+    --------
+    >>> FACTOR.convert("1.5x2", None, None)
+    (2.0, 1.5)
+    """
 
     name = "factor"
 
@@ -77,7 +83,13 @@ class FactorType(click.ParamType):
 
 
 class StrideType(FactorType):
-    """A factor that is one whole number ``>= minimum`` on both axes (``2`` or ``2x2``) -> int."""
+    """A factor that is one whole number ``>= minimum`` on both axes (``2`` or ``2x2``) -> int.
+
+    Examples
+    --------
+    >>> STRIDE.convert("2x2", None, None)
+    2
+    """
 
     name = "stride"
 
@@ -100,7 +112,13 @@ _HW = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$", re.IGNORECASE | re.ASCII)
 
 
 class SizeType(click.ParamType):
-    """``WxH``, ``Wx``, ``W`` or ``xH`` -> (height, width) with None for "keep aspect"."""
+    """``WxH``, ``Wx``, ``W`` or ``xH`` -> (height, width) with None for "keep aspect".
+
+    Examples
+    --------
+    >>> SIZE.convert("1920x", None, None)
+    (None, 1920)
+    """
 
     name = "size"
 

@@ -226,8 +226,9 @@ def test_report_several_images(photos, tmp_path, capsys):
 def cluster():
     from distributed import LocalCluster
 
+    # The dashboard on any free port: its default, 8787, may be taken on a shared machine.
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as local:
+                      dashboard_address=":0") as local:
         yield local
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import assert_images_close, zoom_per_channel
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import upconv
@@ -40,6 +40,11 @@ def test_any_channel_count_and_planar_images(rng, channels, method):
 
 
 @settings(max_examples=60, deadline=None)
+# A factor that rounds to the input's size is interpolated (scipy only returns its input for
+# a zoom of exactly 1), which on images this small differs from the input by ~1e-4:
+@example(height=1, width=2, fy=1.0, fx=1.25, method="bicubic", boundary="reflect", seed=0)
+@example(height=2, width=2, fy=1.25, fx=1.25, method="bicubic", boundary="reflect", seed=0)
+@example(height=3, width=2, fy=1.0, fx=1.0, method="bicubic", boundary="reflect", seed=0)
 @given(height=st.integers(1, 24), width=st.integers(1, 24),
        fy=st.floats(0.5, 5.0), fx=st.floats(0.5, 5.0),
        method=st.sampled_from(METHODS), boundary=st.sampled_from(BOUNDARIES),
@@ -143,3 +148,14 @@ def test_bad_array_shapes_are_refused(shape):
 def test_integer_input_needs_nearest():
     with pytest.raises(upconv.UpconvError, match="float"):
         upconv.scale(np.zeros((4, 4), np.uint8), 2, method="bilinear")
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "bicubic", "lanczos"])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_a_factor_of_one_keeps_the_samples(rng, method, boundary):
+    """As scipy.ndimage.zoom with a zoom of 1, and a size equal to the input's."""
+    for shape in [(1, 2, 3), (2, 2, 1), (7, 5, 2)]:
+        image = rng.random(shape)
+        np.testing.assert_array_equal(upconv.scale(image, 1, method, boundary), image)
+        np.testing.assert_array_equal(
+            upconv.scale(image, output_shape=shape[:2], method=method, boundary=boundary), image)

@@ -182,8 +182,6 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationM
     """
     height, width = img3.shape[:2]
     out_h, out_w = shape
-    if (out_h, out_w) == (height, width):
-        return img3.copy()  # as scipy.ndimage.zoom: a factor of 1 returns the input
     dtype = img3.dtype
     integer_factors = out_h % height == 0 and out_w % width == 0
     row_filter = None

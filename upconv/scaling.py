@@ -210,6 +210,11 @@ class Resampling:
         The whole-number factor when there is one (>= 2, the same on both
         axes, centred geometry): the stride of tiles and the period of any
         checkerboard pattern.
+    identity : bool
+        Interpolation with factors of exactly 1 (or an output shape equal to
+        the input's): the samples are kept as they are, as
+        ``scipy.ndimage.zoom`` returns its input for a zoom of 1. (A factor
+        such as 1.1 that rounds to the same size is interpolated, as in scipy.)
     """
 
     method: Method
@@ -224,6 +229,7 @@ class Resampling:
     linear_light: bool = False
     threads: int = 1
     period: int | None = None
+    identity: bool = False
 
     @property
     def name(self) -> str:
@@ -267,9 +273,14 @@ def plan_resampling(shape: tuple[int, ...], factor: float | tuple[float, float] 
         out_shape = output_shape_for((height, width), factor, output_shape)
         boundary = choice(boundary if boundary is not None else Boundary.EDGE, Boundary,
                           "boundary")
+        if factor is not None:
+            fy, fx = factor if isinstance(factor, tuple) else (factor, factor)
+            identity = float(fy) == 1.0 and float(fx) == 1.0
+        else:
+            identity = out_shape == (height, width)
         return Resampling(method, (height, width), out_shape, channels, boundary, alpha=alpha,
                           linear_light=linear_light, threads=threads,
-                          period=whole_factor((height, width), out_shape))
+                          period=whole_factor((height, width), out_shape), identity=identity)
     if output_shape is not None:
         raise BadInputError("a transposed convolution scales by its stride; give a factor, "
                             "not an output shape")
@@ -315,6 +326,8 @@ def resample(img3: np.ndarray, plan: Resampling,
         out = apply_transpose(img3, plan.kernel, plan.boundary, geometry, plan.threads)
         if plan.post is not None:
             out = post_convolve(out, plan.post, plan.boundary)
+    elif plan.identity:
+        out = img3.copy()
     else:
         out = interpolate(img3, shape or plan.shape, method.interpolation, plan.boundary,
                           plan.threads)

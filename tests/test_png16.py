@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def decoder(request, monkeypatch) -> str:
     if request.param in ("libpng", "strips"):
         pytest.importorskip("imagecodecs")
         if request.param == "strips":
-            monkeypatch.setattr(png16, "STRIP_ROWS", 1)  # images of 3 rows or more
+            monkeypatch.setattr(png16, "STRIP_BYTES", 1)  # strips of a row: 3 rows or more
     else:
         monkeypatch.setitem(sys.modules, "imagecodecs", None)
     return request.param
@@ -251,7 +252,7 @@ def test_libpng_sees_only_the_image_data(libpng_calls, rng):
 def test_tall_images_decode_in_strips_beside_the_inflater(libpng_calls, monkeypatch, rng,
                                                           strip_rows, channels):
     """Strips of any size, the last one short, each unfiltered below its reconstructed row."""
-    monkeypatch.setattr(png16, "STRIP_ROWS", strip_rows)
+    monkeypatch.setattr(png16, "STRIP_BYTES", strip_rows * (7 * channels * 2 + 1))
     monkeypatch.setattr(png16, "INFLATE_PIECE", 97)  # strips cut across compressed pieces
     samples = rng.integers(0, 65536, (23, 7, channels)).astype(np.uint16)
     samples[10:] = samples[10]  # runs of equal rows: Up and Paeth lean on the row above
@@ -364,3 +365,72 @@ def test_an_unknown_interlace_method_is_refused(decoder, rng):
 if __name__ == "__main__":
     write_photo()
     print(f"wrote {PHOTO} ({PHOTO.stat().st_size} bytes)")
+
+
+REAL_INFLATER = zlib.decompressobj
+
+
+class FailingInflater:
+    """A zlib inflater that runs out of memory after its first piece."""
+
+    def __init__(self) -> None:
+        self.inner = REAL_INFLATER()
+        self.calls = 0
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self.inner.unconsumed_tail
+
+    def decompress(self, data, max_length=0):
+        self.calls += 1
+        if self.calls > 1:
+            raise MemoryError
+        return self.inner.decompress(data, max_length)
+
+
+def test_a_failing_inflater_thread_is_reported_not_waited_for(monkeypatch, rng):
+    """Any error in the inflating thread reaches the caller, and the thread ends."""
+    pytest.importorskip("imagecodecs")
+    monkeypatch.setattr(png16, "STRIP_BYTES", 1)
+    monkeypatch.setattr(png16, "INFLATE_PIECE", 64)
+    monkeypatch.setattr(png16.zlib, "decompressobj", FailingInflater)
+    samples = rng.integers(0, 65536, (40, 9, 3)).astype(np.uint16)
+    data = encode_png16(samples, [4])
+    before = threading.active_count()
+    with pytest.raises(MemoryError):
+        read_png16(data, 10 ** 6)
+    assert threading.active_count() == before
+
+
+def test_an_inflater_thread_that_dies_before_its_first_strip_is_an_error(monkeypatch, rng):
+    pytest.importorskip("imagecodecs")
+    monkeypatch.setattr(png16, "STRIP_BYTES", 1)
+
+    def broken():
+        raise RecursionError("as if zlib could not even start")
+
+    monkeypatch.setattr(png16.zlib, "decompressobj", broken)
+    samples = rng.integers(0, 65536, (12, 5, 3)).astype(np.uint16)
+    with pytest.raises(RecursionError):
+        read_png16(encode_png16(samples, [4]), 10 ** 6)
+
+
+@pytest.mark.parametrize("case", ["garbage", "too few rows", "unknown filter"])
+def test_errors_in_strips_leave_no_thread_behind(monkeypatch, rng, case):
+    pytest.importorskip("imagecodecs")
+    monkeypatch.setattr(png16, "STRIP_BYTES", 1)
+    samples = rng.integers(0, 65536, (30, 6, 3)).astype(np.uint16)
+    image_data, message = _bad_image_data(samples)[case]
+    before = threading.active_count()
+    with pytest.raises(UpconvError, match=message):
+        read_png16(encode_png16(samples, image_data=image_data), 10 ** 6)
+    assert threading.active_count() == before
+
+
+def test_very_wide_rows_make_strips_of_one_row(libpng_calls, monkeypatch, rng):
+    """Strips are sized in bytes: a row longer than a strip is a strip of its own."""
+    monkeypatch.setattr(png16, "STRIP_BYTES", 100)
+    samples = rng.integers(0, 65536, (5, 40, 4)).astype(np.uint16)  # 321-byte rows
+    decoded, _ = read_png16(encode_png16(samples, [4]), 10 ** 6)
+    np.testing.assert_array_equal(decoded, samples)
+    assert len(libpng_calls) == 5

@@ -39,8 +39,10 @@ ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (
          (0, 1, 1, 2))
 #: libpng refuses wider or taller images (its default user limit).
 LIBPNG_MAX_SIDE = 1_000_000
-#: Rows per strip when inflating and unfiltering run side by side (:func:`_decode_in_strips`).
-STRIP_ROWS = 128
+#: Bytes of image data per strip when inflating and unfiltering run side by side
+#: (:func:`_decode_in_strips`): a few megabytes (128 rows of a 4000-pixel RGB image),
+#: at least one row.
+STRIP_BYTES = 3 << 20
 #: Compressed bytes fed to the inflater at a time.
 INFLATE_PIECE = 1 << 18
 
@@ -180,12 +182,17 @@ def _decode_with_libpng(ihdr: memoryview, idat: list[memoryview]) -> np.ndarray 
         raise UpconvError(f"corrupt PNG file ({exc})") from None
 
 
+def strip_rows(row_bytes: int) -> int:
+    """Rows per strip for rows of ``row_bytes`` (filter byte included): at least one."""
+    return max(1, STRIP_BYTES // row_bytes)
+
+
 def _decode_in_strips(idat: list[memoryview], width: int, height: int, colour: int,
                       channels: int) -> np.ndarray | None:
     """Inflate and unfilter a plain (not interlaced) image side by side, strip by strip.
 
     A thread inflates the image data (zlib releases the GIL) into strips of
-    :data:`STRIP_ROWS` rows while this one has libpng unfilter the previous
+    about :data:`STRIP_BYTES` while this one has libpng unfilter the previous
     strip: each strip becomes a small PNG whose stored (uncompressed) image
     data starts with the row above it, already reconstructed, as an
     unfiltered row, so libpng sees every row's true neighbour above. On two
@@ -197,12 +204,14 @@ def _decode_in_strips(idat: list[memoryview], width: int, height: int, colour: i
     except ImportError:
         return None
     row_bytes = width * channels * 2 + 1
-    strip_bytes = STRIP_ROWS * row_bytes
+    strip_bytes = strip_rows(row_bytes) * row_bytes
     total = height * row_bytes
-    strips: queue.Queue = queue.Queue(maxsize=4)
+    samples = np.empty((height, width, channels), np.uint16)  # before the thread starts
+    strips: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
     def hand_over(item: object) -> bool:
+        """Queue an item for the unfilterer; False once it has stopped listening."""
         while not stop.is_set():
             try:
                 strips.put(item, timeout=0.1)
@@ -212,10 +221,11 @@ def _decode_in_strips(idat: list[memoryview], width: int, height: int, colour: i
         return False
 
     def inflate() -> None:
-        inflater = zlib.decompressobj()
-        pending = bytearray()
-        produced = 0
+        outcome: object = None  # None: the data ended; or the exception that stopped it
         try:
+            inflater = zlib.decompressobj()
+            pending = bytearray()
+            produced = 0
             for body in idat:
                 for first in range(0, len(body), INFLATE_PIECE):
                     data = body[first:first + INFLATE_PIECE]
@@ -232,19 +242,21 @@ def _decode_in_strips(idat: list[memoryview], width: int, height: int, colour: i
                         break
             if pending and not hand_over(bytes(pending)):
                 return
-            hand_over(None)
         except zlib.error as exc:
-            hand_over(UpconvError(f"corrupt PNG file ({exc})"))
+            outcome = UpconvError(f"corrupt PNG file ({exc})")
+        except BaseException as exc:  # noqa: BLE001 - MemoryError and the like: hand it over
+            outcome = exc
+        finally:
+            hand_over(outcome)
 
     worker = threading.Thread(target=inflate, name="upconv-png-inflate", daemon=True)
     worker.start()
-    samples = np.empty((height, width, channels), np.uint16)
     above = b""  # the reconstructed row above the next strip, as stored (big-endian)
     row = 0
     try:
         while row < height:
-            item = strips.get()
-            if isinstance(item, UpconvError):
+            item = _next_strip(strips, worker)
+            if isinstance(item, BaseException):
                 raise item
             rows = 0 if item is None else len(item) // row_bytes
             if rows == 0:
@@ -267,6 +279,17 @@ def _decode_in_strips(idat: list[memoryview], width: int, height: int, colour: i
         stop.set()
         worker.join()
     return samples
+
+
+def _next_strip(strips: queue.Queue, worker: threading.Thread) -> object:
+    """The next item the inflating thread handed over; an error if it died without one."""
+    while True:
+        try:
+            return strips.get(timeout=0.5)
+        except queue.Empty:
+            if not worker.is_alive() and strips.empty():
+                raise UpconvError("the PNG decoder's inflating thread stopped unexpectedly"
+                                  ) from None
 
 
 def read_png16(data: bytes, max_pixels: int) -> tuple[np.ndarray, bytes | None]:
@@ -318,7 +341,7 @@ def read_png16(data: bytes, max_pixels: int) -> tuple[np.ndarray, bytes | None]:
         raise UpconvError("truncated PNG file (no image data)")
     samples = None
     if max(width, height) <= LIBPNG_MAX_SIDE:
-        if not interlace and height > 2 * STRIP_ROWS:
+        if not interlace and height > 2 * strip_rows(width * channels * 2 + 1):
             bodies = [chunk[8:-4] for chunk in idat]
             samples = _decode_in_strips(bodies, width, height, colour, channels)
         else:

@@ -84,3 +84,24 @@ def test_nan_is_refused_whole_and_streamed(tmp_path, capsys):
     assert {status for status, _ in results.values()} == {1}
     assert "NaN" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+@pytest.mark.parametrize("layout", ["big-endian uint16", "big-endian float32", "fortran order",
+                                    "big-endian fortran"])
+def test_byte_order_and_memory_order_do_not_change_the_answer(tmp_path, rng, layout):
+    """A file is the values it stores, whatever its byte order or memory layout."""
+    native = rng.integers(0, 65536, (40, 36, 3)).astype(np.uint16)
+    if "float" in layout:
+        native = rng.random((40, 36, 3)).astype(np.float32)
+    stored = native.astype(native.dtype.newbyteorder(">")) if "big" in layout else native
+    if "fortran" in layout:
+        stored = np.asfortranarray(stored)
+    source = tmp_path / "in.npy"
+    np.save(source, stored)
+    results = three_ways(tmp_path, source)
+    assert {status for status, _ in results.values()} == {0}
+    expected = upconv.scale(to_float(native), 2, method="bilinear")
+    for how in ("whole", "streamed"):
+        out = np.load(results[how][1])
+        assert out.dtype.isnative
+        np.testing.assert_array_equal(out, expected)

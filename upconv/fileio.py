@@ -22,7 +22,7 @@ from typing import IO, BinaryIO
 from .errors import BadInputError, FileAccessError, OutputClosedError
 
 __all__ = ["read_bytes", "standard_stream", "temporary_beside", "commit", "discard",
-           "atomic_output", "write_output"]
+           "atomic_output", "write_output", "open_text_log"]
 
 
 def standard_stream(stream: IO | None, which: str) -> IO:
@@ -80,22 +80,27 @@ def read_bytes(path: str, kind: str = "image", stdin: bool = True) -> bytes:
     return data
 
 
-def temporary_beside(path: str) -> IO[bytes]:
-    """An open temporary file in ``path``'s folder (``.NAME.XXXX.part``), for atomic writes."""
+def temporary_beside(path: str, shown: str | None = None) -> IO[bytes]:
+    """An open temporary file in ``path``'s folder (``.NAME.XXXX.part``), for atomic writes.
+
+    Errors name ``shown`` (the path as the user typed it), else ``path``.
+    """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
+    name = shown or path
+    shown_folder = str(Path(name).parent) if shown else str(folder)
     try:
         return tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.",
                                            suffix=".part", delete=False)
     except FileNotFoundError:
-        raise FileAccessError(f"{path}: folder {str(folder)!r} does not exist") from None
+        raise FileAccessError(f"{name}: folder {shown_folder!r} does not exist") from None
     except PermissionError:
-        raise FileAccessError(f"{path}: folder {str(folder)!r} is not writable") from None
+        raise FileAccessError(f"{name}: folder {shown_folder!r} is not writable") from None
     except OSError as exc:
-        raise FileAccessError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+        raise FileAccessError(f"{name}: cannot write there ({exc.strerror or exc})") from None
 
 
-def commit(temporary: str, path: str) -> None:
+def commit(temporary: str, path: str, shown: str | None = None) -> None:
     """Rename a finished temporary file over ``path``, keeping the mode a file there had."""
     try:
         mode = os.stat(path).st_mode & 0o7777
@@ -107,9 +112,10 @@ def commit(temporary: str, path: str) -> None:
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except PermissionError:
-        raise FileAccessError(f"{path}: permission denied") from None
+        raise FileAccessError(f"{shown or path}: permission denied") from None
     except OSError as exc:
-        raise FileAccessError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise FileAccessError(f"{shown or path}: cannot write ({exc.strerror or exc})"
+                              ) from None
 
 
 def discard(temporary: str) -> None:
@@ -121,11 +127,12 @@ def discard(temporary: str) -> None:
 
 
 @contextmanager
-def atomic_output(path: str) -> Iterator[BinaryIO]:
+def atomic_output(path: str, shown: str | None = None) -> Iterator[BinaryIO]:
     """Write a file atomically: a temporary file in the same folder, then rename.
 
     On any exception (including KeyboardInterrupt) the temporary file is
-    removed and an existing ``path`` is left untouched.
+    removed and an existing ``path`` is left untouched. Errors name ``shown``
+    (the path as the user typed it), else ``path``.
 
     Examples
     --------
@@ -136,7 +143,7 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
     >>> target.read_bytes()
     b'done'
     """
-    handle = temporary_beside(path)
+    handle = temporary_beside(path, shown)
     try:
         with handle:
             try:
@@ -146,9 +153,9 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
             except OSError as exc:
                 if isinstance(exc, FileAccessError):
                     raise
-                raise FileAccessError(f"{path}: cannot write ({exc.strerror or exc})"
-                                      ) from None
-        commit(handle.name, path)
+                raise FileAccessError(f"{shown or path}: cannot write "
+                                      f"({exc.strerror or exc})") from None
+        commit(handle.name, path, shown)
     except BaseException:
         discard(handle.name)
         raise
@@ -190,8 +197,28 @@ def write_output(path: str, data: bytes, what: str = "image") -> None:
         if isinstance(exc, FileAccessError):
             raise
         raise FileAccessError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    with atomic_output(target) as handle:
+    with atomic_output(target, shown=path) as handle:
         handle.write(data)
+
+
+def open_text_log(path: str, append: bool) -> IO[str]:
+    """A text file written line by line as results come in, for ``--report PATH`` of a batch.
+
+    Not atomic on purpose: a stopped batch keeps the lines of the images it
+    finished, and a resumed one (``append``) adds to them. Errors are one line
+    naming the file.
+    """
+    try:
+        return open(path, "a" if append else "w", encoding="utf-8")
+    except IsADirectoryError:
+        raise FileAccessError(f"{path}: is a directory; give a file name") from None
+    except FileNotFoundError:
+        raise FileAccessError(f"{path}: folder {os.path.dirname(path)!r} does not exist"
+                              ) from None
+    except PermissionError:
+        raise FileAccessError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise FileAccessError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def _write_all(fd: int, data: bytes, name: str) -> None:

@@ -80,7 +80,7 @@ def npy_samples(array: np.ndarray, name: str) -> np.ndarray:
 
     uint8 and uint16 stay as stored samples; floats stay float (float16 becomes
     float32) and must be finite; booleans and other integers must hold values
-    in [0, 1] and become float64.
+    in [0, 1] and become float64. Byte order is the machine's afterwards.
 
     Examples
     --------
@@ -92,6 +92,8 @@ def npy_samples(array: np.ndarray, name: str) -> np.ndarray:
     upconv.errors.BadInputError: a.npy: integer .npy images must be uint8 or uint16 samples, \
 or values in [0, 1]; got uint32 from 0 to 7
     """
+    if not array.dtype.isnative:  # a big-endian file on a little-endian machine
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype in SAMPLE_DTYPES:
         return array
     if array.dtype.kind != "f":
@@ -115,24 +117,33 @@ def check_unit_range(dtype: np.dtype, low: float, high: float, name: str) -> Non
 
 @dataclass(frozen=True)
 class NpyFile:
-    """A C-ordered ``.npy`` file whose rows are read and written through small memory maps."""
+    """An ``.npy`` file whose rows are read and written through small memory maps.
+
+    Rows can be mapped only in a C-ordered file (``streamable``); a
+    Fortran-ordered one is read whole instead.
+    """
 
     path: str
     shape: tuple[int, ...]
     dtype: np.dtype
     offset: int
+    fortran_order: bool = False
 
     @classmethod
     def open(cls, path: str) -> NpyFile:
-        """The file's header; refuses Fortran-ordered and object arrays."""
+        """The file's header."""
         try:
             with open(path, "rb") as handle:
                 header = read_npy_header(handle, path)
         except OSError as exc:
             raise FileAccessError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        if header.fortran_order or header.dtype.hasobject:
-            raise BadInputError(f"{path}: streaming needs a C-ordered numeric .npy array")
-        return cls(path, header.shape, header.dtype, header.offset)
+        return cls(path, header.shape, header.dtype, header.offset, header.fortran_order)
+
+    @property
+    def streamable(self) -> bool:
+        """A C-ordered numeric image array: its rows can be read and written by maps."""
+        return (not self.fortran_order and self.dtype.kind in "fiub"
+                and len(self.shape) in (2, 3))
 
     @property
     def row_bytes(self) -> int:
@@ -153,7 +164,7 @@ class NpyFile:
         lie in [0, 1]); checking before streaming makes the error name the
         whole file's range, as a whole load does, and come before any work.
         """
-        if self.dtype in SAMPLE_DTYPES or self.dtype.kind not in "iub":
+        if self.dtype.newbyteorder("=") in SAMPLE_DTYPES or self.dtype.kind not in "iub":
             return
         low, high = np.inf, -np.inf
         for first in range(0, self.shape[0], rows):

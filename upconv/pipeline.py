@@ -162,7 +162,7 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
     if fmt == "npy" and input_path != "-" and is_npy_file(input_path):
         source = NpyFile.open(input_path)
-        if len(source.shape) in (2, 3) and source.dtype.kind in "fiub":
+        if source.streamable:  # else it is read whole, as any image
             check_npy_image(source, input_path)
             job = _plan_job(settings, source.shape, fmt, streamed=True)
             if job.tile_rows is not None:

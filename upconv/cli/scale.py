@@ -11,7 +11,7 @@ import click
 
 from ..batch import Job, Outcome, check_template, expand_inputs, plan_outputs, run_jobs
 from ..errors import BadInputError, FileAccessError, UpconvError
-from ..fileio import write_output
+from ..fileio import open_text_log, write_output
 from ..images import FORMATS, format_for
 from ..methods import Method
 from ..options import Boundary
@@ -241,7 +241,7 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
     worst: tuple[float, str] | None = None
     # Report lines are written as images finish, so a stopped batch keeps its numbers;
     # resuming (--skip-existing) appends to them.
-    report_file = (open(report_path, "a" if skip_existing else "w", encoding="utf-8")
+    report_file = (open_text_log(report_path, append=skip_existing)
                    if report_path not in (None, "-") else None)
     try:
         with BatchProgress(len(planned), len(existing), enabled=not quiet) as progress:

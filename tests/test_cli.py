@@ -209,8 +209,8 @@ def test_interrupt_while_writing_leaves_nothing_and_keeps_the_old_output(tmp_pat
 
     real = fileio.atomic_output
 
-    def patched(path):
-        context = real(path)
+    def patched(path, *args, **kwargs):
+        context = real(path, *args, **kwargs)
         handle = context.__enter__()
 
         class Wrapper:

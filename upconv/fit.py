@@ -36,7 +36,7 @@ import numpy as np
 from .errors import BadInputError
 from .kernels import MAX_KERNEL_SIDE, Kernel
 from .options import Boundary, choice
-from .samples import to_float, unit_scale
+from .samples import to_float
 from .transpose import axis_layout
 
 __all__ = ["fit_kernel", "FitReport", "NormalEquations", "pair_factor"]
@@ -201,7 +201,6 @@ class NormalEquations:
                               f"{width}x{height} image")
         cells = win.width * win.width
         start_y, start_x = win.first + axis_y.before, win.first + axis_x.before
-        high_scale = unit_scale(high.dtype)
         block_rows = max(1, min(BLOCK_ROWS, BLOCK_BYTES // (8 * (cells + s * s) * n_cols)))
         # h0 as one row per phase over the window cells: the HIGH rows become b - A h0
         against = np.ascontiguousarray(self.reference.transpose(0, 2, 1)) if (
@@ -231,9 +230,9 @@ class NormalEquations:
                         rows_of[dy * win.width + dx] = source[:, first:first + n_cols]
                 for p in range(s):
                     for q in range(s):
-                        rows_of[cells + p * s + q] = target[s * m0 + p:s * m1:s,
-                                                            s * cols.start + q:s * cols.stop:s]
-                block[cells:] *= high_scale  # integer HIGH samples to [0, 1]
+                        # the same conversion as LOW's: equal samples, equal values
+                        rows_of[cells + p * s + q] = to_float(
+                            target[s * m0 + p:s * m1:s, s * cols.start + q:s * cols.stop:s])
                 if against is not None:
                     # in short runs of columns: each product is too small for the BLAS
                     # to start its threads (the other worker's product is using them)

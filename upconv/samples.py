@@ -33,20 +33,32 @@ def unit_scale(dtype: np.dtype | type) -> float:
     return 1.0 / float(np.iinfo(dtype).max)
 
 
-def to_float(samples: np.ndarray) -> np.ndarray:
-    """uint8/uint16 samples to float32 values in [0, 1]; float32 and float64 unchanged.
+def to_float(samples: np.ndarray, dtype: np.dtype | type | None = None,
+             out: np.ndarray | None = None) -> np.ndarray:
+    """uint8/uint16 samples to float values in [0, 1]; float samples unchanged.
 
-    Smaller floats (float16) become float32. Any other dtype is a programming
-    error: files are validated into these types when they are read.
+    Integer samples become ``dtype`` (default float32), computed in that type
+    as ``sample * (1 / max)``; with ``out`` they are written there (in its
+    type) without a temporary. Float samples are returned as they are
+    (float16 becomes float32), or copied into ``out``. Any other dtype is a
+    programming error: files are validated into these types when they are read.
 
     Examples
     --------
     >>> to_float(np.array([0, 255], np.uint8))
     array([0., 1.], dtype=float32)
+    >>> to_float(np.array([0, 51], np.uint8), np.float64)
+    array([0. , 0.2])
     """
     if samples.dtype.kind == "f":
+        if out is not None:
+            out[...] = samples
+            return out
         return samples if samples.dtype.itemsize >= 4 else samples.astype(np.float32)
-    return samples.astype(np.float32) * np.float32(unit_scale(samples.dtype))
+    if out is not None:
+        return np.multiply(samples, out.dtype.type(unit_scale(samples.dtype)), out=out)
+    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    return samples.astype(dtype) * dtype.type(unit_scale(samples.dtype))
 
 
 def from_float(values: np.ndarray, dtype: np.dtype | type) -> np.ndarray:

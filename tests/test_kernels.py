@@ -160,8 +160,8 @@ def test_cli_pytorch_geometry_defaults_to_zero_boundary(tmp_path, capsys, rng):
     (["-m", "bicubic", "-f", "2", "--kernel", "bilinear"], 2, "--method transpose only"),
     (["-m", "bicubic", "-f", "2", "--padding", "1"], 2, "--method transpose only"),
     (["-m", "transpose", "-f", "2", "--output-padding", "1"], 2, "needs --padding"),
-    (["-m", "transpose", "-f", "2.5"], 2, "whole-number factor"),
-    (["-m", "transpose", "-f", "2x3"], 2, "whole-number factor"),
+    (["-m", "transpose", "-f", "2.5"], 2, "whole factor"),
+    (["-m", "transpose", "-f", "2x3"], 2, "one stride"),
     (["-m", "transpose"], 1, "needs a factor"),
     (["-m", "transpose", "-f", "2", "--post-kernel", "gauss9"], 1, "no such kernel file"),
 ])

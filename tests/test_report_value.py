@@ -220,7 +220,7 @@ def test_a_new_field_reaches_the_json_by_itself():
 def test_the_command_prints_the_values_json(tmp_path, capsys):
     path = str(SAMPLES / "chelsea.png")
     assert run(["report", path, "--json", "-k", "bilinear"]) == 0
-    expected, _ = report_file(path, ReportSettings(kernel_spec="bilinear"))
+    expected, _ = report_file(path, ReportSettings(kernel=builtin_kernel("bilinear", 2)))
     assert capsys.readouterr().out == expected.to_json() + "\n"
     assert isinstance(expected.kernel, KernelAnalysis)
 

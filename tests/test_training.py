@@ -90,3 +90,14 @@ def test_degrade_file_returns_its_notes(tmp_path):
 def test_kernel_suffix_lists_the_choices(path):
     with pytest.raises(upconv.BadInputError, match=r"\.json, \.npy"):
         kernel_suffix(path)
+
+
+def test_validation_warnings_reach_the_notes(tmp_path, rng):
+    truth = Kernel(rng.standard_normal((4, 4)), stride=2)
+    low, high = write_pair(tmp_path, rng, truth)
+    alpha = np.ones(low.shape[:2] + (1,))
+    np.save(tmp_path / "low_rgba.npy", np.concatenate([low, alpha], axis=2))
+    result = fit_files([str(tmp_path / "low.npy"), str(tmp_path / "high.npy")],
+                       str(tmp_path / "k.json"), FitSettings(size=4),
+                       validation=[(str(tmp_path / "low_rgba.npy"), str(tmp_path / "high.npy"))])
+    assert any("low_rgba.npy: alpha channel ignored" in note for note in result.notes)

@@ -35,7 +35,7 @@ from .images import (
     with_samples,
 )
 from .kernel_files import default_kernel, resolve_kernel
-from .kernels import Kernel
+from .kernels import POST_KERNELS, Kernel
 from .methods import Method
 from .npy import NpyFile, check_npy_image, create_npy, npy_samples
 from .reporting import Report, checkerboard_line, report_about
@@ -196,8 +196,8 @@ def _window_upsampler(plan: Resampling) -> tuple[int, Callable[[np.ndarray], np.
     """The halo of a tiled job, and the function that upsamples one input window."""
     s = plan.period
     assert s is not None
-    post_rows = 0 if plan.post is None else (
-        3 if isinstance(plan.post, str) else max(plan.post.shape))
+    post = POST_KERNELS[plan.post] if isinstance(plan.post, str) else plan.post
+    post_rows = 0 if post is None else max(post.shape)
     kernel_rows = plan.kernel.shape[0] if plan.kernel is not None else None
     method = None if plan.kernel is not None else plan.method.interpolation
     halo = halo_for(method, kernel_rows, s, post_rows)

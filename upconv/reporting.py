@@ -27,10 +27,14 @@ __all__ = ["ReportSettings", "Report", "report_file", "report_job", "load_report
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """What ``upconv report`` was asked to measure, independent of the files."""
+    """What ``upconv report`` was asked to measure, independent of the files.
+
+    ``kernel`` is loaded once (:func:`load_report_kernel`) and analysed with
+    every image; its stride is the period when ``factor`` is not given.
+    """
 
     factor: int | None = None
-    kernel_spec: str | None = None
+    kernel: Kernel | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
@@ -45,8 +49,7 @@ def report_file(path: str, settings: ReportSettings, reference: str | None = Non
 
     ``reference`` is a ground-truth image file for PSNR and SSIM.
     """
-    kernel = (load_report_kernel(settings.kernel_spec, settings.factor)
-              if settings.kernel_spec else None)
+    kernel = settings.kernel
     factor = settings.factor if settings.factor is not None else (
         kernel.stride if kernel is not None else None)
     image = to_float(load_image(path, settings.max_pixels).samples)

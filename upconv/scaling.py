@@ -353,15 +353,29 @@ def whole_factor(shape: tuple[int, int], out_shape: tuple[int, int]) -> int | No
     return factor if factor >= 2 else None
 
 
-def stride_from_factor(factor: float | tuple[float, float] | None) -> int | None:
-    """The stride a factor states: one whole number >= 2 for both axes, or None."""
+def stride_from_factor(factor: float | tuple[float, float] | None,
+                       what: str = "a transposed convolution") -> int | None:
+    """The stride a factor states: one whole number >= 2 for both axes, or None.
+
+    This is the one rule for strides, for the API and every command's ``-f``
+    where a stride is meant; ``what`` names the user of the stride in errors.
+
+    Examples
+    --------
+    >>> stride_from_factor((3.0, 3.0)), stride_from_factor(None)
+    (3, None)
+    >>> stride_from_factor(2.5)
+    Traceback (most recent call last):
+    ...
+    upconv.errors.BadInputError: a transposed convolution needs a whole factor >= 2, not 2.5
+    """
     if factor is None:
         return None
     fy, fx = factor if isinstance(factor, tuple) else (factor, factor)
     fy, fx = _positive_factor(fy, "height"), _positive_factor(fx, "width")
     if fy != fx:
-        raise BadInputError(f"a transposed convolution has one stride; factors {fx}x{fy} "
-                            "differ")
+        raise BadInputError(f"{what} needs one factor for both axes (one stride); "
+                            f"{fx:g}x{fy:g} differ")
     if fy != int(fy) or fy < 2:
-        raise BadInputError(f"a transposed convolution needs a whole factor >= 2, not {fy:g}")
+        raise BadInputError(f"{what} needs a whole factor >= 2, not {fy:g}")
     return int(fy)

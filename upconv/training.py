@@ -118,7 +118,7 @@ def fit_files(inputs: Sequence[str], output_path: str, settings: FitSettings,
                      "alignment, degradation and fit statistics too")
     summary = fit_summary(kernel, output_path)
     if validation:
-        summary["validation"] = [validate_kernel(kernel, low, high, settings.max_pixels)
+        summary["validation"] = [validate_kernel(kernel, low, high, settings.max_pixels, notes)
                                  for low, high in validation]
     save_kernel(kernel, output_path)
     return FitResult(kernel, summary, notes)
@@ -181,9 +181,13 @@ def fit_summary(kernel: Kernel, path: str) -> dict[str, Any]:
 
 
 def validate_kernel(kernel: Kernel, low_path: str, high_path: str,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
-    """PSNR of the kernel on a held-out LOW/HIGH pair, next to bicubic and bilinear."""
-    notes: list[str] = []
+                    max_pixels: int = DEFAULT_MAX_PIXELS,
+                    notes: list[str] | None = None) -> dict[str, Any]:
+    """PSNR of the kernel on a held-out LOW/HIGH pair, next to bicubic and bilinear.
+
+    Warnings (an alpha channel left out) are appended to ``notes``.
+    """
+    notes = [] if notes is None else notes
     low = to_float(_colour_samples(load_image(low_path, max_pixels), low_path, notes))
     high = to_float(_colour_samples(load_image(high_path, max_pixels), high_path, notes))
     if low.shape[2] != high.shape[2]:

@@ -21,6 +21,7 @@ import click
 
 from ..errors import BadInputError
 from ..images import DEFAULT_MAX_PIXELS
+from ..scaling import stride_from_factor
 
 __all__ = ["CONTEXT", "EPILOG", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_ABOVE",
            "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "FACTOR", "SIZE", "STRIDE", "HW",
@@ -83,7 +84,7 @@ class FactorType(click.ParamType):
 
 
 class StrideType(FactorType):
-    """A factor that is one whole number ``>= minimum`` on both axes (``2`` or ``2x2``) -> int.
+    """A factor that is one whole number >= 2 on both axes (``2`` or ``2x2``) -> int.
 
     Examples
     --------
@@ -93,18 +94,16 @@ class StrideType(FactorType):
 
     name = "stride"
 
-    def __init__(self, minimum: int = 2) -> None:
-        self.minimum = minimum
-
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        fy, fx = super().convert(value, param, ctx)
-        if fy != fx or fy != int(fy) or fy < self.minimum:
-            self.fail(f"{value!r}: this needs one whole-number factor >= {self.minimum} "
-                      "(a stride), e.g. 2", param, ctx)
-        return int(fy)
+        try:
+            stride = stride_from_factor(super().convert(value, param, ctx), "the stride")
+        except BadInputError as exc:
+            self.fail(str(exc), param, ctx)
+        assert stride is not None
+        return stride
 
 
 _SIZE = re.compile(r"^\s*(\d*)\s*(?:x\s*(\d*))?\s*$", re.IGNORECASE | re.ASCII)

@@ -82,7 +82,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
     kernel = None
     if kernel_spec is not None:
         kernel = load_report_kernel(kernel_spec, factor)
-    settings = ReportSettings(factor, kernel_spec, max_pixels)
+    settings = ReportSettings(factor, kernel, max_pixels)
     if several:
         _report_batch(image_paths, settings, recursive, jobs or default_threads(), as_json,
                       fail_above, quiet)

@@ -18,6 +18,7 @@ from ..options import Boundary
 from ..pipeline import ScaleSettings, resolve_settings_kernel, scale_file, scale_job, with_dask
 from ..polyphase import default_threads
 from ..report import Report
+from ..scaling import stride_from_factor
 from .common import (
     CONTEXT,
     EPILOG,
@@ -151,10 +152,11 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
     elif size is not None:
         raise click.UsageError("--method transpose scales by its stride; use --factor, "
                                "not --size")
-    elif factor is not None and (factor[0] != factor[1] or factor[0] != int(factor[0])
-                                 or factor[0] < 2):
-        raise click.BadParameter("a transposed convolution needs one whole-number factor "
-                                 ">= 2 (its stride)", param_hint="'-f' / '--factor'")
+    else:
+        try:
+            stride_from_factor(factor)
+        except UpconvError as exc:
+            raise click.BadParameter(str(exc), param_hint="'-f' / '--factor'") from None
     if output_padding and padding is None:
         raise click.UsageError("--output-padding needs --padding (PyTorch geometry)")
     if format_name:

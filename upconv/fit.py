@@ -207,7 +207,7 @@ class NormalEquations:
             self._subtract) else None
         jobs = []
         for c in range(channels):
-            ext = self.boundary.extend(to_float(low[:, :, c:c + 1], np.float64),
+            ext = self.boundary.extend(to_float(low[:, :, c:c + 1]),
                                        (axis_y.before, axis_y.after),
                                        (axis_x.before, axis_x.after))[:, :, 0]
             group = c if self.groups > 1 else 0
@@ -230,7 +230,7 @@ class NormalEquations:
                         rows_of[dy * win.width + dx] = source[:, first:first + n_cols]
                 for p in range(s):
                     for q in range(s):
-                        # the same conversion as LOW's (float64): equal samples, equal values
+                        # the same conversion as LOW's: equal samples, equal values
                         to_float(target[s * m0 + p:s * m1:s, s * cols.start + q:s * cols.stop:s],
                                  out=rows_of[cells + p * s + q])
                 if against is not None:

@@ -38,9 +38,9 @@ def to_float(samples: np.ndarray, dtype: np.dtype | type | None = None,
     """uint8/uint16 samples to float values in [0, 1]; float samples unchanged.
 
     Integer samples become ``dtype`` (default float32), computed in that type
-    as ``sample * (1 / max)``; with ``out`` they are written there (in its
-    type) without a temporary. Float samples are returned as they are
-    (float16 becomes float32), or copied into ``out``. Any other dtype is a
+    as ``sample * (1 / max)``; with ``out`` the values, computed the same way,
+    are written there (whatever its type) without a temporary. Float samples
+    are returned as they are (float16 becomes float32), or copied into ``out``. Any other dtype is a
     programming error: files are validated into these types when they are read.
 
     Examples
@@ -49,16 +49,21 @@ def to_float(samples: np.ndarray, dtype: np.dtype | type | None = None,
     array([0., 1.], dtype=float32)
     >>> to_float(np.array([0, 51], np.uint8), np.float64)
     array([0. , 0.2])
+    >>> out = np.empty(2)
+    >>> bool((to_float(np.array([0, 51], np.uint8), out=out) == to_float(
+    ...     np.array([0, 51], np.uint8))).all())
+    True
     """
     if samples.dtype.kind == "f":
         if out is not None:
             out[...] = samples
             return out
         return samples if samples.dtype.itemsize >= 4 else samples.astype(np.float32)
-    if out is not None:
-        return np.multiply(samples, out.dtype.type(unit_scale(samples.dtype)), out=out)
     dtype = np.dtype(np.float32 if dtype is None else dtype)
-    return samples.astype(dtype) * dtype.type(unit_scale(samples.dtype))
+    scale = dtype.type(unit_scale(samples.dtype))
+    if out is not None:
+        return np.multiply(samples, scale, out=out, dtype=dtype)
+    return samples.astype(dtype) * scale
 
 
 def from_float(values: np.ndarray, dtype: np.dtype | type) -> np.ndarray:

@@ -224,7 +224,7 @@ def test_interrupt_while_writing_leaves_nothing_and_keeps_the_old_output(tmp_pat
         return Wrapper()
 
     monkeypatch.setattr(fileio, "atomic_output", patched)
-    status, err = upconv_cli("scale", PHOTO, out, "-f", "2", capsys=capsys)
+    status, err = upconv_cli("scale", PHOTO, out, "-f", "2", "--overwrite", capsys=capsys)
     assert status == 130 and "interrupted" in err
     assert out.read_bytes() == b"previous result"
     assert leftovers(tmp_path) == ["out.png"]
@@ -250,7 +250,7 @@ def test_output_keeps_permissions_of_the_file_it_replaces(tmp_path, capsys):
     out = tmp_path / "out.png"
     out.write_bytes(b"x")
     os.chmod(out, 0o640)
-    assert upconv_cli("scale", PHOTO, out, "-f", "1.1", capsys=capsys)[0] == 0
+    assert upconv_cli("scale", PHOTO, out, "-f", "1.1", "-y", capsys=capsys)[0] == 0
     assert (out.stat().st_mode & 0o777) == 0o640
 
 

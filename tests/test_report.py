@@ -244,7 +244,7 @@ def test_scale_report_file_and_summary(tmp_path, capsys):
     assert report["factor"] == 2 and report["kernel"]["spread"] == 0.0
     assert report["image"] == str(out)
     assert run(["scale", str(SAMPLES / "coffee.png"), str(out), "-f", "2", "--report", "-",
-                "--quiet"]) == 0
+                "--quiet", "--overwrite"]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and json.loads(captured.out)["factor"] == 2
     assert run(["scale", str(SAMPLES / "coffee.png"), "-", "-f", "2", "--format", "png",

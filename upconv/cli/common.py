@@ -10,22 +10,24 @@ import contextlib
 import math
 import os
 import re
+import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from typing import Any, TypeVar
 
 import click
 
-from ..errors import BadInputError
+from ..errors import BadInputError, FileAccessError
 from ..images import DEFAULT_MAX_PIXELS
 from ..scaling import stride_from_factor
 
 __all__ = ["CONTEXT", "EPILOG", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_ABOVE",
            "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "FACTOR", "SIZE", "STRIDE", "HW",
-           "enum_choice", "max_pixels_option", "batch_options", "error", "warn",
+           "enum_choice", "max_pixels_option", "batch_options", "overwrite_option",
+           "existing_file", "refuse_existing", "error", "warn",
            "refuse_clobbering_input", "BatchProgress", "spinner_after", "describe_failure"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -203,6 +205,37 @@ def error(message: str) -> None:
 def warn(message: str) -> None:
     """``upconv: warning: ...`` on stderr."""
     click.echo(f"upconv: warning: {message}", err=True)
+
+
+def overwrite_option(function: F) -> F:
+    """``-y/--overwrite``: without it, no command replaces a file that exists."""
+    return click.option("-y", "--overwrite", is_flag=True,
+                        help="Replace output files that exist (without it upconv refuses to "
+                             "replace any file).")(function)
+
+
+def existing_file(path: str | None) -> bool:
+    """Whether ``path`` names a regular file that exists (standard output, devices and
+    pipes are not files a write would replace)."""
+    if path in (None, "-"):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def refuse_existing(paths: Iterable[str | None], overwrite: bool, hint: str = "") -> None:
+    """Refuse, before any work, to replace a file that exists unless ``--overwrite`` was given.
+
+    ``hint`` is added to the message (another way out, e.g. ``-o DIR``).
+    """
+    if overwrite:
+        return
+    for path in paths:
+        if existing_file(path):
+            raise FileAccessError(f"{path}: exists; upconv replaces a file only with "
+                                  f"-y/--overwrite{hint}")
 
 
 def refuse_clobbering_input(input_path: str, output_path: str) -> None:

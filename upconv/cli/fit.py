@@ -16,7 +16,9 @@ from .common import (
     STRIDE,
     enum_choice,
     max_pixels_option,
+    overwrite_option,
     refuse_clobbering_input,
+    refuse_existing,
     warn,
 )
 
@@ -49,11 +51,12 @@ from .common import (
                    "(repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @max_pixels_option()
+@overwrite_option
 def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
                 size: int | None, ridge: float, per_channel: bool, checkerboard_free: bool,
                 boundary: str, margin: int, augment: bool, degradation: str | None,
                 validation: tuple[tuple[str, str], ...], as_json: bool,
-                max_pixels: int) -> None:
+                max_pixels: int, overwrite: bool) -> None:
     """Fit a transposed-convolution kernel by least squares on LOW/HIGH pairs.
 
     The kernel minimises the summed squared error of upsampling each LOW
@@ -74,6 +77,7 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
         raise click.BadParameter(str(exc), param_hint="-o") from None
     for path in inputs:
         refuse_clobbering_input(path, output_path)
+    refuse_existing([output_path], overwrite)
     if degradation is None and len(inputs) % 2:
         raise click.UsageError("give LOW HIGH pairs (an even number of images), or --degrade "
                                "with HIGH images")
@@ -103,8 +107,9 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
                                       "gaussian (sigma s/2).")
 @click.option("--format", "format_name", metavar="FORMAT", help="Output format.")
 @max_pixels_option()
+@overwrite_option
 def degrade_command(input_path: str, output_path: str, factor: int, method: str,
-                    format_name: str | None, max_pixels: int) -> None:
+                    format_name: str | None, max_pixels: int, overwrite: bool) -> None:
     """Downscale HIGH by an integer factor into LOW, as `upconv fit --degrade` does.
 
     \\b
@@ -113,6 +118,7 @@ def degrade_command(input_path: str, output_path: str, factor: int, method: str,
       upconv degrade - - -f 3 -m gaussian --format png < a.png > a_low.png
     """
     refuse_clobbering_input(input_path, output_path)
+    refuse_existing([output_path], overwrite)
     for note in degrade_file(input_path, output_path, factor, method, format_name, max_pixels):
         warn(note)
 

@@ -14,7 +14,7 @@ from ..fileio import write_output
 from ..kernel_files import resolve_kernel
 from ..kernels import conv_matrix, conv_output_shape
 from ..report import kernel_summary
-from .common import CONTEXT, EPILOG, HW, STRIDE
+from .common import CONTEXT, EPILOG, HW, STRIDE, overwrite_option, refuse_existing
 
 
 @click.group("kernel", context_settings=CONTEXT, epilog=EPILOG)
@@ -60,8 +60,9 @@ def kernel_show(spec: str, factor: int | None, as_json: bool) -> None:
               help="Zero padding of the convolution.")
 @click.option("--out", "out_path", metavar="FILE",
               help="Write C to FILE (.npy or .csv) and its transpose to FILE_T.")
+@overwrite_option
 def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, padding: int,
-                  out_path: str | None) -> None:
+                  out_path: str | None, overwrite: bool) -> None:
     """The convolution matrix C of a 2-D kernel, and its transpose.
 
     Convolution in the deep-learning sense (element-wise multiply and sum,
@@ -75,6 +76,8 @@ def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, pa
       upconv kernel matrix bilinear --input-size 8x8 --stride 2 --padding 1 --out C.npy
     """
     height, width = input_size
+    if out_path:
+        refuse_existing([out_path, _transpose_path(out_path)], overwrite)
     # A built-in is made for the stride asked (2 when that is 1 or not given).
     kernel = resolve_kernel(spec, None, builtin_stride=max(2, stride or 2),
                             require_stride=False)
@@ -89,8 +92,7 @@ def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, pa
     matrix = conv_matrix(kernel.weights, (height, width), stride, padding)
     if out_path:
         _write_matrix(matrix, out_path)
-        stem, suffix = os.path.splitext(out_path)
-        _write_matrix(matrix.T, f"{stem}_T{suffix}")
+        _write_matrix(matrix.T, _transpose_path(out_path))
     from rich.console import Console
 
     from ..render import matrix_table
@@ -104,6 +106,12 @@ def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, pa
         console.print(matrix_table("C.T", matrix.T))
     elif not out_path:
         console.print("too large to print; write it with --out FILE.npy")
+
+
+def _transpose_path(path: str) -> str:
+    """Where ``--out FILE`` puts C.T: ``FILE_T`` before the suffix."""
+    stem, suffix = os.path.splitext(path)
+    return f"{stem}_T{suffix}"
 
 
 def _write_matrix(matrix: np.ndarray, path: str) -> None:

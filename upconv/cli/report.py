@@ -27,6 +27,8 @@ from .common import (
     describe_failure,
     error,
     max_pixels_option,
+    overwrite_option,
+    refuse_existing,
 )
 
 
@@ -50,11 +52,12 @@ from .common import (
 @max_pixels_option()
 @batch_options("Several images")
 @click.option("--quiet", is_flag=True, help="Several images: no progress bar.")
+@overwrite_option
 def report_command(image_paths: tuple[str, ...], factor: int | None,
                    reference_path: str | None, kernel_spec: str | None, as_json: bool,
                    fail_above: float | None, map_path: str | None, spectrum_path: str | None,
                    tile: int, max_pixels: int, recursive: bool, jobs: int | None,
-                   quiet: bool) -> None:
+                   quiet: bool, overwrite: bool) -> None:
     """Measure checkerboard artifacts: the stride-periodic pattern of an upsampled IMAGE.
 
     The score is the RMS amplitude of the period-s pattern in 8-bit grey
@@ -79,6 +82,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
         raise click.UsageError("--reference, --map and --spectrum need one IMAGE")
     if fail_above is not None and not math.isfinite(fail_above):
         raise click.BadParameter("must be a finite number", param_hint="--fail-above")
+    refuse_existing([map_path, spectrum_path], overwrite)
     kernel = None
     if kernel_spec is not None:
         kernel = load_report_kernel(kernel_spec, factor)

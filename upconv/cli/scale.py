@@ -29,8 +29,11 @@ from .common import (
     batch_options,
     describe_failure,
     enum_choice,
+    existing_file,
     max_pixels_option,
+    overwrite_option,
     refuse_clobbering_input,
+    refuse_existing,
     spinner_after,
     warn,
 )
@@ -91,6 +94,7 @@ from .common import (
                    "scheduler (pip install 'upconv[dask]'); files must be on storage the "
                    "workers share.")
 @click.option("--quiet", is_flag=True, help="No summary line and no progress bar on stderr.")
+@overwrite_option
 @click.pass_context
 def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                   factor: tuple[float, float] | None, size: tuple[int | None, int | None] | None,
@@ -100,7 +104,7 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                   threads: int | None, tile: int | None, report_path: str | None,
                   output_dir: str | None, name_template: str, recursive: bool,
                   jobs: int | None, skip_existing: bool, fail_fast: bool,
-                  dask_address: str | None, quiet: bool) -> None:
+                  dask_address: str | None, quiet: bool, overwrite: bool) -> None:
     """Upsample INPUT into OUTPUT ('-' for standard input or output), or many files.
 
     With -o DIR, every INPUT (files, or folders of images) is written into
@@ -180,10 +184,13 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
             raise click.BadParameter(str(exc), param_hint="--name") from None
         factor_field = _factor_field(factor, size) or str(kernel.stride if kernel else "")
         _scale_batch(paths, output_dir, settings, name_template, factor_field, recursive,
-                     skip_existing, fail_fast, jobs, dask_address, report_path, quiet)
+                     skip_existing, fail_fast, jobs, dask_address, report_path, quiet,
+                     overwrite)
         return
     input_path, output_path = paths
     refuse_clobbering_input(input_path, output_path)
+    refuse_existing([output_path], overwrite, " (to scale several files, give -o DIR)")
+    refuse_existing([report_path], overwrite)
     if dask_address is not None:  # the tiles of a streamed .npy; workers have their own cwd
         settings = with_dask(settings, dask_address)
         input_path, output_path = (os.path.abspath(p) if p != "-" else p
@@ -213,7 +220,7 @@ def _factor_field(factor: tuple[float, float] | None,
 def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSettings,
                  template: str, factor_field: str, recursive: bool, skip_existing: bool,
                  fail_fast: bool, jobs: int | None, dask_address: str | None,
-                 report_path: str | None, quiet: bool) -> None:
+                 report_path: str | None, quiet: bool, overwrite: bool) -> None:
     fmt_suffix = FORMATS[format_for("-", settings.format_name)][1][0].lstrip(".") \
         if settings.format_name else None
     planned = plan_outputs(expand_inputs(paths, recursive), output_dir, template,
@@ -224,6 +231,16 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
     if dask_address is not None:  # workers have their own working folders
         planned = [Job(os.path.abspath(job.input), os.path.abspath(job.output))
                    for job in planned]
+    # Every check before the output folder is made: a refused batch leaves nothing.
+    existing = {job.output for job in planned if skip_existing and os.path.exists(job.output)}
+    todo = [job for job in planned if job.output not in existing]
+    replaced = [job.output for job in todo if existing_file(job.output)]
+    if replaced and not overwrite:
+        raise FileAccessError(f"{replaced[0]}: exists ({len(replaced)} of the outputs do); "
+                              "give --skip-existing to keep them or -y/--overwrite to "
+                              "replace them")
+    if not skip_existing:  # resuming appends to the report; otherwise it is a new file
+        refuse_existing([report_path], overwrite)
     try:
         os.makedirs(output_dir, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -232,8 +249,6 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
     except OSError as exc:
         raise FileAccessError(f"{output_dir}: cannot make the folder ({exc.strerror or exc})"
                           ) from None
-    existing = {job.output for job in planned if skip_existing and os.path.exists(job.output)}
-    todo = [job for job in planned if job.output not in existing]
     workers = jobs or default_threads()
     if settings.threads is None and workers > 1:  # share the CPUs between the workers
         settings = replace(settings, threads=max(1, default_threads() // workers))

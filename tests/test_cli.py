@@ -194,7 +194,7 @@ def test_bare_upconv_prints_help():
 
 def test_stdout_needs_a_format(tmp_path, capsys):
     status, err = upconv_cli("scale", PHOTO, "-", "-f", "2", capsys=capsys)
-    assert status == 1 and "--format" in err
+    assert status == 2 and "--format" in err  # a usage error (exit 2)
 
 
 # ------------------------------------------------------------------ atomic output

@@ -57,3 +57,33 @@ def test_the_same_factor_is_read_the_same_everywhere(tmp_path, command):
 def test_scale_reads_separate_factors_x_then_y(tmp_path):
     assert run(["scale", PHOTO, str(tmp_path / "o.npy"), "-f", "1.5x2", "--quiet"]) == 0
     assert np.load(tmp_path / "o.npy").shape[:2] == (1024, 768)
+
+
+COMMAND_LINES = [["scale"], ["fit"], ["degrade"], ["report"], ["kernel", "show"],
+                 ["kernel", "matrix"]]
+
+
+@pytest.mark.parametrize("command", COMMAND_LINES, ids=" ".join)
+def test_help_texts_keep_their_layout_and_list_their_own_exit_statuses(command, capsys):
+    assert run([*command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "\\b" not in text and "\b" not in text  # click's no-rewrap marker never shows
+    assert "Examples:\n    upconv" in text  # the examples are not re-wrapped
+    statuses = [line.split()[0] for line in text.split("Exit status:")[1].splitlines()
+                if line.strip()]
+    assert statuses == (["0", "1", "2", "3", "130", "141"] if command == ["report"]
+                        else ["0", "1", "2", "130", "141"])
+
+
+def test_the_whole_exit_status_table_is_under_upconv_help(capsys):
+    assert run(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "3    report: the checkerboard score" in text and "141" in text
+
+
+@pytest.mark.parametrize("command", [["scale", PHOTO, "-", "-f", "2"],
+                                     ["degrade", PHOTO, "-", "-f", "2"]], ids=["scale",
+                                                                                "degrade"])
+def test_standard_output_without_a_format_is_a_usage_error(command, capsys):
+    assert run(command) == 2
+    assert "needs --format" in capsys.readouterr().err

@@ -24,7 +24,8 @@ from ..errors import BadInputError, FileAccessError
 from ..images import DEFAULT_MAX_PIXELS
 from ..scaling import stride_from_factor
 
-__all__ = ["CONTEXT", "EPILOG", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_ABOVE",
+__all__ = ["CONTEXT", "EPILOG", "FILE_COMMAND_EPILOG", "REPORT_EPILOG", "epilog",
+           "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_ABOVE",
            "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "FACTOR", "SIZE", "STRIDE", "HW",
            "enum_choice", "max_pixels_option", "batch_options", "overwrite_option",
            "existing_file", "refuse_existing", "error", "warn",
@@ -35,15 +36,43 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_ABOVE = 3
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
-EPILOG = f"""\b
-Exit status:
-  {EXIT_OK}    success
-  {EXIT_FAILURE}    failure (unreadable input, invalid image, unwritable output, ...)
-  {EXIT_USAGE}    usage error (bad or missing option or argument)
-  {EXIT_ABOVE}    report: the checkerboard score is above --fail-above
-  {EXIT_INTERRUPTED}  interrupted by Ctrl-C (no partial output is left)
-  {EXIT_BROKEN_PIPE}  standard output closed early (e.g. piped into head)
-"""
+#: What each exit status means, for the help texts.
+EXIT_MEANINGS = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "failure (unreadable input, invalid image, unwritable or existing output)",
+    EXIT_USAGE: "usage error (bad or missing option or argument)",
+    EXIT_ABOVE: "the checkerboard score is above --fail-above",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C (no partial output is left)",
+    EXIT_BROKEN_PIPE: "standard output closed early (e.g. piped into head)",
+}
+
+
+def epilog(*statuses: int) -> str:
+    """The "Exit status" table of a help text, for the statuses the command can return.
+
+    Examples
+    --------
+    >>> print(epilog(0, 3).replace("\b", ""))
+    <BLANKLINE>
+    Exit status:
+      0    success
+      3    the checkerboard score is above --fail-above
+    <BLANKLINE>
+    """
+    rows = "".join(f"  {status:<5}{EXIT_MEANINGS[status]}\n" for status in statuses)
+    return f"\b\nExit status:\n{rows}"
+
+
+#: The whole table, once, under ``upconv --help`` (status 3 is ``upconv report``'s).
+EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE
+                ).replace("\n  130", f"\n  {EXIT_ABOVE}    report: {EXIT_MEANINGS[EXIT_ABOVE]}"
+                          "\n  130")
+#: The statuses of a command that reads and writes files (and may write to stdout).
+FILE_COMMAND_EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED,
+                             EXIT_BROKEN_PIPE)
+#: ``upconv report``'s: the file command's, plus the --fail-above gate.
+REPORT_EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ABOVE, EXIT_INTERRUPTED,
+                       EXIT_BROKEN_PIPE)
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

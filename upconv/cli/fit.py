@@ -12,7 +12,7 @@ from ..options import Boundary
 from ..training import FitSettings, degrade_file, fit_files, kernel_suffix
 from .common import (
     CONTEXT,
-    EPILOG,
+    FILE_COMMAND_EPILOG,
     STRIDE,
     enum_choice,
     max_pixels_option,
@@ -23,7 +23,7 @@ from .common import (
 )
 
 
-@click.command("fit", context_settings=CONTEXT, epilog=EPILOG)
+@click.command("fit", context_settings=CONTEXT, epilog=FILE_COMMAND_EPILOG)
 @click.argument("inputs", nargs=-1, required=True, metavar="LOW HIGH [LOW HIGH ...]")
 @click.option("-o", "--output", "output_path", required=True, metavar="KERNEL",
               help="Kernel file to write (.json keeps stride, boundary and statistics).")
@@ -65,7 +65,7 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
     extra right and bottom pixels are cropped). With --degrade, every input
     is a HIGH image and its LOW is made by that downscaling.
 
-    \\b
+    \b
     Examples:
       upconv fit low.png high.png -o k.json
       upconv fit --degrade area a.png b.png c.png -o k.json --validate l.png h.png
@@ -98,7 +98,7 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
     print_fit_summary(result.summary, Console(stderr=True, highlight=False))
 
 
-@click.command("degrade", context_settings=CONTEXT, epilog=EPILOG)
+@click.command("degrade", context_settings=CONTEXT, epilog=FILE_COMMAND_EPILOG)
 @click.argument("input_path", metavar="HIGH")
 @click.argument("output_path", metavar="LOW")
 @click.option("-f", "--factor", type=STRIDE, required=True, metavar="S", help="The factor s.")
@@ -112,11 +112,13 @@ def degrade_command(input_path: str, output_path: str, factor: int, method: str,
                     format_name: str | None, max_pixels: int, overwrite: bool) -> None:
     """Downscale HIGH by an integer factor into LOW, as `upconv fit --degrade` does.
 
-    \\b
+    \b
     Examples:
       upconv degrade photo.png low.png --factor 2
       upconv degrade - - -f 3 -m gaussian --format png < a.png > a_low.png
     """
+    if output_path == "-" and not format_name:
+        raise click.UsageError("writing to standard output needs --format (e.g. --format png)")
     refuse_clobbering_input(input_path, output_path)
     refuse_existing([output_path], overwrite)
     for note in degrade_file(input_path, output_path, factor, method, format_name, max_pixels):

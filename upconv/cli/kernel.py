@@ -14,15 +14,15 @@ from ..fileio import write_output
 from ..kernel_files import resolve_kernel
 from ..kernels import conv_matrix, conv_output_shape
 from ..report import kernel_summary
-from .common import CONTEXT, EPILOG, HW, STRIDE, overwrite_option, refuse_existing
+from .common import CONTEXT, FILE_COMMAND_EPILOG, HW, STRIDE, overwrite_option, refuse_existing
 
 
-@click.group("kernel", context_settings=CONTEXT, epilog=EPILOG)
+@click.group("kernel", context_settings=CONTEXT)
 def kernel_group() -> None:
     """Look at transposed-convolution kernels: weights, phases, the matrix view."""
 
 
-@kernel_group.command("show", context_settings=CONTEXT, epilog=EPILOG)
+@kernel_group.command("show", context_settings=CONTEXT, epilog=FILE_COMMAND_EPILOG)
 @click.argument("spec", metavar="KERNEL")
 @click.option("-f", "--factor", type=STRIDE, default=None, metavar="S",
               help="Stride, if the kernel file does not state it (built-ins default to 2).")
@@ -50,7 +50,7 @@ def kernel_show(spec: str, factor: int | None, as_json: bool) -> None:
     print_kernel_summary(kernel, summary, Console(highlight=False))
 
 
-@kernel_group.command("matrix", context_settings=CONTEXT, epilog=EPILOG)
+@kernel_group.command("matrix", context_settings=CONTEXT, epilog=FILE_COMMAND_EPILOG)
 @click.argument("spec", metavar="KERNEL")
 @click.option("--input-size", "input_size", type=HW, required=True, metavar="HxW",
               help="Size of the convolution's input (the transposed convolution's output).")

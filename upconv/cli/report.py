@@ -18,9 +18,9 @@ from ..report import build_report
 from ..reporting import ReportSettings, load_report_kernel, report_file, report_job
 from .common import (
     CONTEXT,
-    EPILOG,
     EXIT_ABOVE,
     EXIT_FAILURE,
+    REPORT_EPILOG,
     STRIDE,
     BatchProgress,
     batch_options,
@@ -32,7 +32,7 @@ from .common import (
 )
 
 
-@click.command("report", context_settings=CONTEXT, epilog=EPILOG)
+@click.command("report", context_settings=CONTEXT, epilog=REPORT_EPILOG)
 @click.argument("image_paths", metavar="[IMAGE...]", nargs=-1)
 @click.option("-f", "--factor", type=STRIDE, default=None, metavar="S",
               help="The period s (the upsampling factor); detected (2-8) when left out.")

@@ -21,9 +21,9 @@ from ..report import Report
 from ..scaling import stride_from_factor
 from .common import (
     CONTEXT,
-    EPILOG,
     EXIT_FAILURE,
     FACTOR,
+    FILE_COMMAND_EPILOG,
     SIZE,
     BatchProgress,
     batch_options,
@@ -39,7 +39,7 @@ from .common import (
 )
 
 
-@click.command("scale", context_settings=CONTEXT, epilog=EPILOG)
+@click.command("scale", context_settings=CONTEXT, epilog=FILE_COMMAND_EPILOG)
 @click.argument("paths", nargs=-1, required=True, metavar="INPUT OUTPUT | INPUT... -o DIR")
 @click.option("-m", "--method", type=enum_choice(Method), default=Method.BICUBIC.value,
               show_default=True,
@@ -143,6 +143,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                 raise click.UsageError(f"{flag} is for batches (-o DIR)")
     chosen = Method(method)
     transpose = chosen is Method.TRANSPOSE
+    if not batch and paths[1] == "-" and not format_name:
+        raise click.UsageError("writing to standard output needs --format (e.g. --format png)")
     if report_path == "-" and not batch and paths[1] == "-":
         raise click.UsageError("--report - needs the image to go to a file, not to stdout")
     if not transpose:

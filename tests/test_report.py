@@ -286,3 +286,17 @@ def test_map_of_an_image_smaller_than_a_tile(tmp_path, capsys):
     assert run(["report", path, "-f", "2", "--map", str(tmp_path / "m.png")]) == 0
     with Image.open(tmp_path / "m.png") as heat:
         assert heat.mode == "RGB"
+
+
+def test_the_gate_and_the_verdict_agree_on_noise(tmp_path, capsys):
+    """A score that is only noise (not significant) has the verdict none and passes the gate."""
+    noise = (np.random.default_rng(3).random((96, 96)) * 255).astype(np.uint8)
+    path = tmp_path / "noise.png"
+    Image.fromarray(noise).save(path)
+    assert run(["report", str(path), "-f", "2", "--json", "--fail-above", "0.5"]) == 0
+    board = json.loads(capsys.readouterr().out)["checkerboard"]
+    assert board["score"] > 0.5 and not board["significant"] and board["verdict"] == "none"
+    board_image = tmp_path / "board.png"
+    checker = (np.indices((96, 96)).sum(axis=0) % 2 * 6 + 120).astype(np.uint8)
+    Image.fromarray(checker).save(board_image)
+    assert run(["report", str(board_image), "-f", "2", "--fail-above", "0.5", "--json"]) == 3

@@ -56,8 +56,11 @@ def print_report(report: Report, console: Console, title: str = "report") -> Non
             table.add_row("phase means", "\n".join(" ".join(f"{v:+7.2f}" for v in row)
                                                    for row in board.phase_means))
         if board.scores_by_period is not None:
-            table.add_row("by period", ", ".join(f"{p}: {v:.2f}"
-                                                 for p, v in board.scores_by_period.items()))
+            measured = ", ".join(f"{p}: {v:.2f}" for p, v in board.scores_by_period.items())
+            skipped = [str(p) for p in range(2, 9) if p not in board.scores_by_period]
+            if skipped:
+                measured += f" ({', '.join(skipped)}: no spectral peak, not measured)"
+            table.add_row("detection\n(grey image)", measured or "no spectral peak")
         console.print(table)
     if report.kernel is not None:
         k = report.kernel

@@ -54,8 +54,9 @@ def kernel_show(spec: str, factor: int | None, as_json: bool) -> None:
 @click.argument("spec", metavar="KERNEL")
 @click.option("--input-size", "input_size", type=HW, required=True, metavar="HxW",
               help="Size of the convolution's input (the transposed convolution's output).")
-@click.option("--stride", type=click.IntRange(1), default=None,
-              help="Stride (default: the kernel's, else 1).")
+@click.option("--stride", "-f", "--factor", "stride", type=click.IntRange(1), default=None,
+              help="Stride of the convolution (-f/--factor: the same; default: the kernel's, "
+                   "else 1).")
 @click.option("--padding", type=click.IntRange(0), default=0, show_default=True,
               help="Zero padding of the convolution.")
 @click.option("--out", "out_path", metavar="FILE",

@@ -42,7 +42,8 @@ from .common import (
               help="Adds the kernel's polyphase analysis; alone, reports on the kernel only.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--fail-above", type=click.FloatRange(0), default=None, metavar="T",
-              help="Exit with status 3 when the checkerboard score is above T (for CI gates).")
+              help="Exit with status 3 when the checkerboard score is above T and the "
+                   "pattern is significant (verdict not none); for CI gates.")
 @click.option("--map", "map_path", metavar="PNG",
               help="Write a heat map of the local score per tile.")
 @click.option("--spectrum", "spectrum_path", metavar="PNG",
@@ -113,7 +114,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
 
         print_report(report, Console(highlight=False), title=image_path or "")
     board = report.checkerboard
-    if fail_above is not None and board is not None and board.score > fail_above:
+    if fail_above is not None and board is not None and _above(board, fail_above):
         error(f"checkerboard score {board.score:.3f} is above --fail-above {fail_above:g}")
         raise click.exceptions.Exit(EXIT_ABOVE)
 
@@ -147,7 +148,7 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
             else:
                 print_report(report, console, title=outcome.job.input)
             board = report.checkerboard
-            if fail_above is not None and board and board.score > fail_above:
+            if fail_above is not None and board and _above(board, fail_above):
                 above.append(outcome.job.input)
     if failures:
         error(f"{len(failures)} file(s) failed: {'; '.join(failures[:5])}")
@@ -156,6 +157,15 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
         error(f"{len(above)} image(s) scored above --fail-above {fail_above:g}: "
               f"{'; '.join(above[:5])}")
         raise click.exceptions.Exit(EXIT_ABOVE)
+
+
+def _above(board, threshold: float) -> bool:
+    """The --fail-above gate acts on what the verdict acts on: a significant pattern only.
+
+    A score that is not significant (under 0.25 grey levels, or under 3 times its
+    noise) has the verdict "none" and never fails the gate.
+    """
+    return board.significant and board.score > threshold
 
 
 def _save_png(picture, path: str) -> None:

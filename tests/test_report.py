@@ -300,3 +300,16 @@ def test_the_gate_and_the_verdict_agree_on_noise(tmp_path, capsys):
     checker = (np.indices((96, 96)).sum(axis=0) % 2 * 6 + 120).astype(np.uint8)
     Image.fromarray(checker).save(board_image)
     assert run(["report", str(board_image), "-f", "2", "--fail-above", "0.5", "--json"]) == 3
+
+
+def test_the_summary_measures_pytorch_geometry_at_the_stride(tmp_path, capsys):
+    out = tmp_path / "out.png"
+    assert run(["scale", str(SAMPLES / "camera.png"), str(out), "-m", "transpose", "-k",
+                "bilinear", "-f", "2", "--padding", "1"]) == 0
+    summary = capsys.readouterr().err
+    assert "1024x1024" in summary and "checkerboard 0.00 grey levels (none)" in summary
+    ones3 = tmp_path / "ones3.txt"
+    ones3.write_text("1 1 1\n1 1 1\n1 1 1\n")
+    assert run(["scale", str(SAMPLES / "camera.png"), str(tmp_path / "bad.npy"), "-m",
+                "transpose", "-k", str(ones3), "-f", "2", "--padding", "1"]) == 0
+    assert "(strong)" in capsys.readouterr().err

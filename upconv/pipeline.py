@@ -141,7 +141,7 @@ def _plan_job(settings: ScaleSettings, shape: tuple[int, ...], fmt: str,
         raise BadInputError(f"the kernel makes {plan.channels} channels; only .npy output can "
                             "hold more than 4")
     tile_rows = tile_rows_for(settings.tile, out_h * out_w)
-    if tile_rows is not None and plan.period is None:
+    if tile_rows is not None and not plan.tileable:
         if settings.tile is not None:
             raise BadInputError("tiling needs a whole-number factor, the same for both axes "
                                 "(and the centred geometry for transpose)")

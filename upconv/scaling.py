@@ -208,8 +208,8 @@ class Resampling:
     threads : int
     period : int or None
         The whole-number factor when there is one (>= 2, the same on both
-        axes, centred geometry): the stride of tiles and the period of any
-        checkerboard pattern.
+        axes; a transposed convolution's stride in either geometry): the
+        period of any checkerboard pattern, and the stride of tiles.
     identity : bool
         Interpolation with factors of exactly 1 (or an output shape equal to
         the input's): the samples are kept as they are, as
@@ -230,6 +230,12 @@ class Resampling:
     threads: int = 1
     period: int | None = None
     identity: bool = False
+
+    @property
+    def tileable(self) -> bool:
+        """Whether the output can be computed in tiles of rows: a whole-number factor and,
+        for a transposed convolution, the centred geometry (PyTorch's padding crops it)."""
+        return self.period is not None and (self.geometry is None or self.geometry.centred)
 
     @property
     def name(self) -> str:
@@ -298,7 +304,7 @@ def plan_resampling(shape: tuple[int, ...], factor: float | tuple[float, float] 
     return Resampling(method, (height, width), geometry.shape,
                       resolved.output_channels(channels), boundary,
                       resolved, geometry, post, alpha, linear_light, threads,
-                      period=resolved.stride if geometry.centred else None)
+                      period=resolved.stride)
 
 
 def resample(img3: np.ndarray, plan: Resampling,

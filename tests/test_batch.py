@@ -325,3 +325,16 @@ def test_dask_with_relative_paths(cluster, photos, tmp_path, monkeypatch, capsys
     assert run(["scale", "small.npy", "up.npy", "-f", "2", "--tile", "8", "--dask",
                 cluster.scheduler_address]) == 0
     assert np.load(tmp_path / "up.npy").shape == (80, 60)
+
+
+def test_batch_report_lines_carry_the_input_order(photos, tmp_path, capsys):
+    """Lines come as images finish; each carries its input's place in the batch."""
+    expected = sorted(str(p) for p in photos.iterdir() if p.suffix == ".png")
+    assert run(["scale", str(photos), "-o", str(tmp_path / "out"), "-f", "2", "--quiet",
+                "--report", "-", "--jobs", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(line["index"] for line in lines) == list(range(len(expected)))
+    assert [line["file"] for line in sorted(lines, key=lambda x: x["index"])] == expected
+    assert run(["report", str(photos), "--json", "--quiet", "--jobs", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["file"] for line in sorted(lines, key=lambda x: x["index"])] == expected

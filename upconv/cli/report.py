@@ -127,6 +127,7 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
     if not planned:
         raise BadInputError(f"no image files in {', '.join(paths)}")
     failures, above = [], []
+    order = {job: index for index, job in enumerate(planned)}  # lines come as jobs finish
     console = None
     if not as_json:
         from rich.console import Console
@@ -144,7 +145,8 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
                 continue
             report = outcome.result
             if console is None:
-                click.echo(json.dumps({"file": outcome.job.input, **report.to_dict()}))
+                click.echo(json.dumps({"file": outcome.job.input, "index": order[outcome.job],
+                                       **report.to_dict()}))
             else:
                 print_report(report, console, title=outcome.job.input)
             board = report.checkerboard

@@ -255,6 +255,7 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
     if settings.threads is None and workers > 1:  # share the CPUs between the workers
         settings = replace(settings, threads=max(1, default_threads() // workers))
     work = functools.partial(scale_job, settings)
+    order = {job: index for index, job in enumerate(planned)}  # lines come as jobs finish
     failures: list[Outcome] = []
     done = 0
     worst: tuple[float, str] | None = None
@@ -278,7 +279,9 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
                 for note in result.notes:
                     progress.print(f"upconv: warning: {outcome.job.input}: {note}")
                 if result.report is not None:
-                    line = json.dumps({"file": outcome.job.input, **result.report.to_dict()})
+                    line = json.dumps({"file": outcome.job.input,
+                                       "index": order[outcome.job],
+                                       **result.report.to_dict()})
                     if report_file is None:
                         click.echo(line)
                     else:

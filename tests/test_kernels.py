@@ -65,8 +65,9 @@ def test_keys_cubic_is_pillow_bicubic():
 
 def test_spread_of_uneven_overlap():
     assert Kernel(np.ones((3, 3)), stride=2).spread() > 0
+    # Output phases: tap 0 lands at i*s - 1, so output phase 1 gets taps 0 and 2 (sum 2 a side)
     np.testing.assert_array_equal(Kernel(np.ones((3, 3)), stride=2).phase_sums(),
-                                  [[4, 2], [2, 1]])
+                                  [[1, 2], [2, 4]])
 
 
 # -------------------------------------------------------------------- bad kernels
@@ -179,14 +180,19 @@ def test_kernel_show_json_reports_phases(capsys):
     assert document["stride"] == 2 and document["spread"] == 0.0
     assert document["flat_stays_flat"] is True
     assert len(document["phases"]) == 4
-    assert document["phases"][3]["weights"] == [[0.5625, 0.1875], [0.1875, 0.0625]]
+    # Output phase (1, 1) takes taps 0 and 2 of each axis: tap k of pixel i lands at
+    # 2i - 1 + k (centred, offset (2 - 4) // 2), an odd output pixel when k is even.
+    weights = np.array(document["weights"])
+    assert document["phases"][3]["phase"] == [1, 1]
+    assert document["phases"][3]["weights"] == weights[0::2, 0::2].tolist()
+    assert document["phases"][0]["weights"] == weights[1::2, 1::2].tolist()
 
 
 def test_kernel_show_table_renders(tmp_path, capsys):
     (tmp_path / "k.txt").write_text("1 1 1\n1 1 1\n1 1 1\n")
     assert run(["kernel", "show", str(tmp_path / "k.txt"), "-f", "2"]) == 0
     out = capsys.readouterr().out
-    assert "4 polyphase components h[p::2, q::2]" in out
+    assert "4 polyphase components" in out and "y mod 2 = p, x mod 2 = q" in out
     assert "spread" in out and "unequal" in out
     kernel = Kernel.load(tmp_path / "k.txt").with_stride(2)
     buffer = io.StringIO()
@@ -287,3 +293,26 @@ def test_kernel_show_says_when_the_centre_cannot_land_on_the_grid(capsys, tmp_pa
     (tmp_path / "k.txt").write_text("1 2 1\n2 4 2\n1 2 1\n")
     assert run(["kernel", "show", str(tmp_path / "k.txt"), "-f", "2"]) == 0
     assert "half an output" in capsys.readouterr().out
+
+
+def test_a_kernel_that_brightens_is_warned_about_everywhere(tmp_path, capsys):
+    """ones3 at stride 2 has DC gain 9/4: scale warns, kernel show and report say so."""
+    ones3 = tmp_path / "ones3.txt"
+    ones3.write_text("1 1 1\n1 1 1\n1 1 1\n")
+    flat = np.full((32, 32), 0.2)
+    np.save(tmp_path / "flat.npy", flat)
+    assert run(["scale", str(tmp_path / "flat.npy"), str(tmp_path / "out.npy"), "-m",
+                "transpose", "-k", str(ones3), "-f", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: ones3.txt: a flat image comes out 2.25 times as bright" in err
+    out = np.load(tmp_path / "out.npy")
+    assert out[8:-8, 8:-8].mean() == pytest.approx(0.2 * 2.25)  # what the warning says
+    assert run(["kernel", "show", str(ones3), "-f", "2"]) == 0
+    assert "DC gain (mean of the phase sums): 2.25" in capsys.readouterr().out
+    assert run(["kernel", "show", str(ones3), "-f", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dc_gain"] == 2.25
+    assert run(["report", "--kernel", str(ones3), "-f", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kernel"]["dc_gain"] == 2.25
+    assert run(["scale", str(tmp_path / "flat.npy"), str(tmp_path / "ok.npy"), "-m",
+                "transpose", "-k", "bilinear", "-f", "2"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -124,7 +124,7 @@ def test_kernel_analysis():
     assert build_report(None, kernel=builtin_kernel("bilinear", 2)).kernel.spread == 0.0
     uneven = build_report(None, kernel=Kernel(np.ones((3, 3)), stride=2)).to_dict()["kernel"]
     assert uneven["spread"] > 0 and not uneven["flat_stays_flat"]
-    assert uneven["phase_sums"] == [[4.0, 2.0], [2.0, 1.0]]
+    assert uneven["phase_sums"] == [[1.0, 2.0], [2.0, 4.0]]  # output phases (y mod 2, x mod 2)
 
 
 def test_ssim_matches_an_independent_formulation(rng):
@@ -313,3 +313,26 @@ def test_the_summary_measures_pytorch_geometry_at_the_stride(tmp_path, capsys):
     assert run(["scale", str(SAMPLES / "camera.png"), str(tmp_path / "bad.npy"), "-m",
                 "transpose", "-k", str(ones3), "-f", "2", "--padding", "1"]) == 0
     assert "(strong)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size, stride, padding", [(3, 2, None), (4, 2, None), (5, 3, None),
+                                                   (4, 3, None), (4, 2, 1), (5, 2, 2)])
+def test_a_kernels_phase_sums_predict_the_pattern_measured_on_its_output(size, stride,
+                                                                          padding):
+    """Phases are numbered as in the image: pixel (y, x) is in phase (y mod s, x mod s)."""
+    weights = np.random.default_rng(size * 10 + stride).random((size, size)) + 0.2
+    kernel = Kernel(weights, stride=stride, padding=padding)
+    flat = np.full((96, 96), 0.1)
+    # An edge boundary in both geometries: a flat image extended stays flat, so the border
+    # carries the same pattern as the inside (zeros would darken it), and nothing clips.
+    out = upconv.scale(flat, method="transpose", kernel=kernel, boundary="edge")
+    sums = kernel.phase_sums()
+    # Away from the borders a flat input c comes out as c * S[y mod s, x mod s] ...
+    inner = out[2 * stride * 3:-2 * stride * 3, 2 * stride * 3:-2 * stride * 3]
+    rows, cols = np.indices(inner.shape) + 2 * stride * 3
+    np.testing.assert_allclose(inner, 0.1 * sums[rows % stride, cols % stride], rtol=1e-12)
+    # ... and the report measures that pattern, centred, in grey levels, phase for phase.
+    board = build_report(out[:, :, None], stride).checkerboard
+    assert out.max() <= 1
+    expected = 255 * 0.1 * (sums - sums.mean())
+    np.testing.assert_allclose(board.phase_means, expected, atol=1e-3 * abs(expected).max())

@@ -35,7 +35,7 @@ from upconv.samples import to_float
 TOP = ["factor", "factor_detected", "checkerboard", "kernel", "reference"]
 BOARD = ["score", "verdict", "unit", "period", "phase_means", "spectral_peak_db", "noise",
          "significant"]
-KERNEL = ["name", "shape", "stride", "phase_sums", "spread", "flat_stays_flat"]
+KERNEL = ["name", "shape", "stride", "phase_sums", "spread", "flat_stays_flat", "dc_gain"]
 REFERENCE = ["psnr", "ssim", "channels"]
 
 
@@ -164,6 +164,8 @@ def test_figures_of_a_known_pattern_match_an_independent_computation():
 def test_kernel_figures_match_an_independent_computation(rng):
     weights = rng.random((5, 5))
     analysis = build_report(None, kernel=Kernel(weights, stride=2)).kernel
+    # Output phase (p, q) gets the taps k with (k - 2) mod 2 = p: tap k of input pixel i
+    # lands at 2i + (2 - 5) // 2 + k = 2i - 2 + k.
     sums = np.array([[weights[p::2, q::2].sum() for q in range(2)] for p in range(2)])
     np.testing.assert_allclose(analysis.phase_sums, sums)
     assert analysis.spread == pytest.approx((sums.max() - sums.min()) / sums.mean())

@@ -145,21 +145,73 @@ class Kernel:
         return int(self.weights.shape[1]) if self.weights.ndim == 4 else channels
 
     # ----------------------------------------------------------------- analysis
-    def phase_sums(self) -> np.ndarray:
-        """``S[p, q] = sum(h[p::s, q::s])``, the gain of each output phase.
+    def phase_offsets(self) -> tuple[int, int]:
+        """Where tap 0 of input pixel ``i`` lands: output ``i*s + offset``, per axis.
 
-        A flat input stays flat in the interior iff all are equal. Shape
-        ``(s, s)`` for a 2-D kernel, ``(C, s, s)`` per channel, and
-        ``(C_out, s, s)`` (summed over ``C_in``, i.e. for a flat input equal in
-        every channel) for a channel-mixing kernel.
+        ``(s - K) // 2`` in the centred alignment, ``-padding`` in PyTorch's.
+
+        Examples
+        --------
+        >>> Kernel(np.ones((3, 3)), stride=2).phase_offsets()
+        (-1, -1)
         """
         s = self._stride_or_fail()
-        weights = self.weights.sum(axis=0) if self.mixes_channels else self.weights
-        sums = np.empty(weights.shape[:-2] + (s, s))
+        if self.padding is None:
+            return (s - self.shape[0]) // 2, (s - self.shape[1]) // 2
+        rows, cols = (self.padding if isinstance(self.padding, tuple)
+                      else (self.padding, self.padding))
+        return -rows, -cols
+
+    def sub_kernel(self, p: int, q: int) -> np.ndarray:
+        """The taps that land on output phase ``(p, q)``: pixels ``(y, x)`` with
+        ``y mod s = p`` and ``x mod s = q``, i.e. ``h[(p - oy) mod s::s, (q - ox) mod s::s]``.
+
+        Examples
+        --------
+        >>> Kernel(np.arange(9.0).reshape(3, 3), stride=2).sub_kernel(0, 0)
+        array([[4.]])
+        """
+        s = self._stride_or_fail()
+        offset_y, offset_x = self.phase_offsets()
+        return self.weights[..., (p - offset_y) % s::s, (q - offset_x) % s::s]
+
+    def phase_sums(self) -> np.ndarray:
+        """``S[p, q]``: the gain of output phase ``(p, q)`` (see :meth:`sub_kernel`).
+
+        Phases are numbered as in the output image, pixel ``(y, x)`` being in
+        phase ``(y mod s, x mod s)``, so a flat input ``c`` comes out as
+        ``c * S[y mod s, x mod s]`` away from the borders: the pattern that
+        :func:`upconv.report.build_report` measures. A flat input stays flat iff
+        all are equal. Shape ``(s, s)`` for a 2-D kernel, ``(C, s, s)`` per
+        channel, and ``(C_out, s, s)`` (summed over ``C_in``, i.e. for a flat
+        input equal in every channel) for a channel-mixing kernel.
+
+        Examples
+        --------
+        >>> Kernel(np.ones((3, 3)), stride=2).phase_sums().tolist()
+        [[1.0, 2.0], [2.0, 4.0]]
+        """
+        s = self._stride_or_fail()
+        lead = self.weights.shape[1:-2] if self.mixes_channels else self.weights.shape[:-2]
+        sums = np.empty(lead + (s, s))
         for p in range(s):
             for q in range(s):
-                sums[..., p, q] = weights[..., p::s, q::s].sum(axis=(-2, -1))
+                block = self.sub_kernel(p, q)
+                block = block.sum(axis=0) if self.mixes_channels else block
+                sums[..., p, q] = block.sum(axis=(-2, -1))
         return sums
+
+    def dc_gain(self) -> np.ndarray:
+        """How much brighter a flat image comes out: the mean phase sum (per channel).
+
+        1 for an interpolating kernel; the kernel's sum is ``s*s`` times it.
+
+        Examples
+        --------
+        >>> float(Kernel(np.ones((3, 3)), stride=2).dc_gain())
+        2.25
+        """
+        return self.phase_sums().mean(axis=(-2, -1))
 
     def spread(self) -> float:
         """``(max S - min S) / |mean S|``, worst over channels: 0 iff flat stays flat.

@@ -38,6 +38,7 @@ from .kernel_files import default_kernel, resolve_kernel
 from .kernels import POST_KERNELS, Kernel
 from .methods import Method
 from .npy import NpyFile, check_npy_image, create_npy, npy_samples
+from .report import dc_gain_note
 from .reporting import Report, checkerboard_line, report_about
 from .samples import from_float, to_float
 from .scaling import Resampling, plan_resampling, resample, stride_from_factor
@@ -137,6 +138,10 @@ def _plan_job(settings: ScaleSettings, shape: tuple[int, ...], fmt: str,
     if out_h < shape[0] or out_w < shape[1]:
         notes.append("the output is smaller than the input; upconv does not low-pass filter "
                      "before shrinking, so fine detail will alias")
+    if plan.kernel is not None:
+        gain_note = dc_gain_note(plan.kernel)
+        if gain_note:
+            notes.append(gain_note)
     if plan.channels > 4 and fmt != "npy":
         raise BadInputError(f"the kernel makes {plan.channels} channels; only .npy output can "
                             "hold more than 4")

@@ -73,6 +73,8 @@ def print_report(report: Report, console: Console, title: str = "report") -> Non
                       + " ("
                       + ("a flat input stays flat" if k.flat_stays_flat else
                          "a flat input gets a checkerboard") + ")")
+        if k.dc_gain is not None:
+            table.add_row("DC gain", _gain_text(k.dc_gain))
         console.print(table)
     if report.reference is not None:
         r = report.reference
@@ -104,13 +106,15 @@ def print_kernel_summary(kernel: Kernel, summary: dict, console: Console) -> Non
     s = kernel.stride
     sums = np.asarray(summary["phase_sums"])
     if s * s <= 64:
-        table = Table(title=escape(f"{s * s} polyphase components h[p::{s}, q::{s}]"))
+        console.print(f"phase (p, q): the taps landing on output pixels (y, x), "
+                      f"y mod {s} = p, x mod {s} = q")
+        table = Table(title=escape(f"{s * s} polyphase components"))
         table.add_column("phase (p, q)")
         table.add_column("sub-kernel")
         table.add_column("sum", justify="right")
         for p in range(s):
             for q in range(s):
-                block = kernel.weights[..., p::s, q::s]
+                block = kernel.sub_kernel(p, q)
                 text = ("\n".join(" ".join(f"{v:8.4g}" for v in row) for row in block)
                         if block.ndim == 2 and max(block.shape) <= 8 else f"shape {block.shape}")
                 table.add_row(f"({p}, {q})", text,
@@ -125,6 +129,16 @@ def print_kernel_summary(kernel: Kernel, summary: dict, console: Console) -> Non
                "stride-periodic (checkerboard) pattern")
     shown = "infinite (the sums average 0)" if spread is None else f"{spread:.6g}"
     console.print(f"spread (max - min) / mean of the phase sums: {shown}; {verdict}")
+    console.print(f"DC gain (mean of the phase sums): {_gain_text(summary['dc_gain'])}")
+
+
+def _gain_text(gain: float | tuple | list) -> str:
+    """The DC gain for people: the value(s), and what a gain other than 1 does."""
+    gains = np.atleast_1d(np.asarray(gain, dtype=np.float64))
+    text = ", ".join(f"{g:.4g}" for g in gains)
+    if np.allclose(gains, 1.0, rtol=0, atol=1e-6):
+        return f"{text} (a flat image keeps its brightness)"
+    return f"{text} (a flat image comes out that many times as bright; 8-bit outputs clip)"
 
 
 def print_fit_summary(summary: dict, console: Console) -> None:

@@ -145,6 +145,27 @@ class KernelAnalysis(_JsonValue):
     phase_sums: tuple[Any, ...]  # nested tuples, (..., s, s)
     spread: float | None
     flat_stays_flat: bool
+    #: how much brighter a flat image comes out (the mean phase sum; per channel for 3-D
+    #: and 4-D kernels): 1 for a kernel that keeps the brightness
+    dc_gain: float | tuple[float, ...] | None = None
+
+
+def dc_gain_note(kernel: Kernel) -> str | None:
+    """A warning when a kernel changes the brightness of a flat image, else None.
+
+    Examples
+    --------
+    >>> "comes out 2.25 times as bright" in dc_gain_note(Kernel(np.ones((3, 3)), stride=2))
+    True
+    >>> dc_gain_note(Kernel(np.full((4, 4), 0.25), stride=2)) is None
+    True
+    """
+    gains = np.atleast_1d(kernel.dc_gain())
+    if np.allclose(gains, 1.0, rtol=0, atol=1e-6):
+        return None
+    shown = ", ".join(f"{g:.4g}" for g in gains)
+    return (f"{kernel.name}: a flat image comes out {shown} times as bright (its DC gain, the "
+            "mean of its phase sums, is not 1; 8-bit outputs clip)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,7 +211,7 @@ class Report(_JsonValue):
     --------
     >>> report = build_report(None, kernel=Kernel(np.ones((3, 3)), stride=2))
     >>> report.kernel.phase_sums, report.kernel.flat_stays_flat
-    (((4.0, 2.0), (2.0, 1.0)), False)
+    (((1.0, 2.0), (2.0, 4.0)), False)
     >>> list(report.with_file("out.png", (640, 480)).to_dict())
     ['factor', 'factor_detected', 'checkerboard', 'kernel', 'reference', 'image', 'size']
     """
@@ -227,7 +248,13 @@ def kernel_report(kernel: Kernel) -> KernelAnalysis:
     return KernelAnalysis(name=kernel.name, shape=tuple(kernel.weights.shape),
                           stride=kernel.stride, phase_sums=_nested(kernel.phase_sums()),
                           spread=spread if math.isfinite(spread) else None,  # no JSON inf
-                          flat_stays_flat=spread == 0.0)
+                          flat_stays_flat=spread == 0.0,
+                          dc_gain=_gain(kernel) if kernel.stride else None)
+
+
+def _gain(kernel: Kernel) -> float | tuple[float, ...]:
+    gain = np.asarray(kernel.dc_gain())
+    return float(gain) if gain.ndim == 0 else _nested(gain)
 
 
 def kernel_summary(kernel: Kernel) -> dict:
@@ -240,11 +267,12 @@ def kernel_summary(kernel: Kernel) -> dict:
         analysis = kernel_report(kernel).to_dict()  # phase sums, spread, flat_stays_flat
         sums = np.asarray(analysis["phase_sums"])
         summary.update({
-            "phases": [{"phase": [p, q], "weights": kernel.weights[..., p::s, q::s].tolist(),
+            "phases": [{"phase": [p, q], "weights": kernel.sub_kernel(p, q).tolist(),
                         "sum": sums[..., p, q].tolist()} for p in range(s) for q in range(s)],
             "phase_sums": analysis["phase_sums"],
             "spread": analysis["spread"],
             "flat_stays_flat": analysis["flat_stays_flat"],
+            "dc_gain": analysis["dc_gain"],
             "half_pixel_aligned": kernel.padding is None and all(
                 (k - s) % 2 == 0 for k in kernel.shape),
         })

@@ -118,3 +118,32 @@ def test_the_library_api_is_unchanged(tmp_path):
     path.write_bytes(b"old")
     save_image(Picture(np.zeros((2, 2, 1), np.uint8)), str(path), "png")
     assert path.read_bytes() != b"old"
+
+
+def test_no_output_may_be_an_input_even_with_overwrite(two_photos, capsys):
+    """--report, --map and --spectrum are checked against the inputs, as OUTPUT is."""
+    a, b = str(two_photos / "a.png"), str(two_photos / "b.png")
+    npy = two_photos / "x.npy"  # an input a kernel file could be written over (.npy)
+    np.save(npy, np.random.default_rng(0).random((32, 32)))
+    before = snapshot(two_photos)
+    for args in (["scale", a, str(two_photos / "c.png"), "-f", "2", "--report", a],
+                 ["report", a, "--map", a], ["report", a, "--spectrum", a],
+                 ["report", a, "--reference", b, "--map", b],
+                 ["scale", a, "-o", str(two_photos / "out"), "-f", "2", "--report", a],
+                 ["fit", "--degrade", "area", str(npy), "--size", "4", "-o", str(npy)]):
+        assert run([*args, "-y"]) == 1, args
+        assert "overwrite the input" in capsys.readouterr().err
+    assert snapshot(two_photos) == before
+
+
+def test_a_run_that_would_fail_later_writes_nothing(two_photos, capsys):
+    """Every destination is checked before the image is computed or written."""
+    keep = two_photos / "keep.png"
+    keep.write_bytes(b"keep me")
+    assert run(["scale", str(two_photos / "a.png"), str(keep), "-f", "2", "-y", "--report",
+                str(two_photos / "nodir" / "r.json")]) == 1
+    assert "folder" in capsys.readouterr().err and keep.read_bytes() == b"keep me"
+    assert run(["scale", str(two_photos / "a.png"), str(two_photos / "same.png"), "-f", "2",
+                "--report", str(two_photos / "same.png")]) == 1
+    assert "are the same file" in capsys.readouterr().err
+    assert not (two_photos / "same.png").exists()

@@ -28,7 +28,7 @@ __all__ = ["CONTEXT", "EPILOG", "FILE_COMMAND_EPILOG", "REPORT_EPILOG", "epilog"
            "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_ABOVE",
            "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "FACTOR", "SIZE", "STRIDE", "HW",
            "enum_choice", "max_pixels_option", "batch_options", "overwrite_option",
-           "existing_file", "refuse_existing", "error", "warn",
+           "existing_file", "refuse_existing", "check_destinations", "error", "warn",
            "refuse_clobbering_input", "BatchProgress", "spinner_after", "describe_failure"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -265,6 +265,35 @@ def refuse_existing(paths: Iterable[str | None], overwrite: bool, hint: str = ""
         if existing_file(path):
             raise FileAccessError(f"{path}: exists; upconv replaces a file only with "
                                   f"-y/--overwrite{hint}")
+
+
+def check_destinations(outputs: Iterable[str | None], inputs: Iterable[str | None],
+                       overwrite: bool, hint: str = "") -> None:
+    """Check every file a run will write before any work, so that a refused run writes nothing.
+
+    Each output (``None`` and ``"-"`` left out) must not be one of the inputs, nor
+    another output, must go into a folder that exists, and must not replace a
+    file that exists unless ``overwrite`` (see :func:`refuse_existing`).
+    """
+    targets = [path for path in outputs if path not in (None, "-")]
+    sources = [path for path in inputs if path not in (None, "-")]
+    seen: dict[str, str] = {}
+    for path in targets:
+        for source in sources:
+            refuse_clobbering_input(source, path)
+        real = os.path.realpath(path)
+        if real in seen:
+            raise BadInputError(f"{seen[real]} and {path} are the same file; give each "
+                                "output its own name")
+        seen[real] = path
+        folder = os.path.dirname(real) or "."
+        if not os.path.isdir(folder):
+            shown = os.path.dirname(path) or "."
+            if os.path.exists(folder):
+                raise FileAccessError(f"{path}: cannot write there ({shown!r} is not a folder)")
+            raise FileAccessError(f"{path}: folder {shown!r} does not exist")
+    refuse_existing(targets[:1], overwrite, hint)
+    refuse_existing(targets[1:], overwrite)
 
 
 def refuse_clobbering_input(input_path: str, output_path: str) -> None:

@@ -14,7 +14,14 @@ from ..fileio import write_output
 from ..kernel_files import resolve_kernel
 from ..kernels import conv_matrix, conv_output_shape
 from ..report import kernel_summary
-from .common import CONTEXT, FILE_COMMAND_EPILOG, HW, STRIDE, overwrite_option, refuse_existing
+from .common import (
+    CONTEXT,
+    FILE_COMMAND_EPILOG,
+    HW,
+    STRIDE,
+    check_destinations,
+    overwrite_option,
+)
 
 
 @click.group("kernel", context_settings=CONTEXT)
@@ -78,7 +85,7 @@ def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, pa
     """
     height, width = input_size
     if out_path:
-        refuse_existing([out_path, _transpose_path(out_path)], overwrite)
+        check_destinations([out_path, _transpose_path(out_path)], [spec], overwrite)
     # A built-in is made for the stride asked (2 when that is 1 or not given).
     kernel = resolve_kernel(spec, None, builtin_stride=max(2, stride or 2),
                             require_stride=False)

@@ -27,13 +27,12 @@ from .common import (
     SIZE,
     BatchProgress,
     batch_options,
+    check_destinations,
     describe_failure,
     enum_choice,
     existing_file,
     max_pixels_option,
     overwrite_option,
-    refuse_clobbering_input,
-    refuse_existing,
     spinner_after,
     warn,
 )
@@ -190,9 +189,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                      overwrite)
         return
     input_path, output_path = paths
-    refuse_clobbering_input(input_path, output_path)
-    refuse_existing([output_path], overwrite, " (to scale several files, give -o DIR)")
-    refuse_existing([report_path], overwrite)
+    check_destinations([output_path, report_path], [input_path], overwrite,
+                       " (to scale several files, give -o DIR)")
     if dask_address is not None:  # the tiles of a streamed .npy; workers have their own cwd
         settings = with_dask(settings, dask_address)
         input_path, output_path = (os.path.abspath(p) if p != "-" else p
@@ -241,8 +239,9 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
         raise FileAccessError(f"{replaced[0]}: exists ({len(replaced)} of the outputs do); "
                               "give --skip-existing to keep them or -y/--overwrite to "
                               "replace them")
-    if not skip_existing:  # resuming appends to the report; otherwise it is a new file
-        refuse_existing([report_path], overwrite)
+    # The report file is checked against every input; resuming appends to it.
+    check_destinations([report_path], [job.input for job in planned],
+                       overwrite or skip_existing)
     try:
         os.makedirs(output_dir, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

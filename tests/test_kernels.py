@@ -316,3 +316,25 @@ def test_a_kernel_that_brightens_is_warned_about_everywhere(tmp_path, capsys):
     assert run(["scale", str(tmp_path / "flat.npy"), str(tmp_path / "ok.npy"), "-m",
                 "transpose", "-k", "bilinear", "-f", "2"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"stride": 2, "weights": [[true, false], [1, 1]]}', "array of numbers"),
+    ('{"stride": 2, "weights": [["1", 1], [1, 1]]}', "array of numbers"),
+    ('{"stride": "2", "weights": [[1, 1], [1, 1]]}', '"stride" must be a whole number'),
+    ('{"stride": true, "weights": [[1, 1], [1, 1]]}', '"stride" must be a whole number'),
+    ('{"stride": 2, "alignment": "pytorch", "padding": "1", "weights": [[1, 1], [1, 1]]}',
+     '"padding" must be a whole number'),
+])
+def test_kernel_json_is_strict(tmp_path, text, fragment):
+    path = tmp_path / "k.json"
+    path.write_text(text)
+    with pytest.raises(upconv.UpconvError, match=fragment):
+        Kernel.load(path)
+
+
+def test_semicolons_are_not_kernel_text_separators(tmp_path):
+    path = tmp_path / "k.txt"
+    path.write_text("1;2\n3;4\n")
+    with pytest.raises(upconv.UpconvError, match="line 1: ';' is not a separator"):
+        Kernel.load(path)

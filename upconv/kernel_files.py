@@ -136,8 +136,11 @@ def _load_text(data: bytes, name: str) -> np.ndarray:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        if "," in line or ";" in line:
-            cells = [c.strip() for c in line.replace(";", ",").split(",")]
+        if ";" in line:
+            raise BadInputError(f"{name}: line {number}: ';' is not a separator; separate "
+                                "numbers by spaces or commas")
+        if "," in line:
+            cells = [c.strip() for c in line.split(",")]
         else:
             cells = line.split()
         for cell in cells:
@@ -165,6 +168,18 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _is_json_number(value: object) -> bool:
+    """A JSON number: int or float, not a boolean (which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _only_numbers(value: object, depth: int = 0) -> bool:
+    """Whether nested lists hold only JSON numbers."""
+    if isinstance(value, list):
+        return depth < 8 and all(_only_numbers(item, depth + 1) for item in value)
+    return _is_json_number(value)
+
+
 def _from_json(data: bytes, name: str) -> Kernel:
     try:
         document = json.loads(data)
@@ -172,9 +187,17 @@ def _from_json(data: bytes, name: str) -> Kernel:
         raise BadInputError(f"{name}: not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(document, dict) or "weights" not in document:
         raise BadInputError(f"{name}: a kernel .json needs an object with \"weights\"")
+    if not _only_numbers(document["weights"]):
+        raise BadInputError(f"{name}: \"weights\" must be an array of numbers (not true, "
+                            "false, strings or null)")
+    for key in ("stride", "padding"):
+        value = document.get(key)
+        values = value if isinstance(value, list) else [value]
+        if value is not None and not all(_is_json_number(v) for v in values):
+            raise BadInputError(f"{name}: \"{key}\" must be a whole number, not {value!r}")
     try:
         weights = np.array(document["weights"], dtype=np.float64)
-    except (ValueError, TypeError, RecursionError):
+    except (ValueError, TypeError, RecursionError, OverflowError):
         raise BadInputError(f"{name}: \"weights\" must be a rectangular array of numbers "
                           "(ragged rows or non-numeric cells)") from None
     alignment = document.get("alignment")

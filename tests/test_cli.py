@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import sys
@@ -353,3 +354,52 @@ def test_debug_shows_a_traceback(tmp_path, capsys):
     status, err = upconv_cli("--debug", "scale", tmp_path / "nope.png", tmp_path / "o.png",
                              "-f", "2", capsys=capsys)
     assert status == 1 and "Traceback" in err
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    """SIGTERM mid-batch: exit 143, a one-line message, whole outputs only, no temporary files.
+
+    The signal is sent once the first output exists (an event, not a delay); the batch has
+    many more files to go.
+    """
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(40):
+        shutil.copy(SAMPLES / "coffee.png", folder / f"c{index:02d}.png")
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "upconv", "scale", str(folder), "-o",
+                                str(out), "-f", "3", "--jobs", "1", "--quiet"],
+                               stderr=subprocess.PIPE, text=True)
+    while process.poll() is None and not (out.exists() and any(out.glob("*.png"))):
+        time.sleep(0.01)  # polling for the event; the outcome does not depend on timing
+    process.send_signal(signal.SIGTERM)
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "upconv: error: terminated"
+    assert not list(out.glob(".*.part"))
+    outputs = sorted(out.glob("*.png"))
+    assert 1 <= len(outputs) < 40
+    expected = load_image(str(outputs[0])).samples.shape
+    assert all(load_image(str(path)).samples.shape == expected for path in outputs)
+
+
+def test_library_warnings_become_one_upconv_line_each(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    import upconv.pipeline
+
+    real = upconv.pipeline.load_image
+
+    def warning_loader(*args, **kwargs):
+        warnings.warn("Corrupt EXIF data.  Expecting to read 12 bytes but only got 2.",
+                      UserWarning, stacklevel=1)
+        warnings.warn("Corrupt EXIF data.  Expecting to read 12 bytes but only got 2.",
+                      UserWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(upconv.pipeline, "load_image", warning_loader)
+    status, err = upconv_cli("scale", PHOTO, tmp_path / "o.png", "-f", "2", "--quiet",
+                             capsys=capsys)
+    assert status == 0
+    assert err == ("upconv: warning: Corrupt EXIF data. Expecting to read 12 bytes but only "
+                   "got 2.\n")

@@ -71,8 +71,8 @@ def test_help_texts_keep_their_layout_and_list_their_own_exit_statuses(command, 
     assert "Examples:\n    upconv" in text  # the examples are not re-wrapped
     statuses = [line.split()[0] for line in text.split("Exit status:")[1].splitlines()
                 if line.strip()]
-    assert statuses == (["0", "1", "2", "3", "130", "141"] if command == ["report"]
-                        else ["0", "1", "2", "130", "141"])
+    assert statuses == (["0", "1", "2", "3", "130", "141", "143"] if command == ["report"]
+                        else ["0", "1", "2", "130", "141", "143"])
 
 
 def test_the_whole_exit_status_table_is_under_upconv_help(capsys):

@@ -338,3 +338,10 @@ def test_semicolons_are_not_kernel_text_separators(tmp_path):
     path.write_text("1;2\n3;4\n")
     with pytest.raises(upconv.UpconvError, match="line 1: ';' is not a separator"):
         Kernel.load(path)
+
+
+def test_a_huge_integer_in_kernel_json_names_the_file(tmp_path):
+    path = tmp_path / "k.json"
+    path.write_text('{"stride": 2, "weights": [[' + "9" * 5000 + ', 1], [1, 1]]}')
+    with pytest.raises(upconv.UpconvError, match="k.json: not valid JSON"):
+        Kernel.load(path)

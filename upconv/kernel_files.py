@@ -183,7 +183,7 @@ def _only_numbers(value: object, depth: int = 0) -> bool:
 def _from_json(data: bytes, name: str) -> Kernel:
     try:
         document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge integers
         raise BadInputError(f"{name}: not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(document, dict) or "weights" not in document:
         raise BadInputError(f"{name}: a kernel .json needs an object with \"weights\"")

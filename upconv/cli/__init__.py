@@ -13,14 +13,18 @@ and prints what comes back. :func:`run` maps every outcome to an exit status:
 3     ``upconv report``: the checkerboard score is above --fail-above
 130   interrupted (Ctrl-C); no partial output is left behind
 141   standard output was closed early (e.g. piped into ``head``)
+143   terminated (SIGTERM); cleaned up as after Ctrl-C
 ====  ==========================================================
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
+import warnings
 
 import click
 
@@ -33,8 +37,10 @@ from .common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     error,
+    warn,
 )
 from .fit import degrade_command, fit_command
 from .kernel import kernel_group
@@ -67,10 +73,19 @@ def run(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     if debug:
         args = ["--debug"] + [a for a in args if a != "--debug"]
+    previous = _on_sigterm_raise()
     try:
-        status = main.main(args=args, prog_name="upconv", standalone_mode=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                status = main.main(args=args, prog_name="upconv", standalone_mode=False)
+            finally:
+                _report_warnings(caught)
         if isinstance(status, int):  # click returns the code of a click.exceptions.Exit
             return status
+    except Terminated:
+        error("terminated")
+        return EXIT_TERMINATED
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -106,7 +121,35 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
         return EXIT_FAILURE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return EXIT_OK
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C (temporary files are removed on the way)."""
+
+
+def _on_sigterm_raise():
+    """Make SIGTERM raise :class:`Terminated` in the main thread; the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def _report_warnings(caught: list) -> None:
+    """Library warnings (Pillow's "Corrupt EXIF data", ...) as one upconv line each."""
+    seen = set()
+    for item in caught:
+        message = " ".join(str(item.message).split())
+        if message not in seen:
+            seen.add(message)
+            warn(message)
 
 
 def _silence_stdout() -> None:

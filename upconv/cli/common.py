@@ -26,7 +26,8 @@ from ..scaling import stride_from_factor
 
 __all__ = ["CONTEXT", "EPILOG", "FILE_COMMAND_EPILOG", "REPORT_EPILOG", "epilog",
            "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_ABOVE",
-           "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "FACTOR", "SIZE", "STRIDE", "HW",
+           "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "EXIT_TERMINATED", "FACTOR", "SIZE",
+           "STRIDE", "HW",
            "enum_choice", "max_pixels_option", "batch_options", "overwrite_option",
            "existing_file", "refuse_existing", "check_destinations", "error", "warn",
            "refuse_clobbering_input", "BatchProgress", "spinner_after", "describe_failure"]
@@ -34,7 +35,7 @@ __all__ = ["CONTEXT", "EPILOG", "FILE_COMMAND_EPILOG", "REPORT_EPILOG", "epilog"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 #: ``upconv report``: the checkerboard score is above ``--fail-above``.
 EXIT_ABOVE = 3
-EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143
 
 #: What each exit status means, for the help texts.
 EXIT_MEANINGS = {
@@ -44,6 +45,7 @@ EXIT_MEANINGS = {
     EXIT_ABOVE: "the checkerboard score is above --fail-above",
     EXIT_INTERRUPTED: "interrupted by Ctrl-C (no partial output is left)",
     EXIT_BROKEN_PIPE: "standard output closed early (e.g. piped into head)",
+    EXIT_TERMINATED: "terminated by SIGTERM (cleaned up as after Ctrl-C)",
 }
 
 
@@ -64,15 +66,15 @@ def epilog(*statuses: int) -> str:
 
 
 #: The whole table, once, under ``upconv --help`` (status 3 is ``upconv report``'s).
-EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE
-                ).replace("\n  130", f"\n  {EXIT_ABOVE}    report: {EXIT_MEANINGS[EXIT_ABOVE]}"
-                          "\n  130")
+EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE,
+                EXIT_TERMINATED).replace(
+    "\n  130", f"\n  {EXIT_ABOVE}    report: {EXIT_MEANINGS[EXIT_ABOVE]}\n  130")
 #: The statuses of a command that reads and writes files (and may write to stdout).
 FILE_COMMAND_EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED,
-                             EXIT_BROKEN_PIPE)
+                             EXIT_BROKEN_PIPE, EXIT_TERMINATED)
 #: ``upconv report``'s: the file command's, plus the --fail-above gate.
 REPORT_EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ABOVE, EXIT_INTERRUPTED,
-                       EXIT_BROKEN_PIPE)
+                       EXIT_BROKEN_PIPE, EXIT_TERMINATED)
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

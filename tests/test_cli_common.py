@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from conftest import SAMPLES
@@ -87,3 +89,30 @@ def test_the_whole_exit_status_table_is_under_upconv_help(capsys):
 def test_standard_output_without_a_format_is_a_usage_error(command, capsys):
     assert run(command) == 2
     assert "needs --format" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fit, expected", [(None, (1080, 1080)), ("inside", (1080, 1080)),
+                                           ("cover", (1920, 1920)), ("fill", (1080, 1920))])
+def test_size_keeps_the_aspect_ratio_as_imagemagick_does(tmp_path, fit, expected):
+    """camera.png is square: 1920x1080 fits it inside by default, not stretched."""
+    out = tmp_path / "o.npy"
+    args = ["scale", PHOTO, str(out), "--size", "1920x1080", "-m", "bilinear", "--quiet"]
+    assert run(args + (["--fit", fit] if fit else [])) == 0
+    assert np.load(out).shape[:2] == expected
+
+
+def test_the_default_batch_name_for_a_size_is_readable(tmp_path):
+    assert run(["scale", PHOTO, "-o", str(tmp_path), "--size", "1920x", "--quiet"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["camera_1920w.png"]
+
+
+def test_the_name_collision_hint_suggests_a_field_that_works(tmp_path, capsys):
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(PHOTO, tmp_path / folder / "a.png")
+    inputs = [str(tmp_path / "one" / "a.png"), str(tmp_path / "two" / "a.png")]
+    assert run(["scale", *inputs, "-o", str(tmp_path / "out"), "-f", "2"]) == 1
+    assert "add {parent}" in capsys.readouterr().err
+    assert run(["scale", *inputs, "-o", str(tmp_path / "out"), "-f", "2", "--quiet",
+                "--name", "{parent}_{stem}.{ext}"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one_a.png", "two_a.png"]

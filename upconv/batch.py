@@ -32,7 +32,7 @@ __all__ = ["Job", "Outcome", "check_template", "expand_inputs", "plan_outputs", 
 IMAGE_SUFFIXES = tuple(sorted({suffix for _, suffixes, *_ in FORMATS.values()
                                for suffix in suffixes} | {".pbm", ".gif"}))
 
-TEMPLATE_FIELDS = ("stem", "ext", "factor", "method", "name")
+TEMPLATE_FIELDS = ("stem", "ext", "factor", "size", "method", "name", "parent")
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
         source = Path(path)
         ext = fmt_suffix or source.suffix.lstrip(".").lower() or "png"
         name = template.format_map({**fields, "stem": source.stem, "ext": ext,
-                                    "name": source.name})
+                                    "name": source.name,
+                                    "parent": source.resolve().parent.name})
         planned.append((path, str(Path(folder) / relative / name)))
     # A file that another input's output would be is a product of this batch, not an input.
     makers = {os.path.realpath(output): os.path.realpath(path) for path, output in planned}
@@ -106,17 +107,31 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
             raise BadInputError(f"{output}: would overwrite an input of this batch; change --name "
                               "or the output folder")
         if real in seen:
-            raise BadInputError(f"{seen[real]} and {path} would both write {output}; change "
-                              "--name (e.g. add {ext})")
+            field = _telling_field(seen[real], path)
+            hint = (f"change --name (add {field}, which tells them apart)" if field else
+                    "scale them into different output folders")
+            raise BadInputError(f"{seen[real]} and {path} would both write {output}; {hint}")
         seen[real] = path
         jobs.append(Job(path, output))
     return jobs
 
 
+def _telling_field(first: str, second: str) -> str | None:
+    """A --name field whose values differ for two inputs, or None."""
+    a, b = Path(first), Path(second)
+    if a.stem != b.stem:
+        return "{stem}"
+    if a.suffix.lower() != b.suffix.lower():
+        return "{ext}"
+    if a.resolve().parent.name != b.resolve().parent.name:
+        return "{parent}"
+    return None
+
+
 def check_template(template: str) -> None:
     """Refuse a --name template that upconv cannot fill, or that leaves the output folder."""
-    sample = {"stem": "photo", "ext": "png", "factor": "2", "method": "bicubic",
-              "name": "photo.png"}
+    sample = {"stem": "photo", "ext": "png", "factor": "2", "size": "1920w",
+              "method": "bicubic", "name": "photo.png", "parent": "photos"}
     try:
         names = [field for _, field, _, _ in string.Formatter().parse(template)
                  if field is not None]

@@ -54,6 +54,8 @@ class ScaleSettings:
     method: Method = Method.BICUBIC
     factor: tuple[float, float] | None = None
     size: tuple[int | None, int | None] | None = None
+    #: how a size of both sides is met: "fill" (exactly), "inside" or "cover" (keep aspect)
+    fit: str = "fill"
     boundary: str | None = None
     kernel_spec: str | None = None
     padding: int | None = None
@@ -126,7 +128,7 @@ def _plan_job(settings: ScaleSettings, shape: tuple[int, ...], fmt: str,
         output_shape=settings.size, kernel=resolve_settings_kernel(settings),
         padding=settings.padding, output_padding=settings.output_padding,
         post_kernel=settings.post_kernel, alpha=channels in (2, 4),
-        linear_light=settings.linear_light, threads=settings.threads)
+        linear_light=settings.linear_light, threads=settings.threads, fit=settings.fit)
     out_h, out_w = plan.shape
     # A streamed .npy never sits in memory: only a --max-pixels the user gave limits it.
     if (settings.max_pixels_given or not streamed) and out_h * out_w > settings.max_pixels:

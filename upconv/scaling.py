@@ -27,7 +27,7 @@ from .options import MAX_SIDE, Boundary, choice
 from .polyphase import default_threads
 from .transpose import TransposeGeometry, apply_transpose, output_geometry, post_convolve
 
-__all__ = ["scale", "output_shape_for", "stride_from_factor", "Resampling",
+__all__ = ["scale", "output_shape_for", "FITS", "stride_from_factor", "Resampling",
            "plan_resampling", "resample"]
 
 
@@ -41,16 +41,28 @@ def _positive_factor(value: float, axis: str) -> float:
     return f
 
 
+#: How a target of both sides is met: exactly (``fill``), or keeping the aspect ratio
+#: inside it (``inside``, ImageMagick's ``-resize WxH``) or covering it (``cover``, ``WxH^``).
+FITS = ("fill", "inside", "cover")
+
+
 def output_shape_for(shape: tuple[int, int], factor: float | tuple[float, float] | None = None,
                      output_shape: tuple[int | None, int | None] | None = None,
-                     ) -> tuple[int, int]:
+                     fit: str = "fill") -> tuple[int, int]:
     """The (height, width) that a factor or a (partial) target shape gives.
 
     Sizes follow ``scipy.ndimage.zoom``: ``round(n * factor)``. A target shape
-    with one side ``None`` keeps the aspect ratio.
+    with one side ``None`` keeps the aspect ratio; with both sides, ``fit``
+    says how it is met: ``"fill"`` exactly (the aspect ratio may change),
+    ``"inside"`` the largest size with the input's aspect ratio that fits in
+    it, ``"cover"`` the smallest that covers it.
 
     Examples
     --------
+    >>> output_shape_for((512, 512), output_shape=(1080, 1920), fit="inside")
+    (1080, 1080)
+    >>> output_shape_for((512, 512), output_shape=(1080, 1920), fit="cover")
+    (1920, 1920)
     >>> output_shape_for((300, 451), 2)
     (600, 902)
     >>> output_shape_for((300, 451), (2, 1.5))
@@ -79,6 +91,14 @@ def output_shape_for(shape: tuple[int, int], factor: float | tuple[float, float]
         if max(new_h or 0, new_w or 0) > MAX_SIDE:
             raise BadInputError(f"output size {new_w}x{new_h} has a side longer than "
                               f"{MAX_SIDE} pixels")
+        if fit not in FITS:
+            raise BadInputError(f"unknown fit {fit!r}; use one of {', '.join(FITS)}")
+        if new_h is not None and new_w is not None and fit != "fill":
+            by_width = new_w / width <= new_h / height  # the width binds, inside
+            if by_width == (fit == "inside"):
+                new_h = None
+            else:
+                new_w = None
         if new_h is None:
             new_h = int(round(height * new_w / width))
         if new_w is None:
@@ -98,7 +118,7 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
           output_padding: int | tuple[int, int] = 0,
           post_kernel: np.ndarray | str | Path | None = None,
           alpha: bool = False, linear_light: bool = False,
-          threads: int | None = None) -> np.ndarray:
+          threads: int | None = None, fit: str = "fill") -> np.ndarray:
     """Upsample an image by interpolation or by a transposed convolution.
 
     Parameters
@@ -142,6 +162,9 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
         Neither option changes nearest-neighbour results.
     threads : int, optional
         Worker threads (default: the CPUs available).
+    fit : {"fill", "inside", "cover"}
+        How an ``output_shape`` with both sides is met: exactly, or keeping the
+        aspect ratio inside or covering it (see :func:`output_shape_for`).
 
     Returns
     -------
@@ -171,7 +194,7 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
     plan = plan_resampling(img3.shape, factor, method, boundary, output_shape=output_shape,
                            kernel=kernel, padding=padding, output_padding=output_padding,
                            post_kernel=post_kernel, alpha=alpha, linear_light=linear_light,
-                           threads=threads)
+                           threads=threads, fit=fit)
     if plan.method is not Method.NEAREST:
         if not np.issubdtype(img3.dtype, np.floating):
             raise BadInputError(f"{plan.method.value} needs a float image (values in [0, 1]), "
@@ -251,7 +274,7 @@ def plan_resampling(shape: tuple[int, ...], factor: float | tuple[float, float] 
                     output_padding: int | tuple[int, int] = 0,
                     post_kernel: np.ndarray | str | Path | None = None,
                     alpha: bool = False, linear_light: bool = False,
-                    threads: int | None = None) -> Resampling:
+                    threads: int | None = None, fit: str = "fill") -> Resampling:
     """Settle how an image of ``shape`` (H, W, C) is resampled; the options are :func:`scale`'s.
 
     The kernel is resolved and fitted to the channels, the output size and the
@@ -276,7 +299,7 @@ def plan_resampling(shape: tuple[int, ...], factor: float | tuple[float, float] 
                             ("post_kernel", post_kernel)):
             if value is not None:
                 raise BadInputError(f"{name} is for method='transpose' only")
-        out_shape = output_shape_for((height, width), factor, output_shape)
+        out_shape = output_shape_for((height, width), factor, output_shape, fit)
         boundary = choice(boundary if boundary is not None else Boundary.EDGE, Boundary,
                           "boundary")
         if factor is not None:

@@ -18,7 +18,7 @@ from ..options import Boundary
 from ..pipeline import ScaleSettings, resolve_settings_kernel, scale_file, scale_job, with_dask
 from ..polyphase import default_threads
 from ..report import Report
-from ..scaling import stride_from_factor
+from ..scaling import FITS, stride_from_factor
 from .common import (
     CONTEXT,
     EXIT_FAILURE,
@@ -49,6 +49,10 @@ from .common import (
                    "integer stride (optional when the kernel file states it).")
 @click.option("-s", "--size", type=SIZE, metavar="WxH",
               help="Output size; leave a side out (1920x, x1080) to keep the aspect ratio.")
+@click.option("--fit", type=click.Choice(FITS, case_sensitive=False), default="inside",
+              show_default=True,
+              help="With --size WxH: keep the aspect ratio inside the box (as ImageMagick and "
+                   "libvips do), cover it, or fill it exactly (stretching).")
 @click.option("-b", "--boundary", type=enum_choice(Boundary), default=None,
               help="How the image is extended past its border. [default: edge; zero with "
                    "--padding; a fitted kernel's own]")
@@ -82,8 +86,10 @@ from .common import (
                    "in a batch, one JSON line per image.")
 @click.option("-o", "--output-dir", "output_dir", metavar="DIR",
               help="Batch: write every INPUT (files or folders) into DIR.")
-@click.option("--name", "name_template", default="{stem}_x{factor}.{ext}", show_default=True,
-              help="Batch: output file name; fields {stem}, {ext}, {factor}, {method}, {name}.")
+@click.option("--name", "name_template", default=None, metavar="TEMPLATE",
+              help="Batch: output file name; fields {stem}, {ext}, {factor}, {size}, {method}, "
+                   "{name}, {parent}. [default: {stem}_x{factor}.{ext}, or {stem}_{size}.{ext} "
+                   "with --size]")
 @batch_options("Batch")
 @click.option("--skip-existing", is_flag=True,
               help="Batch: skip inputs whose output exists (resume a stopped batch).")
@@ -97,11 +103,11 @@ from .common import (
 @click.pass_context
 def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                   factor: tuple[float, float] | None, size: tuple[int | None, int | None] | None,
-                  boundary: str | None, kernel_spec: str | None, padding: int | None,
+                  fit: str, boundary: str | None, kernel_spec: str | None, padding: int | None,
                   output_padding: int, post_kernel: str | None, linear_light: bool,
                   format_name: str | None, quality: int | None, max_pixels: int,
                   threads: int | None, tile: int | None, report_path: str | None,
-                  output_dir: str | None, name_template: str, recursive: bool,
+                  output_dir: str | None, name_template: str | None, recursive: bool,
                   jobs: int | None, skip_existing: bool, fail_fast: bool,
                   dask_address: str | None, quiet: bool, overwrite: bool) -> None:
     """Upsample INPUT into OUTPUT ('-' for standard input or output), or many files.
@@ -170,7 +176,7 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         except UpconvError as exc:  # a bad option value is a usage error, like a bad --method
             raise click.BadParameter(str(exc), param_hint="--format") from None
     settings = ScaleSettings(
-        method=chosen, factor=factor, size=size, boundary=boundary,
+        method=chosen, factor=factor, size=size, fit=fit.lower(), boundary=boundary,
         kernel_spec=kernel_spec, padding=padding, output_padding=output_padding,
         post_kernel=post_kernel, linear_light=linear_light, format_name=format_name,
         quality=quality, max_pixels=max_pixels, threads=threads, tile=tile,
@@ -180,11 +186,14 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
     kernel = resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
     if batch:
         try:
+            name_template = name_template or ("{stem}_{size}.{ext}" if size is not None
+                                              else "{stem}_x{factor}.{ext}")
             check_template(name_template)
         except UpconvError as exc:
             raise click.BadParameter(str(exc), param_hint="--name") from None
-        factor_field = _factor_field(factor, size) or str(kernel.stride if kernel else "")
-        _scale_batch(paths, output_dir, settings, name_template, factor_field, recursive,
+        fields = {"factor": _factor_field(factor, size) or str(kernel.stride if kernel else ""),
+                  "size": _size_field(size), "method": settings.method.value}
+        _scale_batch(paths, output_dir, settings, name_template, fields, recursive,
                      skip_existing, fail_fast, jobs, dask_address, report_path, quiet,
                      overwrite)
         return
@@ -205,6 +214,18 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         click.echo(f"upconv: {result.summary()}", err=True)
 
 
+def _size_field(size: tuple[int | None, int | None] | None) -> str:
+    """``--size`` for the ``{size}`` field: "1920w", "1080h" or "1920x1080" ("" without)."""
+    if size is None:
+        return ""
+    height, width = size
+    if height is None:
+        return f"{width}w"
+    if width is None:
+        return f"{height}h"
+    return f"{width}x{height}"
+
+
 def _factor_field(factor: tuple[float, float] | None,
                   size: tuple[int | None, int | None] | None) -> str:
     """``--factor`` or ``--size`` as text for the ``{factor}`` field: "2", "1.5x2", "1920x"."""
@@ -218,13 +239,13 @@ def _factor_field(factor: tuple[float, float] | None,
 
 
 def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSettings,
-                 template: str, factor_field: str, recursive: bool, skip_existing: bool,
+                 template: str, fields: dict[str, str], recursive: bool, skip_existing: bool,
                  fail_fast: bool, jobs: int | None, dask_address: str | None,
                  report_path: str | None, quiet: bool, overwrite: bool) -> None:
     fmt_suffix = FORMATS[format_for("-", settings.format_name)][1][0].lstrip(".") \
         if settings.format_name else None
     planned = plan_outputs(expand_inputs(paths, recursive), output_dir, template,
-                           {"factor": factor_field, "method": settings.method.value},
+                           fields,
                            fmt_suffix)
     if not planned:
         raise BadInputError(f"no image files in {', '.join(paths)}")

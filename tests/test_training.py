@@ -101,3 +101,31 @@ def test_validation_warnings_reach_the_notes(tmp_path, rng):
                        str(tmp_path / "k.json"), FitSettings(size=4),
                        validation=[(str(tmp_path / "low_rgba.npy"), str(tmp_path / "high.npy"))])
     assert any("low_rgba.npy: alpha channel ignored" in note for note in result.notes)
+
+
+def test_pairs_are_alternating_or_halves_as_the_sizes_say(tmp_path):
+    from upconv.training import pair_inputs
+
+    for name, shape in (("low1", (8, 9)), ("low2", (10, 11)), ("high1", (16, 18)),
+                        ("high2", (20, 22))):
+        np.save(tmp_path / f"{name}.npy", np.zeros(shape))
+    low1, low2, high1, high2 = (str(tmp_path / f"{n}.npy")
+                                for n in ("low1", "low2", "high1", "high2"))
+    assert pair_inputs([low1, high1, low2, high2]) == [(low1, high1), (low2, high2)]
+    assert pair_inputs([low1, low2, high1, high2]) == [(low1, high1), (low2, high2)]
+    # Neither layout pairs them: kept alternating, for fitting to say which pair fails.
+    assert pair_inputs([high1, low1, high2, low2]) == [(high1, low1), (high2, low2)]
+    with pytest.raises(upconv.UpconvError, match="no such file"):
+        pair_inputs([low1, low2, high1, str(tmp_path / "missing.png")])
+
+
+def test_fit_takes_a_shell_glob_of_lows_then_highs(tmp_path, rng):
+    truth = Kernel(rng.standard_normal((4, 4)), stride=2)
+    lows = [rng.random((16, 18, 3)) for _ in range(2)]
+    for index, low in enumerate(lows, 1):
+        np.save(tmp_path / f"low{index}.npy", low)
+        np.save(tmp_path / f"high{index}.npy", upconv.transposed_conv(low, truth))
+    paths = [str(tmp_path / name) for name in ("low1.npy", "low2.npy", "high1.npy",
+                                                "high2.npy")]
+    result = fit_files(paths, str(tmp_path / "k.json"), FitSettings(size=4))
+    np.testing.assert_allclose(result.kernel.weights, truth.weights, atol=1e-9)

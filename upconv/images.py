@@ -20,12 +20,12 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import BadInputError, UpconvError
 from .fileio import read_bytes, write_output
-from .npy import NPY_MAGIC, check_npy_image, npy_samples, read_npy_header
+from .npy import NPY_MAGIC, NpyFile, check_npy_image, npy_samples, read_npy_header
 from .png16 import is_16bit_colour_png, read_png16, write_png16
 from .samples import convert_samples, to_float
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "load_image", "save_image",
-           "format_for", "check_writable", "with_samples", "is_npy_file"]
+           "format_for", "check_writable", "with_samples", "is_npy_file", "image_shape"]
 
 #: Default limit on the pixels of an input or output image (16384 x 16384).
 DEFAULT_MAX_PIXELS = 2 ** 28
@@ -108,6 +108,26 @@ def _load_npy(data: bytes, name: str, max_pixels: int) -> Picture:
     was_2d = array.ndim == 2
     samples = npy_samples(array[:, :, None] if was_2d else array, name)
     return Picture(np.ascontiguousarray(samples), was_2d=was_2d)
+
+
+def image_shape(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """The (height, width) of an image file, from its header (nothing is decoded).
+
+    Standard input (``"-"``) cannot be read twice: it gives (0, 0).
+    """
+    if path == "-":
+        return 0, 0
+    if is_npy_file(path):
+        header = NpyFile.open(path)
+        return (int(header.shape[0]), int(header.shape[1])) if len(header.shape) >= 2 else (0, 0)
+    try:
+        with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.height, image.width
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        picture = load_image(path, max_pixels)  # the one-line error that names the problem
+        return picture.samples.shape[0], picture.samples.shape[1]
 
 
 def is_npy_file(path: str) -> bool:

@@ -20,14 +20,23 @@ from .colour import premultiply, unpremultiply
 from .degrade import Degradation, degrade
 from .errors import BadInputError, UpconvError
 from .fit import fit_kernel, pair_factor
-from .images import DEFAULT_MAX_PIXELS, Picture, format_for, load_image, save_image, with_samples
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    Picture,
+    format_for,
+    image_shape,
+    load_image,
+    save_image,
+    with_samples,
+)
 from .kernel_files import KERNEL_SUFFIXES, save_kernel
 from .kernels import Kernel
 from .metrics import psnr
 from .samples import from_float, to_float
 from .scaling import scale
 
-__all__ = ["FitSettings", "FitResult", "fit_files", "validate_kernel", "degrade_picture",
+__all__ = ["FitSettings", "FitResult", "fit_files", "pair_inputs", "validate_kernel",
+           "degrade_picture",
            "degrade_file", "kernel_suffix"]
 
 
@@ -102,7 +111,7 @@ def fit_files(inputs: Sequence[str], output_path: str, settings: FitSettings,
         factor = factor or 2
         names = [(f"{path} (degraded)", path) for path in inputs]
     else:
-        names = list(zip(inputs[0::2], inputs[1::2], strict=True))
+        names = pair_inputs(inputs, settings.max_pixels)
     kernel = fit_kernel(_training_pairs(names, factor, settings, notes), factor=factor,
                         size=settings.size, ridge=settings.ridge,
                         per_channel=settings.per_channel,
@@ -122,6 +131,34 @@ def fit_files(inputs: Sequence[str], output_path: str, settings: FitSettings,
                                  for low, high in validation]
     save_kernel(kernel, output_path)
     return FitResult(kernel, summary, notes)
+
+
+def pair_inputs(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS
+                ) -> list[tuple[str, str]]:
+    """Pair LOW and HIGH images: alternating (LOW1 HIGH1 LOW2 HIGH2), or halves (all LOWs,
+    then all HIGHs in the same order, as a shell expands ``low*.png high*.png``).
+
+    The layout is told from the images' sizes, read from their headers: each
+    HIGH is a whole factor times its LOW (up to ``s - 1`` pixels more). When
+    neither layout pairs every image, the alternating one is kept, and fitting
+    says which pair does not match.
+    """
+    alternating = [(paths[i], paths[i + 1]) for i in range(0, len(paths) - 1, 2)]
+    if len(paths) <= 2:
+        return alternating
+    sizes = {path: image_shape(path, max_pixels) for path in paths}
+    half = len(paths) // 2
+    halves = [(paths[i], paths[i + half]) for i in range(half)]
+
+    def pairs_up(pairs: list[tuple[str, str]]) -> bool:
+        for low, high in pairs:
+            try:
+                pair_factor(sizes[low], sizes[high])
+            except UpconvError:
+                return False
+        return True
+
+    return halves if not pairs_up(alternating) and pairs_up(halves) else alternating
 
 
 def _training_pairs(names: list[tuple[str, str]], factor: int | None, settings: FitSettings,

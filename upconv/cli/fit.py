@@ -59,7 +59,9 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
     """Fit a transposed-convolution kernel by least squares on LOW/HIGH pairs.
 
     The kernel minimises the summed squared error of upsampling each LOW
-    image into its HIGH image (all pairs pool their data). The factor comes
+    image into its HIGH image (all pairs pool their data). Pairs are given
+    as LOW1 HIGH1 LOW2 HIGH2 ..., or all LOWs then all HIGHs (as a shell
+    expands low*.png high*.png); the sizes tell which. The factor comes
     from the sizes; HIGH may be up to s - 1 pixels larger than s * LOW (the
     extra right and bottom pixels are cropped). With --degrade, every input
     is a HIGH image and its LOW is made by that downscaling.
@@ -68,7 +70,7 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
     Examples:
       upconv fit low.png high.png -o k.json
       upconv fit --degrade area a.png b.png c.png -o k.json --validate l.png h.png
-      upconv fit low*.png high*.png ... --checkerboard-free --ridge 1e-4 -o k.json
+      upconv fit low*.png high*.png --checkerboard-free --ridge 1e-4 -o k.json
     """
     try:
         kernel_suffix(output_path)

@@ -345,3 +345,36 @@ def test_a_huge_integer_in_kernel_json_names_the_file(tmp_path):
     path.write_text('{"stride": 2, "weights": [[' + "9" * 5000 + ', 1], [1, 1]]}')
     with pytest.raises(upconv.UpconvError, match="k.json: not valid JSON"):
         Kernel.load(path)
+
+
+@pytest.mark.parametrize("size, stride, padding, shape", [
+    ((3, 3), 1, 0, (4, 4)), ((3, 3), 2, 0, (7, 7)), ((4, 4), 2, 1, (8, 8)),
+    ((3, 3), 2, 0, (8, 7)), ((2, 3), 3, 2, (9, 10)), ((5, 5), 2, 4, (6, 6))])
+def test_zero_insertion_then_convolution_is_the_transposed_convolution(rng, size, stride,
+                                                                      padding, shape):
+    from scipy.signal import correlate2d
+
+    from upconv.cli.kernel import zero_inserted
+
+    weights = rng.standard_normal(size)
+    matrix = upconv.conv_matrix(weights, shape, stride, padding)
+    out_h = (shape[0] + 2 * padding - size[0]) // stride + 1
+    out_w = (shape[1] + 2 * padding - size[1]) // stride + 1
+    y = rng.standard_normal((out_h, out_w))
+    route = correlate2d(zero_inserted(y, stride, size, padding, shape), weights[::-1, ::-1],
+                        mode="valid")
+    np.testing.assert_allclose(route, (matrix.T @ y.ravel()).reshape(shape), atol=1e-12)
+
+
+def test_kernel_matrix_prints_the_products_a_student_checks(tmp_path, capsys):
+    (tmp_path / "k.txt").write_text("1 2 3\n4 5 6\n7 8 9\n")
+    x = " ".join(str(v) for v in range(1, 17))
+    assert run(["kernel", "matrix", str(tmp_path / "k.txt"), "--input-size", "4x4", "--x", x,
+                "--y", "1 0 0 2", "--zero-insertion"]) == 0
+    out = capsys.readouterr().out
+    assert "y00" in out and "x33" in out
+    # C @ x: (1*1 + 2*2 + 3*3 + 4*5 + 5*6 + 6*7 + 7*9 + 8*10 + 9*11) = 348 at y00
+    assert "348" in out and "their ordinary convolution, equal to C.T @ y" in out
+    assert run(["kernel", "matrix", str(tmp_path / "k.txt"), "--input-size", "4x4",
+                "--x", "1 2"]) == 2
+    assert "16" in capsys.readouterr().err

@@ -177,12 +177,18 @@ def _number(value: float) -> str:
     return "0" if value == 0 else f"{value:.4g}"
 
 
-def matrix_table(title: str, matrix: np.ndarray) -> Table:
-    table = Table(title=title, show_header=False, box=None, pad_edge=False)
-    for _ in range(matrix.shape[1]):
-        table.add_column(justify="right")
-    for row in matrix:
-        table.add_row(*[_number(v) if v != 0 else "." for v in row])
+def matrix_table(title: str, matrix: np.ndarray, rows: list[str] | None = None,
+                 columns: list[str] | None = None, zeros: str = ".") -> Table:
+    """A matrix as a table, zeros shown as ``zeros``; ``rows`` and ``columns`` label it."""
+    table = Table(title=title, show_header=columns is not None, box=None, pad_edge=False,
+                  padding=(0, 0, 0, 1))
+    if rows is not None:
+        table.add_column("", justify="right", style="dim")
+    for label in (columns if columns is not None else [""] * matrix.shape[1]):
+        table.add_column(label, justify="right")
+    for index, row in enumerate(np.atleast_2d(matrix)):
+        cells = [_number(v) if v != 0 else zeros for v in row]
+        table.add_row(*([rows[index]] if rows is not None else []), *cells)
     return table
 
 

@@ -8,6 +8,7 @@ import os
 
 import click
 import numpy as np
+from scipy.signal import correlate2d
 
 from ..errors import BadInputError
 from ..fileio import write_output
@@ -68,9 +69,19 @@ def kernel_show(spec: str, factor: int | None, as_json: bool) -> None:
               help="Zero padding of the convolution.")
 @click.option("--out", "out_path", metavar="FILE",
               help="Write C to FILE (.npy or .csv) and its transpose to FILE_T.")
+@click.option("--x", "x_values", metavar="NUMBERS",
+              help="An input, H*W numbers row by row ('1 2 3 ...'): print it and C @ x, the "
+                   "convolution.")
+@click.option("--y", "y_values", metavar="NUMBERS",
+              help="An output-sized input, row by row: print C.T @ y, the transposed "
+                   "convolution.")
+@click.option("--zero-insertion", is_flag=True,
+              help="With --y: also show the same result as zeros inserted into y and an "
+                   "ordinary convolution with the flipped kernel.")
 @overwrite_option
 def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, padding: int,
-                  out_path: str | None, overwrite: bool) -> None:
+                  out_path: str | None, x_values: str | None, y_values: str | None,
+                  zero_insertion: bool, overwrite: bool) -> None:
     """The convolution matrix C of a 2-D kernel, and its transpose.
 
     Convolution in the deep-learning sense (element-wise multiply and sum,
@@ -78,9 +89,17 @@ def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, pa
     C @ x.ravel() is the convolution of x and C.T @ y.ravel() the transposed
     convolution of y. For a 3x3 kernel on a 4x4 input at stride 1, C is 4x16.
 
+    With --x, the input x and C @ x are printed as grids; with --y, C.T @ y,
+    and with --zero-insertion the textbook route to it: y with s - 1 zeros
+    between its pixels (and K - 1 - P around), convolved with the kernel
+    turned by 180 degrees. Rows and columns of C are labelled with the output
+    pixel y(r,c) and input pixel x(r,c) they belong to.
+
     \b
     Examples:
       upconv kernel matrix k3x3.txt --input-size 4x4
+      upconv kernel matrix k3x3.txt --input-size 4x4 --x "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16"
+      upconv kernel matrix k3x3.txt --input-size 4x4 --y "1 2 3 4" --zero-insertion
       upconv kernel matrix bilinear --input-size 8x8 --stride 2 --padding 1 --out C.npy
     """
     height, width = input_size
@@ -108,12 +127,87 @@ def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, pa
     console = Console(highlight=False)
     console.print(f"C: {matrix.shape[0]} x {matrix.shape[1]} (rows: kernel placements; "
                   f"stride {stride}, padding {padding}); C.T: {matrix.shape[1]} x "
-                  f"{matrix.shape[0]}")
+                  f"{matrix.shape[0]}. Labels: yRC is output pixel (row R, column C) of the "
+                  "convolution, xRC input pixel (R, C).")
+    out_h = (height + 2 * padding - kernel.shape[0]) // stride + 1
+    out_w = (width + 2 * padding - kernel.shape[1]) // stride + 1
+    # Compact labels: yRC is output pixel (R, C), xRC input pixel (R, C).
+    y_labels = [_label("y", r, c, out_h, out_w) for r in range(out_h) for c in range(out_w)]
+    x_labels = [_label("x", r, c, height, width) for r in range(height) for c in range(width)]
     if matrix.shape[1] <= 36 and matrix.shape[0] <= 36:
-        console.print(matrix_table("C", matrix))
-        console.print(matrix_table("C.T", matrix.T))
+        console.print(matrix_table("C", matrix, y_labels, x_labels))
+        console.print(matrix_table("C.T", matrix.T, x_labels, y_labels))
     elif not out_path:
         console.print("too large to print; write it with --out FILE.npy")
+    if x_values is not None:
+        x = _numbers(x_values, height * width, "--x").reshape(height, width)
+        _show(console, "x", x)
+        _show(console, "C @ x, the convolution of x", (matrix @ x.ravel()).reshape(out_h, out_w))
+    if y_values is not None:
+        y = _numbers(y_values, out_h * out_w, "--y").reshape(out_h, out_w)
+        _show(console, "y", y)
+        result = (matrix.T @ y.ravel()).reshape(height, width)
+        _show(console, "C.T @ y, the transposed convolution of y", result)
+        if zero_insertion:
+            inserted = zero_inserted(y, stride, kernel.shape, padding, (height, width))
+            flipped = kernel.weights[::-1, ::-1]
+            _show(console, f"zero insertion: y with {stride - 1} zero(s) between its pixels, "
+                  f"padded by K - 1 - P = {kernel.shape[0] - 1 - padding}", inserted)
+            _show(console, "the kernel turned by 180 degrees", flipped)
+            same = correlate2d(inserted, flipped, mode="valid")
+            _show(console, "their ordinary convolution, equal to C.T @ y", same)
+    elif zero_insertion:
+        raise click.UsageError("--zero-insertion shows the route to C.T @ y: give --y")
+
+
+def zero_inserted(y: np.ndarray, stride: int, kernel_shape: tuple[int, int], padding: int,
+                  shape: tuple[int, int]) -> np.ndarray:
+    """``y`` with ``stride - 1`` zeros between its pixels, padded so that an ordinary
+    (valid) convolution with the flipped kernel gives the transposed convolution of
+    ``shape``; ``K - 1 - P`` around, more below and right for rows the stride left out.
+
+    Examples
+    --------
+    >>> zero_inserted(np.array([[1.0, 2.0]]), 2, (1, 3), 0, (1, 5)).tolist()
+    [[0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 0.0]]
+    """
+    spread = np.zeros(((y.shape[0] - 1) * stride + 1, (y.shape[1] - 1) * stride + 1))
+    spread[::stride, ::stride] = y
+    pads = []
+    for axis in (0, 1):
+        before = kernel_shape[axis] - 1 - padding
+        after = shape[axis] + kernel_shape[axis] - 1 - spread.shape[axis] - before
+        pads.append((before, after))
+    # Negative padding (P > K - 1) crops instead.
+    grown = np.pad(spread, [(max(0, b), max(0, a)) for b, a in pads])
+    rows = slice(max(0, -pads[0][0]), grown.shape[0] - max(0, -pads[0][1]))
+    cols = slice(max(0, -pads[1][0]), grown.shape[1] - max(0, -pads[1][1]))
+    return grown[rows, cols]
+
+
+def _label(name: str, row: int, column: int, height: int, width: int) -> str:
+    """``x12`` for pixel (1, 2) of a small grid, ``x1,12`` where a side reaches 10."""
+    return f"{name}{row}{column}" if max(height, width) <= 10 else f"{name}{row},{column}"
+
+
+def _show(console, caption: str, grid: np.ndarray) -> None:
+    from ..render import matrix_table
+
+    console.print(f"\n{caption}:")
+    console.print(matrix_table("", grid, zeros="0"))
+
+
+def _numbers(text: str, count: int, option: str) -> np.ndarray:
+    cells = text.replace(",", " ").split()
+    try:
+        values = np.array([float(cell) for cell in cells])
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give numbers separated by spaces",
+                                 param_hint=option) from None
+    if values.size != count:
+        raise click.BadParameter(f"{values.size} numbers given; this size needs {count}",
+                                 param_hint=option)
+    return values
 
 
 def _transpose_path(path: str) -> str:

@@ -378,3 +378,12 @@ def test_kernel_matrix_prints_the_products_a_student_checks(tmp_path, capsys):
     assert run(["kernel", "matrix", str(tmp_path / "k.txt"), "--input-size", "4x4",
                 "--x", "1 2"]) == 2
     assert "16" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("factor", ["2", "3", "4"])
+def test_the_shipped_defaults_keep_the_brightness_and_get_no_warning(tmp_path, capsys,
+                                                                     factor):
+    np.save(tmp_path / "flat.npy", np.full((24, 24), 0.5))
+    assert run(["scale", str(tmp_path / "flat.npy"), str(tmp_path / "out.npy"), "-m",
+                "transpose", "-f", factor]) == 0
+    assert "warning" not in capsys.readouterr().err

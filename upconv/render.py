@@ -18,7 +18,13 @@ from rich.table import Table
 
 from .kernels import Kernel
 from .metrics import grey, local_checkerboard, log_power_spectrum
-from .report import Report, check_measurable, colour_channels, measurable_colour
+from .report import (
+    Report,
+    check_measurable,
+    colour_channels,
+    keeps_brightness,
+    measurable_colour,
+)
 
 __all__ = ["print_report", "print_kernel_summary", "print_fit_summary", "matrix_table",
            "render_map", "render_spectrum", "colour_map"]
@@ -136,7 +142,7 @@ def _gain_text(gain: float | tuple | list) -> str:
     """The DC gain for people: the value(s), and what a gain other than 1 does."""
     gains = np.atleast_1d(np.asarray(gain, dtype=np.float64))
     text = ", ".join(f"{g:.4g}" for g in gains)
-    if np.allclose(gains, 1.0, rtol=0, atol=1e-6):
+    if keeps_brightness(gains):
         return f"{text} (a flat image keeps its brightness)"
     return f"{text} (a flat image comes out that many times as bright; 8-bit outputs clip)"
 

@@ -8,7 +8,6 @@ import os
 
 import click
 import numpy as np
-from scipy.signal import correlate2d
 
 from ..errors import BadInputError
 from ..fileio import write_output
@@ -154,6 +153,8 @@ def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, pa
             _show(console, f"zero insertion: y with {stride - 1} zero(s) between its pixels, "
                   f"padded by K - 1 - P = {kernel.shape[0] - 1 - padding}", inserted)
             _show(console, "the kernel turned by 180 degrees", flipped)
+            from scipy.signal import correlate2d  # only here: scipy.signal is heavy
+
             same = correlate2d(inserted, flipped, mode="valid")
             _show(console, "their ordinary convolution, equal to C.T @ y", same)
     elif zero_insertion:

@@ -62,7 +62,7 @@ def main() -> int:
         inputs.mkdir()
         make_inputs(inputs, args.files)
         base = [sys.executable, "-m", "upconv", "scale", str(inputs), "--factor", "2",
-                "--method", "bicubic", "--quiet"]
+                "--method", "bicubic", "--quiet", "--overwrite"]
         times: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(args.repeat):
             for jobs, out in ((1, out1), (2, out2)):

@@ -51,7 +51,7 @@ def main() -> int:
         source, target = Path(folder) / "big.npy", Path(folder) / "out.npy"
         make_input(source, args.size)
         command = [sys.executable, "-m", "upconv", "scale", str(source), str(target),
-                   "--factor", "2", "--method", args.method]
+                   "--factor", "2", "--method", args.method, "--overwrite"]
         timer = Path("/usr/bin/time")
         start = time.perf_counter()
         done = subprocess.run(([str(timer), "-v"] if timer.exists() else []) + command,

@@ -91,9 +91,10 @@ def main() -> int:
         Image.fromarray(low).save(paths["low.png"])
         Image.fromarray(high).save(paths["high.png"])
         fit_command = [sys.executable, "-m", "upconv", "fit", paths["low.png"],
-                       paths["high.png"], "--size", "12", "-o", paths["k.json"]]
+                       paths["high.png"], "--size", "12", "-o", paths["k.json"], "-y"]
         scale_command = [sys.executable, "-m", "upconv", "scale", paths["low.png"],
-                         paths["out.png"], "--method", "transpose", "--kernel", paths["k.json"]]
+                         paths["out.png"], "--method", "transpose", "--kernel", paths["k.json"],
+                         "-y"]
         run_timed(fit_command)
         fits, scales, peaks = [], [], []
         for _ in range(3):

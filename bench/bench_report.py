@@ -50,7 +50,7 @@ def main() -> int:
         source, big = Path(folder) / "in.png", Path(folder) / "big.png"
         small.save(source)
         scale = [sys.executable, "-m", "upconv", "scale", str(source), str(big), "--factor",
-                 "2", "--method", "bilinear", "--quiet"]
+                 "2", "--method", "bilinear", "--quiet", "--overwrite"]
         report = [sys.executable, "-m", "upconv", "report", str(big)]
         wall(scale)
         wall(report)

@@ -254,7 +254,8 @@ def measure_memory(u8: np.ndarray) -> list[tuple[str, bool]]:
         for method in ("bicubic", "bilinear", "nearest"):
             out = Path(tmp) / f"out-{method}.png"
             rss = peak_rss_bytes(time_bin, [*upconv_command(), "scale", str(src), str(out),
-                                            "--factor", str(FACTOR), "--method", method])
+                                            "--factor", str(FACTOR), "--method", method,
+                                            "--overwrite"])
             ok = rss <= MEMORY_LIMIT_BYTES
             print(f"  {method:8s} {rss / MB:7.1f} MB  {'PASS' if ok else 'FAIL'}")
             results.append((f"{method}: peak RSS {rss / MB:.1f} MB <= "

@@ -125,7 +125,7 @@ def peak_memory() -> tuple[float, float] | None:
         np.save(kernel, np.random.default_rng(0).random((6, 6)) / 9)
         done = subprocess.run([str(time_binary), "-v", sys.executable, "-m", "upconv", "scale",
                                str(source), str(Path(folder) / "out.png"), "--method",
-                               "transpose", "--kernel", str(kernel), "--factor", "2"],
+                               "transpose", "--kernel", str(kernel), "--factor", "2", "-y"],
                               capture_output=True, text=True, check=True)
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
     assert match, done.stderr

@@ -73,7 +73,7 @@ def main() -> int:
         single = statistics.median(wall([sys.executable, "-m", "upconv", "scale",
                                          str(inputs / "img000.png"),
                                          str(Path(folder) / "one.png"), "--factor", "2",
-                                         "--quiet"]) for _ in range(3))
+                                         "--quiet", "-y"]) for _ in range(3))
     one, two = statistics.median(times[1]), statistics.median(times[2])
     print(f"upconv {upconv.__version__}: {args.files} images 512x512 RGB, x2 bicubic, "
           f"median of {args.repeat}")

@@ -43,7 +43,7 @@ HELD_OUT = ("sample_images/astronaut.png", "sample_images/camera.png")
 def fit(factor: int) -> None:
     command = [sys.executable, "-m", "upconv", "fit", "--degrade", "area", "--augment",
                "--factor", str(factor), *TRAINING, "-o",
-               f"upconv/data/default_x{factor}.json"]
+               f"upconv/data/default_x{factor}.json", "--overwrite"]
     print("$", " ".join(command[2:]), file=sys.stderr)
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 

@@ -49,8 +49,10 @@ EXIT_MEANINGS = {
 }
 
 
-def epilog(*statuses: int) -> str:
+def epilog(*statuses: int, commands: dict[int, str] | None = None) -> str:
     """The "Exit status" table of a help text, for the statuses the command can return.
+
+    ``commands`` names the command a status belongs to, in the whole table.
 
     Examples
     --------
@@ -61,14 +63,15 @@ def epilog(*statuses: int) -> str:
       3    the checkerboard score is above --fail-above
     <BLANKLINE>
     """
-    rows = "".join(f"  {status:<5}{EXIT_MEANINGS[status]}\n" for status in statuses)
+    commands = commands or {}
+    rows = "".join(f"  {status:<5}{commands.get(status, '')}{EXIT_MEANINGS[status]}\n"
+                   for status in statuses)
     return f"\b\nExit status:\n{rows}"
 
 
 #: The whole table, once, under ``upconv --help`` (status 3 is ``upconv report``'s).
-EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE,
-                EXIT_TERMINATED).replace(
-    "\n  130", f"\n  {EXIT_ABOVE}    report: {EXIT_MEANINGS[EXIT_ABOVE]}\n  130")
+EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ABOVE, EXIT_INTERRUPTED,
+                EXIT_BROKEN_PIPE, EXIT_TERMINATED, commands={EXIT_ABOVE: "report: "})
 #: The statuses of a command that reads and writes files (and may write to stdout).
 FILE_COMMAND_EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED,
                              EXIT_BROKEN_PIPE, EXIT_TERMINATED)

@@ -1,9 +1,10 @@
-"""Reports for people: rich tables on a console, and heat-map and spectrum pictures.
+"""Reports for people: rich tables on a console.
 
-Everything here draws what the measuring code computed (a
+Everything here prints what the measuring code computed (a
 :class:`upconv.report.Report`, :mod:`upconv.training`, the kernel analysis);
-nothing here measures but what the heat map and the spectrum picture. Only
-the command line imports this module, so batch workers never load rich or draw.
+nothing here measures. Only the command line imports this module, so batch
+workers never load rich. Pictures (PNG heat maps, spectra, kernels) are drawn
+by :mod:`upconv.pictures`, and the HTML report by :mod:`upconv.html_report`.
 """
 
 from __future__ import annotations
@@ -11,23 +12,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .kernels import Kernel
-from .metrics import grey, local_checkerboard, log_power_spectrum
-from .report import (
-    Report,
-    check_measurable,
-    colour_channels,
-    keeps_brightness,
-    measurable_colour,
-)
+from .report import Report, keeps_brightness
 
-__all__ = ["print_report", "print_kernel_summary", "print_fit_summary", "matrix_table",
-           "render_map", "render_spectrum", "colour_map"]
+__all__ = ["print_report", "print_kernel_summary", "print_fit_summary", "matrix_table"]
 
 
 def print_report(report: Report, console: Console, title: str = "report") -> None:
@@ -196,67 +188,3 @@ def matrix_table(title: str, matrix: np.ndarray, rows: list[str] | None = None,
         cells = [_number(v) if v != 0 else zeros for v in row]
         table.add_row(*([rows[index]] if rows is not None else []), *cells)
     return table
-
-
-# ------------------------------------------------------------------ pictures
-
-_INFERNO = np.array([(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66),
-                     (245, 125, 21), (250, 193, 39), (252, 255, 164)], np.float64)
-
-
-def colour_map(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] to RGB uint8 with an inferno-like map (dark = low, yellow = high)."""
-    position = np.clip(values, 0, 1) * (len(_INFERNO) - 1)
-    low = np.floor(position).astype(int).clip(0, len(_INFERNO) - 2)
-    fraction = (position - low)[..., None]
-    rgb = _INFERNO[low] * (1 - fraction) + _INFERNO[low + 1] * fraction
-    return rgb.round().astype(np.uint8)
-
-
-def render_map(image: np.ndarray, factor: int, tile: int = 64) -> Image.Image:
-    """A heat map of the local score per tile, with a colour bar in grey levels."""
-    colour = measurable_colour(image)
-    check_measurable(colour.shape, factor)
-    tile = max(factor, min(tile, min(colour.shape[:2])) // factor * factor)
-    scores = local_checkerboard(colour, factor, tile)
-    top = max(float(scores.max()), 1.0)
-    cell = max(1, min(512 // max(scores.shape), 64))
-    heat = colour_map(scores / top).repeat(cell, axis=0).repeat(cell, axis=1)
-    height = max(heat.shape[0], 160)
-    canvas = Image.new("RGB", (heat.shape[1] + 110, height + 30), (255, 255, 255))
-    canvas.paste(Image.fromarray(heat), (0, 30))
-    draw = ImageDraw.Draw(canvas)
-    draw.text((2, 2), f"checkerboard per {tile}px tile (period {factor})", fill=(0, 0, 0))
-    bar = colour_map(np.linspace(1, 0, height)[:, None].repeat(20, axis=1))
-    canvas.paste(Image.fromarray(bar), (heat.shape[1] + 10, 30))
-    for value, y in ((top, 30), (top / 2, 30 + height // 2), (0.0, 30 + height - 10)):
-        draw.text((heat.shape[1] + 34, y), f"{value:.2f}", fill=(0, 0, 0))
-    draw.text((heat.shape[1] + 34, 30 + height // 4), "grey", fill=(0, 0, 0))
-    draw.text((heat.shape[1] + 34, 42 + height // 4), "levels", fill=(0, 0, 0))
-    return canvas
-
-
-def render_spectrum(image: np.ndarray, factor: int, size: int = 512) -> Image.Image:
-    """The log power spectrum (DC at the centre), with the grid frequencies (k/s, l/s) circled."""
-    colour = colour_channels(image).astype(np.float32, copy=False)
-    channel = grey(colour)
-    rows, cols = channel.shape[0] // factor * factor, channel.shape[1] // factor * factor
-    spectrum = log_power_spectrum(channel[:rows, :cols])
-    # Shrink by block means so the picture stays a readable size.
-    step = max(1, math.ceil(max(rows, cols) / size))
-    shrunk = spectrum[:rows // step * step, :cols // step * step]
-    shrunk = shrunk.reshape(rows // step, step, cols // step, step).mean(axis=(1, 3))
-    low, high = np.percentile(shrunk, [1, 99.9])
-    picture = Image.fromarray(colour_map((shrunk - low) / max(high - low, 1e-9)))
-    draw = ImageDraw.Draw(picture)
-    centre_y, centre_x = rows // 2, cols // 2
-    for k in range(-factor, factor + 1):
-        for j in range(-factor, factor + 1):
-            if k == 0 and j == 0:
-                continue
-            y = (centre_y + k * rows // factor) / step
-            x = (centre_x + j * cols // factor) / step
-            if 0 <= y < picture.height and 0 <= x < picture.width:
-                draw.ellipse((x - 6, y - 6, x + 6, y + 6), outline=(0, 255, 255), width=2)
-    draw.text((4, 4), f"log power; circles: (k/{factor}, l/{factor})", fill=(0, 255, 255))
-    return picture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import io
 import json
 import math
 import os
@@ -45,11 +44,16 @@ from .common import (
               help="Exit with status 3 when the checkerboard score is above T and the "
                    "pattern is significant (verdict not none); for CI gates.")
 @click.option("--map", "map_path", metavar="PNG",
-              help="Write a heat map of the local score per tile.")
+              help="Write a heat map of the local score per tile; with --kernel alone, "
+                   "a picture of the kernel, its phases and its flat-input response.")
 @click.option("--spectrum", "spectrum_path", metavar="PNG",
               help="Write the log power spectrum with the grid frequencies (k/s, l/s) marked.")
+@click.option("--html", "html_path", metavar="HTML",
+              help="Write a self-contained HTML page: the image with the heat map over it, "
+                   "the worst tile magnified, the spectrum, the phase means and the JSON "
+                   "(several images: one row each, highest score first).")
 @click.option("--tile", type=click.IntRange(4), default=64, show_default=True,
-              help="Tile size of --map, in pixels.")
+              help="Tile size of --map and --html, in pixels.")
 @max_pixels_option()
 @batch_options("Several images")
 @click.option("--quiet", is_flag=True, help="Several images: no progress bar.")
@@ -57,8 +61,8 @@ from .common import (
 def report_command(image_paths: tuple[str, ...], factor: int | None,
                    reference_path: str | None, kernel_spec: str | None, as_json: bool,
                    fail_above: float | None, map_path: str | None, spectrum_path: str | None,
-                   tile: int, max_pixels: int, recursive: bool, jobs: int | None,
-                   quiet: bool, overwrite: bool) -> None:
+                   html_path: str | None, tile: int, max_pixels: int, recursive: bool,
+                   jobs: int | None, quiet: bool, overwrite: bool) -> None:
     """Measure checkerboard artifacts: the stride-periodic pattern of an upsampled IMAGE.
 
     The score is the RMS amplitude of the period-s pattern in 8-bit grey
@@ -74,36 +78,63 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
       upconv report out.png
       upconv report out.png --factor 2 --json | jq .checkerboard.score
       upconv report out.png --reference truth.png --map heat.png --fail-above 1
-      upconv report --kernel k.json
+      upconv report --kernel k.json --map k.png
+      upconv report out.png --html report.html
+      upconv report outputs/ --html batch.html --json > scores.jsonl
     """
     if not image_paths and kernel_spec is None:
         raise click.UsageError("give an IMAGE, a --kernel, or both")
     several = len(image_paths) > 1 or (image_paths and os.path.isdir(image_paths[0]))
-    if (several or not image_paths) and (reference_path or map_path or spectrum_path):
+    if several and (reference_path or map_path or spectrum_path):
         raise click.UsageError("--reference, --map and --spectrum need one IMAGE")
+    if not image_paths and (reference_path or spectrum_path):
+        raise click.UsageError("--reference and --spectrum need an IMAGE")
     if fail_above is not None and not math.isfinite(fail_above):
         raise click.BadParameter("must be a finite number", param_hint="--fail-above")
-    check_destinations([map_path, spectrum_path], [*image_paths, reference_path], overwrite)
+    for option, path in (("--map", map_path), ("--spectrum", spectrum_path)):
+        if path == "-":
+            raise click.BadParameter("a picture needs a file name, not '-'", param_hint=option)
+    check_destinations([map_path, spectrum_path, html_path], [*image_paths, reference_path],
+                       overwrite)
     kernel = None
     if kernel_spec is not None:
         kernel = load_report_kernel(kernel_spec, factor)
+        if not image_paths and (map_path or html_path):
+            kernel = kernel.with_stride(factor)  # a picture needs the stride
     settings = ReportSettings(factor, kernel, max_pixels)
     if several:
         _report_batch(image_paths, settings, recursive, jobs or default_threads(), as_json,
-                      fail_above, quiet)
+                      fail_above, quiet, html_path, tile)
         return
+    pictures: dict[str, bytes] = {}  # destination -> contents, written together at the end
     if not image_paths:
         report = build_report(None, factor, kernel)
+        if map_path:
+            from ..pictures import png_bytes, render_kernel
+
+            pictures[map_path] = png_bytes(render_kernel(kernel))
+        if html_path:
+            from ..html_report import report_page
+
+            pictures[html_path] = report_page(report, None, kernel).encode()
     else:
         report, image = report_file(image_paths[0], settings, reference_path)
         period = report.factor or report.checkerboard.period
         if map_path or spectrum_path:
-            from ..render import render_map, render_spectrum
+            from ..pictures import png_bytes, render_map, render_spectrum
 
             if map_path:
-                _save_png(render_map(image, period, tile), map_path)
+                pictures[map_path] = png_bytes(render_map(image, period, tile))
             if spectrum_path:
-                _save_png(render_spectrum(image, period), spectrum_path)
+                pictures[spectrum_path] = png_bytes(render_spectrum(image, period))
+        if html_path:
+            from ..html_report import image_figures, report_page
+
+            figures = image_figures(image, period, tile)
+            pictures[html_path] = report_page(report, figures, kernel,
+                                              title=image_paths[0]).encode()
+    for path, contents in pictures.items():
+        write_output(path, contents, "text" if path == html_path else "image")
     image_path = image_paths[0] if image_paths else None
     if as_json:
         click.echo(report.to_json())
@@ -120,7 +151,8 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
 
 
 def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: bool,
-                  jobs: int, as_json: bool, fail_above: float | None, quiet: bool) -> None:
+                  jobs: int, as_json: bool, fail_above: float | None, quiet: bool,
+                  html_path: str | None, tile: int) -> None:
     if "-" in paths:
         raise click.UsageError("several images are read from files, not standard input")
     planned = [Job(path, "") for path, _ in expand_inputs(paths, recursive)]
@@ -128,6 +160,12 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
         raise BadInputError(f"no image files in {', '.join(paths)}")
     failures, above = [], []
     order = {job: index for index, job in enumerate(planned)}  # lines come as jobs finish
+    work = functools.partial(report_job, settings)
+    entries: dict[int, object] = {}  # input index -> row of the --html page
+    if html_path:
+        from ..html_report import BatchEntry, batch_page, report_with_figures
+
+        work = functools.partial(report_with_figures, settings, tile)
     console = None
     if not as_json:
         from rich.console import Console
@@ -136,22 +174,32 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
 
         console = Console(highlight=False)
     with BatchProgress(len(planned), 0, enabled=not quiet) as progress:
-        for outcome in run_jobs(planned, functools.partial(report_job, settings), jobs):
+        for outcome in run_jobs(planned, work, jobs):
             progress.advance()
+            index = order[outcome.job]
             if outcome.status == "failed":
                 failures.append(outcome.job.input)
                 progress.print(f"upconv: failed: "
                                f"{describe_failure(outcome.job.input, outcome.error)}")
+                if html_path:
+                    entries[index] = BatchEntry(outcome.job.input, None, error=outcome.error)
                 continue
             report = outcome.result
+            if html_path:
+                report, figures = report
+                entries[index] = BatchEntry(outcome.job.input, report, figures)
             if console is None:
-                click.echo(json.dumps({"file": outcome.job.input, "index": order[outcome.job],
+                click.echo(json.dumps({"file": outcome.job.input, "index": index,
                                        **report.to_dict()}))
             else:
                 print_report(report, console, title=outcome.job.input)
             board = report.checkerboard
             if fail_above is not None and board and _above(board, fail_above):
                 above.append(outcome.job.input)
+    if html_path:
+        page = batch_page([entries[i] for i in sorted(entries)],
+                          title=f"upconv report: {', '.join(paths)}")
+        write_output(html_path, page.encode(), "text")
     if failures:
         error(f"{len(failures)} file(s) failed: {'; '.join(failures[:5])}")
         raise click.exceptions.Exit(EXIT_FAILURE)
@@ -169,10 +217,3 @@ def _above(board, threshold: float) -> bool:
     """
     return board.significant and board.score > threshold
 
-
-def _save_png(picture, path: str) -> None:
-    if path == "-":
-        raise BadInputError("--map and --spectrum need a file name, not '-'")
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    write_output(path, buffer.getvalue(), "image")

@@ -226,7 +226,7 @@ def flat_response(kernel: Kernel, periods: int = 2) -> np.ndarray:
 
     Examples
     --------
-    >>> flat_response(Kernel(np.ones((3, 3)), stride=2), periods=1)[0].tolist()
+    >>> flat_response(Kernel(np.ones((3, 3)), stride=2), periods=1)[0].round(12).tolist()
     [[1.0, 2.0], [2.0, 4.0]]
     """
     s = kernel.stride

@@ -226,6 +226,7 @@ def test_flat_response_drawn_is_the_phase_sums(kernel):
 @pytest.mark.parametrize("args,status,fragment", [
     (["--kernel", "{k}", "--spectrum", "{d}/s.png"], 2, "need an IMAGE"),
     (["--kernel", "{k}", "--map", "-"], 2, "not '-'"),
+    (["{img}", "--html", "-"], 2, "not '-'"),
     (["--kernel", "{nostride}", "--map", "{d}/m.png"], 1, "give --factor"),
     (["{img}", "--html", "{img}"], 1, "input"),
     (["{img}", "--html", "{existing}"], 1, "--overwrite"),

@@ -91,9 +91,10 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
         raise click.UsageError("--reference and --spectrum need an IMAGE")
     if fail_above is not None and not math.isfinite(fail_above):
         raise click.BadParameter("must be a finite number", param_hint="--fail-above")
-    for option, path in (("--map", map_path), ("--spectrum", spectrum_path)):
-        if path == "-":
-            raise click.BadParameter("a picture needs a file name, not '-'", param_hint=option)
+    for option, path in (("--map", map_path), ("--spectrum", spectrum_path),
+                         ("--html", html_path)):
+        if path == "-":  # standard output carries the tables or the JSON
+            raise click.BadParameter("needs a file name, not '-'", param_hint=option)
     check_destinations([map_path, spectrum_path, html_path], [*image_paths, reference_path],
                        overwrite)
     kernel = None

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from upconv.png16 import write_png16  # noqa: E402
+from upconv.png import encode_png  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "sample_images"
 
@@ -80,7 +80,7 @@ def main() -> None:
     Image.fromarray(to8(zone_plate())).save(OUT / "zone_plate.png")
     Image.fromarray(to8(checkerboard())).save(OUT / "checkerboard.png")
     Image.fromarray(to16(gradient())).save(OUT / "gradient16.png")
-    (OUT / "gradient_rgb16.png").write_bytes(write_png16(to16(rgb_gradient())))
+    (OUT / "gradient_rgb16.png").write_bytes(encode_png(to16(rgb_gradient())))
     Image.fromarray(to8(soft_alpha()), mode="RGBA").save(OUT / "soft_alpha.png")
     print(f"wrote test patterns to {OUT}")
 

@@ -12,7 +12,7 @@ from PIL import Image, ImageCms
 
 from upconv.errors import UpconvError
 from upconv.images import Picture, format_for, load_image, save_image
-from upconv.png16 import read_png16
+from upconv.png import read_png16
 
 
 def roundtrip(tmp_path, samples: np.ndarray, fmt: str, suffix: str, icc=None) -> Picture:

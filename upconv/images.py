@@ -21,7 +21,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from .errors import BadInputError, UpconvError
 from .fileio import read_bytes, write_output
 from .npy import NPY_MAGIC, NpyFile, check_npy_image, npy_samples, read_npy_header
-from .png16 import is_16bit_colour_png, read_png16, write_png16
+from .png import encode_png, is_16bit_colour_png, read_png16
 from .samples import convert_samples, to_float
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "load_image", "save_image",
@@ -257,7 +257,8 @@ def check_writable(fmt: str, width: int, height: int) -> None:
 
 # --------------------------------------------------------------------------- writing
 
-def _encode(picture: Picture, fmt: str, quality: int | None) -> tuple[bytes, list[str]]:
+def _encode(picture: Picture, fmt: str, quality: int | None, compression: str = "fast"
+            ) -> tuple[bytes, list[str]]:
     """Encode for ``fmt``; returns the bytes and notes about what was lost."""
     pillow_format, _, holds_alpha, max_depth, holds_icc = FORMATS[fmt]
     notes: list[str] = []
@@ -280,10 +281,9 @@ def _encode(picture: Picture, fmt: str, quality: int | None) -> tuple[bytes, lis
         notes.append(f"{fmt.upper()} output holds 8-bit samples; reduced from {source}")
     icc = picture.icc_profile if holds_icc else None
 
-    if depth == 16 and channels > 1:
-        if fmt != "png":
-            raise BadInputError(f"16-bit colour cannot be written as {fmt}")  # pragma: no cover
-        return write_png16(convert_samples(samples, np.uint16), icc), notes
+    if fmt == "png":
+        return encode_png(convert_samples(samples, np.uint16 if depth == 16 else np.uint8), icc,
+                          compression=compression), notes
 
     if depth == 0:
         image = Image.fromarray(samples[:, :, 0].astype(np.float32), mode="F")
@@ -314,7 +314,8 @@ def _output_depth(dtype: np.dtype, channels: int, fmt: str) -> int:
     return 8
 
 
-def save_image(picture: Picture, path: str, fmt: str, quality: int | None = None) -> list[str]:
+def save_image(picture: Picture, path: str, fmt: str, quality: int | None = None,
+               compression: str = "fast") -> list[str]:
     """Write ``picture`` to ``path`` (``"-"`` for standard output) as ``fmt``.
 
     The image is encoded in memory first, so a failure leaves nothing behind;
@@ -322,7 +323,7 @@ def save_image(picture: Picture, path: str, fmt: str, quality: int | None = None
     Returns notes about anything the format could not hold (alpha, bit
     depth), for the caller to show.
     """
-    data, notes = _encode(picture, fmt, quality)
+    data, notes = _encode(picture, fmt, quality, compression)
     write_output(path, data, "image")
     return notes
 

@@ -74,6 +74,11 @@ from .common import (
               help=f"Output format ({', '.join(FORMATS)}); default from OUTPUT's suffix.")
 @click.option("-q", "--quality", type=click.IntRange(1, 100), default=None,
               help="JPEG/WebP quality (default 92).")
+@click.option("--compression", type=click.Choice(["fast", "small"], case_sensitive=False),
+              default="fast", show_default=True,
+              help="PNG: 'fast' deflates with ISA-L (about a tenth of Pillow's time, files "
+                   "about a fifth bigger than Pillow's); 'small' with zlib level 6 (Pillow's "
+                   "time, files a few percent smaller).")
 @max_pixels_option("Refuse inputs or outputs with more pixels than this (streamed .npy "
                    "outputs only when given).")
 @click.option("--threads", type=click.IntRange(1), default=None,
@@ -105,7 +110,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                   factor: tuple[float, float] | None, size: tuple[int | None, int | None] | None,
                   fit: str, boundary: str | None, kernel_spec: str | None, padding: int | None,
                   output_padding: int, post_kernel: str | None, linear_light: bool,
-                  format_name: str | None, quality: int | None, max_pixels: int,
+                  format_name: str | None, quality: int | None, compression: str,
+                  max_pixels: int,
                   threads: int | None, tile: int | None, report_path: str | None,
                   output_dir: str | None, name_template: str | None, recursive: bool,
                   jobs: int | None, skip_existing: bool, fail_fast: bool,
@@ -179,7 +185,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         method=chosen, factor=factor, size=size, fit=fit.lower(), boundary=boundary,
         kernel_spec=kernel_spec, padding=padding, output_padding=output_padding,
         post_kernel=post_kernel, linear_light=linear_light, format_name=format_name,
-        quality=quality, max_pixels=max_pixels, threads=threads, tile=tile,
+        quality=quality, compression=compression.lower(), max_pixels=max_pixels,
+        threads=threads, tile=tile,
         max_pixels_given=ctx.get_parameter_source("max_pixels")
         is not click.core.ParameterSource.DEFAULT,
         full_report=report_path is not None, summary_line=not quiet)

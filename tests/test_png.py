@@ -9,11 +9,12 @@ come from an independent, vectorised encoder here, from Pillow's 8-bit
 reading of the same file, or (for the committed photo) from the integer
 recipe that made it.
 
-Run ``python tests/test_png16.py`` to rewrite ``sample_images/photo_rgb16_paeth.png``.
+Run ``python tests/test_png.py`` to rewrite ``sample_images/photo_rgb16_paeth.png``.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import sys
 import threading
@@ -22,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
-from upconv import png16
+from upconv import png
 from upconv.errors import UpconvError
 from upconv.images import load_image
-from upconv.png16 import read_png16
+from upconv.png import read_png16
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 PHOTO = SAMPLES / "photo_rgb16_paeth.png"
@@ -122,7 +123,7 @@ def decoder(request, monkeypatch) -> str:
     if request.param in ("libpng", "strips"):
         pytest.importorskip("imagecodecs")
         if request.param == "strips":
-            monkeypatch.setattr(png16, "STRIP_BYTES", 1)  # strips of a row: 3 rows or more
+            monkeypatch.setattr(png, "STRIP_BYTES", 1)  # strips of a row: 3 rows or more
     else:
         monkeypatch.setitem(sys.modules, "imagecodecs", None)
     return request.param
@@ -252,8 +253,8 @@ def test_libpng_sees_only_the_image_data(libpng_calls, rng):
 def test_tall_images_decode_in_strips_beside_the_inflater(libpng_calls, monkeypatch, rng,
                                                           strip_rows, channels):
     """Strips of any size, the last one short, each unfiltered below its reconstructed row."""
-    monkeypatch.setattr(png16, "STRIP_BYTES", strip_rows * (7 * channels * 2 + 1))
-    monkeypatch.setattr(png16, "INFLATE_PIECE", 97)  # strips cut across compressed pieces
+    monkeypatch.setattr(png, "STRIP_BYTES", strip_rows * (7 * channels * 2 + 1))
+    monkeypatch.setattr(png, "INFLATE_PIECE", 97)  # strips cut across compressed pieces
     samples = rng.integers(0, 65536, (23, 7, channels)).astype(np.uint16)
     samples[10:] = samples[10]  # runs of equal rows: Up and Paeth lean on the row above
     decoded, _ = read_png16(encode_png16(samples, [4, 3, 2, 1, 0]), 10 ** 6)
@@ -265,13 +266,13 @@ def test_tall_images_decode_in_strips_beside_the_inflater(libpng_calls, monkeypa
 def test_without_imagecodecs_the_numpy_unfilter_runs(monkeypatch, rng):
     monkeypatch.setitem(sys.modules, "imagecodecs", None)
     rows: list[int] = []
-    real = png16._unfilter
+    real = png._unfilter
 
     def spy(raw, height, stride, bpp):
         rows.append(height)
         return real(raw, height, stride, bpp)
 
-    monkeypatch.setattr(png16, "_unfilter", spy)
+    monkeypatch.setattr(png, "_unfilter", spy)
     samples = rng.integers(0, 65536, (6, 4, 4)).astype(np.uint16)
     decoded, _ = read_png16(encode_png16(samples), 10 ** 6)
     np.testing.assert_array_equal(decoded, samples)
@@ -279,7 +280,7 @@ def test_without_imagecodecs_the_numpy_unfilter_runs(monkeypatch, rng):
 
 
 def test_images_wider_than_libpng_allows_use_the_numpy_unfilter(libpng_calls, rng):
-    width = png16.LIBPNG_MAX_SIDE + 1
+    width = png.LIBPNG_MAX_SIDE + 1
     samples = rng.integers(0, 65536, (1, width, 3)).astype(np.uint16)
     decoded, _ = read_png16(encode_png16(samples, [1]), 2 * 10 ** 6)
     assert libpng_calls == []
@@ -343,9 +344,9 @@ def test_too_many_pixels_are_refused_before_decoding(decoder, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("decoded despite the pixel limit")
 
-    monkeypatch.setattr(png16, "_decode_with_libpng", no_decoding)
-    monkeypatch.setattr(png16, "_decode_in_strips", no_decoding)
-    monkeypatch.setattr(png16, "_decode_in_python", no_decoding)
+    monkeypatch.setattr(png, "_decode_with_libpng", no_decoding)
+    monkeypatch.setattr(png, "_decode_in_strips", no_decoding)
+    monkeypatch.setattr(png, "_decode_in_python", no_decoding)
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 16, 6, 0, 0, 0)
     bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(bytes(10 ** 6))) + chunk(b"IEND", b""))
@@ -391,9 +392,9 @@ class FailingInflater:
 def test_a_failing_inflater_thread_is_reported_not_waited_for(monkeypatch, rng):
     """Any error in the inflating thread reaches the caller, and the thread ends."""
     pytest.importorskip("imagecodecs")
-    monkeypatch.setattr(png16, "STRIP_BYTES", 1)
-    monkeypatch.setattr(png16, "INFLATE_PIECE", 64)
-    monkeypatch.setattr(png16.zlib, "decompressobj", FailingInflater)
+    monkeypatch.setattr(png, "STRIP_BYTES", 1)
+    monkeypatch.setattr(png, "INFLATE_PIECE", 64)
+    monkeypatch.setattr(png.zlib, "decompressobj", FailingInflater)
     samples = rng.integers(0, 65536, (40, 9, 3)).astype(np.uint16)
     data = encode_png16(samples, [4])
     before = threading.active_count()
@@ -404,12 +405,12 @@ def test_a_failing_inflater_thread_is_reported_not_waited_for(monkeypatch, rng):
 
 def test_an_inflater_thread_that_dies_before_its_first_strip_is_an_error(monkeypatch, rng):
     pytest.importorskip("imagecodecs")
-    monkeypatch.setattr(png16, "STRIP_BYTES", 1)
+    monkeypatch.setattr(png, "STRIP_BYTES", 1)
 
     def broken():
         raise RecursionError("as if zlib could not even start")
 
-    monkeypatch.setattr(png16.zlib, "decompressobj", broken)
+    monkeypatch.setattr(png.zlib, "decompressobj", broken)
     samples = rng.integers(0, 65536, (12, 5, 3)).astype(np.uint16)
     with pytest.raises(RecursionError):
         read_png16(encode_png16(samples, [4]), 10 ** 6)
@@ -418,7 +419,7 @@ def test_an_inflater_thread_that_dies_before_its_first_strip_is_an_error(monkeyp
 @pytest.mark.parametrize("case", ["garbage", "too few rows", "unknown filter"])
 def test_errors_in_strips_leave_no_thread_behind(monkeypatch, rng, case):
     pytest.importorskip("imagecodecs")
-    monkeypatch.setattr(png16, "STRIP_BYTES", 1)
+    monkeypatch.setattr(png, "STRIP_BYTES", 1)
     samples = rng.integers(0, 65536, (30, 6, 3)).astype(np.uint16)
     image_data, message = _bad_image_data(samples)[case]
     before = threading.active_count()
@@ -429,8 +430,127 @@ def test_errors_in_strips_leave_no_thread_behind(monkeypatch, rng, case):
 
 def test_very_wide_rows_make_strips_of_one_row(libpng_calls, monkeypatch, rng):
     """Strips are sized in bytes: a row longer than a strip is a strip of its own."""
-    monkeypatch.setattr(png16, "STRIP_BYTES", 100)
+    monkeypatch.setattr(png, "STRIP_BYTES", 100)
     samples = rng.integers(0, 65536, (5, 40, 4)).astype(np.uint16)  # 321-byte rows
     decoded, _ = read_png16(encode_png16(samples, [4]), 10 ** 6)
     np.testing.assert_array_equal(decoded, samples)
     assert len(libpng_calls) == 5
+
+
+# --------------------------------------------------------------------------- the writer
+
+def _chunk_list(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Every chunk's type and body, each CRC checked independently of upconv's reader."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, pos = [], 8
+    while pos < len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        body = data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc, kind
+        chunks.append((kind, body))
+        pos += 12 + length
+    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
+    return chunks
+
+
+@pytest.mark.parametrize("compression", ["fast", "small"])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_writer_round_trips_every_colour_type(rng, channels, depth, compression):
+    import imagecodecs
+
+    dtype = np.uint8 if depth == 8 else np.uint16
+    samples = rng.integers(0, np.iinfo(dtype).max + 1, (37, 53, channels), dtype=dtype)
+    samples[:10] = samples[:1]  # flat stretches as well as noise
+    data = png.encode_png(samples, compression=compression)
+    chunks = _chunk_list(data)
+    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+    assert len(raw) == 37 * (1 + 53 * channels * depth // 8)
+    # libpng (through imagecodecs) decodes every type and depth: an independent reader.
+    decoded = imagecodecs.png_decode(data)
+    np.testing.assert_array_equal(decoded.reshape(samples.shape), samples)
+    if depth == 8 or channels == 1:  # the types Pillow keeps exactly
+        with Image.open(io.BytesIO(data)) as image:
+            pillow = np.asarray(image)
+        np.testing.assert_array_equal(pillow.reshape(samples.shape), samples)
+    else:
+        np.testing.assert_array_equal(read_png16(data, 10 ** 6)[0], samples)
+
+
+def test_writer_band_by_band_equals_whole(rng):
+    samples = rng.integers(0, 256, (100, 40, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    writer = png.PngWriter(buffer, 40, 100, 3, 8)
+    for start, stop in ((0, 1), (1, 33), (33, 34), (34, 100)):
+        writer.write(samples[start:stop])
+    writer.close()
+    with Image.open(buffer) as image:
+        np.testing.assert_array_equal(np.asarray(image), samples)
+
+
+def test_writer_keeps_icc_exif_and_physical_size(rng):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "upconv test camera"  # Make
+    exif[0x0112] = 1  # orientation: as stored
+    samples = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    data = png.encode_png(samples, icc, exif.tobytes(), (300, 150))
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.info["icc_profile"] == icc
+        assert image.getexif()[0x010F] == "upconv test camera"
+        # pHYs holds whole pixels per metre: 150 dpi is 5905.5, stored as 5906
+        assert image.info["dpi"] == pytest.approx((300, 150), abs=0.0254 / 2 + 1e-9)
+
+
+def test_writer_falls_back_to_zlib_without_isal(rng, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_isal(name, *args, **kwargs):
+        if name.startswith("isal"):
+            raise ImportError("no isal here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_isal)
+    samples = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    with Image.open(io.BytesIO(png.encode_png(samples))) as image:
+        np.testing.assert_array_equal(np.asarray(image), samples)
+
+
+@pytest.mark.parametrize("rows,problem", [
+    (np.zeros((2, 5, 3), np.uint8), "rows of shape"),
+    (np.zeros((2, 4, 3), np.uint16), "uint16 samples for rows of 8-bit"),
+    (np.zeros((2, 4, 3), np.float32), "float32"),
+])
+def test_writer_refuses_wrong_rows(rows, problem):
+    writer = png.PngWriter(io.BytesIO(), 4, 2, 3, 8)
+    with pytest.raises(ValueError, match=problem):
+        writer.write(rows)
+
+
+def test_writer_refuses_to_close_short():
+    writer = png.PngWriter(io.BytesIO(), 4, 2, 1, 8)
+    writer.write(np.zeros((1, 4, 1), np.uint8))
+    with pytest.raises(ValueError, match="1 of the PNG's 2 rows"):
+        writer.close()
+    with pytest.raises(ValueError, match="more than"):
+        writer.write(np.zeros((2, 4, 1), np.uint8))
+    with pytest.raises(ValueError, match="compression"):
+        png.encode_png(np.zeros((1, 1, 1), np.uint8), compression="tiny")
+
+
+def test_average_filter_matches_the_png_definition(rng):
+    """Against the specification's formula, byte by byte in Python."""
+    rows = rng.integers(0, 256, (4, 12), dtype=np.uint8)
+    previous = rng.integers(0, 256, 12, dtype=np.uint8)
+    bpp = 3
+    filtered = png.average_filter(rows, previous, bpp)
+    above = [int(v) for v in previous]
+    for y in range(4):
+        line = [int(v) for v in rows[y]]
+        expected = [3] + [(line[x] - ((line[x - bpp] if x >= bpp else 0) + above[x]) // 2) % 256
+                          for x in range(12)]
+        assert filtered[y].tolist() == expected
+        above = line

@@ -1,8 +1,21 @@
-"""A small PNG codec for 16-bit colour images, which Pillow reduces to 8 bits.
+"""upconv's PNG codec: a fast streamed writer for every PNG upconv writes, and a reader
+for 16-bit colour PNGs, which Pillow reduces to 8 bits.
 
-Pillow has no 16-bit RGB or RGBA mode, so it would silently drop the low
-byte of a 48- or 64-bit PNG. upconv reads and writes those itself: the
-format is zlib-compressed scanlines with a per-row filter. This module reads
+**Writing** (:class:`PngWriter`, :func:`encode_png`): 8- and 16-bit gray,
+gray + alpha, RGB and RGBA, band by band, with the ICC profile, EXIF and
+physical size. Every row gets the Average filter (each byte minus the mean
+of its left and upper neighbours), computed in numpy in one vectorised step,
+since encoding, unlike decoding, needs only the original bytes. The rows are
+deflated with ISA-L (the ``isal`` package, level 2) for ``compression="fast"``,
+or with the standard ``zlib`` at level 6 for ``"small"``; ``"fast"`` falls back
+to ``zlib`` at level 1 where ``isal`` cannot be imported. On a 3840 x 2160
+photo: about 0.09 s and a file a fifth bigger than Pillow's for "fast",
+Pillow's time and a file 4 % smaller than Pillow's for "small", against 1.8 s
+for Pillow's own encoder (zlib level 6, adaptive filters); see the README's
+performance section for the measured figures.
+
+**Reading 16-bit colour**: Pillow has no 16-bit RGB or RGBA mode, so it would
+silently drop the low byte of a 48- or 64-bit PNG. This module reads
 the chunks (checksums, iCCP, tRNS, eXIf) and hands only the image data to
 libpng, through ``imagecodecs.png_decode``, to unfilter. Undoing the Paeth
 filter is serial along each row, and a 16-bit image has twice the bytes of
@@ -28,7 +41,7 @@ import numpy as np
 
 from .errors import UpconvError
 
-__all__ = ["is_16bit_colour_png", "read_png16", "write_png16"]
+__all__ = ["is_16bit_colour_png", "read_png16", "PngWriter", "encode_png", "COMPRESSIONS"]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IEND = b"\0\0\0\0IEND\xaeB`\x82"
@@ -404,23 +417,166 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
         ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
-def write_png16(samples: np.ndarray, icc_profile: bytes | None = None) -> bytes:
-    """Encode (H, W, C) uint16 samples (C in 2, 3, 4) as a 16-bit PNG.
 
-    Rows use the "Sub" filter, which is vectorised here and compresses
-    photographic 16-bit data well.
+
+# --------------------------------------------------------------------------- writing
+
+#: ``--compression`` settings: name -> what they trade.
+COMPRESSIONS = {
+    "fast": "ISA-L deflate, level 2: about a tenth of Pillow's time, files about a fifth bigger",
+    "small": "zlib deflate, level 6: Pillow's time, files a few percent smaller than Pillow's",
+}
+#: PNG colour type for each number of channels.
+COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+#: Filtered bytes deflated at a time, and the largest IDAT chunk written.
+DEFLATE_PIECE = 1 << 20
+IDAT_BYTES = 1 << 20
+
+
+def _deflater(compression: str):
+    """A zlib-format compressor object for ``compression`` ("fast" or "small")."""
+    if compression == "small":
+        return zlib.compressobj(6)
+    if compression != "fast":
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, "
+                         f"not {compression!r}")
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - isal has wheels where upconv runs
+        return zlib.compressobj(1)
+    return isal_zlib.compressobj(2)
+
+
+def average_filter(rows: np.ndarray, previous: np.ndarray | None, bpp: int) -> np.ndarray:
+    """PNG's Average filter (type 3) of byte rows, each prefixed with its filter byte.
+
+    ``rows`` is (n, stride) uint8, ``previous`` the unfiltered row above the
+    first one (None at the top of the image), ``bpp`` the bytes per pixel.
+
+    Examples
+    --------
+    >>> average_filter(np.array([[10, 20, 30]], np.uint8), None, 1).tolist()
+    [[3, 10, 15, 20]]
     """
+    n, stride = rows.shape
+    above = np.empty((n, stride), np.uint16)
+    above[0] = 0 if previous is None else previous
+    above[1:] = rows[:-1]
+    above[:, bpp:] += rows[:, :-bpp]
+    above >>= 1
+    out = np.empty((n, stride + 1), np.uint8)
+    out[:, 0] = 3
+    np.subtract(rows, above, out=out[:, 1:], casting="unsafe")
+    return out
+
+
+class PngWriter:
+    """Write a PNG to a binary stream, band of rows by band of rows.
+
+    Parameters
+    ----------
+    stream : binary file
+        Where the bytes go, as they are made.
+    width, height, channels : int
+        The image; ``channels`` 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
+    depth : {8, 16}
+        Bits per sample; rows are given as uint8 or uint16.
+    icc_profile, exif : bytes, optional
+        Written as iCCP and eXIf chunks (the EXIF without JPEG's ``Exif\\0\\0``).
+    dpi : (float, float), optional
+        Pixels per inch, written as a pHYs chunk.
+    compression : {"fast", "small"}
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> buffer = io.BytesIO()
+    >>> writer = PngWriter(buffer, 3, 2, 1, 8)
+    >>> writer.write(np.array([[[1], [2], [3]]], np.uint8))
+    >>> writer.write(np.array([[[4], [5], [6]]], np.uint8))
+    >>> writer.close()
+    >>> np.asarray(Image.open(buffer)).tolist()
+    [[1, 2, 3], [4, 5, 6]]
+    """
+
+    def __init__(self, stream, width: int, height: int, channels: int, depth: int, *,
+                 icc_profile: bytes | None = None, exif: bytes | None = None,
+                 dpi: tuple[float, float] | None = None, compression: str = "fast") -> None:
+        if channels not in COLOUR_TYPES or depth not in (8, 16):
+            raise ValueError(f"PNG cannot hold {channels} channels of {depth} bits")
+        if not (0 < width < 2 ** 31 and 0 < height < 2 ** 31):
+            raise ValueError(f"a PNG cannot be {width}x{height}")
+        self._stream = stream
+        self._shape = (height, width, channels)
+        self._dtype = np.dtype(np.uint8 if depth == 8 else ">u2")
+        self._bpp = channels * depth // 8
+        self._deflater = _deflater(compression)
+        self._previous: np.ndarray | None = None
+        self._rows = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        header = struct.pack(">IIBBBBB", width, height, depth, COLOUR_TYPES[channels], 0, 0, 0)
+        stream.write(SIGNATURE + _chunk(b"IHDR", header))
+        if dpi is not None and all(d > 0 for d in dpi):
+            per_metre = [round(d / 0.0254) for d in dpi]
+            stream.write(_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
+        if icc_profile:
+            stream.write(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+        if exif:
+            stream.write(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append rows, shape (n, width, channels), of the depth's sample type."""
+        height, width, channels = self._shape
+        rows = np.asarray(rows)
+        if rows.ndim != 3 or rows.shape[1:] != (width, channels):
+            raise ValueError(f"rows of shape {rows.shape} for a {width}x{height}x{channels} PNG")
+        if self._rows + rows.shape[0] > height:
+            raise ValueError(f"more than the {height} rows of the PNG")
+        if rows.dtype.itemsize != self._dtype.itemsize or rows.dtype.kind != "u":
+            raise ValueError(f"{rows.dtype} samples for rows of {self._dtype.itemsize * 8}-bit "
+                             "samples")
+        data = rows.astype(self._dtype, copy=False).reshape(rows.shape[0], -1).view(np.uint8)
+        step = max(1, DEFLATE_PIECE // data.shape[1])
+        for start in range(0, data.shape[0], step):
+            piece = data[start:start + step]
+            self._emit(self._deflater.compress(average_filter(piece, self._previous, self._bpp)))
+            self._previous = piece[-1]
+        self._rows += rows.shape[0]
+
+    def close(self) -> None:
+        """Finish the image data and write the end chunk; every row must have been given."""
+        if self._rows != self._shape[0]:
+            raise ValueError(f"{self._rows} of the PNG's {self._shape[0]} rows were written")
+        self._emit(self._deflater.flush(), final=True)
+        self._stream.write(IEND)
+
+    def _emit(self, data: bytes, final: bool = False) -> None:
+        if data:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+        if self._pending_bytes >= IDAT_BYTES or (final and self._pending_bytes):
+            self._stream.write(_chunk(b"IDAT", b"".join(self._pending)))
+            self._pending, self._pending_bytes = [], 0
+
+
+def encode_png(samples: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None,
+               dpi: tuple[float, float] | None = None, compression: str = "fast") -> bytes:
+    """A whole (H, W, C) uint8 or uint16 image as PNG file contents (see :class:`PngWriter`).
+
+    Examples
+    --------
+    >>> data = encode_png(np.zeros((2, 2, 3), np.uint16))
+    >>> data[:8] == SIGNATURE and data[24:26] == bytes([16, 2])  # 16 bits, RGB
+    True
+    """
+    import io
+
+    buffer = io.BytesIO()
     height, width, channels = samples.shape
-    colour = {2: 4, 3: 2, 4: 6}[channels]
-    bpp = channels * 2
-    big = samples.astype(">u2").reshape(height, width * bpp // 2).view(np.uint8)
-    big = big.reshape(height, width * bpp)
-    filtered = big.copy()
-    filtered[:, bpp:] = big[:, bpp:] - big[:, :-bpp]  # uint8 arithmetic wraps mod 256
-    rows = np.concatenate([np.ones((height, 1), np.uint8), filtered], axis=1)
-    out = [SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0))]
-    if icc_profile:
-        out.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
-    out.append(_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)))
-    out.append(_chunk(b"IEND", b""))
-    return b"".join(out)
+    writer = PngWriter(buffer, width, height, channels, samples.dtype.itemsize * 8,
+                       icc_profile=icc_profile, exif=exif, dpi=dpi, compression=compression)
+    writer.write(samples)
+    writer.close()
+    return buffer.getvalue()

@@ -135,17 +135,93 @@ def measure_pattern(image: np.ndarray, s: int) -> PeriodicPattern:
     for c in range(image.shape[2]):
         channel = unit_channel(image, c)
         blocks = _block_phase_means(periodic_residual(channel, s), s, border=2 * s) * 255
-        means = blocks.mean(axis=0)
-        raw = float(np.sqrt(np.mean(means * means)))
-        noise = 0.0
-        if len(blocks) > 1:
-            noise = float(np.sqrt(blocks.var(axis=0, ddof=1).mean() / len(blocks)))
-        found = PeriodicPattern(s, math.sqrt(max(0.0, raw * raw - noise * noise)), raw, noise,
-                                means)
+        found = _pattern_from_blocks(blocks, s)
         if best is None or found.score > best.score:
             best = found
     assert best is not None
     return best
+
+
+def _pattern_from_blocks(blocks: np.ndarray, s: int) -> PeriodicPattern:
+    """The pattern from centred phase means (grey levels) measured in B blocks: (B, s, s).
+
+    Their mean is the pattern; their spread across blocks, divided by sqrt(B),
+    the noise that content alone leaves in it.
+    """
+    means = blocks.mean(axis=0)
+    raw = float(np.sqrt(np.mean(means * means)))
+    noise = 0.0
+    if len(blocks) > 1:
+        noise = float(np.sqrt(blocks.var(axis=0, ddof=1).mean() / len(blocks)))
+    return PeriodicPattern(s, math.sqrt(max(0.0, raw * raw - noise * noise)), raw, noise, means)
+
+
+class SampledPattern:
+    """The s-periodic pattern of a big image, measured on tiles spread across it.
+
+    The same measure as :func:`measure_pattern`, with the blocks replaced by
+    up to ``per_side`` x ``per_side`` tiles of ``tile`` pixels (a multiple of
+    s, at offsets that are multiples of s, so phases line up), evenly spread
+    over the image, each with a margin of 2s pixels for the residual's box
+    filter. Rows can be fed band by band (:meth:`add_rows`), in order, so an
+    image written in bands never needs to be whole to be measured.
+
+    Examples
+    --------
+    >>> board = np.indices((2048, 2048)).sum(axis=0) % 2 * 2.0 - 1.0  # +/-1
+    >>> smooth = np.linspace(0.2, 0.8, 2048)[None, :] * np.ones((2048, 1))
+    >>> sampler = SampledPattern((2048, 2048, 1), 2)
+    >>> sampler.add_rows(0, (smooth + board / 255)[:, :, None])
+    >>> round(sampler.measure().score, 6), len(sampler.windows)
+    (1.0, 16)
+    """
+
+    def __init__(self, shape: tuple[int, int, int], s: int, tile: int = 256,
+                 per_side: int = 4) -> None:
+        height, width, channels = shape
+        margin = 2 * s
+        tile = max(8 * s, tile // s * s)
+        origins = []
+        for n in (height, width):
+            room = n - 2 * margin - tile  # the last origin a tile (and margins) can start at
+            count = max(1, min(per_side, (n - 2 * margin) // tile))
+            if room < 0:
+                raise ValueError("image too small to sample")
+            step = room / (count - 1) if count > 1 else 0
+            origins.append(sorted({margin + int(i * step) // s * s for i in range(count)}))
+        self.s, self.tile, self.margin = s, tile, margin
+        #: (y0, x0) of each tile's window, margins included
+        self.windows = [(y - margin, x - margin) for y in origins[0] for x in origins[1]]
+        side = tile + 2 * margin
+        self._buffers = np.zeros((len(self.windows), side, side, channels), np.float32)
+
+    def add_rows(self, first: int, rows: np.ndarray) -> None:
+        """Take what the tiles need from image rows ``first ... first + len(rows) - 1``."""
+        side = self._buffers.shape[1]
+        last = first + rows.shape[0]
+        for index, (y0, x0) in enumerate(self.windows):
+            top, bottom = max(y0, first), min(y0 + side, last)
+            if top < bottom:
+                piece = rows[top - first:bottom - first, x0:x0 + side]
+                channels = piece.shape[2]
+                for c in range(channels):
+                    self._buffers[index, top - y0:bottom - y0, :, c] = unit_channel(piece, c)
+
+    def measure(self) -> PeriodicPattern:
+        """The pattern, from the tiles' phase means; the strongest channel counts."""
+        s, m, t = self.s, self.margin, self.tile
+        best: PeriodicPattern | None = None
+        for c in range(self._buffers.shape[3]):
+            blocks = np.empty((len(self.windows), s, s))
+            for index, window in enumerate(self._buffers[:, :, :, c]):
+                inner = periodic_residual(window, s)[m:m + t, m:m + t]
+                means = inner.reshape(t // s, s, t // s, s).mean(axis=(0, 2), dtype=np.float64)
+                blocks[index] = (means - means.mean()) * 255
+            found = _pattern_from_blocks(blocks, s)
+            if best is None or found.score > best.score:
+                best = found
+        assert best is not None
+        return best
 
 
 def unit_channel(image: np.ndarray, c: int) -> np.ndarray:

@@ -17,12 +17,12 @@ from .errors import UpconvError
 from .images import DEFAULT_MAX_PIXELS, load_image
 from .kernel_files import resolve_kernel
 from .kernels import Kernel
-from .metrics import measure_pattern, verdict
+from .metrics import PeriodicPattern, SampledPattern, measure_pattern, verdict
 from .report import Report, build_report, check_measurable, colour_channels
 from .samples import to_float
 
 __all__ = ["ReportSettings", "Report", "report_file", "report_job", "load_report_kernel",
-           "checkerboard_line", "report_about"]
+           "checkerboard_line", "report_about", "summary_sampler", "summary_text", "SAMPLE_ABOVE"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,36 @@ def checkerboard_line(samples: np.ndarray, stride: int) -> tuple[str, float | No
         check_measurable(values.shape, stride)
     except UpconvError:
         return "checkerboard n/a (image too small)", None
-    pattern = measure_pattern(values, stride)
+    sampler = summary_sampler(values.shape, stride)
+    if sampler is None:
+        pattern = measure_pattern(values, stride)
+    else:
+        sampler.add_rows(0, values)
+        pattern = sampler.measure()
+    return summary_text(pattern)
+
+
+#: Images with more pixels than this get their one-line figure from sampled tiles.
+SAMPLE_ABOVE = 1 << 21
+
+
+def summary_sampler(shape: tuple[int, ...], stride: int) -> SampledPattern | None:
+    """For a big image, the tiles the one-line figure is measured on (None: measure all).
+
+    Over :data:`SAMPLE_ABOVE` pixels (2 MP), 4 x 4 tiles of 256 pixels spread
+    evenly over the image (1 MP in all, :class:`~upconv.metrics.SampledPattern`),
+    so the figure costs about 40 ms for any size. ``report`` measures every pixel.
+    """
+    if shape[0] * shape[1] <= SAMPLE_ABOVE:
+        return None
+    try:
+        return SampledPattern((shape[0], shape[1], shape[2]), stride)
+    except ValueError:  # too narrow to sample: measured whole
+        return None
+
+
+def summary_text(pattern: PeriodicPattern) -> tuple[str, float]:
+    """The summary's text for a measured pattern, and its score."""
     name = verdict(pattern.score) if pattern.significant else "none"
     return f"checkerboard {pattern.score:.2f} grey levels ({name})", pattern.score
 

@@ -21,10 +21,11 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from .errors import BadInputError, UpconvError
 from .fileio import read_bytes, write_output
 from .npy import NPY_MAGIC, NpyFile, check_npy_image, npy_samples, read_npy_header
-from .png import encode_png, is_16bit_colour_png, read_png16
+from .png import encode_png, is_16bit_colour_png, png_metadata, read_png16
 from .samples import convert_samples, to_float
 
-__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "load_image", "save_image",
+__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "SaveOptions", "SUBSAMPLINGS",
+           "load_image", "save_image",
            "format_for", "check_writable", "with_samples", "is_npy_file", "image_shape"]
 
 #: Default limit on the pixels of an input or output image (16384 x 16384).
@@ -59,11 +60,19 @@ class Picture:
         The embedded colour profile, carried over to the output.
     was_2d : bool
         The input was a 2-D (H x W) ``.npy`` array; a ``.npy`` output is 2-D too.
+    exif, dpi, subsampling
+        Metadata carried over to outputs that can hold it (see :class:`SaveOptions`).
     """
 
     samples: np.ndarray
     icc_profile: bytes | None = None
     was_2d: bool = False
+    #: EXIF (TIFF-structured bytes), with the orientation tag reset to 1 once applied
+    exif: bytes | None = None
+    #: pixels per inch (x, y), when the file said
+    dpi: tuple[float, float] | None = None
+    #: a JPEG input's chroma subsampling: "4:4:4", "4:2:2" or "4:2:0"
+    subsampling: str | None = None
 
     @property
     def has_alpha(self) -> bool:
@@ -215,9 +224,10 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     if is_16bit_colour_png(data):
         try:
             samples, icc = read_png16(data, max_pixels)
+            exif, dpi = png_metadata(data)
         except UpconvError as exc:
             raise BadInputError(f"{name}: {exc}") from None
-        return Picture(samples, icc)
+        return Picture(samples, icc, exif=_reset_orientation(exif), dpi=dpi)
     try:
         # Pillow's bomb limit is process-wide: set it under a lock, for threads.
         with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
@@ -227,6 +237,10 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(io.BytesIO(data)) as image:
                     icc = image.info.get("icc_profile") or None
+                    exif, dpi = image.info.get("exif") or None, _dpi(image.info.get("dpi"))
+                    subsampling = _jpeg_subsampling(image)
+                    if _orientation(exif) in (5, 6, 7, 8) and dpi is not None:
+                        dpi = (dpi[1], dpi[0])  # a quarter turn swaps the axes
                     image = ImageOps.exif_transpose(image)
                     image.load()
                     image, icc = _to_srgb(image, icc)
@@ -244,7 +258,63 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         raise BadInputError(f"{name}: truncated or corrupt image ({exc})") from None
     if samples.dtype.kind == "f" and not np.isfinite(samples).all():
         raise BadInputError(f"{name}: the image contains NaN or infinite values")
-    return Picture(np.ascontiguousarray(samples), icc)
+    return Picture(np.ascontiguousarray(samples), icc, exif=_reset_orientation(exif), dpi=dpi,
+                   subsampling=subsampling)
+
+
+_SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+
+
+def _jpeg_subsampling(image: Image.Image) -> str | None:
+    """A JPEG's chroma subsampling ("4:4:4", "4:2:2", "4:2:0"), None for others."""
+    if image.format != "JPEG" or image.mode != "RGB":
+        return None
+    from PIL import JpegImagePlugin
+
+    return _SUBSAMPLING_NAMES.get(JpegImagePlugin.get_sampling(image))
+
+
+def _dpi(value: object) -> tuple[float, float] | None:
+    """Pillow's ``dpi`` info as two positive numbers, else None."""
+    try:
+        x, y = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if x > 0 and y > 0 and np.isfinite([x, y]).all() else None
+
+
+def _orientation(exif: bytes | None) -> int:
+    if not exif:
+        return 1
+    try:
+        return int(_parse_exif(exif).get(_ORIENTATION, 1))
+    except (ValueError, TypeError, SyntaxError, OSError):
+        return 1
+
+
+_ORIENTATION = 0x0112
+
+
+def _parse_exif(exif: bytes) -> Image.Exif:
+    parsed = Image.Exif()
+    parsed.load(exif)
+    return parsed
+
+
+def _reset_orientation(exif: bytes | None) -> bytes | None:
+    """EXIF with its orientation tag set to 1 (the pixels are stored upright now).
+
+    EXIF that cannot be parsed is dropped rather than carried over wrong.
+    """
+    if not exif:
+        return None
+    try:
+        parsed = _parse_exif(exif)
+        if parsed.get(_ORIENTATION, 1) != 1:
+            parsed[_ORIENTATION] = 1
+        return parsed.tobytes()
+    except (ValueError, TypeError, SyntaxError, OSError, KeyError):
+        return None
 
 
 def check_writable(fmt: str, width: int, height: int) -> None:
@@ -257,10 +327,39 @@ def check_writable(fmt: str, width: int, height: int) -> None:
 
 # --------------------------------------------------------------------------- writing
 
-def _encode(picture: Picture, fmt: str, quality: int | None, compression: str = "fast"
-            ) -> tuple[bytes, list[str]]:
+#: ``--subsampling`` values and Pillow's names for them.
+SUBSAMPLINGS = {"444": "4:4:4", "422": "4:2:2", "420": "4:2:0"}
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """How to write an image, beyond its format.
+
+    Attributes
+    ----------
+    quality : int, optional
+        JPEG and WebP quality (default 92).
+    compression : {"fast", "small"}
+        PNG deflate setting (:data:`upconv.png.COMPRESSIONS`).
+    subsampling : {"444", "422", "420"}, optional
+        JPEG chroma subsampling; by default a JPEG input's own, else 4:2:0.
+    progressive : bool
+        Write a progressive JPEG.
+    strip : bool
+        Leave out EXIF, the ICC profile and the physical size.
+    """
+
+    quality: int | None = None
+    compression: str = "fast"
+    subsampling: str | None = None
+    progressive: bool = False
+    strip: bool = False
+
+
+def _encode(picture: Picture, fmt: str, options: SaveOptions) -> tuple[bytes, list[str]]:
     """Encode for ``fmt``; returns the bytes and notes about what was lost."""
     pillow_format, _, holds_alpha, max_depth, holds_icc = FORMATS[fmt]
+    quality = options.quality
     notes: list[str] = []
     samples = picture.samples
     if pillow_format == "NPY":
@@ -279,11 +378,13 @@ def _encode(picture: Picture, fmt: str, quality: int | None, compression: str = 
     source = "32-bit float" if samples.dtype.kind == "f" else f"{picture.bit_depth}-bit"
     if depth == 8 and source != "8-bit":
         notes.append(f"{fmt.upper()} output holds 8-bit samples; reduced from {source}")
-    icc = picture.icc_profile if holds_icc else None
+    icc = picture.icc_profile if holds_icc and not options.strip else None
+    exif = picture.exif if not options.strip else None
+    dpi = picture.dpi if not options.strip else None
 
     if fmt == "png":
         return encode_png(convert_samples(samples, np.uint16 if depth == 16 else np.uint8), icc,
-                          compression=compression), notes
+                          exif, dpi, options.compression), notes
 
     if depth == 0:
         image = Image.fromarray(samples[:, :, 0].astype(np.float32), mode="F")
@@ -292,15 +393,24 @@ def _encode(picture: Picture, fmt: str, quality: int | None, compression: str = 
     else:
         eight = convert_samples(samples, np.uint8)
         image = Image.fromarray(eight[:, :, 0] if channels == 1 else eight)
-    options: dict[str, object] = {}
+    settings: dict[str, object] = {}
     if icc:
-        options["icc_profile"] = icc
+        settings["icc_profile"] = icc
+    if exif and fmt in ("jpeg", "webp", "tiff"):
+        settings["exif"] = exif
+    if dpi and fmt in ("jpeg", "tiff"):
+        settings["dpi"] = dpi
     if fmt in ("jpeg", "webp"):
-        options["quality"] = quality if quality is not None else 92
+        settings["quality"] = quality if quality is not None else 92
+    if fmt == "jpeg":
+        chosen = options.subsampling
+        settings["subsampling"] = (SUBSAMPLINGS[chosen] if chosen is not None
+                                   else picture.subsampling or "4:2:0")
+        settings["progressive"] = options.progressive
     if fmt == "tiff":
-        options["compression"] = "tiff_deflate"
+        settings["compression"] = "tiff_deflate"
     buffer = io.BytesIO()
-    image.save(buffer, format=pillow_format, **options)
+    image.save(buffer, format=pillow_format, **settings)
     return buffer.getvalue(), notes
 
 
@@ -314,16 +424,17 @@ def _output_depth(dtype: np.dtype, channels: int, fmt: str) -> int:
     return 8
 
 
-def save_image(picture: Picture, path: str, fmt: str, quality: int | None = None,
-               compression: str = "fast") -> list[str]:
+def save_image(picture: Picture, path: str, fmt: str,
+               options: SaveOptions = SaveOptions()) -> list[str]:
     """Write ``picture`` to ``path`` (``"-"`` for standard output) as ``fmt``.
 
     The image is encoded in memory first, so a failure leaves nothing behind;
     files are then written atomically (:func:`upconv.fileio.write_output`).
     Returns notes about anything the format could not hold (alpha, bit
-    depth), for the caller to show.
+    depth), for the caller to show. The ICC profile, EXIF and physical size
+    are kept where the format holds them, unless ``options.strip``.
     """
-    data, notes = _encode(picture, fmt, quality, compression)
+    data, notes = _encode(picture, fmt, options)
     write_output(path, data, "image")
     return notes
 

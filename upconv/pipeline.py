@@ -27,6 +27,7 @@ from .errors import BadInputError
 from .fileio import commit, discard
 from .images import (
     DEFAULT_MAX_PIXELS,
+    SaveOptions,
     check_writable,
     format_for,
     is_npy_file,
@@ -63,9 +64,8 @@ class ScaleSettings:
     post_kernel: str | None = None
     linear_light: bool = False
     format_name: str | None = None
-    quality: int | None = None
-    #: PNG deflate setting: "fast" (ISA-L) or "small" (zlib level 6)
-    compression: str = "fast"
+    #: how outputs are written: quality, PNG compression, JPEG subsampling, metadata
+    save: SaveOptions = SaveOptions()
     max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int | None = None
     #: False: max_pixels is the default, which does not limit streamed .npy outputs
@@ -194,7 +194,7 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
         # Back to the stored depth; .npy output keeps the exact float result.
         result = from_float(result, picture.samples.dtype)
     notes = list(job.notes) + save_image(with_samples(picture, result), output_path, fmt,
-                                         settings.quality, settings.compression)
+                                         settings.save)
     outcome = ScaleResult(input_path, output_path, (job.plan.shape[1], job.plan.shape[0]),
                           job.plan.name, notes=notes)
     _measure(outcome, result, job.plan, settings)

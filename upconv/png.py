@@ -41,7 +41,8 @@ import numpy as np
 
 from .errors import UpconvError
 
-__all__ = ["is_16bit_colour_png", "read_png16", "PngWriter", "encode_png", "COMPRESSIONS"]
+__all__ = ["is_16bit_colour_png", "read_png16", "png_metadata", "PngWriter", "encode_png",
+           "COMPRESSIONS"]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IEND = b"\0\0\0\0IEND\xaeB`\x82"
@@ -366,6 +367,27 @@ def read_png16(data: bytes, max_pixels: int) -> tuple[np.ndarray, bytes | None]:
         opaque = np.where((samples == key).all(axis=2), 0, 65535).astype(np.uint16)
         samples = np.concatenate([samples, opaque[:, :, None]], axis=2)
     return orient(samples, orientation), icc
+
+
+def png_metadata(data: bytes) -> tuple[bytes | None, tuple[float, float] | None]:
+    """A PNG's EXIF (eXIf) and its pixels per inch (pHYs in metres), or None for each.
+
+    Examples
+    --------
+    >>> png_metadata(encode_png(np.zeros((1, 1, 1), np.uint8), dpi=(300, 300)))[1]
+    (299.9994, 299.9994)
+    """
+    exif, dpi = None, None
+    for kind, body, _ in _chunks(data):
+        if kind == b"eXIf":
+            exif = b"Exif\0\0" + bytes(body)
+        elif kind == b"pHYs" and len(body) == 9:
+            x, y, unit = struct.unpack(">IIB", body)
+            if unit == 1 and x and y:
+                dpi = (round(x * 0.0254, 4), round(y * 0.0254, 4))
+        elif kind == b"IDAT":
+            break  # both come before the image data
+    return exif, dpi
 
 
 def _icc_profile(body: bytes) -> bytes | None:

@@ -12,7 +12,7 @@ import click
 from ..batch import Job, Outcome, check_template, expand_inputs, plan_outputs, run_jobs
 from ..errors import BadInputError, FileAccessError, UpconvError
 from ..fileio import open_text_log, write_output
-from ..images import FORMATS, format_for
+from ..images import FORMATS, SaveOptions, format_for
 from ..methods import Method
 from ..options import Boundary
 from ..pipeline import ScaleSettings, resolve_settings_kernel, scale_file, scale_job, with_dask
@@ -185,7 +185,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         method=chosen, factor=factor, size=size, fit=fit.lower(), boundary=boundary,
         kernel_spec=kernel_spec, padding=padding, output_padding=output_padding,
         post_kernel=post_kernel, linear_light=linear_light, format_name=format_name,
-        quality=quality, compression=compression.lower(), max_pixels=max_pixels,
+        save=SaveOptions(quality=quality, compression=compression.lower()),
+        max_pixels=max_pixels,
         threads=threads, tile=tile,
         max_pixels_given=ctx.get_parameter_source("max_pixels")
         is not click.core.ParameterSource.DEFAULT,

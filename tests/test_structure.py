@@ -144,3 +144,26 @@ def test_command_modules_import_no_private_names_from_each_other():
                 private = [a.name for a in node.names
                            if a.name.startswith("_") and not a.name.endswith("__")]
                 assert not private, f"{path.name} imports private names {private}"
+
+
+def test_a_default_scale_job_never_imports_scipy(tmp_path):
+    """Importing scipy.ndimage or scipy.fft costs a quarter of a second: more than the job."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "in.png")
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "in.jpg")
+    code = (
+        "import sys\n"
+        "from upconv.pipeline import ScaleSettings, scale_file\n"
+        "from upconv.methods import Method\n"
+        f"for name, method in [('in.png', 'bicubic'), ('in.jpg', 'bilinear'),"
+        f" ('in.png', 'transpose'), ('in.png', 'lanczos'), ('in.png', 'nearest')]:\n"
+        f"    scale_file(r'{tmp_path}/' + name, r'{tmp_path}/out_' + method + '.png',\n"
+        "               ScaleSettings(method=Method(method), factor=(2.0, 2.0)))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('scipy')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -110,3 +110,17 @@ def test_small_images_are_measured_whole():
     assert figure == pytest.approx(measure_pattern(image, 2).score)
     # too narrow to sample, however many pixels: measured whole
     assert summary_sampler((40, SAMPLE_ABOVE, 1), 2) is None
+
+
+@pytest.mark.parametrize("s", [2, 3, 4, 5, 8])
+def test_periodic_residual_is_the_box_filter_of_scipy(s, rng):
+    """The numpy box filter against scipy.ndimage.correlate1d (mode "nearest")."""
+    from scipy import ndimage
+
+    from upconv.metrics import _box_weights, periodic_residual
+
+    x = rng.random((67, 45)).astype(np.float32)
+    weights = _box_weights(s).astype(np.float32)
+    smooth = ndimage.correlate1d(x, weights, axis=0, mode="nearest")
+    smooth = ndimage.correlate1d(smooth, weights, axis=1, mode="nearest")
+    np.testing.assert_allclose(periodic_residual(x, s), x - smooth, atol=4 * 2.0 ** -23)

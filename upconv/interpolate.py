@@ -20,10 +20,8 @@ runs through the polyphase engine in :mod:`upconv.polyphase`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
-from scipy import ndimage
 
 from .methods import METHODS, InterpolationMethod
 from .options import Boundary
@@ -90,17 +88,21 @@ _POLE = math.sqrt(3.0) - 2.0
 _GAIN = 6.0
 
 
-def _prefilter_columns(coeffs: np.ndarray) -> None:
-    """Cubic B-spline prefilter along axis 0, in place (causal + anti-causal IIR).
+def _prefilter(coeffs: np.ndarray, axis: int) -> None:
+    """Cubic B-spline prefilter along ``axis`` (0 or 1), in place (causal + anti-causal IIR).
 
-    The recursion runs over rows, each step one vector operation on a whole
-    row, which is cache friendly (scipy's line-buffer filter along axis 0 is
-    not). It runs on one thread: the steps are too short to share the GIL
+    The recursion runs along the axis, each step one vector operation on a
+    whole row (axis 0, contiguous) or column (axis 1, strided) of the image.
+    It runs on one thread: the steps are too short to share the GIL
     profitably. The array must already be extended by :data:`SPLINE_PREPAD`
-    rows: the start-up conditions assume a constant extension, and whatever
-    error that leaves decays by ``|pole|**12 < 2e-7`` before the first real row.
+    samples: the start-up conditions assume a constant extension, and
+    whatever error that leaves decays by ``|pole|**12 < 2e-7`` before the
+    first real sample. Written here rather than called from
+    ``scipy.ndimage.spline_filter1d`` (which it matches to float32 round-off)
+    because importing ``scipy.ndimage`` costs a quarter of a second, more
+    than the whole of a typical ``upconv scale``.
     """
-    c = coeffs.reshape(coeffs.shape[0], -1)
+    c = np.moveaxis(coeffs, axis, 0)
     z = coeffs.dtype.type(_POLE)
     step = np.empty_like(c[0])
     c[0] *= 1.0 / (1.0 - _POLE)
@@ -111,31 +113,11 @@ def _prefilter_columns(coeffs: np.ndarray) -> None:
     for i in range(c.shape[0] - 2, -1, -1):
         np.subtract(c[i + 1], c[i], out=c[i])
         c[i] *= z
-    c *= _GAIN
+    coeffs *= _GAIN
 
 
-def _prefilter_rows(boundary: Boundary) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """The cubic B-spline prefilter along axis 1, for one band of rows, into ``out``."""
-    mode = boundary.scipy_mode
-
-    def run(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-        ndimage.spline_filter1d(rows, 3, axis=1, mode=mode, output=out)
-        return out
-
-    return run
-
-
-RowFilter = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def _spline_coefficients(image: np.ndarray, boundary: Boundary, defer_rows: bool = False,
-                         ) -> tuple[np.ndarray, int, RowFilter | None]:
-    """Cubic B-spline coefficients of the image, extended by their pad.
-
-    Returns ``(coeffs, pad, row_filter)``. With ``defer_rows=True`` the
-    filter along axis 1 may be returned as ``row_filter`` instead of applied,
-    so that the polyphase engine can run it band by band while the rows are
-    in cache.
+def _spline_coefficients(image: np.ndarray, boundary: Boundary) -> tuple[np.ndarray, int]:
+    """Cubic B-spline coefficients of the image, extended by their pad: ``(coeffs, pad)``.
 
     For "edge" and "zero", scipy extends the image by :data:`SPLINE_PREPAD`
     samples before filtering, and so does upconv. For "reflect", scipy uses
@@ -144,16 +126,16 @@ def _spline_coefficients(image: np.ndarray, boundary: Boundary, defer_rows: bool
     same filter so the results agree.
     """
     if boundary is Boundary.REFLECT:
+        from scipy import ndimage
+
         coeffs = image.copy()
         for axis in (0, 1):
             ndimage.spline_filter1d(coeffs, 3, axis=axis, mode="reflect", output=coeffs)
-        return _extend(coeffs, 2, boundary), 2, None
+        return _extend(coeffs, 2, boundary), 2
     coeffs = _extend(image, SPLINE_PREPAD, boundary)
-    _prefilter_columns(coeffs)
-    row_filter = _prefilter_rows(boundary)
-    if defer_rows:
-        return coeffs, SPLINE_PREPAD, row_filter
-    return row_filter(coeffs, coeffs), SPLINE_PREPAD, None
+    for axis in (0, 1):
+        _prefilter(coeffs, axis)
+    return coeffs, SPLINE_PREPAD
 
 
 def nearest(img3: np.ndarray, shape: tuple[int, int], threads: int) -> np.ndarray:
@@ -184,10 +166,8 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationM
     out_h, out_w = shape
     dtype = img3.dtype
     integer_factors = out_h % height == 0 and out_w % width == 0
-    row_filter = None
     if method.prefilter:
-        ext, pad, row_filter = _spline_coefficients(img3, boundary,
-                                                    defer_rows=integer_factors)
+        ext, pad = _spline_coefficients(img3, boundary)
     else:
         pad = method.pad
         ext = _extend(img3, pad, boundary)
@@ -196,7 +176,7 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationM
         phases_x = axis_phases(out_w // width, method, pad)
         out = np.empty((out_h, out_w, img3.shape[2]), dtype)
         return apply_separable(ext, _as_dtype(phases_y, dtype), _as_dtype(phases_x, dtype),
-                               out, threads, row_filter)
+                               out, threads)
     out = np.empty((out_h, out_w, img3.shape[2]), dtype)
     return apply_general(ext, axis_taps(height, out_h, method, pad),
                          axis_taps(width, out_w, method, pad), out, threads)

@@ -6,8 +6,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
-from scipy import ndimage
 
 from .samples import to_float
 
@@ -75,11 +73,36 @@ def _box_weights(s: int) -> np.ndarray:
 
 
 def periodic_residual(channel: np.ndarray, s: int) -> np.ndarray:
-    """``channel - box_s(channel)``: content mostly cancels, an s-periodic pattern stays."""
+    """``channel - box_s(channel)``: content mostly cancels, an s-periodic pattern stays.
+
+    The box is applied along each axis with the border sample repeated (as
+    ``scipy.ndimage.correlate1d(..., mode="nearest")`` does), as a sum of
+    shifted slices: the filter has s or s + 1 taps.
+
+    Examples
+    --------
+    >>> periodic_residual(np.array([[0.0, 1.0, 0.0, 1.0, 0.0, 1.0]]), 2).round(3).tolist()
+    [[-0.25, 0.5, -0.5, 0.5, -0.5, 0.25]]
+    """
     weights = _box_weights(s).astype(channel.dtype)
-    smooth = ndimage.correlate1d(channel, weights, axis=0, mode="nearest")
-    ndimage.correlate1d(smooth, weights, axis=1, mode="nearest", output=smooth)
-    return channel - smooth
+    smooth = _correlate_edge(_correlate_edge(channel, weights, 0), weights, 1)
+    smooth -= channel
+    np.negative(smooth, out=smooth)
+    return smooth
+
+
+def _correlate_edge(values: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """Correlate a 2-D array with a centred odd-length filter along ``axis``, edges repeated."""
+    reach = len(weights) // 2
+    padding = [(0, 0), (0, 0)]
+    padding[axis] = (reach, reach)
+    padded = np.pad(values, padding, mode="edge")
+    n = values.shape[axis]
+    out = np.zeros_like(values)
+    for k, weight in enumerate(weights):
+        window = padded[k:k + n] if axis == 0 else padded[:, k:k + n]
+        out += weight * window
+    return out
 
 
 @dataclass(frozen=True)
@@ -324,6 +347,8 @@ def log_power_spectrum(channel: np.ndarray) -> np.ndarray:
     values = channel - channel.mean(dtype=np.float64)
     values *= np.hanning(rows).astype(np.float32)[:, None]
     values *= np.hanning(cols).astype(np.float32)[None, :]
+    import scipy.fft  # only here: importing it costs a quarter of a second
+
     transform = scipy.fft.fft2(values.astype(np.float32), workers=-1)
     power = transform.real ** 2 + transform.imag ** 2
     return np.fft.fftshift(np.log10(power + 1e-20))
@@ -372,6 +397,8 @@ def ssim(estimate: np.ndarray, reference: np.ndarray) -> float:
         y = reference[:, :, c].astype(np.float64)
 
         def blur(a: np.ndarray) -> np.ndarray:
+            from scipy import ndimage
+
             return ndimage.gaussian_filter(a, 1.5, truncate=3.5)
 
         mu_x, mu_y = blur(x), blur(y)

@@ -155,9 +155,7 @@ def _correlate_rows(src: np.ndarray, start: int, weights: np.ndarray, n: int,
 
 
 def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
-                    out: np.ndarray, threads: int | None = None,
-                    row_filter: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-                    ) -> np.ndarray:
+                    out: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Apply integer-factor operators along both axes of an extended image.
 
     Parameters
@@ -172,11 +170,6 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
         numbers of output periods.
     threads : int, optional
         Worker threads; default :func:`default_threads`.
-    row_filter : callable, optional
-        ``row_filter(rows, out)``: a filter along axis 1 applied to each
-        band's rows (shape ``(rows, W + 2*pad, C)``, written into ``out`` and
-        returned) before the x pass, such as the spline prefilter: done per
-        band, the rows are still in cache.
 
     Returns
     -------
@@ -208,7 +201,6 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
     def make_worker() -> Callable[[tuple[int, int]], None]:
         # Per-thread buffers, allocated once and reused for every band: fresh
         # multi-megabyte temporaries would cost a page fault per 4 KiB each time.
-        filtered = np.empty((max_rows, ext.shape[1], channels), dtype) if row_filter else None
         mid_buffer = np.empty((max_rows, sx * width, channels), dtype)
         phase_buffer = np.empty((max_rows, row_len), dtype)
         scratch_buffer = np.empty((max_rows * sx, row_len), dtype)
@@ -217,9 +209,6 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
             a, b = band
             rows = flat[a + first_row:b + phases_y.reach]
             n_rows = rows.shape[0]
-            if row_filter is not None and filtered is not None:
-                rows = row_filter(rows.reshape(n_rows, -1, channels), filtered[:n_rows])
-                rows = rows.reshape(n_rows, -1)
             # x pass: each phase contiguous into `phase`, then interleaved by pixel.
             mid = mid_buffer[:n_rows]
             mid_px = _pixel_view(mid)

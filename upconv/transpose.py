@@ -26,7 +26,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from .errors import BadInputError
 from .kernels import POST_KERNELS, Kernel
@@ -301,6 +300,8 @@ def post_convolve(image: np.ndarray, post: np.ndarray | str, boundary: Boundary)
         weights = np.asarray(post, dtype=np.float64)
     if weights.ndim != 2:
         raise BadInputError(f"a post-kernel must be 2-D, got shape {weights.shape}")
+    from scipy import ndimage  # only here: importing it costs a quarter of a second
+
     mode = {"edge": "nearest", "reflect": "reflect", "zero": "constant"}[boundary.value]
     out = np.empty_like(image)
     for c in range(image.shape[2]):
@@ -324,6 +325,8 @@ def zero_insertion_transpose(image: np.ndarray, weights: np.ndarray, stride: int
     >>> zero_insertion_transpose(np.array([[1.0, 2.0]]), np.array([[1.0, 10.0]]), 2)
     array([[ 1., 10.,  2., 20.]])
     """
+    from scipy import ndimage
+
     k_h, k_w = weights.shape
     height, width = image.shape
     inserted = np.zeros(((height - 1) * stride + 1, (width - 1) * stride + 1))

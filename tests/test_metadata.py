@@ -4,6 +4,8 @@ a JPEG's chroma subsampling; ``strip`` drops them; JPEG subsampling and progress
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageCms, JpegImagePlugin
@@ -117,3 +119,35 @@ def test_unparsable_exif_is_dropped_not_copied(tmp_path):
     Image.fromarray(photo_like()).save(source, exif=b"Exif\0\0garbage that is not TIFF")
     out = scale(str(source), str(tmp_path / "out.jpg"))
     assert "exif" not in out.info
+
+
+@pytest.mark.parametrize("channels,subsampling", [(3, "444"), (3, "422"), (3, "420"),
+                                                  (1, "420")])
+def test_jpeg_writer_decodes_as_pillows_encoder(rng, channels, subsampling):
+    """The same libjpeg settings as Pillow's encoder: the same decoded pixels."""
+    from upconv.jpeg import encode_jpeg
+
+    samples = rng.integers(0, 256, (37, 51, channels), dtype=np.uint8)
+    data, notes = encode_jpeg(samples, 85, subsampling)
+    buffer = io.BytesIO()
+    pillow = Image.fromarray(samples[:, :, 0] if channels == 1 else samples)
+    pillow.save(buffer, format="JPEG", quality=85,
+                subsampling={"444": "4:4:4", "422": "4:2:2", "420": "4:2:0"}[subsampling])
+    with Image.open(io.BytesIO(data)) as ours, Image.open(buffer) as theirs:
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+        if channels == 3:
+            assert JpegImagePlugin.get_sampling(ours) == SAMPLINGS[
+                {"444": "4:4:4", "422": "4:2:2", "420": "4:2:0"}[subsampling]]
+    assert notes == []
+
+
+def test_jpeg_writer_splits_a_big_icc_profile_and_notes_a_huge_exif(rng):
+    from upconv.jpeg import encode_jpeg
+
+    icc = bytes(rng.integers(0, 256, 150_000, dtype=np.uint8))  # three APP2 chunks
+    samples = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    data, notes = encode_jpeg(samples, icc_profile=icc, exif=b"Exif\0\0" + bytes(70_000))
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.info["icc_profile"] == icc
+        assert "exif" not in image.info
+    assert len(notes) == 1 and "EXIF block" in notes[0]

@@ -20,6 +20,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import BadInputError, UpconvError
 from .fileio import read_bytes, write_output
+from .jpeg import encode_jpeg
 from .npy import NPY_MAGIC, NpyFile, check_npy_image, npy_samples, read_npy_header
 from .png import encode_png, is_16bit_colour_png, png_metadata, read_png16
 from .samples import convert_samples, to_float
@@ -385,6 +386,14 @@ def _encode(picture: Picture, fmt: str, options: SaveOptions) -> tuple[bytes, li
     if fmt == "png":
         return encode_png(convert_samples(samples, np.uint16 if depth == 16 else np.uint8), icc,
                           exif, dpi, options.compression), notes
+    chosen = options.subsampling
+    subsampling = chosen or {v: k for k, v in SUBSAMPLINGS.items()}.get(picture.subsampling
+                                                                        or "", "420")
+    if fmt == "jpeg" and not options.progressive:  # no 4-byte-per-pixel copy in Pillow
+        data, jpeg_notes = encode_jpeg(convert_samples(samples, np.uint8),
+                                       quality if quality is not None else 92, subsampling,
+                                       icc, exif, dpi)
+        return data, notes + jpeg_notes
 
     if depth == 0:
         image = Image.fromarray(samples[:, :, 0].astype(np.float32), mode="F")
@@ -402,11 +411,9 @@ def _encode(picture: Picture, fmt: str, options: SaveOptions) -> tuple[bytes, li
         settings["dpi"] = dpi
     if fmt in ("jpeg", "webp"):
         settings["quality"] = quality if quality is not None else 92
-    if fmt == "jpeg":
-        chosen = options.subsampling
-        settings["subsampling"] = (SUBSAMPLINGS[chosen] if chosen is not None
-                                   else picture.subsampling or "4:2:0")
-        settings["progressive"] = options.progressive
+    if fmt == "jpeg":  # progressive: libjpeg through Pillow
+        settings["subsampling"] = SUBSAMPLINGS[subsampling]
+        settings["progressive"] = True
     if fmt == "tiff":
         settings["compression"] = "tiff_deflate"
     buffer = io.BytesIO()

@@ -151,3 +151,17 @@ def test_jpeg_writer_splits_a_big_icc_profile_and_notes_a_huge_exif(rng):
         assert image.info["icc_profile"] == icc
         assert "exif" not in image.info
     assert len(notes) == 1 and "EXIF block" in notes[0]
+
+
+def test_command_line_options(tmp_path):
+    from upconv.cli import run
+
+    source = jpeg_input(tmp_path / "in.jpg", subsampling="4:2:0")
+    out = tmp_path / "out.jpg"
+    assert run(["scale", source, str(out), "-f", "2", "--subsampling", "444", "--strip",
+                "--progressive", "--quiet"]) == 0
+    with Image.open(out) as image:
+        assert JpegImagePlugin.get_sampling(image) == 0 and image.info.get("progressive")
+        assert "exif" not in image.info and "icc_profile" not in image.info
+    assert run(["scale", source, str(tmp_path / "o.jpg"), "-f", "2",
+                "--subsampling", "411"]) == 2

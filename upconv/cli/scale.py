@@ -74,6 +74,12 @@ from .common import (
               help=f"Output format ({', '.join(FORMATS)}); default from OUTPUT's suffix.")
 @click.option("-q", "--quality", type=click.IntRange(1, 100), default=None,
               help="JPEG/WebP quality (default 92).")
+@click.option("--subsampling", type=click.Choice(["444", "422", "420"]), default=None,
+              help="JPEG chroma subsampling; default: a JPEG input's own, else 420.")
+@click.option("--progressive", is_flag=True, help="Write a progressive JPEG.")
+@click.option("--strip", is_flag=True,
+              help="Leave out EXIF, the ICC profile and the physical size (kept by default "
+                   "where the format holds them).")
 @click.option("--compression", type=click.Choice(["fast", "small"], case_sensitive=False),
               default="fast", show_default=True,
               help="PNG: 'fast' deflates with ISA-L (about a tenth of Pillow's time, files "
@@ -110,8 +116,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                   factor: tuple[float, float] | None, size: tuple[int | None, int | None] | None,
                   fit: str, boundary: str | None, kernel_spec: str | None, padding: int | None,
                   output_padding: int, post_kernel: str | None, linear_light: bool,
-                  format_name: str | None, quality: int | None, compression: str,
-                  max_pixels: int,
+                  format_name: str | None, quality: int | None, subsampling: str | None,
+                  progressive: bool, strip: bool, compression: str, max_pixels: int,
                   threads: int | None, tile: int | None, report_path: str | None,
                   output_dir: str | None, name_template: str | None, recursive: bool,
                   jobs: int | None, skip_existing: bool, fail_fast: bool,
@@ -185,7 +191,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         method=chosen, factor=factor, size=size, fit=fit.lower(), boundary=boundary,
         kernel_spec=kernel_spec, padding=padding, output_padding=output_padding,
         post_kernel=post_kernel, linear_light=linear_light, format_name=format_name,
-        save=SaveOptions(quality=quality, compression=compression.lower()),
+        save=SaveOptions(quality=quality, compression=compression.lower(),
+                         subsampling=subsampling, progressive=progressive, strip=strip),
         max_pixels=max_pixels,
         threads=threads, tile=tile,
         max_pixels_given=ctx.get_parameter_source("max_pixels")

@@ -11,6 +11,8 @@ big arrays are never held whole.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -39,7 +41,10 @@ class NpyHeader:
 def read_npy_header(handle: BinaryIO, name: str) -> NpyHeader:
     """Read the header of an ``.npy`` stream positioned at its start.
 
-    Raises a one-line :class:`~upconv.errors.BadInputError` for a corrupt header.
+    Raises a one-line :class:`~upconv.errors.BadInputError` for a corrupt
+    header, and for a file whose data are not exactly as long as its header
+    says (cut short, or with bytes after the array), so that a whole load and
+    a streamed one refuse the same files.
 
     Examples
     --------
@@ -57,7 +62,25 @@ def read_npy_header(handle: BinaryIO, name: str) -> NpyHeader:
         shape, fortran_order, dtype = read(handle)
     except (ValueError, OSError, EOFError) as exc:
         raise BadInputError(f"{name}: corrupt .npy file ({exc})") from None
-    return NpyHeader(tuple(shape), dtype, bool(fortran_order), handle.tell())
+    header = NpyHeader(tuple(shape), dtype, bool(fortran_order), handle.tell())
+    if not dtype.hasobject:  # pickled objects have no size to check (and are refused)
+        stored = handle.seek(0, os.SEEK_END) - header.offset
+        handle.seek(header.offset)
+        _check_data_size(header, stored, name)
+    return header
+
+
+def _check_data_size(header: NpyHeader, stored: int, name: str) -> None:
+    """Refuse an ``.npy`` whose data are not as long as its shape and dtype make them."""
+    expected = math.prod(header.shape) * header.dtype.itemsize
+    if stored == expected:
+        return
+    shape = "x".join(str(side) for side in header.shape) or "scalar"
+    what = f"its header says {shape} {header.dtype} ({expected} bytes of data)"
+    if stored < expected:
+        raise BadInputError(f"{name}: truncated .npy file: {what}, but it holds {stored}")
+    raise BadInputError(f"{name}: corrupt .npy file: {what}, but {stored - expected} more "
+                        "bytes follow")
 
 
 def check_npy_image(header: NpyHeader, name: str, max_pixels: int | None = None) -> None:
@@ -131,7 +154,7 @@ class NpyFile:
 
     @classmethod
     def open(cls, path: str) -> NpyFile:
-        """The file's header."""
+        """The file's header (checked against the file's size)."""
         try:
             with open(path, "rb") as handle:
                 header = read_npy_header(handle, path)

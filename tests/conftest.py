@@ -7,6 +7,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,31 @@ def limited_run(args: list[str], cwd: Path, limit: int, code: str = "", **kwargs
                           preexec_fn=limit_files, stderr=subprocess.PIPE, text=True,
                           env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=300, **kwargs)
 
+
+class FifoReader:
+    """Everything written into the named pipe ``path`` while the test runs a job.
+
+    The pipe is opened for reading and, to keep its end from coming early, for
+    writing too, before the job starts; :meth:`result` drops that writer once the
+    job is done and returns what the job wrote. Nothing depends on timing: a job
+    that never opens the pipe leaves it empty.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.read_end = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        os.set_blocking(self.read_end, True)
+        self.held = os.open(path, os.O_WRONLY)
+        self.chunks: list[bytes] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with os.fdopen(self.read_end, "rb") as pipe:
+            while chunk := pipe.read(65536):
+                self.chunks.append(chunk)
+
+    def result(self) -> bytes:
+        os.close(self.held)
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive()
+        return b"".join(self.chunks)

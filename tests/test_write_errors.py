@@ -24,6 +24,8 @@ from PIL import Image
 CASES = [
     ("scale", ["scale", "a.png", "out.png", "-f", "2", "--quiet"], "out.png", []),
     ("scale npy", ["scale", "in.npy", "out.npy", "-f", "2", "--quiet"], "out.npy", []),
+    ("scale streamed npy", ["scale", "in.npy", "out.npy", "-f", "2", "--tile", "16",
+                            "--quiet"], "out.npy", []),
     ("scale --report", ["scale", "flat.png", "big.png", "-f", "2", "--report", "r.json",
                         "--quiet"], "r.json", ["big.png"]),
     ("batch --report", ["scale", "folder", "-o", "out", "-f", "2", "--jobs", "1", "--quiet",
@@ -111,7 +113,8 @@ def test_a_full_disk_is_one_line_naming_the_output(tmp_path, case):
     ["kernel", "show", "bilinear", "-f", "2"],
     ["report", "high.png", "--json"],
     ["scale", "a.png", "-", "-f", "2", "--format", "png"],
-], ids=["json", "tables", "report json", "image"])
+    ["scale", "in.npy", "-", "-f", "2", "--format", "npy", "--tile", "16"],
+], ids=["json", "tables", "report json", "image", "streamed npy"])
 def test_a_full_standard_output_is_one_line_naming_it(tmp_path, args):
     folder = tmp_path / "work"
     make_inputs(folder)

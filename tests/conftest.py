@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +53,56 @@ def assert_images_close(actual: np.ndarray, expected: np.ndarray, atol: float,
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261128)
+
+
+def limited_run(args: list[str], cwd: Path, limit: int, code: str = "", **kwargs
+                ) -> subprocess.CompletedProcess:
+    """``upconv ARGS`` in a process whose files may not grow past ``limit`` bytes.
+
+    Writes beyond the limit fail with EFBIG, as writes to a full disk fail with
+    ENOSPC (SIGXFSZ is ignored, so the write fails instead of killing the
+    process): a full disk without root or a small filesystem. ``code`` runs
+    first in that process (to patch something); ``kwargs`` go to
+    :func:`subprocess.run` (stderr and stdout are captured as text unless given).
+    """
+    def limit_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    program = code + "\nimport sys\nfrom upconv.cli import run\nsys.exit(run(sys.argv[1:]))"
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    # Unbuffered text streams (PYTHONUNBUFFERED) drop the rest of a short write silently
+    # (a CPython limitation), where buffered ones retry and get the error.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    return subprocess.run([sys.executable, "-c", program, *args], cwd=cwd,
+                          preexec_fn=limit_files, stderr=subprocess.PIPE, text=True,
+                          env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=300, **kwargs)
+
+
+class FifoReader:
+    """Everything written into the named pipe ``path`` while the test runs a job.
+
+    The pipe is opened for reading and, to keep its end from coming early, for
+    writing too, before the job starts; :meth:`result` drops that writer once the
+    job is done and returns what the job wrote. Nothing depends on timing: a job
+    that never opens the pipe leaves it empty.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.read_end = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        os.set_blocking(self.read_end, True)
+        self.held = os.open(path, os.O_WRONLY)
+        self.chunks: list[bytes] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with os.fdopen(self.read_end, "rb") as pipe:
+            while chunk := pipe.read(65536):
+                self.chunks.append(chunk)
+
+    def result(self) -> bytes:
+        os.close(self.held)
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive()
+        return b"".join(self.chunks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -14,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, FifoReader
 from PIL import Image
 
 import upconv
@@ -285,6 +286,21 @@ def test_dask_streams_the_tiles_of_a_big_npy(cluster, tmp_path, rng, capsys):
                 "-m", "bilinear", "--tile", "16", "--dask", cluster.scheduler_address]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
                                   upconv.scale(values, 2, method="bilinear"))
+
+
+def test_dask_streams_a_big_npy_into_a_pipe_in_order(cluster, tmp_path, rng):
+    """A FIFO takes the bands one after another, in order, whichever worker finishes first."""
+    values = rng.random((90, 70)).astype(np.float32)
+    np.save(tmp_path / "in.npy", values)
+    expected = io.BytesIO()
+    np.save(expected, upconv.scale(values, 2, method="bilinear"))
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)
+    reader = FifoReader(fifo)
+    status = run(["scale", str(tmp_path / "in.npy"), str(fifo), "-f", "2", "-m", "bilinear",
+                  "--tile", "16", "--quiet", "--dask", cluster.scheduler_address])
+    assert reader.result() == expected.getvalue()
+    assert status == 0
 
 
 # ------------------------------------------------------------------ review fixes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -387,3 +388,95 @@ def test_the_shipped_defaults_keep_the_brightness_and_get_no_warning(tmp_path, c
     assert run(["scale", str(tmp_path / "flat.npy"), str(tmp_path / "out.npy"), "-m",
                 "transpose", "-f", factor]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ strict .npz and .npy
+
+#: The same mistakes in a .json kernel and in an .npz one: (.json fields, .npz arrays,
+#: what the one-line message says). Fields the .npz stores as arrays are 0-d arrays.
+SAME_MISTAKES = [
+    ({"w": [[1, 1], [1, 1]]}, {"w": np.ones((2, 2))}, "no {what} (it has: w)"),
+    ({"stride": 2, "b": [0.5]}, {"stride": np.array(2), "b": np.zeros(1)},
+     "no {what} (it has: stride, b)"),
+    ({"weights": [[True, False], [True, True]]}, {"weights": np.eye(2, dtype=bool)},
+     '"weights" must be an array of numbers, not '),
+    ({"weights": [["1", "2"], ["3", "4"]]}, {"weights": np.array([["1", "2"], ["3", "4"]])},
+     '"weights" must be an array of numbers, not '),
+    ({"weights": [[1, 1], [1, 1]], "stride": True},
+     {"weights": np.ones((2, 2)), "stride": np.array(True)},
+     '"stride" must be a whole number, not True'),
+    ({"weights": [[1, 1], [1, 1]], "stride": "2"},
+     {"weights": np.ones((2, 2)), "stride": np.array("2")},
+     "\"stride\" must be a whole number, not '2'"),
+    ({"weights": [[1, 1], [1, 1]], "stride": 2.5},
+     {"weights": np.ones((2, 2)), "stride": np.array(2.5)},
+     "a transposed convolution needs a whole stride >= 2, not 2.5"),
+    ({"weights": [[1, 1], [1, 1]], "stride": 2, "padding": False},
+     {"weights": np.ones((2, 2)), "stride": np.array(2), "padding": np.array(False)},
+     '"padding" must be a whole number, not False'),
+    ({"weights": [[1, 1], [1, 1]], "stride": 2, "padding": "1"},
+     {"weights": np.ones((2, 2)), "stride": np.array(2), "padding": np.array("1")},
+     "\"padding\" must be a whole number, not '1'"),
+    ({"weights": [[1, 1], [1, 1]], "stride": 2, "boundary": "sideways"},
+     {"weights": np.ones((2, 2)), "stride": np.array(2), "boundary": np.array("sideways")},
+     "unknown boundary 'sideways'"),
+    ({"weights": [[1, 1], [1, 1]], "stride": 2, "boundary": 3},
+     {"weights": np.ones((2, 2)), "stride": np.array(2), "boundary": np.array(3)},
+     '"boundary" must be one of edge, reflect, zero, not 3'),
+]
+
+
+@pytest.mark.parametrize("fields, arrays, fragment", SAME_MISTAKES)
+def test_npz_kernels_are_read_by_the_json_rules(tmp_path, fields, arrays, fragment):
+    """The same mistake gets the same one-line refusal, naming the file, in either format."""
+    (tmp_path / "k.json").write_text(json.dumps(fields))
+    np.savez(tmp_path / "k.npz", **arrays)
+    for suffix, what in ((".json", 'key "weights"'), (".npz", "array named 'weights'")):
+        path = tmp_path / f"k{suffix}"
+        with pytest.raises(upconv.BadInputError) as caught:
+            Kernel.load(path)
+        message = str(caught.value)
+        assert "\n" not in message and fragment.format(what=what) in message
+        # Values the Kernel type refuses are named by the file's name, as in its reports.
+        assert message.split(": ")[0] in (str(path), path.name), message
+
+
+def test_an_npz_without_weights_is_refused_by_the_command_line(tmp_path, capsys):
+    np.savez(tmp_path / "k.npz", w=np.ones((4, 4)) / 4, b=np.zeros(1))
+    status = run(["scale", str(PHOTO), str(tmp_path / "out.png"), "-m", "transpose",
+                  "-k", str(tmp_path / "k.npz"), "-f", "2"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.strip().splitlines() == [
+        f"upconv: error: {tmp_path / 'k.npz'}: no array named 'weights' (it has: w, b)"]
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_an_unnamed_array_is_not_taken_for_the_weights(tmp_path):
+    np.savez(tmp_path / "k.npz", np.ones((4, 4)) / 4)  # numpy names it arr_0
+    with pytest.raises(upconv.BadInputError, match=r"no array named 'weights' \(it has: arr_0\)"):
+        Kernel.load(tmp_path / "k.npz")
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(upconv.BadInputError, match=r"\(it has: nothing\)"):
+        Kernel.load(tmp_path / "empty.npz")
+
+
+def test_npz_with_valid_fields_and_other_arrays_loads(tmp_path, rng):
+    weights = rng.random((4, 4))
+    np.savez(tmp_path / "k.npz", weights=weights, stride=np.array(2), padding=np.array(1),
+             boundary=np.array("reflect"), notes=np.arange(3))
+    kernel = Kernel.load(tmp_path / "k.npz")
+    np.testing.assert_array_equal(kernel.weights, weights)
+    assert (kernel.stride, kernel.padding, kernel.info) == (2, 1, {"boundary": "reflect"})
+
+
+@pytest.mark.parametrize("array, fragment", [
+    (np.eye(3, dtype=bool), "true/false values (bool)"),
+    (np.ones((3, 3), np.complex128), "complex numbers"),
+    (np.array([["a", "b"], ["c", "d"]]), "strings"),
+])
+def test_npy_kernels_must_hold_numbers(tmp_path, array, fragment):
+    np.save(tmp_path / "k.npy", array)
+    with pytest.raises(upconv.BadInputError, match=re.escape(
+            f"k.npy: the weights must be an array of numbers, not {fragment}")):
+        Kernel.load(tmp_path / "k.npy")

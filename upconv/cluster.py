@@ -28,9 +28,10 @@ def _client(address: str):
         raise BadInputError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
 
 
-def map_on_dask(function: Callable[[Any], Any], items: list, address: str
-                ) -> Iterator[tuple[Any, Any]]:
-    """Yield ``(item, function(item))`` as tasks finish on the cluster.
+def map_on_dask(function: Callable[[Any], Any], items: list, address: str,
+                ordered: bool = False) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(item, function(item))`` as tasks finish on the cluster (``ordered``: in
+    the order of ``items``, for results that must be written one after another).
 
     Tasks are impure (files are their effect) and a worker lost mid-task is
     replaced by running the task again; exceptions come back as they are.
@@ -43,7 +44,7 @@ def map_on_dask(function: Callable[[Any], Any], items: list, address: str
         # rerun by the scheduler anyway.
         futures = {client.submit(function, item, pure=False): item
                    for item in items}
-        for future in as_completed(futures):
+        for future in (futures if ordered else as_completed(futures)):
             yield futures[future], future.result()
     finally:
         client.close()

@@ -1,20 +1,26 @@
 """Reading whole files and writing them atomically: the one place upconv touches the disk.
 
 Every output upconv writes (images, kernels, reports, heat maps, matrices,
-streamed ``.npy`` arrays) goes through :func:`atomic_output` or
-:func:`write_output`: the bytes go to a temporary file beside the target,
-which is renamed over it only when complete. On any error or Ctrl-C the
-temporary file is removed and an existing file is left untouched; a replaced
-file keeps its permissions.
+streamed ``.npy`` arrays) goes through :func:`output_writer` (or
+:func:`write_output`, its one-shot form): standard output (``-``) and an
+existing device, FIFO or socket are written into, in order; anything else is
+a file written atomically, to a temporary file beside the target that is
+renamed over it only when complete. On any error or Ctrl-C the temporary file
+is removed and an existing file is left untouched; a replaced file keeps its
+permissions. A streamed ``.npy`` written by bands into a file uses the same
+pieces (:func:`temporary_beside`, :func:`reserve_space`, :func:`sync_file`,
+:func:`commit`, :func:`discard`). Every write error, a full disk included,
+is a one-line :class:`~upconv.errors.FileAccessError` naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -22,7 +28,11 @@ from typing import IO, BinaryIO
 from .errors import BadInputError, FileAccessError, OutputClosedError
 
 __all__ = ["read_bytes", "standard_stream", "temporary_beside", "commit", "discard",
-           "atomic_output", "write_output", "open_text_log"]
+           "write_error", "reserve_space", "sync_file", "written_in_place", "output_target",
+           "atomic_output", "output_writer", "write_output", "TextLog", "open_text_log"]
+
+#: A function that writes bytes (or any buffer) to an output, in order.
+Writer = Callable[[bytes | memoryview], None]
 
 
 def standard_stream(stream: IO | None, which: str) -> IO:
@@ -111,11 +121,8 @@ def commit(temporary: str, path: str, shown: str | None = None) -> None:
     try:
         os.chmod(temporary, mode)
         os.replace(temporary, path)
-    except PermissionError:
-        raise FileAccessError(f"{shown or path}: permission denied") from None
     except OSError as exc:
-        raise FileAccessError(f"{shown or path}: cannot write ({exc.strerror or exc})"
-                              ) from None
+        raise write_error(shown or path, exc) from None
 
 
 def discard(temporary: str) -> None:
@@ -126,13 +133,94 @@ def discard(temporary: str) -> None:
         pass
 
 
+def write_error(name: str, exc: OSError) -> FileAccessError:
+    """The one-line error for a failed write to ``name`` (a full disk included).
+
+    Examples
+    --------
+    >>> print(write_error("out.png", OSError(errno.ENOSPC, "No space left on device")))
+    out.png: cannot write (No space left on device)
+    """
+    if isinstance(exc, FileAccessError):
+        return exc
+    if isinstance(exc, PermissionError):
+        return FileAccessError(f"{name}: permission denied")
+    return FileAccessError(f"{name}: cannot write ({exc.strerror or exc})")
+
+
+def reserve_space(fd: int, size: int) -> bool:
+    """Make the open file ``size`` bytes long, with its disk space allocated now.
+
+    A disk too full (or a file-size limit too low) for ``size`` bytes is an
+    :class:`OSError` here, before any work, rather than at some later write.
+    Where the filesystem or platform cannot preallocate, the file is only
+    extended (sparse), and False is returned: its blocks are then allocated
+    as it is written, so its writes must be ordinary writes, whose errors are
+    errors, never stores into a memory map (which die of SIGBUS on a full
+    disk).
+    """
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is not None:
+        try:
+            allocate(fd, 0, size)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+    os.ftruncate(fd, size)
+    return False
+
+
+def sync_file(path: str, shown: str | None = None) -> None:
+    """Flush a file written by others (worker processes) to the disk, before committing it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise write_error(shown or path, exc) from None
+
+
+def written_in_place(path: str) -> bool:
+    """Whether ``path`` is written into rather than replaced: standard output (``"-"``)
+    or an existing device, FIFO or socket (through symbolic links).
+
+    Such an output is written once, in order: it cannot be seeked, mapped or
+    renamed over.
+
+    Examples
+    --------
+    >>> written_in_place("-"), written_in_place("/dev/null"), written_in_place("/no/file.png")
+    (True, True, False)
+    """
+    if path == "-":
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path)
+    except OSError:
+        return False
+
+
+def output_target(path: str) -> str:
+    """The real path an output file ``path`` is written to (symbolic links are written
+    through, as other tools do); a directory is refused."""
+    target = os.path.realpath(path)
+    if os.path.isdir(target):
+        raise FileAccessError(f"{path}: is a directory; give an output file name")
+    return target
+
+
 @contextmanager
 def atomic_output(path: str, shown: str | None = None) -> Iterator[BinaryIO]:
     """Write a file atomically: a temporary file in the same folder, then rename.
 
     On any exception (including KeyboardInterrupt) the temporary file is
-    removed and an existing ``path`` is left untouched. Errors name ``shown``
-    (the path as the user typed it), else ``path``.
+    removed and an existing ``path`` is left untouched. A write that fails
+    (a full disk, a file-size limit), whether in the body, on flushing or on
+    closing, is a one-line :class:`~upconv.errors.FileAccessError` naming
+    ``shown`` (the path as the user typed it), else ``path``.
 
     Examples
     --------
@@ -145,29 +233,31 @@ def atomic_output(path: str, shown: str | None = None) -> Iterator[BinaryIO]:
     """
     handle = temporary_beside(path, shown)
     try:
-        with handle:
-            try:
-                yield handle  # type: ignore[misc]
-                handle.flush()
-                os.fsync(handle.fileno())
-            except OSError as exc:
-                if isinstance(exc, FileAccessError):
-                    raise
-                raise FileAccessError(f"{shown or path}: cannot write "
-                                      f"({exc.strerror or exc})") from None
+        try:
+            yield handle  # type: ignore[misc]
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        except OSError as exc:
+            raise write_error(shown or path, exc) from None
         commit(handle.name, path, shown)
     except BaseException:
+        _close_quietly(handle)
         discard(handle.name)
         raise
 
 
-def write_output(path: str, data: bytes, what: str = "image") -> None:
-    """Write ``data`` to ``path`` (``"-"``: standard output), atomically where it is a file.
+@contextmanager
+def output_writer(path: str, what: str = "image") -> Iterator[Writer]:
+    """Write an output in order, piece by piece: ``with output_writer(p) as write: write(b)``.
 
-    Symbolic links are written through, as other tools do; a device, FIFO or
-    socket (``/dev/null``, a named pipe) is written into, since renaming over
-    it would replace the node with a file. Binary data is never written to a
-    terminal. A reader of standard output that went away raises
+    ``"-"`` is standard output; a device, FIFO or socket (``/dev/null``, a
+    named pipe) is written into, since renaming over it would replace the
+    node with a file; anything else is a file written atomically
+    (:func:`atomic_output`). Symbolic links are written through, as other
+    tools do. Binary data (``what`` other than ``"text"``) is never written
+    to a terminal. Failed writes are one-line errors naming the output; a
+    reader of standard output or of a pipe that went away raises
     :class:`~upconv.errors.OutputClosedError`.
     """
     binary = what != "text"
@@ -177,58 +267,101 @@ def write_output(path: str, data: bytes, what: str = "image") -> None:
             raise BadInputError(f"refusing to write binary {what} data to a terminal; "
                                 "redirect standard output or give an output file")
         stream.flush()
-        _write_all(stream.fileno(), data, "standard output")
+        fd = stream.fileno()
+        yield lambda data: _write_all(fd, data, "standard output")
         return
-    target = os.path.realpath(path)
-    if os.path.isdir(target):
-        raise FileAccessError(f"{path}: is a directory; give an output file name")
+    target = output_target(path)
+    if not written_in_place(target):
+        with atomic_output(target, shown=path) as handle:
+            yield lambda data: _write_to(handle, data, path)
+        return
     try:
-        special = os.path.exists(target) and not stat.S_ISREG(os.stat(target).st_mode)
-        if special:
-            with open(target, "wb", buffering=0) as handle:
-                if binary and handle.isatty():
-                    raise BadInputError(f"{path}: refusing to write binary {what} data to a "
-                                        "terminal")
-                _write_all(handle.fileno(), data, path)
-            return
-    except PermissionError:
-        raise FileAccessError(f"{path}: permission denied") from None
+        handle = open(target, "wb", buffering=0)
     except OSError as exc:
-        if isinstance(exc, FileAccessError):
-            raise
-        raise FileAccessError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    with atomic_output(target, shown=path) as handle:
-        handle.write(data)
+        raise write_error(path, exc) from None
+    with handle:
+        if binary and handle.isatty():
+            raise BadInputError(f"{path}: refusing to write binary {what} data to a "
+                                "terminal")
+        yield lambda data: _write_all(handle.fileno(), data, path)
 
 
-def open_text_log(path: str, append: bool) -> IO[str]:
+def write_output(path: str, data: bytes, what: str = "image") -> None:
+    """Write ``data`` to ``path`` (``"-"``: standard output), atomically where it is a file.
+
+    The one-shot form of :func:`output_writer`, which says where and how.
+    """
+    with output_writer(path, what) as write:
+        write(data)
+
+
+class TextLog:
+    """A text file written line by line, each line flushed; errors name the file."""
+
+    def __init__(self, handle: IO[str], path: str) -> None:
+        self.handle, self.path = handle, path
+
+    def write_line(self, line: str) -> None:
+        """Write ``line`` and a newline, and flush them to the file."""
+        try:
+            self.handle.write(line + "\n")
+            self.handle.flush()
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+
+    def close(self) -> None:
+        """Close the file (a failed write still pending is dropped, not raised twice)."""
+        _close_quietly(self.handle)
+
+    def __enter__(self) -> TextLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_text_log(path: str, append: bool) -> TextLog:
     """A text file written line by line as results come in, for ``--report PATH`` of a batch.
 
     Not atomic on purpose: a stopped batch keeps the lines of the images it
-    finished, and a resumed one (``append``) adds to them. Errors are one line
-    naming the file.
+    finished, and a resumed one (``append``) adds to them. Errors, opening or
+    writing, are one line naming the file.
     """
     try:
-        return open(path, "a" if append else "w", encoding="utf-8")
+        return TextLog(open(path, "a" if append else "w", encoding="utf-8"), path)
     except IsADirectoryError:
         raise FileAccessError(f"{path}: is a directory; give a file name") from None
     except FileNotFoundError:
         raise FileAccessError(f"{path}: folder {os.path.dirname(path)!r} does not exist"
                               ) from None
-    except PermissionError:
-        raise FileAccessError(f"{path}: permission denied") from None
     except OSError as exc:
-        raise FileAccessError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise write_error(path, exc) from None
 
 
-def _write_all(fd: int, data: bytes, name: str) -> None:
+def _write_to(handle: IO[bytes], data: bytes | memoryview, name: str) -> None:
+    """Write to an open file; a failure is the one-line error naming ``name``."""
+    try:
+        handle.write(data)
+    except OSError as exc:
+        raise write_error(name, exc) from None
+
+
+def _write_all(fd: int, data: bytes | memoryview, name: str) -> None:
     """Write every byte or fail: a short write is retried, EPIPE raises OutputClosedError."""
-    view = memoryview(data)
+    view = memoryview(data).cast("B")
     while view:
         try:
             written = os.write(fd, view)
         except BrokenPipeError:
             raise OutputClosedError(name) from None
         except OSError as exc:
-            raise FileAccessError(f"cannot write {name} ({exc.strerror or exc})") from None
+            raise write_error(name, exc) from None
         view = view[written:]
+
+
+def _close_quietly(handle: IO) -> None:
+    """Close a file being abandoned; an error flushing what was left is not news."""
+    try:
+        handle.close()
+    except OSError:
+        pass

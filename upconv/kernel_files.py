@@ -5,9 +5,14 @@ Formats (the suffix decides):
 - ``.json``: self-describing (``format``, ``stride``, ``alignment``, ``shape``,
   ``weights``, optional ``padding`` and provenance), an exact round trip;
 - ``.npy``: the weights (read with ``allow_pickle=False``);
-- ``.npz``: array ``weights`` (or the only array), optional ``stride``,
-  ``padding`` and ``boundary``;
+- ``.npz``: array ``weights``, optional ``stride``, ``padding`` and
+  ``boundary`` (other arrays are left alone);
 - ``.txt``/``.csv``: a 2-D grid of numbers.
+
+Every format is read by the same rules (:func:`_checked_weights`,
+:func:`_from_fields`): weights are numbers (not booleans, strings or null),
+``stride`` and ``padding`` whole numbers, ``boundary`` one of the boundaries;
+a file without the weights says which keys or arrays it has.
 
 :func:`resolve_kernel` turns what a user gives (a :class:`~upconv.kernels.Kernel`,
 a built-in name or a file) into a kernel with its stride settled;
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,12 +33,15 @@ from .errors import BadInputError, UpconvError
 from .fileio import read_bytes, write_output
 from .kernels import POST_KERNELS, Kernel, builtin_kernel
 from .methods import BUILTIN_KERNELS
+from .options import Boundary, choice
 
 __all__ = ["KERNEL_SUFFIXES", "load_kernel", "save_kernel", "resolve_kernel",
            "default_kernel", "post_weights", "DEFAULTS_FOLDER"]
 
 #: The file suffixes kernels are read from and written to.
 KERNEL_SUFFIXES = (".json", ".npy", ".npz", ".txt", ".csv")
+#: The array or key that holds the weights in ``.npz`` and ``.json`` files.
+WEIGHTS_KEY = "weights"
 #: Where the fitted default kernels live (package data).
 DEFAULTS_FOLDER = Path(__file__).resolve().parent / "data"
 
@@ -80,11 +89,13 @@ def load_kernel(path: str | Path) -> Kernel:
     if suffix == ".json":
         return _from_json(data, name)
     if suffix == ".npy":
-        return Kernel(_load_npy(data, name), name=path.name)
+        return Kernel(_checked_weights(_load_npy(data, name), name, "the weights"),
+                      name=path.name)
     if suffix == ".npz":
         return _from_npz(data, name)
     if suffix in (".txt", ".csv"):
-        return Kernel(_load_text(data, name), name=path.name)
+        return Kernel(_checked_weights(_load_text(data, name), name, "the weights"),
+                      name=path.name)
     raise BadInputError(f"{name}: unknown kernel file suffix {suffix!r}; use .json, .npy, "
                         ".npz, .txt or .csv")
 
@@ -101,29 +112,32 @@ def _load_npy(data: bytes, name: str) -> np.ndarray:
         raise BadInputError(f"{name}: corrupt .npy file ({exc})") from None
 
 
-def _from_npz(data: bytes, name: str) -> Kernel:
+def _from_npz(data: bytes, name: str, key: str = WEIGHTS_KEY) -> Kernel:
+    """A kernel from an ``.npz``: the weights in array ``key``, the rest as in ``.json``."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            keys = list(archive.keys())
-            if "weights" in archive:
-                weights = archive["weights"]
-            elif len(keys) == 1:
-                weights = archive[keys[0]]
-            else:
-                raise BadInputError(f"{name}: .npz needs an array named 'weights' (has {keys})")
-            stride = archive["stride"].tolist() if "stride" in archive else None
-            padding = archive["padding"].tolist() if "padding" in archive else None
-            boundary = str(archive["boundary"]) if "boundary" in archive else None
+            arrays = list(archive.keys())
+            if key not in arrays:
+                raise BadInputError(_missing(name, f"array named {key!r}", arrays))
+            fields: dict[str, object] = {WEIGHTS_KEY: archive[key]}
+            for field in ("stride", "padding", "boundary"):
+                if field in arrays:
+                    fields[field] = archive[field].tolist()
     except UpconvError:
         raise
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise BadInputError(f"{name}: object or pickled arrays are refused") from None
         raise BadInputError(f"{name}: not a valid .npz file ({exc})") from None
-    except (OSError, EOFError, TypeError, KeyError) as exc:
+    except (OSError, EOFError, TypeError, KeyError, zipfile.BadZipFile) as exc:
         raise BadInputError(f"{name}: corrupt .npz file ({exc})") from None
-    return Kernel(weights, stride=stride, padding=padding, name=Path(name).name,
-                  info={"boundary": boundary} if boundary else {})
+    return _from_fields(fields, name)
+
+
+def _missing(name: str, what: str, present: list[str]) -> str:
+    """The message for a kernel file without its weights, listing what it has."""
+    has = ", ".join(present) if present else "nothing"
+    return f"{name}: no {what} (it has: {has})"
 
 
 def _load_text(data: bytes, name: str) -> np.ndarray:
@@ -173,33 +187,79 @@ def _is_json_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _only_numbers(value: object, depth: int = 0) -> bool:
-    """Whether nested lists hold only JSON numbers."""
-    if isinstance(value, list):
-        return depth < 8 and all(_only_numbers(item, depth + 1) for item in value)
-    return _is_json_number(value)
-
-
 def _from_json(data: bytes, name: str) -> Kernel:
     try:
         document = json.loads(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge integers
         raise BadInputError(f"{name}: not valid JSON ({str(exc)[:80]})") from None
-    if not isinstance(document, dict) or "weights" not in document:
-        raise BadInputError(f"{name}: a kernel .json needs an object with \"weights\"")
-    if not _only_numbers(document["weights"]):
-        raise BadInputError(f"{name}: \"weights\" must be an array of numbers (not true, "
-                            "false, strings or null)")
+    if not isinstance(document, dict):
+        raise BadInputError(f"{name}: a kernel .json needs an object with \"{WEIGHTS_KEY}\"")
+    if WEIGHTS_KEY not in document:
+        raise BadInputError(_missing(name, f"key \"{WEIGHTS_KEY}\"", list(document)))
+    return _from_fields(document, name)
+
+
+def _checked_weights(value: object, name: str, label: str) -> np.ndarray:
+    """Weights from any format as float64: numbers only, never booleans, strings or null.
+
+    ``value`` is an array (``.npy``, ``.npz``) or nested lists (``.json``);
+    ``label`` names them in messages.
+    """
+    if isinstance(value, np.ndarray):
+        offender = None if value.dtype.kind in "iuf" else _ARRAY_KINDS.get(
+            value.dtype.kind, str(value.dtype))
+    else:
+        offender = _first_non_number(value)
+    if offender is not None:
+        raise BadInputError(f"{name}: {label} must be an array of numbers, not {offender}")
+    try:
+        return np.array(value, dtype=np.float64)
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        raise BadInputError(f"{name}: {label} must be a rectangular array of numbers "
+                            "(ragged rows or non-numeric cells)") from None
+
+
+#: What an array of a non-numeric kind holds, for messages.
+_ARRAY_KINDS = {"b": "true/false values (bool)", "U": "strings", "S": "bytes",
+                "c": "complex numbers", "M": "dates", "m": "time spans"}
+
+
+def _first_non_number(value: object, depth: int = 0) -> str | None:
+    """The first cell of nested lists that is not a JSON number, as JSON shows it."""
+    if isinstance(value, list):
+        if depth >= 8:
+            return "arrays nested that deep"
+        for item in value:
+            offender = _first_non_number(item, depth + 1)
+            if offender is not None:
+                return offender
+        return None
+    return None if _is_json_number(value) else json.dumps(value, default=repr)[:40]
+
+
+def _from_fields(document: dict, name: str) -> Kernel:
+    """A kernel from a file's fields (a ``.json`` object, or an ``.npz``'s arrays as values).
+
+    One set of rules for every self-describing format: the weights are
+    numbers, ``stride`` and ``padding`` whole numbers, ``boundary`` a known
+    one, ``alignment`` agrees with ``padding`` and ``shape`` with the weights.
+    Other fields are kept as provenance (``info``).
+    """
+    weights = _checked_weights(document[WEIGHTS_KEY], name, f"\"{WEIGHTS_KEY}\"")
     for key in ("stride", "padding"):
         value = document.get(key)
         values = value if isinstance(value, list) else [value]
         if value is not None and not all(_is_json_number(v) for v in values):
             raise BadInputError(f"{name}: \"{key}\" must be a whole number, not {value!r}")
-    try:
-        weights = np.array(document["weights"], dtype=np.float64)
-    except (ValueError, TypeError, RecursionError, OverflowError):
-        raise BadInputError(f"{name}: \"weights\" must be a rectangular array of numbers "
-                          "(ragged rows or non-numeric cells)") from None
+    boundary = document.get("boundary")
+    if boundary is not None:
+        if not isinstance(boundary, str):
+            raise BadInputError(f"{name}: \"boundary\" must be one of "
+                                f"{', '.join(b.value for b in Boundary)}, not {boundary!r}")
+        try:
+            choice(boundary, Boundary, "boundary")
+        except BadInputError as exc:
+            raise BadInputError(f"{name}: {exc}") from None
     alignment = document.get("alignment")
     padding = document.get("padding")
     if alignment is None:
@@ -217,7 +277,7 @@ def _from_json(data: bytes, name: str) -> Kernel:
     if "shape" in document and list(document["shape"]) != list(weights.shape):
         raise BadInputError(f"{name}: \"shape\" {document['shape']} does not match the weights "
                           f"{list(weights.shape)}")
-    known = {"format", "version", "stride", "alignment", "shape", "weights", "padding"}
+    known = {"format", "version", "stride", "alignment", "shape", WEIGHTS_KEY, "padding"}
     info = {k: v for k, v in document.items() if k not in known}
     return Kernel(weights, stride=document.get("stride"), padding=padding,
                   name=Path(name).name, info=info)

@@ -5,23 +5,28 @@ last channel is alpha). uint8 and uint16 arrays are stored samples, as in
 image files; floats are values nominally in [0, 1]; booleans and other
 integer types must already hold values in [0, 1]. :func:`npy_samples` applies
 that rule, so a whole array, a tile of it and a streamed band all get the same
-values. :class:`NpyFile` reads and writes rows through small memory maps, so
-big arrays are never held whole.
+values. :class:`NpyFile` reads rows through small memory maps and writes them
+in place, so big arrays are never held whole; :func:`create_npy` makes a file
+for them with its disk space reserved up front, and :func:`npy_header` is the
+header a sequential writer (a pipe, standard output) sends first.
 """
 
 from __future__ import annotations
 
+import io
+import math
+import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 
 from .errors import BadInputError, FileAccessError
-from .fileio import temporary_beside
+from .fileio import discard, reserve_space, temporary_beside, write_error
 from .samples import SAMPLE_DTYPES
 
 __all__ = ["NPY_MAGIC", "NpyHeader", "read_npy_header", "check_npy_image", "npy_samples",
-           "check_unit_range", "NpyFile", "create_npy"]
+           "check_unit_range", "npy_header", "NpyFile", "create_npy"]
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -39,7 +44,10 @@ class NpyHeader:
 def read_npy_header(handle: BinaryIO, name: str) -> NpyHeader:
     """Read the header of an ``.npy`` stream positioned at its start.
 
-    Raises a one-line :class:`~upconv.errors.BadInputError` for a corrupt header.
+    Raises a one-line :class:`~upconv.errors.BadInputError` for a corrupt
+    header, and for a file whose data are not exactly as long as its header
+    says (cut short, or with bytes after the array), so that a whole load and
+    a streamed one refuse the same files.
 
     Examples
     --------
@@ -57,7 +65,43 @@ def read_npy_header(handle: BinaryIO, name: str) -> NpyHeader:
         shape, fortran_order, dtype = read(handle)
     except (ValueError, OSError, EOFError) as exc:
         raise BadInputError(f"{name}: corrupt .npy file ({exc})") from None
-    return NpyHeader(tuple(shape), dtype, bool(fortran_order), handle.tell())
+    header = NpyHeader(tuple(shape), dtype, bool(fortran_order), handle.tell())
+    if not dtype.hasobject:  # pickled objects have no size to check (and are refused)
+        stored = handle.seek(0, os.SEEK_END) - header.offset
+        handle.seek(header.offset)
+        _check_data_size(header, stored, name)
+    return header
+
+
+def _check_data_size(header: NpyHeader, stored: int, name: str) -> None:
+    """Refuse an ``.npy`` whose data are not as long as its shape and dtype make them."""
+    expected = math.prod(header.shape) * header.dtype.itemsize
+    if stored == expected:
+        return
+    shape = "x".join(str(side) for side in header.shape) or "scalar"
+    what = f"its header says {shape} {header.dtype} ({expected} bytes of data)"
+    if stored < expected:
+        raise BadInputError(f"{name}: truncated .npy file: {what}, but it holds {stored}")
+    raise BadInputError(f"{name}: corrupt .npy file: {what}, but {stored - expected} more "
+                        "bytes follow")
+
+
+def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """The header ``np.save`` writes for a C-ordered array of ``shape`` and ``dtype``.
+
+    Examples
+    --------
+    >>> import io
+    >>> buffer = io.BytesIO()
+    >>> np.save(buffer, np.zeros((2, 3), np.float32))
+    >>> buffer.getvalue().startswith(npy_header((2, 3), np.dtype(np.float32)))
+    True
+    """
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                 "fortran_order": False, "shape": tuple(shape)})
+    return buffer.getvalue()
 
 
 def check_npy_image(header: NpyHeader, name: str, max_pixels: int | None = None) -> None:
@@ -117,10 +161,12 @@ def check_unit_range(dtype: np.dtype, low: float, high: float, name: str) -> Non
 
 @dataclass(frozen=True)
 class NpyFile:
-    """An ``.npy`` file whose rows are read and written through small memory maps.
+    """An ``.npy`` file whose rows are read through small memory maps and written in place.
 
     Rows can be mapped only in a C-ordered file (``streamable``); a
-    Fortran-ordered one is read whole instead.
+    Fortran-ordered one is read whole instead. Rows are written with ordinary
+    positioned writes, never through a map, so that a full disk is an error
+    naming the file (``name``, the path the user gave), not a SIGBUS.
     """
 
     path: str
@@ -128,10 +174,12 @@ class NpyFile:
     dtype: np.dtype
     offset: int
     fortran_order: bool = False
+    #: the file as the user knows it, for messages ("" : ``path``)
+    name: str = ""
 
     @classmethod
     def open(cls, path: str) -> NpyFile:
-        """The file's header."""
+        """The file's header (checked against the file's size)."""
         try:
             with open(path, "rb") as handle:
                 header = read_npy_header(handle, path)
@@ -141,13 +189,13 @@ class NpyFile:
 
     @property
     def streamable(self) -> bool:
-        """A C-ordered numeric image array: its rows can be read and written by maps."""
+        """A C-ordered numeric image array: its rows can be mapped, and written in place."""
         return (not self.fortran_order and self.dtype.kind in "fiub"
                 and len(self.shape) in (2, 3))
 
     @property
     def row_bytes(self) -> int:
-        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
 
     def read_rows(self, first: int, last: int) -> np.ndarray:
         """Rows ``[first, last)`` as an in-memory array (the map is dropped at once)."""
@@ -157,40 +205,67 @@ class NpyFile:
         del view
         return rows
 
-    def check_values(self, name: str, rows: int = 1024) -> None:
-        """Apply :func:`npy_samples`'s range rule to the whole file, band by band.
+    def check_values(self, name: str, rows: int = 1024, finite: bool = False) -> None:
+        """Apply :func:`npy_samples`'s rule to the whole file, band by band, before any work.
 
-        Only integer arrays other than uint8/uint16 need it (their values must
-        lie in [0, 1]); checking before streaming makes the error name the
-        whole file's range, as a whole load does, and come before any work.
+        Integer arrays other than uint8/uint16 are always checked (their values
+        must lie in [0, 1]): the error then names the whole file's range, as a
+        whole load does. With ``finite``, float arrays are checked for NaN and
+        infinities too, for an output that cannot be taken back once written
+        (a pipe, a device, standard output); otherwise a streamed band
+        refuses them when it gets there.
         """
-        if self.dtype.newbyteorder("=") in SAMPLE_DTYPES or self.dtype.kind not in "iub":
+        ranged = (self.dtype.kind in "iub"
+                  and self.dtype.newbyteorder("=") not in SAMPLE_DTYPES)
+        if not ranged and not (finite and self.dtype.kind == "f"):
             return
         low, high = np.inf, -np.inf
         for first in range(0, self.shape[0], rows):
             band = self.read_rows(first, min(self.shape[0], first + rows))
-            low, high = min(low, float(band.min())), max(high, float(band.max()))
-        check_unit_range(self.dtype, low, high, name)
+            if ranged:
+                low, high = min(low, float(band.min())), max(high, float(band.max()))
+            else:
+                npy_samples(band, name)
+        if ranged:
+            check_unit_range(self.dtype, low, high, name)
 
     def write_rows(self, first: int, rows: np.ndarray) -> None:
-        """Write rows starting at ``first`` through a map of just those rows, flushed."""
-        view = np.memmap(self.path, self.dtype, "r+", self.offset + first * self.row_bytes,
-                         rows.shape)
-        view[...] = rows
-        view.flush()
-        del view
+        """Write rows starting at ``first`` (in place: the file already has its size)."""
+        data = memoryview(np.ascontiguousarray(rows, self.dtype)).cast("B")
+        position = self.offset + first * self.row_bytes
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                while data:
+                    written = os.pwrite(fd, data, position)
+                    data, position = data[written:], position + written
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise write_error(self.name or self.path, exc) from None
 
 
-def create_npy(target: str, shape: tuple[int, ...], dtype: np.dtype) -> NpyFile:
+def create_npy(target: str, shape: tuple[int, ...], dtype: np.dtype,
+               shown: str | None = None) -> NpyFile:
     """A full-size ``.npy`` file to fill by rows: a temporary beside ``target``.
 
-    Commit it with :func:`upconv.fileio.commit` when every row is written, or
-    remove it with :func:`upconv.fileio.discard`.
+    Its disk space is reserved at once (:func:`upconv.fileio.reserve_space`),
+    so a disk too small for it is a one-line error naming ``shown`` (else
+    ``target``) before any work, and no temporary file is left. Commit it with
+    :func:`upconv.fileio.commit` when every row is written, or remove it with
+    :func:`upconv.fileio.discard`.
     """
-    with temporary_beside(target) as handle:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                  "fortran_order": False, "shape": tuple(shape)}
-        np.lib.format.write_array_header_2_0(handle, header)
-        offset = handle.tell()
-        handle.truncate(offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-    return NpyFile(handle.name, tuple(shape), np.dtype(dtype), offset)
+    name = shown or target
+    handle = temporary_beside(target, shown)
+    try:
+        with handle:
+            handle.write(npy_header(shape, dtype))
+            offset = handle.tell()
+            handle.flush()
+            reserve_space(handle.fileno(), offset + math.prod(shape) * np.dtype(dtype).itemsize)
+    except BaseException as exc:
+        discard(handle.name)
+        if isinstance(exc, OSError):
+            raise write_error(name, exc) from None
+        raise
+    return NpyFile(handle.name, tuple(shape), np.dtype(dtype), offset, name=name)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import BadInputError
-from .fileio import commit, discard
+from .fileio import commit, discard, output_target, output_writer, sync_file, written_in_place
 from .images import (
     DEFAULT_MAX_PIXELS,
     SaveOptions,
@@ -38,14 +38,15 @@ from .images import (
 from .kernel_files import default_kernel, resolve_kernel
 from .kernels import POST_KERNELS, Kernel
 from .methods import Method
-from .npy import NpyFile, check_npy_image, create_npy, npy_samples
+from .npy import NpyFile, check_npy_image, create_npy, npy_header, npy_samples
 from .report import dc_gain_note
 from .reporting import Report, checkerboard_line, report_about
 from .samples import from_float, to_float
 from .scaling import Resampling, plan_resampling, resample, stride_from_factor
 from .tiles import halo_for, scale_in_tiles, tile, tile_bands, tile_rows_for
 
-__all__ = ["ScaleSettings", "ScaleResult", "scale_file", "scale_job", "resolve_settings_kernel"]
+__all__ = ["ScaleSettings", "ScaleResult", "scale_file", "scale_job", "resolve_settings_kernel",
+           "compute_band", "write_band"]
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,6 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
             check_npy_image(source, input_path)
             job = _plan_job(settings, source.shape, fmt, streamed=True)
             if job.tile_rows is not None:
-                source.check_values(input_path)
                 return _stream_npy(input_path, output_path, source, job, settings)
     picture = load_image(input_path, settings.max_pixels)
     job = _plan_job(settings, picture.samples.shape, fmt)
@@ -237,43 +237,76 @@ def _npy_rows(source: NpyFile, name: str) -> Callable[[int, int], np.ndarray]:
     return read_rows
 
 
-def write_band(input_path: str, target: NpyFile, job: _Job, band: tuple[int, int]) -> None:
-    """Compute one tile of a streamed job and write it into the output file (idempotent)."""
+def compute_band(input_path: str, job: _Job, shape: tuple[int, ...], dtype: np.dtype,
+                 band: tuple[int, int]) -> np.ndarray:
+    """One tile of a streamed job: output rows ``band`` as stored in an output of ``shape``."""
     source = NpyFile.open(input_path)
     assert job.plan.period is not None
     halo, upsample = _window_upsampler(job.plan)
     read_rows = _npy_rows(source, input_path)
     rows = tile(read_rows, source.shape[0], job.plan.period, upsample, band, halo)
-    rows = rows.astype(target.dtype, copy=False)
-    target.write_rows(band[0], rows[:, :, 0] if len(target.shape) == 2 else rows)
+    rows = rows.astype(dtype, copy=False)
+    return rows[:, :, 0] if len(shape) == 2 else rows
+
+
+def write_band(input_path: str, target: NpyFile, job: _Job, band: tuple[int, int]) -> None:
+    """Compute one tile of a streamed job and write it into the output file (idempotent)."""
+    target.write_rows(band[0], compute_band(input_path, job, target.shape, target.dtype, band))
+
+
+def _run_bands(task: Callable[[tuple[int, int]], object], bands: list[tuple[int, int]],
+               dask_address: str | None, ordered: bool) -> Iterator[tuple[tuple[int, int], object]]:
+    """``(band, task(band))`` for every band, here in order or on Dask (in order if asked)."""
+    if dask_address is None:
+        for band in bands:
+            yield band, task(band)
+        return
+    from .cluster import map_on_dask
+
+    yield from map_on_dask(task, bands, dask_address, ordered=ordered)
 
 
 def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
                 settings: ScaleSettings) -> ScaleResult:
-    """Tile an ``.npy`` into an ``.npy`` without holding either whole (here or on Dask)."""
+    """Tile an ``.npy`` into an ``.npy`` without holding either whole (here or on Dask).
+
+    A file is filled band by band in place (in any order, by any worker) and
+    committed atomically; standard output, a device or a FIFO is sent the
+    header and then each band in order, as the in-memory path would send
+    the whole array.
+    """
     was_2d = len(source.shape) == 2
     # The values' type as a whole load gives it (the same rule, on one sample).
     dtype = to_float(npy_samples(np.zeros(1, source.dtype), input_path)).dtype
     out_shape = job.plan.shape if was_2d and job.plan.channels == 1 else (
         job.plan.shape + (job.plan.channels,))
-    target = create_npy(output_path, out_shape, dtype)
-    try:
-        assert job.tile_rows is not None and job.plan.period is not None
-        bands = tile_bands(job.plan.shape[0], job.plan.period, job.tile_rows)
-        task = functools.partial(write_band, input_path, target, job)
-        if settings.dask_address is not None:
-            from .cluster import map_on_dask
-
-            for _ in map_on_dask(task, bands, settings.dask_address):
+    assert job.tile_rows is not None and job.plan.period is not None
+    bands = tile_bands(job.plan.shape[0], job.plan.period, job.tile_rows)
+    middle_band = bands[len(bands) // 2]
+    if written_in_place(output_path):
+        # Nothing sent can be taken back: every value is checked before the first byte.
+        source.check_values(input_path, finite=True)
+        task = functools.partial(compute_band, input_path, job, out_shape, dtype)
+        with output_writer(output_path) as write:
+            write(npy_header(out_shape, dtype))
+            for band, rows in _run_bands(task, bands, settings.dask_address, ordered=True):
+                write(memoryview(np.ascontiguousarray(rows)).cast("B"))
+                if band == middle_band:
+                    middle = rows
+    else:
+        source.check_values(input_path)
+        final = output_target(output_path)
+        target = create_npy(final, out_shape, dtype, shown=output_path)
+        try:
+            task = functools.partial(write_band, input_path, target, job)
+            for _ in _run_bands(task, bands, settings.dask_address, ordered=False):
                 pass
-        else:
-            for band in bands:
-                task(band)
-        middle = target.read_rows(*bands[len(bands) // 2])
-        commit(target.path, os.path.realpath(output_path))
-    except BaseException:
-        discard(target.path)
-        raise
+            middle = target.read_rows(*middle_band)
+            sync_file(target.path, output_path)
+            commit(target.path, final, output_path)
+        except BaseException:
+            discard(target.path)
+            raise
     outcome = ScaleResult(input_path, output_path, (job.plan.shape[1], job.plan.shape[0]),
                           job.plan.name, notes=list(job.notes))
     _measure(outcome, middle[:, :, None] if middle.ndim == 2 else middle, job.plan, settings)

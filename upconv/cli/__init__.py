@@ -25,11 +25,13 @@ import sys
 import threading
 import traceback
 import warnings
+from typing import Any, TextIO
 
 import click
 
 from .. import __version__
-from ..errors import OutputClosedError, UpconvError
+from ..errors import FileAccessError, OutputClosedError, UpconvError
+from ..fileio import write_error
 from .common import (
     CONTEXT,
     EPILOG,
@@ -47,7 +49,7 @@ from .kernel import kernel_group
 from .report import report_command
 from .scale import scale_command
 
-__all__ = ["main", "run", "entry_point"]
+__all__ = ["main", "run", "entry_point", "NamedStdout"]
 
 
 @click.group(context_settings=CONTEXT, epilog=EPILOG)
@@ -74,12 +76,18 @@ def run(argv: list[str] | None = None) -> int:
     if debug:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     previous = _on_sigterm_raise()
+    stdout = sys.stdout
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
+                if stdout is not None:
+                    sys.stdout = NamedStdout(stdout)
                 status = main.main(args=args, prog_name="upconv", standalone_mode=False)
+                if stdout is not None:
+                    sys.stdout.flush()  # a full disk under stdout is reported now, not at exit
             finally:
+                sys.stdout = stdout
                 _report_warnings(caught)
         if isinstance(status, int):  # click returns the code of a click.exceptions.Exit
             return status
@@ -110,6 +118,8 @@ def run(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         error(str(exc))
+        if isinstance(exc, StdoutWriteError) and stdout is sys.__stdout__:
+            _silence_stdout()  # what is still buffered cannot be written either
         return EXIT_FAILURE
     except MemoryError:
         if debug:
@@ -125,6 +135,46 @@ def run(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return EXIT_OK
+
+
+class NamedStdout:
+    """``sys.stdout`` while a command runs: a failed write (a full disk, a file-size
+    limit) is the one-line error naming standard output, whatever printed it.
+
+    A reader that went away (EPIPE) still raises BrokenPipeError (exit status
+    141). Once such an error is reported, the rest of the output is dropped
+    (:func:`run`), so that Python's own flush at exit does not fail again.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    @staticmethod
+    def _failed(exc: OSError) -> FileAccessError:
+        return StdoutWriteError(str(write_error("standard output", exc)))
+
+
+class StdoutWriteError(FileAccessError):
+    """Standard output could not be written (not a reader gone: a full disk, ...)."""
 
 
 class Terminated(BaseException):

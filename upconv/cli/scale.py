@@ -320,8 +320,7 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
                     if report_file is None:
                         click.echo(line)
                     else:
-                        report_file.write(line + "\n")
-                        report_file.flush()
+                        report_file.write_line(line)
                 if result.score is not None and (worst is None or result.score > worst[0]):
                     worst = (result.score, result.checkerboard)
     finally:

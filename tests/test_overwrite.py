@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import SAMPLES
+from PIL import Image
 
 from upconv.cli import run
 
@@ -147,3 +148,33 @@ def test_a_run_that_would_fail_later_writes_nothing(two_photos, capsys):
                 "--report", str(two_photos / "same.png")]) == 1
     assert "are the same file" in capsys.readouterr().err
     assert not (two_photos / "same.png").exists()
+
+
+def test_outputs_of_one_command_are_committed_together(tmp_path, monkeypatch, capsys):
+    """A failure on the last output leaves none of the command's outputs (nor temporaries)."""
+    import upconv.cli.report as report_cli
+    from upconv.cli import run
+    from upconv.errors import FileAccessError
+
+    image = tmp_path / "img.png"
+    values = (np.indices((64, 64)).sum(axis=0) % 2 * 40 + 100).astype(np.uint8)
+    Image.fromarray(values).save(image)
+    real = report_cli.write_output
+    calls = []
+
+    def failing_on_the_third(path, data, what="image"):
+        calls.append(path)
+        if len(calls) == 3:
+            raise FileAccessError(f"{path}: cannot write (No space left on device)")
+        real(path, data, what)
+
+    monkeypatch.setattr(report_cli, "write_output", failing_on_the_third)
+    paths = [tmp_path / "m.png", tmp_path / "s.png", tmp_path / "r.html"]
+    assert run(["report", str(image), "-f", "2", "--map", str(paths[0]), "--spectrum",
+                str(paths[1]), "--html", str(paths[2])]) == 1
+    assert len(calls) == 3 and not any(p.exists() for p in paths)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.png"]
+    monkeypatch.setattr(report_cli, "write_output", real)
+    assert run(["report", str(image), "-f", "2", "--map", str(paths[0]), "--spectrum",
+                str(paths[1]), "--html", str(paths[2])]) == 0
+    assert all(p.is_file() for p in paths)

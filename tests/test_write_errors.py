@@ -26,8 +26,9 @@ CASES = [
     ("scale npy", ["scale", "in.npy", "out.npy", "-f", "2", "--quiet"], "out.npy", []),
     ("scale streamed npy", ["scale", "in.npy", "out.npy", "-f", "2", "--tile", "16",
                             "--quiet"], "out.npy", []),
+    # the image and its report are committed together: neither is written
     ("scale --report", ["scale", "flat.png", "big.png", "-f", "2", "--report", "r.json",
-                        "--quiet"], "r.json", ["big.png"]),
+                        "--quiet"], "r.json", []),
     ("batch --report", ["scale", "folder", "-o", "out", "-f", "2", "--jobs", "1", "--quiet",
                         "--report", "r.jsonl"], "r.jsonl", ["out/flat_x2.png"]),
     ("fit -o", ["fit", "low.png", "high.png", "-o", "k.json", "--size", "4"], "k.json", []),
@@ -84,6 +85,8 @@ def test_a_full_device_is_one_line_naming_the_output(tmp_path, case):
     assert os.path.realpath(folder / failing) == "/dev/full"
     assert all((folder / name).is_file() for name in before)
     assert temporaries(folder) == []
+    if case[0] == "scale --report":
+        assert not (folder / "big.png").exists()
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

@@ -22,12 +22,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, BinaryIO
 
 from .errors import BadInputError, FileAccessError, OutputClosedError
 
-__all__ = ["read_bytes", "standard_stream", "temporary_beside", "commit", "discard",
+__all__ = ["read_bytes", "standard_stream", "temporary_beside", "commit", "finish",
+           "outputs_together", "discard",
            "write_error", "reserve_space", "sync_file", "written_in_place", "output_target",
            "atomic_output", "output_writer", "write_output", "TextLog", "open_text_log"]
 
@@ -123,6 +125,63 @@ def commit(temporary: str, path: str, shown: str | None = None) -> None:
         os.replace(temporary, path)
     except OSError as exc:
         raise write_error(shown or path, exc) from None
+
+
+_deferred: ContextVar[list[tuple[str, str, str | None]] | None] = ContextVar(
+    "upconv_deferred_commits", default=None)
+
+
+@contextmanager
+def outputs_together() -> Iterator[None]:
+    """Commit every file written inside this block together, at its end, or none of them.
+
+    Inside the block, :func:`finish` (and so :func:`atomic_output`,
+    :func:`write_output` and streamed ``.npy`` outputs) leaves each finished
+    temporary file in place; when the block ends normally they are all renamed
+    over their targets, and on any error or Ctrl-C they are all removed. A
+    command that writes an image and its report, or a map and a spectrum,
+    thus writes both or neither. Standard output, devices and FIFOs cannot
+    wait: they are written at once.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> try:
+    ...     with outputs_together():
+    ...         write_output(str(folder / "a.txt"), b"a", "text")
+    ...         raise ValueError("the second output failed")
+    ... except ValueError:
+    ...     pass
+    >>> list(folder.iterdir())
+    []
+    """
+    pending: list[tuple[str, str, str | None]] = []
+    token = _deferred.set(pending)
+    try:
+        yield
+    except BaseException:
+        for temporary, _, _ in pending:
+            discard(temporary)
+        raise
+    finally:
+        _deferred.reset(token)
+    for index, (temporary, path, shown) in enumerate(pending):
+        try:
+            commit(temporary, path, shown)
+        except BaseException:
+            for left, _, _ in pending[index:]:
+                discard(left)
+            raise
+
+
+def finish(temporary: str, path: str, shown: str | None = None) -> None:
+    """Commit a finished temporary file now, or at the end of :func:`outputs_together`."""
+    pending = _deferred.get()
+    if pending is None:
+        commit(temporary, path, shown)
+    else:
+        pending.append((temporary, path, shown))
 
 
 def discard(temporary: str) -> None:
@@ -240,7 +299,7 @@ def atomic_output(path: str, shown: str | None = None) -> Iterator[BinaryIO]:
             handle.close()
         except OSError as exc:
             raise write_error(shown or path, exc) from None
-        commit(handle.name, path, shown)
+        finish(handle.name, path, shown)
     except BaseException:
         _close_quietly(handle)
         discard(handle.name)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import BadInputError
-from .fileio import commit, discard, output_target, output_writer, sync_file, written_in_place
+from .fileio import discard, finish, output_target, output_writer, sync_file, written_in_place
 from .images import (
     DEFAULT_MAX_PIXELS,
     SaveOptions,
@@ -303,7 +303,7 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
                 pass
             middle = target.read_rows(*middle_band)
             sync_file(target.path, output_path)
-            commit(target.path, final, output_path)
+            finish(target.path, final, output_path)
         except BaseException:
             discard(target.path)
             raise

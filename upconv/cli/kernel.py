@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from ..errors import BadInputError
-from ..fileio import write_output
+from ..fileio import outputs_together, write_output
 from ..kernel_files import resolve_kernel
 from ..kernels import conv_matrix, conv_output_shape
 from ..report import kernel_summary
@@ -117,8 +117,9 @@ def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, pa
                             "smaller --input-size")
     matrix = conv_matrix(kernel.weights, (height, width), stride, padding)
     if out_path:
-        _write_matrix(matrix, out_path)
-        _write_matrix(matrix.T, _transpose_path(out_path))
+        with outputs_together():  # C and C.T: both or neither
+            _write_matrix(matrix, out_path)
+            _write_matrix(matrix.T, _transpose_path(out_path))
     from rich.console import Console
 
     from ..render import matrix_table

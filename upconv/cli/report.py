@@ -11,7 +11,7 @@ import click
 
 from ..batch import Job, expand_inputs, run_jobs
 from ..errors import BadInputError
-from ..fileio import write_output
+from ..fileio import outputs_together, write_output
 from ..polyphase import default_threads
 from ..report import build_report
 from ..reporting import ReportSettings, load_report_kernel, report_file, report_job
@@ -134,8 +134,9 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
             figures = image_figures(image, period, tile)
             pictures[html_path] = report_page(report, figures, kernel,
                                               title=image_paths[0]).encode()
-    for path, contents in pictures.items():
-        write_output(path, contents, "text" if path == html_path else "image")
+    with outputs_together():  # the map, the spectrum and the page: all or none
+        for path, contents in pictures.items():
+            write_output(path, contents, "text" if path == html_path else "image")
     image_path = image_paths[0] if image_paths else None
     if as_json:
         click.echo(report.to_json())

@@ -11,7 +11,7 @@ import click
 
 from ..batch import Job, Outcome, check_template, expand_inputs, plan_outputs, run_jobs
 from ..errors import BadInputError, FileAccessError, UpconvError
-from ..fileio import open_text_log, write_output
+from ..fileio import open_text_log, outputs_together, write_output
 from ..images import FORMATS, SaveOptions, format_for
 from ..methods import Method
 from ..options import Boundary
@@ -219,12 +219,13 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         settings = with_dask(settings, dask_address)
         input_path, output_path = (os.path.abspath(p) if p != "-" else p
                                    for p in (input_path, output_path))
-    with spinner_after(1.0, f"upconv: {input_path}", enabled=not quiet):
-        result = scale_file(input_path, output_path, settings)
+    with outputs_together():  # the image and its --report: both or neither
+        with spinner_after(1.0, f"upconv: {input_path}", enabled=not quiet):
+            result = scale_file(input_path, output_path, settings)
+        if result.report is not None:
+            _write_report(result.report, report_path)
     for note in result.notes:
         warn(note)
-    if result.report is not None:
-        _write_report(result.report, report_path)
     if not quiet:
         click.echo(f"upconv: {result.summary()}", err=True)
 

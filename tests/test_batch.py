@@ -24,6 +24,7 @@ from upconv.cli import run
 from upconv.images import load_image
 from upconv.methods import Method
 from upconv.pipeline import ScaleSettings, scale_file
+from upconv.samples import from_float, to_float
 
 UPCONV = [sys.executable, "-m", "upconv"]
 
@@ -180,13 +181,37 @@ def test_tiles_equal_the_untiled_result(tmp_path, rng, method, kernel, post, bou
     np.testing.assert_allclose(tiled, whole, atol=tolerance, rtol=0)
 
 
-def test_tiled_image_files_equal_untiled(tmp_path, capsys):
-    assert run(["scale", str(SAMPLES / "coffee.png"), str(tmp_path / "a.png"), "-f", "3",
-                "--quiet"]) == 0
-    assert run(["scale", str(SAMPLES / "coffee.png"), str(tmp_path / "b.png"), "-f", "3",
-                "--tile", "90", "--quiet"]) == 0
-    np.testing.assert_array_equal(load_image(str(tmp_path / "a.png")).samples,
-                                  load_image(str(tmp_path / "b.png")).samples)
+@pytest.mark.parametrize("method", ["bilinear", "lanczos", "nearest", "transpose"])
+def test_tiled_image_files_equal_untiled(tmp_path, capsys, method):
+    """Finite supports: any banding gives the same pixels as the whole image, exactly."""
+    photo = load_image(str(SAMPLES / "coffee.png")).samples
+    whole = upconv.scale(to_float(photo), 3, method=method) if method != "nearest" else (
+        upconv.scale(photo, 3, method="nearest"))
+    expected = from_float(whole, np.uint8) if method != "nearest" else whole
+    for tile in ("90", "3", None):
+        out = tmp_path / f"{tile}.png"
+        assert run(["scale", str(SAMPLES / "coffee.png"), str(out), "-f", "3", "-m", method,
+                    "--quiet", *(["--tile", tile] if tile else [])]) == 0
+        np.testing.assert_array_equal(load_image(str(out)).samples, expected)
+
+
+def test_tiled_bicubic_equals_untiled_to_float32_round_off(tmp_path, capsys):
+    """The spline prefilter's recursion restarts in each band's halo (its start-up error
+    decays below 1e-11 across it), so a band can differ from the whole image by float32
+    round-off (~1e-7): a rounding to 8 bits then flips, very rarely, by one level."""
+    photo = load_image(str(SAMPLES / "coffee.png")).samples
+    whole = upconv.scale(to_float(photo), 3, method="bicubic")
+    for tile in ("90", None):  # None: banded automatically (over 2 megapixels)
+        floats = tmp_path / f"{tile}.npy"
+        assert run(["scale", str(SAMPLES / "coffee.png"), str(floats), "-f", "3", "--quiet",
+                    *(["--tile", tile] if tile else [])]) == 0
+        np.testing.assert_allclose(np.load(floats), whole, rtol=0, atol=4e-7)
+        out = tmp_path / f"{tile}.png"
+        assert run(["scale", str(SAMPLES / "coffee.png"), str(out), "-f", "3", "--quiet",
+                    *(["--tile", tile] if tile else [])]) == 0
+        difference = np.abs(load_image(str(out)).samples.astype(int)
+                            - from_float(whole.copy(), np.uint8).astype(int))
+        assert difference.max() <= 1 and np.count_nonzero(difference) <= 1e-5 * whole.size
 
 
 def test_big_outputs_tile_and_stream_automatically(tmp_path, rng, monkeypatch):
@@ -354,3 +379,18 @@ def test_batch_report_lines_carry_the_input_order(photos, tmp_path, capsys):
     assert run(["report", str(photos), "--json", "--quiet", "--jobs", "2"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["file"] for line in sorted(lines, key=lambda x: x["index"])] == expected
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L"])
+def test_banded_bicubic_with_alpha_or_gray_equals_whole(tmp_path, capsys, mode):
+    """Alpha windows take the other prefilter route (premultiplied first); gray has C = 1."""
+    with Image.open(SAMPLES / "soft_alpha.png" if mode == "RGBA" else
+                    SAMPLES / "camera.png") as image:
+        source = tmp_path / "in.png"
+        image.convert(mode).save(source)
+    photo = load_image(str(source)).samples
+    whole = upconv.scale(to_float(photo), 3, method="bicubic", alpha=mode == "RGBA")
+    floats = tmp_path / "banded.npy"
+    assert run(["scale", str(source), str(floats), "-f", "3", "--tile", "30", "--quiet"]) == 0
+    banded = np.load(floats)
+    np.testing.assert_allclose(banded.reshape(whole.shape), whole, rtol=0, atol=4e-7)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import threading
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,14 +21,14 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import BadInputError, UpconvError
-from .fileio import read_bytes, write_output
+from .fileio import output_writer, read_bytes, write_output
 from .jpeg import encode_jpeg
 from .npy import NPY_MAGIC, NpyFile, check_npy_image, npy_samples, read_npy_header
-from .png import encode_png, is_16bit_colour_png, png_metadata, read_png16
+from .png import PngWriter, encode_png, is_16bit_colour_png, png_metadata, read_png16
 from .samples import convert_samples, to_float
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "SaveOptions", "SUBSAMPLINGS",
-           "load_image", "save_image",
+           "load_image", "save_image", "image_writer",
            "format_for", "check_writable", "with_samples", "is_npy_file", "image_shape"]
 
 #: Default limit on the pixels of an input or output image (16384 x 16384).
@@ -242,8 +244,9 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
                     subsampling = _jpeg_subsampling(image)
                     if _orientation(exif) in (5, 6, 7, 8) and dpi is not None:
                         dpi = (dpi[1], dpi[0])  # a quarter turn swaps the axes
-                    image = ImageOps.exif_transpose(image)
                     image.load()
+                    # In place: no copy of an upright image (a 24 MP photo's is 96 MB).
+                    ImageOps.exif_transpose(image, in_place=True)
                     image, icc = _to_srgb(image, icc)
                     samples = _pillow_samples(image)
             finally:
@@ -444,6 +447,92 @@ def save_image(picture: Picture, path: str, fmt: str,
     data, notes = _encode(picture, fmt, options)
     write_output(path, data, "image")
     return notes
+
+
+class _WholeImage:
+    """Bands gathered into one array, encoded when complete (every format but PNG)."""
+
+    def __init__(self, shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        self.shape, self.dtype = shape, dtype
+        self.samples: np.ndarray | None = None
+        self.rows = 0
+
+    def write(self, rows: np.ndarray) -> None:
+        if self.samples is None and rows.shape == self.shape and rows.dtype == self.dtype:
+            self.samples = rows  # the whole image at once: no copy
+        else:
+            if self.samples is None:
+                self.samples = np.empty(self.shape, self.dtype)
+            self.samples[self.rows:self.rows + rows.shape[0]] = rows
+        self.rows += rows.shape[0]
+
+
+class _StreamedPng:
+    """Bands encoded and written as they come: a PNG never holds the image whole."""
+
+    def __init__(self, write: Callable[[bytes], None], picture: Picture,
+                 shape: tuple[int, int, int], dtype: np.dtype, options: SaveOptions) -> None:
+        height, width, channels = shape
+        depth = _output_depth(dtype, channels, "png")
+        self.dtype = np.uint16 if depth == 16 else np.uint8
+        keep = not options.strip
+        self.png = PngWriter(_Stream(write), width, height, channels, depth,
+                             icc_profile=picture.icc_profile if keep else None,
+                             exif=picture.exif if keep else None,
+                             dpi=picture.dpi if keep else None,
+                             compression=options.compression)
+
+    def write(self, rows: np.ndarray) -> None:
+        self.png.write(convert_samples(rows, self.dtype))
+
+
+class _Stream:
+    """A ``write`` function as the file object :class:`~upconv.png.PngWriter` takes."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
+
+
+@contextmanager
+def image_writer(picture: Picture, shape: tuple[int, int, int], dtype: np.dtype | type,
+                 path: str, fmt: str, options: SaveOptions = SaveOptions(),
+                 notes: list[str] | None = None) -> Iterator[_WholeImage | _StreamedPng]:
+    """Write an image band by band: ``with image_writer(...) as out: out.write(rows)``.
+
+    ``picture`` gives the metadata (ICC, EXIF, dpi, subsampling; its samples
+    are not used), ``shape`` (H, W, C) and ``dtype`` the output's samples,
+    given in order from the top in bands of any height. A PNG is encoded and
+    written as the bands come (:class:`upconv.png.PngWriter`), so it is never
+    whole in memory; other formats are gathered and encoded at the end, as
+    :func:`save_image` does. Either way the file appears only when complete
+    (:func:`upconv.fileio.output_writer`). Notes about what the format could
+    not hold are appended to ``notes``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = str(pathlib.Path(tempfile.mkdtemp()) / "bands.png")
+    >>> with image_writer(Picture(np.zeros((1, 1, 1), np.uint8)), (4, 3, 1), np.uint8,
+    ...                   path, "png") as out:
+    ...     out.write(np.zeros((1, 3, 1), np.uint8))
+    ...     out.write(np.full((3, 3, 1), 255, np.uint8))
+    >>> np.asarray(Image.open(path)).tolist()
+    [[0, 0, 0], [255, 255, 255], [255, 255, 255], [255, 255, 255]]
+    """
+    dtype = np.dtype(dtype)
+    if fmt == "png":
+        with output_writer(path, "image") as write:
+            sink = _StreamedPng(write, picture, shape, dtype, options)
+            yield sink
+            sink.png.close()
+        return
+    whole = _WholeImage(shape, dtype)
+    yield whole
+    if whole.rows != shape[0]:
+        raise ValueError(f"{whole.rows} of the image's {shape[0]} rows were written")
+    written = save_image(with_samples(picture, whole.samples), path, fmt, options)
+    if notes is not None:
+        notes.extend(written)
 
 
 def with_samples(picture: Picture, samples: np.ndarray) -> Picture:

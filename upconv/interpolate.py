@@ -27,7 +27,7 @@ from .methods import METHODS, InterpolationMethod
 from .options import Boundary
 from .polyphase import AxisTaps, Phases, apply_general, apply_separable, gather
 
-__all__ = ["axis_taps", "axis_phases", "nearest", "interpolate"]
+__all__ = ["axis_taps", "axis_phases", "nearest", "interpolate", "x_coefficients"]
 
 
 #: scipy pre-pads this many samples before the spline prefilter in the
@@ -88,6 +88,14 @@ _POLE = math.sqrt(3.0) - 2.0
 _GAIN = 6.0
 
 
+#: Along axis 1 the recursion takes one Python step per column, whatever the number of
+#: rows; for rows longer than this with fewer samples than this per column (rows x
+#: channels: a window of a big image's band with alpha or linear light, which are not
+#: filtered ahead) scipy's filter in C is used instead, whose import (a quarter of a
+#: second) is then small next to the job.
+SHORT_ROWS = 512
+
+
 def _prefilter(coeffs: np.ndarray, axis: int) -> None:
     """Cubic B-spline prefilter along ``axis`` (0 or 1), in place (causal + anti-causal IIR).
 
@@ -132,10 +140,34 @@ def _spline_coefficients(image: np.ndarray, boundary: Boundary) -> tuple[np.ndar
         for axis in (0, 1):
             ndimage.spline_filter1d(coeffs, 3, axis=axis, mode="reflect", output=coeffs)
         return _extend(coeffs, 2, boundary), 2
-    coeffs = _extend(image, SPLINE_PREPAD, boundary)
-    for axis in (0, 1):
-        _prefilter(coeffs, axis)
-    return coeffs, SPLINE_PREPAD
+    return _y_coefficients(x_coefficients(image, boundary), boundary), SPLINE_PREPAD
+
+
+def x_coefficients(rows: np.ndarray, boundary: Boundary) -> np.ndarray:
+    """Rows of an image filtered into cubic B-spline coefficients along x, extended by
+    :data:`SPLINE_PREPAD` columns each side: the first half of the prefilter.
+
+    Each row is filtered on its own, so a big image's rows can be filtered in
+    chunks as they are read (:mod:`upconv.pipeline`), and the windows of a
+    banded job interpolated from them (``interpolate(..., x_coefficients=True)``)
+    without filtering their halo rows again. Edge and zero boundaries only
+    (reflect uses scipy's exact mirror start-up).
+    """
+    coeffs = boundary.extend(rows, (0, 0), (SPLINE_PREPAD, SPLINE_PREPAD))
+    if coeffs.shape[0] * coeffs.shape[2] >= SHORT_ROWS or coeffs.shape[1] <= SHORT_ROWS:
+        _prefilter(coeffs, 1)
+    else:  # few, long rows: W Python steps on short columns would dominate
+        from scipy import ndimage
+
+        ndimage.spline_filter1d(coeffs, 3, axis=1, mode=boundary.scipy_mode, output=coeffs)
+    return coeffs
+
+
+def _y_coefficients(coeffs: np.ndarray, boundary: Boundary) -> np.ndarray:
+    """The second half of the prefilter: extend by :data:`SPLINE_PREPAD` rows, filter along y."""
+    coeffs = boundary.extend(coeffs, (SPLINE_PREPAD, SPLINE_PREPAD), (0, 0))
+    _prefilter(coeffs, 0)
+    return coeffs
 
 
 def nearest(img3: np.ndarray, shape: tuple[int, int], threads: int) -> np.ndarray:
@@ -153,8 +185,12 @@ def nearest(img3: np.ndarray, shape: tuple[int, int], threads: int) -> np.ndarra
 
 
 def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationMethod,
-                boundary: Boundary, threads: int) -> np.ndarray:
+                boundary: Boundary, threads: int, x_filtered: bool = False) -> np.ndarray:
     """Interpolation of a float (H, W, C) image to ``shape`` with ``method``'s weights.
+
+    With ``x_filtered``, ``img3`` holds the rows already through
+    :func:`x_coefficients` (a spline method, edge or zero boundary): only the
+    filter along y remains to be done.
 
     Examples
     --------
@@ -163,10 +199,14 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationM
     array([[0.  , 0.25, 0.75, 1.  ]])
     """
     height, width = img3.shape[:2]
+    if x_filtered:
+        width -= 2 * SPLINE_PREPAD
     out_h, out_w = shape
     dtype = img3.dtype
     integer_factors = out_h % height == 0 and out_w % width == 0
-    if method.prefilter:
+    if x_filtered:
+        ext, pad = _y_coefficients(img3, boundary), SPLINE_PREPAD
+    elif method.prefilter:
         ext, pad = _spline_coefficients(img3, boundary)
     else:
         pad = method.pad

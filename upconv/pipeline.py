@@ -30,17 +30,26 @@ from .images import (
     SaveOptions,
     check_writable,
     format_for,
+    image_writer,
     is_npy_file,
     load_image,
-    save_image,
     with_samples,
 )
+from .interpolate import SHORT_ROWS, x_coefficients
 from .kernel_files import default_kernel, resolve_kernel
 from .kernels import POST_KERNELS, Kernel
 from .methods import Method
 from .npy import NpyFile, check_npy_image, create_npy, npy_header, npy_samples
+from .options import Boundary
 from .report import dc_gain_note
-from .reporting import Report, checkerboard_line, report_about
+from .reporting import (
+    SAMPLE_ABOVE,
+    Report,
+    checkerboard_line,
+    report_about,
+    summary_sampler,
+    summary_text,
+)
 from .samples import from_float, to_float
 from .scaling import Resampling, plan_resampling, resample, stride_from_factor
 from .tiles import halo_for, scale_in_tiles, tile, tile_bands, tile_rows_for
@@ -179,30 +188,133 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
                 return _stream_npy(input_path, output_path, source, job, settings)
     picture = load_image(input_path, settings.max_pixels)
     job = _plan_job(settings, picture.samples.shape, fmt)
+    plan, stored = job.plan, picture.samples.dtype
+    # The output's samples: the input's stored type (a .npy output keeps the float values).
+    out_dtype = stored if fmt != "npy" or stored.kind == "f" else (
+        to_float(picture.samples[:1, :1]).dtype)
+    out_shape = plan.shape + (plan.channels,)
+    band_rows = _band_rows(settings, job)
     samples = picture.samples
-    if settings.method is not Method.NEAREST:
-        samples = to_float(samples)
-    if job.tile_rows is None:
-        result = resample(samples, job.plan)
+    # Keep only the metadata (and the channel count) in the picture.
+    picture = with_samples(picture, np.empty((0, 0) + samples.shape[2:], stored))
+    full = settings.full_report
+    sampler = (summary_sampler(out_shape, plan.period)
+               if settings.summary_line and not full and plan.period is not None else None)
+    kept = None  # the whole output, when the summary or the report measures all of it
+    notes = list(job.notes)
+    with image_writer(picture, out_shape, out_dtype, output_path, fmt, settings.save,
+                      notes) as output:
+        for start, rows in _output_bands(samples, job, band_rows):
+            rows = from_float(rows, out_dtype) if rows.dtype != out_dtype else rows
+            output.write(rows)
+            if sampler is not None:
+                sampler.add_rows(start, rows)
+            elif full or (settings.summary_line and plan.period is not None):
+                if kept is None:
+                    kept = np.empty(out_shape, out_dtype)
+                kept[start:start + rows.shape[0]] = rows
+    outcome = ScaleResult(input_path, output_path, (plan.shape[1], plan.shape[0]), plan.name,
+                          notes=notes)
+    if sampler is not None:
+        outcome.checkerboard, outcome.score = summary_text(sampler.measure())
     else:
-        result = None
-        for start, piece in _tiles(lambda a, b: samples[a:b], samples.shape[0], job):
-            if result is None:  # the first tile tells the dtype
-                result = np.empty(job.plan.shape + piece.shape[2:], piece.dtype)
-            result[start:start + piece.shape[0]] = piece
-    if result.dtype != picture.samples.dtype and fmt != "npy":
-        # Back to the stored depth; .npy output keeps the exact float result.
-        result = from_float(result, picture.samples.dtype)
-    notes = list(job.notes) + save_image(with_samples(picture, result), output_path, fmt,
-                                         settings.save)
-    outcome = ScaleResult(input_path, output_path, (job.plan.shape[1], job.plan.shape[0]),
-                          job.plan.name, notes=notes)
-    _measure(outcome, result, job.plan, settings)
+        _measure(outcome, kept, plan, settings)
     return outcome
 
 
-def _window_upsampler(plan: Resampling) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
-    """The halo of a tiled job, and the function that upsamples one input window."""
+#: Bytes of float32 samples per band of an output computed band by band.
+BAND_BYTES = 16 << 20
+
+
+def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
+    """Output rows per band: as ``--tile`` asked, else bands of about :data:`BAND_BYTES`
+    for an output over :data:`~upconv.reporting.SAMPLE_ABOVE` pixels that can be banded
+    exactly; None computes the output whole."""
+    plan = job.plan
+    if settings.tile is not None:
+        return settings.tile
+    if not plan.tileable or plan.shape[0] * plan.shape[1] <= SAMPLE_ABOVE:
+        return None
+    row_bytes = plan.shape[1] * plan.channels * 4
+    return max(plan.period, BAND_BYTES // row_bytes // plan.period * plan.period)
+
+
+def _output_bands(samples: np.ndarray, job: _Job, band_rows: int | None
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, rows)`` of the output, from the top: whole, or band by band.
+
+    Band by band, each input window is converted to float on its own, so no
+    float copy of the whole input or output is ever made. For a spline
+    method the input's rows are filtered along x once, in chunks, as the
+    bands reach them (:class:`SplineRows`), rather than again in every
+    window's halo.
+    """
+    plan = job.plan
+    convert = (lambda rows: rows) if plan.method is Method.NEAREST else to_float
+    if band_rows is None:
+        yield 0, resample(convert(samples), plan)
+        return
+    banded = replace(job, tile_rows=band_rows)
+    height = samples.shape[0]
+    chunk = max(4 * band_rows // plan.period, SHORT_ROWS // samples.shape[2] + 1)
+    if SplineRows.applies(plan):
+        rows = SplineRows(samples, plan.boundary, chunk)
+        bands = _tiles(rows.read, height, banded, x_filtered=True)
+    else:
+        bands = _tiles(lambda a, b: convert(samples[a:b]), height, banded)
+    yield from bands
+
+
+class SplineRows:
+    """A banded spline job's input rows, filtered along x in chunks as they are read.
+
+    Windows move down the image (each starts at or below the one before), so
+    only the chunks a window touches are kept: a chunk above the window is
+    dropped. Each row is filtered once, in chunks of many rows (the filter's
+    Python loop runs once per column per chunk), instead of once per window.
+
+    Examples
+    --------
+    >>> from upconv.options import Boundary
+    >>> rows = SplineRows(np.ones((10, 3, 1), np.uint8), Boundary.EDGE, 4)
+    >>> rows.read(3, 6).shape, sorted(rows.chunks)
+    ((3, 27, 1), [0, 1])
+    >>> rows.read(5, 10).shape, sorted(rows.chunks)
+    ((5, 27, 1), [1, 2])
+    """
+
+    def __init__(self, samples: np.ndarray, boundary: Boundary, chunk_rows: int) -> None:
+        self.samples, self.boundary, self.chunk_rows = samples, boundary, chunk_rows
+        self.chunks: dict[int, np.ndarray] = {}
+
+    @staticmethod
+    def applies(plan: Resampling) -> bool:
+        """Whether a plan's windows can be interpolated from rows filtered ahead: a spline
+        method, edge or zero boundary, and no alpha or linear light (which come first)."""
+        method = plan.method.interpolation if plan.method is not Method.TRANSPOSE else None
+        return (method is not None and method.prefilter and not plan.alpha
+                and not plan.linear_light and plan.boundary is not Boundary.REFLECT)
+
+    def read(self, first: int, last: int) -> np.ndarray:
+        """Rows ``[first, last)`` as spline coefficients along x (:func:`x_coefficients`)."""
+        size = self.chunk_rows
+        wanted = range(first // size, -(-last // size))
+        for index in [i for i in self.chunks if i not in wanted]:
+            del self.chunks[index]
+        pieces = []
+        for index in wanted:
+            if index not in self.chunks:
+                raw = to_float(self.samples[index * size:(index + 1) * size])
+                self.chunks[index] = x_coefficients(raw, self.boundary)
+            top = index * size
+            pieces.append(self.chunks[index][max(first - top, 0):last - top])
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _window_upsampler(plan: Resampling, x_filtered: bool = False
+                      ) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
+    """The halo of a tiled job, and the function that upsamples one input window
+    (of rows through :func:`~upconv.interpolate.x_coefficients` if ``x_filtered``)."""
     s = plan.period
     assert s is not None
     post = POST_KERNELS[plan.post] if isinstance(plan.post, str) else plan.post
@@ -213,15 +325,15 @@ def _window_upsampler(plan: Resampling) -> tuple[int, Callable[[np.ndarray], np.
     width = plan.shape[1]
 
     def upsample(window: np.ndarray) -> np.ndarray:
-        return resample(window, plan, (s * window.shape[0], width))
+        return resample(window, plan, (s * window.shape[0], width), x_filtered=x_filtered)
 
     return halo, upsample
 
 
-def _tiles(read_rows: Callable[[int, int], np.ndarray], height: int, job: _Job
-           ) -> Iterator[tuple[int, np.ndarray]]:
+def _tiles(read_rows: Callable[[int, int], np.ndarray], height: int, job: _Job,
+           x_filtered: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     assert job.tile_rows is not None and job.plan.period is not None
-    halo, upsample = _window_upsampler(job.plan)
+    halo, upsample = _window_upsampler(job.plan, x_filtered)
     return scale_in_tiles(read_rows, height, job.plan.period, upsample, job.plan.shape[0],
                           job.tile_rows, halo)
 

@@ -331,13 +331,19 @@ def plan_resampling(shape: tuple[int, ...], factor: float | tuple[float, float] 
 
 
 def resample(img3: np.ndarray, plan: Resampling,
-             shape: tuple[int, int] | None = None) -> np.ndarray:
+             shape: tuple[int, int] | None = None, x_filtered: bool = False) -> np.ndarray:
     """Run a :class:`Resampling` on an (H, W, C) image, or on a window of the planned image.
 
     ``img3`` is float (any dtype for nearest). ``shape`` is the output size
     of a window (a tile's rows); by default the plan's. A transposed
     convolution's window output is the window's rows times the stride.
+    ``x_filtered``: the rows are spline coefficients along x already
+    (:func:`upconv.interpolate.x_coefficients`; no alpha, no linear light).
     """
+    if x_filtered:
+        assert not plan.alpha and not plan.linear_light and plan.method is not Method.TRANSPOSE
+        return interpolate(img3, shape or plan.shape, plan.method.interpolation, plan.boundary,
+                           plan.threads, x_filtered=True)
     method = plan.method
     if method is Method.NEAREST:
         return nearest(img3, shape or plan.shape, plan.threads)

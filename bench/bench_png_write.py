@@ -8,7 +8,11 @@ medians of ``--repeat`` interleaved runs in this process
 ``vips copy in.png out.png`` and timed as a whole command, start-up
 included, when it is installed.
 
-    python bench/bench_png_write.py [--repeat 5]
+``--libraries`` also deflates the same filtered rows with each candidate
+library and level (ISA-L, zlib-ng when installed, the standard zlib): the
+measurements behind the choice of ISA-L.
+
+    python bench/bench_png_write.py [--repeat 5] [--libraries]
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def pillow(samples: np.ndarray) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--libraries", action="store_true",
+                        help="also compare deflate libraries on the filtered rows")
     args = parser.parse_args()
     low = mosaic(1920, 1080).astype(np.float32) / 255
     samples = from_float(upconv.scale(low, 2, method="bicubic"), np.uint8)
@@ -73,6 +79,8 @@ def main() -> None:
                     assert np.array_equal(np.asarray(check.convert("RGB")), samples), name
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    if args.libraries:
+        compare_libraries(samples, args.repeat)
     base_time = statistics.median(times["Pillow (zlib 6, adaptive filters)"])
     base_size = sizes["Pillow (zlib 6, adaptive filters)"]
     print(f"# bench_png_write: 3840x2160 RGB, median of {args.repeat}")
@@ -82,6 +90,38 @@ def main() -> None:
         median = statistics.median(times[name])
         print(f"| {name} | {median * 1000:.0f} ms | {sizes[name] / 1e6:.2f} MB | "
               f"{median / base_time:.3f} | {sizes[name] / base_size:.3f} |")
+
+
+def compare_libraries(samples: np.ndarray, repeat: int) -> None:
+    """Deflate the Average-filtered rows with each library and level; print time and size."""
+    import zlib
+
+    from upconv.png import average_filter
+
+    rows = samples.reshape(samples.shape[0], -1)
+    raw = average_filter(rows, None, samples.shape[2]).tobytes()
+    candidates = [("zlib", zlib, level) for level in (1, 6)]
+    try:
+        from isal import isal_zlib
+        candidates += [("isal", isal_zlib, level) for level in (0, 1, 2, 3)]
+    except ImportError:
+        print("# isal not installed")
+    try:
+        from zlib_ng import zlib_ng
+        candidates += [("zlib-ng", zlib_ng, level) for level in (1, 2, 3, 6)]
+    except ImportError:
+        print("# zlib-ng not installed (pip install zlib-ng)")
+    print(f"# deflating {len(raw) / 1e6:.1f} MB of filtered rows, median of {repeat}")
+    print("| library | level | time | size |")
+    print("|---|---|---|---|")
+    for name, module, level in candidates:
+        timings = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            size = len(module.compress(raw, level))
+            timings.append(time.perf_counter() - start)
+        print(f"| {name} | {level} | {statistics.median(timings) * 1000:.0f} ms | "
+              f"{size / 1e6:.2f} MB |")
 
 
 if __name__ == "__main__":

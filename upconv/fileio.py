@@ -6,15 +6,22 @@ streamed ``.npy`` arrays) goes through :func:`atomic_output` or
 which is renamed over it only when complete. On any error or Ctrl-C the
 temporary file is removed and an existing file is left untouched; a replaced
 file keeps its permissions.
+
+A temporary file is named ``.NAME.PID.XXXXXXXX.part``: hidden, beside NAME,
+with the writer's process id. A process killed outright (``kill -9``, a power
+cut) cannot remove it; :func:`remove_stale_temporaries` finds such files by
+that name when NAME is written next, and removes those whose writer is no
+longer running.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -22,7 +29,11 @@ from typing import IO, BinaryIO
 from .errors import BadInputError, FileAccessError, OutputClosedError
 
 __all__ = ["read_bytes", "standard_stream", "temporary_beside", "commit", "discard",
-           "atomic_output", "write_output", "open_text_log"]
+           "atomic_output", "write_output", "open_text_log",
+           "remove_stale_temporaries", "TEMPORARY_NAME"]
+
+#: A temporary file's name: ``.NAME.PID.XXXXXXXX.part`` (``tempfile`` makes the random part).
+TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>[0-9]+)\.[a-z0-9_]+\.part")
 
 
 def standard_stream(stream: IO | None, which: str) -> IO:
@@ -81,7 +92,8 @@ def read_bytes(path: str, kind: str = "image", stdin: bool = True) -> bytes:
 
 
 def temporary_beside(path: str, shown: str | None = None) -> IO[bytes]:
-    """An open temporary file in ``path``'s folder (``.NAME.XXXX.part``), for atomic writes.
+    """An open temporary file in ``path``'s folder (``.NAME.PID.XXXXXXXX.part``), for atomic
+    writes; :func:`commit` or :func:`discard` it.
 
     Errors name ``shown`` (the path as the user typed it), else ``path``.
     """
@@ -90,14 +102,15 @@ def temporary_beside(path: str, shown: str | None = None) -> IO[bytes]:
     name = shown or path
     shown_folder = str(Path(name).parent) if shown else str(folder)
     try:
-        return tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.",
-                                           suffix=".part", delete=False)
+        handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.{os.getpid()}.",
+                                             suffix=".part", delete=False)
     except FileNotFoundError:
         raise FileAccessError(f"{name}: folder {shown_folder!r} does not exist") from None
     except PermissionError:
         raise FileAccessError(f"{name}: folder {shown_folder!r} is not writable") from None
     except OSError as exc:
         raise FileAccessError(f"{name}: cannot write there ({exc.strerror or exc})") from None
+    return handle
 
 
 def commit(temporary: str, path: str, shown: str | None = None) -> None:
@@ -124,6 +137,55 @@ def discard(temporary: str) -> None:
         os.unlink(temporary)
     except FileNotFoundError:
         pass
+
+
+def remove_stale_temporaries(targets: Iterable[str]) -> list[str]:
+    """Remove the temporary files that killed runs left for ``targets``; the paths removed.
+
+    Only files named exactly as :func:`temporary_beside` names them for one of
+    ``targets`` (``.NAME.PID.XXXXXXXX.part`` in NAME's folder) are candidates,
+    and only those whose writer (PID, on this machine) is no longer running are
+    removed. A target that is a symbolic link is written through, so its
+    target's folder is searched too. Each folder is read once; folders that
+    cannot be read are left alone.
+    """
+    wanted: dict[str, tuple[str, set[str]]] = {}  # real folder: (folder as given, names)
+    for target in targets:
+        for path in (target, os.path.realpath(target)):
+            folder, name = os.path.split(path)
+            folder = folder or "."
+            wanted.setdefault(os.path.realpath(folder), (folder, set()))[1].add(name)
+    removed = []
+    for folder, names in wanted.values():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            match = TEMPORARY_NAME.fullmatch(entry.name)
+            if (match is None or match["target"] not in names
+                    or _process_is_running(int(match["pid"]))):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+            except OSError:
+                pass
+    return removed
+
+
+def _process_is_running(pid: int) -> bool:
+    """Whether a process with this id runs here (or might: when in doubt, True)."""
+    if os.name != "posix" or pid <= 0 or pid == os.getpid():
+        return True  # os.kill would end the process on Windows; 0 means a process group
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        return True
+    return True
 
 
 @contextmanager

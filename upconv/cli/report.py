@@ -24,11 +24,11 @@ from .common import (
     STRIDE,
     BatchProgress,
     batch_options,
-    check_destinations,
     describe_failure,
     error,
     max_pixels_option,
     overwrite_option,
+    prepare_destinations,
 )
 
 
@@ -83,7 +83,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
         raise click.UsageError("--reference, --map and --spectrum need one IMAGE")
     if fail_above is not None and not math.isfinite(fail_above):
         raise click.BadParameter("must be a finite number", param_hint="--fail-above")
-    check_destinations([map_path, spectrum_path], [*image_paths, reference_path], overwrite)
+    prepare_destinations([map_path, spectrum_path], [*image_paths, reference_path], overwrite)
     kernel = None
     if kernel_spec is not None:
         kernel = load_report_kernel(kernel_spec, factor)

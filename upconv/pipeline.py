@@ -191,11 +191,12 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     if result.dtype != picture.samples.dtype and fmt != "npy":
         # Back to the stored depth; .npy output keeps the exact float result.
         result = from_float(result, picture.samples.dtype)
-    notes = list(job.notes) + save_image(with_samples(picture, result), output_path, fmt,
-                                         settings.quality)
     outcome = ScaleResult(input_path, output_path, (job.plan.shape[1], job.plan.shape[0]),
-                          job.plan.name, notes=notes)
+                          job.plan.name, notes=list(job.notes))
     _measure(outcome, result, job.plan, settings)
+    # Writing is the job's last step: once the output is in place, only reporting is left.
+    outcome.notes += save_image(with_samples(picture, result), output_path, fmt,
+                                settings.quality)
     return outcome
 
 
@@ -268,14 +269,15 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
             for band in bands:
                 task(band)
         middle = target.read_rows(*bands[len(bands) // 2])
-        commit(target.path, os.path.realpath(output_path))
+        outcome = ScaleResult(input_path, output_path, (job.plan.shape[1], job.plan.shape[0]),
+                              job.plan.name, notes=list(job.notes))
+        _measure(outcome, middle[:, :, None] if middle.ndim == 2 else middle, job.plan,
+                 settings)
+        outcome.checkerboard += " (measured on the middle tile)"
+        commit(target.path, os.path.realpath(output_path))  # the job's last step
     except BaseException:
         discard(target.path)
         raise
-    outcome = ScaleResult(input_path, output_path, (job.plan.shape[1], job.plan.shape[0]),
-                          job.plan.name, notes=list(job.notes))
-    _measure(outcome, middle[:, :, None] if middle.ndim == 2 else middle, job.plan, settings)
-    outcome.checkerboard += " (measured on the middle tile)"
     return outcome
 
 

@@ -19,7 +19,7 @@ NUMERIC_CORE = ("polyphase", "interpolate", "transpose", "kernels", "fit", "metr
                 "methods", "samples", "colour", "options", "degrade")
 #: The file and command-line layers.
 OUTER_LAYERS = ("fileio", "images", "npy", "png16", "kernel_files", "pipeline", "training",
-                "reporting", "render", "batch", "cluster", "tiles", "cli")
+                "reporting", "render", "batch", "cluster", "tiles", "stopping", "cli")
 #: Deferred (in-function) imports that close a cycle on purpose, with the reason.
 ALLOWED_DEFERRED = {
     # Kernel.load / Kernel.save are conveniences of the public API; the formats live in

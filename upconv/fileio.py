@@ -21,6 +21,7 @@ import re
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,11 +30,16 @@ from typing import IO, BinaryIO
 from .errors import BadInputError, FileAccessError, OutputClosedError
 
 __all__ = ["read_bytes", "standard_stream", "temporary_beside", "commit", "discard",
-           "atomic_output", "write_output", "open_text_log",
+           "abandon_unfinished", "atomic_output", "write_output", "open_text_log",
            "remove_stale_temporaries", "TEMPORARY_NAME"]
 
 #: A temporary file's name: ``.NAME.PID.XXXXXXXX.part`` (``tempfile`` makes the random part).
 TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>[0-9]+)\.[a-z0-9_]+\.part")
+
+#: The temporary files this process has made and not yet committed or discarded, and the
+#: lock that makes each change to them (made and listed, renamed and struck off) one step.
+_unfinished: set[str] = set()
+_unfinished_lock = threading.Lock()
 
 
 def standard_stream(stream: IO | None, which: str) -> IO:
@@ -102,8 +108,11 @@ def temporary_beside(path: str, shown: str | None = None) -> IO[bytes]:
     name = shown or path
     shown_folder = str(Path(name).parent) if shown else str(folder)
     try:
-        handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.{os.getpid()}.",
-                                             suffix=".part", delete=False)
+        with _unfinished_lock:
+            handle = tempfile.NamedTemporaryFile(dir=folder,
+                                                 prefix=f".{target.name}.{os.getpid()}.",
+                                                 suffix=".part", delete=False)
+            _unfinished.add(handle.name)
     except FileNotFoundError:
         raise FileAccessError(f"{name}: folder {shown_folder!r} does not exist") from None
     except PermissionError:
@@ -123,7 +132,9 @@ def commit(temporary: str, path: str, shown: str | None = None) -> None:
         mode = 0o666 & ~umask
     try:
         os.chmod(temporary, mode)
-        os.replace(temporary, path)
+        with _unfinished_lock:
+            os.replace(temporary, path)
+            _unfinished.discard(temporary)
     except PermissionError:
         raise FileAccessError(f"{shown or path}: permission denied") from None
     except OSError as exc:
@@ -133,10 +144,26 @@ def commit(temporary: str, path: str, shown: str | None = None) -> None:
 
 def discard(temporary: str) -> None:
     """Remove a temporary file that will not be committed."""
-    try:
-        os.unlink(temporary)
-    except FileNotFoundError:
-        pass
+    with _unfinished_lock:
+        _unfinished.discard(temporary)
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+
+
+def abandon_unfinished() -> None:
+    """Remove every temporary file this process has not committed, and let no other thread
+    make or commit one any more: for a process about to end at once (a batch worker told
+    to stop). Each output it was writing is then as it was before, or already whole.
+    """
+    _unfinished_lock.acquire()  # never released: the process ends
+    for temporary in _unfinished:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+    _unfinished.clear()
 
 
 def remove_stale_temporaries(targets: Iterable[str]) -> list[str]:

@@ -106,3 +106,23 @@ class FifoReader:
         self.thread.join(timeout=120)
         assert not self.thread.is_alive()
         return b"".join(self.chunks)
+
+
+def make_images(folder: Path, count: int, side: int = 96) -> list[Path]:
+    """``count`` different random RGB PNGs ``p00.png``... in ``folder`` (made if missing);
+    noise compresses badly, so each takes a while to write."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(count * 1000 + side)
+    paths = []
+    for index in range(count):
+        path = folder / f"p{index:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def temporary_files(folder: Path) -> list[str]:
+    """The names of the temporary files (``*.part``) in ``folder`` and its subfolders."""
+    return sorted(p.name for p in folder.rglob("*.part"))

@@ -20,7 +20,7 @@ NUMERIC_CORE = ("polyphase", "interpolate", "transpose", "kernels", "fit", "metr
 #: The file and command-line layers.
 OUTER_LAYERS = ("fileio", "images", "npy", "png16", "kernel_files", "pipeline", "training",
                 "reporting", "render", "pictures", "html_report", "batch", "cluster", "tiles",
-                "cli")
+                "stopping", "cli")
 #: Deferred (in-function) imports that close a cycle on purpose, with the reason.
 ALLOWED_DEFERRED = {
     # Kernel.load / Kernel.save are conveniences of the public API; the formats live in

@@ -6,24 +6,35 @@ yields each :class:`Outcome` as it finishes; one bad file never stops the
 others unless asked. Workers are started once and reused, so the cost of
 starting Python and importing numpy and scipy is paid once per worker, not
 per file. Outputs are written atomically by the workers, so a batch stopped
-by Ctrl-C or a crash can be resumed with ``--skip-existing``.
+by Ctrl-C or a crash can be resumed with ``--skip-existing``; how a batch
+stops, and what it leaves, is described in :func:`run_jobs`.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import select
+import signal
 import string
+import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .errors import BadInputError, UpconvError
+from .errors import BadInputError, UpconvError, WorkerError
+from .fileio import abandon_unfinished
 from .images import FORMATS
 from .polyphase import default_threads
+from .stopping import BatchStop, batch_stopping, raise_if_stopped
 
 __all__ = ["Job", "Outcome", "check_template", "expand_inputs", "plan_outputs", "run_jobs",
            "IMAGE_SUFFIXES"]
@@ -164,17 +175,22 @@ def run_safely(work: Callable[[Job], Any], job: Job) -> Outcome:
         return Outcome(job, "failed", error=f"unexpected {type(exc).__name__}: {exc}")
 
 
-def _worker_init(threads: int) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
-
-
 def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
              dask_address: str | None = None) -> Iterator[Outcome]:
     """Run ``work(job)`` for every job and yield the outcomes as they finish.
 
     ``work`` must be picklable (a module-level function or a
     ``functools.partial`` of one) when ``workers > 1`` or on Dask.
+
+    Stopping (with the command line's signal handling, :mod:`upconv.stopping`):
+    a first Ctrl-C or SIGTERM starts no new job, lets the jobs in progress
+    finish, yields their outcomes and then raises KeyboardInterrupt or
+    :class:`~upconv.stopping.Terminated`; a second one stops at once. In
+    every case (stopped at once, a worker that died, a consumer that stops
+    iterating early) an output this batch wrote for a job whose outcome was
+    not yielded is removed, with a warning: every output the batch leaves
+    was reported. Worker processes end by themselves when this process does,
+    even when it is killed outright.
     """
     if dask_address is not None:
         from .cluster import map_on_dask
@@ -183,30 +199,182 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
             yield outcome
         return
     if workers <= 1 or len(jobs) <= 1:
+        yield from _run_here(jobs, work)
+    else:
+        yield from _run_in_workers(jobs, work, workers)
+
+
+#: What tells a file apart from one that replaced it: (device, inode, mtime), None if none.
+FileIdentity = tuple[int, int, int] | None
+
+
+def _identity(path: str) -> FileIdentity:
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino, info.st_mtime_ns
+
+
+def _forget_unreported(unreported: list[tuple[Job, FileIdentity]]) -> None:
+    """Remove the outputs that these jobs wrote (the file changed since it was submitted)
+    although their outcomes were never yielded: what is not reported is not left."""
+    removed = []
+    for job, before in unreported:
+        after = _identity(job.output)
+        if after is not None and after != before:
+            try:
+                os.unlink(os.path.realpath(job.output))
+            except OSError:
+                continue
+            removed.append(job.output)
+    if removed:
+        shown = ", ".join(removed[:3]) + (" ..." if len(removed) > 3 else "")
+        warnings.warn(f"removed {len(removed)} output(s) finished as the batch stopped, too "
+                      f"late to be reported: {shown}", stacklevel=2)
+
+
+def _run_here(jobs: list[Job], work: Callable[[Job], Any]) -> Iterator[Outcome]:
+    """Run the jobs one after the other in this process."""
+    stop = BatchStop()
+    with batch_stopping(stop):
         for job in jobs:
-            yield run_safely(work, job)
-        return
+            raise_if_stopped()
+            before = _identity(job.output)
+            stop.interruptible = True
+            try:
+                outcome = run_safely(work, job)
+                stop.interruptible = False
+            except BaseException:  # stopped at once, in the job or just after it
+                stop.interruptible = False
+                _forget_unreported([(job, before)])
+                raise
+            yield outcome
+        raise_if_stopped()
+
+
+def _run_in_workers(jobs: list[Job], work: Callable[[Job], Any], workers: int
+                    ) -> Iterator[Outcome]:
+    """Run the jobs in ``workers`` worker processes, a couple per worker at a time."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["upconv.pipeline"])
     threads = max(1, default_threads() // workers)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                               initargs=(threads,))
-    pending: set[Future] = set()
+    in_flight: dict[Future, tuple[Job, FileIdentity]] = {}
+    unreported: list[tuple[Job, FileIdentity]] = []
+    reported = 0
+    broken = False
     queue = iter(jobs)
+    stop = BatchStop()
+    with batch_stopping(stop):
+        with _starting_workers():
+            # Only this process holds the write end: workers take its closing as "stop now".
+            parent_alive, alive_writer = context.Pipe(duplex=False)
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                       initargs=(threads, parent_alive))
+
+        def submit(job: Job) -> None:
+            before = _identity(job.output)  # before a worker can write it
+            with _starting_workers():  # a submission may start a worker
+                in_flight[pool.submit(run_safely, work, job)] = (job, before)
+
+        try:
+            # A couple of jobs per worker in flight: little to wait for when stopping.
+            for job in itertools.islice(queue, 2 * workers):
+                if stop.requested:
+                    break
+                submit(job)
+            while in_flight:
+                if stop.at_once:
+                    raise_if_stopped()
+                if stop.requested:
+                    for future in in_flight:
+                        future.cancel()  # succeeds for those no worker has taken yet
+                stop.interruptible = True
+                try:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                finally:
+                    stop.interruptible = False
+                for future in done:
+                    job, before = in_flight.pop(future)
+                    if future.cancelled():
+                        continue
+                    error = future.exception()
+                    if isinstance(error, BrokenProcessPool):  # a worker died
+                        unreported.append((job, before))
+                        broken = True
+                        continue
+                    reported += 1
+                    yield (future.result() if error is None else
+                           Outcome(job, "failed",
+                                   error=f"unexpected {type(error).__name__}: {error}"))
+                    if not (stop.requested or broken):
+                        following = next(queue, None)
+                        if following is not None:
+                            submit(following)
+            raise_if_stopped()
+            if broken:
+                raise WorkerError(f"a worker process stopped unexpectedly (killed, or out of "
+                                  f"memory?); {len(jobs) - reported} of {len(jobs)} files "
+                                  "not done: --skip-existing resumes the batch")
+        finally:
+            if in_flight:  # stopping before the jobs in progress are done: end the workers
+                alive_writer.close()
+            pool.shutdown(wait=True, cancel_futures=True)
+            unreported += [(job, before) for future, (job, before) in in_flight.items()
+                           if not future.cancelled()]
+            alive_writer.close()
+            parent_alive.close()
+            _forget_unreported(unreported)
+
+
+@contextmanager
+def _starting_workers() -> Iterator[None]:
+    """Report a failure to start worker processes (their server or their Python could not
+    start, a pipe to it broke) as one clear error."""
     try:
-        # Keep a couple of jobs per worker in flight: no long queue to cancel on Ctrl-C.
-        for job in queue:
-            pending.add(pool.submit(run_safely, work, job))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-                following = next(queue, None)
-                if following is not None:
-                    pending.add(pool.submit(run_safely, work, following))
-    finally:
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        yield
+    except (OSError, EOFError, BrokenProcessPool) as exc:
+        reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror
+                  else f"{type(exc).__name__}: {exc}")
+        raise WorkerError(f"could not start worker processes ({reason}); --jobs 1 runs the "
+                          "batch without them") from exc
+
+
+def _worker_init(threads: int, parent_alive: Connection) -> None:
+    """Set up a worker process: its share of the threads, and how it stops.
+
+    The parent decides when a batch stops, so a worker ignores Ctrl-C (which a
+    terminal sends to the whole process group). It ends at once, removing its
+    unfinished temporary files, on SIGTERM and when ``parent_alive`` reaches
+    end of file: the parent is gone (even killed outright) or stops the batch
+    at once.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    terminated, on_sigterm = os.pipe()
+    signal.signal(signal.SIGTERM, partial(_tell, on_sigterm))
+    threading.Thread(target=_abandon_when_told, args=(parent_alive, terminated),
+                     name="upconv-stop-watch", daemon=True).start()
+
+
+def _tell(descriptor: int, signum: int, frame: object) -> None:
+    """Signal handler: wake the thread that reads ``descriptor`` (and do nothing else, so
+    that it is safe wherever the main thread is)."""
+    os.write(descriptor, bytes([signum]))
+
+
+def _abandon_when_told(parent_alive: Connection, terminated: int) -> NoReturn:
+    """Wait until the parent's end of ``parent_alive`` closes or SIGTERM arrives, then end
+    the process at once, leaving no temporary file and committing nothing more."""
+    parent = parent_alive.fileno()
+    status = 1
+    while True:
+        ready, _, _ = select.select([parent, terminated], [], [])
+        if terminated in ready:
+            status = 128 + signal.SIGTERM
+            break
+        if not os.read(parent, 1):  # end of file: the parent is gone or stops the batch
+            break
+    abandon_unfinished()
+    os._exit(status)

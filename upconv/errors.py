@@ -8,11 +8,15 @@ exits with status 1. Two kinds:
   or option upconv cannot work with;
 - :class:`FileAccessError` (also an :class:`OSError`): a file or folder that
   cannot be read or written (missing, a directory, permission denied, ...).
+
+A batch whose worker processes fail raises :class:`WorkerError`, also an
+:class:`UpconvError`.
 """
 
 from __future__ import annotations
 
-__all__ = ["UpconvError", "BadInputError", "FileAccessError", "OutputClosedError"]
+__all__ = ["UpconvError", "BadInputError", "FileAccessError", "WorkerError",
+           "OutputClosedError"]
 
 
 class UpconvError(Exception):
@@ -28,6 +32,10 @@ class FileAccessError(UpconvError, OSError):
 
     def __str__(self) -> str:  # OSError would show "[Errno ...]" forms; ours is one message
         return str(self.args[0]) if self.args else ""
+
+
+class WorkerError(UpconvError):
+    """A batch's worker processes could not be started, or one of them stopped unexpectedly."""
 
 
 class OutputClosedError(Exception):

@@ -11,16 +11,24 @@ permissions. A streamed ``.npy`` written by bands into a file uses the same
 pieces (:func:`temporary_beside`, :func:`reserve_space`, :func:`sync_file`,
 :func:`commit`, :func:`discard`). Every write error, a full disk included,
 is a one-line :class:`~upconv.errors.FileAccessError` naming the file.
+
+A temporary file is named ``.NAME.PID.XXXXXXXX.part``: hidden, beside NAME,
+with the writer's process id. A process killed outright (``kill -9``, a power
+cut) cannot remove it; :func:`remove_stale_temporaries` finds such files by
+that name when NAME is written next, and removes those whose writer is no
+longer running.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -29,12 +37,21 @@ from typing import IO, BinaryIO
 from .errors import BadInputError, FileAccessError, OutputClosedError
 
 __all__ = ["read_bytes", "standard_stream", "temporary_beside", "commit", "finish",
-           "outputs_together", "discard",
-           "write_error", "reserve_space", "sync_file", "written_in_place", "output_target",
-           "atomic_output", "output_writer", "write_output", "TextLog", "open_text_log"]
+           "outputs_together", "discard", "abandon_unfinished", "remove_stale_temporaries",
+           "TEMPORARY_NAME", "write_error", "reserve_space", "sync_file", "written_in_place",
+           "output_target", "atomic_output", "output_writer", "write_output", "TextLog",
+           "open_text_log"]
 
 #: A function that writes bytes (or any buffer) to an output, in order.
 Writer = Callable[[bytes | memoryview], None]
+
+#: A temporary file's name: ``.NAME.PID.XXXXXXXX.part`` (``tempfile`` makes the random part).
+TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>[0-9]+)\.[a-z0-9_]+\.part")
+
+#: The temporary files this process has made and not yet committed or discarded, and the
+#: lock that makes each change to them (made and listed, renamed and struck off) one step.
+_unfinished: set[str] = set()
+_unfinished_lock = threading.Lock()
 
 
 def standard_stream(stream: IO | None, which: str) -> IO:
@@ -93,7 +110,8 @@ def read_bytes(path: str, kind: str = "image", stdin: bool = True) -> bytes:
 
 
 def temporary_beside(path: str, shown: str | None = None) -> IO[bytes]:
-    """An open temporary file in ``path``'s folder (``.NAME.XXXX.part``), for atomic writes.
+    """An open temporary file in ``path``'s folder (``.NAME.PID.XXXXXXXX.part``), for atomic
+    writes; :func:`commit` or :func:`discard` it.
 
     Errors name ``shown`` (the path as the user typed it), else ``path``.
     """
@@ -102,14 +120,18 @@ def temporary_beside(path: str, shown: str | None = None) -> IO[bytes]:
     name = shown or path
     shown_folder = str(Path(name).parent) if shown else str(folder)
     try:
-        return tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.",
-                                           suffix=".part", delete=False)
+        with _unfinished_lock:
+            handle = tempfile.NamedTemporaryFile(dir=folder,
+                                                 prefix=f".{target.name}.{os.getpid()}.",
+                                                 suffix=".part", delete=False)
+            _unfinished.add(handle.name)
     except FileNotFoundError:
         raise FileAccessError(f"{name}: folder {shown_folder!r} does not exist") from None
     except PermissionError:
         raise FileAccessError(f"{name}: folder {shown_folder!r} is not writable") from None
     except OSError as exc:
         raise FileAccessError(f"{name}: cannot write there ({exc.strerror or exc})") from None
+    return handle
 
 
 def commit(temporary: str, path: str, shown: str | None = None) -> None:
@@ -122,7 +144,9 @@ def commit(temporary: str, path: str, shown: str | None = None) -> None:
         mode = 0o666 & ~umask
     try:
         os.chmod(temporary, mode)
-        os.replace(temporary, path)
+        with _unfinished_lock:
+            os.replace(temporary, path)
+            _unfinished.discard(temporary)
     except OSError as exc:
         raise write_error(shown or path, exc) from None
 
@@ -186,10 +210,75 @@ def finish(temporary: str, path: str, shown: str | None = None) -> None:
 
 def discard(temporary: str) -> None:
     """Remove a temporary file that will not be committed."""
+    with _unfinished_lock:
+        _unfinished.discard(temporary)
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+
+
+def abandon_unfinished() -> None:
+    """Remove every temporary file this process has not committed, and let no other thread
+    make or commit one any more: for a process about to end at once (a batch worker told
+    to stop). Each output it was writing is then as it was before, or already whole.
+    """
+    _unfinished_lock.acquire()  # never released: the process ends
+    for temporary in _unfinished:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+    _unfinished.clear()
+
+
+def remove_stale_temporaries(targets: Iterable[str]) -> list[str]:
+    """Remove the temporary files that killed runs left for ``targets``; the paths removed.
+
+    Only files named exactly as :func:`temporary_beside` names them for one of
+    ``targets`` (``.NAME.PID.XXXXXXXX.part`` in NAME's folder) are candidates,
+    and only those whose writer (PID, on this machine) is no longer running are
+    removed. A target that is a symbolic link is written through, so its
+    target's folder is searched too. Each folder is read once; folders that
+    cannot be read are left alone.
+    """
+    wanted: dict[str, tuple[str, set[str]]] = {}  # real folder: (folder as given, names)
+    for target in targets:
+        for path in (target, os.path.realpath(target)):
+            folder, name = os.path.split(path)
+            folder = folder or "."
+            wanted.setdefault(os.path.realpath(folder), (folder, set()))[1].add(name)
+    removed = []
+    for folder, names in wanted.values():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            match = TEMPORARY_NAME.fullmatch(entry.name)
+            if (match is None or match["target"] not in names
+                    or _process_is_running(int(match["pid"]))):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+            except OSError:
+                pass
+    return removed
+
+
+def _process_is_running(pid: int) -> bool:
+    """Whether a process with this id runs here (or might: when in doubt, True)."""
+    if os.name != "posix" or pid <= 0 or pid == os.getpid():
+        return True  # os.kill would end the process on Windows; 0 means a process group
     try:
-        os.unlink(temporary)
-    except FileNotFoundError:
-        pass
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        return True
+    return True
 
 
 def write_error(name: str, exc: OSError) -> FileAccessError:

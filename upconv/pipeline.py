@@ -213,12 +213,13 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
                 if kept is None:
                     kept = np.empty(out_shape, out_dtype)
                 kept[start:start + rows.shape[0]] = rows
-    outcome = ScaleResult(input_path, output_path, (plan.shape[1], plan.shape[0]), plan.name,
-                          notes=notes)
-    if sampler is not None:
-        outcome.checkerboard, outcome.score = summary_text(sampler.measure())
-    else:
-        _measure(outcome, kept, plan, settings)
+        # Measured before the file is renamed into place: writing is the job's last step.
+        outcome = ScaleResult(input_path, output_path, (plan.shape[1], plan.shape[0]),
+                              plan.name, notes=notes)
+        if sampler is not None:
+            outcome.checkerboard, outcome.score = summary_text(sampler.measure())
+        else:
+            _measure(outcome, kept, plan, settings)
     return outcome
 
 
@@ -415,10 +416,18 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
                 pass
             middle = target.read_rows(*middle_band)
             sync_file(target.path, output_path)
-            finish(target.path, final, output_path)
+            outcome = _streamed_result(input_path, output_path, job, middle, settings)
+            finish(target.path, final, output_path)  # the job's last step
         except BaseException:
             discard(target.path)
             raise
+        return outcome
+    return _streamed_result(input_path, output_path, job, middle, settings)
+
+
+def _streamed_result(input_path: str, output_path: str, job: _Job, middle: np.ndarray,
+                     settings: ScaleSettings) -> ScaleResult:
+    """A streamed job's result, its figure measured on the middle band."""
     outcome = ScaleResult(input_path, output_path, (job.plan.shape[1], job.plan.shape[0]),
                           job.plan.name, notes=list(job.notes))
     _measure(outcome, middle[:, :, None] if middle.ndim == 2 else middle, job.plan, settings)

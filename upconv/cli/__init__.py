@@ -15,14 +15,17 @@ and prints what comes back. :func:`run` maps every outcome to an exit status:
 141   standard output was closed early (e.g. piped into ``head``)
 143   terminated (SIGTERM); cleaned up as after Ctrl-C
 ====  ==========================================================
+
+Signals are handled by :mod:`upconv.stopping` for the whole run, so that a
+Ctrl-C arriving at any moment (even while another outcome is being reported,
+or as the process exits) gives status 130 and one line, never a traceback.
 """
 
 from __future__ import annotations
 
 import os
-import signal
+import select
 import sys
-import threading
 import traceback
 import warnings
 from typing import Any, TextIO
@@ -32,6 +35,7 @@ import click
 from .. import __version__
 from ..errors import FileAccessError, OutputClosedError, UpconvError
 from ..fileio import write_error
+from ..stopping import SignalRecord, Terminated, handling_signals
 from .common import (
     CONTEXT,
     EPILOG,
@@ -68,14 +72,42 @@ for _command in (scale_command, fit_command, degrade_command, kernel_group, repo
     main.add_command(_command)
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the command line and return its exit status (the console-script entry point)."""
+def run(argv: list[str] | None = None, exiting: bool = False) -> int:
+    """Run the command line and return its exit status.
+
+    Ctrl-C and SIGTERM are handled as :mod:`upconv.stopping` describes for the
+    whole run: whenever they arrive, the status is 130 or 143 with one
+    "interrupted" or "terminated" line, never a traceback. ``exiting`` (the
+    console script, which exits right after): a signal that arrives after the
+    outcome was reported ends the process at once with that status, and
+    (without ``--debug``) warnings and exceptions that library code reports on
+    its own are one line each; otherwise the previous signal handlers are
+    restored and Python's hooks are left alone.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     # --debug is a group option, but users type it anywhere: take it from anywhere.
     debug = "--debug" in args
     if debug:
         args = ["--debug"] + [a for a in args if a != "--debug"]
-    previous = _on_sigterm_raise()
+    elif exiting:
+        _one_line_reports()
+    with handling_signals(exit_on_late_signal=exiting) as signals:
+        try:
+            signals.arm()
+            status = _run_command(args, debug)
+            signals.record_only()
+        except (KeyboardInterrupt, Terminated) as exc:  # arrived while reporting an outcome
+            signals.record_only()
+            status = _interrupted(exc)
+        status = _with_recorded_signal(status, signals)
+        _flush_standard_streams()
+        status = _with_recorded_signal(status, signals)  # one that came in the flush
+        signals.finish(status)
+        return status
+
+
+def _run_command(args: list[str], debug: bool) -> int:
+    """Run one command line; map every outcome to an exit status and a message."""
     stdout = sys.stdout
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -83,7 +115,10 @@ def run(argv: list[str] | None = None) -> int:
             try:
                 if stdout is not None:
                     sys.stdout = NamedStdout(stdout)
-                status = main.main(args=args, prog_name="upconv", standalone_mode=False)
+                # Not main.main(): click would turn a broken pipe anywhere in a command into
+                # a silent exit 1 (only stdout's may be silent), and Ctrl-C into Abort.
+                with main.make_context("upconv", args) as context:
+                    status = main.invoke(context)
                 if stdout is not None:
                     sys.stdout.flush()  # a full disk under stdout is reported now, not at exit
             finally:
@@ -91,9 +126,8 @@ def run(argv: list[str] | None = None) -> int:
                 _report_warnings(caught)
         if isinstance(status, int):  # click returns the code of a click.exceptions.Exit
             return status
-    except Terminated:
-        error("terminated")
-        return EXIT_TERMINATED
+    except (click.Abort, KeyboardInterrupt, Terminated) as exc:
+        return _interrupted(exc)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -108,10 +142,10 @@ def run(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         error(exc.format_message())
         return EXIT_FAILURE
-    except (click.Abort, KeyboardInterrupt):
-        error("interrupted")
-        return EXIT_INTERRUPTED
-    except (BrokenPipeError, OutputClosedError):
+    except (BrokenPipeError, OutputClosedError) as exc:
+        # Only standard output closed early is silent (141); any other pipe is a failure.
+        if isinstance(exc, BrokenPipeError) and not _stdout_reader_gone():
+            return _unexpected(exc, debug)
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     except UpconvError as exc:
@@ -127,13 +161,7 @@ def run(argv: list[str] | None = None) -> int:
         error("out of memory; try a smaller output or --max-pixels")
         return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - the last line of defence
-        if debug:
-            traceback.print_exc()
-        error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
-        return EXIT_FAILURE
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        return _unexpected(exc, debug)
     return EXIT_OK
 
 
@@ -177,19 +205,28 @@ class StdoutWriteError(FileAccessError):
     """Standard output could not be written (not a reader gone: a full disk, ...)."""
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: unwind like Ctrl-C (temporary files are removed on the way)."""
+def _interrupted(exc: BaseException) -> int:
+    """Report a run stopped by Ctrl-C or SIGTERM; its status."""
+    terminated = isinstance(exc, Terminated)
+    error("terminated" if terminated else "interrupted")
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
-def _on_sigterm_raise():
-    """Make SIGTERM raise :class:`Terminated` in the main thread; the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
+def _with_recorded_signal(status: int, signals: SignalRecord) -> int:
+    """The status once a signal that was only recorded (it came while an outcome was being
+    reported, or after) is accounted for: the run was interrupted all the same."""
+    if signals.status is None or status == signals.status:
+        return status
+    error("terminated" if signals.status == EXIT_TERMINATED else "interrupted")
+    return signals.status
 
-    def terminate(signum, frame):
-        raise Terminated
 
-    return signal.signal(signal.SIGTERM, terminate)
+def _unexpected(exc: Exception, debug: bool) -> int:
+    """Report an exception that upconv did not expect (a bug, or a broken environment)."""
+    if debug:
+        traceback.print_exc()
+    error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
+    return EXIT_FAILURE
 
 
 def _report_warnings(caught: list) -> None:
@@ -202,6 +239,31 @@ def _report_warnings(caught: list) -> None:
             warn(message)
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe (or socket) whose reader went away."""
+    try:
+        descriptor = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(descriptor, select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP)
+                   for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or no stdout
+        return False
+
+
+def _flush_standard_streams() -> None:
+    """Flush what is still buffered for stdout and stderr, so that nothing is left to fail
+    (or to be interrupted) while Python exits."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            if stream is sys.stdout:
+                _silence_stdout()
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
 def _silence_stdout() -> None:
     """After EPIPE, point stdout at /dev/null so Python's exit flush cannot fail."""
     try:
@@ -212,7 +274,32 @@ def _silence_stdout() -> None:
 
 
 def entry_point() -> None:
-    """Console script ``upconv``."""
-    sys.exit(run())
+    """Console script ``upconv`` (and ``python -m upconv``)."""
+    sys.exit(run(exiting=True))
+
+
+def _one_line_reports() -> None:
+    """For the rest of the process, what library code reports outside a command's own
+    handling (a warning, an exception in a finalizer, as multiprocessing's when its helper
+    process could not start; also while Python exits) comes as one upconv line each."""
+    seen: set[str] = set()
+
+    def once(message: str) -> None:
+        message = " ".join(message.split())
+        if message not in seen:
+            seen.add(message)
+            try:
+                warn(message)
+            except (OSError, ValueError, AttributeError):  # stderr closed or gone
+                pass
+
+    def unraisable(report) -> None:  # sys.UnraisableHookArgs
+        once(f"ignored {type(report.exc_value).__name__}: {report.exc_value}")
+
+    def warning(message, category, filename, lineno, file=None, line=None) -> None:
+        once(str(message))
+
+    sys.unraisablehook = unraisable
+    warnings.showwarning = warning
 
 

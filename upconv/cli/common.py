@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .. import fileio
 from ..errors import BadInputError, FileAccessError
 from ..images import DEFAULT_MAX_PIXELS
 from ..scaling import stride_from_factor
@@ -29,7 +30,8 @@ __all__ = ["CONTEXT", "EPILOG", "FILE_COMMAND_EPILOG", "REPORT_EPILOG", "epilog"
            "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "EXIT_TERMINATED", "FACTOR", "SIZE",
            "STRIDE", "HW",
            "enum_choice", "max_pixels_option", "batch_options", "overwrite_option",
-           "existing_file", "refuse_existing", "check_destinations", "error", "warn",
+           "existing_file", "refuse_existing", "prepare_destinations",
+           "remove_stale_temporaries", "error", "warn",
            "refuse_clobbering_input", "BatchProgress", "spinner_after", "describe_failure"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -272,9 +274,10 @@ def refuse_existing(paths: Iterable[str | None], overwrite: bool, hint: str = ""
                                   f"-y/--overwrite{hint}")
 
 
-def check_destinations(outputs: Iterable[str | None], inputs: Iterable[str | None],
-                       overwrite: bool, hint: str = "") -> None:
-    """Check every file a run will write before any work, so that a refused run writes nothing.
+def prepare_destinations(outputs: Iterable[str | None], inputs: Iterable[str | None],
+                         overwrite: bool, hint: str = "") -> None:
+    """Check every file a run will write before any work, so that a refused run writes nothing;
+    then clear what interrupted runs left for them (:func:`remove_stale_temporaries`).
 
     Each output (``None`` and ``"-"`` left out) must not be one of the inputs, nor
     another output, must go into a folder that exists, and must not replace a
@@ -299,6 +302,21 @@ def check_destinations(outputs: Iterable[str | None], inputs: Iterable[str | Non
             raise FileAccessError(f"{path}: folder {shown!r} does not exist")
     refuse_existing(targets[:1], overwrite, hint)
     refuse_existing(targets[1:], overwrite)
+    remove_stale_temporaries(targets)
+
+
+def remove_stale_temporaries(outputs: Iterable[str]) -> None:
+    """Remove the temporary files that killed runs (``kill -9``, a crash, a power cut) left
+    beside these outputs, with one warning line.
+
+    Only upconv's own temporary files for these very outputs
+    (``.NAME.PID.XXXXXXXX.part``) whose writer is no longer running go; see
+    :func:`upconv.fileio.remove_stale_temporaries`.
+    """
+    removed = fileio.remove_stale_temporaries(outputs)
+    if removed:
+        shown = ", ".join(removed[:3]) + (" ..." if len(removed) > 3 else "")
+        warn(f"removed {len(removed)} temporary file(s) left by an interrupted run: {shown}")
 
 
 def refuse_clobbering_input(input_path: str, output_path: str) -> None:

@@ -14,10 +14,10 @@ from .common import (
     CONTEXT,
     FILE_COMMAND_EPILOG,
     STRIDE,
-    check_destinations,
     enum_choice,
     max_pixels_option,
     overwrite_option,
+    prepare_destinations,
     warn,
 )
 
@@ -76,8 +76,8 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
         kernel_suffix(output_path)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="-o") from None
-    check_destinations([output_path], [*inputs, *(p for pair in validation for p in pair)],
-                       overwrite)
+    prepare_destinations([output_path], [*inputs, *(p for pair in validation for p in pair)],
+                         overwrite)
     if degradation is None and len(inputs) % 2:
         raise click.UsageError("give LOW HIGH pairs (an even number of images), or --degrade "
                                "with HIGH images")
@@ -119,7 +119,7 @@ def degrade_command(input_path: str, output_path: str, factor: int, method: str,
     """
     if output_path == "-" and not format_name:
         raise click.UsageError("writing to standard output needs --format (e.g. --format png)")
-    check_destinations([output_path], [input_path], overwrite)
+    prepare_destinations([output_path], [input_path], overwrite)
     for note in degrade_file(input_path, output_path, factor, method, format_name, max_pixels):
         warn(note)
 

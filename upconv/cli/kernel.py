@@ -19,8 +19,8 @@ from .common import (
     FILE_COMMAND_EPILOG,
     HW,
     STRIDE,
-    check_destinations,
     overwrite_option,
+    prepare_destinations,
 )
 
 
@@ -103,7 +103,7 @@ def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, pa
     """
     height, width = input_size
     if out_path:
-        check_destinations([out_path, _transpose_path(out_path)], [spec], overwrite)
+        prepare_destinations([out_path, _transpose_path(out_path)], [spec], overwrite)
     # A built-in is made for the stride asked (2 when that is 1 or not given).
     kernel = resolve_kernel(spec, None, builtin_stride=max(2, stride or 2),
                             require_stride=False)

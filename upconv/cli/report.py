@@ -23,11 +23,11 @@ from .common import (
     STRIDE,
     BatchProgress,
     batch_options,
-    check_destinations,
     describe_failure,
     error,
     max_pixels_option,
     overwrite_option,
+    prepare_destinations,
 )
 
 
@@ -95,7 +95,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
                          ("--html", html_path)):
         if path == "-":  # standard output carries the tables or the JSON
             raise click.BadParameter("needs a file name, not '-'", param_hint=option)
-    check_destinations([map_path, spectrum_path, html_path], [*image_paths, reference_path],
+    prepare_destinations([map_path, spectrum_path, html_path], [*image_paths, reference_path],
                        overwrite)
     kernel = None
     if kernel_spec is not None:

@@ -27,12 +27,13 @@ from .common import (
     SIZE,
     BatchProgress,
     batch_options,
-    check_destinations,
     describe_failure,
     enum_choice,
     existing_file,
     max_pixels_option,
     overwrite_option,
+    prepare_destinations,
+    remove_stale_temporaries,
     spinner_after,
     warn,
 )
@@ -213,8 +214,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                      overwrite)
         return
     input_path, output_path = paths
-    check_destinations([output_path, report_path], [input_path], overwrite,
-                       " (to scale several files, give -o DIR)")
+    prepare_destinations([output_path, report_path], [input_path], overwrite,
+                         " (to scale several files, give -o DIR)")
     if dask_address is not None:  # the tiles of a streamed .npy; workers have their own cwd
         settings = with_dask(settings, dask_address)
         input_path, output_path = (os.path.abspath(p) if p != "-" else p
@@ -277,8 +278,8 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
                               "give --skip-existing to keep them or -y/--overwrite to "
                               "replace them")
     # The report file is checked against every input; resuming appends to it.
-    check_destinations([report_path], [job.input for job in planned],
-                       overwrite or skip_existing)
+    prepare_destinations([report_path], [job.input for job in planned],
+                         overwrite or skip_existing)
     try:
         os.makedirs(output_dir, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -286,7 +287,8 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
                               ) from None
     except OSError as exc:
         raise FileAccessError(f"{output_dir}: cannot make the folder ({exc.strerror or exc})"
-                          ) from None
+                              ) from None
+    remove_stale_temporaries(job.output for job in planned)
     workers = jobs or default_threads()
     if settings.threads is None and workers > 1:  # share the CPUs between the workers
         settings = replace(settings, threads=max(1, default_threads() // workers))
@@ -327,6 +329,8 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
     finally:
         if report_file is not None:
             report_file.close()
+        if workers > 1 or dask_address is not None:  # a worker killed mid-file left its own
+            remove_stale_temporaries(job.output for job in planned)
     if not quiet:
         text = (f"upconv: scaled {done} of {len(planned)} files into {output_dir} "
                 f"({len(failures)} failed, {len(existing)} skipped"

@@ -167,3 +167,30 @@ def test_a_default_scale_job_never_imports_scipy(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], []])
+def test_version_and_help_load_no_numeric_or_console_library(args):
+    """Start-up: ``upconv --version`` and ``--help`` import neither numpy, Pillow, scipy
+    nor rich (issue: at most 150 ms; bench/bench_cli.py measures the time)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\n"
+            "from upconv.cli import run\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    status = run({args!r})\n"
+            "heavy = {'numpy', 'PIL', 'scipy', 'rich', 'imagecodecs'}\n"
+            "print(status, sorted({m.split('.')[0] for m in sys.modules} & heavy))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "0 []", done.stdout + done.stderr
+
+
+def test_the_lazy_command_list_says_what_each_command_says():
+    from upconv.cli import COMMANDS, main
+
+    for name, (_, _, short) in COMMANDS.items():
+        command = main.get_command(None, name)
+        assert command.name == name
+        assert command.get_short_help_str(limit=1000) == short

@@ -23,6 +23,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from .errors import BadInputError, UpconvError
 from .fileio import output_writer, read_bytes, write_output
 from .jpeg import encode_jpeg
+from .limits import DEFAULT_MAX_PIXELS
 from .npy import NPY_MAGIC, NpyFile, check_npy_image, npy_samples, read_npy_header
 from .png import PngWriter, encode_png, is_16bit_colour_png, png_metadata, read_png16
 from .samples import convert_samples, to_float
@@ -31,8 +32,6 @@ __all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "Picture", "SaveOptions", "SUBSAMPLI
            "load_image", "save_image", "image_writer",
            "format_for", "check_writable", "with_samples", "is_npy_file", "image_shape"]
 
-#: Default limit on the pixels of an input or output image (16384 x 16384).
-DEFAULT_MAX_PIXELS = 2 ** 28
 
 #: Output formats: name -> (Pillow format or "NPY", suffixes, can hold alpha,
 #: highest integer bit depth, can hold an ICC profile).

@@ -23,6 +23,7 @@ or as the process exits) gives status 130 and one line, never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import os
 import select
 import sys
@@ -48,15 +49,46 @@ from .common import (
     error,
     warn,
 )
-from .fit import degrade_command, fit_command
-from .kernel import kernel_group
-from .report import report_command
-from .scale import scale_command
 
 __all__ = ["main", "run", "entry_point", "NamedStdout"]
 
 
-@click.group(context_settings=CONTEXT, epilog=EPILOG)
+#: name -> (module, attribute, short help): each command's module is imported only when the
+#: command runs, so ``upconv --version`` and ``--help`` load neither numpy nor Pillow. The
+#: short help is the command's own first line (a test keeps them equal).
+COMMANDS = {
+    "scale": ("scale", "scale_command",
+              "Upsample INPUT into OUTPUT ('-' for standard input or output), or many files."),
+    "fit": ("fit", "fit_command",
+            "Fit a transposed-convolution kernel by least squares on LOW/HIGH pairs."),
+    "degrade": ("fit", "degrade_command",
+                "Downscale HIGH by an integer factor into LOW, as `upconv fit --degrade` does."),
+    "kernel": ("kernel", "kernel_group",
+               "Look at transposed-convolution kernels: weights, phases, the matrix view."),
+    "report": ("report", "report_command",
+               "Measure checkerboard artifacts: the stride-periodic pattern of an upsampled "
+               "IMAGE."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when they are used (see :data:`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help) for name, (_, _, help) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT, epilog=EPILOG)
 @click.version_option(__version__, "--version", prog_name="upconv")
 @click.option("--debug", is_flag=True, help="Show a full traceback on errors.")
 @click.pass_context
@@ -66,10 +98,6 @@ def main(ctx: click.Context, debug: bool) -> None:
     Run 'upconv COMMAND --help' for a command's options.
     """
     ctx.obj = {"debug": debug}
-
-
-for _command in (scale_command, fit_command, degrade_command, kernel_group, report_command):
-    main.add_command(_command)
 
 
 def run(argv: list[str] | None = None, exiting: bool = False) -> int:

@@ -22,8 +22,7 @@ import click
 
 from .. import fileio
 from ..errors import BadInputError, FileAccessError
-from ..images import DEFAULT_MAX_PIXELS
-from ..scaling import stride_from_factor
+from ..limits import DEFAULT_MAX_PIXELS
 
 __all__ = ["CONTEXT", "EPILOG", "FILE_COMMAND_EPILOG", "REPORT_EPILOG", "epilog",
            "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_ABOVE",
@@ -137,6 +136,8 @@ class StrideType(FactorType):
         if isinstance(value, int):
             return value
         try:
+            from ..scaling import stride_from_factor
+
             stride = stride_from_factor(super().convert(value, param, ctx), "the stride")
         except BadInputError as exc:
             self.fail(str(exc), param, ctx)

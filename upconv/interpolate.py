@@ -99,18 +99,29 @@ SHORT_ROWS = 512
 def _prefilter(coeffs: np.ndarray, axis: int) -> None:
     """Cubic B-spline prefilter along ``axis`` (0 or 1), in place (causal + anti-causal IIR).
 
-    The recursion runs along the axis, each step one vector operation on a
-    whole row (axis 0, contiguous) or column (axis 1, strided) of the image.
-    It runs on one thread: the steps are too short to share the GIL
-    profitably. The array must already be extended by :data:`SPLINE_PREPAD`
-    samples: the start-up conditions assume a constant extension, and
-    whatever error that leaves decays by ``|pole|**12 < 2e-7`` before the
-    first real sample. Written here rather than called from
-    ``scipy.ndimage.spline_filter1d`` (which it matches to float32 round-off)
-    because importing ``scipy.ndimage`` costs a quarter of a second, more
-    than the whole of a typical ``upconv scale``.
+    The recursion runs along axis 0, each step one vector operation on a
+    whole contiguous row. Along axis 1 the image is first transposed, in
+    strips of :data:`TRANSPOSE_STRIP` columns (each strip's copy stays in
+    cache), filtered the same way, and transposed back: strided steps down
+    the columns would cost twice as much. It runs on one thread: the steps
+    are too short to share the GIL profitably. The array must already be
+    extended by :data:`SPLINE_PREPAD` samples: the start-up conditions assume
+    a constant extension, and whatever error that leaves decays by
+    ``|pole|**12 < 2e-7`` before the first real sample. Written here rather
+    than called from ``scipy.ndimage.spline_filter1d`` (which it matches to
+    float32 round-off) because importing ``scipy.ndimage`` costs a quarter of
+    a second, more than the whole of a typical ``upconv scale``.
     """
-    c = np.moveaxis(coeffs, axis, 0)
+    if axis == 1:
+        height, width = coeffs.shape[:2]
+        turned = np.empty((width, height) + coeffs.shape[2:], coeffs.dtype)
+        for k in range(0, width, TRANSPOSE_STRIP):
+            turned[k:k + TRANSPOSE_STRIP] = coeffs[:, k:k + TRANSPOSE_STRIP].swapaxes(0, 1)
+        _prefilter(turned, 0)
+        for k in range(0, width, TRANSPOSE_STRIP):
+            coeffs[:, k:k + TRANSPOSE_STRIP] = turned[k:k + TRANSPOSE_STRIP].swapaxes(0, 1)
+        return
+    c = coeffs
     z = coeffs.dtype.type(_POLE)
     step = np.empty_like(c[0])
     c[0] *= 1.0 / (1.0 - _POLE)
@@ -122,6 +133,10 @@ def _prefilter(coeffs: np.ndarray, axis: int) -> None:
         np.subtract(c[i + 1], c[i], out=c[i])
         c[i] *= z
     coeffs *= _GAIN
+
+
+#: Columns per strip when transposing for the prefilter along axis 1.
+TRANSPOSE_STRIP = 64
 
 
 def _spline_coefficients(image: np.ndarray, boundary: Boundary) -> tuple[np.ndarray, int]:

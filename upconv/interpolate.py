@@ -26,6 +26,7 @@ import numpy as np
 from .methods import METHODS, InterpolationMethod
 from .options import Boundary
 from .polyphase import AxisTaps, Phases, apply_general, apply_separable, gather
+from .samples import to_float
 
 __all__ = ["axis_taps", "axis_phases", "nearest", "interpolate", "x_coefficients"]
 
@@ -93,34 +94,24 @@ _GAIN = 6.0
 #: channels: a window of a big image's band with alpha or linear light, which are not
 #: filtered ahead) scipy's filter in C is used instead, whose import (a quarter of a
 #: second) is then small next to the job.
-SHORT_ROWS = 512
+SHORT_ROWS = 384
 
 
-def _prefilter(coeffs: np.ndarray, axis: int) -> None:
-    """Cubic B-spline prefilter along ``axis`` (0 or 1), in place (causal + anti-causal IIR).
+def _prefilter(coeffs: np.ndarray) -> None:
+    """Cubic B-spline prefilter along axis 0, in place (causal + anti-causal IIR).
 
     The recursion runs along axis 0, each step one vector operation on a
-    whole contiguous row. Along axis 1 the image is first transposed, in
-    strips of :data:`TRANSPOSE_STRIP` columns (each strip's copy stays in
-    cache), filtered the same way, and transposed back: strided steps down
-    the columns would cost twice as much. It runs on one thread: the steps
-    are too short to share the GIL profitably. The array must already be
-    extended by :data:`SPLINE_PREPAD` samples: the start-up conditions assume
-    a constant extension, and whatever error that leaves decays by
-    ``|pole|**12 < 2e-7`` before the first real sample. Written here rather
-    than called from ``scipy.ndimage.spline_filter1d`` (which it matches to
-    float32 round-off) because importing ``scipy.ndimage`` costs a quarter of
-    a second, more than the whole of a typical ``upconv scale``.
+    whole contiguous row; along x the rows are filtered in a transposed copy
+    (:func:`x_coefficients`), since strided steps down the columns would cost
+    twice as much. It runs on one thread: the steps are too short to share
+    the GIL profitably. The array must already be extended by
+    :data:`SPLINE_PREPAD` samples: the start-up conditions assume a constant
+    extension, and whatever error that leaves decays by ``|pole|**12 < 2e-7``
+    before the first real sample. Written here rather than called from
+    ``scipy.ndimage.spline_filter1d`` (which it matches to float32 round-off)
+    because importing ``scipy.ndimage`` costs a quarter of a second, more
+    than the whole of a typical ``upconv scale``.
     """
-    if axis == 1:
-        height, width = coeffs.shape[:2]
-        turned = np.empty((width, height) + coeffs.shape[2:], coeffs.dtype)
-        for k in range(0, width, TRANSPOSE_STRIP):
-            turned[k:k + TRANSPOSE_STRIP] = coeffs[:, k:k + TRANSPOSE_STRIP].swapaxes(0, 1)
-        _prefilter(turned, 0)
-        for k in range(0, width, TRANSPOSE_STRIP):
-            coeffs[:, k:k + TRANSPOSE_STRIP] = turned[k:k + TRANSPOSE_STRIP].swapaxes(0, 1)
-        return
     c = coeffs
     z = coeffs.dtype.type(_POLE)
     step = np.empty_like(c[0])
@@ -168,20 +159,46 @@ def x_coefficients(rows: np.ndarray, boundary: Boundary) -> np.ndarray:
     without filtering their halo rows again. Edge and zero boundaries only
     (reflect uses scipy's exact mirror start-up).
     """
-    coeffs = boundary.extend(rows, (0, 0), (SPLINE_PREPAD, SPLINE_PREPAD))
-    if coeffs.shape[0] * coeffs.shape[2] >= SHORT_ROWS or coeffs.shape[1] <= SHORT_ROWS:
-        _prefilter(coeffs, 1)
-    else:  # few, long rows: W Python steps on short columns would dominate
+    if rows.shape[0] * rows.shape[2] < SHORT_ROWS and rows.shape[1] > SHORT_ROWS:
+        # Few, long rows: W Python steps on short columns would dominate.
         from scipy import ndimage
 
+        coeffs = boundary.extend(to_float(rows), (0, 0), (SPLINE_PREPAD, SPLINE_PREPAD))
         ndimage.spline_filter1d(coeffs, 3, axis=1, mode=boundary.scipy_mode, output=coeffs)
+        return coeffs
+    # Extended and filtered in the transposed layout the recursion runs in (contiguous
+    # steps): one copy in, one copy out, strip by strip so that each stays in cache.
+    turned = _turned_extension(rows, boundary)
+    _prefilter(turned)
+    coeffs = np.empty((rows.shape[0], turned.shape[0], rows.shape[2]), turned.dtype)
+    for k in range(0, turned.shape[0], TRANSPOSE_STRIP):
+        coeffs[:, k:k + TRANSPOSE_STRIP] = turned[k:k + TRANSPOSE_STRIP].swapaxes(0, 1)
     return coeffs
+
+
+def _turned_extension(rows: np.ndarray, boundary: Boundary) -> np.ndarray:
+    """``rows`` (n, W, C) as float, transposed to (W + 2 pad, n, C) and extended along
+    the new axis 0 by :data:`SPLINE_PREPAD` by the boundary rule, in strips."""
+    pad = SPLINE_PREPAD
+    height, width = rows.shape[:2]
+    dtype = to_float(rows[:1, :1]).dtype
+    turned = np.empty((width + 2 * pad, height) + rows.shape[2:], dtype)
+    for k in range(0, width, TRANSPOSE_STRIP):  # integer samples converted strip by strip
+        stop = min(k + TRANSPOSE_STRIP, width)
+        turned[pad + k:pad + stop] = to_float(rows[:, k:stop]).swapaxes(0, 1)
+    if boundary is Boundary.ZERO:
+        turned[:pad] = 0
+        turned[pad + width:] = 0
+    else:  # edge: the first and last columns repeated
+        turned[:pad] = turned[pad]
+        turned[pad + width:] = turned[pad + width - 1]
+    return turned
 
 
 def _y_coefficients(coeffs: np.ndarray, boundary: Boundary) -> np.ndarray:
     """The second half of the prefilter: extend by :data:`SPLINE_PREPAD` rows, filter along y."""
     coeffs = boundary.extend(coeffs, (SPLINE_PREPAD, SPLINE_PREPAD), (0, 0))
-    _prefilter(coeffs, 0)
+    _prefilter(coeffs)
     return coeffs
 
 

@@ -200,7 +200,7 @@ class SampledPattern:
     """
 
     def __init__(self, shape: tuple[int, int, int], s: int, tile: int = 256,
-                 per_side: int = 4) -> None:
+                 per_side: int = 4, dtype: np.dtype | type = np.float32) -> None:
         height, width, channels = shape
         margin = 2 * s
         tile = max(8 * s, tile // s * s)
@@ -216,7 +216,8 @@ class SampledPattern:
         #: (y0, x0) of each tile's window, margins included
         self.windows = [(y - margin, x - margin) for y in origins[0] for x in origins[1]]
         side = tile + 2 * margin
-        self._buffers = np.zeros((len(self.windows), side, side, channels), np.float32)
+        # The samples as given (8-bit rows take a quarter of float32's room).
+        self._buffers = np.zeros((len(self.windows), side, side, channels), dtype)
 
     def add_rows(self, first: int, rows: np.ndarray) -> None:
         """Take what the tiles need from image rows ``first ... first + len(rows) - 1``."""
@@ -225,10 +226,8 @@ class SampledPattern:
         for index, (y0, x0) in enumerate(self.windows):
             top, bottom = max(y0, first), min(y0 + side, last)
             if top < bottom:
-                piece = rows[top - first:bottom - first, x0:x0 + side]
-                channels = piece.shape[2]
-                for c in range(channels):
-                    self._buffers[index, top - y0:bottom - y0, :, c] = unit_channel(piece, c)
+                self._buffers[index, top - y0:bottom - y0] = rows[top - first:bottom - first,
+                                                                  x0:x0 + side]
 
     def measure(self) -> PeriodicPattern:
         """The pattern, from the tiles' phase means; the strongest channel counts."""
@@ -236,8 +235,8 @@ class SampledPattern:
         best: PeriodicPattern | None = None
         for c in range(self._buffers.shape[3]):
             blocks = np.empty((len(self.windows), s, s))
-            for index, window in enumerate(self._buffers[:, :, :, c]):
-                inner = periodic_residual(window, s)[m:m + t, m:m + t]
+            for index, window in enumerate(self._buffers):
+                inner = periodic_residual(unit_channel(window, c), s)[m:m + t, m:m + t]
                 means = inner.reshape(t // s, s, t // s, s).mean(axis=(0, 2), dtype=np.float64)
                 blocks[index] = (means - means.mean()) * 255
             found = _pattern_from_blocks(blocks, s)

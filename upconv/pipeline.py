@@ -38,6 +38,7 @@ from .images import (
 from .interpolate import SHORT_ROWS, x_coefficients
 from .kernel_files import default_kernel, resolve_kernel
 from .kernels import POST_KERNELS, Kernel
+from .memory import release_free_memory
 from .methods import Method
 from .npy import NpyFile, check_npy_image, create_npy, npy_header, npy_samples
 from .options import Boundary
@@ -194,11 +195,15 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
         to_float(picture.samples[:1, :1]).dtype)
     out_shape = plan.shape + (plan.channels,)
     band_rows = _band_rows(settings, job)
-    samples = picture.samples
+    samples: np.ndarray | RowChunks = picture.samples
+    if band_rows is not None:  # held in chunks, each freed when the bands are past it
+        samples = RowChunks.take(picture.samples, max(1, INPUT_CHUNK_BYTES // max(
+            1, picture.samples[0].nbytes)))
     # Keep only the metadata (and the channel count) in the picture.
     picture = with_samples(picture, np.empty((0, 0) + samples.shape[2:], stored))
+    # (the whole input array is now referenced by nothing but `samples`)
     full = settings.full_report
-    sampler = (summary_sampler(out_shape, plan.period)
+    sampler = (summary_sampler(out_shape, plan.period, out_dtype)
                if settings.summary_line and not full and plan.period is not None else None)
     kept = None  # the whole output, when the summary or the report measures all of it
     notes = list(job.notes)
@@ -224,7 +229,7 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
 
 
 #: Bytes of float32 samples per band of an output computed band by band.
-BAND_BYTES = 16 << 20
+BAND_BYTES = 8 << 20
 
 
 def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
@@ -240,30 +245,85 @@ def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
     return max(plan.period, BAND_BYTES // row_bytes // plan.period * plan.period)
 
 
-def _output_bands(samples: np.ndarray, job: _Job, band_rows: int | None
+def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | None
                   ) -> Iterator[tuple[int, np.ndarray]]:
     """``(first row, rows)`` of the output, from the top: whole, or band by band.
 
-    Band by band, each input window is converted to float on its own, so no
-    float copy of the whole input or output is ever made. For a spline
-    method the input's rows are filtered along x once, in chunks, as the
-    bands reach them (:class:`SplineRows`), rather than again in every
-    window's halo.
+    Band by band (``samples`` then a :class:`RowChunks`), each input window
+    is converted to float on its own, so no float copy of the whole input or
+    output is ever made, and the input's chunks are freed as the bands pass
+    them. For a spline method the input's rows are filtered along x once, in
+    chunks, as the bands reach them (:class:`SplineRows`), rather than again
+    in every window's halo.
     """
     plan = job.plan
     convert = (lambda rows: rows) if plan.method is Method.NEAREST else to_float
     if band_rows is None:
+        assert isinstance(samples, np.ndarray)
         yield 0, resample(convert(samples), plan)
         return
+    assert isinstance(samples, RowChunks)
     banded = replace(job, tile_rows=band_rows)
-    height = samples.shape[0]
-    chunk = max(4 * band_rows // plan.period, SHORT_ROWS // samples.shape[2] + 1)
     if SplineRows.applies(plan):
+        chunk = max(2 * band_rows // plan.period, SHORT_ROWS // samples.shape[2] + 1)
         rows = SplineRows(samples, plan.boundary, chunk)
-        bands = _tiles(rows.read, height, banded, x_filtered=True)
+        bands = _tiles(rows.read, samples.shape[0], banded, x_filtered=True)
     else:
-        bands = _tiles(lambda a, b: convert(samples[a:b]), height, banded)
+        bands = _tiles(lambda a, b: convert(samples.read(a, b)), samples.shape[0], banded)
     yield from bands
+
+
+#: Bytes of input per chunk of a banded job's :class:`RowChunks`.
+INPUT_CHUNK_BYTES = 4 << 20
+
+
+class RowChunks:
+    """An image's rows in chunks that are freed once the windows reading them move past.
+
+    The bands of a job read windows that move down the image (each starts
+    at or below the one before), so a chunk that ends above a window's first
+    row is never read again: it is dropped, and its memory returned to the
+    system (:func:`~upconv.memory.release_free_memory`). By the last band the
+    input takes no memory, while the output has nearly all of it.
+
+    Examples
+    --------
+    >>> rows = RowChunks.take(np.arange(10).reshape(10, 1, 1), 4)
+    >>> rows.read(3, 6)[:, 0, 0].tolist(), rows.read(5, 10)[:, 0, 0].tolist()
+    ([3, 4, 5], [5, 6, 7, 8, 9])
+    >>> [chunk is None for chunk in rows.chunks]
+    [True, False, False]
+    """
+
+    def __init__(self, chunks: list[np.ndarray], chunk_rows: int) -> None:
+        self.chunks: list[np.ndarray | None] = list(chunks)
+        self.chunk_rows = chunk_rows
+        self.shape = (sum(c.shape[0] for c in chunks),) + chunks[0].shape[1:]
+
+    @classmethod
+    def take(cls, samples: np.ndarray, chunk_rows: int) -> RowChunks:
+        """Copies of ``samples``' rows in chunks (the caller then lets go of ``samples``)."""
+        return cls([samples[i:i + chunk_rows].copy()
+                    for i in range(0, samples.shape[0], chunk_rows)], chunk_rows)
+
+    def read(self, first: int, last: int) -> np.ndarray:
+        """Rows ``[first, last)``; the chunks wholly above ``first`` are freed."""
+        size = self.chunk_rows
+        freed = False
+        for index in range(first // size):
+            if self.chunks[index] is not None:
+                self.chunks[index] = None
+                freed = True
+        if freed:  # glibc would keep the pages for reuse; the output needs them now
+            release_free_memory()
+        pieces = []
+        for index in range(first // size, -(-last // size)):
+            chunk = self.chunks[index]
+            if chunk is None:
+                raise ValueError(f"rows {first}-{last} were freed; windows must move down")
+            top = index * size
+            pieces.append(chunk[max(first - top, 0):last - top])
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 class SplineRows:
@@ -277,15 +337,15 @@ class SplineRows:
     Examples
     --------
     >>> from upconv.options import Boundary
-    >>> rows = SplineRows(np.ones((10, 3, 1), np.uint8), Boundary.EDGE, 4)
+    >>> rows = SplineRows(RowChunks.take(np.ones((10, 3, 1), np.uint8), 2), Boundary.EDGE, 4)
     >>> rows.read(3, 6).shape, sorted(rows.chunks)
     ((3, 27, 1), [0, 1])
     >>> rows.read(5, 10).shape, sorted(rows.chunks)
     ((5, 27, 1), [1, 2])
     """
 
-    def __init__(self, samples: np.ndarray, boundary: Boundary, chunk_rows: int) -> None:
-        self.samples, self.boundary, self.chunk_rows = samples, boundary, chunk_rows
+    def __init__(self, source: RowChunks, boundary: Boundary, chunk_rows: int) -> None:
+        self.source, self.boundary, self.chunk_rows = source, boundary, chunk_rows
         self.chunks: dict[int, np.ndarray] = {}
 
     @staticmethod
@@ -305,7 +365,8 @@ class SplineRows:
         pieces = []
         for index in wanted:
             if index not in self.chunks:
-                raw = to_float(self.samples[index * size:(index + 1) * size])
+                top = index * size
+                raw = self.source.read(top, min(top + size, self.source.shape[0]))
                 self.chunks[index] = x_coefficients(raw, self.boundary)
             top = index * size
             pieces.append(self.chunks[index][max(first - top, 0):last - top])

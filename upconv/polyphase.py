@@ -31,9 +31,12 @@ import numpy as np
 __all__ = ["AxisTaps", "Phases", "Phases2D", "default_threads", "apply_separable", "apply_2d",
            "apply_general", "gather"]
 
-#: Rows of input processed per work unit; small enough that a band of a
-#: 4K-wide RGB float32 image and its temporaries stay in the L2 cache.
+#: Rows of input processed per work unit (at most): a band of a 1920-wide RGB float32
+#: image's output and its temporaries stay within a few megabytes.
 BAND_ROWS = 64
+#: Bytes of one band's output rows that :func:`apply_separable` aims at: wider images get
+#: fewer rows per band (at least 8), so each thread's buffers stay this small.
+BAND_BYTES = 3 << 19
 #: Output rows of the y pass accumulated at a time (they stay in L2 meanwhile).
 Y_CHUNK = 8
 
@@ -196,7 +199,9 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
     row_len = width * channels
 
     first_row = int(phases_y.start.min())  # rows of ext above this are never read
-    max_rows = BAND_ROWS + phases_y.reach - first_row
+    band_rows = max(8, min(BAND_ROWS, BAND_BYTES // max(1, out.shape[1] * channels
+                                                         * out.itemsize)))
+    max_rows = band_rows + phases_y.reach - first_row
 
     def make_worker() -> Callable[[tuple[int, int]], None]:
         # Per-thread buffers, allocated once and reused for every band: fresh
@@ -238,7 +243,7 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
 
         return work
 
-    _run(make_worker, _row_chunks(height, BAND_ROWS), threads)
+    _run(make_worker, _row_chunks(height, band_rows), threads)
     return out
 
 

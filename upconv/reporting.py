@@ -78,7 +78,7 @@ def checkerboard_line(samples: np.ndarray, stride: int) -> tuple[str, float | No
         check_measurable(values.shape, stride)
     except UpconvError:
         return "checkerboard n/a (image too small)", None
-    sampler = summary_sampler(values.shape, stride)
+    sampler = summary_sampler(values.shape, stride, values.dtype)
     if sampler is None:
         pattern = measure_pattern(values, stride)
     else:
@@ -91,7 +91,8 @@ def checkerboard_line(samples: np.ndarray, stride: int) -> tuple[str, float | No
 SAMPLE_ABOVE = 1 << 21
 
 
-def summary_sampler(shape: tuple[int, ...], stride: int) -> SampledPattern | None:
+def summary_sampler(shape: tuple[int, ...], stride: int,
+                    dtype: np.dtype | type = np.float32) -> SampledPattern | None:
     """For a big image, the tiles the one-line figure is measured on (None: measure all).
 
     Over :data:`SAMPLE_ABOVE` pixels (2 MP), 4 x 4 tiles of 256 pixels spread
@@ -101,7 +102,7 @@ def summary_sampler(shape: tuple[int, ...], stride: int) -> SampledPattern | Non
     if shape[0] * shape[1] <= SAMPLE_ABOVE:
         return None
     try:
-        return SampledPattern((shape[0], shape[1], shape[2]), stride)
+        return SampledPattern((shape[0], shape[1], shape[2]), stride, dtype=dtype)
     except ValueError:  # too narrow to sample: measured whole
         return None
 

@@ -275,6 +275,9 @@ def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | N
 
 #: Bytes of input per chunk of a banded job's :class:`RowChunks`.
 INPUT_CHUNK_BYTES = 4 << 20
+#: Inputs of at least this many bytes have :class:`RowChunks` hand freed pages back to the
+#: system as each chunk is dropped.
+TRIM_ABOVE = 32 << 20
 
 
 class RowChunks:
@@ -298,6 +301,9 @@ class RowChunks:
     def __init__(self, chunks: list[np.ndarray], chunk_rows: int) -> None:
         self.chunks: list[np.ndarray | None] = list(chunks)
         self.chunk_rows = chunk_rows
+        self.freed = 0  # bytes freed since the memory was last handed back
+        # Handing pages back costs milliseconds a call: worth it for a big input only.
+        self.trim = sum(c.nbytes for c in chunks) >= TRIM_ABOVE
         self.shape = (sum(c.shape[0] for c in chunks),) + chunks[0].shape[1:]
 
     @classmethod
@@ -309,13 +315,14 @@ class RowChunks:
     def read(self, first: int, last: int) -> np.ndarray:
         """Rows ``[first, last)``; the chunks wholly above ``first`` are freed."""
         size = self.chunk_rows
-        freed = False
         for index in range(first // size):
-            if self.chunks[index] is not None:
+            chunk = self.chunks[index]
+            if chunk is not None:
+                self.freed += chunk.nbytes
                 self.chunks[index] = None
-                freed = True
-        if freed:  # glibc would keep the pages for reuse; the output needs them now
+        if self.freed and self.trim:  # glibc would keep the pages; the output needs them
             release_free_memory()
+            self.freed = 0
         pieces = []
         for index in range(first // size, -(-last // size)):
             chunk = self.chunks[index]

@@ -228,8 +228,11 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     return outcome
 
 
-#: Bytes of float32 samples per band of an output computed band by band.
-BAND_BYTES = 8 << 20
+#: Bytes of float32 samples per band of an output computed band by band; outputs of more
+#: than :data:`BIG_OUTPUT_BYTES` (as float32) get half-size bands, to bound their memory,
+#: and smaller ones these, which cost fewer passes.
+BAND_BYTES = 16 << 20
+BIG_OUTPUT_BYTES = 256 << 20
 
 
 def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
@@ -242,7 +245,8 @@ def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
     if not plan.tileable or plan.shape[0] * plan.shape[1] <= SAMPLE_ABOVE:
         return None
     row_bytes = plan.shape[1] * plan.channels * 4
-    return max(plan.period, BAND_BYTES // row_bytes // plan.period * plan.period)
+    band = BAND_BYTES if row_bytes * plan.shape[0] <= BIG_OUTPUT_BYTES else BAND_BYTES // 2
+    return max(plan.period, band // row_bytes // plan.period * plan.period)
 
 
 def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | None

@@ -36,7 +36,7 @@ __all__ = ["AxisTaps", "Phases", "Phases2D", "default_threads", "apply_separable
 BAND_ROWS = 64
 #: Bytes of one band's output rows that :func:`apply_separable` aims at: wider images get
 #: fewer rows per band (at least 8), so each thread's buffers stay this small.
-BAND_BYTES = 3 << 19
+BAND_BYTES = 3 << 20
 #: Output rows of the y pass accumulated at a time (they stay in L2 meanwhile).
 Y_CHUNK = 8
 

@@ -165,3 +165,26 @@ def test_command_line_options(tmp_path):
         assert "exif" not in image.info and "icc_profile" not in image.info
     assert run(["scale", source, str(tmp_path / "o.jpg"), "-f", "2",
                 "--subsampling", "411"]) == 2
+
+
+def test_bands_rounded_into_the_image_equal_bands_written(tmp_path, rng):
+    """from_float(out=...) into the image's next rows gives the same file as write(rows)."""
+    from upconv.images import Picture, image_writer
+    from upconv.samples import from_float
+
+    values = rng.random((40, 30, 3)).astype(np.float32)
+    picture = Picture(np.zeros((1, 1, 3), np.uint8))
+    paths = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    for index, path in enumerate(paths):
+        with image_writer(picture, (40, 30, 3), np.uint8, str(path), "jpeg") as output:
+            for start in range(0, 40, 16):
+                band = values[start:start + 16].copy()
+                if index == 0:
+                    rows = from_float(band, np.uint8, out=output.next_rows(band.shape[0]))
+                else:
+                    rows = from_float(band, np.uint8)
+                output.write(rows)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    expected = from_float(values.copy(), np.uint8)
+    np.testing.assert_array_equal(from_float(values.copy(), np.uint8,
+                                             out=np.empty((40, 30, 3), np.uint8)), expected)

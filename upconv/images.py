@@ -459,11 +459,20 @@ class _WholeImage:
     def write(self, rows: np.ndarray) -> None:
         if self.samples is None and rows.shape == self.shape and rows.dtype == self.dtype:
             self.samples = rows  # the whole image at once: no copy
-        else:
-            if self.samples is None:
-                self.samples = np.empty(self.shape, self.dtype)
-            self.samples[self.rows:self.rows + rows.shape[0]] = rows
+        elif not self._is_next(rows):
+            self.next_rows(rows.shape[0])[...] = rows
         self.rows += rows.shape[0]
+
+    def next_rows(self, count: int) -> np.ndarray:
+        """Where the next ``count`` rows go: fill it, then :meth:`write` it (no copy)."""
+        if self.samples is None:
+            self.samples = np.empty(self.shape, self.dtype)
+        return self.samples[self.rows:self.rows + count]
+
+    def _is_next(self, rows: np.ndarray) -> bool:
+        return (self.samples is not None and rows.base is self.samples
+                and rows.__array_interface__["data"][0]
+                == self.samples[self.rows:].__array_interface__["data"][0])
 
 
 class _StreamedPng:
@@ -483,6 +492,10 @@ class _StreamedPng:
 
     def write(self, rows: np.ndarray) -> None:
         self.png.write(convert_samples(rows, self.dtype))
+
+    def next_rows(self, count: int) -> None:
+        """Rows are encoded as they come: there is no image to fill."""
+        return None
 
 
 class _Stream:

@@ -210,7 +210,8 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     with image_writer(picture, out_shape, out_dtype, output_path, fmt, settings.save,
                       notes) as output:
         for start, rows in _output_bands(samples, job, band_rows):
-            rows = from_float(rows, out_dtype) if rows.dtype != out_dtype else rows
+            if rows.dtype != out_dtype:  # rounded straight into the image where there is one
+                rows = from_float(rows, out_dtype, out=output.next_rows(rows.shape[0]))
             output.write(rows)
             if sampler is not None:
                 sampler.add_rows(start, rows)

@@ -66,10 +66,13 @@ def to_float(samples: np.ndarray, dtype: np.dtype | type | None = None,
     return samples.astype(dtype) * scale
 
 
-def from_float(values: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
+def from_float(values: np.ndarray, dtype: np.dtype | type,
+               out: np.ndarray | None = None) -> np.ndarray:
     """Float values in [0, 1] to ``dtype`` samples: clipped and rounded to nearest.
 
     Float targets keep the values (no clipping). ``values`` may be modified.
+    ``out`` (of ``dtype`` and ``values``' shape) receives the samples instead
+    of a new array: a band written straight into the image it belongs to.
 
     Examples
     --------
@@ -77,15 +80,17 @@ def from_float(values: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
     array([  0, 128, 255], dtype=uint8)
     """
     dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return values.astype(dtype, copy=False)
-    top = float(np.iinfo(dtype).max)
-    if not values.flags.writeable or values.dtype.kind != "f":
-        values = values.astype(np.float32)
-    values *= top
-    np.clip(values, 0.0, top, out=values)
-    np.rint(values, out=values)
-    return values.astype(dtype)
+    if dtype.kind != "f":
+        top = float(np.iinfo(dtype).max)
+        if not values.flags.writeable or values.dtype.kind != "f":
+            values = values.astype(np.float32)
+        values *= top
+        np.clip(values, 0.0, top, out=values)
+        np.rint(values, out=values)
+    if out is None:
+        return values.astype(dtype, copy=dtype.kind != "f")
+    np.copyto(out, values, casting="unsafe")
+    return out
 
 
 def convert_samples(samples: np.ndarray, dtype: np.dtype | type) -> np.ndarray:

@@ -230,10 +230,40 @@ def test_big_outputs_tile_and_stream_automatically(tmp_path, rng, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy", "out.npy"]
 
 
-def test_tiling_needs_a_whole_number_factor(tmp_path, capsys):
-    assert run(["scale", str(SAMPLES / "coffee.png"), str(tmp_path / "a.png"), "-f", "1.5",
-                "--tile", "64"]) == 1
-    assert "whole-number factor" in capsys.readouterr().err
+def test_tiling_a_transposed_convolution_needs_the_centred_geometry(tmp_path, capsys):
+    assert run(["scale", str(SAMPLES / "coffee.png"), str(tmp_path / "a.png"), "-f", "2",
+                "-m", "transpose", "--padding", "1", "--tile", "64"]) == 1
+    assert "centred geometry" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method,factor,options,atol", [
+    ("bilinear", "1.5", [], 0),
+    ("lanczos", "2.5x1.7", ["--boundary", "reflect"], 0),
+    ("bilinear", "0.6", ["--boundary", "zero"], 0),
+    ("bicubic", "1.5", [], 4e-7),
+    ("bicubic", "2.3x1.4", ["--boundary", "reflect"], 4e-7),
+    ("bicubic", "1.7", ["--boundary", "zero", "--linear-light"], 4e-7),
+])
+def test_any_factor_bands_equal_the_whole_image(tmp_path, capsys, method, factor, options,
+                                                 atol):
+    """Factors that are not whole numbers are computed band by band too (never a whole float
+    copy): the bands give the whole image's values, exactly for finite supports."""
+    from upconv.options import Boundary
+
+    source = SAMPLES / ("soft_alpha.png" if "--linear-light" in options else "coffee.png")
+    photo = to_float(load_image(str(source)).samples)
+    fy, fx = ((float(factor), float(factor)) if "x" not in factor else
+              (float(factor.split("x")[1]), float(factor.split("x")[0])))
+    boundary = options[options.index("--boundary") + 1] if "--boundary" in options else "edge"
+    whole = upconv.scale(photo, (fy, fx), method=method, boundary=Boundary(boundary),
+                         alpha=photo.shape[2] in (2, 4),
+                         linear_light="--linear-light" in options)
+    out = tmp_path / "banded.npy"
+    assert run(["scale", str(source), str(out), "-f", factor, "-m", method, "--tile", "37",
+                "--quiet", *options]) == 0
+    banded = np.load(out)
+    assert banded.shape == whole.shape
+    np.testing.assert_allclose(banded, whole, rtol=0, atol=atol)
 
 
 def test_report_several_images(photos, tmp_path, capsys):

@@ -20,6 +20,7 @@ runs through the polyphase engine in :mod:`upconv.polyphase`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from .options import Boundary
 from .polyphase import AxisTaps, Phases, apply_general, apply_separable, gather
 from .samples import to_float
 
-__all__ = ["axis_taps", "axis_phases", "nearest", "interpolate", "x_coefficients"]
+__all__ = ["axis_taps", "axis_phases", "nearest", "interpolate", "interpolate_band",
+           "x_coefficients"]
 
 
 #: scipy pre-pads this many samples before the spline prefilter in the
@@ -251,6 +253,61 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationM
                                out, threads)
     out = np.empty((out_h, out_w, img3.shape[2]), dtype)
     return apply_general(ext, axis_taps(height, out_h, method, pad),
+                         axis_taps(width, out_w, method, pad), out, threads)
+
+
+def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[int, int],
+                     shape: tuple[int, int], band: tuple[int, int],
+                     method: InterpolationMethod, boundary: Boundary,
+                     threads: int, x_filtered: bool = False) -> np.ndarray:
+    """Output rows ``band = (a, b)`` of :func:`interpolate` at any factor, from only the
+    input rows they need.
+
+    With ``x_filtered`` the rows read are spline coefficients along x already
+    (:func:`x_coefficients`; edge or zero boundary).
+
+    ``read_rows(first, last)`` returns input rows ``[first, last)`` as float;
+    ``size`` is the input's (height, width) and ``shape`` the output's. The
+    rows the band's taps reach are read (plus, for a spline method, a halo
+    of :data:`~upconv.methods.SPLINE_HALO` rows in which the prefilter's
+    start-up error decays below 1e-9), extended by the boundary rule where
+    they pass the image's edge, and the band is computed from them with the
+    whole image's taps: exactly the whole image's rows for finite supports,
+    and to float32 round-off for bicubic.
+
+    Examples
+    --------
+    >>> image = np.arange(12.0).reshape(4, 3, 1)
+    >>> whole = interpolate(image, (6, 5), METHODS["bilinear"], Boundary.EDGE, 1)
+    >>> band = interpolate_band(lambda a, b: image[a:b], (4, 3), (6, 5), (2, 4),
+    ...                         METHODS["bilinear"], Boundary.EDGE, 1)
+    >>> bool((band == whole[2:4]).all())
+    True
+    """
+    height, width = size
+    out_h, out_w = shape
+    first_row, last_row = band
+    if method.prefilter:
+        pad = 2 if boundary is Boundary.REFLECT else SPLINE_PREPAD
+    else:
+        pad = method.pad
+    taps_y = axis_taps(height, out_h, method, pad)
+    index, weights = taps_y.index[first_row:last_row], taps_y.weights[first_row:last_row]
+    lo, hi = int(index.min()), int(index.max()) + 1  # rows of the extended image
+    if method.prefilter:
+        first = max(0, lo - pad - method.halo)
+        window = read_rows(first, min(height, hi - pad + method.halo))
+        ext = (_y_coefficients(window, boundary) if x_filtered
+               else _spline_coefficients(window, boundary)[0])
+        offset = first  # ext's row 0 is image row first - pad: extended row `first`
+    else:
+        first = max(0, lo - pad)
+        window = read_rows(first, min(height, hi - pad))
+        ext = boundary.extend(window, (max(0, pad - lo), max(0, hi - pad - height)),
+                              (pad, pad))
+        offset = lo
+    out = np.empty((last_row - first_row, out_w, ext.shape[2]), ext.dtype)
+    return apply_general(ext, AxisTaps(index - offset, weights.astype(ext.dtype)),
                          axis_taps(width, out_w, method, pad), out, threads)
 
 

@@ -52,7 +52,13 @@ from .reporting import (
     summary_text,
 )
 from .samples import from_float, to_float
-from .scaling import Resampling, plan_resampling, resample, stride_from_factor
+from .scaling import (
+    Resampling,
+    plan_resampling,
+    resample,
+    resample_band,
+    stride_from_factor,
+)
 from .tiles import halo_for, scale_in_tiles, tile, tile_bands, tile_rows_for
 
 __all__ = ["ScaleSettings", "ScaleResult", "scale_file", "scale_job", "resolve_settings_kernel",
@@ -162,10 +168,11 @@ def _plan_job(settings: ScaleSettings, shape: tuple[int, ...], fmt: str,
                             "hold more than 4")
     tile_rows = tile_rows_for(settings.tile, out_h * out_w)
     if tile_rows is not None and not plan.tileable:
-        if settings.tile is not None:
-            raise BadInputError("tiling needs a whole-number factor, the same for both axes "
-                                "(and the centred geometry for transpose)")
-        tile_rows = None  # automatic tiling only where it is exact
+        if settings.tile is not None and plan.method is Method.TRANSPOSE:
+            raise BadInputError("tiling a transposed convolution needs the centred geometry "
+                                "(PyTorch's padding crops the output)")
+        # Other factors are banded in memory (_output_bands), not streamed.
+        tile_rows = None
     return _Job(plan, tile_rows, tuple(notes))
 
 
@@ -241,13 +248,24 @@ def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
     for an output over :data:`~upconv.reporting.SAMPLE_ABOVE` pixels that can be banded
     exactly; None computes the output whole."""
     plan = job.plan
+    if not (plan.tileable or _any_factor_bands(plan)):
+        return None
     if settings.tile is not None:
         return settings.tile
-    if not plan.tileable or plan.shape[0] * plan.shape[1] <= SAMPLE_ABOVE:
+    if plan.shape[0] * plan.shape[1] <= SAMPLE_ABOVE:
         return None
     row_bytes = plan.shape[1] * plan.channels * 4
     band = BAND_BYTES if row_bytes * plan.shape[0] <= BIG_OUTPUT_BYTES else BAND_BYTES // 2
-    return max(plan.period, band // row_bytes // plan.period * plan.period)
+    period = plan.period or 1
+    return max(period, band // row_bytes // period * period)
+
+
+def _any_factor_bands(plan: Resampling) -> bool:
+    """Whether a plan without a whole-number period is computed band by band
+    (:func:`~upconv.scaling.resample_band`): interpolation that computes float values;
+    nearest works on the stored samples and never makes a float copy."""
+    return (plan.period is None and not plan.identity
+            and plan.method not in (Method.NEAREST, Method.TRANSPOSE))
 
 
 def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | None
@@ -268,6 +286,15 @@ def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | N
         yield 0, resample(convert(samples), plan)
         return
     assert isinstance(samples, RowChunks)
+    if _any_factor_bands(plan):  # a factor that is not a whole number: bands of any height
+        spline = SplineRows.applies(plan)
+        chunk = max(2 * band_rows, SHORT_ROWS // samples.shape[2] + 1)
+        read = (SplineRows(samples, plan.boundary, chunk).read if spline else
+                lambda a, b: to_float(samples.read(a, b)))
+        for start in range(0, plan.shape[0], band_rows):
+            band = (start, min(start + band_rows, plan.shape[0]))
+            yield start, resample_band(read, plan, band, x_filtered=spline)
+        return
     banded = replace(job, tile_rows=band_rows)
     if SplineRows.applies(plan):
         chunk = max(2 * band_rows // plan.period, SHORT_ROWS // samples.shape[2] + 1)

@@ -12,6 +12,7 @@ premultiplied-alpha conversions when asked.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from .colour import linear_to_srgb, premultiply, srgb_to_linear, unpremultiply
 from .errors import BadInputError
-from .interpolate import interpolate, nearest
+from .interpolate import interpolate, interpolate_band, nearest
 from .kernel_files import default_kernel, post_weights, resolve_kernel
 from .kernels import Kernel
 from .methods import Method
@@ -347,12 +348,7 @@ def resample(img3: np.ndarray, plan: Resampling,
     method = plan.method
     if method is Method.NEAREST:
         return nearest(img3, shape or plan.shape, plan.threads)
-    colour = slice(0, img3.shape[2] - 1) if plan.alpha else slice(None)
-    if plan.linear_light:
-        img3 = img3.copy()
-        img3[..., colour] = srgb_to_linear(img3[..., colour])
-    if plan.alpha:
-        img3 = premultiply(img3)
+    img3 = _prepared(img3, plan)
     if method is Method.TRANSPOSE:
         assert plan.kernel is not None and plan.geometry is not None
         geometry = plan.geometry
@@ -366,9 +362,48 @@ def resample(img3: np.ndarray, plan: Resampling,
     else:
         out = interpolate(img3, shape or plan.shape, method.interpolation, plan.boundary,
                           plan.threads)
+    return _finished(out, plan)
+
+
+def resample_band(read_rows: Callable[[int, int], np.ndarray], plan: Resampling,
+                  band: tuple[int, int], x_filtered: bool = False) -> np.ndarray:
+    """Output rows ``band = (a, b)`` of an interpolation plan at any factor, from only the
+    input rows they need (``read_rows(first, last)``: float rows of the planned image, or
+    with ``x_filtered`` their spline coefficients along x, as for :func:`resample`).
+
+    The band's rows equal those of :func:`resample` on the whole image
+    (exactly, or to float32 round-off for bicubic; see
+    :func:`upconv.interpolate.interpolate_band`).
+    """
+    assert plan.method not in (Method.NEAREST, Method.TRANSPOSE) and not plan.identity
+    if x_filtered:
+        assert not plan.alpha and not plan.linear_light
+        return interpolate_band(read_rows, plan.input_shape, plan.shape, band,
+                                plan.method.interpolation, plan.boundary, plan.threads,
+                                x_filtered=True)
+    out = interpolate_band(lambda a, b: _prepared(read_rows(a, b), plan), plan.input_shape,
+                           plan.shape, band, plan.method.interpolation, plan.boundary,
+                           plan.threads)
+    return _finished(out, plan)
+
+
+def _prepared(img3: np.ndarray, plan: Resampling) -> np.ndarray:
+    """The samples as they are interpolated: in linear light, premultiplied by alpha."""
+    if plan.linear_light:
+        colour = slice(0, img3.shape[2] - 1) if plan.alpha else slice(None)
+        img3 = img3.copy()
+        img3[..., colour] = srgb_to_linear(img3[..., colour])
+    if plan.alpha:
+        img3 = premultiply(img3)
+    return img3
+
+
+def _finished(out: np.ndarray, plan: Resampling) -> np.ndarray:
+    """Interpolated samples back: alpha divided out, encoded to sRGB (in place)."""
     if plan.alpha:
         unpremultiply(out)
     if plan.linear_light:
+        colour = slice(0, out.shape[2] - 1) if plan.alpha else slice(None)
         out[..., colour] = linear_to_srgb(out[..., colour])
     return out
 

@@ -1,8 +1,9 @@
 """Whole commands against libvips and ImageMagick: time, output size, peak memory.
 
 Every job is run as a user would run it, as a separate process, interleaved
-(upconv, vips, convert, upconv, ...) so that a noisy machine slows all alike;
-the figures are medians of ``--repeat`` runs (at least 5). Peak resident
+(upconv, vips, convert, upconv, ...) so that a noisy machine slows all alike,
+after one warm-up run each; the figures are medians of ``--repeat`` runs (at
+least 5). Peak resident
 memory is the child's own ``ru_maxrss`` (``os.wait4``), as ``/usr/bin/time -v``
 reports it. ``vips`` and ``convert`` are skipped cleanly when not installed
 (Debian: ``apt-get install libvips-tools imagemagick``).
@@ -39,6 +40,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "camera.png", "horse.png"]
 UPCONV = [sys.executable, "-m", "upconv"]
+#: As a user's shell has it: Python may cache compiled modules (as pip's install does), so
+#: no command pays for compiling its own source on every run.
+USER_ENVIRONMENT = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def mosaic(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -78,7 +82,7 @@ def run(command: list[str], cwd: Path) -> tuple[float, float]:
     timer = ["/usr/bin/time", "-f", "%M"] if os.access("/usr/bin/time", os.X_OK) else []
     start = time.perf_counter()
     process = subprocess.Popen([*timer, *argv], cwd=cwd, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+                               stderr=subprocess.PIPE, env=USER_ENVIRONMENT)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
     error = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
@@ -168,6 +172,8 @@ def main() -> None:
             chosen = {t: c for t, c in commands.items() if t == "upconv" or available.get(t)}
             times: dict[str, list[float]] = {t: [] for t in chosen}
             memory: dict[str, list[float]] = {t: [] for t in chosen}
+            for command in chosen.values():  # one warm-up run each, not counted
+                run(command, folder)
             for _ in range(args.repeat):
                 for tool, command in chosen.items():
                     elapsed, peak = run(command, folder)

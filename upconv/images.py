@@ -455,24 +455,22 @@ class _WholeImage:
         self.shape, self.dtype = shape, dtype
         self.samples: np.ndarray | None = None
         self.rows = 0
+        self._lent: np.ndarray | None = None  # the rows next_rows() handed out
 
     def write(self, rows: np.ndarray) -> None:
         if self.samples is None and rows.shape == self.shape and rows.dtype == self.dtype:
             self.samples = rows  # the whole image at once: no copy
-        elif not self._is_next(rows):
+        elif rows is not self._lent:  # (rows filled in place are there already)
             self.next_rows(rows.shape[0])[...] = rows
+        self._lent = None
         self.rows += rows.shape[0]
 
     def next_rows(self, count: int) -> np.ndarray:
         """Where the next ``count`` rows go: fill it, then :meth:`write` it (no copy)."""
         if self.samples is None:
             self.samples = np.empty(self.shape, self.dtype)
-        return self.samples[self.rows:self.rows + count]
-
-    def _is_next(self, rows: np.ndarray) -> bool:
-        return (self.samples is not None and rows.base is self.samples
-                and rows.__array_interface__["data"][0]
-                == self.samples[self.rows:].__array_interface__["data"][0])
+        self._lent = self.samples[self.rows:self.rows + count]
+        return self._lent
 
 
 class _StreamedPng:

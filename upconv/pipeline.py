@@ -223,9 +223,12 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
             if sampler is not None:
                 sampler.add_rows(start, rows)
             elif full or (settings.summary_line and plan.period is not None):
-                if kept is None:
-                    kept = np.empty(out_shape, out_dtype)
-                kept[start:start + rows.shape[0]] = rows
+                if rows.shape[0] == out_shape[0]:
+                    kept = rows  # the whole image at once: measured as it is
+                else:
+                    if kept is None:
+                        kept = np.empty(out_shape, out_dtype)
+                    kept[start:start + rows.shape[0]] = rows
         # Measured before the file is renamed into place: writing is the job's last step.
         outcome = ScaleResult(input_path, output_path, (plan.shape[1], plan.shape[0]),
                               plan.name, notes=notes)
@@ -286,23 +289,20 @@ def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | N
         yield 0, resample(convert(samples), plan)
         return
     assert isinstance(samples, RowChunks)
+    spline = SplineRows.applies(plan)
+    if spline:
+        chunk = max(2 * band_rows // (plan.period or 1), SHORT_ROWS // samples.shape[2] + 1)
+        read = SplineRows(samples, plan.boundary, chunk).read
+    else:
+        def read(first: int, last: int) -> np.ndarray:
+            return convert(samples.read(first, last))
     if _any_factor_bands(plan):  # a factor that is not a whole number: bands of any height
-        spline = SplineRows.applies(plan)
-        chunk = max(2 * band_rows, SHORT_ROWS // samples.shape[2] + 1)
-        read = (SplineRows(samples, plan.boundary, chunk).read if spline else
-                lambda a, b: to_float(samples.read(a, b)))
         for start in range(0, plan.shape[0], band_rows):
             band = (start, min(start + band_rows, plan.shape[0]))
             yield start, resample_band(read, plan, band, x_filtered=spline)
-        return
-    banded = replace(job, tile_rows=band_rows)
-    if SplineRows.applies(plan):
-        chunk = max(2 * band_rows // plan.period, SHORT_ROWS // samples.shape[2] + 1)
-        rows = SplineRows(samples, plan.boundary, chunk)
-        bands = _tiles(rows.read, samples.shape[0], banded, x_filtered=True)
     else:
-        bands = _tiles(lambda a, b: convert(samples.read(a, b)), samples.shape[0], banded)
-    yield from bands
+        yield from _tiles(read, samples.shape[0], replace(job, tile_rows=band_rows),
+                          x_filtered=spline)
 
 
 #: Bytes of input per chunk of a banded job's :class:`RowChunks`.
@@ -355,14 +355,13 @@ class RowChunks:
         if self.freed and self.trim:  # glibc would keep the pages; the output needs them
             release_free_memory()
             self.freed = 0
-        pieces = []
-        for index in range(first // size, -(-last // size)):
-            chunk = self.chunks[index]
-            if chunk is None:
+        def chunk(index: int) -> np.ndarray:
+            rows = self.chunks[index]
+            if rows is None:
                 raise ValueError(f"rows {first}-{last} were freed; windows must move down")
-            top = index * size
-            pieces.append(chunk[max(first - top, 0):last - top])
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            return rows
+
+        return _window(chunk, size, first, last)
 
 
 class SplineRows:
@@ -398,18 +397,25 @@ class SplineRows:
     def read(self, first: int, last: int) -> np.ndarray:
         """Rows ``[first, last)`` as spline coefficients along x (:func:`x_coefficients`)."""
         size = self.chunk_rows
-        wanted = range(first // size, -(-last // size))
-        for index in [i for i in self.chunks if i not in wanted]:
+        for index in [i for i in self.chunks if i < first // size]:
             del self.chunks[index]
-        pieces = []
-        for index in wanted:
+
+        def chunk(index: int) -> np.ndarray:
             if index not in self.chunks:
                 top = index * size
                 raw = self.source.read(top, min(top + size, self.source.shape[0]))
                 self.chunks[index] = x_coefficients(raw, self.boundary)
-            top = index * size
-            pieces.append(self.chunks[index][max(first - top, 0):last - top])
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            return self.chunks[index]
+
+        return _window(chunk, size, first, last)
+
+
+def _window(chunk: Callable[[int], np.ndarray], size: int, first: int, last: int
+            ) -> np.ndarray:
+    """Rows ``[first, last)`` from chunks of ``size`` rows (``chunk(i)``: rows from i*size)."""
+    pieces = [chunk(index)[max(first - index * size, 0):last - index * size]
+              for index in range(first // size, -(-last // size))]
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 def _window_upsampler(plan: Resampling, x_filtered: bool = False

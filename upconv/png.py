@@ -29,6 +29,7 @@ wheels. Gray 16-bit PNGs go through Pillow (mode ``I;16``).
 
 from __future__ import annotations
 
+import io
 import queue
 import struct
 import threading
@@ -591,8 +592,6 @@ def encode_png(samples: np.ndarray, icc_profile: bytes | None = None, exif: byte
     >>> data[:8] == SIGNATURE and data[24:26] == bytes([16, 2])  # 16 bits, RGB
     True
     """
-    import io
-
     buffer = io.BytesIO()
     height, width, channels = samples.shape
     writer = PngWriter(buffer, width, height, channels, samples.dtype.itemsize * 8,

@@ -411,6 +411,36 @@ def test_batch_report_lines_carry_the_input_order(photos, tmp_path, capsys):
     assert [line["file"] for line in sorted(lines, key=lambda x: x["index"])] == expected
 
 
+@pytest.mark.parametrize("method,options", [
+    ("bilinear", []), ("bicubic", []), ("bicubic", ["--boundary", "zero"]),
+    ("lanczos", ["--boundary", "reflect"]), ("bicubic", ["-f", "3"]),
+    ("bilinear", ["-f", "1.5"]), ("bicubic", ["--linear-light"]),
+])
+@pytest.mark.parametrize("mode", ["RGB", "I;16"])
+def test_bands_rounded_as_computed_equal_the_rounded_float_bands(tmp_path, capsys, method,
+                                                                 options, mode):
+    """Image outputs are rounded to their samples a few rows at a time inside the engine,
+    never held as float bands: the samples are exactly from_float of the float values the
+    same banded job writes to .npy, and (for finite supports, at whole factors) of the
+    whole image's values."""
+    with Image.open(SAMPLES / "coffee.png") as image:
+        source = tmp_path / "in.png"
+        (image.convert(mode) if mode != "I;16" else Image.fromarray(
+            np.asarray(image.convert("L"), np.uint16) * 257)).save(source)
+    options = options if "-f" in options else [*options, "-f", "2"]
+    common = ["-m", method, "--tile", "37", "--quiet", *options]
+    assert run(["scale", str(source), str(tmp_path / "out.png"), *common]) == 0
+    assert run(["scale", str(source), str(tmp_path / "out.npy"), *common]) == 0
+    samples = load_image(str(tmp_path / "out.png")).samples
+    floats = np.load(tmp_path / "out.npy").reshape(samples.shape)
+    np.testing.assert_array_equal(samples, from_float(floats, samples.dtype))
+    if method != "bicubic" and "1.5" not in options and "--boundary" not in options:
+        stored = load_image(str(source)).samples
+        whole = upconv.scale(to_float(stored), 2, method=method)
+        np.testing.assert_array_equal(samples, from_float(whole, stored.dtype).reshape(
+            samples.shape))
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "L"])
 def test_banded_bicubic_with_alpha_or_gray_equals_whole(tmp_path, capsys, mode):
     """Alpha windows take the other prefilter route (premultiplied first); gray has C = 1."""

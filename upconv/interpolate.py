@@ -26,8 +26,16 @@ import numpy as np
 
 from .methods import METHODS, InterpolationMethod
 from .options import Boundary
-from .polyphase import AxisTaps, Phases, apply_general, apply_separable, gather
-from .samples import to_float
+from .polyphase import (
+    AxisTaps,
+    Phases,
+    apply_general,
+    apply_separable,
+    default_threads,
+    gather,
+    run_over_rows,
+)
+from .samples import from_float, to_float
 
 __all__ = ["axis_taps", "axis_phases", "nearest", "interpolate", "interpolate_band",
            "x_coefficients"]
@@ -91,22 +99,12 @@ _POLE = math.sqrt(3.0) - 2.0
 _GAIN = 6.0
 
 
-#: Along axis 1 the recursion takes one Python step per column, whatever the number of
-#: rows; for rows longer than this with fewer samples than this per column (rows x
-#: channels: a window of a big image's band with alpha or linear light, which are not
-#: filtered ahead) scipy's filter in C is used instead, whose import (a quarter of a
-#: second) is then small next to the job.
-SHORT_ROWS = 384
-
-
 def _prefilter(coeffs: np.ndarray) -> None:
     """Cubic B-spline prefilter along axis 0, in place (causal + anti-causal IIR).
 
     The recursion runs along axis 0, each step one vector operation on a
-    whole contiguous row; along x the rows are filtered in a transposed copy
-    (:func:`x_coefficients`), since strided steps down the columns would cost
-    twice as much. It runs on one thread: the steps are too short to share
-    the GIL profitably. The array must already be extended by
+    whole contiguous row (along x, :func:`x_coefficients` filters by
+    recursive doubling instead). The array must already be extended by
     :data:`SPLINE_PREPAD` samples: the start-up conditions assume a constant
     extension, and whatever error that leaves decays by ``|pole|**12 < 2e-7``
     before the first real sample. Written here rather than called from
@@ -128,11 +126,54 @@ def _prefilter(coeffs: np.ndarray) -> None:
     coeffs *= _GAIN
 
 
-#: Columns per strip when transposing for the prefilter along axis 1.
-TRANSPOSE_STRIP = 64
+def doubling_lags(dtype: np.dtype) -> list[int]:
+    """The lags of the recursive doubling along x for samples of ``dtype``: 1, 2, 4, ...
+    until the terms left out weigh less than the type's round-off (``|pole|**n``
+    below its epsilon / 100): 16 terms for float32, 32 for float64.
+
+    Examples
+    --------
+    >>> doubling_lags(np.dtype(np.float32)), doubling_lags(np.dtype(np.float64))
+    ([1, 2, 4, 8], [1, 2, 4, 8, 16])
+    """
+    lags, terms = [], 1
+    while abs(_POLE) ** terms >= np.finfo(dtype).eps / 100:
+        lags.append(terms)
+        terms *= 2
+    return lags
 
 
-def _spline_coefficients(image: np.ndarray, boundary: Boundary) -> tuple[np.ndarray, int]:
+#: Rows filtered along x at a time: a block and its scratch rows stay in cache.
+X_BLOCK_ROWS = 16
+
+
+def _recursion_by_doubling(rows: np.ndarray, step: int, scratch: np.ndarray,
+                           backwards: bool) -> None:
+    """``c[i] = x[i] + pole * c[i - 1]`` (or ``c[i + 1]`` ``backwards``) along axis 1 of
+    flat rows, in place, for samples ``step`` apart (a pixel's channels), started as
+    after a constant extension of the row.
+
+    Recursive doubling: after the lags 1, 2, ..., L (:func:`doubling_lags`)
+    each sample holds ``sum_{k<2L} pole**k * x[i -/+ k]``, each lag one
+    vectorised operation on whole rows, so that no Python step is taken per
+    column.
+    """
+    edge = slice(-step, None) if backwards else slice(0, step)
+    rows[:, edge] *= rows.dtype.type(1.0 / (1.0 - _POLE))  # the constant extension's sum
+    for lag in doubling_lags(rows.dtype):
+        shift = lag * step
+        power = rows.dtype.type(_POLE ** lag)
+        shifted = scratch[:, :rows.shape[1] - shift]
+        if backwards:
+            np.multiply(rows[:, shift:], power, out=shifted)
+            rows[:, :-shift] += shifted
+        else:
+            np.multiply(rows[:, :-shift], power, out=shifted)
+            rows[:, shift:] += shifted
+
+
+def _spline_coefficients(image: np.ndarray, boundary: Boundary,
+                         threads: int | None = None) -> tuple[np.ndarray, int]:
     """Cubic B-spline coefficients of the image, extended by their pad: ``(coeffs, pad)``.
 
     For "edge" and "zero", scipy extends the image by :data:`SPLINE_PREPAD`
@@ -148,53 +189,59 @@ def _spline_coefficients(image: np.ndarray, boundary: Boundary) -> tuple[np.ndar
         for axis in (0, 1):
             ndimage.spline_filter1d(coeffs, 3, axis=axis, mode="reflect", output=coeffs)
         return _extend(coeffs, 2, boundary), 2
-    return _y_coefficients(x_coefficients(image, boundary), boundary), SPLINE_PREPAD
+    return _y_coefficients(x_coefficients(image, boundary, threads), boundary), SPLINE_PREPAD
 
 
-def x_coefficients(rows: np.ndarray, boundary: Boundary) -> np.ndarray:
+def x_coefficients(rows: np.ndarray, boundary: Boundary,
+                   threads: int | None = None) -> np.ndarray:
     """Rows of an image filtered into cubic B-spline coefficients along x, extended by
     :data:`SPLINE_PREPAD` columns each side: the first half of the prefilter.
 
     Each row is filtered on its own, so a big image's rows can be filtered in
     chunks as they are read (:mod:`upconv.pipeline`), and the windows of a
-    banded job interpolated from them (``interpolate(..., x_coefficients=True)``)
+    banded job interpolated from them (``interpolate(..., x_filtered=True)``)
     without filtering their halo rows again. Edge and zero boundaries only
-    (reflect uses scipy's exact mirror start-up).
+    (reflect uses scipy's exact mirror start-up). The causal and anti-causal
+    recursions run by recursive doubling (:func:`_recursion_by_doubling`) on
+    blocks of :data:`X_BLOCK_ROWS` rows, converted from their samples in
+    place, on ``threads`` threads (default: every CPU).
+
+    Examples
+    --------
+    >>> flat = x_coefficients(np.full((2, 3, 1), 51, np.uint8), Boundary.EDGE)
+    >>> flat.shape, bool(np.allclose(flat, 0.2))
+    ((2, 27, 1), True)
     """
-    if rows.shape[0] * rows.shape[2] < SHORT_ROWS and rows.shape[1] > SHORT_ROWS:
-        # Few, long rows: W Python steps on short columns would dominate.
-        from scipy import ndimage
-
-        coeffs = boundary.extend(to_float(rows), (0, 0), (SPLINE_PREPAD, SPLINE_PREPAD))
-        ndimage.spline_filter1d(coeffs, 3, axis=1, mode=boundary.scipy_mode, output=coeffs)
-        return coeffs
-    # Extended and filtered in the transposed layout the recursion runs in (contiguous
-    # steps): one copy in, one copy out, strip by strip so that each stays in cache.
-    turned = _turned_extension(rows, boundary)
-    _prefilter(turned)
-    coeffs = np.empty((rows.shape[0], turned.shape[0], rows.shape[2]), turned.dtype)
-    for k in range(0, turned.shape[0], TRANSPOSE_STRIP):
-        coeffs[:, k:k + TRANSPOSE_STRIP] = turned[k:k + TRANSPOSE_STRIP].swapaxes(0, 1)
-    return coeffs
-
-
-def _turned_extension(rows: np.ndarray, boundary: Boundary) -> np.ndarray:
-    """``rows`` (n, W, C) as float, transposed to (W + 2 pad, n, C) and extended along
-    the new axis 0 by :data:`SPLINE_PREPAD` by the boundary rule, in strips."""
     pad = SPLINE_PREPAD
-    height, width = rows.shape[:2]
-    dtype = to_float(rows[:1, :1]).dtype
-    turned = np.empty((width + 2 * pad, height) + rows.shape[2:], dtype)
-    for k in range(0, width, TRANSPOSE_STRIP):  # integer samples converted strip by strip
-        stop = min(k + TRANSPOSE_STRIP, width)
-        turned[pad + k:pad + stop] = to_float(rows[:, k:stop]).swapaxes(0, 1)
-    if boundary is Boundary.ZERO:
-        turned[:pad] = 0
-        turned[pad + width:] = 0
-    else:  # edge: the first and last columns repeated
-        turned[:pad] = turned[pad]
-        turned[pad + width:] = turned[pad + width - 1]
-    return turned
+    height, width, channels = rows.shape
+    coeffs = np.empty((height, width + 2 * pad, channels), to_float(rows[:1, :1]).dtype)
+    flat = coeffs.reshape(height, -1)
+    # The anti-causal recursion is run on -pole * c (then c[i] = u[i] + pole * c[i + 1]),
+    # and the prefilter's gain taken with it.
+    anticausal_scale = coeffs.dtype.type(-_POLE * _GAIN)
+
+    def make_worker() -> Callable[[tuple[int, int]], None]:
+        scratch = np.empty((X_BLOCK_ROWS, flat.shape[1]), coeffs.dtype)
+
+        def work(band: tuple[int, int]) -> None:
+            a, b = band
+            block = coeffs[a:b]
+            to_float(rows[a:b], out=block[:, pad:pad + width])
+            if boundary is Boundary.ZERO:
+                block[:, :pad] = 0
+                block[:, pad + width:] = 0
+            else:  # edge: the first and last columns repeated
+                block[:, :pad] = block[:, pad:pad + 1]
+                block[:, pad + width:] = block[:, pad + width - 1:pad + width]
+            _recursion_by_doubling(flat[a:b], channels, scratch[:b - a], backwards=False)
+            flat[a:b] *= anticausal_scale
+            _recursion_by_doubling(flat[a:b], channels, scratch[:b - a], backwards=True)
+
+        return work
+
+    run_over_rows(make_worker, height, X_BLOCK_ROWS,
+                  default_threads() if threads is None else threads)
+    return coeffs
 
 
 def _y_coefficients(coeffs: np.ndarray, boundary: Boundary) -> np.ndarray:
@@ -241,7 +288,7 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationM
     if x_filtered:
         ext, pad = _y_coefficients(img3, boundary), SPLINE_PREPAD
     elif method.prefilter:
-        ext, pad = _spline_coefficients(img3, boundary)
+        ext, pad = _spline_coefficients(img3, boundary, threads)
     else:
         pad = method.pad
         ext = _extend(img3, pad, boundary)
@@ -259,12 +306,15 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationM
 def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[int, int],
                      shape: tuple[int, int], band: tuple[int, int],
                      method: InterpolationMethod, boundary: Boundary,
-                     threads: int, x_filtered: bool = False) -> np.ndarray:
+                     threads: int, x_filtered: bool = False,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """Output rows ``band = (a, b)`` of :func:`interpolate` at any factor, from only the
     input rows they need.
 
     With ``x_filtered`` the rows read are spline coefficients along x already
-    (:func:`x_coefficients`; edge or zero boundary).
+    (:func:`x_coefficients`; edge or zero boundary). ``out``, if given,
+    receives the rows and is returned: float, or integer samples, rounded
+    into as they are computed (:func:`~upconv.polyphase.apply_separable`).
 
     ``read_rows(first, last)`` returns input rows ``[first, last)`` as float;
     ``size`` is the input's (height, width) and ``shape`` the output's. The
@@ -273,7 +323,9 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
     start-up error decays below 1e-9), extended by the boundary rule where
     they pass the image's edge, and the band is computed from them with the
     whole image's taps: exactly the whole image's rows for finite supports,
-    and to float32 round-off for bicubic.
+    and to float32 round-off for bicubic. At whole-number factors the band's
+    output periods run through the polyphase engine, as the whole image's
+    do (:func:`interpolate`); other factors through the general one.
 
     Examples
     --------
@@ -286,6 +338,11 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
     """
     height, width = size
     out_h, out_w = shape
+    wanted = band
+    periodic = out_h % height == 0 and out_w % width == 0
+    if periodic:  # computed in whole output periods (then cut to the band)
+        period_y = out_h // height
+        band = (band[0] // period_y * period_y, -(-band[1] // period_y) * period_y)
     first_row, last_row = band
     if method.prefilter:
         pad = 2 if boundary is Boundary.REFLECT else SPLINE_PREPAD
@@ -298,7 +355,7 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
         first = max(0, lo - pad - method.halo)
         window = read_rows(first, min(height, hi - pad + method.halo))
         ext = (_y_coefficients(window, boundary) if x_filtered
-               else _spline_coefficients(window, boundary)[0])
+               else _spline_coefficients(window, boundary, threads)[0])
         offset = first  # ext's row 0 is image row first - pad: extended row `first`
     else:
         first = max(0, lo - pad)
@@ -306,9 +363,23 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
         ext = boundary.extend(window, (max(0, pad - lo), max(0, hi - pad - height)),
                               (pad, pad))
         offset = lo
-    out = np.empty((last_row - first_row, out_w, ext.shape[2]), ext.dtype)
-    return apply_general(ext, AxisTaps(index - offset, weights.astype(ext.dtype)),
-                         axis_taps(width, out_w, method, pad), out, threads)
+    whole_periods = (last_row - first_row, out_w, ext.shape[2])
+    target = out if out is not None and out.shape == whole_periods else np.empty(
+        whole_periods, ext.dtype)
+    if periodic:
+        # Phase starts made relative to ext's first row, for the band's first period.
+        phases_y = axis_phases(period_y, method, pad)
+        phases_y = Phases(phases_y.start + first_row // period_y - offset, phases_y.weights)
+        apply_separable(ext, _as_dtype(phases_y, ext.dtype),
+                        _as_dtype(axis_phases(out_w // width, method, pad), ext.dtype),
+                        target, threads)
+    else:
+        apply_general(ext, AxisTaps(index - offset, weights.astype(ext.dtype)),
+                      axis_taps(width, out_w, method, pad), target, threads)
+    rows = target[wanted[0] - first_row:wanted[1] - first_row]
+    if out is None or target is out:
+        return rows
+    return from_float(rows, out.dtype, out=out)
 
 
 def _as_dtype(phases: Phases, dtype: type) -> Phases:

@@ -35,7 +35,7 @@ from .images import (
     load_image,
     with_samples,
 )
-from .interpolate import SHORT_ROWS, x_coefficients
+from .interpolate import x_coefficients
 from .kernel_files import default_kernel, resolve_kernel
 from .kernels import POST_KERNELS, Kernel
 from .memory import release_free_memory
@@ -59,7 +59,7 @@ from .scaling import (
     resample_band,
     stride_from_factor,
 )
-from .tiles import halo_for, scale_in_tiles, tile, tile_bands, tile_rows_for
+from .tiles import halo_for, tile, tile_bands, tile_rows_for
 
 __all__ = ["ScaleSettings", "ScaleResult", "scale_file", "scale_job", "resolve_settings_kernel",
            "compute_band", "write_band"]
@@ -216,9 +216,7 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     notes = list(job.notes)
     with image_writer(picture, out_shape, out_dtype, output_path, fmt, settings.save,
                       notes) as output:
-        for start, rows in _output_bands(samples, job, band_rows):
-            if rows.dtype != out_dtype:  # rounded straight into the image where there is one
-                rows = from_float(rows, out_dtype, out=output.next_rows(rows.shape[0]))
+        for start, rows in _output_bands(samples, job, band_rows, out_dtype, output.next_rows):
             output.write(rows)
             if sampler is not None:
                 sampler.add_rows(start, rows)
@@ -251,7 +249,7 @@ def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
     for an output over :data:`~upconv.reporting.SAMPLE_ABOVE` pixels that can be banded
     exactly; None computes the output whole."""
     plan = job.plan
-    if not (plan.tileable or _any_factor_bands(plan)):
+    if not (plan.tileable or _interpolated_in_bands(plan)):
         return None
     if settings.tile is not None:
         return settings.tile
@@ -263,20 +261,24 @@ def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
     return max(period, band // row_bytes // period * period)
 
 
-def _any_factor_bands(plan: Resampling) -> bool:
-    """Whether a plan without a whole-number period is computed band by band
-    (:func:`~upconv.scaling.resample_band`): interpolation that computes float values;
-    nearest works on the stored samples and never makes a float copy."""
-    return (plan.period is None and not plan.identity
-            and plan.method not in (Method.NEAREST, Method.TRANSPOSE))
+def _interpolated_in_bands(plan: Resampling) -> bool:
+    """Whether a plan's bands are computed each from the input rows its taps reach
+    (:func:`~upconv.scaling.resample_band`): interpolation that computes float values,
+    at any factor. Nearest works on the stored samples and the transposed convolution
+    on windows with a halo (:func:`~upconv.tiles.tile`)."""
+    return not plan.identity and plan.method not in (Method.NEAREST, Method.TRANSPOSE)
 
 
-def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | None
+def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | None,
+                  dtype: np.dtype, rows_to_fill: Callable[[int], np.ndarray | None]
                   ) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, rows)`` of the output, from the top: whole, or band by band.
+    """``(first row, rows)`` of the output as ``dtype`` samples, from the top: whole, or
+    band by band. Each band is written where ``rows_to_fill(count)`` says (the output
+    image's own rows), or into a new array where it says None.
 
     Band by band (``samples`` then a :class:`RowChunks`), each input window
-    is converted to float on its own, so no float copy of the whole input or
+    is converted to float on its own and interpolated rows are rounded into
+    the output as they are computed, so no float copy of the whole input or
     output is ever made, and the input's chunks are freed as the bands pass
     them. For a spline method the input's rows are filtered along x once, in
     chunks, as the bands reach them (:class:`SplineRows`), rather than again
@@ -284,25 +286,29 @@ def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | N
     """
     plan = job.plan
     convert = (lambda rows: rows) if plan.method is Method.NEAREST else to_float
+
+    def target(count: int) -> np.ndarray:
+        rows = rows_to_fill(count)
+        return np.empty((count, plan.shape[1], plan.channels), dtype) if rows is None else rows
+
     if band_rows is None:
         assert isinstance(samples, np.ndarray)
-        yield 0, resample(convert(samples), plan)
+        values = resample(convert(samples), plan)
+        yield 0, values if values.dtype == dtype else from_float(
+            values, dtype, out=target(values.shape[0]))
         return
     assert isinstance(samples, RowChunks)
     spline = SplineRows.applies(plan)
     if spline:
-        chunk = max(2 * band_rows // (plan.period or 1), SHORT_ROWS // samples.shape[2] + 1)
-        read = SplineRows(samples, plan.boundary, chunk).read
+        chunk = max(1, 2 * band_rows // (plan.period or 1))
+        read = SplineRows(samples, plan.boundary, chunk, plan.threads).read
     else:
         def read(first: int, last: int) -> np.ndarray:
             return convert(samples.read(first, last))
-    if _any_factor_bands(plan):  # a factor that is not a whole number: bands of any height
-        for start in range(0, plan.shape[0], band_rows):
-            band = (start, min(start + band_rows, plan.shape[0]))
-            yield start, resample_band(read, plan, band, x_filtered=spline)
-    else:
-        yield from _tiles(read, samples.shape[0], replace(job, tile_rows=band_rows),
-                          x_filtered=spline)
+    height = samples.shape[0]
+    for band in tile_bands(plan.shape[0], plan.period or 1, band_rows):
+        yield band[0], _band(read, height, job, band, x_filtered=spline,
+                             out=target(band[1] - band[0]))
 
 
 #: Bytes of input per chunk of a banded job's :class:`RowChunks`.
@@ -369,8 +375,8 @@ class SplineRows:
 
     Windows move down the image (each starts at or below the one before), so
     only the chunks a window touches are kept: a chunk above the window is
-    dropped. Each row is filtered once, in chunks of many rows (the filter's
-    Python loop runs once per column per chunk), instead of once per window.
+    dropped. Each row is filtered once, as its chunk is first read, instead
+    of once in every window whose halo reaches it.
 
     Examples
     --------
@@ -382,8 +388,10 @@ class SplineRows:
     ((5, 27, 1), [1, 2])
     """
 
-    def __init__(self, source: RowChunks, boundary: Boundary, chunk_rows: int) -> None:
+    def __init__(self, source: RowChunks, boundary: Boundary, chunk_rows: int,
+                 threads: int | None = None) -> None:
         self.source, self.boundary, self.chunk_rows = source, boundary, chunk_rows
+        self.threads = threads
         self.chunks: dict[int, np.ndarray] = {}
 
     @staticmethod
@@ -404,7 +412,7 @@ class SplineRows:
             if index not in self.chunks:
                 top = index * size
                 raw = self.source.read(top, min(top + size, self.source.shape[0]))
-                self.chunks[index] = x_coefficients(raw, self.boundary)
+                self.chunks[index] = x_coefficients(raw, self.boundary, self.threads)
             return self.chunks[index]
 
         return _window(chunk, size, first, last)
@@ -418,31 +426,33 @@ def _window(chunk: Callable[[int], np.ndarray], size: int, first: int, last: int
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
-def _window_upsampler(plan: Resampling, x_filtered: bool = False
-                      ) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
-    """The halo of a tiled job, and the function that upsamples one input window
-    (of rows through :func:`~upconv.interpolate.x_coefficients` if ``x_filtered``)."""
-    s = plan.period
-    assert s is not None
+def _band(read_rows: Callable[[int, int], np.ndarray], height: int, job: _Job,
+          band: tuple[int, int], x_filtered: bool = False, out: np.ndarray | None = None
+          ) -> np.ndarray:
+    """Output rows ``band`` from the input rows they need (``read_rows(first, last)``, of
+    an image ``height`` rows high; with ``x_filtered`` rows through
+    :func:`~upconv.interpolate.x_coefficients`): as computed, or written into ``out``
+    (of the output's sample type) and returned."""
+    plan = job.plan
+    if _interpolated_in_bands(plan):
+        return resample_band(read_rows, plan, band, x_filtered=x_filtered, out=out)
+    assert plan.period is not None and not x_filtered
     post = POST_KERNELS[plan.post] if isinstance(plan.post, str) else plan.post
     post_rows = 0 if post is None else max(post.shape)
     kernel_rows = plan.kernel.shape[0] if plan.kernel is not None else None
     method = None if plan.kernel is not None else plan.method.interpolation
-    halo = halo_for(method, kernel_rows, s, post_rows)
-    width = plan.shape[1]
+    halo = halo_for(method, kernel_rows, plan.period, post_rows)
 
     def upsample(window: np.ndarray) -> np.ndarray:
-        return resample(window, plan, (s * window.shape[0], width), x_filtered=x_filtered)
+        return resample(window, plan, (plan.period * window.shape[0], plan.shape[1]))
 
-    return halo, upsample
-
-
-def _tiles(read_rows: Callable[[int, int], np.ndarray], height: int, job: _Job,
-           x_filtered: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-    assert job.tile_rows is not None and job.plan.period is not None
-    halo, upsample = _window_upsampler(job.plan, x_filtered)
-    return scale_in_tiles(read_rows, height, job.plan.period, upsample, job.plan.shape[0],
-                          job.tile_rows, halo)
+    rows = tile(read_rows, height, plan.period, upsample, band, halo)
+    if out is None:
+        return rows
+    if rows.dtype == out.dtype:  # nearest: the stored samples
+        out[...] = rows
+        return out
+    return from_float(rows, out.dtype, out=out)
 
 
 def _npy_rows(source: NpyFile, name: str) -> Callable[[int, int], np.ndarray]:
@@ -460,10 +470,7 @@ def compute_band(input_path: str, job: _Job, shape: tuple[int, ...], dtype: np.d
                  band: tuple[int, int]) -> np.ndarray:
     """One tile of a streamed job: output rows ``band`` as stored in an output of ``shape``."""
     source = NpyFile.open(input_path)
-    assert job.plan.period is not None
-    halo, upsample = _window_upsampler(job.plan)
-    read_rows = _npy_rows(source, input_path)
-    rows = tile(read_rows, source.shape[0], job.plan.period, upsample, band, halo)
+    rows = _band(_npy_rows(source, input_path), source.shape[0], job, band)
     rows = rows.astype(dtype, copy=False)
     return rows[:, :, 0] if len(shape) == 2 else rows
 

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .samples import from_float
+
 __all__ = ["AxisTaps", "Phases", "Phases2D", "default_threads", "apply_separable", "apply_2d",
-           "apply_general", "gather"]
+           "apply_general", "gather", "run_over_rows"]
 
 #: Rows of input processed per work unit (at most): a band of a 1920-wide RGB float32
 #: image's output and its temporaries stay within a few megabytes.
@@ -110,12 +112,22 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_POOLS.clear)
 
 
-def _run(make_worker: Callable[[], Callable[[tuple[int, int]], None]],
-         bands: list[tuple[int, int]], threads: int) -> None:
-    """Run a worker over every band; each thread takes one contiguous run of bands.
+def run_over_rows(make_worker: Callable[[], Callable[[tuple[int, int]], None]],
+                  n_rows: int, band_rows: int, threads: int) -> None:
+    """Run a worker over ``n_rows`` rows in bands of ``band_rows``, on ``threads`` threads;
+    each thread takes one contiguous run of bands.
 
     ``make_worker`` is called once per thread, so a worker may own buffers.
+    A worker's exception is raised here.
+
+    Examples
+    --------
+    >>> seen = []
+    >>> run_over_rows(lambda: seen.append, 5, 2, threads=2)
+    >>> sorted(seen)
+    [(0, 2), (2, 4), (4, 5)]
     """
+    bands = _row_chunks(n_rows, band_rows)
     threads = min(threads, len(bands))
 
     def run_group(group: list[tuple[int, int]]) -> None:
@@ -170,7 +182,10 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
         Operators along rows (axis 0) and columns (axis 1).
     out : ndarray, shape (sy*M, sx*N, C)
         Destination, written in place and returned; ``M`` and ``N`` are the
-        numbers of output periods.
+        numbers of output periods. Float, or integer samples: then each few
+        rows are rounded into it as they are computed (as
+        :func:`~upconv.samples.from_float` rounds values in [0, 1]), so the
+        values are never held as floats.
     threads : int, optional
         Worker threads; default :func:`default_threads`.
 
@@ -189,12 +204,18 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
            [0.5 , 0.75, 1.25, 1.5 ],
            [1.5 , 1.75, 2.25, 2.5 ],
            [2.  , 2.25, 2.75, 3.  ]])
+    >>> apply_separable(ext / 3, tri, tri, np.empty((4, 4, 1), np.uint8))[..., 0]
+    array([[  0,  21,  64,  85],
+           [ 42,  64, 106, 128],
+           [128, 149, 191, 212],
+           [170, 191, 234, 255]], dtype=uint8)
     """
     threads = default_threads() if threads is None else threads
     channels = ext.shape[2]
     sy, sx = phases_y.factor, phases_x.factor
     height, width = out.shape[0] // sy, out.shape[1] // sx
-    dtype = out.dtype
+    dtype = ext.dtype
+    rounded = out.dtype.kind != "f"
     flat = ext.reshape(ext.shape[0], -1)
     row_len = width * channels
 
@@ -209,6 +230,8 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
         mid_buffer = np.empty((max_rows, sx * width, channels), dtype)
         phase_buffer = np.empty((max_rows, row_len), dtype)
         scratch_buffer = np.empty((max_rows * sx, row_len), dtype)
+        # Rows of an integer output are accumulated here, then rounded into it.
+        rows_buffer = np.empty((Y_CHUNK, out.shape[1] * channels), dtype) if rounded else None
 
         def work(band: tuple[int, int]) -> None:
             a, b = band
@@ -234,16 +257,18 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
                 for q in range(sy):
                     start = int(phases_y.start[q]) - first_row + c0
                     weights = phases_y.weights[q]
-                    dst = target[c0:c1, q]
+                    dst = rows_buffer[:c1 - c0] if rounded else target[c0:c1, q]
                     np.multiply(mid_rows[start:start + c1 - c0], weights[0], out=dst)
                     for t in range(1, weights.shape[0]):
                         np.multiply(mid_rows[start + t:start + t + c1 - c0], weights[t],
                                     out=scratch)
                         dst += scratch
+                    if rounded:
+                        from_float(dst, out.dtype, out=target[c0:c1, q])
 
         return work
 
-    _run(make_worker, _row_chunks(height, band_rows), threads)
+    run_over_rows(make_worker, height, band_rows, threads)
     return out
 
 
@@ -263,7 +288,8 @@ def apply_general(ext: np.ndarray, taps_y: AxisTaps, taps_x: AxisTaps, out: np.n
         Operators along rows and columns; ``out`` has ``len(taps_y.index)``
         rows and ``len(taps_x.index)`` columns.
     out : ndarray
-        Destination, written in place and returned.
+        Destination, written in place and returned: float, or integer samples
+        rounded into as in :func:`apply_separable`.
 
     Examples
     --------
@@ -275,7 +301,8 @@ def apply_general(ext: np.ndarray, taps_y: AxisTaps, taps_x: AxisTaps, out: np.n
     """
     threads = default_threads() if threads is None else threads
     channels = ext.shape[2]
-    dtype = out.dtype
+    dtype = ext.dtype
+    rounded = out.dtype.kind != "f"
     flat = ext.reshape(ext.shape[0], -1)
     flat_out = out.reshape(out.shape[0], -1)
     # Column taps in the flattened (W*C) rows, and their weights repeated per channel.
@@ -294,12 +321,14 @@ def apply_general(ext: np.ndarray, taps_y: AxisTaps, taps_x: AxisTaps, out: np.n
         mid *= col_weights[0]
         for k in range(1, len(cols)):
             mid += np.take(rows, cols[k], axis=1) * col_weights[k]
-        target = flat_out[a:b]
+        target = np.empty((b - a, flat_out.shape[1]), dtype) if rounded else flat_out[a:b]
         np.multiply(mid[index[:, 0] - first], row_weights[a:b, 0, None], out=target)
         for k in range(1, index.shape[1]):
             target += mid[index[:, k] - first] * row_weights[a:b, k, None]
+        if rounded:
+            from_float(target, out.dtype, out=flat_out[a:b])
 
-    _run(lambda: work, _row_chunks(out.shape[0], BAND_ROWS), threads)
+    run_over_rows(lambda: work, out.shape[0], BAND_ROWS, threads)
     return out
 
 
@@ -344,7 +373,7 @@ def gather(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
 
         n_work = n_out
     # Bands of a few dozen rows keep each band's `take` result in cache for the copies.
-    _run(lambda: work, _row_chunks(n_work, 32), threads)
+    run_over_rows(lambda: work, n_work, 32, threads)
     return out.reshape(n_out, cols.shape[0], channels)
 
 
@@ -433,5 +462,5 @@ def apply_2d(ext: np.ndarray, phases: Phases2D, out: np.ndarray,
 
         return work
 
-    _run(make_worker, _row_chunks(rows_out, BAND_ROWS), threads)
+    run_over_rows(make_worker, rows_out, BAND_ROWS, threads)
     return out

@@ -26,6 +26,7 @@ from .kernels import Kernel
 from .methods import Method
 from .options import MAX_SIDE, Boundary, choice
 from .polyphase import default_threads
+from .samples import from_float
 from .transpose import TransposeGeometry, apply_transpose, output_geometry, post_convolve
 
 __all__ = ["scale", "output_shape_for", "FITS", "stride_from_factor", "Resampling",
@@ -366,25 +367,29 @@ def resample(img3: np.ndarray, plan: Resampling,
 
 
 def resample_band(read_rows: Callable[[int, int], np.ndarray], plan: Resampling,
-                  band: tuple[int, int], x_filtered: bool = False) -> np.ndarray:
+                  band: tuple[int, int], x_filtered: bool = False,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """Output rows ``band = (a, b)`` of an interpolation plan at any factor, from only the
     input rows they need (``read_rows(first, last)``: float rows of the planned image, or
     with ``x_filtered`` their spline coefficients along x, as for :func:`resample`).
 
     The band's rows equal those of :func:`resample` on the whole image
     (exactly, or to float32 round-off for bicubic; see
-    :func:`upconv.interpolate.interpolate_band`).
+    :func:`upconv.interpolate.interpolate_band`). ``out``, if given, receives
+    them and is returned: float values, or integer samples rounded as
+    :func:`~upconv.samples.from_float` rounds (without a float copy of the
+    band when nothing is left to do after interpolating: no alpha, no linear
+    light).
     """
     assert plan.method not in (Method.NEAREST, Method.TRANSPOSE) and not plan.identity
-    if x_filtered:
-        assert not plan.alpha and not plan.linear_light
-        return interpolate_band(read_rows, plan.input_shape, plan.shape, band,
-                                plan.method.interpolation, plan.boundary, plan.threads,
-                                x_filtered=True)
-    out = interpolate_band(lambda a, b: _prepared(read_rows(a, b), plan), plan.input_shape,
-                           plan.shape, band, plan.method.interpolation, plan.boundary,
-                           plan.threads)
-    return _finished(out, plan)
+    interpolation = plan.method.interpolation
+    if x_filtered or not (plan.alpha or plan.linear_light):
+        return interpolate_band(read_rows, plan.input_shape, plan.shape, band, interpolation,
+                                plan.boundary, plan.threads, x_filtered=x_filtered, out=out)
+    values = _finished(interpolate_band(lambda a, b: _prepared(read_rows(a, b), plan),
+                                        plan.input_shape, plan.shape, band, interpolation,
+                                        plan.boundary, plan.threads), plan)
+    return values if out is None else from_float(values, out.dtype, out=out)
 
 
 def _prepared(img3: np.ndarray, plan: Resampling) -> np.ndarray:

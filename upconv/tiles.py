@@ -1,14 +1,13 @@
-"""Big images: upsampling in horizontal tiles, and streaming ``.npy`` arrays band by band.
+"""Tiles of a transposed convolution or nearest-neighbour job, and ``.npy`` bands.
 
 An output tile (a band of output rows, full width) needs only the input rows
-it reads plus a *halo* for the method's support; the input window is
+it reads plus a *halo* for the kernel's support; the input window is
 upsampled alone and the tile is cut out of the middle of its result. At the
 image's own border the window's border is the image's, so the boundary rule
-applies there as usual. The result equals the untiled one exactly for
-nearest, bilinear, Lanczos and the transposed convolution (their support is
-finite), and to ~1e-9 for bicubic, whose spline prefilter has infinite support
-but decays by 0.268 per pixel (the halo is 18 pixels). Each method's halo is
-in its :mod:`upconv.methods` entry.
+applies there as usual; the result equals the untiled one exactly (the
+support is finite). Interpolation is banded without cutting anything away:
+each band is computed from the input rows its taps reach
+(:func:`upconv.interpolate.interpolate_band`).
 
 The row reader and the upsampler are the caller's: :mod:`upconv.pipeline`
 reads from a whole image in memory or, for ``.npy`` files, through small
@@ -18,14 +17,14 @@ memory maps (:class:`upconv.npy.NpyFile`), so that neither array is held whole.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 
 from .methods import InterpolationMethod
 
-__all__ = ["AUTO_TILE_PIXELS", "DEFAULT_TILE_ROWS", "halo_for", "tile_bands",
-           "scale_in_tiles", "tile", "tile_rows_for"]
+__all__ = ["AUTO_TILE_PIXELS", "DEFAULT_TILE_ROWS", "halo_for", "tile_bands", "tile",
+           "tile_rows_for"]
 
 #: Outputs above this many pixels are tiled automatically (64 megapixels).
 AUTO_TILE_PIXELS = 2 ** 26
@@ -62,18 +61,6 @@ def tile_rows_for(tile: int | None, out_pixels: int) -> int | None:
     if tile is not None:
         return tile
     return DEFAULT_TILE_ROWS if out_pixels > AUTO_TILE_PIXELS else None
-
-
-def scale_in_tiles(read_rows: Callable[[int, int], np.ndarray], height: int, stride: int,
-                   upsample: Callable[[np.ndarray], np.ndarray], out_rows: int,
-                   tile_rows: int, halo: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_output_row, tile)`` for every tile of the upsampled image.
-
-    ``read_rows(a, b)`` returns input rows ``[a, b)``; ``upsample(window)``
-    upsamples a window by ``stride`` (output ``stride`` times its rows).
-    """
-    for band in tile_bands(out_rows, stride, tile_rows):
-        yield band[0], tile(read_rows, height, stride, upsample, band, halo)
 
 
 def tile(read_rows: Callable[[int, int], np.ndarray], height: int, stride: int,

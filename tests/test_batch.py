@@ -230,10 +230,60 @@ def test_big_outputs_tile_and_stream_automatically(tmp_path, rng, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy", "out.npy"]
 
 
-def test_tiling_a_transposed_convolution_needs_the_centred_geometry(tmp_path, capsys):
-    assert run(["scale", str(SAMPLES / "coffee.png"), str(tmp_path / "a.png"), "-f", "2",
-                "-m", "transpose", "--padding", "1", "--tile", "64"]) == 1
-    assert "centred geometry" in capsys.readouterr().err
+@pytest.mark.parametrize("kernel_shape,stride,padding,output_padding", [
+    ((4, 4), 2, 1, 0), ((3, 3), 2, 1, 1), ((5, 3), 3, 2, 2), ((3, 5, 5), 2, 0, 1),
+    ((3, 3, 4, 4), 2, 1, 0),
+])
+@pytest.mark.parametrize("tile", ["1", "5", "1000"])
+def test_banded_transposes_in_pytorch_geometry_equal_zero_insertion(
+        tmp_path, capsys, rng, kernel_shape, stride, padding, output_padding, tile):
+    """PyTorch's geometry (padding crops, output_padding adds) is banded like any method:
+    every band from the input rows it reaches, equal to the textbook route (insert zeros,
+    convolve, crop) on the whole image. Float64 throughout."""
+    from upconv.transpose import zero_insertion_transpose
+
+    image = rng.random((13, 11, 3))
+    weights = rng.normal(size=kernel_shape)
+    np.save(tmp_path / "in.npy", image)
+    np.save(tmp_path / "k.npy", weights)
+    out = tmp_path / "out.npy"
+    assert run(["scale", str(tmp_path / "in.npy"), str(out), "-m", "transpose", "-f",
+                str(stride), "--kernel", str(tmp_path / "k.npy"), "--padding", str(padding),
+                "--output-padding", str(output_padding), "--tile", tile, "--quiet"]) == 0, (
+        capsys.readouterr().err)
+    banded = np.load(out)
+    if weights.ndim == 2:
+        expected = np.stack([zero_insertion_transpose(image[..., c], weights, stride,
+                                                      padding, output_padding)
+                             for c in range(3)], axis=-1)
+    elif weights.ndim == 3:
+        expected = np.stack([zero_insertion_transpose(image[..., c], weights[c], stride,
+                                                      padding, output_padding)
+                             for c in range(3)], axis=-1)
+    else:  # C_in x C_out: each output channel sums its input channels' results
+        expected = np.stack([sum(zero_insertion_transpose(image[..., ci], weights[ci, co],
+                                                          stride, padding, output_padding)
+                                 for ci in range(3)) for co in range(weights.shape[1])],
+                            axis=-1)
+    assert banded.shape == expected.shape
+    np.testing.assert_allclose(banded, expected, rtol=0, atol=1e-12)
+
+
+def test_banded_transpose_with_post_kernel_and_alpha_equals_whole(tmp_path, capsys):
+    """A post-kernel sees a few more rows around each band; alpha is premultiplied per
+    window: the PyTorch-geometry image file equals the whole image's rounding."""
+    photo = load_image(str(SAMPLES / "soft_alpha.png")).samples
+    kernel = upconv.Kernel(np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 16.0, stride=2)
+    np.save(tmp_path / "k.npy", kernel.weights)
+    whole = upconv.scale(to_float(photo), 2, method="transpose", kernel=kernel, padding=1,
+                         post_kernel="binomial3", alpha=True)
+    for tile in ("7", "64"):
+        out = tmp_path / f"{tile}.png"
+        assert run(["scale", str(SAMPLES / "soft_alpha.png"), str(out), "-m", "transpose",
+                    "--kernel", str(tmp_path / "k.npy"), "-f", "2", "--padding", "1",
+                    "--post-kernel", "binomial3", "--tile", tile, "--quiet"]) == 0
+        np.testing.assert_array_equal(load_image(str(out)).samples,
+                                      from_float(whole.copy(), photo.dtype))
 
 
 @pytest.mark.parametrize("method,factor,options,atol", [

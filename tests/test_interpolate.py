@@ -184,3 +184,27 @@ def test_prefilter_along_x_equals_scipy(rng, dtype, atol, shape, boundary):
     assert actual.dtype == dtype and actual.shape == expected.shape
     read = slice(SPLINE_PREPAD - 2, SPLINE_PREPAD + shape[1] + 2)
     np.testing.assert_allclose(actual[:, read], expected[:, read], rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("height", [1, 2, 3, 7])
+def test_boundary_window_equals_the_whole_image_extended(rng, boundary, height):
+    """Any rows of the extended image, read through a window of the image's own rows,
+    equal the same rows of the whole image extended (mirrors repeat on tiny images)."""
+    from upconv.options import Boundary
+
+    rule = Boundary(boundary)
+    image = rng.random((height, 3, 2))
+    pad = 9
+    whole = rule.extend(image, (pad, pad), (2, 1))
+    asked = []
+
+    def read(first, last):
+        asked.append((first, last))
+        return image[first:last]
+
+    for first in range(-pad, height + pad):
+        for last in range(first + 1, height + pad + 1):
+            np.testing.assert_array_equal(rule.window(read, height, first, last, (2, 1)),
+                                          whole[first + pad:last + pad])
+    assert all(0 <= a < b <= height for a, b in asked)

@@ -105,3 +105,23 @@ def test_byte_order_and_memory_order_do_not_change_the_answer(tmp_path, rng, lay
         out = np.load(results[how][1])
         assert out.dtype.isnative
         np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "transpose"])
+def test_npy_output_of_an_8_bit_image_holds_values_in_0_1(tmp_path, capsys, method):
+    """Every method writes the same kind of values to .npy: samples / 255, nearest too."""
+    from conftest import SAMPLES
+
+    from upconv.cli import run
+    from upconv.images import load_image
+    from upconv.samples import to_float
+
+    out = tmp_path / "out.npy"
+    assert run(["scale", str(SAMPLES / "chelsea.png"), str(out), "-f", "2", "-m", method,
+                "--quiet"]) == 0
+    values = np.load(out)
+    # (a fitted kernel may overshoot [0, 1] a little; samples would reach 255)
+    assert values.dtype == np.float32 and -0.5 < values.min() and values.max() < 1.5
+    if method == "nearest":
+        source = to_float(load_image(str(SAMPLES / "chelsea.png")).samples)
+        np.testing.assert_array_equal(values, np.kron(source, np.ones((2, 2, 1))))

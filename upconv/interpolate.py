@@ -37,8 +37,8 @@ from .polyphase import (
 )
 from .samples import from_float, to_float
 
-__all__ = ["axis_taps", "axis_phases", "nearest", "interpolate", "interpolate_band",
-           "x_coefficients"]
+__all__ = ["axis_taps", "axis_phases", "nearest", "nearest_band", "interpolate",
+           "interpolate_band", "x_coefficients"]
 
 
 #: scipy pre-pads this many samples before the spline prefilter in the
@@ -199,7 +199,7 @@ def x_coefficients(rows: np.ndarray, boundary: Boundary,
 
     Each row is filtered on its own, so a big image's rows can be filtered in
     chunks as they are read (:mod:`upconv.pipeline`), and the windows of a
-    banded job interpolated from them (``interpolate(..., x_filtered=True)``)
+    banded job interpolated from them (``interpolate_band(..., x_filtered=True)``)
     without filtering their halo rows again. Edge and zero boundaries only
     (reflect uses scipy's exact mirror start-up). The causal and anti-causal
     recursions run by recursive doubling (:func:`_recursion_by_doubling`) on
@@ -260,18 +260,33 @@ def nearest(img3: np.ndarray, shape: tuple[int, int], threads: int) -> np.ndarra
     array([[0, 0, 1, 1],
            [0, 0, 1, 1]])
     """
-    rows = axis_taps(img3.shape[0], shape[0], METHODS["nearest"]).index[:, 0]
-    cols = axis_taps(img3.shape[1], shape[1], METHODS["nearest"]).index[:, 0]
-    return gather(img3, rows, cols, threads)
+    return nearest_band(lambda first, last: img3[first:last], img3.shape[:2], shape,
+                        (0, shape[0]), threads)
+
+
+def nearest_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[int, int],
+                 shape: tuple[int, int], band: tuple[int, int], threads: int) -> np.ndarray:
+    """Output rows ``band = (a, b)`` of :func:`nearest` from the input rows they copy
+    (``read_rows(first, last)``; ``size`` the input's (H, W), ``shape`` the output's).
+
+    Examples
+    --------
+    >>> image = np.arange(6).reshape(3, 2, 1)
+    >>> nearest_band(lambda a, b: image[a:b], (3, 2), (6, 4), (3, 5), 1)[..., 0]
+    array([[2, 2, 3, 3],
+           [4, 4, 5, 5]])
+    """
+    rows = axis_taps(size[0], shape[0], METHODS["nearest"]).index[band[0]:band[1], 0]
+    first = int(rows.min())
+    window = read_rows(first, int(rows.max()) + 1)
+    cols = axis_taps(size[1], shape[1], METHODS["nearest"]).index[:, 0]
+    return gather(window, rows - first, cols, threads)
 
 
 def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationMethod,
-                boundary: Boundary, threads: int, x_filtered: bool = False) -> np.ndarray:
-    """Interpolation of a float (H, W, C) image to ``shape`` with ``method``'s weights.
-
-    With ``x_filtered``, ``img3`` holds the rows already through
-    :func:`x_coefficients` (a spline method, edge or zero boundary): only the
-    filter along y remains to be done.
+                boundary: Boundary, threads: int) -> np.ndarray:
+    """Interpolation of a float (H, W, C) image to ``shape`` with ``method``'s weights:
+    the whole image as one band of :func:`interpolate_band`.
 
     Examples
     --------
@@ -279,28 +294,8 @@ def interpolate(img3: np.ndarray, shape: tuple[int, int], method: InterpolationM
     >>> interpolate(np.array([[[0.0], [1.0]]]), (1, 4), bilinear, Boundary.EDGE, 1)[..., 0]
     array([[0.  , 0.25, 0.75, 1.  ]])
     """
-    height, width = img3.shape[:2]
-    if x_filtered:
-        width -= 2 * SPLINE_PREPAD
-    out_h, out_w = shape
-    dtype = img3.dtype
-    integer_factors = out_h % height == 0 and out_w % width == 0
-    if x_filtered:
-        ext, pad = _y_coefficients(img3, boundary), SPLINE_PREPAD
-    elif method.prefilter:
-        ext, pad = _spline_coefficients(img3, boundary, threads)
-    else:
-        pad = method.pad
-        ext = _extend(img3, pad, boundary)
-    if integer_factors:
-        phases_y = axis_phases(out_h // height, method, pad)
-        phases_x = axis_phases(out_w // width, method, pad)
-        out = np.empty((out_h, out_w, img3.shape[2]), dtype)
-        return apply_separable(ext, _as_dtype(phases_y, dtype), _as_dtype(phases_x, dtype),
-                               out, threads)
-    out = np.empty((out_h, out_w, img3.shape[2]), dtype)
-    return apply_general(ext, axis_taps(height, out_h, method, pad),
-                         axis_taps(width, out_w, method, pad), out, threads)
+    return interpolate_band(lambda first, last: img3[first:last], img3.shape[:2], shape,
+                            (0, shape[0]), method, boundary, threads)
 
 
 def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[int, int],
@@ -358,10 +353,7 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
                else _spline_coefficients(window, boundary, threads)[0])
         offset = first  # ext's row 0 is image row first - pad: extended row `first`
     else:
-        first = max(0, lo - pad)
-        window = read_rows(first, min(height, hi - pad))
-        ext = boundary.extend(window, (max(0, pad - lo), max(0, hi - pad - height)),
-                              (pad, pad))
+        ext = boundary.window(read_rows, height, lo - pad, hi - pad, (pad, pad))
         offset = lo
     whole_periods = (last_row - first_row, out_w, ext.shape[2])
     target = out if out is not None and out.shape == whole_periods else np.empty(

@@ -5,6 +5,7 @@ The methods are described in :mod:`upconv.methods`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 
 import numpy as np
@@ -44,6 +45,31 @@ class Boundary(str, Enum):
         array([1., 0., 0., 1., 2., 2.])
         """
         return np.pad(image, (rows, cols, (0, 0)), mode=self.numpy_pad_mode)
+
+    def window(self, read_rows: Callable[[int, int], np.ndarray], height: int,
+               first: int, last: int, cols: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """Rows ``[first, last)`` of an image ``height`` rows high extended by this rule
+        (``first`` may be negative and ``last`` past ``height``), columns extended by
+        ``cols``, reading only the image rows they show: ``read_rows(a, b)`` gives rows
+        ``[a, b)``. Equal to the same rows of the whole image extended.
+
+        Examples
+        --------
+        >>> image = np.arange(5.0).reshape(5, 1, 1)
+        >>> Boundary.REFLECT.window(lambda a, b: image[a:b], 5, -2, 2)[:, 0, 0].tolist()
+        [1.0, 0.0, 0.0, 1.0]
+        >>> Boundary.EDGE.window(lambda a, b: image[a:b], 5, 3, 7)[:, 0, 0].tolist()
+        [3.0, 4.0, 4.0, 4.0]
+        """
+        above, below = max(0, -first), max(0, last - height)
+        top, bottom = min(max(0, first), height), max(min(height, last), 0)
+        if above:  # a mirror above shows rows 0 .. above - 1
+            top, bottom = 0, max(bottom, min(height, above))
+        if below:
+            top, bottom = min(top, max(0, height - below)), height
+        extended = self.extend(read_rows(top, bottom), (above, below), cols)
+        start = first - (top - above)  # extended row 0 is image row top - above
+        return extended[start:start + last - first]
 
 
 def choice(value: object, enum: type[Enum], what: str) -> Enum:

@@ -37,7 +37,7 @@ from .images import (
 )
 from .interpolate import x_coefficients
 from .kernel_files import default_kernel, resolve_kernel
-from .kernels import POST_KERNELS, Kernel
+from .kernels import Kernel
 from .memory import release_free_memory
 from .methods import Method
 from .npy import NpyFile, check_npy_image, create_npy, npy_header, npy_samples
@@ -51,7 +51,7 @@ from .reporting import (
     summary_sampler,
     summary_text,
 )
-from .samples import from_float, to_float
+from .samples import store_as, to_float
 from .scaling import (
     Resampling,
     plan_resampling,
@@ -59,7 +59,7 @@ from .scaling import (
     resample_band,
     stride_from_factor,
 )
-from .tiles import halo_for, tile, tile_bands, tile_rows_for
+from .tiles import tile_bands, tile_rows_for
 
 __all__ = ["ScaleSettings", "ScaleResult", "scale_file", "scale_job", "resolve_settings_kernel",
            "compute_band", "write_band"]
@@ -166,14 +166,7 @@ def _plan_job(settings: ScaleSettings, shape: tuple[int, ...], fmt: str,
     if plan.channels > 4 and fmt != "npy":
         raise BadInputError(f"the kernel makes {plan.channels} channels; only .npy output can "
                             "hold more than 4")
-    tile_rows = tile_rows_for(settings.tile, out_h * out_w)
-    if tile_rows is not None and not plan.tileable:
-        if settings.tile is not None and plan.method is Method.TRANSPOSE:
-            raise BadInputError("tiling a transposed convolution needs the centred geometry "
-                                "(PyTorch's padding crops the output)")
-        # Other factors are banded in memory (_output_bands), not streamed.
-        tile_rows = None
-    return _Job(plan, tile_rows, tuple(notes))
+    return _Job(plan, tile_rows_for(settings.tile, out_h * out_w), tuple(notes))
 
 
 def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> ScaleResult:
@@ -246,11 +239,9 @@ BIG_OUTPUT_BYTES = 256 << 20
 
 def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
     """Output rows per band: as ``--tile`` asked, else bands of about :data:`BAND_BYTES`
-    for an output over :data:`~upconv.reporting.SAMPLE_ABOVE` pixels that can be banded
-    exactly; None computes the output whole."""
+    for an output over :data:`~upconv.reporting.SAMPLE_ABOVE` pixels; None computes the
+    output whole."""
     plan = job.plan
-    if not (plan.tileable or _interpolated_in_bands(plan)):
-        return None
     if settings.tile is not None:
         return settings.tile
     if plan.shape[0] * plan.shape[1] <= SAMPLE_ABOVE:
@@ -259,14 +250,6 @@ def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
     band = BAND_BYTES if row_bytes * plan.shape[0] <= BIG_OUTPUT_BYTES else BAND_BYTES // 2
     period = plan.period or 1
     return max(period, band // row_bytes // period * period)
-
-
-def _interpolated_in_bands(plan: Resampling) -> bool:
-    """Whether a plan's bands are computed each from the input rows its taps reach
-    (:func:`~upconv.scaling.resample_band`): interpolation that computes float values,
-    at any factor. Nearest works on the stored samples and the transposed convolution
-    on windows with a halo (:func:`~upconv.tiles.tile`)."""
-    return not plan.identity and plan.method not in (Method.NEAREST, Method.TRANSPOSE)
 
 
 def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | None,
@@ -294,8 +277,7 @@ def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | N
     if band_rows is None:
         assert isinstance(samples, np.ndarray)
         values = resample(convert(samples), plan)
-        yield 0, values if values.dtype == dtype else from_float(
-            values, dtype, out=target(values.shape[0]))
+        yield 0, values if values.dtype == dtype else store_as(values, target(values.shape[0]))
         return
     assert isinstance(samples, RowChunks)
     spline = SplineRows.applies(plan)
@@ -305,10 +287,9 @@ def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | N
     else:
         def read(first: int, last: int) -> np.ndarray:
             return convert(samples.read(first, last))
-    height = samples.shape[0]
     for band in tile_bands(plan.shape[0], plan.period or 1, band_rows):
-        yield band[0], _band(read, height, job, band, x_filtered=spline,
-                             out=target(band[1] - band[0]))
+        yield band[0], resample_band(read, plan, band, x_filtered=spline,
+                                     out=target(band[1] - band[0]))
 
 
 #: Bytes of input per chunk of a banded job's :class:`RowChunks`.
@@ -426,35 +407,6 @@ def _window(chunk: Callable[[int], np.ndarray], size: int, first: int, last: int
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
-def _band(read_rows: Callable[[int, int], np.ndarray], height: int, job: _Job,
-          band: tuple[int, int], x_filtered: bool = False, out: np.ndarray | None = None
-          ) -> np.ndarray:
-    """Output rows ``band`` from the input rows they need (``read_rows(first, last)``, of
-    an image ``height`` rows high; with ``x_filtered`` rows through
-    :func:`~upconv.interpolate.x_coefficients`): as computed, or written into ``out``
-    (of the output's sample type) and returned."""
-    plan = job.plan
-    if _interpolated_in_bands(plan):
-        return resample_band(read_rows, plan, band, x_filtered=x_filtered, out=out)
-    assert plan.period is not None and not x_filtered
-    post = POST_KERNELS[plan.post] if isinstance(plan.post, str) else plan.post
-    post_rows = 0 if post is None else max(post.shape)
-    kernel_rows = plan.kernel.shape[0] if plan.kernel is not None else None
-    method = None if plan.kernel is not None else plan.method.interpolation
-    halo = halo_for(method, kernel_rows, plan.period, post_rows)
-
-    def upsample(window: np.ndarray) -> np.ndarray:
-        return resample(window, plan, (plan.period * window.shape[0], plan.shape[1]))
-
-    rows = tile(read_rows, height, plan.period, upsample, band, halo)
-    if out is None:
-        return rows
-    if rows.dtype == out.dtype:  # nearest: the stored samples
-        out[...] = rows
-        return out
-    return from_float(rows, out.dtype, out=out)
-
-
 def _npy_rows(source: NpyFile, name: str) -> Callable[[int, int], np.ndarray]:
     """A row reader for a streamed .npy: (rows, W, C) float values, as a whole load gives."""
     was_2d = len(source.shape) == 2
@@ -470,7 +422,7 @@ def compute_band(input_path: str, job: _Job, shape: tuple[int, ...], dtype: np.d
                  band: tuple[int, int]) -> np.ndarray:
     """One tile of a streamed job: output rows ``band`` as stored in an output of ``shape``."""
     source = NpyFile.open(input_path)
-    rows = _band(_npy_rows(source, input_path), source.shape[0], job, band)
+    rows = resample_band(_npy_rows(source, input_path), job.plan, band)
     rows = rows.astype(dtype, copy=False)
     return rows[:, :, 0] if len(shape) == 2 else rows
 
@@ -506,8 +458,8 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
     dtype = to_float(npy_samples(np.zeros(1, source.dtype), input_path)).dtype
     out_shape = job.plan.shape if was_2d and job.plan.channels == 1 else (
         job.plan.shape + (job.plan.channels,))
-    assert job.tile_rows is not None and job.plan.period is not None
-    bands = tile_bands(job.plan.shape[0], job.plan.period, job.tile_rows)
+    assert job.tile_rows is not None
+    bands = tile_bands(job.plan.shape[0], job.plan.period or 1, job.tile_rows)
     middle_band = bands[len(bands) // 2]
     if written_in_place(output_path):
         # Nothing sent can be taken back: every value is checked before the first byte.

@@ -402,7 +402,8 @@ def apply_2d(ext: np.ndarray, phases: Phases2D, out: np.ndarray,
         ``m < out.shape[0] // sy`` and ``n < out.shape[1] // sx``.
     phases : Phases2D
     out : ndarray, shape (sy*M, sx*N, C)
-        Destination, written in place and returned.
+        Destination, written in place and returned: float, or integer samples
+        rounded into as in :func:`apply_separable`.
     threads : int, optional
         Worker threads; default :func:`default_threads`.
 
@@ -417,7 +418,8 @@ def apply_2d(ext: np.ndarray, phases: Phases2D, out: np.ndarray,
     sy, sx, taps_y, taps_x = phases.weights.shape[:4]
     channels = ext.shape[2]
     rows_out, cols_out = out.shape[0] // sy, out.shape[1] // sx
-    dtype = out.dtype
+    dtype = ext.dtype
+    rounded = out.dtype.kind != "f"
     flat = ext.reshape(ext.shape[0], -1)
     row_len = cols_out * channels
     per_channel = phases.weights.ndim == 5
@@ -431,6 +433,7 @@ def apply_2d(ext: np.ndarray, phases: Phases2D, out: np.ndarray,
     def make_worker() -> Callable[[tuple[int, int]], None]:
         accumulator = np.empty((BAND_ROWS, row_len), dtype)
         scratch = np.empty((BAND_ROWS, row_len), dtype)
+        samples = np.empty((BAND_ROWS, row_len), out.dtype) if rounded else None
 
         def work(band: tuple[int, int]) -> None:
             a, b = band
@@ -457,8 +460,9 @@ def apply_2d(ext: np.ndarray, phases: Phases2D, out: np.ndarray,
                                 acc += tmp
                     if first:
                         acc.fill(0)
+                    phase = from_float(acc, out.dtype, out=samples[:n]) if rounded else acc
                     target = out_px[sy * a + p:sy * b:sy, q::sx]
-                    target[...] = _pixel_view(acc.reshape(n, cols_out, channels))
+                    target[...] = _pixel_view(phase.reshape(n, cols_out, channels))
 
         return work
 

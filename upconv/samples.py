@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SAMPLE_DTYPES", "unit_scale", "to_float", "from_float", "convert_samples"]
+__all__ = ["SAMPLE_DTYPES", "unit_scale", "to_float", "from_float", "convert_samples",
+           "store_as"]
 
 #: The integer sample types of images: 8 and 16 bits.
 SAMPLE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
@@ -110,3 +111,26 @@ def convert_samples(samples: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
     if samples.dtype == np.uint8 and dtype == np.uint16:
         return samples.astype(np.uint16) * 257
     return from_float(np.array(to_float(samples), dtype=np.float32), dtype)
+
+
+def store_as(values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Float values or stored samples written into ``out`` as its type; ``out`` returned.
+
+    Into a float ``out``, samples become values (:func:`to_float`) and values
+    are copied; into integer samples, values are rounded (:func:`from_float`)
+    and samples converted exactly (:func:`convert_samples`). ``values`` may
+    be modified.
+
+    Examples
+    --------
+    >>> store_as(np.array([0, 255], np.uint8), np.empty(2, np.float32))
+    array([0., 1.], dtype=float32)
+    >>> store_as(np.array([0.0, 0.5]), np.empty(2, np.uint8))
+    array([  0, 128], dtype=uint8)
+    """
+    if out.dtype.kind == "f":
+        return to_float(values, out.dtype, out=out)
+    if values.dtype.kind == "f":
+        return from_float(values, out.dtype, out=out)
+    out[...] = convert_samples(values, out.dtype)
+    return out

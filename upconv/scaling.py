@@ -20,14 +20,14 @@ import numpy as np
 
 from .colour import linear_to_srgb, premultiply, srgb_to_linear, unpremultiply
 from .errors import BadInputError
-from .interpolate import interpolate, interpolate_band, nearest
+from .interpolate import interpolate_band, nearest_band
 from .kernel_files import default_kernel, post_weights, resolve_kernel
-from .kernels import Kernel
+from .kernels import POST_KERNELS, Kernel
 from .methods import Method
 from .options import MAX_SIDE, Boundary, choice
 from .polyphase import default_threads
-from .samples import from_float
-from .transpose import TransposeGeometry, apply_transpose, output_geometry, post_convolve
+from .samples import store_as
+from .transpose import TransposeGeometry, output_geometry, post_convolve, transpose_band
 
 __all__ = ["scale", "output_shape_for", "FITS", "stride_from_factor", "Resampling",
            "plan_resampling", "resample"]
@@ -257,12 +257,6 @@ class Resampling:
     identity: bool = False
 
     @property
-    def tileable(self) -> bool:
-        """Whether the output can be computed in tiles of rows: a whole-number factor and,
-        for a transposed convolution, the centred geometry (PyTorch's padding crops it)."""
-        return self.period is not None and (self.geometry is None or self.geometry.centred)
-
-    @property
     def name(self) -> str:
         """The method and, for transpose, the kernel: ``"transpose (default x2)"``."""
         return self.method.value + (f" ({self.kernel.name})" if self.kernel is not None else "")
@@ -332,64 +326,76 @@ def plan_resampling(shape: tuple[int, ...], factor: float | tuple[float, float] 
                       period=resolved.stride)
 
 
-def resample(img3: np.ndarray, plan: Resampling,
-             shape: tuple[int, int] | None = None, x_filtered: bool = False) -> np.ndarray:
-    """Run a :class:`Resampling` on an (H, W, C) image, or on a window of the planned image.
-
-    ``img3`` is float (any dtype for nearest). ``shape`` is the output size
-    of a window (a tile's rows); by default the plan's. A transposed
-    convolution's window output is the window's rows times the stride.
-    ``x_filtered``: the rows are spline coefficients along x already
-    (:func:`upconv.interpolate.x_coefficients`; no alpha, no linear light).
-    """
-    if x_filtered:
-        assert not plan.alpha and not plan.linear_light and plan.method is not Method.TRANSPOSE
-        return interpolate(img3, shape or plan.shape, plan.method.interpolation, plan.boundary,
-                           plan.threads, x_filtered=True)
-    method = plan.method
-    if method is Method.NEAREST:
-        return nearest(img3, shape or plan.shape, plan.threads)
-    img3 = _prepared(img3, plan)
-    if method is Method.TRANSPOSE:
-        assert plan.kernel is not None and plan.geometry is not None
-        geometry = plan.geometry
-        if img3.shape[:2] != plan.input_shape:  # a tile's window (centred geometry only)
-            geometry = output_geometry(plan.kernel, img3.shape[:2])
-        out = apply_transpose(img3, plan.kernel, plan.boundary, geometry, plan.threads)
-        if plan.post is not None:
-            out = post_convolve(out, plan.post, plan.boundary)
-    elif plan.identity:
-        out = img3.copy()
-    else:
-        out = interpolate(img3, shape or plan.shape, method.interpolation, plan.boundary,
-                          plan.threads)
-    return _finished(out, plan)
+def resample(img3: np.ndarray, plan: Resampling) -> np.ndarray:
+    """Run a :class:`Resampling` on a whole (H, W, C) image: float, or any dtype for
+    nearest. The whole output is one band of :func:`resample_band`."""
+    return resample_band(lambda first, last: img3[first:last], plan, (0, plan.shape[0]))
 
 
 def resample_band(read_rows: Callable[[int, int], np.ndarray], plan: Resampling,
                   band: tuple[int, int], x_filtered: bool = False,
                   out: np.ndarray | None = None) -> np.ndarray:
-    """Output rows ``band = (a, b)`` of an interpolation plan at any factor, from only the
-    input rows they need (``read_rows(first, last)``: float rows of the planned image, or
-    with ``x_filtered`` their spline coefficients along x, as for :func:`resample`).
+    """Output rows ``band = (a, b)`` of a plan, from only the input rows they need.
 
-    The band's rows equal those of :func:`resample` on the whole image
-    (exactly, or to float32 round-off for bicubic; see
-    :func:`upconv.interpolate.interpolate_band`). ``out``, if given, receives
-    them and is returned: float values, or integer samples rounded as
-    :func:`~upconv.samples.from_float` rounds (without a float copy of the
-    band when nothing is left to do after interpolating: no alpha, no linear
-    light).
+    ``read_rows(first, last)`` gives rows ``[first, last)`` of the planned
+    image: float values (any dtype for nearest), or with ``x_filtered`` their
+    spline coefficients along x (:func:`upconv.interpolate.x_coefficients`;
+    a spline method without alpha or linear light). Every method is banded
+    this way (:func:`~upconv.interpolate.interpolate_band`,
+    :func:`~upconv.interpolate.nearest_band`,
+    :func:`~upconv.transpose.transpose_band`, a post-kernel computed on a few
+    more rows and cut), and the band equals the same rows of the whole image:
+    exactly, or to float32 round-off for bicubic.
+
+    ``out``, if given, receives the rows and is returned: float values, or
+    integer samples rounded as :func:`~upconv.samples.from_float` rounds
+    (inside the engine, without a float copy of the band, when nothing is
+    left to do after it: no alpha, no linear light, no post-kernel).
     """
-    assert plan.method not in (Method.NEAREST, Method.TRANSPOSE) and not plan.identity
-    interpolation = plan.method.interpolation
-    if x_filtered or not (plan.alpha or plan.linear_light):
-        return interpolate_band(read_rows, plan.input_shape, plan.shape, band, interpolation,
-                                plan.boundary, plan.threads, x_filtered=x_filtered, out=out)
-    values = _finished(interpolate_band(lambda a, b: _prepared(read_rows(a, b), plan),
-                                        plan.input_shape, plan.shape, band, interpolation,
-                                        plan.boundary, plan.threads), plan)
-    return values if out is None else from_float(values, out.dtype, out=out)
+    method = plan.method
+    if method is Method.NEAREST:
+        rows = nearest_band(read_rows, plan.input_shape, plan.shape, band, plan.threads)
+        return rows if out is None else store_as(rows, out)
+    if x_filtered:
+        assert not plan.alpha and not plan.linear_light and method is not Method.TRANSPOSE
+    finishing = plan.alpha or plan.linear_light or plan.post is not None
+    engine_out = None if finishing else out
+
+    def prepared_rows(first: int, last: int) -> np.ndarray:
+        return _prepared(read_rows(first, last), plan)
+
+    reader = prepared_rows if plan.alpha or plan.linear_light else read_rows
+    if plan.identity:
+        values = np.array(reader(*band))  # never the caller's own rows
+    elif method is Method.TRANSPOSE:
+        assert plan.kernel is not None and plan.geometry is not None
+        values = _transpose_band(reader, plan, band, engine_out)
+    else:
+        values = interpolate_band(reader, plan.input_shape, plan.shape, band,
+                                  method.interpolation, plan.boundary, plan.threads,
+                                  x_filtered=x_filtered, out=engine_out)
+    if values is out:
+        return out
+    values = _finished(values, plan)
+    return values if out is None else store_as(values, out)
+
+
+def _transpose_band(read_rows: Callable[[int, int], np.ndarray], plan: Resampling,
+                    band: tuple[int, int], out: np.ndarray | None) -> np.ndarray:
+    """A transposed convolution's rows ``band``, with its post-kernel if it has one: the
+    post-kernel's reach of rows more on each side (within the output) are computed, so
+    that it sees the same rows as on the whole image, then cut away."""
+    assert plan.kernel is not None and plan.geometry is not None
+    if plan.post is None:
+        return transpose_band(read_rows, plan.input_shape, plan.kernel, plan.boundary,
+                              plan.geometry, band, plan.threads, out)
+    post = POST_KERNELS[plan.post] if isinstance(plan.post, str) else plan.post
+    reach = post.shape[0]
+    first, last = max(0, band[0] - reach), min(plan.shape[0], band[1] + reach)
+    rows = transpose_band(read_rows, plan.input_shape, plan.kernel, plan.boundary,
+                          plan.geometry, (first, last), plan.threads)
+    rows = post_convolve(rows, plan.post, plan.boundary)
+    return rows[band[0] - first:band[1] - first]
 
 
 def _prepared(img3: np.ndarray, plan: Resampling) -> np.ndarray:

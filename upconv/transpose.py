@@ -23,7 +23,8 @@ Two geometries:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -31,8 +32,10 @@ from .errors import BadInputError
 from .kernels import POST_KERNELS, Kernel
 from .options import Boundary, choice
 from .polyphase import Phases, Phases2D, apply_2d, apply_separable
+from .samples import from_float
 
-__all__ = ["transposed_conv", "apply_transpose", "post_convolve", "zero_insertion_transpose",
+__all__ = ["transposed_conv", "apply_transpose", "transpose_band", "post_convolve",
+           "zero_insertion_transpose",
            "output_size", "output_geometry", "TransposeGeometry", "AxisLayout", "axis_layout"]
 
 
@@ -219,9 +222,42 @@ def apply_transpose(img3: np.ndarray, kernel: Kernel, boundary: Boundary,
     The kernel fits the image's channels and ``geometry`` comes from
     :func:`output_geometry` for this image: nothing is checked again.
     """
+    return transpose_band(lambda first, last: img3[first:last], img3.shape[:2], kernel,
+                          boundary, geometry, (0, geometry.shape[0]), threads)
+
+
+def transpose_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[int, int],
+                   kernel: Kernel, boundary: Boundary, geometry: TransposeGeometry,
+                   band: tuple[int, int], threads: int | None = None,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Output rows ``band = (a, b)`` of :func:`apply_transpose` on an image of ``size``
+    (H, W), from only the input rows they reach, in either geometry.
+
+    ``read_rows(first, last)`` gives input rows ``[first, last)`` (H, W, C) as
+    float. The band's output periods (``a // s`` to ``ceil(b / s)``) read
+    extended input rows ``m + start[p] + u``; those rows are read, extended by
+    the boundary rule where they pass the image's edge
+    (:meth:`~upconv.options.Boundary.window`), and the periods computed from
+    them: exactly the whole image's rows. ``out``, if given, receives the rows
+    and is returned: float, or integer samples rounded as
+    :func:`~upconv.samples.from_float` rounds (inside the engine, a few rows at
+    a time, for 2-D and 3-D kernels).
+
+    Examples
+    --------
+    >>> from upconv.kernels import builtin_kernel
+    >>> image = np.arange(12.0).reshape(4, 3, 1)
+    >>> kernel = builtin_kernel("bilinear", 2)
+    >>> geometry = output_geometry(kernel, (4, 3), padding=1)
+    >>> whole = apply_transpose(image, kernel, Boundary.ZERO, geometry)
+    >>> band = transpose_band(lambda a, b: image[a:b], (4, 3), kernel, Boundary.ZERO,
+    ...                       geometry, (3, 6))
+    >>> bool((band == whole[3:6]).all())
+    True
+    """
     stride = kernel.stride
     assert stride is not None
-    height, width = img3.shape[:2]
+    height, width = size
     out_h, out_w = geometry.shape
     pad_y, pad_x = geometry.padding
     k_h, k_w = kernel.shape
@@ -229,39 +265,53 @@ def apply_transpose(img3: np.ndarray, kernel: Kernel, boundary: Boundary,
     offset_x = (stride - k_w) // 2 if pad_x is None else -pad_x
     axis_y = axis_layout(k_h, stride, offset_y, height, out_h)
     axis_x = axis_layout(k_w, stride, offset_x, width, out_w)
-    ext = boundary.extend(img3, (axis_y.before, axis_y.after), (axis_x.before, axis_x.after))
-    dtype = img3.dtype
-    full_shape = (stride * axis_y.periods, stride * axis_x.periods)
+    first_period, end_period = band[0] // stride, -(-band[1] // stride)
+    # Extended rows [lo, hi) feed those periods; phase starts made relative to row lo.
+    lo = first_period + int(axis_y.start.min())
+    hi = end_period - 1 + int(axis_y.start.max()) + axis_y.tap_index.shape[1]
+    ext = boundary.window(read_rows, height, lo - axis_y.before, hi - axis_y.before,
+                          (axis_x.before, axis_x.after))
+    axis_y = replace(axis_y, start=axis_y.start + first_period - lo)
+    rows, cols = band[1] - band[0], out_w
+    channels_out = kernel.weights.shape[1] if kernel.weights.ndim == 4 else ext.shape[2]
+    periods = (stride * (end_period - first_period), stride * axis_x.periods, channels_out)
+    fits = out is not None and out.shape == periods and (
+        out.dtype.kind == "f" or kernel.weights.ndim < 4)
+    target = out if fits else np.empty(periods, ext.dtype)
+    _transpose_periods(ext, kernel.weights, axis_y, axis_x, target, threads)
+    if target is out:
+        return out
+    cut = target[band[0] - stride * first_period:][:rows, :cols]
+    if out is None:
+        return cut if cut.shape == periods else np.ascontiguousarray(cut)
+    return from_float(cut, out.dtype, out=out)
 
-    weights = kernel.weights
+
+def _transpose_periods(ext: np.ndarray, weights: np.ndarray, axis_y: AxisLayout,
+                       axis_x: AxisLayout, out: np.ndarray, threads: int | None) -> None:
+    """The transposed convolution's whole output periods from the extended input, into
+    ``out`` (float, or integer samples for 2-D and 3-D weights)."""
+    dtype = ext.dtype
     if weights.ndim == 3 and np.all(weights == weights[:1]):
         weights = weights[0]  # the same kernel for every channel
     if weights.ndim == 2:
-        out = np.empty(full_shape + (img3.shape[2],), dtype)
         factors = _separable_factors(weights)
         if factors is not None:
             column, row = factors
-            phases_y = _phases_1d(column, axis_y, dtype)
-            phases_x = _phases_1d(row, axis_x, dtype)
-            apply_separable(ext, phases_y, phases_x, out, threads)
+            apply_separable(ext, _phases_1d(column, axis_y, dtype),
+                            _phases_1d(row, axis_x, dtype), out, threads)
         else:
             taps = _gather_taps(weights, axis_y, axis_x)
             apply_2d(ext, Phases2D(axis_y.start, axis_x.start, taps), out, threads)
     elif weights.ndim == 3:
         taps = _gather_taps(weights, axis_y, axis_x)  # (sy, sx, Ty, Tx, C)
-        out = np.empty(full_shape + (img3.shape[2],), dtype)
         apply_2d(ext, Phases2D(axis_y.start, axis_x.start, taps), out, threads)
     else:  # (C_in, C_out, kH, kW): each output channel sums C_in depthwise results
-        channels_out = weights.shape[1]
-        out = np.empty(full_shape + (channels_out,), dtype)
-        partial = np.empty(full_shape + (img3.shape[2],), dtype)
-        for co in range(channels_out):
+        partial = np.empty(out.shape[:2] + (ext.shape[2],), dtype)
+        for co in range(weights.shape[1]):
             taps = _gather_taps(weights[:, co], axis_y, axis_x)
             apply_2d(ext, Phases2D(axis_y.start, axis_x.start, taps), partial, threads)
             partial.sum(axis=2, out=out[:, :, co])
-    if full_shape != (out_h, out_w):
-        out = np.ascontiguousarray(out[:out_h, :out_w])
-    return out
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:

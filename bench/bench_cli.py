@@ -13,7 +13,8 @@ detail, not an upsampled blur), with a little seeded sensor noise:
 
 - a 1920x1080 PNG doubled to 3840x2160 PNG, bicubic;
 - a 2400x1600 JPEG doubled to JPEG;
-- a 6000x4000 JPEG doubled to 12000x8000 JPEG (peak memory);
+- a 6000x4000 JPEG doubled to 12000x8000 JPEG (peak memory), by bicubic and by a
+  transposed convolution in PyTorch's geometry (``--padding 1``);
 - 10 small photos (512x512 JPEG) scaled one command each in a shell loop;
 - 100 small photos as one ``upconv scale DIR -o OUT`` batch, against a shell
   loop running ``vips resize`` on each file;
@@ -132,6 +133,10 @@ def jobs(skip_big: bool) -> list[tuple[str, dict[str, list[str]], str | None]]:
             "upconv": [*UPCONV, "scale", "in6000.jpg", "out_big_u.jpg", "-f", "2", "-y"],
             "vips": ["vips", "resize", "in6000.jpg", "out_big_v.jpg", "2", "--kernel", "cubic"],
         }, "out_big_{}.jpg"))
+        rows.insert(3, ("6000x4000 JPEG x2, transpose in PyTorch's geometry (peak memory)", {
+            "upconv": [*UPCONV, "scale", "in6000.jpg", "out_pt_u.jpg", "-f", "2", "-y",
+                       "-m", "transpose", "--padding", "1"],
+        }, "out_pt_{}.jpg"))
     return rows
 
 

@@ -2,7 +2,7 @@
 
 Every resampler in upconv reads a method's :class:`InterpolationMethod`
 entry and nothing else: the separable interpolation (:mod:`upconv.interpolate`)
-takes its tap count and weight function, tiling (:mod:`upconv.tiles`) its
+takes its tap count, weight function and, for bands of rows, its prefilter's
 halo, and the built-in transposed-convolution kernels (:mod:`upconv.kernels`)
 sample its kernel profile. Adding a method is one entry in :data:`METHODS`
 (plus tests).
@@ -22,7 +22,7 @@ import numpy as np
 __all__ = ["InterpolationMethod", "METHODS", "Method", "BUILTIN_KERNELS", "kernel_method",
            "keys_cubic", "cubic_bspline", "lanczos", "SPLINE_HALO"]
 
-#: Input rows of halo a tile needs for the cubic spline prefilter, whose
+#: Input rows a band reads beyond its taps for the cubic spline prefilter, whose
 #: support is infinite but decays by |pole| = 0.268 per pixel (0.268**16 < 1e-9).
 SPLINE_HALO = 18
 
@@ -98,7 +98,8 @@ class InterpolationMethod:
         Divide each output sample's weights by their sum (Pillow does this for
         Lanczos, whose sampled weights do not sum to exactly 1).
     halo : int
-        Input rows a tile needs beyond its own rows.
+        Input rows a band reads on each side beyond those its taps reach: the
+        prefilter's start-up (0 for a finite support).
     kernel_name : str
         The name of the built-in transposed-convolution kernel made from
         ``kernel_profile``.
@@ -148,16 +149,16 @@ class InterpolationMethod:
 
 
 METHODS: dict[str, InterpolationMethod] = {m.name: m for m in (
-    InterpolationMethod("nearest", box, taps=1, prefilter=False, normalise=False, halo=1,
+    InterpolationMethod("nearest", box, taps=1, prefilter=False, normalise=False, halo=0,
                         kernel_name="nearest", kernel_profile=box, kernel_support=0.5,
                         scipy_order=0),
     InterpolationMethod("bilinear", triangle, taps=2, prefilter=False, normalise=False,
-                        halo=2, kernel_name="bilinear", kernel_profile=triangle,
+                        halo=0, kernel_name="bilinear", kernel_profile=triangle,
                         kernel_support=1.0, scipy_order=1),
     InterpolationMethod("bicubic", cubic_bspline, taps=4, prefilter=True, normalise=False,
                         halo=SPLINE_HALO, kernel_name="bicubic", kernel_profile=keys_cubic,
                         kernel_support=2.0, scipy_order=3),
-    InterpolationMethod("lanczos", lanczos, taps=6, prefilter=False, normalise=True, halo=4,
+    InterpolationMethod("lanczos", lanczos, taps=6, prefilter=False, normalise=True, halo=0,
                         kernel_name="lanczos3", kernel_profile=lanczos, kernel_support=3.0,
                         scipy_order=None),
 )}

@@ -82,8 +82,8 @@ def load_tensors(path: str | Path) -> dict[str, np.ndarray]:
     -------
     dict
         Each tensor's name (PyTorch's dotted path: ``"model.up1.weight"``) and
-        its values, a numpy array of the tensor's type and shape owning its
-        data. Tensors of a ``.safetensors`` file come in the order
+        its values: a numpy array of the tensor's type and shape, C-contiguous,
+        writable, sharing memory with no other. Tensors of a ``.safetensors`` file come in the order
         :func:`save_tensors` kept, else in the order of their data.
 
     Raises
@@ -228,21 +228,27 @@ def _listed(suffixes: tuple[str, ...]) -> str:
 
 def _not_found(name: str, problem: str, key: str, keys: list[str],
                ending: list[str]) -> str:
-    """The message for a key or pattern that finds no tensor: the names close to it
-    (``ending``: those that end with it first), else the first few names there are."""
+    """The message for a key or pattern that finds no tensor (or several): the names that
+    end with it (``ending``), else the names close to it, else the first few there are."""
+    near = ending or _close_names(key, keys)
+    if near:
+        return f"{name}: {problem}; did you mean: {', '.join(near[:SHOWN_KEYS])}?"
+    shown = ", ".join(keys[:SHOWN_KEYS])
+    more = f", ... ({len(keys)} in all)" if len(keys) > SHOWN_KEYS else ""
+    return f"{name}: {problem} (it has: {shown}{more})"
+
+
+def _close_names(key: str, keys: list[str]) -> list[str]:
+    """The names close to ``key``, whole or by their last parts (as many as ``key`` has:
+    ``up1.wieght`` is close to ``model.up1.weight``), closest first."""
     depth = key.count(".") + 1
     by_tail: dict[str, list[str]] = {}
     for known in keys:
         by_tail.setdefault(".".join(known.split(".")[-depth:]), []).append(known)
     close = difflib.get_close_matches(key, keys, n=SHOWN_KEYS, cutoff=0.5)
     close_tails = difflib.get_close_matches(key, list(by_tail), n=SHOWN_KEYS, cutoff=0.5)
-    near = list(dict.fromkeys(ending + close + [known for tail in close_tails
-                                                for known in by_tail[tail]]))
-    if near:
-        return f"{name}: {problem}; did you mean: {', '.join(near[:SHOWN_KEYS])}?"
-    shown = ", ".join(keys[:SHOWN_KEYS])
-    more = f", ... ({len(keys)} in all)" if len(keys) > SHOWN_KEYS else ""
-    return f"{name}: {problem} (it has: {shown}{more})"
+    return list(dict.fromkeys(close + [known for tail in close_tails
+                                       for known in by_tail[tail]]))
 
 
 def _refusal(name: str, what: str) -> str:
@@ -268,7 +274,7 @@ def _read_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {}
             for key in archive.files:
-                arrays[key] = archive[key]
+                arrays[key] = np.asarray(archive[key], order="C")
             return arrays
     except ValueError as exc:
         if "pickle" in str(exc).lower():
@@ -371,7 +377,7 @@ def _safetensors_bytes(arrays: dict[str, np.ndarray], name: str) -> bytes:
     safetensors = _safetensors_package(name, "writing")
     try:
         return safetensors.numpy.save(
-            {key: np.ascontiguousarray(array) for key, array in arrays.items()},
+            {key: np.asarray(array, order="C") for key, array in arrays.items()},
             metadata={KEY_ORDER_METADATA: json.dumps(list(arrays))})
     except (safetensors.SafetensorError, ValueError, TypeError, KeyError) as exc:
         raise BadInputError(f"{name}: cannot write as .safetensors ({_first_line(exc)})"
@@ -398,8 +404,16 @@ def _read_torch(data: bytes, name: str) -> dict[str, np.ndarray]:
     archive, folder = _torch_archive(data, name)
     torch = _torch_module()
     if torch is not None:
+        archive.close()
         return _load_with_torch(torch, data, name)
-    byteorder = "little"
+    with archive:
+        return _read_torch_restricted(archive, folder, name)
+
+
+def _read_torch_restricted(archive: zipfile.ZipFile, folder: str,
+                           name: str) -> dict[str, np.ndarray]:
+    """The tensors of a checkpoint as :class:`_TensorUnpickler` reads them (no PyTorch)."""
+    byteorder = "little"  # what PyTorch assumes of archives without the record
     if f"{folder}byteorder" in archive.namelist():
         byteorder = _member(archive, f"{folder}byteorder", name).decode("ascii", "replace")
         if byteorder not in ("little", "big"):
@@ -582,7 +596,7 @@ def _strided_copy(storage: object, element: object, offset: object, size: object
         view = np.lib.stride_tricks.as_strided(
             values[offset:], shape=size, strides=[step * values.itemsize for step in stride],
             writeable=False)
-    array = view.astype(values.dtype.newbyteorder("="))  # a copy, in this machine's order
+    array = view.astype(values.dtype.newbyteorder("="), order="C")  # a copy, native order
     if element.torch_name == "bfloat16":
         array = (array.astype(np.uint32) << 16).view(np.float32)
     return array

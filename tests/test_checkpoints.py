@@ -275,6 +275,19 @@ def test_every_global_outside_the_list_is_refused(tmp_path, module, name):
         load_tensors(path)
 
 
+@pytest.mark.parametrize("module, name", [("torch", "float8_e4m3fn"), ("torch", "int4"),
+                                          ("torch", "QInt8Storage")])
+def test_tensors_of_types_numpy_lacks_are_refused_as_such(tmp_path, module, name):
+    tensor = op_call(op_global("torch._utils", "_rebuild_tensor_v3"), op_text("x"), op_int(0),
+                     op_tuple(op_int(1)), op_tuple(op_int(1)), b"\x89",
+                     op_call(op_global("collections", "OrderedDict")), op_global(module, name))
+    path = write_pt(tmp_path, torch_zip(pickled_dict({"w": tensor})))
+    with pytest.raises(BadInputError) as caught:
+        load_tensors(path)
+    assert str(caught.value) == (f"{path}: tensors of type torch.{name}, which numpy cannot "
+                                 "hold; convert them to float32 in PyTorch and save again")
+
+
 @pytest.mark.parametrize("tensor, storages, message", [
     (op_tensor("0", 4, 0, (3, 3), (3, 1)), {"0": FOUR_FLOATS},
      "corrupt checkpoint: a tensor reaches past the end of its storage"),

@@ -429,7 +429,7 @@ def _read_torch_restricted(archive: zipfile.ZipFile, folder: str,
     except Exception as exc:  # hostile or damaged bytes can make an unpickler raise anything
         raise BadInputError(f"{name}: corrupt checkpoint ({type(exc).__name__}: "
                             f"{_first_line(exc)})") from None
-    return _named_tensors(loaded, lambda value: value.array if isinstance(value, _Tensor)
+    return _named_tensors(loaded, lambda value, _: value.array if isinstance(value, _Tensor)
                           else None, name)
 
 
@@ -478,26 +478,27 @@ def _load_with_torch(torch: ModuleType, data: bytes, name: str) -> dict[str, np.
         raise BadInputError(f"{name}: truncated or corrupt PyTorch checkpoint "
                             f"({_first_line(exc)})") from None
 
-    def as_array(value: object) -> np.ndarray | None:
+    def as_array(value: object, path: str) -> np.ndarray | None:
         if not isinstance(value, torch.Tensor):
             return None
         tensor = value.detach().cpu()
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()  # exact: numpy has no bfloat16
         try:
-            return np.array(tensor.numpy())  # a copy owning its data
-        except TypeError:
-            raise BadInputError(f"{name}: a tensor is {tensor.dtype}, a type numpy lacks; "
-                                "convert it to float32 in PyTorch and save again") from None
+            return np.array(tensor.numpy(), order="C")  # a copy, not PyTorch's memory
+        except (TypeError, RuntimeError):  # float8, quantized or sparse tensors
+            raise BadInputError(f"{name}: tensor {path!r} is {tensor.dtype}, which numpy "
+                                "cannot hold; convert it to float32 in PyTorch and save "
+                                "again") from None
 
     return _named_tensors(loaded, as_array, name)
 
 
-def _named_tensors(loaded: object, as_array: Callable[[object], np.ndarray | None],
+def _named_tensors(loaded: object, as_array: Callable[[object, str], np.ndarray | None],
                    name: str) -> dict[str, np.ndarray]:
     """Every tensor in a loaded checkpoint by its dotted path, in order.
 
-    ``as_array`` gives a value's array if it is a tensor, else None. Dicts are
+    ``as_array(value, path)`` gives a value's array if it is a tensor, else None. Dicts are
     walked by key, lists and tuples by index; other values are skipped, and
     so is a container met again inside itself. The first of two tensors whose
     paths read the same (keys 1 and "1") is kept.
@@ -506,7 +507,7 @@ def _named_tensors(loaded: object, as_array: Callable[[object], np.ndarray | Non
     walking: set[int] = set()
 
     def visit(value: object, path: str) -> None:
-        array = as_array(value)
+        array = as_array(value, path)
         if array is not None:
             found.setdefault(path, array)
             return
@@ -642,6 +643,13 @@ _SAFE_GLOBALS: dict[tuple[str, str], object] = {
 }
 
 
+#: The torch types and storage classes of tensors numpy cannot hold (``torch.float8_e4m3fn``,
+#: ``torch.QInt8Storage``, ``torch.int4``...): named in a pickle, they are refused as
+#: tensors of another type, not as code.
+_TYPES_NUMPY_LACKS = re.compile(r"float8_\w+|complex32|ComplexHalfStorage|q(u)?int\w+"
+                                r"|Q(U)?Int\w+Storage|bits\w+|u?int[1-7]")
+
+
 class _TensorUnpickler(pickle.Unpickler):
     """An unpickler for a checkpoint's ``data.pkl`` that builds tensors and plain values
     only: it refuses every global not in :data:`_SAFE_GLOBALS`, and reads each storage
@@ -655,9 +663,13 @@ class _TensorUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> object:
         found = _SAFE_GLOBALS.get((module, name))
-        if found is None:
-            raise BadInputError(_refusal(self.name, f"{module}.{name}"))
-        return found
+        if found is not None:
+            return found
+        if module == "torch" and _TYPES_NUMPY_LACKS.fullmatch(name):
+            raise BadInputError(f"{self.name}: tensors of type torch.{name}, which numpy "
+                                "cannot hold; convert them to float32 in PyTorch and save "
+                                "again")
+        raise BadInputError(_refusal(self.name, f"{module}.{name}"))
 
     def persistent_load(self, pid: object) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"

@@ -229,6 +229,18 @@ def test_a_hand_built_checkpoint_reads_as_built(tmp_path):
     assert loaded.dtype == np.float32 and loaded.dtype.isnative
 
 
+def test_a_bare_tensor_and_tensors_in_lists_are_named_by_position(tmp_path):
+    bare = write_pt(tmp_path, torch_zip(b"\x80\x02" + op_tensor("0", 4, 0, (4,), (1,)) + b".",
+                                        {"0": FOUR_FLOATS}))
+    assert list(load_tensors(bare)) == [""]
+    listed = write_pt(tmp_path, torch_zip(
+        b"\x80\x02" + op_tuple(op_int(5), op_tensor("0", 4, 0, (2,), (1,)),
+                               op_tensor("0", 4, 2, (2,), (1,))) + b".", {"0": FOUR_FLOATS}))
+    loaded = load_tensors(listed)
+    assert list(loaded) == ["1", "2"]
+    np.testing.assert_array_equal(loaded["2"], [3.0, 4.0])
+
+
 class RunsACommand:
     def __init__(self, command: str) -> None:
         self.command = command
@@ -431,6 +443,10 @@ def test_npz_files_that_are_not_archives_or_hold_nothing_are_refused(tmp_path):
         load_tensors(path)
     np.savez(path)
     with pytest.raises(BadInputError, match=r"w\.npz: no tensors in the file"):
+        load_tensors(path)
+    np.savez(path, w=np.ones(100))
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(BadInputError, match=r"w\.npz: truncated or corrupt \.npz file"):
         load_tensors(path)
 
 

@@ -384,7 +384,6 @@ def _safetensors_bytes(arrays: dict[str, np.ndarray], name: str) -> bytes:
                             ) from None
 
 
-
 # .pt / .pth
 
 

@@ -82,8 +82,8 @@ def load_tensors(path: str | Path) -> dict[str, np.ndarray]:
     -------
     dict
         Each tensor's name (PyTorch's dotted path: ``"model.up1.weight"``) and
-        its values, a numpy array of the tensor's type and shape owning its
-        data. Tensors of a ``.safetensors`` file come in the order
+        its values: a numpy array of the tensor's type and shape, C-contiguous,
+        writable, sharing memory with no other. Tensors of a ``.safetensors`` file come in the order
         :func:`save_tensors` kept, else in the order of their data.
 
     Raises
@@ -228,21 +228,27 @@ def _listed(suffixes: tuple[str, ...]) -> str:
 
 def _not_found(name: str, problem: str, key: str, keys: list[str],
                ending: list[str]) -> str:
-    """The message for a key or pattern that finds no tensor: the names close to it
-    (``ending``: those that end with it first), else the first few names there are."""
+    """The message for a key or pattern that finds no tensor (or several): the names that
+    end with it (``ending``), else the names close to it, else the first few there are."""
+    near = ending or _close_names(key, keys)
+    if near:
+        return f"{name}: {problem}; did you mean: {', '.join(near[:SHOWN_KEYS])}?"
+    shown = ", ".join(keys[:SHOWN_KEYS])
+    more = f", ... ({len(keys)} in all)" if len(keys) > SHOWN_KEYS else ""
+    return f"{name}: {problem} (it has: {shown}{more})"
+
+
+def _close_names(key: str, keys: list[str]) -> list[str]:
+    """The names close to ``key``, whole or by their last parts (as many as ``key`` has:
+    ``up1.wieght`` is close to ``model.up1.weight``), closest first."""
     depth = key.count(".") + 1
     by_tail: dict[str, list[str]] = {}
     for known in keys:
         by_tail.setdefault(".".join(known.split(".")[-depth:]), []).append(known)
     close = difflib.get_close_matches(key, keys, n=SHOWN_KEYS, cutoff=0.5)
     close_tails = difflib.get_close_matches(key, list(by_tail), n=SHOWN_KEYS, cutoff=0.5)
-    near = list(dict.fromkeys(ending + close + [known for tail in close_tails
-                                                for known in by_tail[tail]]))
-    if near:
-        return f"{name}: {problem}; did you mean: {', '.join(near[:SHOWN_KEYS])}?"
-    shown = ", ".join(keys[:SHOWN_KEYS])
-    more = f", ... ({len(keys)} in all)" if len(keys) > SHOWN_KEYS else ""
-    return f"{name}: {problem} (it has: {shown}{more})"
+    return list(dict.fromkeys(close + [known for tail in close_tails
+                                       for known in by_tail[tail]]))
 
 
 def _refusal(name: str, what: str) -> str:
@@ -268,7 +274,7 @@ def _read_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {}
             for key in archive.files:
-                arrays[key] = archive[key]
+                arrays[key] = np.asarray(archive[key], order="C")
             return arrays
     except ValueError as exc:
         if "pickle" in str(exc).lower():
@@ -371,12 +377,11 @@ def _safetensors_bytes(arrays: dict[str, np.ndarray], name: str) -> bytes:
     safetensors = _safetensors_package(name, "writing")
     try:
         return safetensors.numpy.save(
-            {key: np.ascontiguousarray(array) for key, array in arrays.items()},
+            {key: np.asarray(array, order="C") for key, array in arrays.items()},
             metadata={KEY_ORDER_METADATA: json.dumps(list(arrays))})
     except (safetensors.SafetensorError, ValueError, TypeError, KeyError) as exc:
         raise BadInputError(f"{name}: cannot write as .safetensors ({_first_line(exc)})"
                             ) from None
-
 
 
 # .pt / .pth
@@ -398,8 +403,16 @@ def _read_torch(data: bytes, name: str) -> dict[str, np.ndarray]:
     archive, folder = _torch_archive(data, name)
     torch = _torch_module()
     if torch is not None:
+        archive.close()
         return _load_with_torch(torch, data, name)
-    byteorder = "little"
+    with archive:
+        return _read_torch_restricted(archive, folder, name)
+
+
+def _read_torch_restricted(archive: zipfile.ZipFile, folder: str,
+                           name: str) -> dict[str, np.ndarray]:
+    """The tensors of a checkpoint as :class:`_TensorUnpickler` reads them (no PyTorch)."""
+    byteorder = "little"  # what PyTorch assumes of archives without the record
     if f"{folder}byteorder" in archive.namelist():
         byteorder = _member(archive, f"{folder}byteorder", name).decode("ascii", "replace")
         if byteorder not in ("little", "big"):
@@ -415,7 +428,7 @@ def _read_torch(data: bytes, name: str) -> dict[str, np.ndarray]:
     except Exception as exc:  # hostile or damaged bytes can make an unpickler raise anything
         raise BadInputError(f"{name}: corrupt checkpoint ({type(exc).__name__}: "
                             f"{_first_line(exc)})") from None
-    return _named_tensors(loaded, lambda value: value.array if isinstance(value, _Tensor)
+    return _named_tensors(loaded, lambda value, _: value.array if isinstance(value, _Tensor)
                           else None, name)
 
 
@@ -464,26 +477,27 @@ def _load_with_torch(torch: ModuleType, data: bytes, name: str) -> dict[str, np.
         raise BadInputError(f"{name}: truncated or corrupt PyTorch checkpoint "
                             f"({_first_line(exc)})") from None
 
-    def as_array(value: object) -> np.ndarray | None:
+    def as_array(value: object, path: str) -> np.ndarray | None:
         if not isinstance(value, torch.Tensor):
             return None
         tensor = value.detach().cpu()
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()  # exact: numpy has no bfloat16
         try:
-            return np.array(tensor.numpy())  # a copy owning its data
-        except TypeError:
-            raise BadInputError(f"{name}: a tensor is {tensor.dtype}, a type numpy lacks; "
-                                "convert it to float32 in PyTorch and save again") from None
+            return np.array(tensor.numpy(), order="C")  # a copy, not PyTorch's memory
+        except (TypeError, RuntimeError):  # float8, quantized or sparse tensors
+            raise BadInputError(f"{name}: tensor {path!r} is {tensor.dtype}, which numpy "
+                                "cannot hold; convert it to float32 in PyTorch and save "
+                                "again") from None
 
     return _named_tensors(loaded, as_array, name)
 
 
-def _named_tensors(loaded: object, as_array: Callable[[object], np.ndarray | None],
+def _named_tensors(loaded: object, as_array: Callable[[object, str], np.ndarray | None],
                    name: str) -> dict[str, np.ndarray]:
     """Every tensor in a loaded checkpoint by its dotted path, in order.
 
-    ``as_array`` gives a value's array if it is a tensor, else None. Dicts are
+    ``as_array(value, path)`` gives a value's array if it is a tensor, else None. Dicts are
     walked by key, lists and tuples by index; other values are skipped, and
     so is a container met again inside itself. The first of two tensors whose
     paths read the same (keys 1 and "1") is kept.
@@ -492,7 +506,7 @@ def _named_tensors(loaded: object, as_array: Callable[[object], np.ndarray | Non
     walking: set[int] = set()
 
     def visit(value: object, path: str) -> None:
-        array = as_array(value)
+        array = as_array(value, path)
         if array is not None:
             found.setdefault(path, array)
             return
@@ -582,7 +596,7 @@ def _strided_copy(storage: object, element: object, offset: object, size: object
         view = np.lib.stride_tricks.as_strided(
             values[offset:], shape=size, strides=[step * values.itemsize for step in stride],
             writeable=False)
-    array = view.astype(values.dtype.newbyteorder("="))  # a copy, in this machine's order
+    array = view.astype(values.dtype.newbyteorder("="), order="C")  # a copy, native order
     if element.torch_name == "bfloat16":
         array = (array.astype(np.uint32) << 16).view(np.float32)
     return array
@@ -628,6 +642,13 @@ _SAFE_GLOBALS: dict[tuple[str, str], object] = {
 }
 
 
+#: The torch types and storage classes of tensors numpy cannot hold (``torch.float8_e4m3fn``,
+#: ``torch.QInt8Storage``, ``torch.int4``...): named in a pickle, they are refused as
+#: tensors of another type, not as code.
+_TYPES_NUMPY_LACKS = re.compile(r"float8_\w+|complex32|ComplexHalfStorage|q(u)?int\w+"
+                                r"|Q(U)?Int\w+Storage|bits\w+|u?int[1-7]")
+
+
 class _TensorUnpickler(pickle.Unpickler):
     """An unpickler for a checkpoint's ``data.pkl`` that builds tensors and plain values
     only: it refuses every global not in :data:`_SAFE_GLOBALS`, and reads each storage
@@ -641,9 +662,13 @@ class _TensorUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> object:
         found = _SAFE_GLOBALS.get((module, name))
-        if found is None:
-            raise BadInputError(_refusal(self.name, f"{module}.{name}"))
-        return found
+        if found is not None:
+            return found
+        if module == "torch" and _TYPES_NUMPY_LACKS.fullmatch(name):
+            raise BadInputError(f"{self.name}: tensors of type torch.{name}, which numpy "
+                                "cannot hold; convert them to float32 in PyTorch and save "
+                                "again")
+        raise BadInputError(_refusal(self.name, f"{module}.{name}"))
 
     def persistent_load(self, pid: object) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"

@@ -281,7 +281,8 @@ def files(tmp_path):
     (tmp_path / "a_file").write_text("x")
     np.save(tmp_path / "nan.npy", np.array([[0.5, np.nan]]))
     np.save(tmp_path / "objects.npy", np.array([[object()]], dtype=object), allow_pickle=True)
-    np.save(tmp_path / "wrong.npy", np.zeros((2, 2, 7)))
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 2, 2, 2, 2)))
+    np.save(tmp_path / "seven.npy", np.zeros((2, 2, 7)))
     (tmp_path / "bomb.png").write_bytes(png_header_only(30000, 30000))
     return tmp_path
 
@@ -310,6 +311,7 @@ def png_header_only(width: int, height: int) -> bytes:
     (["scale", "{d}/nan.npy", "{out}", "-f", "2"], 1, "NaN"),
     (["scale", "{d}/objects.npy", "{out}", "-f", "2"], 1, "numbers"),
     (["scale", "{d}/wrong.npy", "{out}", "-f", "2"], 1, "H x W x C"),
+    (["scale", "{d}/seven.npy", "{out}", "-f", "2"], 1, "only .npy output can hold"),
     (["scale", "{photo}", "{d}/result.xyz", "-f", "2"], 1, "unknown image suffix"),
     (["scale", "{photo}", "{d}/result", "-f", "2"], 1, "no file suffix"),
     (["scale", "{photo}", "{out}", "-f", "2", "--format", "gif9"], 2, "unknown format"),

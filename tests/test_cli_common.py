@@ -80,7 +80,7 @@ def test_help_texts_keep_their_layout_and_list_their_own_exit_statuses(command, 
 def test_the_whole_exit_status_table_is_under_upconv_help(capsys):
     assert run(["--help"]) == 0
     text = capsys.readouterr().out
-    assert "3    report: the checkerboard score" in text and "141" in text
+    assert "3    report, kernel audit: the checkerboard score" in text and "141" in text
 
 
 @pytest.mark.parametrize("command", [["scale", PHOTO, "-", "-f", "2"],

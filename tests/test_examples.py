@@ -19,19 +19,22 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
+from upconv.auditing import fix_layers
+from upconv.checkpoints import save_tensors
 from upconv.cli import run
 from upconv.kernels import Kernel, builtin_kernel
 
 SKIP = ("--dask", "pip install", "python3 -m venv", "dask scheduler", "dask worker")
 COMMANDS = [["scale"], ["fit"], ["degrade"], ["report"], ["kernel", "show"],
-            ["kernel", "matrix"]]
+            ["kernel", "matrix"], ["kernel", "audit"], ["kernel", "fix"], ["kernel", "init"]]
 #: Options that take a value, to tell a command's positional arguments apart.
 VALUED = {"-f", "--factor", "-m", "--method", "-s", "--size", "-b", "--boundary", "-k",
           "--kernel", "--padding", "--output-padding", "--post-kernel", "--format", "-q",
           "--quality", "--max-pixels", "--threads", "--tile", "--report", "-o", "--output",
           "--output-dir", "--name", "-j", "--jobs", "--fit", "--ridge", "--margin",
           "--degrade", "--reference", "--map", "--spectrum", "--input-size", "--stride",
-          "--out", "--fail-above"}
+          "--out", "--fail-above", "--layer", "--bias", "--layout", "--in", "--seed",
+          "--key"}
 #: Options whose value is a file or folder the example writes.
 WRITES = {"-o", "--output", "--output-dir", "--map", "--spectrum", "--out", "--report"}
 
@@ -98,6 +101,16 @@ def scratch(tmp_path_factory):
     for name in ("k3.txt", "k3x3.txt"):
         (base / name).write_text("1 2 3\n4 5 6\n7 8 9\n")
     assert isinstance(Kernel.load(base / "k.json"), Kernel)
+    decoder = {"dec.up1.weight": rng.normal(size=(8, 4, 4, 4)).astype(np.float32),
+               "dec.up1.bias": rng.normal(size=4).astype(np.float32),
+               "dec.up2.weight": rng.normal(size=(4, 3, 4, 4)).astype(np.float32),
+               "dec.up2.bias": rng.normal(size=3).astype(np.float32),
+               "dec.up3.weight": rng.normal(size=(3, 3, 8, 8)).astype(np.float32)}
+    save_tensors(decoder, base / "decoder.safetensors")
+    save_tensors(decoder, base / "decoder.npz")
+    save_tensors(fix_layers(decoder, strides=["2", "dec.up3.*=4"])[0], base / "fixed.safetensors")
+    shutil.copy(ROOT / "tests" / "data" / "tiny_decoder.pt", base / "decoder.pt")
+    np.save(base / "x.npy", rng.random((1, 8, 12, 10)).astype(np.float32))
     return base
 
 

@@ -256,7 +256,7 @@ def test_nan_in_a_float_tiff_is_refused(tmp_path):
 def test_integer_npy_arrays(tmp_path):
     np.save(tmp_path / "u8.npy", np.full((2, 3), 128, np.uint8))
     picture = load_image(str(tmp_path / "u8.npy"))
-    assert picture.samples.dtype == np.uint8 and picture.was_2d
+    assert picture.samples.dtype == np.uint8 and picture.layout == "hw"
     np.save(tmp_path / "mask.npy", np.array([[True, False]]))
     np.testing.assert_array_equal(load_image(str(tmp_path / "mask.npy")).samples[..., 0], [[1, 0]])
     np.save(tmp_path / "big.npy", np.array([[0, 300]], np.int64))

@@ -161,7 +161,7 @@ def test_cli_pytorch_geometry_defaults_to_zero_boundary(tmp_path, capsys, rng):
     (["-m", "transpose", "--size", "10x10"], 2, "use --factor"),
     (["-m", "bicubic", "-f", "2", "--kernel", "bilinear"], 2, "--method transpose only"),
     (["-m", "bicubic", "-f", "2", "--padding", "1"], 2, "--method transpose only"),
-    (["-m", "transpose", "-f", "2", "--output-padding", "1"], 2, "needs --padding"),
+    (["-m", "transpose", "-f", "2", "--output-padding", "1"], 1, "needs the PyTorch geometry"),
     (["-m", "transpose", "-f", "2.5"], 2, "whole factor"),
     (["-m", "transpose", "-f", "2x3"], 2, "one stride"),
     (["-m", "transpose"], 1, "needs a factor"),

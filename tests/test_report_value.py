@@ -35,7 +35,8 @@ from upconv.samples import to_float
 TOP = ["factor", "factor_detected", "checkerboard", "kernel", "reference"]
 BOARD = ["score", "verdict", "unit", "period", "phase_means", "spectral_peak_db", "noise",
          "significant"]
-KERNEL = ["name", "shape", "stride", "phase_sums", "spread", "flat_stays_flat", "dc_gain"]
+KERNEL = ["name", "shape", "stride", "phase_sums", "spread", "flat_stays_flat", "dc_gain",
+          "layer"]
 REFERENCE = ["psnr", "ssim", "channels"]
 
 

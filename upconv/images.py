@@ -24,7 +24,15 @@ from .errors import BadInputError, UpconvError
 from .fileio import output_writer, read_bytes, write_output
 from .jpeg import encode_jpeg
 from .limits import DEFAULT_MAX_PIXELS
-from .npy import NPY_MAGIC, NpyFile, check_npy_image, npy_samples, read_npy_header
+from .npy import (
+    NPY_MAGIC,
+    NpyFile,
+    array_to_hwc,
+    check_npy_image,
+    hwc_to_array,
+    npy_samples,
+    read_npy_header,
+)
 from .png import PngWriter, encode_png, is_16bit_colour_png, png_metadata, read_png16
 from .samples import convert_samples, to_float
 
@@ -57,18 +65,20 @@ class Picture:
     ----------
     samples : ndarray, shape (H, W, C)
         uint8, uint16 or floating point (float values nominally in [0, 1]).
-        C is 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
+        In an image file C is 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA);
+        an ``.npy`` array may have any number of channels, none of them alpha.
     icc_profile : bytes or None
         The embedded colour profile, carried over to the output.
-    was_2d : bool
-        The input was a 2-D (H x W) ``.npy`` array; a ``.npy`` output is 2-D too.
+    layout : str or None
+        An ``.npy`` array's layout (``hw``, ``hwc``, ``chw``, ``nchw``: see
+        :mod:`upconv.npy`), which a ``.npy`` output keeps; None for image files.
     exif, dpi, subsampling
         Metadata carried over to outputs that can hold it (see :class:`SaveOptions`).
     """
 
     samples: np.ndarray
     icc_profile: bytes | None = None
-    was_2d: bool = False
+    layout: str | None = None
     #: EXIF (TIFF-structured bytes), with the orientation tag reset to 1 once applied
     exif: bytes | None = None
     #: pixels per inch (x, y), when the file said
@@ -78,6 +88,7 @@ class Picture:
 
     @property
     def has_alpha(self) -> bool:
+        """Whether an image file would take the last channel as alpha (2 or 4 channels)."""
         return self.samples.shape[2] in (2, 4)
 
     @property
@@ -109,16 +120,15 @@ def format_for(path: str, explicit: str | None) -> str:
 
 # --------------------------------------------------------------------------- reading
 
-def _load_npy(data: bytes, name: str, max_pixels: int) -> Picture:
+def _load_npy(data: bytes, name: str, max_pixels: int, layout: str | None) -> Picture:
     header = read_npy_header(io.BytesIO(data), name)
-    check_npy_image(header, name, max_pixels)
+    found = check_npy_image(header, name, max_pixels, layout)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise BadInputError(f"{name}: corrupt or truncated .npy file ({exc})") from None
-    was_2d = array.ndim == 2
-    samples = npy_samples(array[:, :, None] if was_2d else array, name)
-    return Picture(np.ascontiguousarray(samples), was_2d=was_2d)
+    samples = npy_samples(array_to_hwc(array, found), name)
+    return Picture(np.ascontiguousarray(samples), layout=found)
 
 
 def image_shape(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -206,13 +216,16 @@ def _to_srgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes 
     return image.convert("RGB"), None
 
 
-def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+               layout: str | None = None) -> Picture:
     """Read an image file (or ``"-"`` for standard input).
 
     The format is recognised from the content, not the name. EXIF
     orientation is applied; palette and 1-bit images become RGB(A) or gray;
     colour-key (tRNS) transparency becomes an alpha channel; CMYK and LAB
-    become sRGB; 16-bit images stay 16-bit; ``.npy`` float arrays stay float.
+    become sRGB; 16-bit images stay 16-bit; ``.npy`` float arrays stay float,
+    with any number of channels, read in ``layout`` (``"hwc"`` or ``"chw"``
+    for 3-D arrays; see :func:`upconv.npy.array_layout`).
 
     Raises
     ------
@@ -222,7 +235,7 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     data = read_bytes(path)
     name = "standard input" if path == "-" else path
     if data.startswith(NPY_MAGIC):
-        return _load_npy(data, name, max_pixels)
+        return _load_npy(data, name, max_pixels, layout)
     if is_16bit_colour_png(data):
         try:
             samples, icc = read_png16(data, max_pixels)
@@ -368,8 +381,7 @@ def _encode(picture: Picture, fmt: str, options: SaveOptions) -> tuple[bytes, li
     if pillow_format == "NPY":
         buffer = io.BytesIO()
         values = to_float(samples)
-        np.save(buffer, values[:, :, 0] if picture.was_2d and values.shape[2] == 1 else values,
-                allow_pickle=False)
+        np.save(buffer, hwc_to_array(values, picture.layout or "hwc"), allow_pickle=False)
         return buffer.getvalue(), notes
     if picture.has_alpha and not holds_alpha:
         samples = samples[:, :, :-1]

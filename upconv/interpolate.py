@@ -31,11 +31,12 @@ from .polyphase import (
     Phases,
     apply_general,
     apply_separable,
+    band_of_periods,
     default_threads,
     gather,
     run_over_rows,
 )
-from .samples import from_float, to_float
+from .samples import to_float
 
 __all__ = ["axis_taps", "axis_phases", "nearest", "nearest_band", "interpolate",
            "interpolate_band", "x_coefficients"]
@@ -172,9 +173,15 @@ def _recursion_by_doubling(rows: np.ndarray, step: int, scratch: np.ndarray,
             rows[:, shift:] += shifted
 
 
+def _spline_pad(boundary: Boundary) -> int:
+    """How far :func:`_spline_coefficients` extends the image: :data:`SPLINE_PREPAD`, or 2
+    for "reflect" (scipy's exact mirror start-up needs no prepad)."""
+    return 2 if boundary is Boundary.REFLECT else SPLINE_PREPAD
+
+
 def _spline_coefficients(image: np.ndarray, boundary: Boundary,
-                         threads: int | None = None) -> tuple[np.ndarray, int]:
-    """Cubic B-spline coefficients of the image, extended by their pad: ``(coeffs, pad)``.
+                         threads: int | None = None) -> np.ndarray:
+    """Cubic B-spline coefficients of the image, extended by :func:`_spline_pad`.
 
     For "edge" and "zero", scipy extends the image by :data:`SPLINE_PREPAD`
     samples before filtering, and so does upconv. For "reflect", scipy uses
@@ -188,8 +195,8 @@ def _spline_coefficients(image: np.ndarray, boundary: Boundary,
         coeffs = image.copy()
         for axis in (0, 1):
             ndimage.spline_filter1d(coeffs, 3, axis=axis, mode="reflect", output=coeffs)
-        return _extend(coeffs, 2, boundary), 2
-    return _y_coefficients(x_coefficients(image, boundary, threads), boundary), SPLINE_PREPAD
+        return _extend(coeffs, _spline_pad(boundary), boundary)
+    return _y_coefficients(x_coefficients(image, boundary, threads), boundary)
 
 
 def x_coefficients(rows: np.ndarray, boundary: Boundary,
@@ -340,7 +347,7 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
         band = (band[0] // period_y * period_y, -(-band[1] // period_y) * period_y)
     first_row, last_row = band
     if method.prefilter:
-        pad = 2 if boundary is Boundary.REFLECT else SPLINE_PREPAD
+        pad = _spline_pad(boundary)
     else:
         pad = method.pad
     taps_y = axis_taps(height, out_h, method, pad)
@@ -350,7 +357,7 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
         first = max(0, lo - pad - method.halo)
         window = read_rows(first, min(height, hi - pad + method.halo))
         ext = (_y_coefficients(window, boundary) if x_filtered
-               else _spline_coefficients(window, boundary, threads)[0])
+               else _spline_coefficients(window, boundary, threads))
         offset = first  # ext's row 0 is image row first - pad: extended row `first`
     else:
         ext = boundary.window(read_rows, height, lo - pad, hi - pad, (pad, pad))
@@ -368,10 +375,7 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
     else:
         apply_general(ext, AxisTaps(index - offset, weights.astype(ext.dtype)),
                       axis_taps(width, out_w, method, pad), target, threads)
-    rows = target[wanted[0] - first_row:wanted[1] - first_row]
-    if out is None or target is out:
-        return rows
-    return from_float(rows, out.dtype, out=out)
+    return band_of_periods(target, wanted[0] - first_row, wanted[1] - wanted[0], out_w, out)
 
 
 def _as_dtype(phases: Phases, dtype: type) -> Phases:

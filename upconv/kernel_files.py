@@ -3,10 +3,11 @@
 Formats (the suffix decides):
 
 - ``.json``: self-describing (``format``, ``stride``, ``alignment``, ``shape``,
-  ``weights``, optional ``padding`` and provenance), an exact round trip;
+  ``weights``, optional ``padding``, ``output_padding``, ``bias`` and
+  provenance), an exact round trip;
 - ``.npy``: the weights (read with ``allow_pickle=False``);
-- ``.npz``: array ``weights``, optional ``stride``, ``padding`` and
-  ``boundary`` (other arrays are left alone);
+- ``.npz``: array ``weights``, optional ``stride``, ``padding``,
+  ``output_padding``, ``bias`` and ``boundary`` (other arrays are left alone);
 - ``.txt``/``.csv``: a 2-D grid of numbers.
 
 Every format is read by the same rules (:func:`_checked_weights`,
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoints import load_tensors, split_spec, tensor_named
 from .errors import BadInputError, UpconvError
 from .fileio import read_bytes, write_output
 from .kernels import POST_KERNELS, Kernel, builtin_kernel
@@ -36,7 +38,8 @@ from .methods import BUILTIN_KERNELS
 from .options import Boundary, choice
 
 __all__ = ["KERNEL_SUFFIXES", "load_kernel", "save_kernel", "resolve_kernel",
-           "default_kernel", "post_weights", "DEFAULTS_FOLDER"]
+           "default_kernel", "post_weights", "DEFAULTS_FOLDER", "tensor_from_spec",
+           "is_checkpoint_spec", "load_bias"]
 
 #: The file suffixes kernels are read from and written to.
 KERNEL_SUFFIXES = (".json", ".npy", ".npz", ".txt", ".csv")
@@ -62,6 +65,10 @@ def kernel_bytes(kernel: Kernel, suffix: str, name: str = "kernel") -> bytes:
             extra["padding"] = np.array(kernel.padding)
         if kernel.info.get("boundary"):
             extra["boundary"] = np.array(kernel.info["boundary"])
+        if kernel.output_padding:
+            extra["output_padding"] = np.array(kernel.output_padding)
+        if kernel.bias is not None:
+            extra["bias"] = kernel.bias
         np.savez(buffer, weights=kernel.weights, **extra)
     elif suffix in (".txt", ".csv"):
         if kernel.weights.ndim != 2:
@@ -120,7 +127,7 @@ def _from_npz(data: bytes, name: str, key: str = WEIGHTS_KEY) -> Kernel:
             if key not in arrays:
                 raise BadInputError(_missing(name, f"array named {key!r}", arrays))
             fields: dict[str, object] = {WEIGHTS_KEY: archive[key]}
-            for field in ("stride", "padding", "boundary"):
+            for field in ("stride", "padding", "boundary", "output_padding", "bias"):
                 if field in arrays:
                     fields[field] = archive[field].tolist()
     except UpconvError:
@@ -246,7 +253,7 @@ def _from_fields(document: dict, name: str) -> Kernel:
     Other fields are kept as provenance (``info``).
     """
     weights = _checked_weights(document[WEIGHTS_KEY], name, f"\"{WEIGHTS_KEY}\"")
-    for key in ("stride", "padding"):
+    for key in ("stride", "padding", "output_padding"):
         value = document.get(key)
         values = value if isinstance(value, list) else [value]
         if value is not None and not all(_is_json_number(v) for v in values):
@@ -277,15 +284,21 @@ def _from_fields(document: dict, name: str) -> Kernel:
     if "shape" in document and list(document["shape"]) != list(weights.shape):
         raise BadInputError(f"{name}: \"shape\" {document['shape']} does not match the weights "
                           f"{list(weights.shape)}")
-    known = {"format", "version", "stride", "alignment", "shape", WEIGHTS_KEY, "padding"}
+    bias = document.get("bias")
+    if bias is not None:
+        bias = _checked_weights(bias, name, "\"bias\"")
+    known = {"format", "version", "stride", "alignment", "shape", WEIGHTS_KEY, "padding",
+             "output_padding", "bias"}
     info = {k: v for k, v in document.items() if k not in known}
     return Kernel(weights, stride=document.get("stride"), padding=padding,
-                  name=Path(name).name, info=info)
+                  name=Path(name).name, info=info,
+                  output_padding=document.get("output_padding") or 0, bias=bias)
 
 
 def resolve_kernel(spec: Kernel | str | Path, factor: int | None,
                    builtin_stride: int | None = None, require_stride: bool = True) -> Kernel:
-    """A kernel from a ``Kernel``, a built-in name or a file path, with its stride settled.
+    """A kernel from a ``Kernel``, a built-in name, a file path or a checkpoint's tensor
+    (``FILE:KEY``; :func:`tensor_from_spec`), with its stride settled.
 
     The stride is the kernel's own, else ``factor`` (a mismatch is an error).
     A built-in is made for ``factor``, else ``builtin_stride``. With
@@ -300,6 +313,12 @@ def resolve_kernel(spec: Kernel | str | Path, factor: int | None,
     if isinstance(spec, Kernel):
         return spec.with_stride(factor)
     text = str(spec)
+    if is_checkpoint_spec(text):
+        weights, name = tensor_from_spec(text)
+        kernel = Kernel(_checked_weights(weights, name, "the weights"), name=name)
+        if factor is None and not require_stride:
+            return kernel
+        return kernel.with_stride(factor)
     if text in BUILTIN_KERNELS:
         stride = factor if factor is not None else builtin_stride
         if stride is None:
@@ -309,6 +328,64 @@ def resolve_kernel(spec: Kernel | str | Path, factor: int | None,
     if factor is None and kernel.stride is None and not require_stride:
         return kernel
     return kernel.with_stride(factor)
+
+
+def tensor_from_spec(spec: str, what: str = "kernel") -> tuple[np.ndarray, str]:
+    """A tensor chosen by ``FILE:KEY`` (a checkpoint's ``.safetensors``, ``.pt``, ``.pth``
+    or ``.npz``; see :mod:`upconv.checkpoints`), or a weight file's only tensor; and the
+    name to show for it (``"ckpt.safetensors:up1.weight"``).
+
+    A checkpoint without a key must hold exactly one tensor; otherwise the
+    message lists them.
+    """
+    path, key = split_spec(spec)
+    tensors = load_tensors(path)
+    if key is not None:
+        return tensor_named(tensors, key, path), f"{Path(path).name}:{key}"
+    if len(tensors) != 1:
+        shown = ", ".join(list(tensors)[:8]) + (", ..." if len(tensors) > 8 else "")
+        raise BadInputError(f"{path}: holds {len(tensors)} tensors; choose the {what} with "
+                            f"{path}:KEY (it has: {shown})")
+    (key, tensor), = tensors.items()
+    return tensor, f"{Path(path).name}:{key}"
+
+
+def is_checkpoint_spec(spec: str) -> bool:
+    """Whether ``spec`` names a checkpoint tensor (``FILE:KEY``, or a ``.safetensors``,
+    ``.pt`` or ``.pth`` file) rather than a kernel file.
+
+    Examples
+    --------
+    >>> is_checkpoint_spec("k.json"), is_checkpoint_spec("ckpt.pt"), is_checkpoint_spec("a.npz:w")
+    (False, True, True)
+    """
+    path, key = split_spec(spec)
+    return key is not None or Path(path).suffix.lower() in (".safetensors", ".pt", ".pth")
+
+
+def load_bias(spec: str) -> np.ndarray:
+    """A bias (one number per output channel) from ``FILE:KEY`` of a checkpoint, or from
+    a ``.npy``, ``.txt`` or ``.csv`` file of numbers."""
+    if is_checkpoint_spec(spec):
+        values, name = tensor_from_spec(spec, "bias")
+    else:
+        name = spec
+        data = read_bytes(spec, kind="bias", stdin=False)
+        suffix = Path(spec).suffix.lower()
+        if suffix == ".npy":
+            values = _load_npy(data, spec)
+        elif suffix in (".txt", ".csv"):
+            values = _load_text(data, spec)
+        else:
+            raise BadInputError(f"{spec}: a bias comes from FILE:KEY of a checkpoint, or a "
+                                ".npy, .txt or .csv file")
+    values = _checked_weights(np.asarray(values), name, "the bias")
+    if values.ndim != 1:
+        values = values.squeeze()
+    if values.ndim != 1:
+        raise BadInputError(f"{name}: a bias is one number per output channel; got shape "
+                            f"{values.shape}")
+    return values
 
 
 def default_kernel(stride: int | None) -> Kernel | str:

@@ -58,6 +58,12 @@ class Kernel:
         (then ``--factor`` supplies it).
     padding : int or None
         ``None`` for the centred alignment; an integer P for PyTorch's.
+    output_padding : int or (int, int)
+        PyTorch's ``output_padding`` (``0 <= Q < s``; PyTorch's geometry only):
+        rows and columns added at the bottom and right of the output.
+    bias : ndarray or None
+        One value per output channel, added to the output as PyTorch's
+        ``ConvTranspose2d`` adds its bias.
     name : str
         Where it came from, for reports ("bilinear", a file name, ...).
     info : dict
@@ -75,6 +81,8 @@ class Kernel:
     padding: int | None = None
     name: str = "kernel"
     info: dict[str, Any] = field(default_factory=dict, compare=False)
+    output_padding: int | tuple[int, int] = 0
+    bias: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         weights = _validated_weights(self.weights, self.name)
@@ -83,6 +91,13 @@ class Kernel:
             object.__setattr__(self, "stride", _validated_stride(self.stride, self.name))
         if self.padding is not None:
             object.__setattr__(self, "padding", _validated_padding(self.padding, self.name))
+        object.__setattr__(self, "output_padding",
+                           _validated_padding(self.output_padding, self.name, "output_padding"))
+        if self.output_padding and self.padding is None:
+            raise BadInputError(f"{self.name}: output_padding needs PyTorch's geometry "
+                                "(a padding)")
+        if self.bias is not None:
+            object.__setattr__(self, "bias", _validated_bias(self.bias, self.name))
 
     # ----------------------------------------------------------------- shape
     @property
@@ -143,6 +158,13 @@ class Kernel:
 
     def output_channels(self, channels: int) -> int:
         return int(self.weights.shape[1]) if self.weights.ndim == 4 else channels
+
+    def check_bias(self, channels: int) -> None:
+        """Refuse a bias whose length is not the output's channel count for ``channels``."""
+        wanted = self.output_channels(channels)
+        if self.bias is not None and self.bias.shape[0] != wanted:
+            raise BadInputError(f"{self.name}: the bias has {self.bias.shape[0]} values, but the "
+                                f"layer makes {wanted} channels")
 
     # ----------------------------------------------------------------- analysis
     def phase_offsets(self) -> tuple[int, int]:
@@ -256,6 +278,10 @@ class Kernel:
                                     "weights": self.weights.tolist()}
         if self.padding is not None:
             document["padding"] = self.padding
+        if self.output_padding:
+            document["output_padding"] = self.output_padding
+        if self.bias is not None:
+            document["bias"] = self.bias.tolist()
         document.update({k: v for k, v in self.info.items() if k not in document})
         return json.dumps(document, indent=1) + "\n"
 
@@ -288,15 +314,30 @@ def _validated_stride(stride: object, name: str) -> int:
     return int(value)
 
 
-def _validated_padding(padding: object, name: str) -> int | tuple[int, int]:
+def _validated_padding(padding: object, name: str, what: str = "padding"
+                       ) -> int | tuple[int, int]:
     """A whole number >= 0, or a (rows, columns) pair of them (as PyTorch takes)."""
     values = padding if isinstance(padding, (tuple, list)) else (padding,)
     if len(values) not in (1, 2) or any(
             isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or v != int(v)
             or v < 0 for v in values):
-        raise BadInputError(f"{name}: padding must be a whole number >= 0 (or a pair of them), "
+        raise BadInputError(f"{name}: {what} must be a whole number >= 0 (or a pair of them), "
                           f"not {padding!r}")
     return int(values[0]) if len(values) == 1 else (int(values[0]), int(values[1]))
+
+
+def _validated_bias(bias: object, name: str) -> np.ndarray:
+    """One finite number per output channel, as float64."""
+    array = np.asarray(bias)
+    if array.dtype == object or array.dtype.kind not in "fiu":
+        raise BadInputError(f"{name}: the bias must be numbers, not {array.dtype}")
+    if array.ndim != 1 or array.size == 0:
+        raise BadInputError(f"{name}: the bias is one number per output channel; got shape "
+                            f"{array.shape}")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise BadInputError(f"{name}: the bias has NaN or infinite values")
+    return array
 
 
 def _validated_weights(weights: object, name: str) -> np.ndarray:

@@ -1,7 +1,10 @@
 """``.npy`` arrays as images: one header reader, one rule for their values, row access.
 
-An ``.npy`` image is ``H x W`` or ``H x W x C`` (C = 1..4; 2 and 4 mean the
-last channel is alpha). uint8 and uint16 arrays are stored samples, as in
+An ``.npy`` image is ``H x W``, ``H x W x C`` or, with the layout ``chw``,
+``C x H x W``; PyTorch's ``N x C x H x W`` is taken with N = 1. C is any
+number (feature maps): in an array no channel means alpha, unlike image files'
+2 and 4. :func:`array_to_hwc` and :func:`hwc_to_array` turn the layouts into
+``H x W x C`` and back. uint8 and uint16 arrays are stored samples, as in
 image files; floats are values nominally in [0, 1]; booleans and other
 integer types must already hold values in [0, 1]. :func:`npy_samples` applies
 that rule, so a whole array, a tile of it and a streamed band all get the same
@@ -26,7 +29,12 @@ from .fileio import discard, reserve_space, temporary_beside, write_error
 from .samples import SAMPLE_DTYPES
 
 __all__ = ["NPY_MAGIC", "NpyHeader", "read_npy_header", "check_npy_image", "npy_samples",
-           "check_unit_range", "npy_header", "NpyFile", "create_npy"]
+           "check_unit_range", "npy_header", "NpyFile", "create_npy", "LAYOUTS",
+           "array_layout", "array_to_hwc", "hwc_to_array"]
+
+#: The layouts an ``.npy`` image may have: ``hw`` (2-D), ``hwc``, ``chw``, ``nchw``
+#: (``N x C x H x W`` with N = 1); ``--layout`` chooses between ``hwc`` and ``chw``.
+LAYOUTS = ("hw", "hwc", "chw", "nchw")
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -104,19 +112,91 @@ def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     return buffer.getvalue()
 
 
-def check_npy_image(header: NpyHeader, name: str, max_pixels: int | None = None) -> None:
-    """Refuse arrays that are not images: wrong dtype, shape, empty, or too many pixels."""
+def array_layout(shape: tuple[int, ...], name: str, layout: str | None = None) -> str:
+    """The layout of an ``.npy`` image of ``shape``: 2-D is ``hw``, 4-D ``nchw`` (N = 1),
+    3-D ``hwc`` unless ``layout`` (``"hwc"`` or ``"chw"``, from ``--layout``) says
+    ``chw``.
+
+    Examples
+    --------
+    >>> array_layout((4, 5, 3), "a.npy"), array_layout((3, 4, 5), "a.npy", "chw")
+    ('hwc', 'chw')
+    >>> array_layout((1, 16, 4, 5), "a.npy")
+    'nchw'
+    """
+    if len(shape) == 2:
+        return "hw"
+    if len(shape) == 3:
+        return "chw" if layout == "chw" else "hwc"
+    if len(shape) == 4:
+        if layout == "hwc":
+            raise BadInputError(f"{name}: a 4-D array is N x C x H x W, not H x W x C; drop "
+                                "--layout hwc")
+        if shape[0] != 1:
+            raise BadInputError(f"{name}: a batch of {shape[0]} images (N x C x H x W); "
+                                "upconv takes one at a time (N = 1)")
+        return "nchw"
+    raise BadInputError(f"{name}: .npy image must be H x W, H x W x C, C x H x W (--layout chw) "
+                        f"or 1 x C x H x W, got shape {shape}")
+
+
+def _hwc_shape(shape: tuple[int, ...], layout: str) -> tuple[int, int, int]:
+    if layout == "hw":
+        return shape[0], shape[1], 1
+    if layout == "hwc":
+        return shape[0], shape[1], shape[2]
+    channels, height, width = shape[-3:]
+    return height, width, channels
+
+
+def array_to_hwc(array: np.ndarray, layout: str) -> np.ndarray:
+    """An ``.npy`` array of ``layout`` as ``H x W x C`` (a view where it can be).
+
+    Examples
+    --------
+    >>> array_to_hwc(np.zeros((1, 3, 4, 5)), "nchw").shape
+    (4, 5, 3)
+    """
+    if layout == "hw":
+        return array[:, :, None]
+    if layout == "hwc":
+        return array
+    return np.moveaxis(array.reshape(array.shape[-3:]), 0, -1)
+
+
+def hwc_to_array(values: np.ndarray, layout: str) -> np.ndarray:
+    """``H x W x C`` values as an ``.npy`` array of ``layout`` (``hw`` keeps extra channels).
+
+    Examples
+    --------
+    >>> hwc_to_array(np.zeros((4, 5, 3)), "nchw").shape
+    (1, 3, 4, 5)
+    >>> hwc_to_array(np.zeros((4, 5, 1)), "hw").shape
+    (4, 5)
+    """
+    if layout == "hw":
+        return values[:, :, 0] if values.shape[2] == 1 else values
+    if layout == "hwc":
+        return values
+    planes = np.moveaxis(values, -1, 0)
+    return planes[None] if layout == "nchw" else planes
+
+
+def check_npy_image(header: NpyHeader, name: str, max_pixels: int | None = None,
+                    layout: str | None = None) -> str:
+    """Refuse arrays that are not images (wrong dtype, shape, empty, too many pixels);
+    return their layout (:func:`array_layout`)."""
     shape, dtype = header.shape, header.dtype
     if dtype.hasobject or dtype.kind not in "fiub":
         raise BadInputError(f"{name}: .npy arrays must hold numbers, not {dtype}")
-    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4)):
-        raise BadInputError(f"{name}: .npy image must be H x W or H x W x C with C in 1..4, "
-                            f"got shape {shape}")
+    found = array_layout(shape, name, layout)
     if 0 in shape:
         raise BadInputError(f"{name}: .npy image is empty (shape {shape})")
-    if max_pixels is not None and shape[0] * shape[1] > max_pixels:
-        raise BadInputError(f"{name}: image is {shape[1]}x{shape[0]} pixels, over the limit "
+    height, width, _ = _hwc_shape(shape, found)
+    if max_pixels is not None and height * width > max_pixels:
+        raise BadInputError(f"{name}: image is {width}x{height} pixels, over the limit "
                             f"of {max_pixels} (--max-pixels)")
+    return found
 
 
 def npy_samples(array: np.ndarray, name: str) -> np.ndarray:

@@ -36,7 +36,7 @@ from .images import (
     with_samples,
 )
 from .interpolate import x_coefficients
-from .kernel_files import default_kernel, resolve_kernel
+from .kernel_files import default_kernel, load_bias, resolve_kernel
 from .kernels import Kernel
 from .memory import release_free_memory
 from .methods import Method
@@ -76,8 +76,13 @@ class ScaleSettings:
     fit: str = "fill"
     boundary: str | None = None
     kernel_spec: str | None = None
+    #: a bias per output channel: FILE or FILE:KEY (a checkpoint's tensor)
+    bias_spec: str | None = None
     padding: int | None = None
-    output_padding: int = 0
+    #: None: the kernel's own (0 unless its file says)
+    output_padding: int | None = None
+    #: an .npy's layout: None (as the array is), "hwc" or "chw"
+    layout: str | None = None
     post_kernel: str | None = None
     linear_light: bool = False
     format_name: str | None = None
@@ -117,8 +122,9 @@ class ScaleResult:
 
 
 @functools.lru_cache(maxsize=8)
-def _kernel(spec: str | None, stride: int | None) -> Kernel:
-    return resolve_kernel(spec or default_kernel(stride), stride)
+def _kernel(spec: str | None, stride: int | None, bias_spec: str | None) -> Kernel:
+    kernel = resolve_kernel(spec or default_kernel(stride), stride)
+    return kernel if bias_spec is None else replace(kernel, bias=load_bias(bias_spec))
 
 
 def resolve_settings_kernel(settings: ScaleSettings) -> Kernel | None:
@@ -126,7 +132,7 @@ def resolve_settings_kernel(settings: ScaleSettings) -> Kernel | None:
     if settings.method is not Method.TRANSPOSE:
         return None
     stride = stride_from_factor(settings.factor) if settings.factor is not None else None
-    return _kernel(settings.kernel_spec, stride)
+    return _kernel(settings.kernel_spec, stride, settings.bias_spec)
 
 
 @dataclass(frozen=True)
@@ -139,14 +145,15 @@ class _Job:
 
 
 def _plan_job(settings: ScaleSettings, shape: tuple[int, ...], fmt: str,
-              streamed: bool = False) -> _Job:
-    """Settle the job for an image of ``shape``, before any pixel is computed."""
+              streamed: bool = False, alpha: bool = False) -> _Job:
+    """Settle the job for an image of ``shape`` (H, W, C), before any pixel is computed;
+    ``alpha``: its last channel is alpha (2 or 4 channels of an image file)."""
     channels = shape[2] if len(shape) == 3 else 1
     plan = plan_resampling(
         (shape[0], shape[1], channels), settings.factor, settings.method, settings.boundary,
         output_shape=settings.size, kernel=resolve_settings_kernel(settings),
         padding=settings.padding, output_padding=settings.output_padding,
-        post_kernel=settings.post_kernel, alpha=channels in (2, 4),
+        post_kernel=settings.post_kernel, alpha=alpha,
         linear_light=settings.linear_light, threads=settings.threads, fit=settings.fit)
     out_h, out_w = plan.shape
     # A streamed .npy never sits in memory: only a --max-pixels the user gave limits it.
@@ -164,7 +171,7 @@ def _plan_job(settings: ScaleSettings, shape: tuple[int, ...], fmt: str,
         if gain_note:
             notes.append(gain_note)
     if plan.channels > 4 and fmt != "npy":
-        raise BadInputError(f"the kernel makes {plan.channels} channels; only .npy output can "
+        raise BadInputError(f"the output has {plan.channels} channels; only .npy output can "
                             "hold more than 4")
     return _Job(plan, tile_rows_for(settings.tile, out_h * out_w), tuple(notes))
 
@@ -182,13 +189,20 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
     if fmt == "npy" and input_path != "-" and is_npy_file(input_path):
         source = NpyFile.open(input_path)
-        if source.streamable:  # else it is read whole, as any image
-            check_npy_image(source, input_path)
+        layout = check_npy_image(source, input_path, layout=settings.layout)
+        # Streamed: rows in the file's own order (H first), written in the same layout;
+        # other arrays are read whole, as any image.
+        same_rows = layout in ("hw", "hwc") and output_layout(layout, settings.layout) == layout
+        if source.streamable and same_rows:
             job = _plan_job(settings, source.shape, fmt, streamed=True)
             if job.tile_rows is not None:
                 return _stream_npy(input_path, output_path, source, job, settings)
-    picture = load_image(input_path, settings.max_pixels)
-    job = _plan_job(settings, picture.samples.shape, fmt)
+    picture = load_image(input_path, settings.max_pixels, settings.layout)
+    # Alpha is an image file's (2 or 4 channels); an array's channels are all data.
+    alpha = picture.layout is None and picture.has_alpha
+    if fmt == "npy":
+        picture = replace(picture, layout=output_layout(picture.layout, settings.layout))
+    job = _plan_job(settings, picture.samples.shape, fmt, alpha=alpha)
     plan, stored = job.plan, picture.samples.dtype
     # The output's samples: the input's stored type (a .npy output keeps the float values).
     out_dtype = stored if fmt != "npy" or stored.kind == "f" else (
@@ -237,6 +251,22 @@ BAND_BYTES = 16 << 20
 BIG_OUTPUT_BYTES = 256 << 20
 
 
+def output_layout(input_layout: str | None, option: str | None) -> str:
+    """The layout of a ``.npy`` output: ``--layout`` if given (a 2-D array stays 2-D with
+    ``hwc``, a 4-D one 4-D with ``chw``), else the input array's, else ``hwc``.
+
+    Examples
+    --------
+    >>> output_layout("nchw", None), output_layout("hw", "chw"), output_layout(None, None)
+    ('nchw', 'chw', 'hwc')
+    """
+    if option is None:
+        return input_layout or "hwc"
+    if option == "hwc":
+        return "hw" if input_layout == "hw" else "hwc"
+    return "nchw" if input_layout == "nchw" else "chw"
+
+
 def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
     """Output rows per band: as ``--tile`` asked, else bands of about :data:`BAND_BYTES`
     for an output over :data:`~upconv.reporting.SAMPLE_ABOVE` pixels; None computes the
@@ -248,7 +278,7 @@ def _band_rows(settings: ScaleSettings, job: _Job) -> int | None:
         return None
     row_bytes = plan.shape[1] * plan.channels * 4
     band = BAND_BYTES if row_bytes * plan.shape[0] <= BIG_OUTPUT_BYTES else BAND_BYTES // 2
-    period = plan.period or 1
+    period = plan.row_period
     return max(period, band // row_bytes // period * period)
 
 
@@ -282,12 +312,12 @@ def _output_bands(samples: np.ndarray | RowChunks, job: _Job, band_rows: int | N
     assert isinstance(samples, RowChunks)
     spline = SplineRows.applies(plan)
     if spline:
-        chunk = max(1, 2 * band_rows // (plan.period or 1))
+        chunk = max(1, 2 * band_rows // plan.row_period)
         read = SplineRows(samples, plan.boundary, chunk, plan.threads).read
     else:
         def read(first: int, last: int) -> np.ndarray:
             return convert(samples.read(first, last))
-    for band in tile_bands(plan.shape[0], plan.period or 1, band_rows):
+    for band in tile_bands(plan.shape[0], plan.row_period, band_rows):
         yield band[0], resample_band(read, plan, band, x_filtered=spline,
                                      out=target(band[1] - band[0]))
 
@@ -380,7 +410,7 @@ class SplineRows:
         """Whether a plan's windows can be interpolated from rows filtered ahead: a spline
         method, edge or zero boundary, and no alpha or linear light (which come first)."""
         method = plan.method.interpolation if plan.method is not Method.TRANSPOSE else None
-        return (method is not None and method.prefilter and not plan.alpha
+        return (method is not None and method.prefilter and not plan.identity and not plan.alpha
                 and not plan.linear_light and plan.boundary is not Boundary.REFLECT)
 
     def read(self, first: int, last: int) -> np.ndarray:
@@ -459,7 +489,7 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
     out_shape = job.plan.shape if was_2d and job.plan.channels == 1 else (
         job.plan.shape + (job.plan.channels,))
     assert job.tile_rows is not None
-    bands = tile_bands(job.plan.shape[0], job.plan.period or 1, job.tile_rows)
+    bands = tile_bands(job.plan.shape[0], job.plan.row_period, job.tile_rows)
     middle_band = bands[len(bands) // 2]
     if written_in_place(output_path):
         # Nothing sent can be taken back: every value is checked before the first byte.

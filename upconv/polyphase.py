@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .samples import from_float
+from .samples import from_float, store_as
 
 __all__ = ["AxisTaps", "Phases", "Phases2D", "default_threads", "apply_separable", "apply_2d",
-           "apply_general", "gather", "run_over_rows"]
+           "apply_general", "gather", "run_over_rows", "band_of_periods"]
 
 #: Rows of input processed per work unit (at most): a band of a 1920-wide RGB float32
 #: image's output and its temporaries stay within a few megabytes.
@@ -144,6 +144,27 @@ def run_over_rows(make_worker: Callable[[], Callable[[tuple[int, int]], None]],
         pass
 
 
+def band_of_periods(computed: np.ndarray, first: int, rows: int, width: int,
+                    out: np.ndarray | None) -> np.ndarray:
+    """Rows ``[first, first + rows)`` and the first ``width`` columns of a band computed in
+    whole output periods: ``out`` itself if the engine wrote there, else written into
+    ``out`` as its type (:func:`~upconv.samples.store_as`), else returned as an array.
+
+    Examples
+    --------
+    >>> periods = np.arange(12.0).reshape(4, 3, 1)
+    >>> band_of_periods(periods, 1, 2, 2, None)[..., 0]
+    array([[3., 4.],
+           [6., 7.]])
+    """
+    if computed is out:
+        return out
+    cut = computed[first:first + rows, :width]
+    if out is None:
+        return np.ascontiguousarray(cut)
+    return store_as(cut, out)
+
+
 def _pixel_view(a: np.ndarray) -> np.ndarray:
     """View (rows, width, C) as (rows, width) of opaque C-sample pixels.
 
@@ -221,7 +242,7 @@ def apply_separable(ext: np.ndarray, phases_y: Phases, phases_x: Phases,
 
     first_row = int(phases_y.start.min())  # rows of ext above this are never read
     band_rows = max(8, min(BAND_ROWS, BAND_BYTES // max(1, out.shape[1] * channels
-                                                         * out.itemsize)))
+                                                         * dtype.itemsize)))
     max_rows = band_rows + phases_y.reach - first_row
 
     def make_worker() -> Callable[[tuple[int, int]], None]:
@@ -433,7 +454,8 @@ def apply_2d(ext: np.ndarray, phases: Phases2D, out: np.ndarray,
     def make_worker() -> Callable[[tuple[int, int]], None]:
         accumulator = np.empty((BAND_ROWS, row_len), dtype)
         scratch = np.empty((BAND_ROWS, row_len), dtype)
-        samples = np.empty((BAND_ROWS, row_len), out.dtype) if rounded else None
+        # Phases of an output of another type are converted here before they interleave.
+        samples = np.empty((BAND_ROWS, row_len), out.dtype) if out.dtype != dtype else None
 
         def work(band: tuple[int, int]) -> None:
             a, b = band
@@ -460,7 +482,13 @@ def apply_2d(ext: np.ndarray, phases: Phases2D, out: np.ndarray,
                                 acc += tmp
                     if first:
                         acc.fill(0)
-                    phase = from_float(acc, out.dtype, out=samples[:n]) if rounded else acc
+                    if samples is None:
+                        phase = acc
+                    elif rounded:
+                        phase = from_float(acc, out.dtype, out=samples[:n])
+                    else:
+                        phase = samples[:n]
+                        phase[...] = acc
                     target = out_px[sy * a + p:sy * b:sy, q::sx]
                     target[...] = _pixel_view(phase.reshape(n, cols_out, channels))
 

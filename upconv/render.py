@@ -17,9 +17,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from .kernels import Kernel
+from .layers import verdict_for
 from .report import Report, keeps_brightness
 
-__all__ = ["print_report", "print_kernel_summary", "print_fit_summary", "matrix_table"]
+__all__ = ["print_report", "print_kernel_summary", "print_fit_summary", "matrix_table",
+           "channel_table", "figure_text"]
 
 
 def print_report(report: Report, console: Console, title: str = "report") -> None:
@@ -65,15 +67,20 @@ def print_report(report: Report, console: Console, title: str = "report") -> Non
         table = Table(title=escape(f"kernel: {k.name}"), show_header=False)
         table.add_row("shape / stride", f"{' x '.join(map(str, k.shape))} / {k.stride}")
         sums = np.array(k.phase_sums)
-        table.add_row("phase sums", "\n".join(" ".join(f"{v:9.4g}" for v in row)
-                                              for row in sums.reshape(-1, sums.shape[-1])))
+        if sums.ndim == 2:
+            table.add_row("phase sums", "\n".join(" ".join(f"{v:9.4g}" for v in row)
+                                                  for row in sums))
         table.add_row("spread", ("infinite" if k.spread is None else f"{k.spread:.4g}")
                       + " ("
                       + ("a flat input stays flat" if k.flat_stays_flat else
                          "a flat input gets a checkerboard") + ")")
-        if k.dc_gain is not None:
+        if k.layer is not None:
+            table.add_row("checkerboard", figure_text(k.layer, multi=sums.ndim > 2))
+        if k.dc_gain is not None and sums.ndim == 2:
             table.add_row("DC gain", _gain_text(k.dc_gain))
         console.print(table)
+        if k.layer is not None and sums.ndim > 2:
+            console.print(channel_table(k.layer, sums, mixes=len(k.shape) == 4))
     if report.reference is not None:
         r = report.reference
         table = Table(title="against the reference", show_header=False)
@@ -103,7 +110,11 @@ def print_kernel_summary(kernel: Kernel, summary: dict, console: Console) -> Non
         return
     s = kernel.stride
     sums = np.asarray(summary["phase_sums"])
-    if s * s <= 64:
+    if kernel.weights.ndim > 2:
+        console.print(f"phase (p, q): the taps landing on output pixels (y, x), y mod {s} = p, "
+                      f"x mod {s} = q; each channel's {s * s} phase sums are in the table below "
+                      "(--json has every sub-kernel)")
+    elif s * s <= 64:
         console.print(f"phase (p, q): the taps landing on output pixels (y, x), "
                       f"y mod {s} = p, x mod {s} = q")
         table = Table(title=escape(f"{s * s} polyphase components"))
@@ -127,7 +138,48 @@ def print_kernel_summary(kernel: Kernel, summary: dict, console: Console) -> Non
                "stride-periodic (checkerboard) pattern")
     shown = "infinite (the sums average 0)" if spread is None else f"{spread:.6g}"
     console.print(f"spread (max - min) / mean of the phase sums: {shown}; {verdict}")
-    console.print(f"DC gain (mean of the phase sums): {_gain_text(summary['dc_gain'])}")
+    multi = sums.ndim > 2
+    console.print(f"checkerboard: {figure_text(summary['layer'], multi)}")
+    if multi:
+        console.print(channel_table(summary["layer"], sums, kernel.mixes_channels))
+    else:
+        console.print(f"DC gain (mean of the phase sums): {_gain_text(summary['dc_gain'])}")
+
+
+def figure_text(layer: dict, multi: bool) -> str:
+    """The layer figure for people: percent, verdict, and the worst output channel."""
+    text = (f"{layer['checkerboard_percent']:.3g} % ({layer['verdict']}): the RMS pattern a "
+            "flat input prints, against the RMS response to white noise")
+    if multi:
+        text += f"; worst output channel {layer['worst_output_channel']}"
+    return text
+
+
+def channel_table(layer: dict, sums: np.ndarray, mixes: bool, title: str = "per output channel"
+                  ) -> Table:
+    """One labelled row per output channel: its checkerboard figure, the input channel
+    whose flat value prints the most (channel-mixing kernels), its DC gain (the mean
+    response to 1 in every channel) and its phase sums (summed over the input channels)."""
+    table = Table(title=escape(title))
+    table.add_column("out", justify="right")
+    table.add_column("checkerboard %", justify="right")
+    table.add_column("verdict")
+    if mixes:
+        table.add_column("worst input", justify="right")
+    table.add_column("DC gain", justify="right")
+    table.add_column("phase sums (over inputs)" if mixes else "phase sums")
+    small = sums.shape[-1] <= 4
+    for index, row in enumerate(layer["per_output_channel"]):
+        percent = row["checkerboard_percent"]
+        cells = [str(index), f"{percent:.3g}", verdict_for(percent)]
+        if mixes:
+            cells.append(str(row["worst_input_channel"]))
+        cells.append(f"{row['mean_response']:.4g}")
+        block = sums[index]
+        cells.append("\n".join(" ".join(f"{v:8.4g}" for v in line) for line in block) if small
+                     else f"{block.min():.4g} to {block.max():.4g}")
+        table.add_row(*cells)
+    return table
 
 
 def _gain_text(gain: float | tuple | list) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import BadInputError
 from .kernels import Kernel
+from .layers import layer_figures, phase_sums
 from .metrics import (
     PeriodicPattern,
     detect_period,
@@ -148,6 +149,9 @@ class KernelAnalysis(_JsonValue):
     #: how much brighter a flat image comes out (the mean phase sum; per channel for 3-D
     #: and 4-D kernels): 1 for a kernel that keeps the brightness
     dc_gain: float | tuple[float, ...] | None = None
+    #: the layer's checkerboard figures, per output channel
+    #: (:meth:`upconv.layers.LayerFigures.as_dict`)
+    layer: dict | None = None
 
 
 #: A DC gain within this of 1 keeps the brightness: white moves by less than half an
@@ -255,11 +259,12 @@ def kernel_report(kernel: Kernel) -> KernelAnalysis:
     (((1.0, 1.0), (1.0, 1.0)), 0.0, True)
     """
     spread = kernel.spread()
+    layer = layer_figures(kernel.weights, kernel.stride).as_dict() if kernel.stride else None
     return KernelAnalysis(name=kernel.name, shape=tuple(kernel.weights.shape),
                           stride=kernel.stride, phase_sums=_nested(kernel.phase_sums()),
                           spread=spread if math.isfinite(spread) else None,  # no JSON inf
                           flat_stays_flat=spread == 0.0,
-                          dc_gain=_gain(kernel) if kernel.stride else None)
+                          dc_gain=_gain(kernel) if kernel.stride else None, layer=layer)
 
 
 def _gain(kernel: Kernel) -> float | tuple[float, ...]:
@@ -285,7 +290,11 @@ def kernel_summary(kernel: Kernel) -> dict:
             "dc_gain": analysis["dc_gain"],
             "half_pixel_aligned": kernel.padding is None and all(
                 (k - s) % 2 == 0 for k in kernel.shape),
+            "layer": analysis["layer"],
         })
+        if kernel.mixes_channels:  # (C_in, C_out, s, s): which input feeds which pattern
+            summary["phase_sums_per_pair"] = phase_sums(kernel.weights, s,
+                                                        kernel.phase_offsets()).tolist()
     return summary
 
 

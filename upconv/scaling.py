@@ -22,12 +22,18 @@ from .colour import linear_to_srgb, premultiply, srgb_to_linear, unpremultiply
 from .errors import BadInputError
 from .interpolate import interpolate_band, nearest_band
 from .kernel_files import default_kernel, post_weights, resolve_kernel
-from .kernels import POST_KERNELS, Kernel
+from .kernels import Kernel
 from .methods import Method
 from .options import MAX_SIDE, Boundary, choice
 from .polyphase import default_threads
 from .samples import store_as
-from .transpose import TransposeGeometry, output_geometry, post_convolve, transpose_band
+from .transpose import (
+    TransposeGeometry,
+    output_geometry,
+    post_convolve,
+    post_kernel_weights,
+    transpose_band,
+)
 
 __all__ = ["scale", "output_shape_for", "FITS", "stride_from_factor", "Resampling",
            "plan_resampling", "resample"]
@@ -117,7 +123,7 @@ def scale(image: np.ndarray, factor: float | tuple[float, float] | None = None,
           output_shape: tuple[int | None, int | None] | None = None,
           kernel: Kernel | str | Path | None = None,
           padding: int | tuple[int, int] | None = None,
-          output_padding: int | tuple[int, int] = 0,
+          output_padding: int | tuple[int, int] | None = None,
           post_kernel: np.ndarray | str | Path | None = None,
           alpha: bool = False, linear_light: bool = False,
           threads: int | None = None, fit: str = "fill") -> np.ndarray:
@@ -257,6 +263,13 @@ class Resampling:
     identity: bool = False
 
     @property
+    def row_period(self) -> int:
+        """Output rows per period along y: the factor when the output has a whole number of
+        input heights (bands of whole periods are rounded inside the engine), else 1."""
+        height, out_h = self.input_shape[0], self.shape[0]
+        return out_h // height if out_h % height == 0 else 1
+
+    @property
     def name(self) -> str:
         """The method and, for transpose, the kernel: ``"transpose (default x2)"``."""
         return self.method.value + (f" ({self.kernel.name})" if self.kernel is not None else "")
@@ -267,7 +280,7 @@ def plan_resampling(shape: tuple[int, ...], factor: float | tuple[float, float] 
                     *, output_shape: tuple[int | None, int | None] | None = None,
                     kernel: Kernel | str | Path | None = None,
                     padding: int | tuple[int, int] | None = None,
-                    output_padding: int | tuple[int, int] = 0,
+                    output_padding: int | tuple[int, int] | None = None,
                     post_kernel: np.ndarray | str | Path | None = None,
                     alpha: bool = False, linear_light: bool = False,
                     threads: int | None = None, fit: str = "fill") -> Resampling:
@@ -314,6 +327,7 @@ def plan_resampling(shape: tuple[int, ...], factor: float | tuple[float, float] 
     alpha = alpha and not resolved.mixes_channels
     resolved = resolved.for_image(channels, alpha)
     resolved.check_covers_stride()
+    resolved.check_bias(channels)
     geometry = output_geometry(resolved, (height, width), padding, output_padding)
     if boundary is None:  # PyTorch's geometry pads with zeros; fitted kernels know theirs
         boundary = Boundary.ZERO if not geometry.centred else (
@@ -389,8 +403,7 @@ def _transpose_band(read_rows: Callable[[int, int], np.ndarray], plan: Resamplin
     if plan.post is None:
         return transpose_band(read_rows, plan.input_shape, plan.kernel, plan.boundary,
                               plan.geometry, band, plan.threads, out)
-    post = POST_KERNELS[plan.post] if isinstance(plan.post, str) else plan.post
-    reach = post.shape[0]
+    reach = post_kernel_weights(plan.post).shape[0]
     first, last = max(0, band[0] - reach), min(plan.shape[0], band[1] + reach)
     rows = transpose_band(read_rows, plan.input_shape, plan.kernel, plan.boundary,
                           plan.geometry, (first, last), plan.threads)

@@ -31,10 +31,10 @@ import numpy as np
 from .errors import BadInputError
 from .kernels import POST_KERNELS, Kernel
 from .options import Boundary, choice
-from .polyphase import Phases, Phases2D, apply_2d, apply_separable
-from .samples import from_float
+from .polyphase import Phases, Phases2D, apply_2d, apply_separable, band_of_periods
 
 __all__ = ["transposed_conv", "apply_transpose", "transpose_band", "post_convolve",
+           "post_kernel_weights",
            "zero_insertion_transpose",
            "output_size", "output_geometry", "TransposeGeometry", "AxisLayout", "axis_layout"]
 
@@ -71,10 +71,11 @@ class TransposeGeometry:
 
 def output_geometry(kernel: Kernel, shape: tuple[int, int],
                     padding: int | tuple[int, int] | None = None,
-                    output_padding: int | tuple[int, int] = 0) -> TransposeGeometry:
+                    output_padding: int | tuple[int, int] | None = None) -> TransposeGeometry:
     """The output size of a transposed convolution of an image of ``shape``, and its padding.
 
-    ``padding`` None means the kernel's own (None for the centred geometry).
+    ``padding`` None means the kernel's own (None for the centred geometry), and
+    ``output_padding`` None the kernel's own (0 unless it says).
 
     Examples
     --------
@@ -84,6 +85,7 @@ def output_geometry(kernel: Kernel, shape: tuple[int, int],
     """
     stride = kernel.stride
     padding = kernel.padding if padding is None else padding
+    output_padding = kernel.output_padding if output_padding is None else output_padding
     pad_y, pad_x = _pair(padding) if padding is not None else (None, None)
     extra_y, extra_x = _pair(output_padding)
     if pad_y is None and (extra_y or extra_x):
@@ -166,7 +168,7 @@ def _separable_factors(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | N
 
 def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary | str = "edge",
                     padding: int | tuple[int, int] | None = None,
-                    output_padding: int | tuple[int, int] = 0,
+                    output_padding: int | tuple[int, int] | None = None,
                     threads: int | None = None) -> np.ndarray:
     """The transposed convolution of a float image, polyphase.
 
@@ -182,8 +184,10 @@ def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary | str 
     padding : int or (int, int), optional
         PyTorch's ``padding`` (one value, or (rows, columns)); ``None`` for the
         centred geometry.
-    output_padding : int or (int, int)
+    output_padding : int or (int, int), optional
         PyTorch's ``output_padding`` (``0 <= Q < s``); PyTorch geometry only.
+        ``None``: the kernel's own. The kernel's ``bias``, if it has one, is
+        added to each output channel.
     threads : int, optional
         Worker threads.
 
@@ -210,6 +214,7 @@ def transposed_conv(image: np.ndarray, kernel: Kernel, boundary: Boundary | str 
         raise BadInputError(f"{kernel.name}: the kernel has no stride; give a factor")
     kernel.check_covers_stride()
     kernel.check_channels(img3.shape[2])
+    kernel.check_bias(img3.shape[2])
     geometry = output_geometry(kernel, img3.shape[:2], padding, output_padding)
     out = apply_transpose(img3, kernel, boundary, geometry, threads)
     return out[:, :, 0] if was_2d and out.shape[2] == 1 else out
@@ -238,10 +243,10 @@ def transpose_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[int,
     extended input rows ``m + start[p] + u``; those rows are read, extended by
     the boundary rule where they pass the image's edge
     (:meth:`~upconv.options.Boundary.window`), and the periods computed from
-    them: exactly the whole image's rows. ``out``, if given, receives the rows
-    and is returned: float, or integer samples rounded as
-    :func:`~upconv.samples.from_float` rounds (inside the engine, a few rows at
-    a time, for 2-D and 3-D kernels).
+    them: exactly the whole image's rows. The kernel's bias, if any, is added.
+    ``out``, if given, receives the rows and is returned: float, or integer
+    samples rounded as :func:`~upconv.samples.from_float` rounds (inside the
+    engine, a few rows at a time, for 2-D and 3-D kernels without a bias).
 
     Examples
     --------
@@ -276,15 +281,12 @@ def transpose_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[int,
     channels_out = kernel.weights.shape[1] if kernel.weights.ndim == 4 else ext.shape[2]
     periods = (stride * (end_period - first_period), stride * axis_x.periods, channels_out)
     fits = out is not None and out.shape == periods and (
-        out.dtype.kind == "f" or kernel.weights.ndim < 4)
+        out.dtype.kind == "f" or (kernel.weights.ndim < 4 and kernel.bias is None))
     target = out if fits else np.empty(periods, ext.dtype)
     _transpose_periods(ext, kernel.weights, axis_y, axis_x, target, threads)
-    if target is out:
-        return out
-    cut = target[band[0] - stride * first_period:][:rows, :cols]
-    if out is None:
-        return cut if cut.shape == periods else np.ascontiguousarray(cut)
-    return from_float(cut, out.dtype, out=out)
+    if kernel.bias is not None:
+        target += kernel.bias.astype(target.dtype)  # one value per output channel
+    return band_of_periods(target, band[0] - stride * first_period, rows, cols, out)
 
 
 def _transpose_periods(ext: np.ndarray, weights: np.ndarray, axis_y: AxisLayout,
@@ -327,6 +329,25 @@ def _phases_1d(taps_1d: np.ndarray, axis: AxisLayout, dtype: np.dtype) -> Phases
     return Phases(axis.start, padded[axis.tap_index].astype(dtype))
 
 
+def post_kernel_weights(post: np.ndarray | str) -> np.ndarray:
+    """A post-kernel's 2-D weights: a built-in's by name, or the array given.
+
+    Examples
+    --------
+    >>> post_kernel_weights("binomial3").sum()
+    np.float64(1.0)
+    """
+    if isinstance(post, str):
+        if post not in POST_KERNELS:
+            raise BadInputError(f"unknown post-kernel {post!r}; use a file or "
+                              f"{', '.join(POST_KERNELS)}")
+        return POST_KERNELS[post]
+    weights = np.asarray(post, dtype=np.float64)
+    if weights.ndim != 2:
+        raise BadInputError(f"a post-kernel must be 2-D, got shape {weights.shape}")
+    return weights
+
+
 def post_convolve(image: np.ndarray, post: np.ndarray | str, boundary: Boundary) -> np.ndarray:
     """An ordinary stride-1, same-size convolution (correlation, no flip) per channel.
 
@@ -341,15 +362,7 @@ def post_convolve(image: np.ndarray, post: np.ndarray | str, boundary: Boundary)
     >>> post_convolve(np.ones((4, 4, 1)), "binomial3", Boundary.EDGE)[..., 0].round(6).tolist()[0]
     [1.0, 1.0, 1.0, 1.0]
     """
-    if isinstance(post, str):
-        if post not in POST_KERNELS:
-            raise BadInputError(f"unknown post-kernel {post!r}; use a file or "
-                              f"{', '.join(POST_KERNELS)}")
-        weights = POST_KERNELS[post]
-    else:
-        weights = np.asarray(post, dtype=np.float64)
-    if weights.ndim != 2:
-        raise BadInputError(f"a post-kernel must be 2-D, got shape {weights.shape}")
+    weights = post_kernel_weights(post)
     from scipy import ndimage  # only here: importing it costs a quarter of a second
 
     mode = {"edge": "nearest", "reflect": "reflect", "zero": "constant"}[boundary.value]

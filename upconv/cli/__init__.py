@@ -64,7 +64,7 @@ COMMANDS = {
     "degrade": ("fit", "degrade_command",
                 "Downscale HIGH by an integer factor into LOW, as `upconv fit --degrade` does."),
     "kernel": ("kernel", "kernel_group",
-               "Look at transposed-convolution kernels: weights, phases, the matrix view."),
+               "Kernels and PyTorch layers: show, matrix, audit, fix and init."),
     "report": ("report", "report_command",
                "Measure checkerboard artifacts: the stride-periodic pattern of an upsampled "
                "IMAGE."),

@@ -72,7 +72,8 @@ def epilog(*statuses: int, commands: dict[int, str] | None = None) -> str:
 
 #: The whole table, once, under ``upconv --help`` (status 3 is ``upconv report``'s).
 EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ABOVE, EXIT_INTERRUPTED,
-                EXIT_BROKEN_PIPE, EXIT_TERMINATED, commands={EXIT_ABOVE: "report: "})
+                EXIT_BROKEN_PIPE, EXIT_TERMINATED,
+                commands={EXIT_ABOVE: "report, kernel audit: "})
 #: The statuses of a command that reads and writes files (and may write to stdout).
 FILE_COMMAND_EPILOG = epilog(EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED,
                              EXIT_BROKEN_PIPE, EXIT_TERMINATED)

@@ -16,9 +16,12 @@ from ..kernels import conv_matrix, conv_output_shape
 from ..report import kernel_summary
 from .common import (
     CONTEXT,
+    EXIT_ABOVE,
     FILE_COMMAND_EPILOG,
     HW,
+    REPORT_EPILOG,
     STRIDE,
+    error,
     overwrite_option,
     prepare_destinations,
 )
@@ -26,11 +29,16 @@ from .common import (
 
 @click.group("kernel", context_settings=CONTEXT)
 def kernel_group() -> None:
-    """Look at transposed-convolution kernels: weights, phases, the matrix view."""
+    """Kernels and PyTorch layers: show, matrix, audit, fix and init.
+
+    Look at transposed-convolution kernels (weights, phases, the matrix view),
+    audit a checkpoint's ConvTranspose2d layers for checkerboards, fix them,
+    or make checkerboard-free initial weights.
+    """
 
 
 @kernel_group.command("show", context_settings=CONTEXT, epilog=FILE_COMMAND_EPILOG)
-@click.argument("spec", metavar="KERNEL")
+@click.argument("spec", metavar="KERNEL[:KEY]")
 @click.option("-f", "--factor", type=STRIDE, default=None, metavar="S",
               help="Stride, if the kernel file does not state it (built-ins default to 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
@@ -38,12 +46,16 @@ def kernel_show(spec: str, factor: int | None, as_json: bool) -> None:
     """Show a kernel: shape, stride, weights, its s*s polyphase components and their sums.
 
     Equal phase sums mean a flat input stays flat; their spread,
-    (max - min) / mean, is 0 exactly for checkerboard-free kernels.
+    (max - min) / mean, is 0 exactly for checkerboard-free kernels. The
+    checkerboard figure (percent, per output channel for several channels) is
+    the RMS pattern a flat input prints against the RMS response to white
+    noise: meaningful for zero-mean channels too (see the README).
 
     \b
     Examples:
       upconv kernel show bilinear --factor 2
       upconv kernel show k.npy --factor 2 --json | jq .spread
+      upconv kernel show decoder.safetensors:up1.weight --factor 2
     """
     kernel = resolve_kernel(spec, factor, builtin_stride=2, require_stride=False)
     summary = kernel_summary(kernel)
@@ -228,3 +240,193 @@ def _write_matrix(matrix: np.ndarray, path: str) -> None:
     else:
         raise BadInputError(f"{path}: write the matrix as .npy or .csv")
     write_output(path, buffer.getvalue(), "matrix")
+
+
+def _layer_options(command):
+    """``--layer`` and ``--stride``, shared by ``audit`` and ``fix``."""
+    command = click.option(
+        "--stride", "strides", multiple=True, metavar="N|PATTERN=N",
+        help="The stride of every layer (N), or of the layers matching PATTERN; repeatable, "
+             "the last match wins. [default: guessed from the kernel size, K = 2s or 2s - 1, "
+             "and shown as guessed]")(command)
+    return click.option(
+        "--layer", "layers", multiple=True, metavar="PATTERN",
+        help="Only the tensors matching this glob ('dec.*.weight'); repeatable. [default: "
+             "every 4-D tensor with a kernel of at least 2 x 2]")(command)
+
+
+def _checkpoint(path: str) -> dict:
+    from ..checkpoints import load_tensors
+
+    return load_tensors(path)
+
+
+@kernel_group.command("audit", context_settings=CONTEXT, epilog=REPORT_EPILOG)
+@click.argument("checkpoint", metavar="CHECKPOINT")
+@_layer_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one document) instead of "
+              "the table.")
+@click.option("--fail-above", type=click.FloatRange(0), default=None, metavar="PERCENT",
+              help="Exit with status 3 when a layer's checkerboard figure is above PERCENT.")
+def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, ...],
+                 as_json: bool, fail_above: float | None) -> None:
+    """Audit every ConvTranspose2d layer of a checkpoint for checkerboards.
+
+    CHECKPOINT is a .safetensors (pip install 'upconv[models]'), .pt/.pth
+    (read without running its code) or .npz file. Each layer's figure is, for
+    its worst output channel, the RMS checkerboard a flat input prints (each
+    input channel holding its own unit value) in percent of the RMS response
+    to unit white noise: 0 when every (C_in, C_out) pair has equal phase sums
+    (bilinear and ICNR initialisations, 'kernel fix' output). Verdicts: none
+    (under 1e-6 %), faint (under 1 %), visible (under 10 %), strong.
+
+    \b
+    Examples:
+      upconv kernel audit decoder.safetensors
+      upconv kernel audit decoder.pt --layer 'model.up*.weight' --stride 2 --json
+      upconv kernel audit fixed.safetensors --stride 'dec.up3.*=4' --fail-above 1
+    """
+    from ..auditing import audit
+
+    rows = audit(_checkpoint(checkpoint), layers, strides, checkpoint)
+    if as_json:
+        click.echo(json.dumps({"checkpoint": checkpoint,
+                               "layers": [row.as_dict() for row in rows]}, indent=1))
+    else:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=escape(f"checkerboard audit: {checkpoint}"))
+        for column, justify in (("layer", "left"), ("shape", "left"), ("stride", "left"),
+                                ("checkerboard %", "right"), ("worst out", "right"),
+                                ("verdict", "left")):
+            table.add_column(column, justify=justify)
+        for row in rows:
+            table.add_row(escape(row.name), " x ".join(map(str, row.shape)),
+                          f"{row.stride} (guessed)" if row.stride_guessed else str(row.stride),
+                          f"{row.figures.figure:.3g}", str(row.figures.worst_output),
+                          row.figures.verdict)
+        console = Console(highlight=False)
+        console.print(table)
+        console.print("checkerboard %: the RMS pattern a flat input prints, against the RMS "
+                      "response to white noise (worst output channel; per channel: "
+                      "'upconv kernel show CHECKPOINT:KEY' or --json). Padding does not "
+                      "change it.")
+    worst = [row for row in rows if fail_above is not None and row.figures.figure > fail_above]
+    if worst:
+        names = ", ".join(f"{row.name} {row.figures.figure:.3g} %" for row in worst)
+        error(f"above --fail-above {fail_above:g} %: {names}")
+        raise click.exceptions.Exit(EXIT_ABOVE)
+
+
+@kernel_group.command("fix", context_settings=CONTEXT, epilog=FILE_COMMAND_EPILOG)
+@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.option("-o", "--output", "output_path", required=True, metavar="FILE",
+              help="The fixed checkpoint: .safetensors or .npz.")
+@_layer_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@overwrite_option
+def kernel_fix(checkpoint: str, output_path: str, layers: tuple[str, ...],
+               strides: tuple[str, ...], as_json: bool, overwrite: bool) -> None:
+    """Make a checkpoint's ConvTranspose2d layers checkerboard-free.
+
+    Each chosen layer's weights are replaced by the nearest weights (least
+    squares, Frobenius norm) whose s x s phase sums are equal for every
+    (C_in, C_out) pair, so that a flat input stays flat; biases and every
+    other tensor are copied unchanged (non-tensor entries of a .pt, such as
+    an epoch number, are not). Prints each layer's relative weight change and
+    its figure before and after. Load the result in PyTorch with
+    model.load_state_dict(safetensors.torch.load_file(FILE)).
+
+    \b
+    Examples:
+      upconv kernel fix decoder.safetensors -o fixed.safetensors --stride 2
+      upconv kernel fix decoder.pt -o fixed.safetensors --layer 'model.up*.weight'
+    """
+    from ..auditing import fix_layers
+    from ..checkpoints import save_tensors
+
+    prepare_destinations([output_path], [checkpoint], overwrite)
+    tensors = _checkpoint(checkpoint)
+    fixed, done = fix_layers(tensors, layers, strides, checkpoint)
+    save_tensors(fixed, output_path)
+    if as_json:
+        click.echo(json.dumps({"checkpoint": checkpoint, "output": output_path,
+                               "layers": [row.as_dict() for row in done]}, indent=1))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(f"fixed: {checkpoint} -> {output_path}"))
+    for column in ("layer", "stride", "checkerboard % before", "after", "weight change"):
+        table.add_column(column, justify="left" if column in ("layer", "stride") else "right")
+    for row in done:
+        table.add_row(escape(row.name),
+                      f"{row.stride} (guessed)" if row.stride_guessed else str(row.stride),
+                      f"{row.before.figure:.3g}", f"{row.after.figure:.3g}",
+                      f"{100 * row.relative_change:.3g} %")
+    Console(highlight=False).print(table)
+
+
+@kernel_group.command("init", context_settings=CONTEXT, epilog=FILE_COMMAND_EPILOG)
+@click.option("--in", "channels_in", type=click.IntRange(1), required=True, metavar="C_IN",
+              help="Input channels.")
+@click.option("--out", "channels_out", type=click.IntRange(1), required=True,
+              metavar="C_OUT", help="Output channels.")
+@click.option("--size", type=click.IntRange(1), required=True, metavar="K",
+              help="Kernel size (K x K).")
+@click.option("--stride", type=click.IntRange(2), required=True, metavar="S", help="Stride.")
+@click.option("--method", type=click.Choice(["bilinear", "icnr"], case_sensitive=False),
+              required=True,
+              help="bilinear: FCN's fixed bilinear upsampling (needs C_IN = C_OUT); icnr: "
+                   "random, nearest upsampling then a stride-1 convolution.")
+@click.option("--seed", type=int, default=None, help="icnr: the random seed (default: fresh "
+              "randomness).")
+@click.option("-o", "--output", "output_path", required=True, metavar="FILE",
+              help=".safetensors or .npz (the weight under --key, float32), or .json/.npy "
+                   "(an upconv kernel).")
+@click.option("--key", default="weight", show_default=True,
+              help="The tensor's name in a .safetensors or .npz file.")
+@overwrite_option
+def kernel_init(channels_in: int, channels_out: int, size: int, stride: int, method: str,
+                seed: int | None, output_path: str, key: str, overwrite: bool) -> None:
+    """Checkerboard-free initial weights for a ConvTranspose2d(C_IN, C_OUT, K, S).
+
+    The weight has PyTorch's shape (C_IN, C_OUT, K, K). Its phase sums are
+    equal for every (C_in, C_out) pair, so a flat input stays flat at the
+    start of training. Copy it in with
+    layer.weight.data.copy_(safetensors.torch.load_file(FILE)["weight"]).
+
+    \b
+    Examples:
+      upconv kernel init --in 64 --out 32 --size 4 --stride 2 --method icnr -o up1.safetensors
+      upconv kernel init --in 16 --out 8 --size 3 --stride 2 --method icnr --seed 0 -o up.npz
+      upconv kernel init --in 3 --out 3 --size 4 --stride 2 --method bilinear -o up.json
+    """
+    import numpy as np
+
+    from ..layers import bilinear_init, icnr_init, layer_figures
+
+    prepare_destinations([output_path], [], overwrite)
+    if method.lower() == "bilinear":
+        weights = bilinear_init(channels_in, channels_out, size, stride)
+    else:
+        weights = icnr_init(channels_in, channels_out, size, stride,
+                            np.random.default_rng(seed))
+    suffix = os.path.splitext(output_path)[1].lower()
+    if suffix in (".json", ".npy"):
+        from ..kernel_files import save_kernel
+        from ..kernels import Kernel
+
+        save_kernel(Kernel(weights, stride=stride, name=os.path.basename(output_path),
+                           info={"init": method.lower(), "seed": seed}), output_path)
+    else:
+        from ..checkpoints import save_tensors
+
+        save_tensors({key: weights.astype(np.float32)}, output_path)
+    figures = layer_figures(weights, stride)
+    click.echo(f"{output_path}: {method.lower()} {channels_in} x {channels_out} x {size} x {size}, "
+               f"stride {stride}; checkerboard {figures.figure:.3g} % ({figures.verdict}), DC "
+               f"gain {float(figures.mean_response.mean()):.4g}", err=True)

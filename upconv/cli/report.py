@@ -37,12 +37,14 @@ from .common import (
               help="The period s (the upsampling factor); detected (2-8) when left out.")
 @click.option("--reference", "reference_path", metavar="HIGH",
               help="A ground-truth image of the same size: adds PSNR and SSIM.")
-@click.option("-k", "--kernel", "kernel_spec", metavar="FILE|NAME",
-              help="Adds the kernel's polyphase analysis; alone, reports on the kernel only.")
+@click.option("-k", "--kernel", "kernel_spec", metavar="FILE[:KEY]|NAME",
+              help="Adds the kernel's polyphase analysis (a kernel file, a checkpoint's "
+                   "tensor, a built-in); alone, reports on the kernel only.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--fail-above", type=click.FloatRange(0), default=None, metavar="T",
               help="Exit with status 3 when the checkerboard score is above T and the "
-                   "pattern is significant (verdict not none); for CI gates.")
+                   "pattern is significant (verdict not none); for CI gates. With --kernel "
+                   "alone: when the kernel's checkerboard figure is above T percent.")
 @click.option("--map", "map_path", metavar="PNG",
               help="Write a heat map of the local score per tile; with --kernel alone, "
                    "a picture of the kernel, its phases and its flat-input response.")
@@ -84,6 +86,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
     """
     if not image_paths and kernel_spec is None:
         raise click.UsageError("give an IMAGE, a --kernel, or both")
+
     several = len(image_paths) > 1 or (image_paths and os.path.isdir(image_paths[0]))
     if several and (reference_path or map_path or spectrum_path):
         raise click.UsageError("--reference, --map and --spectrum need one IMAGE")
@@ -100,8 +103,8 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
     kernel = None
     if kernel_spec is not None:
         kernel = load_report_kernel(kernel_spec, factor)
-        if not image_paths and (map_path or html_path):
-            kernel = kernel.with_stride(factor)  # a picture needs the stride
+        if not image_paths and (map_path or html_path or fail_above is not None):
+            kernel = kernel.with_stride(factor)  # a picture or a gate needs the stride
     settings = ReportSettings(factor, kernel, max_pixels)
     if several:
         _report_batch(image_paths, settings, recursive, jobs or default_threads(), as_json,
@@ -149,6 +152,12 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
     board = report.checkerboard
     if fail_above is not None and board is not None and _above(board, fail_above):
         error(f"checkerboard score {board.score:.3f} is above --fail-above {fail_above:g}")
+        raise click.exceptions.Exit(EXIT_ABOVE)
+    layer = report.kernel.layer if report.kernel is not None else None
+    if fail_above is not None and board is None and layer is not None and (
+            layer["checkerboard_percent"] > fail_above):
+        error(f"the kernel's checkerboard figure {layer['checkerboard_percent']:.3g} % is above "
+              f"--fail-above {fail_above:g}")
         raise click.exceptions.Exit(EXIT_ABOVE)
 
 

@@ -57,15 +57,25 @@ from .common import (
 @click.option("-b", "--boundary", type=enum_choice(Boundary), default=None,
               help="How the image is extended past its border. [default: edge; zero with "
                    "--padding; a fitted kernel's own]")
-@click.option("-k", "--kernel", "kernel_spec", metavar="FILE|NAME",
-              help="Transpose kernel: a .json/.npy/.npz/.txt/.csv file, or nearest, bilinear, "
+@click.option("-k", "--kernel", "kernel_spec", metavar="FILE[:KEY]|NAME",
+              help="Transpose kernel: a .json/.npy/.npz/.txt/.csv file, a checkpoint's tensor "
+                   "(ckpt.safetensors:up1.weight, .pt, .pth, .npz), or nearest, bilinear, "
                    "bicubic, lanczos3. [default: the fitted default for factors 2-4, else "
                    "bilinear]")
+@click.option("--bias", "bias_spec", metavar="FILE[:KEY]",
+              help="Transpose: one value per output channel, added as PyTorch adds a "
+                   "ConvTranspose2d's bias (a checkpoint's tensor, or .npy/.txt/.csv).")
 @click.option("--padding", type=click.IntRange(0), default=None,
               help="Transpose: PyTorch ConvTranspose2d padding instead of the centred "
                    "alignment (output (H-1)s - 2P + k + Q).")
-@click.option("--output-padding", type=click.IntRange(0), default=0,
-              help="Transpose: PyTorch output_padding Q (needs --padding).")
+@click.option("--output-padding", type=click.IntRange(0), default=None,
+              help="Transpose: PyTorch output_padding Q (needs a padding). [default: the "
+                   "kernel file's, else 0]")
+@click.option("--layout", type=click.Choice(["hwc", "chw"], case_sensitive=False),
+              default=None,
+              help=".npy arrays: H x W x C or C x H x W (PyTorch's; 1 x C x H x W is read "
+                   "as C x H x W). [default: hwc, a 4-D array nchw; the output keeps the "
+                   "input's]")
 @click.option("--post-kernel", metavar="FILE|binomial3",
               help="Transpose: an ordinary stride-1 convolution applied after, against "
                    "checkerboards.")
@@ -92,8 +102,7 @@ from .common import (
               help="Worker threads (default: all CPUs).")
 @click.option("--tile", type=click.IntRange(1), default=None, metavar="N",
               help="Compute in bands of N output rows (automatic above 2 megapixels); "
-                   ".npy to .npy at a whole-number factor is then streamed (automatic above "
-                   "64 megapixels).")
+                   ".npy to .npy is then streamed (automatic above 64 megapixels).")
 @click.option("--report", "report_path", metavar="PATH|-",
               help="Write the checkerboard report (JSON) about the output ('-': stdout); "
                    "in a batch, one JSON line per image.")
@@ -116,8 +125,9 @@ from .common import (
 @click.pass_context
 def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                   factor: tuple[float, float] | None, size: tuple[int | None, int | None] | None,
-                  fit: str, boundary: str | None, kernel_spec: str | None, padding: int | None,
-                  output_padding: int, post_kernel: str | None, linear_light: bool,
+                  fit: str, boundary: str | None, kernel_spec: str | None,
+                  bias_spec: str | None, padding: int | None, output_padding: int | None,
+                  layout: str | None, post_kernel: str | None, linear_light: bool,
                   format_name: str | None, quality: int | None, subsampling: str | None,
                   progressive: bool, strip: bool, compression: str, max_pixels: int,
                   threads: int | None, tile: int | None, report_path: str | None,
@@ -168,8 +178,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         raise click.UsageError("--report - needs the image to go to a file, not to stdout")
     if not transpose:
         for flag, value in (("--kernel", kernel_spec), ("--padding", padding),
-                            ("--post-kernel", post_kernel),
-                            ("--output-padding", output_padding or None)):
+                            ("--post-kernel", post_kernel), ("--bias", bias_spec),
+                            ("--output-padding", output_padding)):
             if value is not None:
                 raise click.UsageError(f"{flag} is for --method transpose only")
         if (factor is None) == (size is None):
@@ -182,8 +192,6 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
             stride_from_factor(factor)
         except UpconvError as exc:
             raise click.BadParameter(str(exc), param_hint="'-f' / '--factor'") from None
-    if output_padding and padding is None:
-        raise click.UsageError("--output-padding needs --padding (PyTorch geometry)")
     if format_name:
         try:
             format_for("-", format_name)
@@ -191,7 +199,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
             raise click.BadParameter(str(exc), param_hint="--format") from None
     settings = ScaleSettings(
         method=chosen, factor=factor, size=size, fit=fit.lower(), boundary=boundary,
-        kernel_spec=kernel_spec, padding=padding, output_padding=output_padding,
+        kernel_spec=kernel_spec, bias_spec=bias_spec, padding=padding,
+        output_padding=output_padding, layout=layout.lower() if layout else None,
         post_kernel=post_kernel, linear_light=linear_light, format_name=format_name,
         save=SaveOptions(quality=quality, compression=compression.lower(),
                          subsampling=subsampling, progressive=progressive, strip=strip),

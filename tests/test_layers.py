@@ -166,3 +166,13 @@ def test_bad_initialisations_are_refused():
 
 def test_stride_guess():
     assert [guess_stride(k) for k in (2, 3, 4, 5, 6, 7, 8)] == [2, 2, 2, 3, 3, 4, 4]
+
+
+def test_float32_round_off_is_not_a_checkerboard_but_a_small_pattern_is(rng):
+    """A fixed layer stored in float32 is exactly checkerboard-free (its phase sums differ
+    by round-off only); a pattern a thousand times the round-off is still measured."""
+    fixed = fix_checkerboard(rng.normal(size=(6, 5, 4, 4)), 2).astype(np.float32)
+    assert layer_figures(fixed, 2).figure == 0.0
+    nudged = fixed.copy()
+    nudged[0, 0, 0, 0] += 1e-4 * np.abs(fixed).max()
+    assert 0.0 < layer_figures(nudged, 2).figure < 0.1

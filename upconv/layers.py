@@ -43,7 +43,8 @@ from .errors import BadInputError
 __all__ = ["LayerFigures", "layer_figures", "phase_sums", "fix_checkerboard", "guess_stride",
            "bilinear_init", "icnr_init", "as_layer", "ROUND_OFF", "VERDICTS"]
 
-#: Periodic parts below this fraction of the largest phase sum are float round-off.
+#: Periodic parts below this fraction of the largest phase sum are float round-off (and,
+#: for weights stored in float32 or float16, below their taps' count of ulps).
 ROUND_OFF = 1e-12
 #: Verdicts of the checkerboard figure (percent): below each bound, its word.
 VERDICTS = ((1e-6, "none"), (1.0, "faint"), (10.0, "visible"), (math.inf, "strong"))
@@ -168,11 +169,17 @@ def layer_figures(weights: np.ndarray, stride: int) -> LayerFigures:
     >>> round(layer_figures(np.ones((3, 3)), 2).figure, 1)  # sums 4, 2, 2, 1; gain 3 / 2
     72.6
     """
+    stored = np.asarray(weights).dtype
     layer = as_layer(weights)
     sums = phase_sums(layer, stride)  # (C_in, C_out, s, s)
     periodic = sums - sums.mean(axis=(-2, -1), keepdims=True)
-    scale = np.abs(sums).max(axis=(-2, -1), keepdims=True)
-    periodic[np.abs(periodic) <= ROUND_OFF * scale] = 0.0  # equal up to round-off
+    # Equal up to round-off: of the sums here, and of weights stored in float32 or float16
+    # (each tap off by half an ulp, so a phase's sum by at most its taps' count of ulps).
+    most_taps = math.ceil(layer.shape[-2] / stride) * math.ceil(layer.shape[-1] / stride)
+    ulp = np.finfo(stored).eps if stored.kind == "f" else 0.0
+    tolerance = np.maximum(ROUND_OFF * np.abs(sums).max(axis=(-2, -1), keepdims=True),
+                           most_taps * ulp * np.abs(layer).max(axis=(-2, -1), keepdims=True))
+    periodic[np.abs(periodic) <= tolerance] = 0.0
     each_pair = np.sqrt((periodic ** 2).mean(axis=(-2, -1)))  # (C_in, C_out)
     flat_each = np.sqrt((each_pair ** 2).sum(axis=0))
     together = periodic.sum(axis=0)

@@ -298,12 +298,13 @@ def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, .
         from rich.table import Table
 
         table = Table(title=escape(f"checkerboard audit: {checkpoint}"))
-        for column, justify in (("layer", "left"), ("shape", "left"), ("stride", "left"),
+        table.add_column("layer", overflow="fold")
+        for column, justify in (("shape", "left"), ("stride", "left"),
                                 ("checkerboard %", "right"), ("worst out", "right"),
                                 ("verdict", "left")):
-            table.add_column(column, justify=justify)
+            table.add_column(column, justify=justify, no_wrap=column == "shape")
         for row in rows:
-            table.add_row(escape(row.name), " x ".join(map(str, row.shape)),
+            table.add_row(escape(row.name), "x".join(map(str, row.shape)),
                           f"{row.stride} (guessed)" if row.stride_guessed else str(row.stride),
                           f"{row.figures.figure:.3g}", str(row.figures.worst_output),
                           row.figures.verdict)
@@ -360,8 +361,9 @@ def kernel_fix(checkpoint: str, output_path: str, layers: tuple[str, ...],
     from rich.table import Table
 
     table = Table(title=escape(f"fixed: {checkpoint} -> {output_path}"))
-    for column in ("layer", "stride", "checkerboard % before", "after", "weight change"):
-        table.add_column(column, justify="left" if column in ("layer", "stride") else "right")
+    table.add_column("layer", overflow="fold")
+    for column in ("stride", "checkerboard % before", "after", "weight change"):
+        table.add_column(column, justify="left" if column == "stride" else "right")
     for row in done:
         table.add_row(escape(row.name),
                       f"{row.stride} (guessed)" if row.stride_guessed else str(row.stride),

@@ -187,7 +187,7 @@ def test_audit_table_json_and_gate(tmp_path, capsys, decoder):
     assert not rows["dec.up2.weight"]["stride_guessed"]
     assert run(["kernel", "audit", str(path)]) == 0
     table = capsys.readouterr().out
-    assert "dec.up1.weight" in table and "(guessed)" in table and "strong" in table
+    assert "dec.up1.weight" in table and "2?" in table and "guessed" in table and "strong" in table
     assert run(["kernel", "audit", str(path), "--fail-above", "5"]) == 3
     assert "above --fail-above 5 %" in capsys.readouterr().err
 
@@ -324,3 +324,12 @@ def test_a_photo_through_a_fixed_layer_has_no_checkerboard(tmp_path, capsys, rng
             assert score > 2
         else:
             assert score < threshold
+
+
+def test_audit_of_a_kernel_file_uses_its_stride_and_padding(tmp_path, capsys):
+    Kernel(np.ones((3, 3)), stride=2, padding=1).save(tmp_path / "ones.json")
+    assert run(["kernel", "audit", str(tmp_path / "ones.json"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["layers"][0]
+    assert (row["layer"], row["stride"], row["stride_guessed"], row["padding"]) == (
+        "ones.json", 2, False, 1)
+    assert row["checkerboard_percent"] == pytest.approx(layer_figures(np.ones((3, 3)), 2).figure)

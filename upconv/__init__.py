@@ -23,16 +23,23 @@ _PUBLIC = {
     "fit_kernel": "fit", "Kernel": "kernels", "builtin_kernel": "kernels",
     "conv_matrix": "kernels", "Method": "methods", "Boundary": "options",
     "output_shape_for": "scaling", "scale": "scaling", "transposed_conv": "transpose",
+    "load_tensors": "checkpoints", "save_tensors": "checkpoints", "audit": "auditing",
+    "fix_layers": "auditing", "layer_figures": "layers", "fix_checkerboard": "layers",
+    "bilinear_init": "layers", "icnr_init": "layers",
 }
 
 __all__ = ["BadInputError", "Boundary", "FileAccessError", "Kernel", "Method", "UpconvError",
-           "__version__", "builtin_kernel", "conv_matrix", "fit_kernel", "output_shape_for",
-           "scale", "transposed_conv"]
+           "__version__", "audit", "bilinear_init", "builtin_kernel", "conv_matrix",
+           "fit_kernel", "fix_checkerboard", "fix_layers", "icnr_init", "layer_figures",
+           "load_tensors", "output_shape_for", "save_tensors", "scale", "transposed_conv"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors
+    from .auditing import audit, fix_layers
+    from .checkpoints import load_tensors, save_tensors
     from .errors import BadInputError, FileAccessError, UpconvError
     from .fit import fit_kernel
     from .kernels import Kernel, builtin_kernel, conv_matrix
+    from .layers import bilinear_init, fix_checkerboard, icnr_init, layer_figures
     from .methods import Method
     from .options import Boundary
     from .scaling import output_shape_for, scale

@@ -34,10 +34,14 @@ class LayerAudit:
     stride: int
     stride_guessed: bool
     figures: LayerFigures
+    #: PyTorch's padding, or "centred", when the file records it (a kernel file); a
+    #: state_dict does not (None)
+    padding: int | tuple[int, int] | str | None = None
 
     def as_dict(self) -> dict:
         return {"layer": self.name, "shape": list(self.shape), "stride": self.stride,
-                "stride_guessed": self.stride_guessed, **self.figures.as_dict()}
+                "stride_guessed": self.stride_guessed, "padding": self.padding,
+                **self.figures.as_dict()}
 
 
 @dataclass(frozen=True)
@@ -107,17 +111,21 @@ def choose_layers(tensors: dict[str, np.ndarray], patterns: tuple[str, ...] | li
     return {key: chosen[key] for key in tensors if key in chosen}  # in file order
 
 
-def _stride(key: str, shape: tuple[int, ...], strides: list[tuple[str, int]]
-            ) -> tuple[int, bool]:
-    """A layer's stride and whether it was guessed: the last ``--stride`` matching it."""
+def _stride(key: str, shape: tuple[int, ...], strides: list[tuple[str, int]],
+            recorded: int | None) -> tuple[int, bool]:
+    """A layer's stride and whether it was guessed: the last ``--stride`` matching it, else
+    the one its file records, else a guess."""
     given = [stride for pattern, stride in strides if fnmatch.fnmatchcase(key, pattern)]
     if given:
         return given[-1], False
+    if recorded is not None:
+        return recorded, False
     return guess_stride(min(shape[-2:])), True
 
 
 def audit(tensors: dict[str, np.ndarray], layers: tuple[str, ...] | list[str] = (),
-          strides: tuple[str, ...] | list[str] = (), name: str = "checkpoint"
+          strides: tuple[str, ...] | list[str] = (), name: str = "checkpoint",
+          recorded: dict[str, tuple[int | None, int | tuple[int, int] | str]] | None = None
           ) -> list[LayerAudit]:
     """The checkerboard figures of a checkpoint's transposed-convolution layers.
 
@@ -132,6 +140,9 @@ def audit(tensors: dict[str, np.ndarray], layers: tuple[str, ...] | list[str] = 
         ``"N"`` or ``"PATTERN=N"`` (see :func:`parse_strides`); others are guessed.
     name : str
         The file, for messages.
+    recorded : dict, optional
+        ``(stride, padding)`` per layer where the file records them (a kernel
+        file does; a state_dict does not).
 
     Examples
     --------
@@ -141,20 +152,23 @@ def audit(tensors: dict[str, np.ndarray], layers: tuple[str, ...] | list[str] = 
     [('up.weight', 2, True, 0.0)]
     """
     parsed = parse_strides(strides)
+    recorded = recorded or {}
     rows = []
     for key, weights in choose_layers(tensors, layers, name).items():
-        stride, guessed = _stride(key, weights.shape, parsed)
+        known_stride, padding = recorded.get(key, (None, None))
+        stride, guessed = _stride(key, weights.shape, parsed, known_stride)
         if min(weights.shape[2:]) < stride:
             raise BadInputError(f"{name}: {key}'s {weights.shape[2]}x{weights.shape[3]} kernel "
                                 f"is smaller than its stride {stride}")
         rows.append(LayerAudit(key, tuple(weights.shape), stride, guessed,
-                               layer_figures(weights, stride)))
+                               layer_figures(weights, stride), padding))
     return rows
 
 
 def fix_layers(tensors: dict[str, np.ndarray], layers: tuple[str, ...] | list[str] = (),
-               strides: tuple[str, ...] | list[str] = (), name: str = "checkpoint"
-               ) -> tuple[dict[str, np.ndarray], list[LayerFix]]:
+               strides: tuple[str, ...] | list[str] = (), name: str = "checkpoint",
+               recorded: dict[str, tuple[int | None, int | tuple[int, int] | str]] | None
+               = None) -> tuple[dict[str, np.ndarray], list[LayerFix]]:
     """Every chosen layer replaced by its nearest checkerboard-free weights
     (:func:`upconv.layers.fix_checkerboard`), every other tensor unchanged.
 
@@ -167,7 +181,7 @@ def fix_layers(tensors: dict[str, np.ndarray], layers: tuple[str, ...] | list[st
     >>> round(done[0].before.figure, 1), done[0].after.figure
     (72.6, 0.0)
     """
-    audited = audit(tensors, layers, strides, name)
+    audited = audit(tensors, layers, strides, name, recorded)
     result = dict(tensors)
     done = []
     for row in audited:

@@ -255,10 +255,23 @@ def _layer_options(command):
              "every 4-D tensor with a kernel of at least 2 x 2]")(command)
 
 
-def _checkpoint(path: str) -> dict:
-    from ..checkpoints import load_tensors
+def _checkpoint(path: str) -> tuple[dict, dict]:
+    """A checkpoint's tensors, and ``(stride, padding)`` of those whose file records them:
+    a weights file (.safetensors, .pt, .pth, .npz) records neither; a kernel file
+    (.json, .npy, .txt, .csv) is one layer, named by the file, with what it says."""
+    import numpy as np
 
-    return load_tensors(path)
+    from ..checkpoints import WEIGHT_SUFFIXES, load_tensors
+    from ..kernel_files import load_kernel
+    from ..layers import as_layer
+
+    if os.path.splitext(path)[1].lower() in WEIGHT_SUFFIXES:
+        return load_tensors(path), {}
+    kernel = load_kernel(path)
+    name = os.path.basename(path)
+    padding = "centred" if kernel.padding is None else kernel.padding
+    return ({name: as_layer(kernel.weights)} if kernel.weights.ndim != 4
+            else {name: np.asarray(kernel.weights)}), {name: (kernel.stride, padding)}
 
 
 @kernel_group.command("audit", context_settings=CONTEXT, epilog=REPORT_EPILOG)
@@ -273,7 +286,8 @@ def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, .
     """Audit every ConvTranspose2d layer of a checkpoint for checkerboards.
 
     CHECKPOINT is a .safetensors (pip install 'upconv[models]'), .pt/.pth
-    (read without running its code) or .npz file. Each layer's figure is, for
+    (read without running its code) or .npz file, or a kernel file (one
+    layer, with the stride and padding it records). Each layer's figure is, for
     its worst output channel, the RMS checkerboard a flat input prints (each
     input channel holding its own unit value) in percent of the RMS response
     to unit white noise: 0 when every (C_in, C_out) pair has equal phase sums
@@ -288,7 +302,8 @@ def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, .
     """
     from ..auditing import audit
 
-    rows = audit(_checkpoint(checkpoint), layers, strides, checkpoint)
+    tensors, recorded = _checkpoint(checkpoint)
+    rows = audit(tensors, layers, strides, checkpoint, recorded)
     if as_json:
         click.echo(json.dumps({"checkpoint": checkpoint,
                                "layers": [row.as_dict() for row in rows]}, indent=1))
@@ -298,22 +313,30 @@ def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, .
         from rich.table import Table
 
         table = Table(title=escape(f"checkerboard audit: {checkpoint}"))
-        table.add_column("layer", overflow="fold")
-        for column, justify in (("shape", "left"), ("stride", "left"),
-                                ("checkerboard %", "right"), ("worst out", "right"),
+        longest = max((len(row.name) for row in rows), default=5)
+        table.add_column("layer", overflow="fold", min_width=min(40, longest))
+        for column, justify in (("shape", "left"), ("stride", "left"), ("padding", "left"),
+                                ("figure %", "right"), ("worst out", "right"),
                                 ("verdict", "left")):
             table.add_column(column, justify=justify, no_wrap=column == "shape")
         for row in rows:
             table.add_row(escape(row.name), "x".join(map(str, row.shape)),
-                          f"{row.stride} (guessed)" if row.stride_guessed else str(row.stride),
+                          f"{row.stride}?" if row.stride_guessed else str(row.stride),
+                          "-" if row.padding is None else str(row.padding),
                           f"{row.figures.figure:.3g}", str(row.figures.worst_output),
                           row.figures.verdict)
         console = Console(highlight=False)
         console.print(table)
-        console.print("checkerboard %: the RMS pattern a flat input prints, against the RMS "
-                      "response to white noise (worst output channel; per channel: "
-                      "'upconv kernel show CHECKPOINT:KEY' or --json). Padding does not "
-                      "change it.")
+        notes = ["figure %: the checkerboard, the RMS pattern a flat input prints, against "
+                 "the RMS response to white noise, for the worst output channel (each channel: "
+                 "'upconv kernel show CHECKPOINT:KEY' or --json)."]
+        if any(row.stride_guessed for row in rows):
+            notes.append("N?: a stride guessed from the kernel size (K = 2s or 2s - 1); give "
+                         "--stride if it is not.")
+        if any(row.padding is None for row in rows):
+            notes.append("padding -: not recorded in a state_dict (the figure does not "
+                         "depend on it).")
+        console.print(" ".join(notes))
     worst = [row for row in rows if fail_above is not None and row.figures.figure > fail_above]
     if worst:
         names = ", ".join(f"{row.name} {row.figures.figure:.3g} %" for row in worst)
@@ -349,7 +372,9 @@ def kernel_fix(checkpoint: str, output_path: str, layers: tuple[str, ...],
     from ..checkpoints import save_tensors
 
     prepare_destinations([output_path], [checkpoint], overwrite)
-    tensors = _checkpoint(checkpoint)
+    from ..checkpoints import load_tensors
+
+    tensors = load_tensors(checkpoint)
     fixed, done = fix_layers(tensors, layers, strides, checkpoint)
     save_tensors(fixed, output_path)
     if as_json:

@@ -333,3 +333,14 @@ def test_audit_of_a_kernel_file_uses_its_stride_and_padding(tmp_path, capsys):
     assert (row["layer"], row["stride"], row["stride_guessed"], row["padding"]) == (
         "ones.json", 2, False, 1)
     assert row["checkerboard_percent"] == pytest.approx(layer_figures(np.ones((3, 3)), 2).figure)
+
+
+def test_feature_maps_get_no_grey_level_figure_or_brightness_note(tmp_path, capsys,
+                                                                   decoder):
+    path, _ = decoder
+    np.save(tmp_path / "x.npy", np.random.default_rng(5).normal(size=(1, 5, 6, 6)))
+    assert run(["scale", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "-m", "transpose",
+                "-f", "2", "--kernel", f"{path}:up1.weight", "--padding", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "feature maps: not measured" in err and "bright" not in err
+    assert len(err.strip().splitlines()) == 1

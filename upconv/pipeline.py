@@ -142,12 +142,16 @@ class _Job:
     plan: Resampling
     tile_rows: int | None  # None: the whole image at once
     notes: tuple[str, ...]
+    #: a network's feature maps (more than 4 channels, or C x H x W), not an image: its
+    #: values are not grey levels, so no one-line checkerboard figure or brightness note
+    feature_maps: bool = False
 
 
 def _plan_job(settings: ScaleSettings, shape: tuple[int, ...], fmt: str,
-              streamed: bool = False, alpha: bool = False) -> _Job:
+              streamed: bool = False, alpha: bool = False, planes: bool = False) -> _Job:
     """Settle the job for an image of ``shape`` (H, W, C), before any pixel is computed;
-    ``alpha``: its last channel is alpha (2 or 4 channels of an image file)."""
+    ``alpha``: its last channel is alpha (2 or 4 channels of an image file); ``planes``:
+    the array is laid out C x H x W (a network's feature maps)."""
     channels = shape[2] if len(shape) == 3 else 1
     plan = plan_resampling(
         (shape[0], shape[1], channels), settings.factor, settings.method, settings.boundary,
@@ -166,14 +170,16 @@ def _plan_job(settings: ScaleSettings, shape: tuple[int, ...], fmt: str,
     if out_h < shape[0] or out_w < shape[1]:
         notes.append("the output is smaller than the input; upconv does not low-pass filter "
                      "before shrinking, so fine detail will alias")
-    if plan.kernel is not None:
+    feature_maps = planes or plan.channels > 4 or channels > 4
+    if plan.kernel is not None and not feature_maps:  # brightness is an image's notion
         gain_note = dc_gain_note(plan.kernel)
         if gain_note:
             notes.append(gain_note)
     if plan.channels > 4 and fmt != "npy":
         raise BadInputError(f"the output has {plan.channels} channels; only .npy output can "
                             "hold more than 4")
-    return _Job(plan, tile_rows_for(settings.tile, out_h * out_w), tuple(notes))
+    return _Job(plan, tile_rows_for(settings.tile, out_h * out_w), tuple(notes),
+                feature_maps)
 
 
 def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> ScaleResult:
@@ -202,7 +208,8 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     alpha = picture.layout is None and picture.has_alpha
     if fmt == "npy":
         picture = replace(picture, layout=output_layout(picture.layout, settings.layout))
-    job = _plan_job(settings, picture.samples.shape, fmt, alpha=alpha)
+    job = _plan_job(settings, picture.samples.shape, fmt, alpha=alpha,
+                    planes=picture.layout in ("chw", "nchw"))
     plan, stored = job.plan, picture.samples.dtype
     # The output's samples: the input's stored type (a .npy output keeps the float values).
     out_dtype = stored if fmt != "npy" or stored.kind == "f" else (
@@ -217,8 +224,9 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     picture = with_samples(picture, np.empty((0, 0) + samples.shape[2:], stored))
     # (the whole input array is now referenced by nothing but `samples`)
     full = settings.full_report
+    summary_line = settings.summary_line and not job.feature_maps
     sampler = (summary_sampler(out_shape, plan.period, out_dtype)
-               if settings.summary_line and not full and plan.period is not None else None)
+               if summary_line and not full and plan.period is not None else None)
     kept = None  # the whole output, when the summary or the report measures all of it
     notes = list(job.notes)
     with image_writer(picture, out_shape, out_dtype, output_path, fmt, settings.save,
@@ -227,7 +235,7 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
             output.write(rows)
             if sampler is not None:
                 sampler.add_rows(start, rows)
-            elif full or (settings.summary_line and plan.period is not None):
+            elif full or (summary_line and plan.period is not None):
                 if rows.shape[0] == out_shape[0]:
                     kept = rows  # the whole image at once: measured as it is
                 else:
@@ -239,9 +247,16 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
                               plan.name, notes=notes)
         if sampler is not None:
             outcome.checkerboard, outcome.score = summary_text(sampler.measure())
+        elif job.feature_maps and not full:
+            outcome.checkerboard = FEATURE_MAPS_SUMMARY
         else:
             _measure(outcome, kept, plan, settings)
     return outcome
+
+
+#: The summary's last part for feature maps, whose values are not grey levels.
+FEATURE_MAPS_SUMMARY = ("feature maps: not measured in grey levels (audit the layer: upconv "
+                        "kernel audit)")
 
 
 #: Bytes of float32 samples per band of an output computed band by band; outputs of more
@@ -525,6 +540,9 @@ def _streamed_result(input_path: str, output_path: str, job: _Job, middle: np.nd
     """A streamed job's result, its figure measured on the middle band."""
     outcome = ScaleResult(input_path, output_path, (job.plan.shape[1], job.plan.shape[0]),
                           job.plan.name, notes=list(job.notes))
+    if job.feature_maps and not settings.full_report:
+        outcome.checkerboard = FEATURE_MAPS_SUMMARY
+        return outcome
     _measure(outcome, middle[:, :, None] if middle.ndim == 2 else middle, job.plan, settings)
     outcome.checkerboard += " (measured on the middle tile)"
     return outcome

@@ -344,3 +344,16 @@ def test_feature_maps_get_no_grey_level_figure_or_brightness_note(tmp_path, caps
     err = capsys.readouterr().err
     assert "feature maps: not measured" in err and "bright" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_3d_tensor_where_a_layer_is_expected_is_refused(tmp_path, capsys):
+    save_tensors({"up.weight": np.ones((2, 4, 4), np.float32)}, tmp_path / "odd.safetensors")
+    for command in (["kernel", "audit"], ["kernel", "fix"]):
+        extra = ["-o", str(tmp_path / "out.safetensors")] if command[1] == "fix" else []
+        assert run([*command, str(tmp_path / "odd.safetensors"), "--layer", "up.weight",
+                    *extra]) == 1
+        err = capsys.readouterr().err
+        assert "up.weight has shape [2, 4, 4]" in err and "4-D" in err
+    assert not (tmp_path / "out.safetensors").exists()
+    assert run(["kernel", "audit", str(tmp_path / "odd.safetensors")]) == 1
+    assert "no 4-D" in capsys.readouterr().err

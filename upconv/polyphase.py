@@ -31,7 +31,7 @@ import numpy as np
 from .samples import from_float, store_as
 
 __all__ = ["AxisTaps", "Phases", "Phases2D", "default_threads", "apply_separable", "apply_2d",
-           "apply_general", "gather", "run_over_rows", "band_of_periods"]
+           "apply_general", "gather", "run_over_rows", "band_of_periods", "shutdown_pools"]
 
 #: Rows of input processed per work unit (at most): a band of a 1920-wide RGB float32
 #: image's output and its temporaries stay within a few megabytes.
@@ -110,6 +110,22 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 # A forked child has none of the parent's threads: give it fresh pools.
 os.register_at_fork(after_in_child=_POOLS.clear)
+
+
+def shutdown_pools() -> None:
+    """Let every pool's threads go (they finish what they run, and take no more).
+
+    ``concurrent.futures`` wakes its idle threads when the interpreter exits, but only
+    those it has registered: a Ctrl-C that lands while a pool is starting a thread
+    (between its start and its registration) leaves one that nothing wakes, and the
+    exit then waits for it forever. A pool's own shutdown wakes all of its threads
+    through its queue, so the command line calls this on its way out.
+    """
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_over_rows(make_worker: Callable[[], Callable[[tuple[int, int]], None]],

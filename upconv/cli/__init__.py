@@ -303,7 +303,13 @@ def _silence_stdout() -> None:
 
 def entry_point() -> None:
     """Console script ``upconv`` (and ``python -m upconv``)."""
-    sys.exit(run(exiting=True))
+    try:
+        status = run(exiting=True)
+    finally:
+        engine = sys.modules.get("upconv.polyphase")  # imported only if a job computed
+        if engine is not None:
+            engine.shutdown_pools()  # no worker thread may hold the exit up
+    sys.exit(status)
 
 
 def _one_line_reports() -> None:

@@ -313,6 +313,8 @@ def test_tensors_of_types_numpy_lacks_are_refused_as_such(tmp_path, module, name
      "the checkpoint has no record 'archive/data/1'"),
     (op_text("not a storage") + b"Q", {},
      "the checkpoint refers to something other than a storage"),
+    (op_tensor("0", 4, 0, (30000, 30000), (0, 0)), {"0": FOUR_FLOATS},  # 3.6 GB of one value
+     "corrupt checkpoint: a tensor of 3600000000 bytes repeats a storage of 16 bytes"),
     (op_call(op_global("torch._utils", "_rebuild_parameter"), op_int(3), b"\x89",
              op_call(op_global("collections", "OrderedDict"))), {},
      "corrupt checkpoint: a parameter without a tensor"),

@@ -108,7 +108,8 @@ def scratch(tmp_path_factory):
                "dec.up3.weight": rng.normal(size=(3, 3, 8, 8)).astype(np.float32)}
     save_tensors(decoder, base / "decoder.safetensors")
     save_tensors(decoder, base / "decoder.npz")
-    save_tensors(fix_layers(decoder, strides=["2", "dec.up3.*=4"])[0], base / "fixed.safetensors")
+    save_tensors(fix_layers(decoder, ["dec.up*.weight"], ["2", "dec.up3.*=4"])[0],
+                 base / "fixed.safetensors")
     shutil.copy(ROOT / "tests" / "data" / "tiny_decoder.pt", base / "decoder.pt")
     np.save(base / "x.npy", rng.random((1, 8, 12, 10)).astype(np.float32))
     return base

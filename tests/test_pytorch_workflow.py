@@ -245,7 +245,8 @@ def test_kernel_show_and_report_label_each_output_channel_and_gate(tmp_path, cap
 def test_fix_writes_every_tensor_with_the_layers_fixed(tmp_path, capsys, decoder):
     path, tensors = decoder
     out = tmp_path / "fixed.safetensors"
-    assert run(["kernel", "fix", str(path), "-o", str(out), "--stride", "2", "--json"]) == 0
+    assert run(["kernel", "fix", str(path), "-o", str(out), "--layer", "dec.up*.weight",
+                "--stride", "2", "--json"]) == 0
     done = {row["layer"]: row for row in json.loads(capsys.readouterr().out)["layers"]}
     fixed = load_tensors(out)
     assert list(fixed) == list(tensors)
@@ -260,15 +261,16 @@ def test_fix_writes_every_tensor_with_the_layers_fixed(tmp_path, capsys, decoder
             np.testing.assert_array_equal(fixed[key], value)
     assert run(["kernel", "audit", str(out), "--stride", "2", "--fail-above", "0.001"]) == 0
     capsys.readouterr()
-    assert run(["kernel", "fix", str(path), "-o", str(out), "--stride", "2"]) == 1
+    assert run(["kernel", "fix", str(path), "-o", str(out), "--layer", "up1.weight"]) == 1
     assert "exists" in capsys.readouterr().err  # never replaced without --overwrite
-    assert run(["kernel", "fix", str(path), "-o", str(path)]) == 1
+    assert run(["kernel", "fix", str(path), "-o", str(path), "--layer", "up1.weight"]) == 1
     assert load_tensors(path).keys() == tensors.keys()  # the input untouched
 
 
 def test_fix_refuses_a_format_it_cannot_write(tmp_path, capsys, decoder):
     path, _ = decoder
-    assert run(["kernel", "fix", str(path), "-o", str(tmp_path / "fixed.pt")]) == 1
+    assert run(["kernel", "fix", str(path), "-o", str(tmp_path / "fixed.pt"),
+                "--layer", "up1.weight"]) == 1
     assert ".safetensors" in capsys.readouterr().err
     assert not (tmp_path / "fixed.pt").exists()
 
@@ -311,7 +313,7 @@ def test_a_photo_through_a_fixed_layer_has_no_checkerboard(tmp_path, capsys, rng
     layer = {"up.weight": rng.normal(1 / 16, 0.05, size=(1, 1, 4, 4)).astype(np.float32)}
     save_tensors(layer, tmp_path / "layer.safetensors")
     assert run(["kernel", "fix", str(tmp_path / "layer.safetensors"), "-o",
-                str(tmp_path / "fixed.safetensors")]) == 0
+                str(tmp_path / "fixed.safetensors"), "--layer", "up.weight"]) == 0
     capsys.readouterr()
     for name, threshold in (("layer", None), ("fixed", 0.5)):
         out = tmp_path / f"{name}.png"
@@ -350,10 +352,73 @@ def test_a_3d_tensor_where_a_layer_is_expected_is_refused(tmp_path, capsys):
     save_tensors({"up.weight": np.ones((2, 4, 4), np.float32)}, tmp_path / "odd.safetensors")
     for command in (["kernel", "audit"], ["kernel", "fix"]):
         extra = ["-o", str(tmp_path / "out.safetensors")] if command[1] == "fix" else []
-        assert run([*command, str(tmp_path / "odd.safetensors"), "--layer", "up.weight",
-                    *extra]) == 1
+        extra = [*extra, "--layer", "up.weight"]
+        assert run([*command, str(tmp_path / "odd.safetensors"), *extra]) == 1
         err = capsys.readouterr().err
         assert "up.weight has shape [2, 4, 4]" in err and "4-D" in err
     assert not (tmp_path / "out.safetensors").exists()
     assert run(["kernel", "audit", str(tmp_path / "odd.safetensors")]) == 1
     assert "no 4-D" in capsys.readouterr().err
+
+
+def test_audit_leaves_an_optimizer_alone_and_fix_needs_the_layers_named(tmp_path, capsys,
+                                                                        rng):
+    """A training checkpoint: a Conv2d weight, two ConvTranspose2d ones, and Adam's state.
+    The audit's default takes parameters named *.weight, never the optimizer's state; a
+    fix touches only the layers --layer names, and --prefix writes the model's part."""
+    tensors = {"model.conv.weight": rng.normal(size=(16, 8, 3, 3)).astype(np.float32),
+               "model.up1.weight": rng.normal(size=(8, 4, 4, 4)).astype(np.float32),
+               "model.up1.bias": rng.normal(size=4).astype(np.float32),
+               "optimizer.state.0.exp_avg_sq": rng.random((8, 4, 4, 4)).astype(np.float32)}
+    save_tensors(tensors, tmp_path / "train.safetensors")
+    assert run(["kernel", "audit", str(tmp_path / "train.safetensors"), "--json"]) == 0
+    rows = [row["layer"] for row in json.loads(capsys.readouterr().out)["layers"]]
+    assert rows == ["model.conv.weight", "model.up1.weight"]
+    assert run(["kernel", "fix", str(tmp_path / "train.safetensors"), "-o",
+                str(tmp_path / "out.safetensors")]) == 2
+    assert "--layer" in capsys.readouterr().err
+    assert run(["kernel", "fix", str(tmp_path / "train.safetensors"), "-o",
+                str(tmp_path / "out.safetensors"), "--layer", "up1.weight",
+                "--prefix", "model."]) == 0
+    fixed = load_tensors(tmp_path / "out.safetensors")
+    assert list(fixed) == ["conv.weight", "up1.weight", "up1.bias"]
+    np.testing.assert_array_equal(fixed["conv.weight"], tensors["model.conv.weight"])
+    assert layer_figures(fixed["up1.weight"], 2).figure == 0.0
+    capsys.readouterr()
+    assert run(["kernel", "audit", f"{tmp_path / 'train.safetensors'}:up1.weight",
+                "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["layers"]
+    assert [row["layer"] for row in rows] == ["model.up1.weight"]
+
+
+def test_show_report_and_audit_agree_on_float32_round_off(tmp_path, capsys):
+    """Weights read from a float32 file are widened to float64 for show and report; their
+    round-off is still float32's, so a fixed layer reads 0 everywhere."""
+    out = tmp_path / "init.safetensors"
+    assert run(["kernel", "init", "--in", "3", "--out", "5", "--size", "4", "--stride", "2",
+                "--method", "icnr", "--seed", "3", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert run(["report", "--kernel", f"{out}:weight", "-f", "2", "--fail-above", "0",
+                "--json"]) == 0
+    layer = json.loads(capsys.readouterr().out)["kernel"]["layer"]
+    assert layer["checkerboard_percent"] == 0.0 and layer["verdict"] == "none"
+    assert run(["kernel", "show", f"{out}:weight", "-f", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layer"]["checkerboard_percent"] == 0.0
+
+
+def test_a_chw_array_read_by_default_gets_a_hint(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((16, 32, 30), np.float32))  # PyTorch's C x H x W
+    assert run(["scale", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "-f", "2",
+                "-m", "bilinear"]) == 0
+    err = capsys.readouterr().err
+    assert "read as H x W x C = 16 x 32 x 30" in err and "--layout chw" in err
+    assert "feature maps" in err and "kernel audit" not in err  # not a layer's job
+
+
+def test_wide_audit_tables_keep_their_figures(tmp_path, capsys, rng):
+    name = "decoder.blocks.3.upsample.conv_transpose.weight"
+    save_tensors({name: rng.normal(size=(4, 4, 4, 4)).astype(np.float32)},
+                 tmp_path / "long.safetensors")
+    assert run(["kernel", "audit", str(tmp_path / "long.safetensors")]) == 0
+    table = capsys.readouterr().out
+    assert "strong" in table and "figure %" in table and "4x4x4x4" in table

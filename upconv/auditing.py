@@ -3,8 +3,10 @@ fixing them (``upconv kernel audit`` and ``upconv kernel fix``).
 
 A ``state_dict`` records weights, not strides or paddings, nor which 4-D tensors
 are ``ConvTranspose2d`` weights (``C_in x C_out x kH x kW``) rather than
-``Conv2d`` ones (``C_out x C_in x kH x kW``). So every 4-D tensor with a kernel of
-at least 2 x 2 is a candidate unless ``--layer`` patterns choose, and each
+``Conv2d`` ones (``C_out x C_in x kH x kW``). So an audit looks at every 4-D
+parameter named ``weight`` (``*.weight``, which leaves out an optimizer's state)
+with a kernel of at least 2 x 2 unless ``--layer`` patterns choose; a fix, which
+changes weights, only touches the layers ``--layer`` names. Each
 layer's stride is given (``--stride N`` for all, ``--stride PATTERN=N`` per
 layer, the last matching one winning) or guessed from its kernel size
 (:func:`upconv.layers.guess_stride`: ``K = 2s`` or ``2s - 1``), and then shown as
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoints import tensors_matching
+from .checkpoints import tensor_named, tensors_matching
 from .errors import BadInputError
 from .layers import LayerFigures, fix_checkerboard, guess_stride, layer_figures
 
@@ -89,21 +91,28 @@ def parse_strides(options: tuple[str, ...] | list[str]) -> list[tuple[str, int]]
 
 def choose_layers(tensors: dict[str, np.ndarray], patterns: tuple[str, ...] | list[str],
                   name: str) -> dict[str, np.ndarray]:
-    """The layers to audit: the tensors matching any of ``patterns`` (each must match
-    something, and each match must be 4-D), or every 4-D tensor with a kernel of at
-    least 2 x 2."""
+    """The layers to audit: the tensors matching any of ``patterns`` (globs, or names taken
+    as ``FILE:KEY`` takes them: exact or an unambiguous ending; each must match something,
+    and each match must be 4-D), or every 4-D parameter named ``weight`` or ``*.weight``
+    with a kernel of at least 2 x 2."""
     if not patterns:
         chosen = {key: value for key, value in tensors.items()
-                  if value.ndim == 4 and min(value.shape[2:]) >= 2}
+                  if value.ndim == 4 and min(value.shape[2:]) >= 2
+                  and (key == "weight" or key.endswith(".weight"))}
         if not chosen:
             shapes = ", ".join(f"{key} {list(value.shape)}" for key, value in
                                list(tensors.items())[:6])
-            raise BadInputError(f"{name}: no 4-D (C_in x C_out x kH x kW) tensors with a "
-                                f"kernel of at least 2 x 2 (it has: {shapes})")
+            raise BadInputError(f"{name}: no 4-D (C_in x C_out x kH x kW) weights with a "
+                                f"kernel of at least 2 x 2 (it has: {shapes}); choose "
+                                "tensors with --layer")
         return chosen
     chosen = {}
     for pattern in patterns:
-        chosen.update(tensors_matching(tensors, pattern, name))
+        if any(wild in pattern for wild in "*?["):
+            chosen.update(tensors_matching(tensors, pattern, name))
+        else:  # a name: exact, or its unambiguous ending (as FILE:KEY takes it)
+            value = tensor_named(tensors, pattern, name)
+            chosen.update({key: value for key, found in tensors.items() if found is value})
     for key, value in chosen.items():
         if value.ndim != 4:
             raise BadInputError(f"{name}: {key} has shape {list(value.shape)}; a "
@@ -172,15 +181,20 @@ def fix_layers(tensors: dict[str, np.ndarray], layers: tuple[str, ...] | list[st
     """Every chosen layer replaced by its nearest checkerboard-free weights
     (:func:`upconv.layers.fix_checkerboard`), every other tensor unchanged.
 
-    Returns the new tensors (same keys, order and dtypes) and what was done
-    to each layer.
+    ``layers`` must name the layers (a state_dict does not say which 4-D tensors
+    are transposed convolutions, and a fix changes them). Returns the new
+    tensors (same keys, order and dtypes) and what was done to each layer.
 
     Examples
     --------
-    >>> fixed, done = fix_layers({"up.weight": np.ones((1, 1, 3, 3))}, strides=["2"])
+    >>> fixed, done = fix_layers({"up.weight": np.ones((1, 1, 3, 3))}, ["up.*"], ["2"])
     >>> round(done[0].before.figure, 1), done[0].after.figure
     (72.6, 0.0)
     """
+    if not layers:
+        raise BadInputError(f"{name}: say which tensors are ConvTranspose2d weights with "
+                            "--layer (a fix changes them; a Conv2d weight or an optimizer's "
+                            "state must not be)")
     audited = audit(tensors, layers, strides, name, recorded)
     result = dict(tensors)
     done = []

@@ -34,6 +34,7 @@ import difflib
 import importlib.util
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -68,6 +69,9 @@ INSTALL_MODELS = "pip install 'upconv[models]'"
 MAX_NESTING = 100
 #: How many suggestions or keys a message lists.
 SHOWN_KEYS = 5
+#: A tensor may repeat its storage's values (a stride of 0, as ``expand`` makes) up to this
+#: many bytes: a hostile file cannot make the reader allocate more than it holds beyond it.
+MAX_EXPANSION = 1 << 28
 
 
 def load_tensors(path: str | Path) -> dict[str, np.ndarray]:
@@ -593,6 +597,10 @@ def _strided_copy(storage: object, element: object, offset: object, size: object
         last = offset + sum((length - 1) * step for length, step in zip(size, stride, strict=True))
         if last >= len(values):
             raise _Malformed("a tensor reaches past the end of its storage")
+        claimed = math.prod(size) * values.itemsize
+        if claimed > max(len(storage.data), MAX_EXPANSION):  # repeats of a few values
+            raise _Malformed(f"a tensor of {claimed} bytes repeats a storage of "
+                             f"{len(storage.data)} bytes (over {MAX_EXPANSION} bytes)")
         view = np.lib.stride_tricks.as_strided(
             values[offset:], shape=size, strides=[step * values.itemsize for step in stride],
             writeable=False)

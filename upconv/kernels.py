@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInputError
+from .layers import storage_ulp
 from .methods import BUILTIN_KERNELS, InterpolationMethod, kernel_method
 
 __all__ = ["Kernel", "BUILTIN_KERNELS", "POST_KERNELS", "builtin_kernel", "conv_matrix",
@@ -142,7 +143,8 @@ class Kernel:
                               f"{self.weights.shape[0]} channels, but the image has {channels}")
         if self.weights.ndim == 4 and self.weights.shape[0] != channels:
             raise BadInputError(f"{self.name}: C_in is {self.weights.shape[0]}, but the image has "
-                              f"{channels} channels")
+                              f"{channels} channels (an .npy laid out C x H x W needs "
+                              "--layout chw)")
 
     def for_image(self, channels: int, alpha: bool) -> Kernel:
         """This kernel, ready for an image with ``channels`` (the last one alpha if ``alpha``).
@@ -238,7 +240,8 @@ class Kernel:
     def spread(self) -> float:
         """``(max S - min S) / |mean S|``, worst over channels: 0 iff flat stays flat.
 
-        Differences below :data:`SPREAD_ROUND_OFF` of the largest sum are float
+        Differences below :data:`SPREAD_ROUND_OFF` of the largest sum (or, for
+        weights that are float32 values, their taps' count of float32 ulps) are float
         round-off (the sums of an exactly checkerboard-free kernel computed in
         floating point), and count as 0.
 
@@ -247,12 +250,18 @@ class Kernel:
         >>> Kernel(np.ones((3, 3)), stride=2).spread()  # 4, 2, 2, 1 ones per phase
         1.3333333333333333
         """
-        sums = self.phase_sums().reshape(-1, self._stride_or_fail() ** 2)
+        s = self._stride_or_fail()
+        sums = self.phase_sums().reshape(-1, s * s)
+        # Weights read from a float32 file keep float32's round-off: a phase's sum may be
+        # off by its taps' count of ulps of the largest weight.
+        taps = math.ceil(self.shape[0] / s) * math.ceil(self.shape[1] / s) * (
+            self.weights.shape[0] if self.mixes_channels else 1)
+        stored = taps * storage_ulp(self.weights) * float(np.abs(self.weights).max())
         worst = 0.0
         for channel in sums:
             width = float(channel.max() - channel.min())
             scale = float(np.abs(channel).max())
-            if width <= SPREAD_ROUND_OFF * scale:
+            if width <= max(SPREAD_ROUND_OFF * scale, 2 * stored):
                 continue  # equal up to float round-off
             mean = abs(float(channel.mean()))
             worst = max(worst, width / mean if mean > 0 else math.inf)

@@ -41,10 +41,11 @@ import numpy as np
 from .errors import BadInputError
 
 __all__ = ["LayerFigures", "layer_figures", "phase_sums", "fix_checkerboard", "guess_stride",
-           "bilinear_init", "icnr_init", "as_layer", "ROUND_OFF", "VERDICTS"]
+           "bilinear_init", "icnr_init", "as_layer", "storage_ulp", "ROUND_OFF", "VERDICTS"]
 
 #: Periodic parts below this fraction of the largest phase sum are float round-off (and,
-#: for weights stored in float32 or float16, below their taps' count of ulps).
+#: for weights that are float32 or float16 values, below their taps' count of ulps:
+#: :func:`storage_ulp`).
 ROUND_OFF = 1e-12
 #: Verdicts of the checkerboard figure (percent): below each bound, its word.
 VERDICTS = ((1e-6, "none"), (1.0, "faint"), (10.0, "visible"), (math.inf, "strong"))
@@ -80,6 +81,30 @@ def _phase_slices(size: tuple[int, int], stride: int, offsets: tuple[int, int]
     return [(p, q, slice((p - offsets[0]) % stride, None, stride),
              slice((q - offsets[1]) % stride, None, stride))
             for p in range(stride) for q in range(stride)]
+
+
+def storage_ulp(weights: np.ndarray) -> float:
+    """The relative round-off of the narrowest float type that holds every weight exactly:
+    float16's, float32's or float64's epsilon (0 for integers). Weights read from a
+    float32 checkpoint keep float32's round-off after they are widened to float64.
+
+    Examples
+    --------
+    >>> storage_ulp(np.float32([0.1, 0.2])) == float(np.finfo(np.float32).eps)
+    True
+    >>> storage_ulp(np.array([0.1])) == float(np.finfo(np.float64).eps)
+    True
+    """
+    weights = np.asarray(weights)
+    if weights.dtype.kind != "f":
+        return 0.0
+    for narrow in (np.float16, np.float32):
+        if np.finfo(narrow).bits >= np.finfo(weights.dtype).bits:
+            return float(np.finfo(weights.dtype).eps)
+        with np.errstate(over="ignore"):
+            if np.array_equal(weights.astype(narrow).astype(weights.dtype), weights):
+                return float(np.finfo(narrow).eps)
+    return float(np.finfo(weights.dtype).eps)
 
 
 def phase_sums(weights: np.ndarray, stride: int, offsets: tuple[int, int] = (0, 0)
@@ -169,14 +194,13 @@ def layer_figures(weights: np.ndarray, stride: int) -> LayerFigures:
     >>> round(layer_figures(np.ones((3, 3)), 2).figure, 1)  # sums 4, 2, 2, 1; gain 3 / 2
     72.6
     """
-    stored = np.asarray(weights).dtype
+    ulp = storage_ulp(weights)
     layer = as_layer(weights)
     sums = phase_sums(layer, stride)  # (C_in, C_out, s, s)
     periodic = sums - sums.mean(axis=(-2, -1), keepdims=True)
     # Equal up to round-off: of the sums here, and of weights stored in float32 or float16
     # (each tap off by half an ulp, so a phase's sum by at most its taps' count of ulps).
     most_taps = math.ceil(layer.shape[-2] / stride) * math.ceil(layer.shape[-1] / stride)
-    ulp = np.finfo(stored).eps if stored.kind == "f" else 0.0
     tolerance = np.maximum(ROUND_OFF * np.abs(sums).max(axis=(-2, -1), keepdims=True),
                            most_taps * ulp * np.abs(layer).max(axis=(-2, -1), keepdims=True))
     periodic[np.abs(periodic) <= tolerance] = 0.0

@@ -27,6 +27,7 @@ from .errors import BadInputError
 from .fileio import discard, finish, output_target, output_writer, sync_file, written_in_place
 from .images import (
     DEFAULT_MAX_PIXELS,
+    Picture,
     SaveOptions,
     check_writable,
     format_for,
@@ -206,6 +207,7 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     picture = load_image(input_path, settings.max_pixels, settings.layout)
     # Alpha is an image file's (2 or 4 channels); an array's channels are all data.
     alpha = picture.layout is None and picture.has_alpha
+    doubt = _layout_doubt(input_path, picture, settings.layout)
     if fmt == "npy":
         picture = replace(picture, layout=output_layout(picture.layout, settings.layout))
     job = _plan_job(settings, picture.samples.shape, fmt, alpha=alpha,
@@ -228,7 +230,7 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     sampler = (summary_sampler(out_shape, plan.period, out_dtype)
                if summary_line and not full and plan.period is not None else None)
     kept = None  # the whole output, when the summary or the report measures all of it
-    notes = list(job.notes)
+    notes = list(job.notes) + ([doubt] if doubt else [])
     with image_writer(picture, out_shape, out_dtype, output_path, fmt, settings.save,
                       notes) as output:
         for start, rows in _output_bands(samples, job, band_rows, out_dtype, output.next_rows):
@@ -248,15 +250,17 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
         if sampler is not None:
             outcome.checkerboard, outcome.score = summary_text(sampler.measure())
         elif job.feature_maps and not full:
-            outcome.checkerboard = FEATURE_MAPS_SUMMARY
+            outcome.checkerboard = _feature_maps_summary(plan)
         else:
             _measure(outcome, kept, plan, settings)
     return outcome
 
 
-#: The summary's last part for feature maps, whose values are not grey levels.
-FEATURE_MAPS_SUMMARY = ("feature maps: not measured in grey levels (audit the layer: upconv "
-                        "kernel audit)")
+def _feature_maps_summary(plan: Resampling) -> str:
+    """The summary's last part for feature maps, whose values are not grey levels."""
+    text = "feature maps: not measured in grey levels"
+    return text + (" (audit the layer: upconv kernel audit)"
+                   if plan.method is Method.TRANSPOSE else "")
 
 
 #: Bytes of float32 samples per band of an output computed band by band; outputs of more
@@ -264,6 +268,16 @@ FEATURE_MAPS_SUMMARY = ("feature maps: not measured in grey levels (audit the la
 #: and smaller ones these, which cost fewer passes.
 BAND_BYTES = 16 << 20
 BIG_OUTPUT_BYTES = 256 << 20
+
+
+def _layout_doubt(name: str, picture: Picture, option: str | None) -> str | None:
+    """A note when a 3-D array read as H x W x C by default looks laid out C x H x W (its
+    last axis longer than 4 and than its first), as PyTorch lays feature maps out."""
+    height, width, channels = picture.samples.shape
+    if option is None and picture.layout == "hwc" and channels > max(4, height):
+        return (f"{name} was read as H x W x C = {height} x {width} x {channels}; if it is "
+                "C x H x W, give --layout chw")
+    return None
 
 
 def output_layout(input_layout: str | None, option: str | None) -> str:
@@ -541,7 +555,7 @@ def _streamed_result(input_path: str, output_path: str, job: _Job, middle: np.nd
     outcome = ScaleResult(input_path, output_path, (job.plan.shape[1], job.plan.shape[0]),
                           job.plan.name, notes=list(job.notes))
     if job.feature_maps and not settings.full_report:
-        outcome.checkerboard = FEATURE_MAPS_SUMMARY
+        outcome.checkerboard = _feature_maps_summary(job.plan)
         return outcome
     _measure(outcome, middle[:, :, None] if middle.ndim == 2 else middle, job.plan, settings)
     outcome.checkerboard += " (measured on the middle tile)"

@@ -70,10 +70,11 @@ def print_report(report: Report, console: Console, title: str = "report") -> Non
         if sums.ndim == 2:
             table.add_row("phase sums", "\n".join(" ".join(f"{v:9.4g}" for v in row)
                                                   for row in sums))
-        table.add_row("spread", ("infinite" if k.spread is None else f"{k.spread:.4g}")
-                      + " ("
-                      + ("a flat input stays flat" if k.flat_stays_flat else
-                         "a flat input gets a checkerboard") + ")")
+        if len(k.shape) < 4:  # summed over C_in, the spread means nothing for a layer
+            table.add_row("spread", ("infinite" if k.spread is None else f"{k.spread:.4g}")
+                          + " ("
+                          + ("a flat input stays flat" if k.flat_stays_flat else
+                             "a flat input gets a checkerboard") + ")")
         if k.layer is not None:
             table.add_row("checkerboard", figure_text(k.layer, multi=sums.ndim > 2))
         if k.dc_gain is not None and sums.ndim == 2:
@@ -137,7 +138,8 @@ def print_kernel_summary(kernel: Kernel, summary: dict, console: Console) -> Non
                if summary["flat_stays_flat"] else "unequal: a flat input gets a "
                "stride-periodic (checkerboard) pattern")
     shown = "infinite (the sums average 0)" if spread is None else f"{spread:.6g}"
-    console.print(f"spread (max - min) / mean of the phase sums: {shown}; {verdict}")
+    if not kernel.mixes_channels:  # summed over C_in, the spread means nothing for a layer
+        console.print(f"spread (max - min) / mean of the phase sums: {shown}; {verdict}")
     multi = sums.ndim > 2
     console.print(f"checkerboard: {figure_text(summary['layer'], multi)}")
     if multi:
@@ -168,7 +170,7 @@ def channel_table(layer: dict, sums: np.ndarray, mixes: bool, title: str = "per 
         table.add_column("worst input", justify="right")
     table.add_column("DC gain", justify="right")
     table.add_column("phase sums (over inputs)" if mixes else "phase sums")
-    small = sums.shape[-1] <= 4
+    small = sums.shape[-1] <= 3  # a 4 x 4 grid would wrap at 80 columns
     for index, row in enumerate(layer["per_output_channel"]):
         percent = row["checkerboard_percent"]
         cells = [str(index), f"{percent:.3g}", verdict_for(percent)]

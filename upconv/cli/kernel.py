@@ -242,31 +242,34 @@ def _write_matrix(matrix: np.ndarray, path: str) -> None:
     write_output(path, buffer.getvalue(), "matrix")
 
 
-def _layer_options(command):
-    """``--layer`` and ``--stride``, shared by ``audit`` and ``fix``."""
-    command = click.option(
+def _stride_option(command):
+    """``--stride``, shared by ``audit`` and ``fix``."""
+    return click.option(
         "--stride", "strides", multiple=True, metavar="N|PATTERN=N",
         help="The stride of every layer (N), or of the layers matching PATTERN; repeatable, "
              "the last match wins. [default: guessed from the kernel size, K = 2s or 2s - 1, "
              "and shown as guessed]")(command)
-    return click.option(
-        "--layer", "layers", multiple=True, metavar="PATTERN",
-        help="Only the tensors matching this glob ('dec.*.weight'); repeatable. [default: "
-             "every 4-D tensor with a kernel of at least 2 x 2]")(command)
 
 
-def _checkpoint(path: str) -> tuple[dict, dict]:
-    """A checkpoint's tensors, and ``(stride, padding)`` of those whose file records them:
-    a weights file (.safetensors, .pt, .pth, .npz) records neither; a kernel file
-    (.json, .npy, .txt, .csv) is one layer, named by the file, with what it says."""
+def _checkpoint(spec: str) -> tuple[dict, dict]:
+    """A checkpoint's tensors (only KEY's for ``FILE:KEY``), and ``(stride, padding)`` of
+    those whose file records them: a weights file (.safetensors, .pt, .pth, .npz) records
+    neither; a kernel file (.json, .npy, .txt, .csv) is one layer, named by the file,
+    with what it says."""
     import numpy as np
 
-    from ..checkpoints import WEIGHT_SUFFIXES, load_tensors
+    from ..checkpoints import WEIGHT_SUFFIXES, load_tensors, split_spec, tensor_named
     from ..kernel_files import load_kernel
     from ..layers import as_layer
 
+    path, key = split_spec(spec)
     if os.path.splitext(path)[1].lower() in WEIGHT_SUFFIXES:
-        return load_tensors(path), {}
+        tensors = load_tensors(path)
+        if key is None:
+            return tensors, {}
+        chosen = tensor_named(tensors, key, path)
+        full = next(name for name, value in tensors.items() if value is chosen)
+        return {full: chosen}, {}
     kernel = load_kernel(path)
     name = os.path.basename(path)
     padding = "centred" if kernel.padding is None else kernel.padding
@@ -275,8 +278,12 @@ def _checkpoint(path: str) -> tuple[dict, dict]:
 
 
 @kernel_group.command("audit", context_settings=CONTEXT, epilog=REPORT_EPILOG)
-@click.argument("checkpoint", metavar="CHECKPOINT")
-@_layer_options
+@click.argument("checkpoint", metavar="CHECKPOINT[:KEY]")
+@click.option("--layer", "layers", multiple=True, metavar="PATTERN",
+              help="Only the tensors matching this glob ('dec.*.weight'); repeatable. "
+                   "[default: every 4-D tensor named *.weight with a kernel of at least "
+                   "2 x 2]")
+@_stride_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one document) instead of "
               "the table.")
 @click.option("--fail-above", type=click.FloatRange(0), default=None, metavar="PERCENT",
@@ -303,6 +310,8 @@ def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, .
     from ..auditing import audit
 
     tensors, recorded = _checkpoint(checkpoint)
+    if recorded and not layers:  # a kernel file: its one layer, whatever its name
+        layers = tuple(recorded)
     rows = audit(tensors, layers, strides, checkpoint, recorded)
     if as_json:
         click.echo(json.dumps({"checkpoint": checkpoint,
@@ -313,12 +322,12 @@ def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, .
         from rich.table import Table
 
         table = Table(title=escape(f"checkerboard audit: {checkpoint}"))
-        longest = max((len(row.name) for row in rows), default=5)
-        table.add_column("layer", overflow="fold", min_width=min(40, longest))
+        # The layer's name folds when the screen is narrow; the figures never do.
+        table.add_column("layer", overflow="fold", ratio=1)
         for column, justify in (("shape", "left"), ("stride", "left"), ("padding", "left"),
                                 ("figure %", "right"), ("worst out", "right"),
                                 ("verdict", "left")):
-            table.add_column(column, justify=justify, no_wrap=column == "shape")
+            table.add_column(column, justify=justify, no_wrap=True)
         for row in rows:
             table.add_row(escape(row.name), "x".join(map(str, row.shape)),
                           f"{row.stride}?" if row.stride_guessed else str(row.stride),
@@ -348,25 +357,35 @@ def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, .
 @click.argument("checkpoint", metavar="CHECKPOINT")
 @click.option("-o", "--output", "output_path", required=True, metavar="FILE",
               help="The fixed checkpoint: .safetensors or .npz.")
-@_layer_options
+@click.option("--layer", "layers", multiple=True, required=True, metavar="PATTERN",
+              help="The ConvTranspose2d weights to fix: a name or a glob ('dec.up*.weight'); "
+                   "repeatable. Required: a state_dict does not say which 4-D tensors are "
+                   "transposed convolutions.")
+@_stride_option
+@click.option("--prefix", metavar="PREFIX",
+              help="Write only the tensors named PREFIX... with PREFIX taken off: the "
+                   "state_dict of a training checkpoint ({'model': state_dict, ...}: "
+                   "--prefix model.), ready for model.load_state_dict.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 @overwrite_option
 def kernel_fix(checkpoint: str, output_path: str, layers: tuple[str, ...],
-               strides: tuple[str, ...], as_json: bool, overwrite: bool) -> None:
+               strides: tuple[str, ...], prefix: str | None, as_json: bool,
+               overwrite: bool) -> None:
     """Make a checkpoint's ConvTranspose2d layers checkerboard-free.
 
     Each chosen layer's weights are replaced by the nearest weights (least
     squares, Frobenius norm) whose s x s phase sums are equal for every
     (C_in, C_out) pair, so that a flat input stays flat; biases and every
     other tensor are copied unchanged (non-tensor entries of a .pt, such as
-    an epoch number, are not). Prints each layer's relative weight change and
-    its figure before and after. Load the result in PyTorch with
+    an epoch number, are not; bfloat16 tensors are written as float32, which
+    numpy can hold). Prints each layer's relative weight change and its
+    figure before and after. Load the result in PyTorch with
     model.load_state_dict(safetensors.torch.load_file(FILE)).
 
     \b
     Examples:
-      upconv kernel fix decoder.safetensors -o fixed.safetensors --stride 2
-      upconv kernel fix decoder.pt -o fixed.safetensors --layer 'model.up*.weight'
+      upconv kernel fix decoder.safetensors -o fixed.safetensors --layer 'dec.up*.weight'
+      upconv kernel fix decoder.pt -o fixed.safetensors --layer 'model.up*.weight' --prefix model.
     """
     from ..auditing import fix_layers
     from ..checkpoints import save_tensors
@@ -376,6 +395,11 @@ def kernel_fix(checkpoint: str, output_path: str, layers: tuple[str, ...],
 
     tensors = load_tensors(checkpoint)
     fixed, done = fix_layers(tensors, layers, strides, checkpoint)
+    if prefix:
+        fixed = {key[len(prefix):]: value for key, value in fixed.items()
+                 if key.startswith(prefix) and len(key) > len(prefix)}
+        if not fixed:
+            raise BadInputError(f"{checkpoint}: no tensor is named {prefix}...")
     save_tensors(fixed, output_path)
     if as_json:
         click.echo(json.dumps({"checkpoint": checkpoint, "output": output_path,
@@ -436,13 +460,16 @@ def kernel_init(channels_in: int, channels_out: int, size: int, stride: int, met
 
     from ..layers import bilinear_init, icnr_init, layer_figures
 
+    suffix = os.path.splitext(output_path)[1].lower()
+    if suffix not in (".safetensors", ".npz", ".json", ".npy"):
+        raise BadInputError(f"{output_path}: write .safetensors or .npz (a checkpoint's tensor), "
+                            "or .json or .npy (an upconv kernel)")
     prepare_destinations([output_path], [], overwrite)
     if method.lower() == "bilinear":
         weights = bilinear_init(channels_in, channels_out, size, stride)
     else:
         weights = icnr_init(channels_in, channels_out, size, stride,
                             np.random.default_rng(seed))
-    suffix = os.path.splitext(output_path)[1].lower()
     if suffix in (".json", ".npy"):
         from ..kernel_files import save_kernel
         from ..kernels import Kernel

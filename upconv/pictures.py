@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .kernels import Kernel
+from .layers import layer_figures, verdict_for
 from .metrics import grey, local_checkerboard, log_power_spectrum
 from .report import check_measurable, colour_channels, measurable_colour
 from .transpose import transposed_conv
@@ -261,6 +262,7 @@ def render_kernel(kernel: Kernel) -> Image.Image:
     if s is None:
         raise ValueError("the kernel needs its stride")
     weights = kernel.weights
+    figures = layer_figures(kernel.weights, s)
     if weights.ndim == 4:
         weights, label = weights.sum(axis=0), "output channel {} (summed over C_in)"
     elif weights.ndim == 3:
@@ -273,20 +275,23 @@ def render_kernel(kernel: Kernel) -> Image.Image:
     limit = float(np.abs(weights[:drawn]).max()) or 1.0
     colours = phase_colours(s)
     rows = [_kernel_row(kernel, weights[c], response[c], limit, colours,
-                        label.format(c) if label else "") for c in range(drawn)]
+                        label.format(c) + (f": checkerboard {figures.checkerboard[c]:.3g} % "
+                                           f"({verdict_for(figures.checkerboard[c])})"
+                                           if channels > 1 else "") if label else "")
+            for c in range(drawn)]
     title_font, font = _font(18), _font(13)
     head = [f"kernel {kernel.name}: {' x '.join(map(str, kernel.weights.shape))}, stride {s}, "
             f"{kernel.alignment}"]
     gains = np.atleast_1d(kernel.dc_gain())
-    spread = kernel.spread()
-    flat = ("a flat input stays flat" if spread == 0 else
-            "a flat input gets a stride-periodic (checkerboard) pattern")
-    foot = [f"DC gain {', '.join(f'{g:.4g}' for g in gains[:drawn])}"
-            f"{' ...' if len(gains) > drawn else ''}; phase-sum spread "
-            f"{'infinite' if math.isinf(spread) else f'{spread:.4g}'}: {flat}",
+    foot = [f"checkerboard {figures.figure:.3g} % ({figures.verdict}"
+            + (f", worst output channel {figures.worst_output}" if channels > 1 else "")
+            + "):",
+            "the RMS pattern a flat input prints, against the RMS response to white noise",
+            f"DC gain {', '.join(f'{g:.4g}' for g in gains[:drawn])}"
+            f"{' ...' if len(gains) > drawn else ''}",
             "weights: blue < 0 < red; frame colour = the output phase (y mod s, x mod s) "
-            "the tap lands on; flat-input shades run from its minimum (dark) to its "
-            "maximum (light)"]
+            "the tap lands on;",
+            "flat-input shades run from its minimum (dark) to its maximum (light)"]
     if channels > drawn:
         foot.append(f"channels 0-{drawn - 1} of {channels} drawn; "
                     "'upconv kernel show --json' lists them all")
@@ -300,8 +305,8 @@ def render_kernel(kernel: Kernel) -> Image.Image:
         canvas.paste(row, (_PAD, y))
         y += row.height + _PAD
     for line in foot:
-        draw.text((_PAD, y), line, fill=_GREY if line.startswith(("weights", "chan")) else
-                  _BLACK, font=font)
+        grey = line.startswith(("weights", "chan", "flat", "the RMS"))
+        draw.text((_PAD, y), line, fill=_GREY if grey else _BLACK, font=font)
         y += 20
     return canvas
 

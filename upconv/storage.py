@@ -628,10 +628,12 @@ def _quietly_is_folder(fs: Any, path: str) -> bool:
 
 async def _upload(fs: Any, path: str, data: bytes) -> None:
     """Store ``data`` whole: one PUT, or an S3 multipart upload aborted on any failure."""
-    if len(data) >= MULTIPART_THRESHOLD and hasattr(fs, "_call_s3"):
-        await _multipart_upload(fs, path, data)
-    else:
+    if not hasattr(fs, "_call_s3"):
         await fs._pipe_file(path, data)
+    elif len(data) >= MULTIPART_THRESHOLD:
+        await _multipart_upload(fs, path, data)
+    else:  # s3fs would make its own multipart upload from 2 chunks on: one PUT, surely
+        await fs._pipe_file(path, data, chunksize=max(MULTIPART_THRESHOLD, len(data)))
 
 
 async def _multipart_upload(fs: Any, path: str, data: bytes) -> None:

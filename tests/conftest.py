@@ -126,3 +126,102 @@ def make_images(folder: Path, count: int, side: int = 96) -> list[Path]:
 def temporary_files(folder: Path) -> list[str]:
     """The names of the temporary files (``*.part``) in ``folder`` and its subfolders."""
     return sorted(p.name for p in folder.rglob("*.part"))
+
+
+# --- object stores ------------------------------------------------------------------------
+
+#: Fake credentials for the local S3 server (moto accepts any until authentication is on).
+FAKE_ACCESS_KEY_ID = "AKIAUPCONVTESTKEY000"
+FAKE_SECRET = "upconv-test-secret-never-printed"
+
+
+class S3Server:
+    """moto's S3 server (``moto[server]``) on loopback, in a thread of this process.
+
+    Its buckets live in moto's in-process backends, which every server started
+    here shares; :attr:`endpoint` is the URL to reach it (``AWS_ENDPOINT_URL``).
+    """
+
+    def __init__(self) -> None:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+
+    def client(self, **kwargs: object):
+        """A boto3 S3 client for this server: the tests' independent view of the buckets."""
+        import boto3
+
+        kwargs = {"aws_access_key_id": FAKE_ACCESS_KEY_ID,
+                  "aws_secret_access_key": FAKE_SECRET, "region_name": "us-east-1",
+                  **kwargs}
+        return boto3.client("s3", endpoint_url=self.endpoint, **kwargs)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3 server for the session; tests that need a server of their own start one."""
+    pytest.importorskip("moto.server", reason="the object-store tests need moto[server]")
+    pytest.importorskip("s3fs", reason="the object-store tests need s3fs")
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch, tmp_path):
+    """The environment a user of the local S3 server would set: fake credentials and
+    ``AWS_ENDPOINT_URL``; nothing from this machine's own AWS configuration."""
+    import fsspec
+
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "FSSPEC_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    fresh_filesystems()
+    yield s3_server
+    fresh_filesystems()
+
+
+def fresh_filesystems() -> None:
+    """Forget the storage options and every filesystem made (they hold the environment
+    they were made in)."""
+    from fsspec.spec import AbstractFileSystem
+
+    from upconv import storage
+
+    storage.use_storage_options({})
+    for cls in [AbstractFileSystem, *_subclasses(AbstractFileSystem)]:
+        cls.clear_instance_cache()
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
+_buckets = iter(range(1_000_000))
+
+
+@pytest.fixture
+def bucket(s3_env) -> str:
+    """A new, empty bucket on the local S3 server, as ``s3://NAME``."""
+    name = f"upconv-test-{next(_buckets)}"
+    s3_env.client().create_bucket(Bucket=name)
+    return f"s3://{name}"

@@ -18,9 +18,9 @@ PACKAGE = ROOT / "upconv"
 NUMERIC_CORE = ("polyphase", "interpolate", "transpose", "kernels", "fit", "metrics",
                 "methods", "samples", "colour", "options", "degrade")
 #: The file and command-line layers.
-OUTER_LAYERS = ("fileio", "images", "npy", "png16", "kernel_files", "checkpoints", "pipeline",
-                "training", "reporting", "render", "pictures", "html_report", "batch", "cluster",
-                "tiles", "stopping", "cli")
+OUTER_LAYERS = ("fileio", "storage", "images", "npy", "png16", "kernel_files", "checkpoints",
+                "pipeline", "training", "reporting", "render", "pictures", "html_report", "batch",
+                "cluster", "tiles", "stopping", "cli")
 #: Deferred (in-function) imports that close a cycle on purpose, with the reason.
 ALLOWED_DEFERRED = {
     # Kernel.load / Kernel.save are conveniences of the public API; the formats live in

@@ -1,0 +1,840 @@
+"""Object stores (S3, GCS, Azure, HTTP, memory) through fsspec, with local-disk promises.
+
+Every place that takes a path can take an fsspec URL instead (``s3://bucket/key``,
+``gs://``, ``az://``, ``abfs://``, ``memory://``, ``http(s)://``); this module is
+where such URLs are read, written and listed. It keeps the promises
+:mod:`upconv.fileio` keeps on a local disk:
+
+- an object is written whole or not at all: one PUT, or for big objects (from
+  :data:`MULTIPART_THRESHOLD`) a multipart upload, which S3 shows under its key only
+  once it is completed, and which is aborted on any error or Ctrl-C;
+- every error is one line naming the URL, a :class:`~upconv.errors.FileAccessError`
+  (missing, refused, unreachable) or :class:`~upconv.errors.BadInputError` (a URL
+  or option that cannot work), with the cause in plain words;
+- secrets never appear in a message (:func:`redact`).
+
+Configuration is the ecosystem's own: the AWS credential chain and environment
+(``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, ``AWS_ENDPOINT_URL``... read by botocore,
+which s3fs uses), fsspec's ``FSSPEC_<PROTOCOL>_<OPTION>`` variables and
+configuration files, and, on top of these, the ``--storage-option KEY=VALUE``
+pairs given to :func:`set_storage_options`. For S3, upconv chooses shorter
+timeouts and fewer retries than botocore's (:data:`S3_DEFAULTS`) so that a
+storage service that is down fails in seconds, not minutes; any of these can be
+overridden by fsspec's variables or by ``--storage-option``.
+
+fsspec and the backends (s3fs, gcsfs, adlfs) are optional (``pip install
+'upconv[cloud]'``) and imported only here, when a URL is first used.
+
+Examples
+--------
+>>> write_bytes("memory://doc-bucket/in/a.png", b"image")
+>>> read_bytes("memory://doc-bucket/in/a.png")
+b'image'
+>>> list_files("memory://doc-bucket/in", recursive=False, suffixes=(".png",))
+['memory://doc-bucket/in/a.png']
+>>> read_bytes("memory://doc-bucket/in/b.png")
+Traceback (most recent call last):
+...
+upconv.errors.FileAccessError: memory://doc-bucket/in/b.png: no such file
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import errno
+import importlib
+import json
+import math
+import os
+import re
+import sys
+import threading
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import BadInputError, FileAccessError, UpconvError
+
+if TYPE_CHECKING:
+    import fsspec
+
+__all__ = ["is_url", "set_storage_options", "use_storage_options", "storage_options",
+           "filesystem_options", "filesystem", "read_bytes", "write_bytes", "exists",
+           "is_folder", "list_files", "join", "remove", "redact", "S3_DEFAULTS",
+           "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE"]
+
+#: A URL's protocol (``s3``, ``https``, ``simplecache`` in ``simplecache::s3://...``); at
+#: least two letters, so that ``C:\\x`` and ``C://x`` stay Windows paths.
+_PROTOCOL = re.compile(r"(?P<protocol>[A-Za-z][A-Za-z0-9+.\-]+)(?:://|::)")
+#: Protocols that name local files: their URLs are paths for :mod:`upconv.fileio`.
+_LOCAL_PROTOCOLS = {"file", "local"}
+#: Read-only protocols.
+_HTTP_PROTOCOLS = {"http", "https"}
+_S3_PROTOCOLS = {"s3", "s3a"}
+
+#: What upconv's S3 filesystems get unless fsspec's configuration or a storage option
+#: says otherwise: connection attempts give up after 5 s, a silent server after 20 s
+#: (s3fs: 5 and 15; botocore: 60 and 60), and botocore makes 3 attempts (``max_attempts``
+#: counts the retries) with its "standard" backoff, under 3 s of waiting in all, instead
+#: of its "legacy" 5 attempts and up to 15 s: a stopped server (connection refused) fails
+#: in 3 s or less, not 10. Listings are not cached, so that objects other processes (Dask
+#: workers) wrote are seen at once.
+S3_DEFAULTS: dict[str, Any] = {
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 20,
+                      "retries": {"max_attempts": 2, "mode": "standard"}},
+    "use_listings_cache": False,
+}
+
+#: How many times s3fs runs each request (with botocore's attempts inside each run) when
+#: a timeout or a dropped connection ends it: 2 instead of s3fs's 5, with which a server
+#: that went away mid-upload failed only after 15 attempts (9 s on loopback). Not an
+#: s3fs constructor option: set on each S3 filesystem made here.
+S3FS_RETRIES = 2
+
+#: Objects from this size on are sent to S3 as a multipart upload of :data:`PART_SIZE`
+#: parts, several at a time (s3fs's own threshold and part size); smaller ones in one PUT.
+MULTIPART_THRESHOLD = 100 * 2**20
+PART_SIZE = 50 * 2**20
+#: S3 takes at most this many parts in one upload.
+_MAX_PARTS = 10_000
+#: How long an interrupted write waits for its upload to be cancelled (and aborted).
+_CANCEL_WAIT_SECONDS = 10.0
+
+#: Option names whose values are secrets (redacted from messages, never JSON-parsed).
+_SECRET_NAME = re.compile(r"key|secret|token|passw|sas|credential|signature|auth|"
+                          r"connection_string", re.IGNORECASE)
+#: Environment variables whose values are always secrets.
+_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+#: Prefixes of environment variables whose secret-looking ones are redacted too.
+_SECRET_VARIABLE_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCS_", "FSSPEC_")
+#: Shorter values are not redacted (they would blank out ordinary words and numbers).
+_MIN_SECRET_LENGTH = 4
+#: A password in a URL (``https://user:password@host``) and signed-URL query parameters.
+_URL_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+@")
+_URL_SECRET_PARAMETER = re.compile(
+    r"(?P<keep>[?&](?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
+    r"token|access_token|code)=)[^&#\s]+", re.IGNORECASE)
+
+_options: dict[str, Any] = {}
+_options_lock = threading.Lock()
+#: The filesystems made so far, by (protocol, options), and the process they belong to
+#: (a forked child makes its own: the parent's connections are not its to use).
+_filesystems: dict[tuple[str, str], Any] = {}
+_filesystems_pid = os.getpid()
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` is an fsspec URL for a storage other than the local disk.
+
+    Examples
+    --------
+    >>> [is_url(p) for p in ("s3://b/k.png", "gs://b/k", "az://c/k", "memory://x",
+    ...                      "https://host/a.png", "simplecache::s3://b/k")]
+    [True, True, True, True, True, True]
+    >>> [is_url(p) for p in ("in.png", "/data/in.png", "-", "C:\\\\x.png", "C://x.png",
+    ...                      "file:///data/in.png")]
+    [False, False, False, False, False, False]
+    """
+    match = _PROTOCOL.match(path)
+    return match is not None and match["protocol"].lower() not in _LOCAL_PROTOCOLS
+
+
+def _protocol(url: str) -> str:
+    """The first protocol of a URL, lower-case (``s3`` for ``s3://b/k``)."""
+    match = _PROTOCOL.match(url)
+    if match is None:
+        raise BadInputError(f"{redact(url)}: not a storage URL (expected PROTOCOL://...)")
+    return match["protocol"].lower()
+
+
+# --- options ------------------------------------------------------------------------------
+
+def set_storage_options(pairs: list[str] | tuple[str, ...]) -> None:
+    """Use these ``KEY=VALUE`` pairs (``--storage-option``) for every URL from now on.
+
+    Each VALUE is read as fsspec reads its ``FSSPEC_<PROTOCOL>_<OPTION>``
+    variables: as JSON when it is JSON (``true``, ``false``, ``null``, numbers,
+    ``{...}`` objects), else as the string given. The values of secret-looking
+    keys (``key``, ``secret``, ``token``, ``password``...) always stay strings.
+    A dotted KEY sets a value inside a dictionary option:
+    ``config_kwargs.connect_timeout=10`` is ``config_kwargs={"connect_timeout": 10}``.
+    A later pair for the same key wins. A KEY that starts with a protocol
+    (``s3.endpoint_url=...``, ``gs.token=...``) is for that protocol's
+    filesystems only; the others are for every filesystem (an option a backend
+    does not know is an error when one of its URLs is used: give options by
+    protocol when URLs of several kinds are used together). They come on top of
+    fsspec's configuration and upconv's :data:`S3_DEFAULTS`
+    (:func:`filesystem_options`).
+
+    Examples
+    --------
+    >>> set_storage_options(["anon=true", "endpoint_url=http://localhost:9000",
+    ...                      "config_kwargs.connect_timeout=10", "secret=123456"])
+    >>> storage_options()  # doctest: +NORMALIZE_WHITESPACE
+    {'anon': True, 'endpoint_url': 'http://localhost:9000',
+     'config_kwargs': {'connect_timeout': 10}, 'secret': '123456'}
+    >>> set_storage_options(["anon"])
+    Traceback (most recent call last):
+    ...
+    upconv.errors.BadInputError: --storage-option number 1 has no '=': expected KEY=VALUE \
+(e.g. endpoint_url=http://localhost:9000)
+    >>> set_storage_options([])
+    """
+    options: dict[str, Any] = {}
+    for number, pair in enumerate(pairs, 1):
+        key, equals, text = pair.partition("=")
+        key = key.strip()
+        # The pair is not repeated in the message: a mistyped one may hold a secret.
+        if not equals:
+            raise BadInputError(f"--storage-option number {number} has no '=': expected "
+                                "KEY=VALUE (e.g. endpoint_url=http://localhost:9000)")
+        names = key.split(".")
+        if not all(name.strip() for name in names):
+            raise BadInputError(f"--storage-option number {number} has no KEY before '=' "
+                                "(or an empty part in a dotted KEY)")
+        value = text if _SECRET_NAME.search(key) else _parse_value(text)
+        target = options
+        for name in names[:-1]:
+            if not isinstance(target.get(name), dict):
+                target[name] = {}
+            target = target[name]
+        target[names[-1]] = value
+    use_storage_options(options)
+
+
+def use_storage_options(options: Mapping[str, Any]) -> None:
+    """Use ``options`` (what :func:`storage_options` returned, perhaps in another process:
+    a Dask worker) for every URL from now on."""
+    global _options
+    with _options_lock:
+        _options = copy.deepcopy(dict(options))
+        _filesystems.clear()
+
+
+def storage_options() -> dict[str, Any]:
+    """The storage options in use: a plain (picklable) dictionary, a copy."""
+    with _options_lock:
+        return copy.deepcopy(_options)
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--storage-option`` value: JSON when it is JSON, else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``, dictionaries merged key by key (a deep copy)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def filesystem_options(url: str) -> dict[str, Any]:
+    """The options the filesystem for ``url`` is made with: upconv's defaults
+    (:data:`S3_DEFAULTS` for S3), then fsspec's configuration for the protocol
+    (``FSSPEC_<PROTOCOL>_<OPTION>`` variables, configuration files), then the
+    storage options: those for every protocol, then those for this one
+    (``s3.endpoint_url=...``). For libraries that make their own filesystems
+    (``zarr.open(url, storage_options=filesystem_options(url))``).
+
+    Examples
+    --------
+    >>> set_storage_options(["anon=true", "s3.endpoint_url=http://localhost:9000"])
+    >>> options = filesystem_options("s3://bucket/x.png")
+    >>> options["anon"], options["endpoint_url"], options["config_kwargs"]["connect_timeout"]
+    (True, 'http://localhost:9000', 5)
+    >>> filesystem_options("memory://bucket/x.png")
+    {'anon': True}
+    >>> set_storage_options([])
+    """
+    fsspec_module = _import_fsspec(url)
+    protocol = _protocol(url)
+    cls = _filesystem_class(url, protocol, fsspec_module)
+    protocols = cls.protocol if isinstance(cls.protocol, (tuple, list)) else (cls.protocol,)
+    return _options_for(fsspec_module, {protocol, *protocols})
+
+
+def _options_for(fsspec_module: Any, protocols: Iterable[str]) -> dict[str, Any]:
+    """The options for a filesystem class serving ``protocols`` (see
+    :func:`filesystem_options`)."""
+    protocols = set(protocols)
+    options = copy.deepcopy(S3_DEFAULTS) if protocols & _S3_PROTOCOLS else {}
+    for protocol in sorted(protocols):
+        options = _merged(options, fsspec_module.config.conf.get(protocol, {}))
+    given = storage_options()
+    known = set(fsspec_module.available_protocols()) | set(fsspec_module.registry)
+    specific = {name for name, value in given.items()
+                if name in known and isinstance(value, Mapping)}
+    options = _merged(options, {name: value for name, value in given.items()
+                                if name not in specific})
+    for protocol in sorted(protocols & specific):
+        options = _merged(options, given[protocol])
+    return options
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+def redact(text: str) -> str:
+    """``text`` with every known secret replaced by ``***``.
+
+    The secrets are the values of secret-looking storage options (``key``,
+    ``secret``, ``token``, ``password``, ``sas_token``, ``credential``...,
+    inside dictionary options too) and of fsspec's configuration, the values of
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` and ``AWS_ACCESS_KEY_ID``
+    and of other secret-looking ``AWS_*``, ``AZURE_*``, ``GOOGLE_*``, ``GCS_*``
+    and ``FSSPEC_*`` variables, passwords written into URLs, and the signatures
+    and tokens of signed URLs. Values shorter than 4 characters are left alone.
+
+    Examples
+    --------
+    >>> set_storage_options(["secret=Very/Secret+Value"])
+    >>> redact("s3://b/x.png: signed with Very/Secret+Value")
+    's3://b/x.png: signed with ***'
+    >>> redact("https://user:pw1234@host/a.png?X-Amz-Signature=abc123&size=2")
+    'https://user:***@host/a.png?X-Amz-Signature=***&size=2'
+    >>> set_storage_options([])
+    """
+    secrets: set[str] = set()
+    _collect_secrets(storage_options(), secrets, False)
+    config = sys.modules.get("fsspec.config")
+    if config is not None:
+        _collect_secrets(getattr(config, "conf", {}), secrets, False)
+    for name, value in os.environ.items():
+        if name in _SECRET_VARIABLES or (name.startswith(_SECRET_VARIABLE_PREFIXES)
+                                         and _SECRET_NAME.search(name)):
+            secrets.add(value)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= _MIN_SECRET_LENGTH:
+            text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(r"\g<keep>***@", text)
+    return _URL_SECRET_PARAMETER.sub(r"\g<keep>***", text)
+
+
+def _collect_secrets(options: Any, secrets: set[str], secret: bool) -> None:
+    """Add the string values under secret-looking keys of nested ``options`` to ``secrets``."""
+    if isinstance(options, Mapping):
+        for key, value in options.items():
+            _collect_secrets(value, secrets, secret or bool(_SECRET_NAME.search(str(key))))
+    elif isinstance(options, (list, tuple)):
+        for value in options:
+            _collect_secrets(value, secrets, secret)
+    elif secret and isinstance(options, str):
+        secrets.add(options)
+
+
+# --- filesystems --------------------------------------------------------------------------
+
+def _import_fsspec(url: str) -> Any:
+    try:
+        import fsspec
+    except ImportError:
+        raise BadInputError(f"{redact(url)}: {_protocol(url)}:// URLs need fsspec: "
+                            "pip install 'upconv[cloud]'") from None
+    return fsspec
+
+
+def _missing_backend(url: str, protocol: str, exc: ImportError, fsspec_module: Any
+                     ) -> BadInputError:
+    """The error for a protocol whose package (s3fs, gcsfs, adlfs...) is not installed."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
+    package = getattr(cause, "name", None)
+    if not package:
+        registry = importlib.import_module("fsspec.registry")  # fsspec.registry: a mapping
+        known = registry.known_implementations.get(protocol, {})
+        package = known.get("class", protocol).split(".")[0]
+    package = package.split(".")[0]
+    install = ("pip install 'upconv[cloud]'" if package in ("fsspec", "s3fs")
+               else f"pip install 'upconv[cloud]' {package}")
+    return BadInputError(f"{redact(url)}: {protocol}:// URLs need {package}: {install}")
+
+
+def _filesystem_class(url: str, protocol: str, fsspec_module: Any) -> Any:
+    try:
+        return fsspec_module.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise _missing_backend(url, protocol, exc, fsspec_module) from None
+    except ValueError:
+        raise BadInputError(f"{redact(url)}: unknown storage protocol {protocol!r}") from None
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for ``url`` and the URL's path in it.
+
+    Made with :func:`fsspec.core.url_to_fs` and the options of
+    :func:`set_storage_options` (on top of fsspec's configuration and
+    :data:`S3_DEFAULTS`), once per protocol and options in each process.
+
+    Examples
+    --------
+    >>> fs, path = filesystem("memory://bucket/in/a.png")
+    >>> type(fs).__name__, path
+    ('MemoryFileSystem', '/bucket/in/a.png')
+    """
+    global _filesystems_pid
+    fsspec_module = _import_fsspec(url)
+    protocol = _protocol(url)
+    cls = _filesystem_class(url, protocol, fsspec_module)
+    protocols = cls.protocol if isinstance(cls.protocol, (tuple, list)) else (cls.protocol,)
+    options = _options_for(fsspec_module, {protocol, *protocols})
+    try:
+        if "::" in url:  # a chain (simplecache::s3://...): fsspec shares the options out
+            return fsspec_module.core.url_to_fs(url, **options)
+        key = (protocol, json.dumps([options, cls._get_kwargs_from_urls(url)],
+                                    sort_keys=True, default=repr))
+        with _options_lock:
+            if _filesystems_pid != os.getpid():
+                _filesystems.clear()
+                _filesystems_pid = os.getpid()
+            fs = _filesystems.get(key)
+        if fs is None:
+            fs, path = fsspec_module.core.url_to_fs(url, **options)
+            if hasattr(fs, "_call_s3"):  # s3fs: not a constructor option
+                fs.retries = S3FS_RETRIES
+            with _options_lock:
+                _filesystems[key] = fs
+            return fs, path
+        return fs, fs._strip_protocol(url)
+    except ImportError as exc:
+        raise _missing_backend(url, protocol, exc, fsspec_module) from None
+    except UpconvError:
+        raise
+    except Exception as exc:  # an option the backend does not take, a malformed URL
+        raise BadInputError(_one_line(f"{url}: cannot use these storage options or this "
+                                      f"URL ({_exception_text(exc)})")) from None
+
+
+# --- operations ---------------------------------------------------------------------------
+
+def read_bytes(url: str) -> bytes:
+    """The whole object at ``url`` (empty objects too), or a one-line error naming it.
+
+    Examples
+    --------
+    >>> write_bytes("memory://doc-read/x.bin", b"\\x00\\x01")
+    >>> read_bytes("memory://doc-read/x.bin")
+    b'\\x00\\x01'
+    """
+    fs, path = filesystem(url)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError as exc:
+        if not _names_bucket(exc) and _quietly_is_folder(fs, path):
+            raise FileAccessError(redact(f"{url}: is a folder, not a file")) from None
+        raise _failure(url, "read", exc) from None
+    except IsADirectoryError:
+        raise FileAccessError(redact(f"{url}: is a folder, not a file")) from None
+    except Exception as exc:
+        raise _failure(url, "read", exc) from None
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Store ``data`` as the object at ``url``, replacing any: whole, or not at all.
+
+    Up to :data:`MULTIPART_THRESHOLD` bytes go in one PUT, which the service
+    stores whole or not at all. Bigger objects go to S3 as a multipart upload:
+    its parts are invisible until the upload is completed, and an upload that
+    fails (an error, the service going away) or is interrupted (Ctrl-C) is
+    aborted, its parts deleted. Either way an existing object stays as it was
+    unless the new one is complete. ``http(s)://`` URLs are read-only.
+
+    Examples
+    --------
+    >>> write_bytes("memory://doc-write/out.png", b"png")
+    >>> exists("memory://doc-write/out.png")
+    True
+    >>> write_bytes("https://example.org/out.png", b"png")
+    Traceback (most recent call last):
+    ...
+    upconv.errors.BadInputError: https://example.org/out.png: http(s) URLs are read-only
+    """
+    _refuse_read_only(url)
+    if url.endswith("/"):
+        raise BadInputError(redact(f"{url}: names a folder; give an object name"))
+    fs, path = filesystem(url)
+    if _split_path(fs, path)[1] == "":
+        raise BadInputError(redact(f"{url}: names a bucket; give an object name"))
+    try:
+        if getattr(fs, "async_impl", False) and getattr(fs, "loop", None) is not None:
+            _run_cancellably(fs.loop, _upload(fs, path, bytes(data)))
+        else:
+            fs.pipe_file(path, bytes(data))
+    except Exception as exc:
+        raise _failure(url, "write", exc) from None
+
+
+def exists(url: str) -> bool:
+    """Whether ``url`` names an object, or a folder (a prefix with objects, a bucket).
+
+    A missing bucket is False; a refused or unreachable service is an error.
+
+    Examples
+    --------
+    >>> write_bytes("memory://doc-exists/a/b.png", b"png")
+    >>> exists("memory://doc-exists/a/b.png"), exists("memory://doc-exists/a/c.png")
+    (True, False)
+    """
+    fs, path = filesystem(url)
+    try:
+        if _split_path(fs, path)[1] == "":
+            return bool(fs.isdir(path))
+        fs.info(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except Exception as exc:
+        raise _failure(url, "check", exc) from None
+
+
+def is_folder(url: str) -> bool:
+    """Whether ``url`` is a folder: a prefix with objects under it, or a bucket.
+
+    ``http(s)://`` URLs name single files, never folders.
+
+    Examples
+    --------
+    >>> write_bytes("memory://doc-folder/a/b.png", b"png")
+    >>> is_folder("memory://doc-folder/a"), is_folder("memory://doc-folder/a/b.png")
+    (True, False)
+    """
+    if _protocol(url) in _HTTP_PROTOCOLS:
+        filesystem(url)  # a missing backend is still the error it is elsewhere
+        return False
+    fs, path = filesystem(url)
+    try:
+        return bool(fs.isdir(path))
+    except FileNotFoundError:
+        return False
+    except Exception as exc:
+        raise _failure(url, "list", exc) from None
+
+
+def list_files(url: str, recursive: bool, suffixes: tuple[str, ...]) -> list[str]:
+    """The objects under the prefix ``url`` whose names end with one of ``suffixes``
+    (any case; ``()``: every object), as full URLs, sorted.
+
+    Without ``recursive`` only the prefix's own level is listed, as a folder's
+    files without its subfolders'. A prefix with no objects under it gives an
+    empty list (object stores have no empty folders); a missing bucket is an error.
+
+    Examples
+    --------
+    >>> for name in ("in/a.PNG", "in/b.jpg", "in/sub/c.png", "other.png"):
+    ...     write_bytes(f"memory://doc-list/{name}", b"x")
+    >>> list_files("memory://doc-list/in", recursive=False, suffixes=(".png",))
+    ['memory://doc-list/in/a.PNG']
+    >>> list_files("memory://doc-list/in/", recursive=True, suffixes=(".png",))
+    ['memory://doc-list/in/a.PNG', 'memory://doc-list/in/sub/c.png']
+    """
+    _refuse_listing(url)
+    fs, path = filesystem(url)
+    base = path.rstrip("/")
+    wanted = tuple(suffix.lower() for suffix in suffixes)
+    try:
+        found = fs.find(path, maxdepth=None if recursive else 1, withdirs=False)
+        if not found:
+            bucket, _ = _split_path(fs, path)
+            if bucket and not fs.isdir(bucket):
+                raise FileNotFoundError(errno.ENOENT, "The specified bucket does not exist")
+    except Exception as exc:
+        raise _failure(url, "list", exc) from None
+    urls = []
+    for name in found:
+        relative = name[len(base):].lstrip("/") if name.startswith(base + "/") else None
+        if not relative or relative.endswith("/"):  # the prefix itself, folder markers
+            continue
+        if not wanted or relative.lower().endswith(wanted):
+            urls.append(join(url, relative))
+    return sorted(urls)
+
+
+def join(url: str, relative: str) -> str:
+    """``relative`` (a path with ``/`` or this system's separator) under the prefix ``url``.
+
+    Examples
+    --------
+    >>> join("s3://bucket/out", "sub/a.png"), join("s3://bucket/out/", "a.png")
+    ('s3://bucket/out/sub/a.png', 's3://bucket/out/a.png')
+    >>> join("memory://", "a.png")
+    'memory://a.png'
+    """
+    for separator in (os.sep, os.altsep):
+        if separator and separator != "/":
+            relative = relative.replace(separator, "/")
+    relative = relative.lstrip("/")
+    if not relative:
+        return url
+    stem = url if url.endswith("://") else url.rstrip("/")
+    return stem + relative if stem.endswith("://") else f"{stem}/{relative}"
+
+
+def remove(url: str) -> None:
+    """Delete the object at ``url``; an object already gone is not an error.
+
+    Examples
+    --------
+    >>> write_bytes("memory://doc-remove/a.png", b"png")
+    >>> remove("memory://doc-remove/a.png"); remove("memory://doc-remove/a.png")
+    >>> exists("memory://doc-remove/a.png")
+    False
+    """
+    _refuse_read_only(url)
+    fs, path = filesystem(url)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+    except Exception as exc:
+        raise _failure(url, "remove", exc) from None
+
+
+def _refuse_read_only(url: str) -> None:
+    if _protocol(url) in _HTTP_PROTOCOLS:
+        raise BadInputError(redact(f"{url}: http(s) URLs are read-only"))
+
+
+def _refuse_listing(url: str) -> None:
+    if _protocol(url) in _HTTP_PROTOCOLS:
+        raise BadInputError(redact(f"{url}: http(s) URLs name single files; "
+                                   "they cannot be listed as a folder"))
+
+
+def _split_path(fs: Any, path: str) -> tuple[str, str]:
+    """(bucket, key) for stores with buckets (S3, GCS, Azure); ("", path) for others."""
+    split = getattr(fs, "split_path", None)
+    if split is None:
+        return "", path
+    try:
+        bucket, key, *_ = split(path)
+    except Exception:
+        return "", path
+    return bucket, key
+
+
+def _quietly_is_folder(fs: Any, path: str) -> bool:
+    try:
+        return bool(fs.isdir(path))
+    except Exception:
+        return False
+
+
+# --- uploads ------------------------------------------------------------------------------
+
+async def _upload(fs: Any, path: str, data: bytes) -> None:
+    """Store ``data`` whole: one PUT, or an S3 multipart upload aborted on any failure."""
+    if not hasattr(fs, "_call_s3"):
+        await fs._pipe_file(path, data)
+    elif len(data) >= MULTIPART_THRESHOLD:
+        await _multipart_upload(fs, path, data)
+    else:  # s3fs would make its own multipart upload from 2 chunks on: one PUT, surely
+        await fs._pipe_file(path, data, chunksize=max(MULTIPART_THRESHOLD, len(data)))
+
+
+async def _multipart_upload(fs: Any, path: str, data: bytes) -> None:
+    """An S3 multipart upload, completed only when every part is sent, else aborted.
+
+    Unlike s3fs's own (which aborts on errors but not on cancellation, and
+    leaves its other parts running), every failure, Ctrl-C included, stops the
+    parts still running, then aborts the upload so that its parts are deleted.
+    """
+    bucket, key = _split_path(fs, path)
+    part_size = max(PART_SIZE, math.ceil(len(data) / _MAX_PARTS))
+    started = await fs._call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+    upload_id = started["UploadId"]
+    running = asyncio.Semaphore(max(1, int(getattr(fs, "max_concurrency", 4))))
+
+    async def send(number: int, start: int) -> dict[str, Any]:
+        async with running:
+            sent = await fs._call_s3("upload_part", Bucket=bucket, Key=key,
+                                     UploadId=upload_id, PartNumber=number,
+                                     Body=data[start:start + part_size])
+        return {"PartNumber": number, "ETag": sent["ETag"]}
+
+    parts = [asyncio.ensure_future(send(number, start))
+             for number, start in enumerate(range(0, len(data), part_size), 1)]
+    try:
+        done = await asyncio.gather(*parts)
+        await fs._call_s3("complete_multipart_upload", Bucket=bucket, Key=key,
+                          UploadId=upload_id, MultipartUpload={"Parts": list(done)})
+    except BaseException:
+        for part in parts:
+            part.cancel()
+        await asyncio.gather(*parts, return_exceptions=True)
+        try:
+            await fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=key,
+                              UploadId=upload_id)
+        except Exception:  # the service is gone: the parts stay invisible (a lifecycle
+            pass           # rule for incomplete uploads deletes them)
+        raise
+    finally:
+        fs.invalidate_cache(path)
+
+
+def _run_cancellably(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``work`` on the filesystem's event loop (another thread) and wait for it.
+
+    If the wait is interrupted (Ctrl-C, or any exception raised in this thread),
+    ``work`` is cancelled too, and given a few seconds to clean up, rather than
+    left running: an upload the user stopped must not complete behind their back.
+    """
+    finished = threading.Event()
+
+    async def watched() -> Any:
+        try:
+            return await work
+        finally:
+            finished.set()
+
+    future = asyncio.run_coroutine_threadsafe(watched(), loop)
+    try:
+        while not finished.wait(0.5):  # short waits: Ctrl-C gets through on every system
+            pass
+        return future.result()
+    except BaseException:
+        future.cancel()
+        finished.wait(_CANCEL_WAIT_SECONDS)
+        raise
+
+
+# --- errors -------------------------------------------------------------------------------
+
+#: Exception classes (by name, not to import their libraries) that mean the service
+#: could not be reached or did not answer.
+_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                "ConnectionClosedError", "HTTPClientError", "ProxyConnectionError",
+                "ClientConnectionError", "ServerDisconnectedError", "ServerTimeoutError",
+                "ClientPayloadError", "FSTimeoutError", "TimeoutError", "ConnectionError",
+                "IncompleteRead", "ConnectionResetError"}
+_CONNECTION_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED,
+                      errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EPIPE,
+                      getattr(errno, "EHOSTDOWN", errno.EHOSTUNREACH)}
+_CREDENTIAL_CODES = {
+    "SignatureDoesNotMatch": "access denied: the secret key does not match the access key "
+                             "(check the credentials)",
+    "InvalidAccessKeyId": "access denied: unknown access key (check the credentials)",
+    "ExpiredToken": "access denied: the session token has expired (renew the credentials)",
+    "InvalidToken": "access denied: invalid session token (check the credentials)",
+    "RequestTimeTooSkewed": "refused: this computer's clock is too far off",
+}
+
+
+def _failure(url: str, action: str, exc: BaseException) -> UpconvError:
+    """The one-line, secret-free error for ``exc`` raised while ``action``-ing ``url``."""
+    if isinstance(exc, UpconvError):
+        return exc
+    error_class, cause = _describe(url, action, exc)
+    return error_class(_one_line(f"{url}: {cause}"))
+
+
+def _describe(url: str, action: str, exc: BaseException) -> tuple[type[UpconvError], str]:
+    """The kind of error and its cause in plain words."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    code, detail = _service_error(exc)
+    status = _http_status(exc)
+    if isinstance(exc, ImportError):
+        return BadInputError, f"a storage package is missing ({_exception_text(exc)}): " \
+                              "pip install 'upconv[cloud]'"
+    if code in _CREDENTIAL_CODES:
+        return FileAccessError, _CREDENTIAL_CODES[code]
+    if _names_bucket(exc):
+        return FileAccessError, f"no such bucket {_bucket_of(url)!r}"
+    if isinstance(exc, FileNotFoundError) or status == 404:
+        return FileAccessError, "no such file"
+    if isinstance(exc, PermissionError) or status in (401, 403) or code == "AccessDenied":
+        return FileAccessError, "access denied (check the credentials)"
+    if "NoCredentialsError" in names or "PartialCredentialsError" in names:
+        return FileAccessError, ("no credentials found (set AWS_ACCESS_KEY_ID and "
+                                 "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or use "
+                                 "--storage-option anon=true for public data)")
+    if "ParamValidationError" in names or code in ("InvalidBucketName", "InvalidURI",
+                                                   "KeyTooLongError"):
+        return BadInputError, f"not a valid object URL ({detail or _exception_text(exc)})"
+    if names & _UNREACHABLE or _connection_errno(exc) is not None \
+            or isinstance(exc, asyncio.TimeoutError):
+        return FileAccessError, f"cannot reach the storage service ({_unreachable_reason(exc)})"
+    if (status or 0) >= 500 or code in ("InternalError", "ServiceUnavailable", "SlowDown"):
+        return FileAccessError, ("the storage service failed "
+                                 f"({code or status}: {detail or _exception_text(exc)})")
+    if isinstance(exc, (TypeError,)):
+        return BadInputError, f"bad storage options ({_exception_text(exc)})"
+    return FileAccessError, f"cannot {action} ({_exception_text(exc)})"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes and contexts, without loops."""
+    found: list[BaseException] = []
+    while exc is not None and exc not in found and len(found) < 20:
+        found.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return found
+
+
+def _service_error(exc: BaseException) -> tuple[str, str]:
+    """The (code, message) of a botocore ClientError in ``exc``'s chain, or ("", "")."""
+    for link in _chain(exc):
+        response = getattr(link, "response", None)
+        if isinstance(response, Mapping):
+            error = response.get("Error", {})
+            return str(error.get("Code", "")), str(error.get("Message", ""))
+    return "", ""
+
+
+def _http_status(exc: BaseException) -> int | None:
+    for link in _chain(exc):
+        status = getattr(link, "status", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def _names_bucket(exc: BaseException) -> bool:
+    """Whether ``exc`` says the bucket (not the object) does not exist."""
+    code, _ = _service_error(exc)
+    return code == "NoSuchBucket" or any(
+        "bucket does not exist" in str(link).lower() for link in _chain(exc))
+
+
+def _bucket_of(url: str) -> str:
+    """The bucket (first name after the protocol) of a URL."""
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0]
+
+
+def _connection_errno(exc: BaseException) -> int | None:
+    for link in _chain(exc):
+        number = getattr(link, "errno", None)
+        if isinstance(link, OSError) and number in _CONNECTION_ERRNOS:
+            return number
+    return None
+
+
+def _unreachable_reason(exc: BaseException) -> str:
+    """Why the service could not be reached, in a few words (``Connection refused``)."""
+    number = _connection_errno(exc)
+    if number is not None:
+        return os.strerror(number)
+    names = {cls.__name__ for link in _chain(exc) for cls in type(link).__mro__}
+    if names & {"ConnectTimeoutError", "ServerTimeoutError"}:
+        return "connection timed out"
+    if names & {"ReadTimeoutError", "FSTimeoutError", "TimeoutError"}:
+        return "no answer in time"
+    if names & {"ConnectionClosedError", "ServerDisconnectedError", "ClientPayloadError",
+                "IncompleteRead", "ConnectionResetError"}:
+        return "the connection was closed"
+    return _exception_text(exc)
+
+
+def _exception_text(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, secrets redacted."""
+    return redact(" ".join(text.split()))

@@ -349,7 +349,7 @@ def test_workers_that_cannot_start_are_reported(tmp_path, capsys, monkeypatch, d
     """A broken pipe inside the command is not standard output closing: one line, and
     the traceback with --debug."""
     make_images(tmp_path / "in", 3)
-    monkeypatch.setattr(batch.multiprocessing, "get_context",
+    monkeypatch.setattr(multiprocessing, "get_context",
                         lambda method: UnstartableContext())
     status = run(["scale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-f", "2",
                   "--jobs", "2"] + (["--debug"] if debug else []))

@@ -13,7 +13,6 @@ stops, and what it leaves, is described in :func:`run_jobs`.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import select
 import signal
@@ -21,17 +20,18 @@ import string
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any, NoReturn
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:  # (multiprocessing is imported only where workers start)
+    from multiprocessing.connection import Connection
 
 from .errors import BadInputError, UpconvError, WorkerError
-from .fileio import abandon_unfinished
+from .fileio import abandon_unfinished, is_url
 from .images import FORMATS
 from .polyphase import default_threads
 from .stopping import BatchStop, batch_stopping, raise_if_stopped
@@ -73,6 +73,9 @@ def expand_inputs(paths: Iterable[str], recursive: bool) -> list[tuple[str, Path
     """
     found: list[tuple[str, Path]] = []
     for path in paths:
+        if is_url(path):
+            found += _expand_url(path, recursive)
+            continue
         base = Path(path)
         if base.is_dir():
             pattern = "**/*" if recursive else "*"
@@ -83,6 +86,36 @@ def expand_inputs(paths: Iterable[str], recursive: bool) -> list[tuple[str, Path
         else:
             found.append((path, Path()))
     return found
+
+
+def _expand_url(url: str, recursive: bool) -> list[tuple[str, Path]]:
+    """An object URL as it is, or the image objects under a prefix (a "folder"), each
+    with its relative folder (with ``recursive``, those under deeper prefixes too)."""
+    from .storage import is_folder, list_files
+
+    if not is_folder(url):
+        return [(url, Path())]
+    base = url.rstrip("/") + "/"
+    found = []
+    for object_url in list_files(url, recursive, IMAGE_SUFFIXES):
+        relative = PurePosixPath(object_url[len(base):]).parent
+        if not PurePosixPath(object_url).name.startswith("."):
+            found.append((object_url, Path(*relative.parts)))
+    return found
+
+
+def _output_location(folder: str, relative: Path, name: str) -> str:
+    """Where an output goes: a path in ``folder``, or an object under a URL prefix."""
+    if is_url(folder):
+        from .storage import join
+
+        return join(folder, "/".join([*relative.parts, name]))
+    return str(Path(folder) / relative / name)
+
+
+def _real(path: str) -> str:
+    """What identifies a file: its real path, or a URL as it is."""
+    return path if is_url(path) else os.path.realpath(path)
 
 
 def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
@@ -99,21 +132,20 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
     check_template(template)
     planned = []
     for path, relative in inputs:
-        source = Path(path)
+        source = PurePosixPath(path) if is_url(path) else Path(path)
+        parent = source.parent.name if is_url(path) else Path(path).resolve().parent.name
         ext = fmt_suffix or source.suffix.lstrip(".").lower() or "png"
         name = template.format_map({**fields, "stem": source.stem, "ext": ext,
-                                    "name": source.name,
-                                    "parent": source.resolve().parent.name})
-        planned.append((path, str(Path(folder) / relative / name)))
+                                    "name": source.name, "parent": parent})
+        planned.append((path, _output_location(folder, relative, name)))
     # A file that another input's output would be is a product of this batch, not an input.
-    makers = {os.path.realpath(output): os.path.realpath(path) for path, output in planned}
+    makers = {_real(output): _real(path) for path, output in planned}
     planned = [(path, output) for path, output in planned
-               if makers.get(os.path.realpath(path), os.path.realpath(path))
-               == os.path.realpath(path)]
-    input_files = {os.path.realpath(path) for path, _ in planned}
+               if makers.get(_real(path), _real(path)) == _real(path)]
+    input_files = {_real(path) for path, _ in planned}
     jobs, seen = [], {}
     for path, output in planned:
-        real = os.path.realpath(output)
+        real = _real(output)
         if real in input_files:
             raise BadInputError(f"{output}: would overwrite an input of this batch; change --name "
                               "or the output folder")
@@ -256,6 +288,10 @@ def _run_here(jobs: list[Job], work: Callable[[Job], Any]) -> Iterator[Outcome]:
 def _run_in_workers(jobs: list[Job], work: Callable[[Job], Any], workers: int
                     ) -> Iterator[Outcome]:
     """Run the jobs in ``workers`` worker processes, a couple per worker at a time."""
+    import multiprocessing  # only batches that start workers pay for it
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["upconv.pipeline"])
     threads = max(1, default_threads() // workers)
@@ -331,6 +367,8 @@ def _run_in_workers(jobs: list[Job], work: Callable[[Job], Any], workers: int
 def _starting_workers() -> Iterator[None]:
     """Report a failure to start worker processes (their server or their Python could not
     start, a pipe to it broke) as one clear error."""
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         yield
     except (OSError, EOFError, BrokenProcessPool) as exc:

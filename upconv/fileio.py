@@ -36,7 +36,7 @@ from typing import IO, BinaryIO
 
 from .errors import BadInputError, FileAccessError, OutputClosedError
 
-__all__ = ["read_bytes", "standard_stream", "temporary_beside", "commit", "finish",
+__all__ = ["is_url", "read_bytes", "standard_stream", "temporary_beside", "commit", "finish",
            "outputs_together", "discard", "abandon_unfinished", "remove_stale_temporaries",
            "TEMPORARY_NAME", "write_error", "reserve_space", "sync_file", "written_in_place",
            "output_target", "atomic_output", "output_writer", "write_output", "TextLog",
@@ -65,8 +65,25 @@ def standard_stream(stream: IO | None, which: str) -> IO:
     return stream
 
 
+def is_url(path: str) -> bool:
+    """Whether ``path`` is an object-store or web URL (``s3://b/k``, ``gs://``, ``https://``):
+    read and written through :mod:`upconv.storage`, which is loaded only for such paths.
+
+    Examples
+    --------
+    >>> is_url("s3://bucket/a.png"), is_url("photos/a.png"), is_url("-")
+    (True, False, False)
+    """
+    if "://" not in path and "::" not in path:
+        return False
+    from .storage import is_url as names_an_object
+
+    return names_an_object(path)
+
+
 def read_bytes(path: str, kind: str = "image", stdin: bool = True) -> bytes:
-    """The whole file (or standard input for ``"-"``), or a one-line error naming it.
+    """The whole file (or standard input for ``"-"``, or an object for a URL: see
+    :func:`is_url`), or a one-line error naming it.
 
     ``kind`` names what the file should hold, for the messages.
 
@@ -89,6 +106,11 @@ def read_bytes(path: str, kind: str = "image", stdin: bool = True) -> bytes:
             raise FileAccessError(f"cannot read standard input ({exc.strerror or exc})"
                                   ) from None
         name = "standard input"
+    elif is_url(path):
+        from .storage import read_bytes as read_object
+
+        name = path
+        data = read_object(path)
     else:
         name = path
         try:
@@ -151,7 +173,49 @@ def commit(temporary: str, path: str, shown: str | None = None) -> None:
         raise write_error(shown or path, exc) from None
 
 
-_deferred: ContextVar[list[tuple[str, str, str | None]] | None] = ContextVar(
+class _PendingFile:
+    """A finished temporary file, renamed over its target when the block commits."""
+
+    def __init__(self, temporary: str, path: str, shown: str | None) -> None:
+        self.temporary, self.path, self.shown = temporary, path, shown
+
+    def commit(self) -> None:
+        commit(self.temporary, self.path, self.shown)
+
+    def discard(self) -> None:
+        discard(self.temporary)
+
+    def undo(self) -> None:
+        """A rename cannot be taken back; renames are the block's last, surest steps."""
+
+
+class _PendingUpload:
+    """An object's whole contents, uploaded (one PUT, or a completed multipart upload)
+    when the block commits."""
+
+    def __init__(self, url: str, data: bytes) -> None:
+        self.url, self.data = url, data
+
+    def commit(self) -> None:
+        from .storage import write_bytes
+
+        write_bytes(self.url, self.data)
+
+    def discard(self) -> None:
+        self.data = b""
+
+    def undo(self) -> None:
+        """Remove the object this block uploaded (an object store has no multi-object
+        commit): the block's outputs are then all absent rather than some written."""
+        from .storage import remove
+
+        try:
+            remove(self.url)
+        except Exception:  # noqa: BLE001 - the first failure is the one to report
+            pass
+
+
+_deferred: ContextVar[list[_PendingFile | _PendingUpload] | None] = ContextVar(
     "upconv_deferred_commits", default=None)
 
 
@@ -180,22 +244,27 @@ def outputs_together() -> Iterator[None]:
     >>> list(folder.iterdir())
     []
     """
-    pending: list[tuple[str, str, str | None]] = []
+    pending: list[_PendingFile | _PendingUpload] = []
     token = _deferred.set(pending)
     try:
         yield
     except BaseException:
-        for temporary, _, _ in pending:
-            discard(temporary)
+        for item in pending:
+            item.discard()
         raise
     finally:
         _deferred.reset(token)
-    for index, (temporary, path, shown) in enumerate(pending):
+    # Objects are uploaded first and files renamed last: a failed upload (the likelier
+    # failure) then leaves every file as it was, and the objects already sent are removed.
+    pending.sort(key=lambda item: isinstance(item, _PendingFile))
+    for index, item in enumerate(pending):
         try:
-            commit(temporary, path, shown)
+            item.commit()
         except BaseException:
-            for left, _, _ in pending[index:]:
-                discard(left)
+            for done in pending[:index]:
+                done.undo()
+            for left in pending[index:]:
+                left.discard()
             raise
 
 
@@ -205,7 +274,18 @@ def finish(temporary: str, path: str, shown: str | None = None) -> None:
     if pending is None:
         commit(temporary, path, shown)
     else:
-        pending.append((temporary, path, shown))
+        pending.append(_PendingFile(temporary, path, shown))
+
+
+def _upload(url: str, data: bytes) -> None:
+    """Upload a finished object now, or at the end of :func:`outputs_together`."""
+    pending = _deferred.get()
+    if pending is None:
+        from .storage import write_bytes
+
+        write_bytes(url, data)
+    else:
+        pending.append(_PendingUpload(url, data))
 
 
 def discard(temporary: str) -> None:
@@ -244,6 +324,8 @@ def remove_stale_temporaries(targets: Iterable[str]) -> list[str]:
     """
     wanted: dict[str, tuple[str, set[str]]] = {}  # real folder: (folder as given, names)
     for target in targets:
+        if is_url(target):  # objects have no temporary files
+            continue
         for path in (target, os.path.realpath(target)):
             folder, name = os.path.split(path)
             folder = folder or "."
@@ -401,7 +483,9 @@ def output_writer(path: str, what: str = "image") -> Iterator[Writer]:
 
     ``"-"`` is standard output; a device, FIFO or socket (``/dev/null``, a
     named pipe) is written into, since renaming over it would replace the
-    node with a file; anything else is a file written atomically
+    node with a file; a URL (:func:`is_url`) is gathered in memory and sent
+    as one object when complete (:func:`upconv.storage.write_bytes`); anything
+    else is a file written atomically
     (:func:`atomic_output`). Symbolic links are written through, as other
     tools do. Binary data (``what`` other than ``"text"``) is never written
     to a terminal. Failed writes are one-line errors naming the output; a
@@ -417,6 +501,11 @@ def output_writer(path: str, what: str = "image") -> Iterator[Writer]:
         stream.flush()
         fd = stream.fileno()
         yield lambda data: _write_all(fd, data, "standard output")
+        return
+    if is_url(path):  # gathered, then sent whole: never half an object under its key
+        chunks: list[bytes] = []
+        yield lambda data: chunks.append(bytes(data))
+        _upload(path, b"".join(chunks))
         return
     target = output_target(path)
     if not written_in_place(target):

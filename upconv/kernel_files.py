@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import load_tensors, split_spec, tensor_named
 from .errors import BadInputError, UpconvError
 from .fileio import read_bytes, write_output
 from .kernels import POST_KERNELS, Kernel, builtin_kernel
@@ -338,6 +337,8 @@ def tensor_from_spec(spec: str, what: str = "kernel") -> tuple[np.ndarray, str]:
     A checkpoint without a key must hold exactly one tensor; otherwise the
     message lists them.
     """
+    from .checkpoints import load_tensors, split_spec, tensor_named
+
     path, key = split_spec(spec)
     tensors = load_tensors(path)
     if key is not None:
@@ -359,6 +360,10 @@ def is_checkpoint_spec(spec: str) -> bool:
     >>> is_checkpoint_spec("k.json"), is_checkpoint_spec("ckpt.pt"), is_checkpoint_spec("a.npz:w")
     (False, True, True)
     """
+    if ":" not in spec and Path(spec).suffix.lower() not in (".safetensors", ".pt", ".pth"):
+        return False  # (without loading the checkpoint reader)
+    from .checkpoints import split_spec
+
     path, key = split_spec(spec)
     return key is not None or Path(path).suffix.lower() in (".safetensors", ".pt", ".pth")
 

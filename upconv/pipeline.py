@@ -24,7 +24,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import BadInputError
-from .fileio import discard, finish, output_target, output_writer, sync_file, written_in_place
+from .fileio import (
+    discard,
+    finish,
+    is_url,
+    output_target,
+    output_writer,
+    sync_file,
+    written_in_place,
+)
 from .images import (
     DEFAULT_MAX_PIXELS,
     Picture,
@@ -100,6 +108,8 @@ class ScaleSettings:
     tile: int | None = None
     #: single-file jobs only: compute a streamed .npy's tiles on this Dask scheduler
     dask_address: str | None = None
+    #: object stores' options (``--storage-option``), for worker processes
+    storage_options: dict | None = None
 
 
 @dataclass
@@ -192,9 +202,14 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
     tiles (:mod:`upconv.tiles`); ``.npy`` to ``.npy`` jobs that tile are
     streamed, never holding either array whole.
     """
+    if settings.storage_options:  # in a worker process: the options the command was given
+        from .storage import use_storage_options
+
+        use_storage_options(settings.storage_options)
     fmt = format_for(output_path, settings.format_name)
     resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
-    if fmt == "npy" and input_path != "-" and is_npy_file(input_path):
+    local = not (is_url(input_path) or is_url(output_path))  # else objects, sent whole
+    if fmt == "npy" and input_path != "-" and local and is_npy_file(input_path):
         source = NpyFile.open(input_path)
         layout = check_npy_image(source, input_path, layout=settings.layout)
         # Streamed: rows in the file's own order (H first), written in the same layout;
@@ -582,7 +597,8 @@ def _measure(outcome: ScaleResult, result: np.ndarray, plan: Resampling,
 
 def scale_job(settings: ScaleSettings, job) -> ScaleResult:
     """:func:`scale_file` for a batch :class:`~upconv.batch.Job` (picklable with partial)."""
-    os.makedirs(os.path.dirname(job.output) or ".", exist_ok=True)
+    if not is_url(job.output):  # objects need no folders
+        os.makedirs(os.path.dirname(job.output) or ".", exist_ok=True)
     return scale_file(job.input, job.output, settings)
 
 

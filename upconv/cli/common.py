@@ -25,7 +25,7 @@ from ..errors import BadInputError, FileAccessError
 from ..limits import DEFAULT_MAX_PIXELS
 
 __all__ = ["CONTEXT", "EPILOG", "FILE_COMMAND_EPILOG", "REPORT_EPILOG", "epilog",
-           "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_ABOVE",
+           "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_ABOVE", "storage_option",
            "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "EXIT_TERMINATED", "FACTOR", "SIZE",
            "STRIDE", "HW",
            "enum_choice", "max_pixels_option", "batch_options", "overwrite_option",
@@ -245,6 +245,29 @@ def warn(message: str) -> None:
     click.echo(f"upconv: warning: {message}", err=True)
 
 
+def storage_option(function: F) -> F:
+    """``--storage-option KEY=VALUE`` (repeatable): options for object stores' file systems
+    (fsspec's, e.g. ``endpoint_url=http://127.0.0.1:9000`` or ``anon=true``), on top of
+    the environment's (the AWS credential chain, ``AWS_ENDPOINT_URL``,
+    ``FSSPEC_<PROTOCOL>_<OPTION>``); ``s3.KEY=VALUE`` applies to one protocol."""
+
+    def apply(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+        if value:
+            from ..storage import set_storage_options
+
+            try:
+                set_storage_options(value)
+            except BadInputError as exc:
+                raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    return click.option("--storage-option", "storage_options", multiple=True,
+                        metavar="KEY=VALUE", expose_value=False, callback=apply,
+                        help="An option for object stores (s3://, gs://, az://), passed to "
+                             "fsspec: endpoint_url=..., anon=true, s3.profile=...; "
+                             "repeatable. Credentials come from the usual environment "
+                             "(pip install 'upconv[cloud]').")(function)
+
+
 def overwrite_option(function: F) -> F:
     """``-y/--overwrite``: without it, no command replaces a file that exists."""
     return click.option("-y", "--overwrite", is_flag=True,
@@ -253,10 +276,14 @@ def overwrite_option(function: F) -> F:
 
 
 def existing_file(path: str | None) -> bool:
-    """Whether ``path`` names a regular file that exists (standard output, devices and
-    pipes are not files a write would replace)."""
+    """Whether ``path`` names a regular file (or an object, for a URL) that exists
+    (standard output, devices and pipes are not files a write would replace)."""
     if path in (None, "-"):
         return False
+    if fileio.is_url(path):
+        from ..storage import exists
+
+        return exists(path)
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
@@ -291,11 +318,14 @@ def prepare_destinations(outputs: Iterable[str | None], inputs: Iterable[str | N
     for path in targets:
         for source in sources:
             refuse_clobbering_input(source, path)
-        real = os.path.realpath(path)
+        url = fileio.is_url(path)
+        real = path if url else os.path.realpath(path)
         if real in seen:
             raise BadInputError(f"{seen[real]} and {path} are the same file; give each "
                                 "output its own name")
         seen[real] = path
+        if url:  # a bucket that does not exist is said when the object is written
+            continue
         folder = os.path.dirname(real) or "."
         if not os.path.isdir(folder):
             shown = os.path.dirname(path) or "."
@@ -324,6 +354,11 @@ def remove_stale_temporaries(outputs: Iterable[str]) -> None:
 def refuse_clobbering_input(input_path: str, output_path: str) -> None:
     """Refuse an output that is the input itself (same file, whatever the path says)."""
     if input_path == "-" or output_path == "-":
+        return
+    if fileio.is_url(input_path) or fileio.is_url(output_path):
+        if input_path.rstrip("/") == output_path.rstrip("/"):
+            raise BadInputError(f"{output_path}: the output would overwrite the input; "
+                                "choose another output name")
         return
     try:
         same = os.path.samefile(input_path, output_path)

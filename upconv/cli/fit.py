@@ -18,6 +18,7 @@ from .common import (
     max_pixels_option,
     overwrite_option,
     prepare_destinations,
+    storage_option,
     warn,
 )
 
@@ -50,6 +51,7 @@ from .common import (
                    "(repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @max_pixels_option()
+@storage_option
 @overwrite_option
 def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
                 size: int | None, ridge: float, per_channel: bool, checkerboard_free: bool,
@@ -107,6 +109,7 @@ def fit_command(inputs: tuple[str, ...], output_path: str, factor: int | None,
                                       "gaussian (sigma s/2).")
 @click.option("--format", "format_name", metavar="FORMAT", help="Output format.")
 @max_pixels_option()
+@storage_option
 @overwrite_option
 def degrade_command(input_path: str, output_path: str, factor: int, method: str,
                     format_name: str | None, max_pixels: int, overwrite: bool) -> None:

@@ -24,6 +24,7 @@ from .common import (
     error,
     overwrite_option,
     prepare_destinations,
+    storage_option,
 )
 
 
@@ -42,6 +43,7 @@ def kernel_group() -> None:
 @click.option("-f", "--factor", type=STRIDE, default=None, metavar="S",
               help="Stride, if the kernel file does not state it (built-ins default to 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@storage_option
 def kernel_show(spec: str, factor: int | None, as_json: bool) -> None:
     """Show a kernel: shape, stride, weights, its s*s polyphase components and their sums.
 
@@ -89,6 +91,7 @@ def kernel_show(spec: str, factor: int | None, as_json: bool) -> None:
 @click.option("--zero-insertion", is_flag=True,
               help="With --y: also show the same result as zeros inserted into y and an "
                    "ordinary convolution with the flipped kernel.")
+@storage_option
 @overwrite_option
 def kernel_matrix(spec: str, input_size: tuple[int, int], stride: int | None, padding: int,
                   out_path: str | None, x_values: str | None, y_values: str | None,
@@ -288,6 +291,7 @@ def _checkpoint(spec: str) -> tuple[dict, dict]:
               "the table.")
 @click.option("--fail-above", type=click.FloatRange(0), default=None, metavar="PERCENT",
               help="Exit with status 3 when a layer's checkerboard figure is above PERCENT.")
+@storage_option
 def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, ...],
                  as_json: bool, fail_above: float | None) -> None:
     """Audit every ConvTranspose2d layer of a checkpoint for checkerboards.
@@ -367,6 +371,7 @@ def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, .
                    "state_dict of a training checkpoint ({'model': state_dict, ...}: "
                    "--prefix model.), ready for model.load_state_dict.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@storage_option
 @overwrite_option
 def kernel_fix(checkpoint: str, output_path: str, layers: tuple[str, ...],
                strides: tuple[str, ...], prefix: str | None, as_json: bool,
@@ -440,6 +445,7 @@ def kernel_fix(checkpoint: str, output_path: str, layers: tuple[str, ...],
                    "(an upconv kernel).")
 @click.option("--key", default="weight", show_default=True,
               help="The tensor's name in a .safetensors or .npz file.")
+@storage_option
 @overwrite_option
 def kernel_init(channels_in: int, channels_out: int, size: int, stride: int, method: str,
                 seed: int | None, output_path: str, key: str, overwrite: bool) -> None:

@@ -28,6 +28,7 @@ from .common import (
     max_pixels_option,
     overwrite_option,
     prepare_destinations,
+    storage_option,
 )
 
 
@@ -59,6 +60,7 @@ from .common import (
 @max_pixels_option()
 @batch_options("Several images")
 @click.option("--quiet", is_flag=True, help="Several images: no progress bar.")
+@storage_option
 @overwrite_option
 def report_command(image_paths: tuple[str, ...], factor: int | None,
                    reference_path: str | None, kernel_spec: str | None, as_json: bool,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from dataclasses import replace
 
 import click
 
 from ..batch import Job, Outcome, check_template, expand_inputs, plan_outputs, run_jobs
 from ..errors import BadInputError, FileAccessError, UpconvError
-from ..fileio import open_text_log, outputs_together, write_output
+from ..fileio import is_url, open_text_log, outputs_together, write_output
 from ..images import FORMATS, SaveOptions, format_for
 from ..methods import Method
 from ..options import Boundary
@@ -35,6 +36,7 @@ from .common import (
     prepare_destinations,
     remove_stale_temporaries,
     spinner_after,
+    storage_option,
     warn,
 )
 
@@ -121,6 +123,7 @@ from .common import (
                    "scheduler (pip install 'upconv[dask]'); files must be on storage the "
                    "workers share.")
 @click.option("--quiet", is_flag=True, help="No summary line and no progress bar on stderr.")
+@storage_option
 @overwrite_option
 @click.pass_context
 def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
@@ -208,7 +211,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         threads=threads, tile=tile,
         max_pixels_given=ctx.get_parameter_source("max_pixels")
         is not click.core.ParameterSource.DEFAULT,
-        full_report=report_path is not None, summary_line=not quiet)
+        full_report=report_path is not None, summary_line=not quiet,
+        storage_options=_storage_options())
     kernel = resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
     if batch:
         try:
@@ -265,6 +269,25 @@ def _factor_field(factor: tuple[float, float] | None,
     return ""
 
 
+def _storage_options() -> dict | None:
+    """The ``--storage-option`` values given, for worker processes (None without any)."""
+    if "upconv.storage" not in sys.modules:  # no option given, no URL read yet
+        return None
+    from ..storage import storage_options
+
+    return storage_options() or None
+
+
+def _absolute(path: str) -> str:
+    """A path as Dask workers, in their own working folders, find it (a URL as it is)."""
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def _exists(path: str) -> bool:
+    """Whether an output exists already (a file, or an object for a URL)."""
+    return existing_file(path) if is_url(path) else os.path.exists(path)
+
+
 def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSettings,
                  template: str, fields: dict[str, str], recursive: bool, skip_existing: bool,
                  fail_fast: bool, jobs: int | None, dask_address: str | None,
@@ -277,10 +300,9 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
     if not planned:
         raise BadInputError(f"no image files in {', '.join(paths)}")
     if dask_address is not None:  # workers have their own working folders
-        planned = [Job(os.path.abspath(job.input), os.path.abspath(job.output))
-                   for job in planned]
+        planned = [Job(_absolute(job.input), _absolute(job.output)) for job in planned]
     # Every check before the output folder is made: a refused batch leaves nothing.
-    existing = {job.output for job in planned if skip_existing and os.path.exists(job.output)}
+    existing = {job.output for job in planned if skip_existing and _exists(job.output)}
     todo = [job for job in planned if job.output not in existing]
     replaced = [job.output for job in todo if existing_file(job.output)]
     if replaced and not overwrite:
@@ -291,7 +313,8 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
     prepare_destinations([report_path], [job.input for job in planned],
                          overwrite or skip_existing)
     try:
-        os.makedirs(output_dir, exist_ok=True)
+        if not is_url(output_dir):  # objects need no folders
+            os.makedirs(output_dir, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise FileAccessError(f"{output_dir}: is a file, not a folder for the outputs"
                               ) from None

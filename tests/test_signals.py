@@ -26,7 +26,7 @@ from conftest import make_images, temporary_files
 from PIL import Image
 
 import upconv.cli
-from upconv import batch, fileio
+from upconv import fileio
 from upconv.batch import Job, run_jobs
 from upconv.cli import run
 from upconv.errors import WorkerError

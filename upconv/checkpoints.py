@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 
 import numpy as np
@@ -105,9 +105,8 @@ def load_tensors(path: str | Path) -> dict[str, np.ndarray]:
     >>> {key: array.shape for key, array in load_tensors(path).items()}
     {'up1.weight': (2, 1, 4, 4), 'up1.bias': (1,)}
     """
-    path = Path(path)
-    name = str(path)
-    suffix = path.suffix.lower()
+    name = str(path)  # a URL stays whole (Path would fold its "//")
+    suffix = PurePosixPath(name).suffix.lower()
     reader = _READERS.get(suffix)
     if reader is None:
         raise BadInputError(f"{name}: unknown weights file suffix {suffix!r}; use "
@@ -133,9 +132,8 @@ def save_tensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> None:
     >>> list(loaded), loaded["b"].dtype
     (['b', 'a'], dtype('int64'))
     """
-    path = Path(path)
-    name = str(path)
-    suffix = path.suffix.lower()
+    name = str(path)  # a URL stays whole (Path would fold its "//")
+    suffix = PurePosixPath(name).suffix.lower()
     if suffix not in (".safetensors", ".npz"):
         raise BadInputError(f"{name}: write .safetensors or .npz; PyTorch reads .safetensors "
                             "with safetensors.torch.load_file")

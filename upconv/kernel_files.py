@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -81,15 +82,15 @@ def kernel_bytes(kernel: Kernel, suffix: str, name: str = "kernel") -> bytes:
 
 def save_kernel(kernel: Kernel, path: str | Path) -> None:
     """Write ``kernel`` to ``path`` atomically; the format follows the suffix."""
-    path = Path(path)
-    data = kernel_bytes(kernel, path.suffix.lower(), str(path))
-    write_output(str(path), data, "kernel")
+    name = str(path)  # a URL stays whole (Path would fold its "//")
+    data = kernel_bytes(kernel, os.path.splitext(name)[1].lower(), name)
+    write_output(name, data, "kernel")
 
 
 def load_kernel(path: str | Path) -> Kernel:
     """Read a kernel file (``.json``, ``.npy``, ``.npz``, ``.txt``, ``.csv``)."""
-    path = Path(path)
-    name = str(path)
+    name = str(path)  # a URL stays whole (Path would fold its "//")
+    path = PurePosixPath(name)
     data = read_bytes(name, kind="kernel", stdin=False)
     suffix = path.suffix.lower()
     if suffix == ".json":

@@ -1,0 +1,193 @@
+"""upconv's commands on objects in a bucket, against a real S3-compatible server (moto's,
+on loopback) reached through s3fs: the same bytes as on a local disk, the same promises
+(whole objects or none, nothing replaced without -y, resumable batches), one-line errors
+without secrets."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET, S3Server, make_images
+
+from upconv.cli import run
+
+
+def objects(server, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    """Every object under the prefix, read independently with boto3."""
+    client = server.client()
+    name = bucket.removeprefix("s3://")
+    listed = client.list_objects_v2(Bucket=name, Prefix=prefix).get("Contents", [])
+    return {item["Key"]: client.get_object(Bucket=name, Key=item["Key"])["Body"].read()
+            for item in listed}
+
+
+def upload(server, bucket: str, folder, prefix: str) -> None:
+    client = server.client()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            key = f"{prefix}/{path.relative_to(folder).as_posix()}"
+            client.put_object(Bucket=bucket.removeprefix("s3://"), Key=key,
+                              Body=path.read_bytes())
+
+
+@pytest.fixture
+def photos(tmp_path):
+    make_images(tmp_path / "in", 3)
+    make_images(tmp_path / "in" / "deeper", 2)
+    return tmp_path / "in"
+
+
+def test_a_batch_to_and_from_a_bucket_equals_the_local_batch(tmp_path, capsys, bucket,
+                                                             s3_env, photos):
+    local = tmp_path / "local"
+    assert run(["scale", str(photos), "-o", str(local), "-f", "2", "-r", "--jobs", "1",
+                "--quiet"]) == 0
+    expected = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*.png")}
+    # local files to objects
+    assert run(["scale", str(photos), "-o", f"{bucket}/out", "-f", "2", "-r", "--jobs", "1",
+                "--quiet"]) == 0
+    assert objects(s3_env, bucket, "out/") == {f"out/{k}": v for k, v in expected.items()}
+    # objects to objects, through two worker processes given the options explicitly
+    upload(s3_env, bucket, photos, "in")
+    assert run(["scale", f"{bucket}/in", "-o", f"{bucket}/again", "-f", "2", "-r",
+                "--jobs", "2", "--quiet",
+                "--storage-option", f"endpoint_url={s3_env.endpoint}",
+                "--storage-option", f"key={FAKE_ACCESS_KEY_ID}",
+                "--storage-option", f"secret={FAKE_SECRET}"]) == 0, capsys.readouterr().err
+    assert objects(s3_env, bucket, "again/") == {f"again/{k}": v for k, v in expected.items()}
+    # objects to local files; without --recursive only the prefix's own level
+    assert run(["scale", f"{bucket}/in", "-o", str(tmp_path / "back"), "-f", "2",
+                "--jobs", "1", "--quiet"]) == 0
+    back = {p.relative_to(tmp_path / "back").as_posix(): p.read_bytes()
+            for p in (tmp_path / "back").rglob("*.png")}
+    assert back == {k: v for k, v in expected.items() if "/" not in k}
+
+
+def test_objects_are_replaced_only_with_overwrite_and_kept_with_skip_existing(
+        tmp_path, capsys, bucket, s3_env, photos):
+    # One process: a batch's worker server, started by an earlier test, keeps the environment
+    # it started in (a user's command starts its own with the user's environment).
+    target, name = f"{bucket}/out", ["--name", "{stem}.{ext}", "--jobs", "1"]
+    assert run(["scale", str(photos), "-o", target, "-f", "2", "--quiet", *name]) == 0
+    before = objects(s3_env, bucket)
+    assert run(["scale", str(photos), "-o", target, "-f", "3", "--quiet", *name]) == 1
+    assert "exists" in capsys.readouterr().err
+    assert objects(s3_env, bucket) == before
+    assert run(["scale", str(photos), "-o", target, "-f", "3", "--skip-existing",
+                "--quiet", *name]) == 0
+    assert objects(s3_env, bucket) == before
+    assert run(["scale", str(photos), "-o", target, "-f", "3", "-y", "--quiet", *name]) == 0
+    after = objects(s3_env, bucket)
+    assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)
+    single = f"{bucket}/one.png"
+    source = str(sorted(photos.glob("*.png"))[0])
+    assert run(["scale", source, single, "-f", "2", "--quiet"]) == 0
+    assert run(["scale", source, single, "-f", "2", "--quiet"]) == 1
+    assert "exists" in capsys.readouterr().err
+
+
+def test_an_image_and_its_report_go_to_the_bucket_together(tmp_path, capsys, bucket,
+                                                           s3_env, photos):
+    source = str(sorted(photos.glob("*.png"))[0])
+    assert run(["scale", source, f"{bucket}/x.png", "-f", "2", "--report",
+                f"{bucket}/x.json", "--quiet"]) == 0
+    stored = objects(s3_env, bucket)
+    assert json.loads(stored["x.json"])["checkerboard"]["score"] >= 0
+    local = tmp_path / "x.png"
+    assert run(["scale", source, str(local), "-f", "2", "--quiet"]) == 0
+    assert stored["x.png"] == local.read_bytes()
+    # the report of an object, a kernel fitted on objects, a kernel read from the bucket
+    assert run(["report", f"{bucket}/x.png", "-f", "2", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["image"] == f"{bucket}/x.png" and document["size"] == [192, 192]
+    upload(s3_env, bucket, photos, "pairs")
+    low = f"{bucket}/pairs/p00.png"
+    assert run(["scale", low, f"{bucket}/pairs/high.png", "-f", "2", "--quiet"]) == 0
+    assert run(["fit", low, f"{bucket}/pairs/high.png", "-o", f"{bucket}/k.json",
+                "--size", "4"]) == 0, capsys.readouterr().err
+    assert run(["scale", low, str(tmp_path / "t.png"), "-m", "transpose", "--kernel",
+                f"{bucket}/k.json", "--quiet"]) == 0, capsys.readouterr().err
+
+
+def test_a_missing_bucket_and_refused_credentials_are_one_line_without_secrets(
+        tmp_path, capsys, s3_env, photos, monkeypatch):
+    source = str(sorted(photos.glob("*.png"))[0])
+    assert run(["scale", source, "s3://no-such-bucket-upconv/x.png", "-f", "2"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no-such-bucket-upconv" in err
+    assert FAKE_SECRET not in err
+    assert run(["report", "s3://no-such-bucket-upconv/x.png",
+                "--storage-option", "secret=hunter2-upconv-secret"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "hunter2" not in err
+    assert run(["scale", source, "out.png", "--storage-option", "novalue"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_server_that_stops_mid_batch_leaves_whole_objects_and_a_rerun_completes(
+        tmp_path, capsys, s3_env, monkeypatch):
+    make_images(tmp_path / "many", 6, side=160)
+    server = S3Server()  # its own, to stop; moto keeps the objects in this process
+    bucket = "upconv-stopped"
+    server.client().create_bucket(Bucket=bucket)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+    from conftest import fresh_filesystems
+
+    fresh_filesystems()
+    status = []
+    batch = threading.Thread(target=lambda: status.append(run(
+        ["scale", str(tmp_path / "many"), "-o", f"s3://{bucket}/out", "-f", "2",
+         "--jobs", "1", "--quiet"])))
+    batch.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not objects(server, f"s3://{bucket}"):
+        time.sleep(0.01)  # polling for the first object (an event)
+    server.stop()
+    batch.join(timeout=120)
+    fresh_filesystems()  # let go of the connections to the stopped server
+    assert status == [1]
+    err = capsys.readouterr().err
+    failures = [line for line in err.splitlines() if "cannot reach" in line]
+    assert failures and all(line.startswith("upconv:") for line in err.splitlines())
+    again = S3Server()  # the same objects, on a new port
+    monkeypatch.setenv("AWS_ENDPOINT_URL", again.endpoint)
+    fresh_filesystems()
+    try:
+        stored = objects(again, f"s3://{bucket}")
+        assert 0 < len(stored) < 6
+        local = tmp_path / "local"
+        assert run(["scale", str(tmp_path / "many"), "-o", str(local), "-f", "2",
+                    "--jobs", "1", "--quiet"]) == 0
+        for key, data in stored.items():  # never half an object
+            assert data == (local / key.removeprefix("out/")).read_bytes()
+        assert run(["scale", str(tmp_path / "many"), "-o", f"s3://{bucket}/out", "-f", "2",
+                    "--skip-existing", "--jobs", "1", "--quiet"]) == 0
+        assert len(objects(again, f"s3://{bucket}")) == 6
+    finally:
+        again.stop()
+
+
+def test_http_urls_are_read_only(tmp_path, capsys, photos):
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(photos))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/p00.png"
+        assert run(["scale", url, str(tmp_path / "web.png"), "-f", "2", "--quiet"]) == 0
+        assert run(["scale", str(photos / "p00.png"), f"{url}.out.png", "-f", "2"]) == 1
+        err = capsys.readouterr().err
+        assert "read-only" in err or "read only" in err
+    finally:
+        server.shutdown()
+        server.server_close()
+    from PIL import Image
+
+    with Image.open(tmp_path / "web.png") as image, Image.open(photos / "p00.png") as source:
+        assert image.size == (2 * source.width, 2 * source.height)

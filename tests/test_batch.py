@@ -373,6 +373,29 @@ def test_dask_batch_equals_local(cluster, photos, tmp_path, capsys):
         assert path.read_bytes() == (remote / path.relative_to(local)).read_bytes()
 
 
+def test_dask_workers_read_and_write_objects_themselves(cluster, photos, tmp_path, capsys,
+                                                        bucket, s3_env):
+    """No shared file system: the inputs and outputs are objects, which the workers (whose
+    environment knows nothing of the local S3 server) reach with the options given."""
+    from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET
+
+    local = tmp_path / "local"
+    assert run(["scale", str(photos), "-o", str(local), "-f", "2", "-r", "--jobs", "1"]) == 0
+    client = s3_env.client()
+    name = bucket.removeprefix("s3://")
+    for path in photos.rglob("*.png"):
+        client.put_object(Bucket=name, Key=f"in/{path.relative_to(photos).as_posix()}",
+                          Body=path.read_bytes())
+    options = ["--storage-option", f"endpoint_url={s3_env.endpoint}",
+               "--storage-option", f"key={FAKE_ACCESS_KEY_ID}",
+               "--storage-option", f"secret={FAKE_SECRET}"]
+    assert run(["scale", f"{bucket}/in", "-o", f"{bucket}/out", "-f", "2", "-r", "--dask",
+                cluster.scheduler_address, *options]) == 0, capsys.readouterr().err
+    for path in local.rglob("*.png"):
+        key = f"out/{path.relative_to(local).as_posix()}"
+        assert client.get_object(Bucket=name, Key=key)["Body"].read() == path.read_bytes()
+
+
 def test_dask_reports_a_failing_file(cluster, photos, tmp_path, capsys):
     (photos / "broken.png").write_bytes(b"not a png")
     assert run(["scale", str(photos), "-o", str(tmp_path / "out"), "-f", "2", "--dask",

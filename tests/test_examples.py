@@ -136,10 +136,39 @@ def destinations(example: str) -> list[str]:
     return [w for w in written if w != "-"]
 
 
+def fill_the_bucket(server, scratch) -> None:
+    """The objects the object-store examples name, in a bucket called ``bucket`` on the
+    local S3 server (each example's outputs are removed first)."""
+    client = server.client()
+    try:
+        client.create_bucket(Bucket="bucket")
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    listed = client.list_objects_v2(Bucket="bucket").get("Contents", [])
+    for item in listed:
+        client.delete_object(Bucket="bucket", Key=item["Key"])
+    for key, name in (("in/photo.png", "photo.png"), ("in/deeper/a.png", "a.png"),
+                      ("out/photo_x2.png", "out.png"), ("low.png", "low.png"),
+                      ("high.png", "high.png"), ("k.json", "k.json")):
+        client.put_object(Bucket="bucket", Key=key, Body=(scratch / name).read_bytes())
+
+
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_the_example_runs(example, scratch, tmp_path):
+def test_the_example_runs(example, scratch, tmp_path, request):
     folder = tmp_path / "run"
     shutil.copytree(scratch, folder)
+    if "s3://" in example:  # run against the local S3 server
+        server = request.getfixturevalue("s3_env")
+        fill_the_bucket(server, scratch)
+        client = server.client()
+        for target in destinations(example):  # an object, or every object under a prefix
+            if target.startswith("s3://bucket/"):
+                key = target.removeprefix("s3://bucket/")
+                listed = client.list_objects_v2(Bucket="bucket", Prefix=key).get(
+                    "Contents", [])
+                for item in listed:
+                    if item["Key"] == key or key.endswith("/"):
+                        client.delete_object(Bucket="bucket", Key=item["Key"])
     for target in destinations(example):
         path = folder / target
         if path.is_dir():

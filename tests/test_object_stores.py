@@ -9,6 +9,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET, S3Server, make_images
 
@@ -191,3 +192,41 @@ def test_http_urls_are_read_only(tmp_path, capsys, photos):
 
     with Image.open(tmp_path / "web.png") as image, Image.open(photos / "p00.png") as source:
         assert image.size == (2 * source.width, 2 * source.height)
+
+
+def test_checkpoint_keys_reports_and_prefixes_on_objects(tmp_path, capsys, bucket, s3_env,
+                                                         photos):
+    """FILE:KEY after a URL, a batch's --report as an object (its lines uploaded at the
+    end), a report over a prefix, and an -o that is an object refused."""
+    from upconv.checkpoints import save_tensors
+
+    save_tensors({"up.weight": np.full((1, 1, 4, 4), 1 / 16, np.float32)},
+                 tmp_path / "ck.safetensors")
+    upload(s3_env, bucket, tmp_path, "ck")  # ck/ck.safetensors (and the photos)
+    assert run(["kernel", "show", f"{bucket}/ck/ck.safetensors:up.weight", "-f", "2",
+                "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["shape"] == [1, 1, 4, 4]
+    assert run(["scale", str(photos), "-o", f"{bucket}/out", "-f", "2", "--jobs", "1",
+                "--quiet", "--report", f"{bucket}/report.jsonl"]) == 0
+    lines = objects(s3_env, bucket)["report.jsonl"].decode().splitlines()
+    assert len(lines) == 3 and all(json.loads(line)["file"] for line in lines)
+    assert run(["report", f"{bucket}/out", "-f", "2", "--json", "--jobs", "1"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    assert run(["scale", str(photos), "-o", f"{bucket}/report.jsonl", "-f", "2",
+                "--jobs", "1"]) == 1
+    assert "is an object, not a prefix" in capsys.readouterr().err
+
+
+def test_a_failed_second_upload_leaves_a_replaced_object_replaced(tmp_path, capsys, bucket,
+                                                                   s3_env, photos):
+    """Outputs committed together: when the report's upload fails, the image uploaded
+    before it is removed if it is new, and left (replaced) if it replaced one."""
+    source = str(sorted(photos.glob("*.png"))[0])
+    target = f"{bucket}/x.png"
+    assert run(["scale", source, target, "-f", "2", "--report",
+                "s3://no-such-bucket-upconv/x.json", "--quiet"]) == 1
+    assert "x.png" not in objects(s3_env, bucket)  # new: removed again
+    assert run(["scale", source, target, "-f", "2", "--quiet"]) == 0
+    assert run(["scale", source, target, "-f", "3", "-y", "--report",
+                "s3://no-such-bucket-upconv/x.json", "--quiet"]) == 1
+    assert "x.png" in objects(s3_env, bucket)  # replaced: never removed

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # (multiprocessing is imported only where workers start)
     from multiprocessing.connection import Connection
@@ -132,7 +133,8 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
     check_template(template)
     planned = []
     for path, relative in inputs:
-        source = PurePosixPath(path) if is_url(path) else Path(path)
+        # (a URL's name is its path's: a signed URL's query is no part of it)
+        source = PurePosixPath(urlsplit(path).path) if is_url(path) else Path(path)
         parent = source.parent.name if is_url(path) else Path(path).resolve().parent.name
         ext = fmt_suffix or source.suffix.lstrip(".").lower() or "png"
         name = template.format_map({**fields, "stem": source.stem, "ext": ext,

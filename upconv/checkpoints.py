@@ -158,7 +158,17 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     ('kernel.json', None)
     >>> split_spec("notes:draft")
     ('notes:draft', None)
+    >>> split_spec("s3://bucket/ckpt.pt:up1.weight")
+    ('s3://bucket/ckpt.pt', 'up1.weight')
     """
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.\-]*://", spec)
+    if scheme:  # a URL: its file ends at the first ':' after a weights or kernel suffix
+        colons = [index for index, character in enumerate(spec)
+                  if character == ":" and index >= scheme.end()]
+        for index in colons:
+            if spec[:index].lower().endswith(SPEC_SUFFIXES):
+                return spec[:index], spec[index + 1:]
+        return spec, None
     if os.path.isfile(spec):
         return spec, None
     colons = [index for index, character in enumerate(spec) if character == ":"]

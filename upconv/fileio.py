@@ -195,20 +195,25 @@ class _PendingUpload:
 
     def __init__(self, url: str, data: bytes) -> None:
         self.url, self.data = url, data
+        self.replaced = True  # until known: an undo must not remove what was there
 
     def commit(self) -> None:
-        from .storage import write_bytes
+        from .storage import exists, write_bytes
 
+        self.replaced = exists(self.url)
         write_bytes(self.url, self.data)
 
     def discard(self) -> None:
         self.data = b""
 
     def undo(self) -> None:
-        """Remove the object this block uploaded (an object store has no multi-object
-        commit): the block's outputs are then all absent rather than some written."""
+        """Remove the object this block uploaded where there was none (an object store has
+        no multi-object commit): the block's new outputs are then all absent rather than
+        some written. An object it replaced stays replaced: its old contents are gone."""
         from .storage import remove
 
+        if self.replaced:
+            return
         try:
             remove(self.url)
         except Exception:  # noqa: BLE001 - the first failure is the one to report
@@ -557,13 +562,46 @@ class TextLog:
         self.close()
 
 
+class ObjectLog(TextLog):
+    """A batch's report lines for an object: gathered, and uploaded whole when the batch
+    ends (stopped or not), after the object's old lines when resuming (``append``)."""
+
+    def __init__(self, url: str, append: bool) -> None:
+        from .storage import exists
+        from .storage import read_bytes as read_object
+
+        self.path, self.closed = url, False
+        self.lines = [read_object(url).decode("utf-8")] if append and exists(url) else []
+
+    def write_line(self, line: str) -> None:
+        self.lines.append(line + "\n")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        from .storage import write_bytes
+
+        write_bytes(self.path, "".join(self.lines).encode("utf-8"))
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.close()
+        except Exception:
+            if exc[0] is None:  # else the batch's own error is the one to tell
+                raise
+
+
 def open_text_log(path: str, append: bool) -> TextLog:
     """A text file written line by line as results come in, for ``--report PATH`` of a batch.
 
     Not atomic on purpose: a stopped batch keeps the lines of the images it
     finished, and a resumed one (``append``) adds to them. Errors, opening or
-    writing, are one line naming the file.
+    writing, are one line naming the file. For an object (a URL) the lines are
+    uploaded together when the batch ends (:class:`ObjectLog`).
     """
+    if is_url(path):
+        return ObjectLog(path, append)
     try:
         return TextLog(open(path, "a" if append else "w", encoding="utf-8"), path)
     except IsADirectoryError:

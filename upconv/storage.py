@@ -108,7 +108,7 @@ _SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_K
 #: Prefixes of environment variables whose secret-looking ones are redacted too.
 _SECRET_VARIABLE_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCS_", "FSSPEC_")
 #: Shorter values are not redacted (they would blank out ordinary words and numbers).
-_MIN_SECRET_LENGTH = 4
+_MIN_SECRET_LENGTH = 8
 #: A password in a URL (``https://user:password@host``) and signed-URL query parameters.
 _URL_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+@")
 _URL_SECRET_PARAMETER = re.compile(
@@ -290,7 +290,8 @@ def redact(text: str) -> str:
     ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` and ``AWS_ACCESS_KEY_ID``
     and of other secret-looking ``AWS_*``, ``AZURE_*``, ``GOOGLE_*``, ``GCS_*``
     and ``FSSPEC_*`` variables, passwords written into URLs, and the signatures
-    and tokens of signed URLs. Values shorter than 4 characters are left alone.
+    and tokens of signed URLs. Values shorter than 8 characters are left alone (a local
+    server's ``test`` or ``minio`` would otherwise blank those words out of every name).
 
     Examples
     --------

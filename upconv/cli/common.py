@@ -29,7 +29,7 @@ __all__ = ["CONTEXT", "EPILOG", "FILE_COMMAND_EPILOG", "REPORT_EPILOG", "epilog"
            "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "EXIT_TERMINATED", "FACTOR", "SIZE",
            "STRIDE", "HW",
            "enum_choice", "max_pixels_option", "batch_options", "overwrite_option",
-           "existing_file", "refuse_existing", "prepare_destinations",
+           "existing_file", "refuse_existing", "prepare_destinations", "shown",
            "remove_stale_temporaries", "error", "warn",
            "refuse_clobbering_input", "BatchProgress", "spinner_after", "describe_failure"]
 
@@ -369,10 +369,21 @@ def refuse_clobbering_input(input_path: str, output_path: str) -> None:
                             "choose another output name")
 
 
+def shown(path: str) -> str:
+    """A path as messages show it: a URL without the secrets it may carry (a signed URL's
+    signature, a password), see :func:`upconv.storage.redact`."""
+    if not fileio.is_url(path):
+        return path
+    from ..storage import redact
+
+    return redact(path)
+
+
 def describe_failure(input_path: str, error_text: str | None) -> str:
-    """A batch failure's message, starting with the file's name."""
+    """A batch failure's message, starting with the file's name (without secrets)."""
     text = error_text or ""
-    return text if text.startswith(input_path) else f"{input_path}: {text}"
+    text = text if text.startswith(input_path) else f"{input_path}: {text}"
+    return shown(text) if fileio.is_url(input_path) else text
 
 
 # ------------------------------------------------------------------ progress

@@ -11,7 +11,7 @@ import click
 
 from ..batch import Job, expand_inputs, run_jobs
 from ..errors import BadInputError
-from ..fileio import outputs_together, write_output
+from ..fileio import is_url, outputs_together, write_output
 from ..polyphase import default_threads
 from ..report import build_report
 from ..reporting import ReportSettings, load_report_kernel, report_file, report_job
@@ -28,6 +28,7 @@ from .common import (
     max_pixels_option,
     overwrite_option,
     prepare_destinations,
+    shown,
     storage_option,
 )
 
@@ -89,7 +90,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
     if not image_paths and kernel_spec is None:
         raise click.UsageError("give an IMAGE, a --kernel, or both")
 
-    several = len(image_paths) > 1 or (image_paths and os.path.isdir(image_paths[0]))
+    several = len(image_paths) > 1 or (image_paths and _is_folder(image_paths[0]))
     if several and (reference_path or map_path or spectrum_path):
         raise click.UsageError("--reference, --map and --spectrum need one IMAGE")
     if not image_paths and (reference_path or spectrum_path):
@@ -214,12 +215,21 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
                           title=f"upconv report: {', '.join(paths)}")
         write_output(html_path, page.encode(), "text")
     if failures:
-        error(f"{len(failures)} file(s) failed: {'; '.join(failures[:5])}")
+        error(f"{len(failures)} file(s) failed: {'; '.join(map(shown, failures[:5]))}")
         raise click.exceptions.Exit(EXIT_FAILURE)
     if above:
         error(f"{len(above)} image(s) scored above --fail-above {fail_above:g}: "
               f"{'; '.join(above[:5])}")
         raise click.exceptions.Exit(EXIT_ABOVE)
+
+
+def _is_folder(path: str) -> bool:
+    """A folder, or a prefix of objects for a URL: a batch of the images in it."""
+    if is_url(path):
+        from ..storage import is_folder
+
+        return is_folder(path)
+    return os.path.isdir(path)
 
 
 def _above(board, threshold: float) -> bool:

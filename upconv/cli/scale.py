@@ -35,6 +35,7 @@ from .common import (
     overwrite_option,
     prepare_destinations,
     remove_stale_temporaries,
+    shown,
     spinner_after,
     storage_option,
     warn,
@@ -121,7 +122,7 @@ from .common import (
 @click.option("--dask", "dask_address", metavar="ADDRESS",
               help="Run the batch (or a streamed .npy's tiles) on this dask.distributed "
                    "scheduler (pip install 'upconv[dask]'); files must be on storage the "
-                   "workers share.")
+                   "workers share, or objects (s3://...) the workers reach themselves.")
 @click.option("--quiet", is_flag=True, help="No summary line and no progress bar on stderr.")
 @storage_option
 @overwrite_option
@@ -232,7 +233,7 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                          " (to scale several files, give -o DIR)")
     if dask_address is not None:  # the tiles of a streamed .npy; workers have their own cwd
         settings = with_dask(settings, dask_address)
-        input_path, output_path = (os.path.abspath(p) if p != "-" else p
+        input_path, output_path = (_absolute(p) if p != "-" else p
                                    for p in (input_path, output_path))
     with outputs_together():  # the image and its --report: both or neither
         with spinner_after(1.0, f"upconv: {input_path}", enabled=not quiet):
@@ -283,6 +284,13 @@ def _absolute(path: str) -> str:
     return path if is_url(path) else os.path.abspath(path)
 
 
+def _is_object(url: str) -> bool:
+    """Whether a URL names an object itself (not a prefix with objects under it)."""
+    from ..storage import is_folder
+
+    return existing_file(url) and not is_folder(url)
+
+
 def _exists(path: str) -> bool:
     """Whether an output exists already (a file, or an object for a URL)."""
     return existing_file(path) if is_url(path) else os.path.exists(path)
@@ -312,6 +320,9 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
     # The report file is checked against every input; resuming appends to it.
     prepare_destinations([report_path], [job.input for job in planned],
                          overwrite or skip_existing)
+    if is_url(output_dir) and _is_object(output_dir.rstrip("/")):
+        raise FileAccessError(f"{output_dir}: is an object, not a prefix (folder) for the "
+                              "outputs")
     try:
         if not is_url(output_dir):  # objects need no folders
             os.makedirs(output_dir, exist_ok=True)
@@ -373,7 +384,7 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
         click.echo(text, err=True)
     if failures:
         click.echo(f"upconv: error: {len(failures)} file(s) failed: "
-                   + "; ".join(f.job.input for f in failures[:5])
+                   + "; ".join(shown(f.job.input) for f in failures[:5])
                    + (" ..." if len(failures) > 5 else ""), err=True)
         raise click.exceptions.Exit(EXIT_FAILURE)
 

@@ -46,9 +46,10 @@ def make_inputs(folder: Path, count: int) -> None:
         Image.fromarray(source[y:y + 512, x:x + 512]).save(folder / f"img{index:03d}.png")
 
 
-def wall(command: list[str]) -> float:
+def wall(command: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall time (s) of one whole command, which must succeed."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=env)
     return time.perf_counter() - start
 
 

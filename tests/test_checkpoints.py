@@ -63,6 +63,14 @@ def mixed_tensors() -> dict[str, np.ndarray]:
 # Round trips
 
 
+def assert_same_tensors(loaded: dict, expected: dict) -> None:
+    """Equal names, types, shapes and values; each array writeable and C-contiguous."""
+    for key, array in expected.items():
+        assert loaded[key].dtype == array.dtype, key
+        assert loaded[key].shape == array.shape, key
+        np.testing.assert_array_equal(loaded[key], array, err_msg=key)
+        assert loaded[key].flags.writeable and loaded[key].flags.c_contiguous, key
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
 def test_round_trip_keeps_names_order_types_and_values(tmp_path, suffix):
     if suffix == ".safetensors":
@@ -72,11 +80,7 @@ def test_round_trip_keeps_names_order_types_and_values(tmp_path, suffix):
     save_tensors(tensors, path)
     loaded = load_tensors(path)
     assert list(loaded) == list(tensors)
-    for key, array in tensors.items():
-        assert loaded[key].dtype == array.dtype, key
-        assert loaded[key].shape == array.shape, key
-        np.testing.assert_array_equal(loaded[key], array, err_msg=key)
-        assert loaded[key].flags.writeable and loaded[key].flags.c_contiguous, key
+    assert_same_tensors(loaded, tensors)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporaries left
 
 
@@ -123,11 +127,7 @@ def test_the_restricted_unpickler_reads_what_pytorch_saved(tmp_path, suffix):
     with np.load(EXPECTED) as archive:
         expected = {key: archive[key] for key in archive.files}
     assert list(loaded) == list(expected)
-    for key, array in expected.items():
-        assert loaded[key].dtype == array.dtype, key
-        assert loaded[key].shape == array.shape, key
-        np.testing.assert_array_equal(loaded[key], array, err_msg=key)
-        assert loaded[key].flags.writeable and loaded[key].flags.c_contiguous, key
+    assert_same_tensors(loaded, expected)
     assert "torch" not in sys.modules
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInputError
-from .layers import storage_ulp
+from .layers import stored_sum_error
 from .methods import BUILTIN_KERNELS, InterpolationMethod, kernel_method
 
 __all__ = ["Kernel", "BUILTIN_KERNELS", "POST_KERNELS", "builtin_kernel", "conv_matrix",
@@ -252,16 +252,16 @@ class Kernel:
         """
         s = self._stride_or_fail()
         sums = self.phase_sums().reshape(-1, s * s)
-        # Weights read from a float32 file keep float32's round-off: a phase's sum may be
-        # off by its taps' count of ulps of the largest weight.
-        taps = math.ceil(self.shape[0] / s) * math.ceil(self.shape[1] / s) * (
-            self.weights.shape[0] if self.mixes_channels else 1)
-        stored = taps * storage_ulp(self.weights) * float(np.abs(self.weights).max())
+        # Weights read from a float32 file keep float32's round-off (summed over C_in for a
+        # channel-mixing kernel, as its phase sums are).
+        stored = stored_sum_error(self.weights, s)
+        stored = np.ravel(stored.sum(axis=0) if self.mixes_channels else stored)
+        stored = np.broadcast_to(stored, (sums.shape[0],))
         worst = 0.0
-        for channel in sums:
+        for channel, error in zip(sums, stored, strict=True):
             width = float(channel.max() - channel.min())
             scale = float(np.abs(channel).max())
-            if width <= max(SPREAD_ROUND_OFF * scale, 2 * stored):
+            if width <= max(SPREAD_ROUND_OFF * scale, 2 * float(error)):
                 continue  # equal up to float round-off
             mean = abs(float(channel.mean()))
             worst = max(worst, width / mean if mean > 0 else math.inf)
@@ -335,24 +335,33 @@ def _validated_padding(padding: object, name: str, what: str = "padding"
     return int(values[0]) if len(values) == 1 else (int(values[0]), int(values[1]))
 
 
-def _validated_bias(bias: object, name: str) -> np.ndarray:
-    """One finite number per output channel, as float64."""
-    array = np.asarray(bias)
-    if array.dtype == object or array.dtype.kind not in "fiu":
-        raise BadInputError(f"{name}: the bias must be numbers, not {array.dtype}")
-    if array.ndim != 1 or array.size == 0:
-        raise BadInputError(f"{name}: the bias is one number per output channel; got shape "
-                            f"{array.shape}")
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        raise BadInputError(f"{name}: the bias has NaN or infinite values")
+def _numbers(value: object, name: str, what: str, kinds: str) -> np.ndarray:
+    """``value`` as an array of numbers of the dtype kinds ``kinds``, or a one-line error."""
+    array = np.asarray(value)
+    if array.dtype == object or array.dtype.kind not in kinds:
+        raise BadInputError(f"{name}: {what} must be numbers, not {array.dtype}")
     return array
 
 
+def _finite(array: np.ndarray, name: str, what: str) -> np.ndarray:
+    """``array`` as float64, refusing NaN and infinities."""
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise BadInputError(f"{name}: {what} has NaN or infinite values")
+    return array
+
+
+def _validated_bias(bias: object, name: str) -> np.ndarray:
+    """One finite number per output channel, as float64."""
+    array = _numbers(bias, name, "the bias", "fiu")
+    if array.ndim != 1 or array.size == 0:
+        raise BadInputError(f"{name}: the bias is one number per output channel; got shape "
+                            f"{array.shape}")
+    return _finite(array, name, "the bias")
+
+
 def _validated_weights(weights: object, name: str) -> np.ndarray:
-    array = np.asarray(weights)
-    if array.dtype == object or array.dtype.kind not in "fiub":
-        raise BadInputError(f"{name}: kernel weights must be numbers, not {array.dtype}")
+    array = _numbers(weights, name, "kernel weights", "fiub")
     if array.ndim not in (2, 3, 4):
         raise BadInputError(f"{name}: a kernel must be 2-D (kH, kW), 3-D (C, kH, kW) or 4-D "
                           f"(C_in, C_out, kH, kW); got shape {array.shape}")
@@ -361,10 +370,7 @@ def _validated_weights(weights: object, name: str) -> np.ndarray:
     if max(array.shape[-2:]) > MAX_KERNEL_SIDE or array.size > MAX_KERNEL_WEIGHTS:
         raise BadInputError(f"{name}: a kernel of shape {array.shape} is absurdly large "
                           f"(at most {MAX_KERNEL_SIDE} per side)")
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        raise BadInputError(f"{name}: the kernel has NaN or infinite weights")
-    return array
+    return _finite(array, name, "the kernel")
 
 
 # --------------------------------------------------------------------- built-ins

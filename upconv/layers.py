@@ -41,7 +41,8 @@ import numpy as np
 from .errors import BadInputError
 
 __all__ = ["LayerFigures", "layer_figures", "phase_sums", "fix_checkerboard", "guess_stride",
-           "bilinear_init", "icnr_init", "as_layer", "storage_ulp", "ROUND_OFF", "VERDICTS"]
+           "bilinear_init", "icnr_init", "as_layer", "storage_ulp", "stored_sum_error",
+           "ROUND_OFF", "VERDICTS"]
 
 #: Periodic parts below this fraction of the largest phase sum are float round-off (and,
 #: for weights that are float32 or float16 values, below their taps' count of ulps:
@@ -105,6 +106,22 @@ def storage_ulp(weights: np.ndarray) -> float:
             if np.array_equal(weights.astype(narrow).astype(weights.dtype), weights):
                 return float(np.finfo(narrow).eps)
     return float(np.finfo(weights.dtype).eps)
+
+
+def stored_sum_error(weights: np.ndarray, stride: int) -> np.ndarray:
+    """How far a phase sum can be off from the weights' storage alone, for every leading
+    index of ``weights`` (``(..., kH, kW)``): each tap is off by half an ulp of its stored
+    type (:func:`storage_ulp`), so a phase's sum by at most its taps' count of ulps of the
+    largest weight.
+
+    Examples
+    --------
+    >>> float(stored_sum_error(np.ones((3, 3)), 2))  # 1.0 is a float16 value: 4 ulps of it
+    0.00390625
+    """
+    weights = np.asarray(weights)
+    most_taps = math.ceil(weights.shape[-2] / stride) * math.ceil(weights.shape[-1] / stride)
+    return most_taps * storage_ulp(weights) * np.abs(weights).max(axis=(-2, -1))
 
 
 def phase_sums(weights: np.ndarray, stride: int, offsets: tuple[int, int] = (0, 0)
@@ -194,15 +211,14 @@ def layer_figures(weights: np.ndarray, stride: int) -> LayerFigures:
     >>> round(layer_figures(np.ones((3, 3)), 2).figure, 1)  # sums 4, 2, 2, 1; gain 3 / 2
     72.6
     """
-    ulp = storage_ulp(weights)
     layer = as_layer(weights)
     sums = phase_sums(layer, stride)  # (C_in, C_out, s, s)
     periodic = sums - sums.mean(axis=(-2, -1), keepdims=True)
-    # Equal up to round-off: of the sums here, and of weights stored in float32 or float16
-    # (each tap off by half an ulp, so a phase's sum by at most its taps' count of ulps).
-    most_taps = math.ceil(layer.shape[-2] / stride) * math.ceil(layer.shape[-1] / stride)
+    # Equal up to round-off: of the sums here, and of the weights' storage (float32 weights
+    # keep float32's round-off once widened).
+    stored = stored_sum_error(layer, stride)
     tolerance = np.maximum(ROUND_OFF * np.abs(sums).max(axis=(-2, -1), keepdims=True),
-                           most_taps * ulp * np.abs(layer).max(axis=(-2, -1), keepdims=True))
+                           stored[..., None, None])
     periodic[np.abs(periodic) <= tolerance] = 0.0
     each_pair = np.sqrt((periodic ** 2).mean(axis=(-2, -1)))  # (C_in, C_out)
     flat_each = np.sqrt((each_pair ** 2).sum(axis=0))

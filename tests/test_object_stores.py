@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -132,7 +133,7 @@ def test_a_server_that_stops_mid_batch_leaves_whole_objects_and_a_rerun_complete
         tmp_path, capsys, s3_env, monkeypatch):
     make_images(tmp_path / "many", 6, side=160)
     server = S3Server()  # its own, to stop; moto keeps the objects in this process
-    bucket = "upconv-stopped"
+    bucket = f"upconv-stopped-{uuid.uuid4().hex[:8]}"  # moto keeps every bucket made here
     server.client().create_bucket(Bucket=bucket)
     monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
     from conftest import fresh_filesystems

@@ -254,11 +254,16 @@ def filesystem_options(url: str) -> dict[str, Any]:
     {'anon': True}
     >>> set_storage_options([])
     """
+    return _settled(url)[3]
+
+
+def _settled(url: str) -> tuple[Any, str, Any, dict[str, Any]]:
+    """fsspec, the URL's protocol, its filesystem class, and the options to make it with."""
     fsspec_module = _import_fsspec(url)
     protocol = _protocol(url)
     cls = _filesystem_class(url, protocol, fsspec_module)
     protocols = cls.protocol if isinstance(cls.protocol, (tuple, list)) else (cls.protocol,)
-    return _options_for(fsspec_module, {protocol, *protocols})
+    return fsspec_module, protocol, cls, _options_for(fsspec_module, {protocol, *protocols})
 
 
 def _options_for(fsspec_module: Any, protocols: Iterable[str]) -> dict[str, Any]:
@@ -341,8 +346,7 @@ def _import_fsspec(url: str) -> Any:
     return fsspec
 
 
-def _missing_backend(url: str, protocol: str, exc: ImportError, fsspec_module: Any
-                     ) -> BadInputError:
+def _missing_backend(url: str, protocol: str, exc: ImportError) -> BadInputError:
     """The error for a protocol whose package (s3fs, gcsfs, adlfs...) is not installed."""
     cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
     package = getattr(cause, "name", None)
@@ -360,7 +364,7 @@ def _filesystem_class(url: str, protocol: str, fsspec_module: Any) -> Any:
     try:
         return fsspec_module.get_filesystem_class(protocol)
     except ImportError as exc:
-        raise _missing_backend(url, protocol, exc, fsspec_module) from None
+        raise _missing_backend(url, protocol, exc) from None
     except ValueError:
         raise BadInputError(f"{redact(url)}: unknown storage protocol {protocol!r}") from None
 
@@ -379,11 +383,7 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     ('MemoryFileSystem', '/bucket/in/a.png')
     """
     global _filesystems_pid
-    fsspec_module = _import_fsspec(url)
-    protocol = _protocol(url)
-    cls = _filesystem_class(url, protocol, fsspec_module)
-    protocols = cls.protocol if isinstance(cls.protocol, (tuple, list)) else (cls.protocol,)
-    options = _options_for(fsspec_module, {protocol, *protocols})
+    fsspec_module, protocol, cls, options = _settled(url)
     try:
         if "::" in url:  # a chain (simplecache::s3://...): fsspec shares the options out
             return fsspec_module.core.url_to_fs(url, **options)
@@ -403,7 +403,7 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
             return fs, path
         return fs, fs._strip_protocol(url)
     except ImportError as exc:
-        raise _missing_backend(url, protocol, exc, fsspec_module) from None
+        raise _missing_backend(url, protocol, exc) from None
     except UpconvError:
         raise
     except Exception as exc:  # an option the backend does not take, a malformed URL

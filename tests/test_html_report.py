@@ -265,3 +265,20 @@ def test_page_renders_in_headless_chromium(tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("looks right") == 3
+
+
+def test_a_layers_page_gives_its_checkerboard_figure_not_the_spread(tmp_path, capsys, rng):
+    """For a C_in x C_out layer the phase-sum spread (summed over C_in) means nothing: the
+    page's table names the layer's figure, its verdict and its worst output channel."""
+    from upconv.layers import layer_figures
+
+    weights = rng.normal(size=(3, 4, 4, 4))
+    np.save(tmp_path / "layer.npy", weights)
+    page = tmp_path / "layer.html"
+    assert run(["report", "--kernel", str(tmp_path / "layer.npy"), "-f", "2",
+                "--html", str(page)]) == 0
+    text = page.read_text()
+    figures = layer_figures(weights, 2)
+    assert f"{figures.figure:.3g} % ({figures.verdict}" in text
+    assert f"worst output channel {figures.worst_output}" in text
+    assert "phase-sum spread" not in text

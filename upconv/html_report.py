@@ -212,11 +212,21 @@ def _figures_table(report: Report) -> str:
                  ("SSIM", f"{r.ssim:.4f} (mean over {html.escape(r.channels)})")]
     if report.kernel is not None:
         k = report.kernel
-        rows += [("kernel", f"{html.escape(k.name)}, {' x '.join(map(str, k.shape))}, "
-                            f"stride {k.stride}"),
-                 ("phase-sum spread", ("infinite" if k.spread is None else f"{k.spread:.4g}")
-                  + (" (a flat input stays flat)" if k.flat_stays_flat else
-                     " (a flat input gets a checkerboard)"))]
+        rows.append(("kernel", f"{html.escape(k.name)}, {' x '.join(map(str, k.shape))}, "
+                               f"stride {k.stride}"))
+        if k.layer is not None:
+            layer = k.layer
+            rows.append(("checkerboard", f"{layer['checkerboard_percent']:.3g} % "
+                         f"({layer['verdict']}"
+                         + (f", worst output channel {layer['worst_output_channel']}"
+                            if len(layer["per_output_channel"]) > 1 else "")
+                         + "): the RMS pattern a flat input prints, against the RMS "
+                           "response to white noise"))
+        if len(k.shape) < 4:  # summed over C_in, the spread means nothing for a layer
+            rows.append(("phase-sum spread",
+                         ("infinite" if k.spread is None else f"{k.spread:.4g}")
+                         + (" (a flat input stays flat)" if k.flat_stays_flat else
+                            " (a flat input gets a checkerboard)")))
         if k.dc_gain is not None:
             gains = np.atleast_1d(np.asarray(k.dc_gain, dtype=np.float64))
             rows.append(("DC gain", ", ".join(f"{g:.4g}" for g in gains)))

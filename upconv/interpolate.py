@@ -71,11 +71,18 @@ def axis_taps(n_in: int, n_out: int, method: InterpolationMethod, pad: int = 0) 
     >>> taps.weights.tolist()
     [[0.25, 0.75], [0.75, 0.25], [0.25, 0.75], [0.75, 0.25]]
     """
+    # The grid repeats every n_in / g inputs and n_out / g outputs (g their gcd): one period
+    # of taps is computed and shifted by whole inputs, so that the taps are exactly
+    # periodic (a block of whole periods has the very taps of the whole axis).
+    common = math.gcd(n_in, n_out)
+    period_in, period_out = n_in // common, n_out // common
     ratio = n_in / n_out
-    coords = (np.arange(n_out) + 0.5) * ratio - 0.5  # the half-pixel grid
+    coords = (np.arange(period_out) + 0.5) * ratio - 0.5  # the half-pixel grid
     index = method.first_tap(coords)[:, None] + np.arange(method.taps)
     weights = method.tap_weights(coords[:, None] - index)
-    return AxisTaps(index + pad, weights)
+    shifts = np.arange(common) * period_in
+    index = (index[None] + shifts[:, None, None]).reshape(n_out, method.taps)
+    return AxisTaps(index + pad, np.tile(weights, (common, 1)))
 
 
 def axis_phases(factor: int, method: InterpolationMethod, pad: int = 0) -> Phases:

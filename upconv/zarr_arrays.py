@@ -55,7 +55,7 @@ from .methods import METHODS, SPLINE_HALO, Method
 from .scaling import Resampling, plan_resampling, resample
 from .transpose import output_geometry, post_kernel_weights
 
-__all__ = ["is_zarr", "split_zarr_spec", "ZarrSource", "open_zarr", "axis_names",
+__all__ = ["is_zarr", "split_zarr_spec", "close_stores", "ZarrSource", "open_zarr", "axis_names",
            "AxisBlocks", "ZarrPlan", "plan_zarr_job", "scale_block", "run_zarr_job",
            "ZarrOutcome"]
 
@@ -129,13 +129,40 @@ def _store(location: str, read_only: bool) -> Any:
         options = dict(filesystem_options(location))
         options.setdefault("asynchronous", True)
         try:
-            return zarr.storage.FsspecStore.from_url(location, storage_options=options,
-                                                     read_only=read_only)
+            store = zarr.storage.FsspecStore.from_url(location, storage_options=options,
+                                                      read_only=read_only)
+            _opened.append(store)
+            return store
         except ImportError as exc:
             from .storage import _missing_backend, _protocol
 
             raise _missing_backend(location, _protocol(location), exc) from None
     return zarr.storage.LocalStore(os.path.abspath(location), read_only=read_only)
+
+
+#: Stores opened on object stores in this process, whose sessions :func:`close_stores` ends.
+_opened: list[Any] = []
+
+
+def close_stores() -> None:
+    """End the HTTP sessions of the object-store filesystems this process opened for Zarr
+    (they live on zarr's event loop, which does not close them itself)."""
+    if not _opened:
+        return
+    from zarr.core.sync import sync
+
+    seen = set()
+    while _opened:
+        fs = getattr(_opened.pop(), "fs", None)
+        client = getattr(fs, "_s3", None)
+        if client is None or id(fs) in seen:
+            continue
+        seen.add(id(fs))
+        try:
+            sync(client.__aexit__(None, None, None))
+        except Exception:  # a session that is gone already
+            pass
+        fs._s3 = None
 
 
 @dataclass
@@ -778,7 +805,13 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
             if hidden is not None:
                 hidden.restore_group()
             root.attrs.put(_ome_attributes(source, job, shape, levels))
-    except BaseException:
+    except UpconvError:
+        _remove_store(target)
+        raise
+    except Exception as exc:
+        _remove_store(target)
+        raise _job_failure(source.spec, output, exc) from None
+    except BaseException:  # Ctrl-C, a signal: nothing half-written stays
         _remove_store(target)
         raise
     if not url:
@@ -787,6 +820,24 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
         else:
             os.rename(target, location)
     return ZarrOutcome(output, shape, job.axes, level_chunks[0], levels, job.plan.name)
+
+
+def _job_failure(input_spec: str, output: str, exc: BaseException) -> UpconvError:
+    """One line for a job that failed on the way: the store it concerns, secrets redacted."""
+    from .fileio import is_url
+
+    if not isinstance(exc, OSError) and "botocore" not in type(exc).__module__:
+        from .storage import redact
+
+        text = redact(str(exc).splitlines()[0] if str(exc) else "")
+        return FileAccessError(f"{output}: not written ({type(exc).__name__}: {text})")
+    for spec, action in ((output, "write"), (input_spec, "read")):
+        if is_url(spec):
+            from .storage import _failure
+
+            return _failure(spec, action, exc)
+    return FileAccessError(f"{output}: not written ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''})")
 
 
 def _chunk_count(shape: tuple[int, ...], chunks: tuple[int, ...]) -> int:

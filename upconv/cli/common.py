@@ -391,9 +391,10 @@ def describe_failure(input_path: str, error_text: str | None) -> str:
 class BatchProgress:
     """A rich progress bar (count, rate, ETA) on stderr, when stderr is a terminal."""
 
-    def __init__(self, total: int, already: int, enabled: bool) -> None:
+    def __init__(self, total: int | None, already: int, enabled: bool,
+                 unit: str = "files") -> None:
         self.enabled = enabled and sys.stderr.isatty()
-        self.total, self.already = total, already
+        self.total, self.already, self.unit = total, already, unit
         self.progress: Any = None
 
     def __enter__(self) -> BatchProgress:
@@ -411,7 +412,7 @@ class BatchProgress:
                                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
                                      console=Console(stderr=True), transient=True)
             self.progress.start()
-            self.task = self.progress.add_task("files", total=self.total,
+            self.task = self.progress.add_task(self.unit, total=self.total,
                                                completed=self.already, rate="")
             self.started = time.monotonic()
             self.count = 0
@@ -421,7 +422,14 @@ class BatchProgress:
         if self.progress is not None:
             self.count += 1
             rate = self.count / max(time.monotonic() - self.started, 1e-9)
-            self.progress.update(self.task, advance=1, rate=f"{rate:.1f} files/s")
+            self.progress.update(self.task, advance=1, rate=f"{rate:.1f} {self.unit}/s")
+
+    def set(self, done: int, total: int) -> None:
+        """Show ``done`` of ``total`` (a job whose size is known once it is planned)."""
+        if self.progress is not None:
+            rate = done / max(time.monotonic() - self.started, 1e-9)
+            self.progress.update(self.task, completed=done, total=total,
+                                 rate=f"{rate:.1f} {self.unit}/s")
 
     def print(self, message: str) -> None:
         if self.progress is not None:

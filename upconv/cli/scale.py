@@ -20,6 +20,7 @@ from ..pipeline import ScaleSettings, resolve_settings_kernel, scale_file, scale
 from ..polyphase import default_threads
 from ..report import Report
 from ..scaling import FITS, stride_from_factor
+from ..zarr_arrays import is_zarr
 from .common import (
     CONTEXT,
     EXIT_FAILURE,
@@ -74,11 +75,11 @@ from .common import (
 @click.option("--output-padding", type=click.IntRange(0), default=None,
               help="Transpose: PyTorch output_padding Q (needs a padding). [default: the "
                    "kernel file's, else 0]")
-@click.option("--layout", type=click.Choice(["hwc", "chw"], case_sensitive=False),
-              default=None,
+@click.option("--layout", default=None, metavar="hwc|chw|AXES",
               help=".npy arrays: H x W x C or C x H x W (PyTorch's; 1 x C x H x W is read "
-                   "as C x H x W). [default: hwc, a 4-D array nchw; the output keeps the "
-                   "input's]")
+                   "as C x H x W). Zarr arrays without OME-Zarr axes: a letter per axis of "
+                   "tczyx (yx, yxc, cyx, tczyx...); y and x are scaled. [default: hwc, a 4-D "
+                   ".npy nchw; the output keeps the input's]")
 @click.option("--post-kernel", metavar="FILE|binomial3",
               help="Transpose: an ordinary stride-1 convolution applied after, against "
                    "checkerboards.")
@@ -123,6 +124,12 @@ from .common import (
               help="Run the batch (or a streamed .npy's tiles) on this dask.distributed "
                    "scheduler (pip install 'upconv[dask]'); files must be on storage the "
                    "workers share, or objects (s3://...) the workers reach themselves.")
+@click.option("--chunks", "zarr_chunks", metavar="Y,X|C1,C2,...",
+              help="Zarr output: chunks along y and x, or one per axis. [default: the "
+                   "input's chunks scaled]")
+@click.option("--pyramid", type=click.IntRange(0), default=0, metavar="N",
+              help="Zarr output: add N levels, each a 2x2 mean of the one above, as "
+                   "OME-Zarr multiscales.")
 @click.option("--quiet", is_flag=True, help="No summary line and no progress bar on stderr.")
 @storage_option
 @overwrite_option
@@ -137,7 +144,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                   threads: int | None, tile: int | None, report_path: str | None,
                   output_dir: str | None, name_template: str | None, recursive: bool,
                   jobs: int | None, skip_existing: bool, fail_fast: bool,
-                  dask_address: str | None, quiet: bool, overwrite: bool) -> None:
+                  dask_address: str | None, zarr_chunks: str | None, pyramid: int,
+                  quiet: bool, overwrite: bool) -> None:
     """Upsample INPUT into OUTPUT ('-' for standard input or output), or many files.
 
     With -o DIR, every INPUT (files, or folders of images) is written into
@@ -174,6 +182,15 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                             ("--fail-fast", fail_fast), ("--jobs", jobs)):
             if value:
                 raise click.UsageError(f"{flag} is for batches (-o DIR)")
+    zarr_job = not batch and any(is_zarr(path) for path in paths)
+    if batch and any(is_zarr(path) for path in paths):
+        raise click.UsageError("a Zarr store is scaled on its own: give INPUT.zarr "
+                               "OUTPUT.zarr, not -o DIR")
+    if not zarr_job:
+        for flag, value in (("--chunks", zarr_chunks), ("--pyramid", pyramid)):
+            if value:
+                raise click.UsageError(f"{flag} is for Zarr outputs (OUTPUT.zarr)")
+        layout = _npy_layout(layout)
     chosen = Method(method)
     transpose = chosen is Method.TRANSPOSE
     if not batch and paths[1] == "-" and not format_name:
@@ -215,6 +232,10 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         full_report=report_path is not None, summary_line=not quiet,
         storage_options=_storage_options())
     kernel = resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
+    if zarr_job:
+        _scale_zarr(paths, settings, kernel, layout, zarr_chunks, pyramid, dask_address,
+                    report_path, tile, quiet, overwrite)
+        return
     if batch:
         try:
             name_template = name_template or ("{stem}_{size}.{ext}" if size is not None
@@ -244,6 +265,89 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         warn(note)
     if not quiet:
         click.echo(f"upconv: {result.summary()}", err=True)
+
+
+def _npy_layout(layout: str | None) -> str | None:
+    """``--layout`` for an image or ``.npy`` job: hwc or chw (yxc and cyx are the same)."""
+    if layout is None:
+        return None
+    named = {"hwc": "hwc", "chw": "chw", "yxc": "hwc", "cyx": "chw"}.get(layout.lower())
+    if named is None:
+        raise click.BadParameter(f"{layout!r}: .npy arrays are hwc or chw (axis letters such "
+                                 "as tczyx are for Zarr arrays)", param_hint="--layout")
+    return named
+
+
+def _parse_chunks(text: str | None) -> tuple[int, ...] | None:
+    """``--chunks 4096,4096`` (or ``4096x4096``) as numbers, each >= 1."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{text!r}: give whole numbers >= 1 separated by commas, "
+                                 "e.g. 4096,4096", param_hint="--chunks")
+    return values
+
+
+def _scale_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
+                layout: str | None, zarr_chunks: str | None, pyramid: int,
+                dask_address: str | None, report_path: str | None, tile: int | None,
+                quiet: bool, overwrite: bool) -> None:
+    """``upconv scale IN.zarr OUT.zarr``: chunk by chunk on threads or a Dask cluster."""
+    from ..zarr_arrays import close_stores
+
+    try:
+        _run_zarr(paths, settings, kernel, layout, zarr_chunks, pyramid, dask_address,
+                  report_path, tile, quiet, overwrite)
+    finally:
+        close_stores()
+
+
+def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
+              layout: str | None, zarr_chunks: str | None, pyramid: int,
+              dask_address: str | None, report_path: str | None, tile: int | None,
+              quiet: bool, overwrite: bool) -> None:
+    from ..zarr_arrays import open_zarr, plan_zarr_job, run_zarr_job, split_zarr_spec
+
+    input_path, output_path = paths
+    if not all(is_zarr(path) for path in paths):
+        raise click.UsageError("Zarr arrays are scaled into Zarr stores: give INPUT.zarr and "
+                               "OUTPUT.zarr")
+    for flag, value in (("--report", report_path), ("--tile", tile),
+                        ("--linear-light", settings.linear_light),
+                        ("--format", settings.format_name)):
+        if value:
+            raise click.UsageError(f"{flag} is for image files, not Zarr arrays")
+    chunks = _parse_chunks(zarr_chunks)
+    if split_zarr_spec(input_path)[0].rstrip("/") == split_zarr_spec(output_path)[0].rstrip("/"):
+        raise BadInputError(f"{shown(output_path)}: the output would overwrite the input; "
+                            "choose another output name")
+    source = open_zarr(input_path, layout)
+    job = plan_zarr_job(
+        source.array.shape, source.array.dtype, source.axes, source.array.chunks,
+        method=settings.method, factor=settings.factor, size=settings.size, fit=settings.fit,
+        boundary=settings.boundary, kernel=kernel, padding=settings.padding,
+        output_padding=settings.output_padding, post_kernel=settings.post_kernel,
+        out_chunks=chunks if chunks is not None and len(chunks) == 2 else None)
+    if chunks is not None and len(chunks) not in (2, len(source.axes)):
+        raise click.BadParameter(f"give y and x chunks, or one per axis of {source.axes}",
+                                 param_hint="--chunks")
+    out_h, out_w = job.plan.shape
+    if settings.max_pixels_given and out_h * out_w > settings.max_pixels:
+        raise BadInputError(f"{shown(output_path)}: the output is {out_w}x{out_h} pixels, over "
+                            f"the limit of {settings.max_pixels} (--max-pixels)")
+    if dask_address is not None:
+        input_path, output_path = _absolute(input_path), _absolute(output_path)
+        source = open_zarr(input_path, layout)
+    with BatchProgress(None, 0, enabled=not quiet, unit="chunks") as bar:
+        outcome = run_zarr_job(source, output_path, job, chunks=chunks, pyramid=pyramid,
+                               overwrite=overwrite, dask_address=dask_address,
+                               threads=settings.threads, progress=bar.set)
+    if not quiet:
+        click.echo(f"upconv: {outcome.summary()}", err=True)
 
 
 def _size_field(size: tuple[int | None, int | None] | None) -> str:

@@ -1,0 +1,419 @@
+"""``upconv scale IN.zarr OUT.zarr``: Zarr 2 and 3 arrays, chunked and odd-sized, plain and
+OME-Zarr, local and in a bucket (moto's S3 server), on threads and on a Dask cluster with
+process workers; every output compared with the in-memory result of the same array."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+import upconv
+from upconv.cli import run
+
+zarr = pytest.importorskip("zarr", reason="the Zarr tests need the dask extra")
+pytest.importorskip("dask.array")
+
+
+def write_array(path, values: np.ndarray, chunks, zarr_format: int = 3, **kwargs):
+    array = zarr.create_array(str(path), shape=values.shape, chunks=chunks, dtype=values.dtype,
+                              zarr_format=zarr_format, **kwargs)
+    array[...] = values
+    return array
+
+
+def read(path, name: str | None = None) -> np.ndarray:
+    node = zarr.open(str(path), mode="r")
+    return (node[name] if name is not None else node)[...]
+
+
+def reference(planes: np.ndarray, factor, method: str, **options) -> np.ndarray:
+    """The in-memory result, plane by plane of an (..., H, W, C) array in float64."""
+    flat = planes.reshape((-1,) + planes.shape[-3:])
+    return np.stack([upconv.scale(plane, factor, method, **options) for plane in flat]
+                    ).reshape(planes.shape[:-3] + upconv.scale(flat[0], factor, method,
+                                                               **options).shape)
+
+
+EXACT = [("nearest", {}), ("bilinear", {}), ("lanczos", {}),
+         ("transpose", {}), ("transpose", {"kernel": "bilinear", "padding": 1,
+                                           "output_padding": 1})]
+
+
+def transpose_flags(options: dict) -> list[str]:
+    flags = []
+    for name, value in options.items():
+        flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("method,options", EXACT)
+def test_exact_methods_equal_the_in_memory_result(tmp_path, rng, zarr_format, method, options,
+                                                  capsys):
+    """Chunked and odd-sized (several blocks of 16 and a ragged last one): bit for bit."""
+    image = rng.random((53, 71, 3))
+    write_array(tmp_path / "in.zarr", image, (16, 16, 3), zarr_format)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", method, *transpose_flags(options)]) == 0, capsys.readouterr().err
+    expected = upconv.scale(image, 2, method, **options)
+    got = read(tmp_path / "out.zarr")
+    assert got.dtype == np.float64 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    out = zarr.open(str(tmp_path / "out.zarr"), mode="r")
+    assert out.metadata.zarr_format == zarr_format
+    assert out.chunks[:2] == (32, 32)  # the input's chunks scaled
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_bicubic_equals_the_in_memory_result_to_1e_12(tmp_path, rng, zarr_format, capsys):
+    """The spline prefilter reaches the whole array; the halo leaves < 1e-12 of it."""
+    image = rng.random((151, 133, 2))
+    write_array(tmp_path / "in.zarr", image, (40, 48, 2), zarr_format)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bicubic", "--chunks", "50,60"]) == 0, capsys.readouterr().err
+    expected = upconv.scale(image, 2, "bicubic")
+    got = read(tmp_path / "out.zarr")
+    assert np.abs(got - expected).max() < 1e-12
+    assert zarr.open(str(tmp_path / "out.zarr"), mode="r").chunks == (50, 60, 2)
+
+
+def test_float32_bicubic_and_rational_factors(tmp_path, rng, capsys):
+    image = rng.random((120, 96, 1)).astype(np.float32)
+    write_array(tmp_path / "in.zarr", image, (32, 32, 1))
+    for factor, method in (("2", "bicubic"), ("1.5", "bilinear"), ("1.5", "nearest"),
+                           ("3x2", "bilinear")):
+        out = tmp_path / f"out-{factor}-{method}.zarr"
+        assert run(["scale", str(tmp_path / "in.zarr"), str(out), "-f", factor, "-m",
+                    method]) == 0, capsys.readouterr().err
+        fx, _, fy = factor.partition("x")
+        expected = upconv.scale(image, (float(fy or fx), float(fx)), method)
+        got = read(out)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        # float32: the blocks' spline start-up error is far below float32's round-off
+        tolerance = 4 * np.finfo(np.float32).eps if method == "bicubic" else 0
+        assert np.abs(got - expected).max() <= tolerance, (factor, method)
+
+
+def test_integer_arrays_keep_their_type_rounded_and_clipped(tmp_path, rng, capsys):
+    image = (rng.random((64, 80)) * 65535).astype(np.uint16)
+    write_array(tmp_path / "in.zarr", image, (24, 24))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bicubic"]) == 0, capsys.readouterr().err
+    values = upconv.scale(image.astype(np.float32), 2, "bicubic")
+    expected = np.clip(np.rint(values), 0, 65535).astype(np.uint16)
+    got = read(tmp_path / "out.zarr")
+    assert got.dtype == np.uint16
+    # float32 round-off can move a value across a .5 and round it one step the other way
+    assert np.abs(got.astype(int) - expected).max() <= 1
+    assert (got == expected).mean() > 0.999
+    labels = (rng.random((30, 40)) * 7).astype(np.int32)
+    write_array(tmp_path / "labels.zarr", labels, (16, 16))
+    assert run(["scale", str(tmp_path / "labels.zarr"), str(tmp_path / "labels2.zarr"),
+                "-f", "3", "-m", "nearest"]) == 0
+    np.testing.assert_array_equal(read(tmp_path / "labels2.zarr"), np.kron(labels, np.ones(
+        (3, 3), np.int32)))
+
+
+def test_layout_carries_the_other_axes(tmp_path, rng, capsys):
+    """tczyx: y and x scaled, every (t, z) plane on its own, c the channels."""
+    data = rng.random((2, 3, 4, 37, 29))
+    write_array(tmp_path / "in.zarr", data, (1, 3, 2, 16, 16))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bilinear", "--layout", "tczyx"]) == 0, capsys.readouterr().err
+    planes = np.moveaxis(data, 1, -1)  # t z y x c
+    expected = np.moveaxis(reference(planes, 2, "bilinear"), -1, 1)
+    np.testing.assert_array_equal(read(tmp_path / "out.zarr"), expected)
+    assert zarr.open(str(tmp_path / "out.zarr"), mode="r").chunks == (1, 3, 2, 32, 32)
+
+
+def test_a_channel_mixing_kernel_sees_every_channel(tmp_path, rng, capsys):
+    """A ConvTranspose2d weight (C_in=3, C_out=2) on a cyx array whose channels are chunked
+    one by one: the blocks take all channels, the output has C_out."""
+    data = rng.random((3, 40, 36))
+    write_array(tmp_path / "in.zarr", data, (1, 16, 16))
+    weights = rng.standard_normal((3, 2, 4, 4))
+    np.save(tmp_path / "w.npy", weights)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "transpose", "-k", str(tmp_path / "w.npy"), "--padding", "1",
+                "--layout", "cyx"]) == 0, capsys.readouterr().err
+    kernel = upconv.Kernel(weights, stride=2)
+    expected = upconv.scale(np.moveaxis(data, 0, -1), 2, "transpose", kernel=kernel,
+                            padding=1)
+    np.testing.assert_allclose(read(tmp_path / "out.zarr"), np.moveaxis(expected, -1, 0),
+                               rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------ OME-Zarr
+
+def ome_image(path, data: np.ndarray, zarr_format: int, chunks) -> dict:
+    """An OME-Zarr image (0.4 on Zarr 2, 0.5 on Zarr 3) of one level, with a scale and a
+    translation, a name and omero channel metadata."""
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"}]
+    multiscale = {"name": "cells", "axes": axes, "datasets": [{"path": "0",
+                  "coordinateTransformations": [{"type": "scale", "scale": [1.0, 0.5, 0.25]},
+                                                {"type": "translation",
+                                                 "translation": [0.0, 10.0, 20.0]}]}]}
+    omero = {"channels": [{"label": "DAPI", "color": "0000FF"}, {"label": "GFP"}]}
+    if zarr_format == 2:
+        multiscale["version"] = "0.4"
+        attributes = {"multiscales": [multiscale], "omero": omero}
+    else:
+        attributes = {"ome": {"version": "0.5", "multiscales": [multiscale], "omero": omero}}
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    group.attrs.put(attributes)
+    extra = {"chunk_key_encoding": {"name": "v2", "separator": "/"}} if zarr_format == 2 else {
+        "dimension_names": ["c", "y", "x"]}
+    array = group.create_array("0", shape=data.shape, chunks=chunks, dtype=data.dtype, **extra)
+    array[...] = data
+    return attributes
+
+
+def multiscale_of(attributes: dict) -> dict:
+    return (attributes["ome"] if "ome" in attributes else attributes)["multiscales"][0]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_ome_zarr_axes_metadata_and_pyramid(tmp_path, rng, zarr_format, capsys):
+    data = (rng.random((2, 45, 38)) * 255).astype(np.uint8)
+    ome_image(tmp_path / "in.zarr", data, zarr_format, (1, 16, 16))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bilinear", "--pyramid", "2"]) == 0, capsys.readouterr().err
+    group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    attributes = group.attrs.asdict()
+    multiscale = multiscale_of(attributes)
+    # kept: the name, the axes, the channel metadata, the version
+    assert multiscale["name"] == "cells" and [a["name"] for a in multiscale["axes"]] == list(
+        "cyx")
+    assert (attributes.get("ome", attributes))["omero"]["channels"][0]["label"] == "DAPI"
+    if zarr_format == 2:
+        assert multiscale["version"] == "0.4"
+    else:
+        assert attributes["ome"]["version"] == "0.5"
+    # level 0: the in-memory result, axes from the metadata (c first)
+    values = upconv.scale(np.moveaxis(data, 0, -1).astype(np.float32), 2, "bilinear")
+    level0 = np.moveaxis(np.clip(np.rint(values), 0, 255).astype(np.uint8), -1, 0)
+    np.testing.assert_array_equal(group["0"][...], level0)
+    # levels 1 and 2: 2x2 means of the level above (odd sides averaged with themselves)
+    above = group["0"][...].astype(np.float64)
+    for level in (1, 2):
+        padded = np.pad(above, ((0, 0), (0, above.shape[1] % 2), (0, above.shape[2] % 2)),
+                        mode="edge")
+        mean = padded.reshape(2, padded.shape[1] // 2, 2, padded.shape[2] // 2, 2).mean((2, 4))
+        expected = np.clip(np.rint(mean), 0, 255).astype(np.uint8)
+        got = group[str(level)][...]
+        np.testing.assert_array_equal(got, expected)
+        above = got.astype(np.float64)
+    # coordinate transformations: pixel size halved, the first centre a quarter pixel back
+    datasets = multiscale["datasets"]
+    assert [d["path"] for d in datasets] == ["0", "1", "2"]
+    scale0, shift0 = (t for t in datasets[0]["coordinateTransformations"])
+    assert scale0["scale"] == [1.0, 0.25, 0.125]
+    assert shift0["translation"] == [0.0, 10.0 - 0.125, 20.0 - 0.0625]
+    scale2, shift2 = datasets[2]["coordinateTransformations"]
+    assert scale2["scale"] == [1.0, 1.0, 0.5]
+    # level 2's first pixel covers level 0's first 4: its centre 1.5 level-0 pixels on
+    assert shift2["translation"] == [0.0, 10.0 - 0.125 + 1.5 * 0.25, 20.0 - 0.0625 + 1.5 * 0.125]
+    if zarr_format == 2:  # OME-Zarr 0.4 keys chunks with "/"
+        assert os.path.isdir(tmp_path / "out.zarr" / "0" / "0")
+
+
+def test_store_path_chooses_an_array_in_a_group(tmp_path, rng, capsys):
+    group = zarr.open_group(str(tmp_path / "in.zarr"), mode="w")
+    image = rng.random((20, 24))
+    group.create_array("raw", shape=image.shape, chunks=(8, 8), dtype=image.dtype)[...] = image
+    group.create_array("other", shape=(3,), dtype="f8")
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f",
+                "2"]) == 1
+    err = capsys.readouterr().err
+    assert "STORE:PATH" in err and "raw" in err and len(err.strip().splitlines()) == 1
+    assert run(["scale", f"{tmp_path / 'in.zarr'}:raw", str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bilinear"]) == 0
+    np.testing.assert_array_equal(read(tmp_path / "out.zarr"),
+                                  upconv.scale(image, 2, "bilinear"))
+
+
+def test_pyramid_of_a_plain_array_writes_ome_zarr(tmp_path, rng, capsys):
+    image = rng.random((32, 40, 3)).astype(np.float32)
+    write_array(tmp_path / "in.zarr", image, (16, 16, 3))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "nearest", "--pyramid", "1"]) == 0, capsys.readouterr().err
+    attributes = zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs.asdict()
+    multiscale = multiscale_of(attributes)
+    assert [a["name"] for a in multiscale["axes"]] == ["y", "x", "c"]
+    np.testing.assert_array_equal(read(tmp_path / "out.zarr", "0"), upconv.scale(
+        image, 2, "nearest"))
+    # nearest x2 then a 2x2 mean gives the input back
+    np.testing.assert_array_equal(read(tmp_path / "out.zarr", "1"), image)
+
+
+# ------------------------------------------------------------------ bad input, nothing lost
+
+def test_bad_input_gets_one_line_and_writes_nothing(tmp_path, rng, capsys):
+    image = rng.random((20, 20))
+    write_array(tmp_path / "in.zarr", image, (8, 8))
+    cases = [
+        ([str(tmp_path / "missing.zarr"), str(tmp_path / "o.zarr"), "-f", "2"], "no Zarr store"),
+        ([f"{tmp_path / 'in.zarr'}:nope", str(tmp_path / "o.zarr"), "-f", "2"], "'nope'"),
+        ([str(tmp_path / "in.zarr"), str(tmp_path / "o.png"), "-f", "2"], "Zarr stores"),
+        ([str(tmp_path / "in.zarr"), str(tmp_path / "o.zarr"), "-f", "2", "--layout", "yxc"],
+         "names 3 axes"),
+        ([str(tmp_path / "in.zarr"), str(tmp_path / "o.zarr"), "-f", "2", "--chunks", "0,4"],
+         "--chunks"),
+        ([str(tmp_path / "in.zarr"), str(tmp_path / "in.zarr"), "-f", "2", "-y"],
+         "overwrite the input"),
+        ([str(tmp_path / "in.zarr"), str(tmp_path / "o.zarr"), "-f", "2", "--tile", "64"],
+         "--tile"),
+    ]
+    for args, words in cases:
+        status = run(["scale", *args])
+        err = capsys.readouterr().err
+        assert status in (1, 2), args
+        assert words in err and "Traceback" not in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+    assert sorted(os.listdir(tmp_path)) == ["in.zarr"]
+    np.testing.assert_array_equal(read(tmp_path / "in.zarr"), image)
+
+
+def test_an_existing_store_is_replaced_only_with_overwrite(tmp_path, rng, capsys):
+    image = rng.random((20, 20))
+    write_array(tmp_path / "in.zarr", image, (8, 8))
+    write_array(tmp_path / "out.zarr", np.zeros((3, 3)), (3, 3))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2"]) == 1
+    assert "exists" in capsys.readouterr().err
+    np.testing.assert_array_equal(read(tmp_path / "out.zarr"), np.zeros((3, 3)))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "nearest", "-y"]) == 0
+    np.testing.assert_array_equal(read(tmp_path / "out.zarr"), np.kron(image, np.ones((2, 2))))
+    assert sorted(os.listdir(tmp_path)) == ["in.zarr", "out.zarr"]
+
+
+def test_a_failure_mid_job_leaves_no_store(tmp_path, rng, capsys):
+    """A chunk that cannot be decoded: one line naming the output, no store, no temporary."""
+    image = rng.random((64, 64))
+    write_array(tmp_path / "in.zarr", image, (16, 16))
+    (tmp_path / "in.zarr" / "c" / "2" / "3").write_bytes(b"not zstd at all")
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "out.zarr" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["in.zarr"]
+
+
+# ------------------------------------------------------------------ in a bucket
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_in_a_bucket_equals_the_local_result(tmp_path, rng, bucket, s3_env, zarr_format,
+                                                  capsys):
+    """Local to bucket, bucket to bucket (OME-Zarr), bucket to local; each as in memory."""
+    data = rng.random((2, 45, 38))
+    ome_image(tmp_path / "in.zarr", data, zarr_format, (1, 16, 16))
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/a.zarr", "-f", "2", "-m",
+                "bilinear"]) == 0, capsys.readouterr().err
+    assert run(["scale", f"{bucket}/a.zarr", f"{bucket}/b.zarr", "-f", "2", "-m",
+                "nearest"]) == 0, capsys.readouterr().err
+    assert run(["scale", f"{bucket}/b.zarr:0", str(tmp_path / "c.zarr"), "-f", "2",
+                "-m", "nearest"]) == 0, capsys.readouterr().err
+    step = upconv.scale(np.moveaxis(data, 0, -1), 2, "bilinear")
+    expected = np.kron(step, np.ones((4, 4, 1)))
+    np.testing.assert_array_equal(np.moveaxis(read(tmp_path / "c.zarr", "0"), 0, -1), expected)
+    # the bucket's store is OME-Zarr: its group metadata, read independently with boto3
+    key = "b.zarr/zarr.json" if zarr_format == 3 else "b.zarr/.zattrs"
+    metadata = json.loads(s3_env.client().get_object(
+        Bucket=bucket.removeprefix("s3://"), Key=key)["Body"].read())
+    attributes = metadata.get("attributes", metadata)
+    assert multiscale_of(attributes)["name"] == "cells"
+    # not replaced without -y
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/a.zarr", "-f", "2"]) == 1
+    assert "exists" in capsys.readouterr().err
+
+
+def test_a_failure_into_a_bucket_leaves_no_object(tmp_path, rng, bucket, s3_env, capsys):
+    from test_object_stores import objects
+
+    image = rng.random((64, 64))
+    write_array(tmp_path / "in.zarr", image, (16, 16))
+    (tmp_path / "in.zarr" / "c" / "3" / "1").write_bytes(b"broken")
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert objects(s3_env, bucket) == {}
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2",
+                "--storage-option", "secret=hunter2-very-secret"]) == 1
+    assert "hunter2" not in capsys.readouterr().err
+
+
+def test_a_missing_bucket_is_one_line(tmp_path, rng, s3_env, capsys):
+    write_array(tmp_path / "in.zarr", rng.random((20, 20)), (8, 8))
+    assert run(["scale", str(tmp_path / "in.zarr"), "s3://no-such-bucket-here/o.zarr", "-f",
+                "2"]) == 1
+    err = capsys.readouterr().err
+    assert "no such bucket" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ on a cluster
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=":0") as local:
+        yield local
+
+
+def test_a_cluster_job_equals_the_local_one(cluster, tmp_path, rng, bucket, s3_env, capsys):
+    """Workers read and write the bucket themselves (given the options, not the environment)."""
+    image = rng.random((90, 70, 3))
+    write_array(tmp_path / "in.zarr", image, (32, 32, 3))
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/in.zarr", "-f", "1"]) == 0
+    from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET
+
+    options = ["--storage-option", f"endpoint_url={s3_env.endpoint}",
+               "--storage-option", f"key={FAKE_ACCESS_KEY_ID}",
+               "--storage-option", f"secret={FAKE_SECRET}"]
+    assert run(["scale", f"{bucket}/in.zarr", f"{bucket}/out.zarr", "-f", "2", "-m", "bicubic",
+                "--dask", cluster.scheduler_address, *options]) == 0, capsys.readouterr().err
+    assert run(["scale", f"{bucket}/out.zarr", str(tmp_path / "back.zarr"), "-f", "1"]) == 0
+    got = read(tmp_path / "back.zarr")
+    assert np.abs(got - upconv.scale(image, 2, "bicubic")).max() < 1e-12
+
+
+def test_a_killed_worker_does_not_spoil_the_job(cluster, tmp_path, rng, capsys):
+    """A worker process killed while the job runs: the scheduler runs its tasks again on a
+    new worker (the nanny starts one), every chunk is written once whole, the job ends."""
+    from distributed import Client
+
+    image = rng.random((512, 512))
+    write_array(tmp_path / "in.zarr", image, (16, 16))  # 1024 blocks: seconds of work
+    out = tmp_path / "out.zarr"
+    status = []
+    job = threading.Thread(target=lambda: status.append(run(
+        ["scale", str(tmp_path / "in.zarr"), str(out), "-f", "2", "-m", "bilinear",
+         "--dask", cluster.scheduler_address, "--quiet"])))
+    job.start()
+    # wait for an event (the first chunk written), not for a time
+    while job.is_alive() and not any(
+            name.endswith(".part") and os.path.isdir(tmp_path / name / "c")
+            for name in os.listdir(tmp_path)):
+        job.join(0.005)
+    assert job.is_alive(), "the job ended before a worker could be killed"
+    with Client(cluster.scheduler_address) as client:
+        pids = client.run(os.getpid)
+        os.kill(next(iter(pids.values())), signal.SIGKILL)  # a worker dies mid-job
+    job.join()
+    assert status == [0], capsys.readouterr().err
+    np.testing.assert_array_equal(read(out), upconv.scale(image, 2, "bilinear"))
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".part")]
+
+
+def test_the_summary_line_names_the_store(tmp_path, rng, capsys):
+    write_array(tmp_path / "in.zarr", rng.random((20, 30, 3)), (8, 8, 3))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bilinear"]) == 0
+    err = capsys.readouterr().err
+    assert "out.zarr 60x40 (yxc 40x60x3, chunks 16x16x3), bilinear" in err

@@ -15,7 +15,8 @@ import pytest
 import upconv
 from upconv.cli import run
 
-zarr = pytest.importorskip("zarr", reason="the Zarr tests need the dask extra")
+zarr = pytest.importorskip("zarr", minversion="3",
+                           reason="the Zarr tests need zarr 3 (the dask extra)")
 pytest.importorskip("dask.array")
 
 
@@ -417,3 +418,18 @@ def test_the_summary_line_names_the_store(tmp_path, rng, capsys):
                 "-m", "bilinear"]) == 0
     err = capsys.readouterr().err
     assert "out.zarr 60x40 (yxc 40x60x3, chunks 16x16x3), bilinear" in err
+
+
+def test_a_killed_runs_store_is_removed_by_the_next_run(tmp_path, rng, capsys):
+    """``kill -9`` leaves the store being written under its temporary name; the next run for
+    that output removes it (its writer no longer runs), with one warning line."""
+    from test_stale_temporaries import dead_pid
+
+    write_array(tmp_path / "in.zarr", rng.random((20, 20)), (8, 8))
+    stale = tmp_path / f".out.zarr.{dead_pid()}.abcd1234.part"
+    write_array(stale, np.zeros((4, 4)), (2, 2))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "--quiet"]) == 0
+    assert capsys.readouterr().err == ("upconv: warning: removed 1 temporary file(s) left by "
+                                       f"an interrupted run: {stale}\n")
+    assert sorted(os.listdir(tmp_path)) == ["in.zarr", "out.zarr"]

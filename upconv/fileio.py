@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import stat
 import sys
 import tempfile
@@ -323,8 +324,9 @@ def remove_stale_temporaries(targets: Iterable[str]) -> list[str]:
     Only files named exactly as :func:`temporary_beside` names them for one of
     ``targets`` (``.NAME.PID.XXXXXXXX.part`` in NAME's folder) are candidates,
     and only those whose writer (PID, on this machine) is no longer running are
-    removed. A target that is a symbolic link is written through, so its
-    target's folder is searched too. Each folder is read once; folders that
+    removed (a folder so named is a Zarr store a killed run was writing). A
+    target that is a symbolic link is written through, so its target's folder
+    is searched too. Each folder is read once; folders that
     cannot be read are left alone.
     """
     wanted: dict[str, tuple[str, set[str]]] = {}  # real folder: (folder as given, names)
@@ -349,6 +351,9 @@ def remove_stale_temporaries(targets: Iterable[str]) -> list[str]:
             try:
                 if entry.is_file(follow_symlinks=False):
                     os.unlink(entry.path)
+                    removed.append(entry.path)
+                elif entry.is_dir(follow_symlinks=False):  # a Zarr store being written
+                    shutil.rmtree(entry.path)
                     removed.append(entry.path)
             except OSError:
                 pass

@@ -115,6 +115,9 @@ def _zarr_module() -> Any:
     except ImportError:
         raise BadInputError("Zarr arrays need the dask extra: pip install 'upconv[dask]'"
                             ) from None
+    if int(zarr.__version__.split(".")[0]) < 3:
+        raise BadInputError(f"Zarr arrays need zarr 3 (Python 3.11 or later), not zarr "
+                            f"{zarr.__version__}: pip install 'upconv[dask]'")
     return zarr
 
 

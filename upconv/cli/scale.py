@@ -326,6 +326,7 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
         raise BadInputError(f"{shown(output_path)}: the output would overwrite the input; "
                             "choose another output name")
     source = open_zarr(input_path, layout)
+    remove_stale_temporaries([split_zarr_spec(output_path)[0].rstrip("/")])
     job = plan_zarr_job(
         source.array.shape, source.array.dtype, source.axes, source.array.chunks,
         method=settings.method, factor=settings.factor, size=settings.size, fit=settings.fit,

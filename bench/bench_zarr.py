@@ -1,0 +1,156 @@
+"""Benchmark a big Zarr job on a Dask cluster: 2 workers against 1, and against ``.npy``.
+
+Writes a 16000x16000 RGB float32 Zarr array (chunks 2048x2048x3, zarr's default
+codec; a smooth pattern plus noise, 3 GB) and the same values as an ``.npy``,
+then doubles it to 32000x32000 (12 GB out) with the default method (bicubic):
+
+- ``upconv scale in.zarr out.zarr -f 2 --dask ADDRESS`` on a
+  ``dask.distributed.LocalCluster`` of 1, then 2, single-threaded worker
+  processes (a new cluster for each run, started before the clock);
+- ``upconv scale in.npy out.npy -f 2``: the streamed ``.npy`` path on one machine
+  (two threads, the machine's CPUs).
+
+Each is a whole command timed with ``time.perf_counter``, runs interleaved,
+median of ``--repeat``. Each worker's peak memory is its process's maximum
+resident set size (``getrusage``), asked of the workers after the run. Targets:
+2 workers at least 1.6x faster than 1, every worker under 1 GB, and the 2-worker
+Zarr job no slower than the ``.npy`` job by more than 20 %. A few output rows are
+checked against upsampling the same input rows in memory.
+
+Needs about 35 GB of free disk (in a temporary folder beside this script) and
+``pip install 'upconv[dask]'``::
+
+    python bench/bench_zarr.py [--size 16000] [--chunk 2048] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import upconv
+
+
+def make_inputs(folder: Path, size: int, chunk: int) -> tuple[Path, Path]:
+    """The same RGB float32 image as a Zarr array and as an .npy, written band by band."""
+    import zarr
+
+    zarr_path, npy_path = folder / "in.zarr", folder / "in.npy"
+    array = zarr.create_array(str(zarr_path), shape=(size, size, 3), chunks=(chunk, chunk, 3),
+                              dtype="f4")
+    npy = np.lib.format.open_memmap(npy_path, mode="w+", dtype=np.float32,
+                                    shape=(size, size, 3))
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 8 * np.pi, size, dtype=np.float32)
+    for first in range(0, size, chunk):
+        rows = np.arange(first, min(size, first + chunk), dtype=np.float32)[:, None, None]
+        band = 0.5 + 0.25 * np.sin(x[None, :, None] + np.arange(3, dtype=np.float32)) * \
+            np.cos(rows * 8 * np.pi / size)
+        band = band + rng.normal(0, 0.02, band.shape).astype(np.float32)
+        array[first:first + band.shape[0]] = band
+        npy[first:first + band.shape[0]] = band
+    npy.flush()
+    del npy
+    return zarr_path, npy_path
+
+
+def run_on_cluster(workers: int, command: list[str]) -> tuple[float, list[float]]:
+    """Wall time of ``command + [ADDRESS]`` on a new LocalCluster, and each worker's peak
+    resident memory (MB)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address=":0", memory_limit=0) as cluster, \
+            Client(cluster.scheduler_address) as client:
+        start = time.perf_counter()
+        subprocess.run(command + [cluster.scheduler_address], check=True)
+        elapsed = time.perf_counter() - start
+        peaks = client.run(_peak_rss_mb)
+    return elapsed, sorted(peaks.values())
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def wall(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - start
+
+
+def check_rows(zarr_out: Path, npy_in: Path, size: int) -> float:
+    """The largest difference between 64 output rows in the middle and the same rows
+    computed in memory from the input rows around them (50 rows of context)."""
+    import zarr
+
+    source = np.load(npy_in, mmap_mode="r")
+    first = size // 2 - 50
+    window = np.array(source[first:first + 132])
+    expected = upconv.scale(window, 2, "bicubic")[100:164]
+    got = zarr.open(str(zarr_out), mode="r")[size:size + 64]
+    return float(np.abs(got - expected).max())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=16000)
+    parser.add_argument("--chunk", type=int, default=2048)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    try:
+        import distributed  # noqa: F401
+        import zarr  # noqa: F401
+    except ImportError:
+        print("skipped: needs pip install 'upconv[dask]'")
+        return 0
+    upconv_cmd = [sys.executable, "-m", "upconv", "scale"]
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as name:
+        folder = Path(name)
+        start = time.perf_counter()
+        zarr_in, npy_in = make_inputs(folder, args.size, args.chunk)
+        print(f"inputs: {args.size}x{args.size} RGB float32, chunks {args.chunk}, "
+              f"written in {time.perf_counter() - start:.0f} s")
+        zarr_out, npy_out = folder / "out.zarr", folder / "out.npy"
+        times: dict[str, list[float]] = {"1 worker": [], "2 workers": [], "npy": []}
+        peaks: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
+        for _ in range(args.repeat):
+            for label, workers in (("1 worker", 1), ("2 workers", 2)):
+                shutil.rmtree(zarr_out, ignore_errors=True)
+                elapsed, peak = run_on_cluster(workers, upconv_cmd + [
+                    str(zarr_in), str(zarr_out), "-f", "2", "-y", "--quiet", "--dask"])
+                times[label].append(elapsed)
+                peaks[label] += peak
+                print(f"{label}: {elapsed:.1f} s, worker peaks "
+                      f"{', '.join(f'{p:.0f} MB' for p in peak)}", flush=True)
+            npy_out.unlink(missing_ok=True)
+            times["npy"].append(wall(upconv_cmd + [str(npy_in), str(npy_out), "-f", "2", "-y",
+                                                   "--quiet"]))
+            print(f"npy: {times['npy'][-1]:.1f} s", flush=True)
+        error = check_rows(zarr_out, npy_in, args.size)
+        one, two, npy = (statistics.median(times[k]) for k in ("1 worker", "2 workers", "npy"))
+        worst = max(max(peaks["1 worker"]), max(peaks["2 workers"]))
+        print(f"\n{args.size}x{args.size} RGB float32 -> {2 * args.size}x{2 * args.size}, "
+              f"bicubic, chunks {args.chunk}, median of {args.repeat}:")
+        print(f"  Zarr, LocalCluster of 1 worker:  {one:6.1f} s")
+        print(f"  Zarr, LocalCluster of 2 workers: {two:6.1f} s   speed-up {one / two:.2f}x "
+              f"(target >= 1.6x)")
+        print(f"  .npy streamed on this machine:   {npy:6.1f} s   Zarr/npy {two / npy:.2f} "
+              f"(target <= 1.2)")
+        print(f"  peak memory per worker: {worst:.0f} MB (target < 1024 MB)")
+        print(f"  64 middle output rows against the same rows in memory: {error:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

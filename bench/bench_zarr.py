@@ -1,8 +1,9 @@
 """Benchmark a big Zarr job on a Dask cluster: 2 workers against 1, and against ``.npy``.
 
-Writes a 16000x16000 RGB float32 Zarr array (chunks 2048x2048x3, zarr's default
-codec; a smooth pattern plus noise, 3 GB) and the same values as an ``.npy``,
-then doubles it to 32000x32000 (12 GB out) with the default method (bicubic):
+Writes a 16000x16000 RGB float32 Zarr array (chunks 2048x2048x3; zarr's default
+codec, zstd, or with ``--codec none`` raw chunks; a smooth pattern plus noise, 3 GB)
+and the same values as an ``.npy``, then doubles it to 32000x32000 (12 GB out) with
+the default method (bicubic):
 
 - ``upconv scale in.zarr out.zarr -f 2 --dask ADDRESS`` on a
   ``dask.distributed.LocalCluster`` of 1, then 2, single-threaded worker
@@ -20,7 +21,7 @@ checked against upsampling the same input rows in memory.
 Needs about 35 GB of free disk (in a temporary folder beside this script) and
 ``pip install 'upconv[dask]'``::
 
-    python bench/bench_zarr.py [--size 16000] [--chunk 2048] [--repeat 2]
+    python bench/bench_zarr.py [--size 16000] [--chunk 2048] [--repeat 2] [--codec none]
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ import numpy as np
 import upconv
 
 
-def make_inputs(folder: Path, size: int, chunk: int) -> tuple[Path, Path]:
+def make_inputs(folder: Path, size: int, chunk: int, codec: str) -> tuple[Path, Path]:
     """The same RGB float32 image as a Zarr array and as an .npy, written band by band."""
     import zarr
 
     zarr_path, npy_path = folder / "in.zarr", folder / "in.npy"
+    compressors = "auto" if codec == "default" else None
     array = zarr.create_array(str(zarr_path), shape=(size, size, 3), chunks=(chunk, chunk, 3),
-                              dtype="f4")
+                              dtype="f4", compressors=compressors)
     npy = np.lib.format.open_memmap(npy_path, mode="w+", dtype=np.float32,
                                     shape=(size, size, 3))
     rng = np.random.default_rng(0)
@@ -107,6 +109,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=16000)
     parser.add_argument("--chunk", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--codec", choices=["default", "none"], default="default",
+                        help="the input's (and so the output's) compressor: zarr's default "
+                             "(zstd) or none (raw chunks, as an .npy is raw)")
     args = parser.parse_args()
     try:
         import distributed  # noqa: F401
@@ -118,8 +123,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as name:
         folder = Path(name)
         start = time.perf_counter()
-        zarr_in, npy_in = make_inputs(folder, args.size, args.chunk)
+        zarr_in, npy_in = make_inputs(folder, args.size, args.chunk, args.codec)
         print(f"inputs: {args.size}x{args.size} RGB float32, chunks {args.chunk}, "
+              f"codec {args.codec}, "
               f"written in {time.perf_counter() - start:.0f} s")
         zarr_out, npy_out = folder / "out.zarr", folder / "out.npy"
         times: dict[str, list[float]] = {"1 worker": [], "2 workers": [], "npy": []}
@@ -141,7 +147,7 @@ def main() -> int:
         one, two, npy = (statistics.median(times[k]) for k in ("1 worker", "2 workers", "npy"))
         worst = max(max(peaks["1 worker"]), max(peaks["2 workers"]))
         print(f"\n{args.size}x{args.size} RGB float32 -> {2 * args.size}x{2 * args.size}, "
-              f"bicubic, chunks {args.chunk}, median of {args.repeat}:")
+              f"bicubic, chunks {args.chunk}, codec {args.codec}, median of {args.repeat}:")
         print(f"  Zarr, LocalCluster of 1 worker:  {one:6.1f} s")
         print(f"  Zarr, LocalCluster of 2 workers: {two:6.1f} s   speed-up {one / two:.2f}x "
               f"(target >= 1.6x)")

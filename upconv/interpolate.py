@@ -316,7 +316,7 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
                      shape: tuple[int, int], band: tuple[int, int],
                      method: InterpolationMethod, boundary: Boundary,
                      threads: int, x_filtered: bool = False,
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, halo: int | None = None) -> np.ndarray:
     """Output rows ``band = (a, b)`` of :func:`interpolate` at any factor, from only the
     input rows they need.
 
@@ -324,6 +324,7 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
     (:func:`x_coefficients`; edge or zero boundary). ``out``, if given,
     receives the rows and is returned: float, or integer samples, rounded
     into as they are computed (:func:`~upconv.polyphase.apply_separable`).
+    ``halo`` replaces the method's spline halo (more rows for float64 values).
 
     ``read_rows(first, last)`` returns input rows ``[first, last)`` as float;
     ``size`` is the input's (height, width) and ``shape`` the output's. The
@@ -361,8 +362,9 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
     index, weights = taps_y.index[first_row:last_row], taps_y.weights[first_row:last_row]
     lo, hi = int(index.min()), int(index.max()) + 1  # rows of the extended image
     if method.prefilter:
-        first = max(0, lo - pad - method.halo)
-        window = read_rows(first, min(height, hi - pad + method.halo))
+        halo = method.halo if halo is None else halo
+        first = max(0, lo - pad - halo)
+        window = read_rows(first, min(height, hi - pad + halo))
         ext = (_y_coefficients(window, boundary) if x_filtered
                else _spline_coefficients(window, boundary, threads))
         offset = first  # ext's row 0 is image row first - pad: extended row `first`

@@ -241,6 +241,9 @@ class Resampling:
         The whole-number factor when there is one (>= 2, the same on both
         axes; a transposed convolution's stride in either geometry): the
         period of any checkerboard pattern, and the stride of tiles.
+    spline_halo : int or None
+        Rows of context a band of a spline method reads on each side (None:
+        :data:`~upconv.methods.SPLINE_HALO`, enough for float32).
     identity : bool
         Interpolation with factors of exactly 1 (or an output shape equal to
         the input's): the samples are kept as they are, as
@@ -261,6 +264,7 @@ class Resampling:
     threads: int = 1
     period: int | None = None
     identity: bool = False
+    spline_halo: int | None = None
 
     @property
     def row_period(self) -> int:
@@ -387,7 +391,8 @@ def resample_band(read_rows: Callable[[int, int], np.ndarray], plan: Resampling,
     else:
         values = interpolate_band(reader, plan.input_shape, plan.shape, band,
                                   method.interpolation, plan.boundary, plan.threads,
-                                  x_filtered=x_filtered, out=engine_out)
+                                  x_filtered=x_filtered, out=engine_out,
+                                  halo=plan.spline_halo)
     if values is out:
         return out
     values = _finished(values, plan)

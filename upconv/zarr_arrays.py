@@ -1,18 +1,23 @@
-"""Zarr arrays scaled chunk by chunk with Dask: local stores or URLs, OME-Zarr aware.
+"""Zarr arrays scaled chunk by chunk, on threads or a Dask cluster; local stores or URLs.
 
-``upconv scale in.zarr out.zarr -f 2`` reads the array with ``dask.array``
-(``pip install 'upconv[dask]'``, which brings dask and zarr), scales its
-``y`` and ``x`` axes block by block and writes a Zarr store of the input's
-format (3, or 2). Each block of the input is extended by the method's halo
-(:func:`dask.array.overlap.overlap`, as :func:`dask.array.map_overlap` does),
-resampled as an image of its own, and cut to the output block it owns:
+``upconv scale in.zarr out.zarr -f 2`` (``pip install 'upconv[dask]'``, which
+brings zarr 3 and dask.distributed) scales the array's ``y`` and ``x`` axes
+and writes a Zarr store of the input's format (3, or 2). The work is one task
+per output chunk (:func:`scale_chunk`): it reads the input window its
+outputs need, with the method's halo on each side (the window
+:func:`dask.array.map_overlap` would assemble, read straight from the
+store), resamples it as an image of its own and writes the chunk. No data
+passes between tasks, so each worker holds one window and one chunk at a
+time (dask's ``overlap`` graph held a whole 3 GB input per worker in
+``bench/bench_zarr.py``), and a task lost with its worker is run again
+elsewhere, writing the same whole chunk. Exactness:
 
 - at whole-number factors and for transposed convolutions the half-pixel
-  grid is shift-invariant (input ``i + 1`` is output ``o + s``), so a block
+  grid is shift-invariant (input ``i + 1`` is output ``o + s``), so a window
   that carries the taps' reach of real samples on each side gives exactly the
   whole array's values; a rational factor ``p/q`` (output ``n p / q`` from
-  ``n``) works the same way on blocks of multiples of ``q``; an axis with no
-  such period is taken whole (one block along it);
+  ``n``) works the same way on windows that start on multiples of ``q``; an
+  axis with no such short period is read whole;
 - the cubic B-spline's prefilter reaches everywhere, but its start-up error
   decays as ``0.268**halo``: the halo of :func:`axis_halo` puts it below
   1e-14 of the values' range (float64), well below float32's round-off.
@@ -39,6 +44,7 @@ is there), and removed if the job fails.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import re
@@ -52,11 +58,11 @@ import numpy as np
 
 from .errors import BadInputError, FileAccessError, UpconvError
 from .methods import METHODS, SPLINE_HALO, Method
-from .scaling import Resampling, plan_resampling, resample
+from .scaling import Resampling, plan_resampling, resample_band
 from .transpose import output_geometry, post_kernel_weights
 
 __all__ = ["is_zarr", "split_zarr_spec", "close_stores", "ZarrSource", "open_zarr", "axis_names",
-           "AxisBlocks", "ZarrPlan", "plan_zarr_job", "scale_block", "run_zarr_job",
+           "AxisBlocks", "ZarrPlan", "plan_zarr_job", "scale_block", "scale_chunk", "run_zarr_job",
            "ZarrOutcome"]
 
 #: Letters ``--layout`` takes for a Zarr array's axes (OME-Zarr's names).
@@ -110,7 +116,6 @@ def is_zarr(spec: str) -> bool:
 
 def _zarr_module() -> Any:
     try:
-        import dask.array  # noqa: F401
         import zarr
     except ImportError:
         raise BadInputError("Zarr arrays need the dask extra: pip install 'upconv[dask]'"
@@ -365,76 +370,74 @@ def _read_failure(spec: str, exc: BaseException) -> UpconvError:
 
 @dataclass(frozen=True)
 class AxisBlocks:
-    """How one scaled axis is cut into blocks.
+    """How one scaled axis is cut into blocks: each block owns a range of outputs and
+    reads the inputs they need, with a halo.
 
     Attributes
     ----------
     n_in, n_out : int
         The axis' input and output lengths.
-    bounds_in, bounds_out : tuple of int
-        Block boundaries: block ``j`` reads input ``[bounds_in[j], bounds_in[j+1])``
-        plus the halo and owns output ``[bounds_out[j], bounds_out[j+1])``.
+    bounds : tuple of int
+        Output block boundaries: block ``j`` owns outputs ``[bounds[j], bounds[j+1])``.
     halo : int
-        Input samples of context on each side (fewer at the array's ends).
+        Input samples of context read on each side (fewer at the array's ends).
     period_in, period_out : int
         The grid's period: ``period_in`` input samples to ``period_out`` outputs.
+    whole : bool
+        The axis has no short period: every block reads all of it.
     """
 
     n_in: int
     n_out: int
-    bounds_in: tuple[int, ...]
-    bounds_out: tuple[int, ...]
+    bounds: tuple[int, ...]
     halo: int
     period_in: int
     period_out: int
+    whole: bool = False
 
     @property
-    def chunks_in(self) -> tuple[int, ...]:
-        return tuple(np.diff(self.bounds_in).tolist())
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(np.diff(self.bounds).tolist())
 
-    @property
-    def chunks_out(self) -> tuple[int, ...]:
-        return tuple(np.diff(self.bounds_out).tolist())
+    def window(self, block: int) -> tuple[int, int, int, int]:
+        """Block ``block``'s input window ``[first, last)`` and the outputs it owns as
+        indices of that window's own output ``(start, end)``.
 
-    def context(self, block: int) -> tuple[int, int]:
-        """The halo actually read before and after ``block`` (none past the array's ends)."""
-        first, last = self.bounds_in[block], self.bounds_in[block + 1]
-        return min(self.halo, first), min(self.halo, self.n_in - last)
+        The window starts on a whole period, so that resampled as an image of its
+        own its output ``o`` is the array's output ``first / period_in * period_out + o``.
 
-    def output_base(self, first_read: int) -> int:
-        """The output index of a block image's output 0, when its first input is
-        ``first_read`` (a multiple of ``period_in``)."""
-        return first_read // self.period_in * self.period_out
+        Examples
+        --------
+        >>> AxisBlocks(100, 200, (0, 64, 128, 200), 3, 1, 2).window(1)
+        (29, 67, 6, 70)
+        """
+        start, end = self.bounds[block], self.bounds[block + 1]
+        if self.whole:
+            return 0, self.n_in, start, end
+        p_in, p_out = self.period_in, self.period_out
+        first = max(0, (start * p_in // p_out) // p_in * p_in - self.halo)
+        last = -(-end * p_in // p_out) + self.halo
+        last = min(self.n_in, -(-(last - first) // p_in) * p_in + first)
+        base = first // p_in * p_out
+        return first, last, start - base, end - base
 
 
 def axis_blocks(n_in: int, n_out: int, period_in: int, period_out: int, halo: int,
-                block: int, transposed: bool = False) -> AxisBlocks:
-    """Cut an axis into blocks of about ``block`` input samples.
-
-    Blocks and halo are multiples of ``period_in``; every block is at least
-    the halo long (so that a block's context comes from its neighbours only);
-    an axis too short for that, or without a short period, is one block.
-    Output boundaries are the input's times ``period_out / period_in``, the
-    last one the axis' output length (a transposed convolution in PyTorch's
-    geometry may end short of or past ``s n``).
+                chunk: int) -> AxisBlocks:
+    """Blocks of ``chunk`` outputs (the last one shorter) along an axis; an axis whose grid
+    has no short period (more than 64 inputs, and a quarter of the axis) is read whole.
 
     Examples
     --------
-    >>> blocks = axis_blocks(100, 200, 1, 2, 5, 32)
-    >>> blocks.chunks_in, blocks.chunks_out
-    ((32, 32, 36), (64, 64, 72))
+    >>> blocks = axis_blocks(100, 200, 1, 2, 3, 64)
+    >>> blocks.chunks, blocks.halo
+    ((64, 64, 64, 8), 3)
     """
     halo = -(-halo // period_in) * period_in
-    size = max(block // period_in * period_in, period_in, halo)
-    if period_in * 2 > n_in or size >= n_in:
-        return AxisBlocks(n_in, n_out, (0, n_in), (0, n_out), halo, period_in, period_out)
-    bounds = list(range(0, n_in, size)) + [n_in]
-    if bounds[-1] - bounds[-2] < halo:
-        del bounds[-2]  # a last block shorter than the halo joins the one before
-    outs = [b // period_in * period_out for b in bounds[:-1]] + [n_out]
-    while len(outs) > 2 and outs[-2] >= outs[-1]:  # a padded transpose ending early
-        del outs[-2], bounds[-2]
-    return AxisBlocks(n_in, n_out, tuple(bounds), tuple(outs), halo, period_in, period_out)
+    whole = period_in > max(64, n_in // 4)
+    chunk = max(1, min(chunk, n_out))
+    bounds = tuple(range(0, n_out, chunk)) + (n_out,)
+    return AxisBlocks(n_in, n_out, bounds, halo, period_in, period_out, whole)
 
 
 def axis_halo(plan: Resampling, axis: int, dtype: np.dtype) -> int:
@@ -492,20 +495,26 @@ class ZarrPlan:
     work_dtype: np.dtype
     out_dtype: np.dtype
 
+    @property
+    def mixes_channels(self) -> bool:
+        """A transposed-convolution kernel that mixes channels: blocks take every channel."""
+        kernel = self.plan.kernel
+        return kernel is not None and kernel.mixes_channels
+
     def block_plan(self, shape: tuple[int, int]) -> Resampling:
-        """The plan for a block image of ``shape`` (its input with context)."""
+        """The plan for a block's input window of ``shape``, resampled as an image of its own
+        (its first sample on a whole period of the grid)."""
         plan = self.plan
+        halo = SPLINE_HALO_FLOAT64 if self.work_dtype == np.float64 else None
         if plan.method is Method.TRANSPOSE:
             assert plan.kernel is not None and plan.geometry is not None
             geometry = output_geometry(plan.kernel, shape, None if plan.geometry.centred
                                        else plan.geometry.padding, self.output_padding)
             return replace(plan, input_shape=shape, shape=geometry.shape, geometry=geometry)
-        out = (self.rows.output_base(shape[0]), self.cols.output_base(shape[1]))
-        if shape[0] == self.rows.n_in:
-            out = (self.rows.n_out, out[1])
-        if shape[1] == self.cols.n_in:
-            out = (out[0], self.cols.n_out)
-        return replace(plan, input_shape=shape, shape=out)
+        out = tuple(blocks.n_out if size == blocks.n_in
+                    else size // blocks.period_in * blocks.period_out
+                    for size, blocks in zip(shape, (self.rows, self.cols), strict=True))
+        return replace(plan, input_shape=shape, shape=out, spline_halo=halo)
 
 
 def _period(n_in: int, n_out: int) -> tuple[int, int]:
@@ -520,16 +529,15 @@ def plan_zarr_job(source_shape: tuple[int, ...], dtype: np.dtype, axes: str,
                   post_kernel=None, out_chunks: tuple[int, int] | None = None) -> ZarrPlan:
     """Settle a Zarr job: the plane's plan, the blocks along y and x, the types.
 
-    ``chunks`` is the input's chunking (one entry per stored axis);
-    ``out_chunks`` the output's (y, x) chunks asked for (``--chunks``), used as the
-    blocks' output size when the grid allows (else the blocks follow the input's
-    chunks and the output is rechunked).
+    ``chunks`` is the input's chunking (one entry per stored axis); the blocks
+    along y and x are the output's chunks: ``out_chunks`` (``--chunks``), or
+    the input's scaled.
 
     Examples
     --------
     >>> job = plan_zarr_job((100, 120, 3), np.dtype(np.uint16), "yxc", (50, 40, 3),
     ...                     method="bilinear", factor=(2.0, 2.0))
-    >>> job.plan.shape, job.rows.chunks_out, job.cols.chunks_out, job.out_dtype
+    >>> job.plan.shape, job.rows.chunks, job.cols.chunks, job.out_dtype
     ((200, 240), (100, 100), (80, 80, 80), dtype('uint16'))
     """
     method = Method(method)
@@ -552,36 +560,35 @@ def plan_zarr_job(source_shape: tuple[int, ...], dtype: np.dtype, axes: str,
     else:
         work = np.dtype(np.float32 if dtype.itemsize <= 2 else np.float64)
     out_dtype = dtype if method is Method.NEAREST or dtype.kind != "f" else work
-    (out_h, out_w) = plan.shape
+    out_h, out_w = plan.shape
     if method is Method.TRANSPOSE:
         assert plan.kernel is not None
-        stride = plan.kernel.stride
-        periods = ((1, stride), (1, stride))
+        periods = ((1, plan.kernel.stride),) * 2
     else:
         periods = (_period(height, out_h), _period(width, out_w))
     blocks = []
     for axis, (n_in, n_out, chunk, (p_in, p_out)) in enumerate(
             ((height, out_h, chunks[iy], periods[0]), (width, out_w, chunks[ix], periods[1]))):
-        wanted = chunk
-        if out_chunks is not None and out_chunks[axis] * p_in % p_out == 0:
-            wanted = out_chunks[axis] * p_in // p_out
-        halo = axis_halo(plan, axis, work)
-        aperiodic = p_in > max(64, n_in // 4)
-        blocks.append(axis_blocks(n_in, n_out, p_in, p_out, halo,
-                                  n_in if aperiodic else wanted))
+        wanted = out_chunks[axis] if out_chunks is not None else max(1, chunk * p_out // p_in)
+        blocks.append(axis_blocks(n_in, n_out, p_in, p_out, axis_halo(plan, axis, work),
+                                  wanted))
     return ZarrPlan(plan, axes, blocks[0], blocks[1], output_padding, work, out_dtype)
 
 
 # --- one block ------------------------------------------------------------------------------
 
-def scale_block(block: np.ndarray, job: ZarrPlan, block_y: int, block_x: int) -> np.ndarray:
-    """The output block ``(block_y, block_x)`` from its input block with context.
+#: Output rows computed at a time within a block (bounds the temporaries).
+BAND_ROWS = 512
 
-    ``block`` is ``(..., y, x, c)`` (any leading axes, carried; ``c`` the
-    channels), the input block ``bounds_in[j]`` to ``bounds_in[j + 1]`` along
-    y and x with :meth:`AxisBlocks.context` more samples on each side. Each
-    plane is resampled as an image of its own (:func:`upconv.scaling.resample`)
-    and cut to the outputs the block owns.
+
+def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
+                cols: tuple[int, int]) -> np.ndarray:
+    """The outputs ``rows`` x ``cols`` (indices of the window's own output, see
+    :meth:`AxisBlocks.window`) of a block's input window.
+
+    ``block`` is ``(..., y, x, c)``: any leading axes (carried), the window and
+    the channels. Each plane is resampled as an image of its own, in bands of
+    :data:`BAND_ROWS` output rows, and cut to the outputs the block owns.
 
     Examples
     --------
@@ -589,32 +596,26 @@ def scale_block(block: np.ndarray, job: ZarrPlan, block_y: int, block_x: int) ->
     >>> image = np.random.default_rng(0).random((40, 30, 1))
     >>> job = plan_zarr_job(image.shape, image.dtype, "yxc", (16, 16, 1),
     ...                     method="bilinear", factor=(2.0, 2.0))
-    >>> job.rows.chunks_in, job.rows.context(1), job.cols.context(0)
-    ((16, 16, 8), (2, 2), (0, 2))
-    >>> out = scale_block(image[14:34, 0:18], job, 1, 0)
+    >>> job.rows.window(1), job.cols.window(0)
+    ((14, 34, 4, 36), (0, 18, 0, 32))
+    >>> out = scale_block(image[14:34, 0:18], job, (4, 36), (0, 32))
     >>> bool((out == upconv.scale(image, 2, "bilinear")[32:64, 0:32]).all())
     True
     """
-    ranges = []
-    for blocks, index, size in ((job.rows, block_y, block.shape[-3]),
-                                (job.cols, block_x, block.shape[-2])):
-        before, after = blocks.context(index)
-        first = blocks.bounds_in[index] - before
-        expected = blocks.bounds_in[index + 1] + after - first
-        assert size == expected, (size, expected)
-        base = blocks.output_base(first)
-        ranges.append((blocks.bounds_out[index] - base, blocks.bounds_out[index + 1] - base))
     plan = job.block_plan((block.shape[-3], block.shape[-2]))
-    (r0, r1), (c0, c1) = ranges
-    assert 0 <= r0 < r1 <= plan.shape[0] and 0 <= c0 < c1 <= plan.shape[1], (ranges, plan.shape)
+    (r0, r1), (c0, c1) = rows, cols
+    assert 0 <= r0 < r1 <= plan.shape[0] and 0 <= c0 < c1 <= plan.shape[1], (
+        rows, cols, plan.shape)
     lead = block.shape[:-3]
     out = np.empty(lead + (r1 - r0, c1 - c0, plan.channels), job.out_dtype)
     for index in np.ndindex(*lead):
         plane = block[index]
         if job.plan.method is not Method.NEAREST:
             plane = plane.astype(job.work_dtype, copy=False)
-        values = resample(plane, plan)[r0:r1, c0:c1]
-        out[index] = _stored(values, job.out_dtype)
+        for first in range(r0, r1, BAND_ROWS):
+            last = min(r1, first + BAND_ROWS)
+            values = resample_band(lambda a, b, plane=plane: plane[a:b], plan, (first, last))
+            out[index][first - r0:last - r0] = _stored(values[:, c0:c1], job.out_dtype)
     return out
 
 
@@ -625,8 +626,6 @@ def _stored(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     limits = np.iinfo(dtype)
     return np.clip(np.rint(values), limits.min, limits.max).astype(dtype)
 
-
-# --- running it -------------------------------------------------------------------------
 
 @dataclass
 class ZarrOutcome:
@@ -648,97 +647,101 @@ class ZarrOutcome:
                 f"{pyramid}), {self.method}")
 
 
-def _engine_order(axes: str) -> tuple[list[int], str]:
-    """The permutation that takes stored axes to (carried..., y, x, c) and the order's letters."""
-    carried = [i for i, letter in enumerate(axes) if letter not in "yxc"]
-    order = carried + [axes.index("y"), axes.index("x")]
-    if "c" in axes:
-        order.append(axes.index("c"))
-    return order, "".join(axes[i] for i in order)
+def _engine_order(axes: str) -> list[int]:
+    """The permutation that takes stored axes to the engine's (carried..., y, x, c)."""
+    order = [i for i, letter in enumerate(axes) if letter not in "yxc"]
+    order += [axes.index("y"), axes.index("x")]
+    return order + ([axes.index("c")] if "c" in axes else [])
+
+
+def output_shape(job: ZarrPlan, source_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The output's shape in the stored axis order."""
+    shape = list(source_shape)
+    shape[job.axes.index("y")], shape[job.axes.index("x")] = job.plan.shape
+    if "c" in job.axes:
+        shape[job.axes.index("c")] = job.plan.channels
+    return tuple(shape)
 
 
 def output_chunks(job: ZarrPlan, source_chunks: tuple[int, ...], out_shape: tuple[int, ...],
                   asked: tuple[int, ...] | None) -> tuple[int, ...]:
-    """The output's chunks per stored axis: ``--chunks`` if given (one per axis, or y and x
-    only), else the input's chunking scaled (the blocks' output sizes along y and x)."""
-    axes = job.axes
+    """The output's chunks per stored axis: y and x are the blocks' (``--chunks`` Y,X or the
+    input's scaled); the other axes ``--chunks`` if it names every axis, else the input's
+    (the channels whole when a kernel mixes them)."""
     chunks = []
-    for i, letter in enumerate(axes):
+    for i, letter in enumerate(job.axes):
         if letter == "y":
-            chunks.append(job.rows.chunks_out[0])
+            chunks.append(job.rows.chunks[0])
         elif letter == "x":
-            chunks.append(job.cols.chunks_out[0])
-        elif letter == "c":
-            chunks.append(out_shape[i] if _mixes_channels(job) else source_chunks[i])
+            chunks.append(job.cols.chunks[0])
+        elif letter == "c" and job.mixes_channels:
+            chunks.append(out_shape[i])
+        elif asked is not None and len(asked) == len(job.axes):
+            chunks.append(asked[i])
         else:
             chunks.append(source_chunks[i])
-    if asked is not None:
-        if len(asked) == 2:
-            chunks[axes.index("y")], chunks[axes.index("x")] = asked
-        elif len(asked) == len(axes):
-            chunks = list(asked)
-        else:
-            raise BadInputError(f"--chunks: give y and x chunks, or one per axis of {axes} "
-                                f"({len(axes)}); got {len(asked)}")
     return tuple(min(max(1, c), n) for c, n in zip(chunks, out_shape, strict=True))
 
 
-def _mixes_channels(job: ZarrPlan) -> bool:
-    kernel = job.plan.kernel
-    return kernel is not None and kernel.mixes_channels
+def _regions(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """Every chunk of an array, as slices."""
+    counts = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
+    return [tuple(slice(i * c, min((i + 1) * c, n))
+                  for i, c, n in zip(index, chunks, shape, strict=True))
+            for index in np.ndindex(*counts)]
 
 
-def build_output(source: ZarrSource, job: ZarrPlan, chunks: tuple[int, ...] | None):
-    """The output as a lazy ``dask.array`` in the stored axis order, and its chunks."""
-    import dask.array as da
+def scale_chunk(job: ZarrPlan, source: Any, target: Any, region: tuple[slice, ...]) -> int:
+    """One task: read the input window of the output chunk ``region`` (with its halo)
+    from ``source``, resample it, and write the chunk to ``target``; returns 1.
 
+    Each task reads the array itself (no data passes between tasks), so a
+    worker holds one window and one chunk at a time, and a task lost with its
+    worker is simply run again: it writes the same whole chunk.
+    """
     axes = job.axes
-    array = source.array
-    read_chunks = []
-    for i, letter in enumerate(axes):
-        if letter == "y":
-            read_chunks.append(job.rows.chunks_in)
-        elif letter == "x":
-            read_chunks.append(job.cols.chunks_in)
-        elif letter == "c" and _mixes_channels(job):
-            read_chunks.append((array.shape[i],))
-        else:
-            read_chunks.append(array.chunks[i])
-    data = da.from_zarr(array, chunks=tuple(read_chunks), inline_array=True)
-    order, letters = _engine_order(axes)
-    data = data.transpose(order)
+    iy, ix = axes.index("y"), axes.index("x")
+    by = region[iy].start // job.rows.chunks[0]
+    bx = region[ix].start // job.cols.chunks[0]
+    y0, y1, r0, r1 = job.rows.window(by)
+    x0, x1, c0, c1 = job.cols.window(bx)
+    read = list(region)
+    read[iy], read[ix] = slice(y0, y1), slice(x0, x1)
+    if "c" in axes and job.mixes_channels:
+        read[axes.index("c")] = slice(None)
+    window = np.asarray(source[tuple(read)])
+    order = _engine_order(axes)
+    block = window.transpose(order)
     if "c" not in axes:
-        data = data[..., None]
-    depth = {data.ndim - 3: job.rows.halo, data.ndim - 2: job.cols.halo}
-    depth = {axis: value for axis, value in depth.items()
-             if len(data.chunks[axis]) > 1}
-    extended = da.overlap.overlap(data, depth=depth or 0, boundary="none",
-                                  allow_rechunk=False) if depth else data
-    out_c = job.plan.channels
-    c_chunks = data.chunks[-1] if not _mixes_channels(job) and out_c == data.shape[-1] else (
-        (out_c,))
-    out_chunks = data.chunks[:-3] + (job.rows.chunks_out, job.cols.chunks_out, c_chunks)
-
-    def compute(block: np.ndarray, block_id: tuple[int, ...]) -> np.ndarray:
-        return scale_block(block, job, block_id[-3], block_id[-2])
-
-    result = extended.map_blocks(compute, chunks=out_chunks, dtype=job.out_dtype,
-                                 name="upconv-scale-" + uuid.uuid4().hex[:8])
+        block = block[..., None]
+    values = scale_block(block, job, (r0, r1), (c0, c1))
     if "c" not in axes:
-        result = result[..., 0]
-    inverse = list(np.argsort(order))
-    result = result.transpose(inverse)
-    shape = result.shape
-    wanted = output_chunks(job, array.chunks, shape, chunks)
-    return result, wanted
+        values = values[..., 0]
+    target[region] = values.transpose(np.argsort(order))
+    return 1
 
 
-def _aligned(result, chunks: tuple[int, ...]):
-    """The dask array rechunked so no block spans two output chunks (each chunk is written
-    by one task: never two writers of one chunk)."""
-    ok = all(int(edge) % c == 0 for dims, c in zip(result.chunks, chunks, strict=True)
-             for edge in np.cumsum(dims[:-1]))
-    return result if ok else result.rechunk(chunks)
+def halve_chunk(axes: str, above: Any, target: Any, region: tuple[slice, ...]) -> int:
+    """One task of a pyramid level: the chunk ``region`` as the 2x2 mean of the level
+    ``above`` (an odd last row or column averaged with itself), rounded back to integers."""
+    iy, ix = axes.index("y"), axes.index("x")
+    read = list(region)
+    for i in (iy, ix):
+        read[i] = slice(2 * region[i].start, min(above.shape[i], 2 * region[i].stop))
+    values = np.asarray(above[tuple(read)])
+    dtype = values.dtype
+    values = values.astype(np.float64 if dtype == np.float64 or dtype.itemsize > 2
+                           else np.float32)
+    pad = [(0, 0)] * values.ndim
+    for i in (iy, ix):
+        pad[i] = (0, values.shape[i] % 2)
+    values = np.pad(values, pad, mode="edge")
+    shape = []
+    for i, size in enumerate(values.shape):
+        shape += [size // 2, 2] if i in (iy, ix) else [size]
+    axes_to_mean = tuple(i + 1 + sum(1 for j in (iy, ix) if j < i) for i in (iy, ix))
+    target[region] = _stored(values.reshape(shape).mean(axis=axes_to_mean), dtype)
+    return 1
 
 
 def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
@@ -748,11 +751,11 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
                  progress: Callable[[int, int], None] | None = None) -> ZarrOutcome:
     """Compute the output and write it to the store ``output``, whole or not at all.
 
-    ``progress(done, total)`` is called (from this thread) as output chunks
-    are written. Locally the blocks run on ``threads`` threads (default:
-    every CPU); with ``dask_address`` on that cluster, whose workers read and
-    write their chunks themselves. Pyramid levels are made after the output,
-    each from the level above as written.
+    One task per output chunk (:func:`scale_chunk`), run on ``threads`` threads
+    here (default: every CPU) or on the Dask cluster at ``dask_address``, whose
+    workers read and write the stores themselves. ``progress(done, total)`` is
+    called (from this thread) as chunks are written. Pyramid levels follow,
+    each from the level above as written (:func:`halve_chunk`).
     """
     zarr = _zarr_module()
     from .fileio import is_url
@@ -761,18 +764,17 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
     if inner:
         raise BadInputError(f"{output}: write a whole store (NAME.zarr); a path inside one "
                             "is for choosing an input")
-    result, out_chunks = build_output(source, job, chunks)
-    result = _aligned(result, out_chunks)
     url = is_url(location)
     existing = _store_exists(location)
     if existing and not overwrite:
         raise FileAccessError(f"{output}: exists; upconv replaces a store only with "
                               "-y/--overwrite")
+    shape = output_shape(job, source.array.shape)
+    out_chunks = output_chunks(job, source.array.chunks, shape, chunks)
     target = location if url else _temporary_name(location)
     ome = source.multiscale is not None or pyramid > 0
     fmt = source.zarr_format
     levels = 1 + pyramid
-    shape = result.shape
     level_shapes = [_level_shape(shape, job.axes, level) for level in range(levels)]
     level_chunks = [tuple(min(c, n) for c, n in zip(out_chunks, level_shape, strict=True))
                     for level_shape in level_shapes]
@@ -789,19 +791,18 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
         elif ome:  # OME-Zarr 0.4 keys chunks with "/"
             extra["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
         arrays = [zarr.create_array(
-            store=store, name=str(level) if ome else None,
-            shape=level_shapes[level], chunks=level_chunks[level],
-            dtype=job.out_dtype, zarr_format=fmt,
+            store=store, name=str(level) if ome else None, shape=level_shapes[level],
+            chunks=level_chunks[level], dtype=job.out_dtype, zarr_format=fmt,
             attributes=({} if ome else source.array.attrs.asdict()), overwrite=True, **extra)
             for level in range(levels)]
-        hidden = _hide_metadata(target, fmt, ome, levels) if url else None
-        _write(result, arrays[0], dask_address, threads, counter)
-        for level in range(1, levels):
-            import dask.array as da
-
-            above = da.from_zarr(arrays[level - 1], inline_array=True)
-            _write(_halved(above, job.axes, job.out_dtype).rechunk(level_chunks[level]),
-                   arrays[level], dask_address, threads, counter)
+        hidden = _HiddenMetadata(target, fmt, ome, levels) if url else None
+        with _Runner(dask_address, threads) as runner:
+            runner.run(functools.partial(scale_chunk, job, source.array, arrays[0]),
+                       _regions(level_shapes[0], level_chunks[0]), counter)
+            for level in range(1, levels):
+                runner.run(functools.partial(halve_chunk, job.axes, arrays[level - 1],
+                                             arrays[level]),
+                           _regions(level_shapes[level], level_chunks[level]), counter)
         if hidden is not None:
             hidden.restore_arrays()
         if ome:
@@ -828,10 +829,9 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
 def _job_failure(input_spec: str, output: str, exc: BaseException) -> UpconvError:
     """One line for a job that failed on the way: the store it concerns, secrets redacted."""
     from .fileio import is_url
+    from .storage import redact
 
     if not isinstance(exc, OSError) and "botocore" not in type(exc).__module__:
-        from .storage import redact
-
         text = redact(str(exc).splitlines()[0] if str(exc) else "")
         return FileAccessError(f"{output}: not written ({type(exc).__name__}: {text})")
     for spec, action in ((output, "write"), (input_spec, "read")):
@@ -840,7 +840,7 @@ def _job_failure(input_spec: str, output: str, exc: BaseException) -> UpconvErro
 
             return _failure(spec, action, exc)
     return FileAccessError(f"{output}: not written ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})")
+                           f"{redact(str(exc).splitlines()[0] if str(exc) else '')})")
 
 
 def _chunk_count(shape: tuple[int, ...], chunks: tuple[int, ...]) -> int:
@@ -859,57 +859,59 @@ class _Counter:
             self.progress(min(self.done, self.total), self.total)
 
 
-def _write_region(values: np.ndarray, array: Any, region: tuple[slice, ...]) -> int:
-    """One task's write: its block into the output array (whole chunks, one writer each);
-    returns the number of chunks written."""
-    array[region] = values
-    return _chunk_count(values.shape, array.chunks) if values.size else 0
+class _Runner:
+    """Runs tasks on a thread pool here, or on a dask.distributed cluster; a task's
+    exception comes back as it is (the first one stops the job)."""
 
+    def __init__(self, address: str | None, threads: int | None) -> None:
+        self.address, self.threads = address, threads
+        self.client: Any = None
+        self.pool: Any = None
 
-def _write(result, array: Any, dask_address: str | None, threads: int | None,
-           counter: _Counter) -> None:
-    """Compute a dask array block by block and write each block to ``array``: on threads
-    here, or on a cluster whose workers write their blocks themselves."""
-    import dask
+    def __enter__(self) -> _Runner:
+        if self.address is not None:
+            from .cluster import _client
 
-    blocks = result.to_delayed(optimize_graph=True)
-    starts = [np.cumsum((0,) + dims[:-1]) for dims in result.chunks]
-    writes = []
-    for index in np.ndindex(*blocks.shape):
-        region = tuple(slice(int(first[i]), int(first[i]) + dims[i])
-                       for first, dims, i in zip(starts, result.chunks, index, strict=True))
-        writes.append(dask.delayed(_write_region, pure=False)(
-            blocks[index], array, region, dask_key_name=f"upconv-write-{uuid.uuid4().hex}"))
-    if dask_address is not None:
-        _compute_on_cluster(writes, dask_address, counter)
-        return
-    from dask.callbacks import Callback
+            self.client = _client(self.address)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
 
-    from .polyphase import default_threads
+            from .polyphase import default_threads
 
-    def posttask(key, value, dsk, state, worker_id) -> None:
-        if isinstance(key, str) and key.startswith("upconv-write-"):
-            counter.add(value)
+            self.pool = ThreadPoolExecutor(default_threads() if self.threads is None
+                                           else self.threads)
+        return self
 
-    with Callback(posttask=posttask):
-        dask.compute(*writes, scheduler="threads",
-                     num_workers=default_threads() if threads is None else threads)
+    def run(self, task: Callable[[tuple[slice, ...]], int], regions: list,
+            counter: _Counter) -> None:
+        if self.client is not None:
+            from distributed import as_completed
 
+            futures = self.client.map(task, regions, pure=False)
+            try:
+                for future in as_completed(futures):
+                    counter.add(future.result())
+            finally:
+                self.client.cancel(futures)
+            return
+        from concurrent.futures import FIRST_EXCEPTION, wait
 
-def _compute_on_cluster(writes: list, address: str, counter: _Counter) -> None:
-    """Run the writes on a dask.distributed cluster; a task's exception comes back as it is,
-    and a task lost with its worker is run again by the scheduler."""
-    from distributed import as_completed
+        futures = [self.pool.submit(task, region) for region in regions]
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    counter.add(future.result())
+        finally:
+            for future in futures:
+                future.cancel()
 
-    from .cluster import _client
-
-    client = _client(address)
-    try:
-        futures = client.compute(writes)
-        for future in as_completed(futures):
-            counter.add(future.result())
-    finally:
-        client.close()
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _dimension_names(source: ZarrSource) -> tuple[str, ...] | None:
@@ -938,23 +940,6 @@ def _level_shape(shape: tuple[int, ...], axes: str, level: int) -> tuple[int, ..
         for _ in range(level):
             out[i] = -(-out[i] // 2)
     return tuple(out)
-
-
-def _halved(level, axes: str, dtype: np.dtype):
-    """A pyramid level: the 2x2 mean along y and x (an odd last row or column averaged with
-    itself), rounded back to integers."""
-    import dask.array as da
-
-    iy, ix = axes.index("y"), axes.index("x")
-    pad = [(0, 0)] * level.ndim
-    pad[iy] = (0, level.shape[iy] % 2)
-    pad[ix] = (0, level.shape[ix] % 2)
-    values = level.astype(np.float64 if dtype == np.float64 or dtype.itemsize > 2
-                          else np.float32)
-    if any(p[1] for p in pad):
-        values = da.pad(values, pad, mode="edge")
-    mean = da.coarsen(np.mean, values, {iy: 2, ix: 2}, trim_excess=False)
-    return mean.map_blocks(_stored, dtype, dtype=dtype)
 
 
 # --- OME-Zarr metadata ------------------------------------------------------------------------
@@ -1121,5 +1106,3 @@ class _HiddenMetadata:
         self._put(self.group_keys)
 
 
-def _hide_metadata(location: str, fmt: int, ome: bool, levels: int) -> _HiddenMetadata:
-    return _HiddenMetadata(location, fmt, ome, levels)

@@ -130,6 +130,11 @@ def test_layout_carries_the_other_axes(tmp_path, rng, capsys):
     expected = np.moveaxis(reference(planes, 2, "bilinear"), -1, 1)
     np.testing.assert_array_equal(read(tmp_path / "out.zarr"), expected)
     assert zarr.open(str(tmp_path / "out.zarr"), mode="r").chunks == (1, 3, 2, 32, 32)
+    # --chunks for every axis: the carried ones too, y and x as the blocks
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out2.zarr"), "-f", "2",
+                "-m", "bilinear", "--layout", "tczyx", "--chunks", "2,2,3,20,50"]) == 0
+    np.testing.assert_array_equal(read(tmp_path / "out2.zarr"), expected)
+    assert zarr.open(str(tmp_path / "out2.zarr"), mode="r").chunks == (2, 2, 3, 20, 50)
 
 
 def test_a_channel_mixing_kernel_sees_every_channel(tmp_path, rng, capsys):
@@ -390,7 +395,7 @@ def test_a_killed_worker_does_not_spoil_the_job(cluster, tmp_path, rng, capsys):
     from distributed import Client
 
     image = rng.random((512, 512))
-    write_array(tmp_path / "in.zarr", image, (16, 16))  # 1024 blocks: seconds of work
+    write_array(tmp_path / "in.zarr", image, (32, 32))  # 256 blocks: seconds of work
     out = tmp_path / "out.zarr"
     status = []
     job = threading.Thread(target=lambda: status.append(run(
@@ -433,3 +438,41 @@ def test_a_killed_runs_store_is_removed_by_the_next_run(tmp_path, rng, capsys):
     assert capsys.readouterr().err == ("upconv: warning: removed 1 temporary file(s) left by "
                                        f"an interrupted run: {stale}\n")
     assert sorted(os.listdir(tmp_path)) == ["in.zarr", "out.zarr"]
+
+
+def test_ctrl_c_mid_job_leaves_nothing(tmp_path, rng, capsys, monkeypatch):
+    """Ctrl-C once the first chunk is written: status 130, one line, no store, no temporary."""
+    from test_signals import ctrl_c
+
+    from upconv import zarr_arrays
+
+    write_array(tmp_path / "in.zarr", rng.random((64, 64)), (8, 8))
+    real_add = zarr_arrays._Counter.add
+
+    pressed = []
+
+    def add_then_ctrl_c(self, chunks):
+        real_add(self, chunks)
+        if not pressed:  # once the first block is written
+            pressed.append(True)
+            ctrl_c()
+
+    monkeypatch.setattr(zarr_arrays._Counter, "add", add_then_ctrl_c)
+    status = run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2"])
+    err = capsys.readouterr().err
+    assert status == 130 and err == "upconv: error: interrupted\n", err
+    assert sorted(os.listdir(tmp_path)) == ["in.zarr"]
+
+
+def test_progress_counts_every_chunk_of_every_level(tmp_path, rng):
+    from upconv.zarr_arrays import open_zarr, plan_zarr_job, run_zarr_job
+
+    write_array(tmp_path / "in.zarr", rng.random((40, 24)), (16, 16))
+    source = open_zarr(str(tmp_path / "in.zarr"))
+    job = plan_zarr_job(source.array.shape, source.array.dtype, source.axes,
+                        source.array.chunks, method="bilinear", factor=(2.0, 2.0))
+    seen = []
+    run_zarr_job(source, str(tmp_path / "out.zarr"), job, pyramid=1, threads=2,
+                 progress=lambda done, total: seen.append((done, total)))
+    # level 0: 80x48 in 32x32 chunks (3 x 2); level 1: 40x24 in 32x32 chunks (2 x 1)
+    assert seen == [(done, 8) for done in range(1, 9)]

@@ -8,9 +8,9 @@ outputs need, with the method's halo on each side (the window
 :func:`dask.array.map_overlap` would assemble, read straight from the
 store), resamples it as an image of its own and writes the chunk. No data
 passes between tasks, so each worker holds one window and one chunk at a
-time (dask's ``overlap`` graph held a whole 3 GB input per worker in
-``bench/bench_zarr.py``), and a task lost with its worker is run again
-elsewhere, writing the same whole chunk. Exactness:
+time whatever order the scheduler picks, and a task lost with its worker is
+run again elsewhere, writing the same whole chunk; the price is decoding the
+neighbouring chunks a halo reaches. Exactness:
 
 - at whole-number factors and for transposed convolutions the half-pixel
   grid is shift-invariant (input ``i + 1`` is output ``o + s``), so a window
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import math
 import os
 import re
@@ -62,7 +63,8 @@ from .scaling import Resampling, plan_resampling, resample_band
 from .transpose import output_geometry, post_kernel_weights
 
 __all__ = ["is_zarr", "split_zarr_spec", "close_stores", "ZarrSource", "open_zarr", "axis_names",
-           "AxisBlocks", "ZarrPlan", "plan_zarr_job", "scale_block", "scale_chunk", "run_zarr_job",
+           "AxisBlocks", "ZarrPlan", "plan_zarr_job", "scale_block", "block_borders",
+           "scale_block_task", "run_zarr_job",
            "ZarrOutcome"]
 
 #: Letters ``--layout`` takes for a Zarr array's axes (OME-Zarr's names).
@@ -370,74 +372,106 @@ def _read_failure(spec: str, exc: BaseException) -> UpconvError:
 
 @dataclass(frozen=True)
 class AxisBlocks:
-    """How one scaled axis is cut into blocks: each block owns a range of outputs and
-    reads the inputs they need, with a halo.
+    """How one scaled axis is cut into blocks.
+
+    Block ``j`` owns the outputs ``[bounds[j], bounds[j+1])`` and the inputs of its
+    *core*, ``[cores[j], cores[j+1])``, the inputs those outputs map to; it is
+    computed from its core plus ``halo`` inputs of each neighbour's core.
 
     Attributes
     ----------
     n_in, n_out : int
         The axis' input and output lengths.
-    bounds : tuple of int
-        Output block boundaries: block ``j`` owns outputs ``[bounds[j], bounds[j+1])``.
+    bounds, cores : tuple of int
+        Output and input block boundaries (``cores[j] = bounds[j] / period_out *
+        period_in``, and the last ones the axis' lengths).
     halo : int
-        Input samples of context read on each side (fewer at the array's ends).
+        Input samples of context on each side (none past the array's ends); at most
+        any core's length, so it comes from the next block alone.
     period_in, period_out : int
         The grid's period: ``period_in`` input samples to ``period_out`` outputs.
-    whole : bool
-        The axis has no short period: every block reads all of it.
+    chunk : int
+        The output's chunks along the axis: every block is a whole number of them
+        (the last block: the rest).
     """
 
     n_in: int
     n_out: int
     bounds: tuple[int, ...]
+    cores: tuple[int, ...]
     halo: int
     period_in: int
     period_out: int
-    whole: bool = False
+    chunk: int
 
     @property
-    def chunks(self) -> tuple[int, ...]:
-        return tuple(np.diff(self.bounds).tolist())
+    def count(self) -> int:
+        return len(self.bounds) - 1
+
+    def context(self, block: int) -> tuple[int, int]:
+        """The halo read before and after ``block``'s core."""
+        if self.count == 1:
+            return 0, 0
+        return (self.halo if block > 0 else 0, self.halo if block < self.count - 1 else 0)
 
     def window(self, block: int) -> tuple[int, int, int, int]:
-        """Block ``block``'s input window ``[first, last)`` and the outputs it owns as
-        indices of that window's own output ``(start, end)``.
+        """Block ``block``'s input window ``[first, last)`` (core and halo) and the outputs it
+        owns as indices of that window's own output ``(start, end)``.
 
         The window starts on a whole period, so that resampled as an image of its
         own its output ``o`` is the array's output ``first / period_in * period_out + o``.
 
         Examples
         --------
-        >>> AxisBlocks(100, 200, (0, 64, 128, 200), 3, 1, 2).window(1)
-        (29, 67, 6, 70)
+        >>> blocks = axis_blocks(100, 200, 1, 2, 3, 64)
+        >>> blocks.cores, blocks.window(1)
+        ((0, 32, 64, 96, 100), (29, 67, 6, 70))
         """
-        start, end = self.bounds[block], self.bounds[block + 1]
-        if self.whole:
-            return 0, self.n_in, start, end
-        p_in, p_out = self.period_in, self.period_out
-        first = max(0, (start * p_in // p_out) // p_in * p_in - self.halo)
-        last = -(-end * p_in // p_out) + self.halo
-        last = min(self.n_in, -(-(last - first) // p_in) * p_in + first)
-        base = first // p_in * p_out
-        return first, last, start - base, end - base
+        before, after = self.context(block)
+        first, last = self.cores[block] - before, self.cores[block + 1] + after
+        base = first // self.period_in * self.period_out
+        return first, last, self.bounds[block] - base, self.bounds[block + 1] - base
 
 
 def axis_blocks(n_in: int, n_out: int, period_in: int, period_out: int, halo: int,
                 chunk: int) -> AxisBlocks:
-    """Blocks of ``chunk`` outputs (the last one shorter) along an axis; an axis whose grid
-    has no short period (more than 64 inputs, and a quarter of the axis) is read whole.
+    """Blocks along an axis whose outputs are ``chunk``-long output chunks (several when a
+    chunk's core is shorter than the halo; the last block takes the rest).
+
+    ``chunk`` must be a multiple of ``period_out`` (so that each core is whole
+    periods of the input), unless the axis is one block: a whole axis no
+    longer than a chunk, or one whose grid has no short period (more than 64
+    inputs, and a quarter of the axis), which is read whole.
 
     Examples
     --------
     >>> blocks = axis_blocks(100, 200, 1, 2, 3, 64)
-    >>> blocks.chunks, blocks.halo
-    ((64, 64, 64, 8), 3)
+    >>> blocks.bounds, blocks.halo
+    ((0, 64, 128, 192, 200), 3)
+    >>> axis_blocks(100, 200, 1, 2, 5, 8).bounds  # cores of 4 < 5: two chunks a block
+    (0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 200)
     """
     halo = -(-halo // period_in) * period_in
-    whole = period_in > max(64, n_in // 4)
     chunk = max(1, min(chunk, n_out))
-    bounds = tuple(range(0, n_out, chunk)) + (n_out,)
-    return AxisBlocks(n_in, n_out, bounds, halo, period_in, period_out, whole)
+    if period_in > max(64, n_in // 4) or chunk >= n_out:
+        return AxisBlocks(n_in, n_out, (0, n_out), (0, n_in), halo, period_in, period_out,
+                          chunk)
+    if chunk % period_out:
+        raise BadInputError(f"--chunks: {chunk} is not a whole number of the grid's periods "
+                            f"({period_out} outputs for {period_in} inputs); use a multiple "
+                            f"of {period_out}, such as {max(1, chunk // period_out) * period_out}")
+    core = chunk // period_out * period_in
+    size = -(-halo // core) * chunk  # outputs per block: whole chunks, a core >= the halo
+    bounds = list(range(0, n_out, size))
+    cores = [b // period_out * period_in for b in bounds]
+    # The last block takes the rest; it must have inputs of its own, at least a halo's.
+    while len(cores) > 1 and (n_in - cores[-1] < halo or bounds[-1] >= n_out):
+        del bounds[-1], cores[-1]
+    if len(cores) == 1:
+        return AxisBlocks(n_in, n_out, (0, n_out), (0, n_in), halo, period_in, period_out,
+                          chunk)
+    return AxisBlocks(n_in, n_out, tuple(bounds) + (n_out,), tuple(cores) + (n_in,), halo,
+                      period_in, period_out, chunk)
 
 
 def axis_halo(plan: Resampling, axis: int, dtype: np.dtype) -> int:
@@ -497,9 +531,9 @@ class ZarrPlan:
 
     @property
     def mixes_channels(self) -> bool:
-        """A transposed-convolution kernel that mixes channels: blocks take every channel."""
-        kernel = self.plan.kernel
-        return kernel is not None and kernel.mixes_channels
+        """A transposed convolution: its kernel may mix channels or have one per channel,
+        so blocks take every channel (interpolation takes each chunk of channels alone)."""
+        return self.plan.method is Method.TRANSPOSE
 
     def block_plan(self, shape: tuple[int, int]) -> Resampling:
         """The plan for a block's input window of ``shape``, resampled as an image of its own
@@ -514,6 +548,7 @@ class ZarrPlan:
         out = tuple(blocks.n_out if size == blocks.n_in
                     else size // blocks.period_in * blocks.period_out
                     for size, blocks in zip(shape, (self.rows, self.cols), strict=True))
+        # (a window ending at the axis' end: n_in - first is whole periods too)
         return replace(plan, input_shape=shape, shape=out, spline_halo=halo)
 
 
@@ -537,8 +572,8 @@ def plan_zarr_job(source_shape: tuple[int, ...], dtype: np.dtype, axes: str,
     --------
     >>> job = plan_zarr_job((100, 120, 3), np.dtype(np.uint16), "yxc", (50, 40, 3),
     ...                     method="bilinear", factor=(2.0, 2.0))
-    >>> job.plan.shape, job.rows.chunks, job.cols.chunks, job.out_dtype
-    ((200, 240), (100, 100), (80, 80, 80), dtype('uint16'))
+    >>> job.plan.shape, job.rows.bounds, job.cols.bounds, job.out_dtype
+    ((200, 240), (0, 100, 200), (0, 80, 160, 240), dtype('uint16'))
     """
     method = Method(method)
     dtype = np.dtype(dtype)
@@ -607,7 +642,8 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
     assert 0 <= r0 < r1 <= plan.shape[0] and 0 <= c0 < c1 <= plan.shape[1], (
         rows, cols, plan.shape)
     lead = block.shape[:-3]
-    out = np.empty(lead + (r1 - r0, c1 - c0, plan.channels), job.out_dtype)
+    channels = plan.channels if job.mixes_channels else block.shape[-1]
+    out = np.empty(lead + (r1 - r0, c1 - c0, channels), job.out_dtype)
     for index in np.ndindex(*lead):
         plane = block[index]
         if job.plan.method is not Method.NEAREST:
@@ -671,9 +707,9 @@ def output_chunks(job: ZarrPlan, source_chunks: tuple[int, ...], out_shape: tupl
     chunks = []
     for i, letter in enumerate(job.axes):
         if letter == "y":
-            chunks.append(job.rows.chunks[0])
+            chunks.append(job.rows.chunk)
         elif letter == "x":
-            chunks.append(job.cols.chunks[0])
+            chunks.append(job.cols.chunk)
         elif letter == "c" and job.mixes_channels:
             chunks.append(out_shape[i])
         elif asked is not None and len(asked) == len(job.axes):
@@ -691,34 +727,129 @@ def _regions(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[slic
             for index in np.ndindex(*counts)]
 
 
-def scale_chunk(job: ZarrPlan, source: Any, target: Any, region: tuple[slice, ...]) -> int:
-    """One task: read the input window of the output chunk ``region`` (with its halo)
-    from ``source``, resample it, and write the chunk to ``target``; returns 1.
+@dataclass(frozen=True)
+class BlockKey:
+    """One block of a job: its ``y`` and ``x`` block numbers and, for every other stored
+    axis, the slice of the output chunk it writes (the input's same slice; all channels
+    when a kernel mixes them)."""
 
-    Each task reads the array itself (no data passes between tasks), so a
-    worker holds one window and one chunk at a time, and a task lost with its
-    worker is simply run again: it writes the same whole chunk.
-    """
+    lead: tuple[slice | None, ...]
+    by: int
+    bx: int
+
+    def core(self, job: ZarrPlan) -> tuple[slice, ...]:
+        """The block's core in the input, in stored axis order."""
+        selection = list(self.lead)
+        iy, ix = job.axes.index("y"), job.axes.index("x")
+        selection[iy] = slice(job.rows.cores[self.by], job.rows.cores[self.by + 1])
+        selection[ix] = slice(job.cols.cores[self.bx], job.cols.cores[self.bx + 1])
+        if "c" in job.axes and job.mixes_channels:
+            selection[job.axes.index("c")] = slice(None)
+        return tuple(selection)
+
+    def output(self, job: ZarrPlan, channels: int) -> tuple[slice, ...]:
+        """The output region the block writes, in stored axis order."""
+        region = list(self.lead)
+        iy, ix = job.axes.index("y"), job.axes.index("x")
+        region[iy] = slice(job.rows.bounds[self.by], job.rows.bounds[self.by + 1])
+        region[ix] = slice(job.cols.bounds[self.bx], job.cols.bounds[self.bx + 1])
+        if "c" in job.axes and job.mixes_channels:
+            region[job.axes.index("c")] = slice(0, channels)
+        return tuple(region)
+
+
+def read_core(job: ZarrPlan, source: Any, key: BlockKey) -> np.ndarray:
+    """A block's core, as the engine takes it: (carried..., y, x, c)."""
     axes = job.axes
-    iy, ix = axes.index("y"), axes.index("x")
-    by = region[iy].start // job.rows.chunks[0]
-    bx = region[ix].start // job.cols.chunks[0]
-    y0, y1, r0, r1 = job.rows.window(by)
-    x0, x1, c0, c1 = job.cols.window(bx)
-    read = list(region)
-    read[iy], read[ix] = slice(y0, y1), slice(x0, x1)
-    if "c" in axes and job.mixes_channels:
-        read[axes.index("c")] = slice(None)
-    window = np.asarray(source[tuple(read)])
-    order = _engine_order(axes)
-    block = window.transpose(order)
-    if "c" not in axes:
-        block = block[..., None]
-    values = scale_block(block, job, (r0, r1), (c0, c1))
-    if "c" not in axes:
+    selection = key.core(job)
+    selection = tuple(slice(0, source.shape[i]) if s == slice(None) else s
+                      for i, s in enumerate(selection))
+    values = read_window(source, selection, (axes.index("y"), axes.index("x")))
+    values = values.transpose(_engine_order(axes))
+    return values if "c" in axes else values[..., None]
+
+
+def block_borders(job: ZarrPlan, source: Any, key: BlockKey) -> dict[str, np.ndarray]:
+    """First phase: a block's core edges, a halo deep, for its neighbours' windows
+    (copies: the core itself is not kept)."""
+    core = read_core(job, source, key)
+    rows, cols = job.rows.halo, job.cols.halo
+    return {"top": core[..., :rows, :, :].copy(), "bottom": core[..., -rows:, :, :].copy(),
+            "left": core[..., :, :cols, :].copy(), "right": core[..., :, -cols:, :].copy()}
+
+
+def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
+                     neighbours: dict[tuple[int, int], dict[str, np.ndarray]]) -> int:
+    """Second phase: a block's core read again, its window assembled with the neighbours'
+    edges (``neighbours[(dy, dx)]`` from :func:`block_borders`), resampled, and its
+    output chunks written to ``target``; returns how many chunks it wrote."""
+    core = read_core(job, source, key)
+    (top, bottom), (left, right) = job.rows.context(key.by), job.cols.context(key.bx)
+    height, width = core.shape[-3], core.shape[-2]
+    window = np.empty(core.shape[:-3] + (top + height + bottom, left + width + right,
+                                         core.shape[-1]), core.dtype)
+    rows = {-1: slice(0, top), 0: slice(top, top + height), 1: slice(top + height, None)}
+    cols = {-1: slice(0, left), 0: slice(left, left + width), 1: slice(left + width, None)}
+    window[..., rows[0], cols[0], :] = core
+    for (dy, dx), edges in neighbours.items():
+        piece = edges["bottom" if dy < 0 else "top"] if dy else edges[
+            "right" if dx < 0 else "left"]
+        if dy and dx:  # a corner: the end of the neighbour's top or bottom edge
+            piece = piece[..., :, -left:, :] if dx < 0 else piece[..., :, :right, :]
+        window[..., rows[dy], cols[dx], :] = piece
+    _, _, r0, r1 = job.rows.window(key.by)
+    _, _, c0, c1 = job.cols.window(key.bx)
+    values = scale_block(window, job, (r0, r1), (c0, c1))
+    if "c" not in job.axes:
         values = values[..., 0]
-    target[region] = values.transpose(np.argsort(order))
-    return 1
+    region = key.output(job, job.plan.channels)
+    target[region] = values.transpose(np.argsort(_engine_order(job.axes)))
+    return _chunk_count(values.shape, target.chunks) if values.size else 0
+
+
+def _block_keys(job: ZarrPlan, shape: tuple[int, ...], chunks: tuple[int, ...]
+                ) -> list[list[list[BlockKey]]]:
+    """Every block, as rows of blocks (``[lead][by][bx]``): the other axes' output chunks
+    (channels whole when a kernel mixes them), then the y and x blocks."""
+    leads = []
+    counts = []
+    for i, letter in enumerate(job.axes):
+        if letter in "yx" or (letter == "c" and job.mixes_channels):
+            counts.append(1)
+        else:
+            counts.append(-(-shape[i] // chunks[i]))
+    for index in np.ndindex(*counts):
+        lead = tuple(None if letter in "yx" else (
+            slice(None) if letter == "c" and job.mixes_channels else
+            slice(n * chunks[i], min((n + 1) * chunks[i], shape[i])))
+            for i, (letter, n) in enumerate(zip(job.axes, index, strict=True)))
+        leads.append([[BlockKey(lead, by, bx) for bx in range(job.cols.count)]
+                      for by in range(job.rows.count)])
+    return leads
+
+
+def read_window(array: Any, selection: tuple[slice, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """``array[selection]``, read one stored chunk along ``axes`` at a time.
+
+    zarr decodes every chunk a selection touches at once: a window with a halo
+    touches nine 2048x2048 chunks, and reading it whole held 650 MB of decoded
+    and compressed chunks at a time. Piece by piece, one chunk's worth is held.
+    """
+    shape = tuple(s.stop - s.start for s in selection)
+    out = np.empty(shape, array.dtype)
+    edges = []
+    for axis in axes:
+        size, first, last = array.chunks[axis], selection[axis].start, selection[axis].stop
+        cuts = sorted({first, last, *range((first // size + 1) * size, last, size)})
+        edges.append(list(zip(cuts[:-1], cuts[1:], strict=True)))
+    for pieces in itertools.product(*edges):
+        source = list(selection)
+        target = [slice(None)] * len(selection)
+        for axis, (first, last) in zip(axes, pieces, strict=True):
+            source[axis] = slice(first, last)
+            target[axis] = slice(first - selection[axis].start, last - selection[axis].start)
+        out[tuple(target)] = array[tuple(source)]
+    return out
 
 
 def halve_chunk(axes: str, above: Any, target: Any, region: tuple[slice, ...]) -> int:
@@ -797,12 +928,13 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
             for level in range(levels)]
         hidden = _HiddenMetadata(target, fmt, ome, levels) if url else None
         with _Runner(dask_address, threads) as runner:
-            runner.run(functools.partial(scale_chunk, job, source.array, arrays[0]),
-                       _regions(level_shapes[0], level_chunks[0]), counter)
+            _scale_all(runner, job, source.array, arrays[0],
+                       _block_keys(job, level_shapes[0], level_chunks[0]), counter)
             for level in range(1, levels):
-                runner.run(functools.partial(halve_chunk, job.axes, arrays[level - 1],
-                                             arrays[level]),
-                           _regions(level_shapes[level], level_chunks[level]), counter)
+                task = functools.partial(halve_chunk, job.axes, arrays[level - 1],
+                                         arrays[level])
+                runner.wait_all([runner.submit(task, region) for region in
+                                 _regions(level_shapes[level], level_chunks[level])], counter)
         if hidden is not None:
             hidden.restore_arrays()
         if ome:
@@ -859,14 +991,51 @@ class _Counter:
             self.progress(min(self.done, self.total), self.total)
 
 
+def _scale_all(runner: _Runner, job: ZarrPlan, source: Any, target: Any,
+               leads: list[list[list[BlockKey]]], counter: _Counter) -> None:
+    """Both phases, a row of blocks at a time: the edges of rows up to ``i + 2`` are asked
+    for before the blocks of row ``i``, and at most three rows of blocks are in flight,
+    so that what is held (edges, blocks) stays a few rows' worth however big the array."""
+    borders = functools.partial(block_borders, job, source)
+    scale = functools.partial(scale_block_task, job, source, target)
+    for rows in leads:
+        edges: dict[tuple[int, int], Any] = {}
+        in_flight: list[list[Any]] = []
+
+        def ask_edges(by: int, rows=rows, edges=edges) -> None:
+            if by < len(rows) and (by, 0) not in edges:
+                for key in rows[by]:
+                    edges[(by, key.bx)] = runner.submit(borders, key)
+
+        ask_edges(0)
+        for by, row in enumerate(rows):
+            ask_edges(by + 1)
+            ask_edges(by + 2)
+            blocks = []
+            for key in row:
+                neighbours = {(dy, dx): runner.argument(edges[(by + dy, key.bx + dx)])
+                              for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                              if (dy or dx) and (by + dy, key.bx + dx) in edges}
+                blocks.append(runner.submit(scale, key, neighbours))
+            in_flight.append(blocks)
+            for bx in range(len(row)):
+                edges.pop((by - 1, bx), None)
+            while len(in_flight) > 2:
+                runner.wait_all(in_flight.pop(0), counter)
+        for blocks in in_flight:
+            runner.wait_all(blocks, counter)
+
+
 class _Runner:
-    """Runs tasks on a thread pool here, or on a dask.distributed cluster; a task's
-    exception comes back as it is (the first one stops the job)."""
+    """Submits tasks to a thread pool here, or to a dask.distributed cluster (where a
+    task's arguments may be other tasks' futures, resolved on the workers). A task's
+    exception comes back as it is, and stops the job."""
 
     def __init__(self, address: str | None, threads: int | None) -> None:
         self.address, self.threads = address, threads
         self.client: Any = None
         self.pool: Any = None
+        self.futures: list[Any] = []
 
     def __enter__(self) -> _Runner:
         if self.address is not None:
@@ -882,35 +1051,39 @@ class _Runner:
                                            else self.threads)
         return self
 
-    def run(self, task: Callable[[tuple[slice, ...]], int], regions: list,
-            counter: _Counter) -> None:
+    def submit(self, task: Callable[..., Any], *args: Any) -> Any:
+        if self.client is not None:
+            future = self.client.submit(task, *args, pure=False)
+        else:
+            future = self.pool.submit(task, *args)
+        self.futures.append(future)
+        return future
+
+    def argument(self, future: Any) -> Any:
+        """What a task is given for another task's result: its future on a cluster (the
+        worker fetches the value), the value itself here."""
+        return future if self.client is not None else future.result()
+
+    def wait_all(self, futures: list[Any], counter: _Counter) -> None:
+        """Wait for ``futures``, counting the chunks each wrote as it finishes."""
         if self.client is not None:
             from distributed import as_completed
 
-            futures = self.client.map(task, regions, pure=False)
-            try:
-                for future in as_completed(futures):
-                    counter.add(future.result())
-            finally:
-                self.client.cancel(futures)
-            return
-        from concurrent.futures import FIRST_EXCEPTION, wait
+            for future in as_completed(futures):
+                counter.add(future.result())
+        else:
+            from concurrent.futures import as_completed as finished
 
-        futures = [self.pool.submit(task, region) for region in regions]
-        try:
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    counter.add(future.result())
-        finally:
-            for future in futures:
-                future.cancel()
+            for future in finished(futures):
+                counter.add(future.result())
 
     def __exit__(self, *exc: object) -> None:
         if self.client is not None:
+            self.client.cancel(self.futures)
             self.client.close()
         if self.pool is not None:
+            for future in self.futures:
+                future.cancel()
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 

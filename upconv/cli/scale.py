@@ -326,16 +326,16 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
         raise BadInputError(f"{shown(output_path)}: the output would overwrite the input; "
                             "choose another output name")
     source = open_zarr(input_path, layout)
+    if chunks is not None and len(chunks) not in (2, len(source.axes)):
+        raise click.BadParameter(f"give y and x chunks, or one per axis of {source.axes}",
+                                 param_hint="--chunks")
     remove_stale_temporaries([split_zarr_spec(output_path)[0].rstrip("/")])
     job = plan_zarr_job(
         source.array.shape, source.array.dtype, source.axes, source.array.chunks,
         method=settings.method, factor=settings.factor, size=settings.size, fit=settings.fit,
         boundary=settings.boundary, kernel=kernel, padding=settings.padding,
         output_padding=settings.output_padding, post_kernel=settings.post_kernel,
-        out_chunks=chunks if chunks is not None and len(chunks) == 2 else None)
-    if chunks is not None and len(chunks) not in (2, len(source.axes)):
-        raise click.BadParameter(f"give y and x chunks, or one per axis of {source.axes}",
-                                 param_hint="--chunks")
+        out_chunks=_scaled_chunks(chunks, source.axes))
     out_h, out_w = job.plan.shape
     if settings.max_pixels_given and out_h * out_w > settings.max_pixels:
         raise BadInputError(f"{shown(output_path)}: the output is {out_w}x{out_h} pixels, over "
@@ -349,6 +349,15 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
                                threads=settings.threads, progress=bar.set)
     if not quiet:
         click.echo(f"upconv: {outcome.summary()}", err=True)
+
+
+def _scaled_chunks(chunks: tuple[int, ...] | None, axes: str) -> tuple[int, int] | None:
+    """``--chunks`` along y and x: the two given, or those of y and x among one per axis."""
+    if chunks is None:
+        return None
+    if len(chunks) == 2:
+        return chunks[0], chunks[1]
+    return chunks[axes.index("y")], chunks[axes.index("x")]
 
 
 def _size_field(size: tuple[int | None, int | None] | None) -> str:

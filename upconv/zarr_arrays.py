@@ -643,13 +643,26 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
         rows, cols, plan.shape)
     lead = block.shape[:-3]
     channels = plan.channels if job.mixes_channels else block.shape[-1]
+    period = plan.row_period
+    band_rows = max(1, BAND_ROWS // period) * period  # bands of whole periods
+    direct = not lead and job.out_dtype == job.work_dtype and plan.method is not Method.NEAREST
+    if direct:
+        # One plane whose values are stored as they are computed: the engine writes each
+        # band straight into the block's rows (full width), and the owned columns are a view.
+        rows_out = np.empty((r1 - r0, plan.shape[1], channels), job.out_dtype)
+        plane = block.astype(job.work_dtype, copy=False)
+        for first in range(r0, r1, band_rows):
+            last = min(r1, first + band_rows)
+            resample_band(lambda a, b: plane[a:b], plan, (first, last),
+                          out=rows_out[first - r0:last - r0])
+        return rows_out[:, c0:c1]
     out = np.empty(lead + (r1 - r0, c1 - c0, channels), job.out_dtype)
     for index in np.ndindex(*lead):
         plane = block[index]
         if job.plan.method is not Method.NEAREST:
             plane = plane.astype(job.work_dtype, copy=False)
-        for first in range(r0, r1, BAND_ROWS):
-            last = min(r1, first + BAND_ROWS)
+        for first in range(r0, r1, band_rows):
+            last = min(r1, first + band_rows)
             values = resample_band(lambda a, b, plane=plane: plane[a:b], plan, (first, last))
             out[index][first - r0:last - r0] = _stored(values[:, c0:c1], job.out_dtype)
     return out

@@ -68,8 +68,12 @@ def test_a_batch_to_and_from_a_bucket_equals_the_local_batch(tmp_path, capsys, b
     assert back == {k: v for k, v in expected.items() if "/" not in k}
 
 
+@pytest.mark.parametrize("listing_from", [1, 1000], ids=["listed", "asked-one-by-one"])
 def test_objects_are_replaced_only_with_overwrite_and_kept_with_skip_existing(
-        tmp_path, capsys, bucket, s3_env, photos):
+        tmp_path, capsys, bucket, s3_env, photos, monkeypatch, listing_from):
+    from upconv import storage
+
+    monkeypatch.setattr(storage, "LISTING_FROM", listing_from)
     # One process: a batch's worker server, started by an earlier test, keeps the environment
     # it started in (a user's command starts its own with the user's environment).
     target, name = f"{bucket}/out", ["--name", "{stem}.{ext}", "--jobs", "1"]

@@ -168,6 +168,33 @@ def test_objects_round_trip(s3_env, bucket, size):
     assert storage.read_bytes(url) == b"replaced"
 
 
+@pytest.mark.parametrize("listing_from", [1, 1000], ids=["listed", "asked-one-by-one"])
+def test_existing_finds_objects_and_folders(s3_env, bucket, monkeypatch, listing_from):
+    monkeypatch.setattr(storage, "LISTING_FROM", listing_from)
+    for name in ("out/a.png", "out/b.png", "out/sub/c.png", "outside.png", "other/d.png"):
+        storage.write_bytes(f"{bucket}/{name}", b"x")
+    asked = [f"{bucket}/out/{name}" for name in ("a.png", "b.png", "sub", "x.png", "a")]
+    asked += [f"{bucket}/outside.png", f"{bucket}/missing/e.png", f"{bucket}/other/d.png"]
+    asked += ["s3://upconv-no-such-bucket/out/a.png"]
+    assert storage.existing(asked) == {f"{bucket}/{name}" for name in (
+        "out/a.png", "out/b.png", "out/sub", "outside.png", "other/d.png")}
+    assert storage.existing([]) == set()
+
+
+def test_existing_lists_a_prefix_once_rather_than_asking_about_each_object(
+        s3_env, bucket, monkeypatch):
+    urls = [f"{bucket}/out/{index}.png" for index in range(2 * storage.LISTING_FROM)]
+    for url in urls[::2]:
+        storage.write_bytes(url, b"x")
+
+    async def before(method, kwargs):
+        pass
+
+    calls = intercept(monkeypatch, urls[0], before)
+    assert storage.existing(urls) == set(urls[::2])
+    assert [method for method, _ in calls] == ["list_objects_v2"]
+
+
 def test_exists_is_folder_and_remove(s3_env, bucket):
     storage.write_bytes(f"{bucket}/in/a.png", b"a")
     assert storage.exists(f"{bucket}/in/a.png")

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["is_url", "set_storage_options", "use_storage_options", "storage_options",
            "filesystem_options", "filesystem", "read_bytes", "write_bytes", "exists",
-           "is_folder", "list_files", "join", "remove", "redact", "S3_DEFAULTS",
+           "existing", "is_folder", "list_files", "join", "remove", "redact", "S3_DEFAULTS",
            "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE"]
 
 #: A URL's protocol (``s3``, ``https``, ``simplecache`` in ``simplecache::s3://...``); at
@@ -491,6 +491,50 @@ def exists(url: str) -> bool:
         return False
     except Exception as exc:
         raise _failure(url, "check", exc) from None
+
+
+#: From this many URLs under one prefix on, :func:`existing` lists the prefix once rather
+#: than asking about each URL (one request per URL, two for a missing object on S3). A
+#: listing costs one request per thousand names at the prefix's level.
+LISTING_FROM = 10
+
+
+def existing(urls: Iterable[str]) -> set[str]:
+    """Those of ``urls`` that exist, as :func:`exists` says each (an object, or a folder).
+
+    URLs are grouped by the prefix (folder) they are in; a prefix with
+    :data:`LISTING_FROM` of them or more is listed once, one level (objects and the
+    folders under it), instead of a request about each: for a batch's outputs, one
+    request instead of hundreds. A missing prefix or bucket holds nothing.
+
+    Examples
+    --------
+    >>> for name in ("a.png", "b.png", "sub/c.png"):
+    ...     write_bytes(f"memory://doc-existing/out/{name}", b"png")
+    >>> sorted(existing([f"memory://doc-existing/out/{name}"
+    ...                  for name in ("a.png", "sub", "x.png")] * 5))
+    ['memory://doc-existing/out/a.png', 'memory://doc-existing/out/sub']
+    """
+    groups: dict[str, list[str]] = {}
+    for url in dict.fromkeys(urls):
+        parent = url.rstrip("/").rsplit("/", 1)[0] if not url.endswith("://") else url
+        groups.setdefault(parent, []).append(url)
+    found = set()
+    for parent, members in groups.items():
+        if len(members) < LISTING_FROM or _protocol(parent) in _HTTP_PROTOCOLS \
+                or parent.endswith(":/") or "::" in parent:
+            found.update(url for url in members if exists(url))
+            continue
+        fs, path = filesystem(parent)
+        try:
+            names = {name.rstrip("/") for name in fs.ls(path, detail=False)}
+        except FileNotFoundError:
+            names = set()
+        except Exception as exc:
+            raise _failure(parent, "list", exc) from None
+        found.update(url for url in members
+                     if fs._strip_protocol(url).rstrip("/") in names)
+    return found
 
 
 def is_folder(url: str) -> bool:

@@ -405,9 +405,15 @@ def _is_object(url: str) -> bool:
     return existing_file(url) and not is_folder(url)
 
 
-def _exists(path: str) -> bool:
-    """Whether an output exists already (a file, or an object for a URL)."""
-    return existing_file(path) if is_url(path) else os.path.exists(path)
+def _existing_objects(paths: list[str]) -> set[str]:
+    """The URLs among ``paths`` that name objects (or prefixes) that exist, found with one
+    listing of each output prefix rather than a request for each object."""
+    urls = [path for path in paths if is_url(path)]
+    if not urls:
+        return set()
+    from ..storage import existing
+
+    return existing(urls)
 
 
 def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSettings,
@@ -424,9 +430,15 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
     if dask_address is not None:  # workers have their own working folders
         planned = [Job(_absolute(job.input), _absolute(job.output)) for job in planned]
     # Every check before the output folder is made: a refused batch leaves nothing.
-    existing = {job.output for job in planned if skip_existing and _exists(job.output)}
+    # Objects that exist, in one listing per prefix (needed only to skip or refuse them).
+    objects = (_existing_objects([job.output for job in planned])
+               if skip_existing or not overwrite else set())
+    existing = {job.output for job in planned if skip_existing and (
+        job.output in objects if is_url(job.output) else os.path.exists(job.output))}
     todo = [job for job in planned if job.output not in existing]
-    replaced = [job.output for job in todo if existing_file(job.output)]
+    replaced = [] if overwrite else [
+        job.output for job in todo
+        if (job.output in objects if is_url(job.output) else existing_file(job.output))]
     if replaced and not overwrite:
         raise FileAccessError(f"{replaced[0]}: exists ({len(replaced)} of the outputs do); "
                               "give --skip-existing to keep them or -y/--overwrite to "

@@ -235,3 +235,31 @@ def test_a_failed_second_upload_leaves_a_replaced_object_replaced(tmp_path, caps
     assert run(["scale", source, target, "-f", "3", "-y", "--report",
                 "s3://no-such-bucket-upconv/x.json", "--quiet"]) == 1
     assert "x.png" in objects(s3_env, bucket)  # replaced: never removed
+
+
+def test_a_batch_of_objects_starts_its_workers_with_the_storage_backend_imported(
+        tmp_path, capsys, bucket, s3_env, photos, monkeypatch):
+    """s3fs and botocore are imported once, by the server the workers are forked from,
+    which the command starts before it lists the prefixes; a local batch's workers import
+    only upconv's pipeline."""
+    import multiprocessing.context
+
+    from upconv import batch
+
+    preloads, started = [], []
+    monkeypatch.setattr(multiprocessing.context.ForkServerContext, "set_forkserver_preload",
+                        lambda self, modules: preloads.append(list(modules)))
+    real_expand = batch.expand_inputs
+    monkeypatch.setattr("upconv.cli.scale.start_worker_server",
+                        lambda paths: started.append(list(paths)))
+    monkeypatch.setattr("upconv.cli.scale.expand_inputs",
+                        lambda *args: started.append("listed") or real_expand(*args))
+    upload(s3_env, bucket, photos, "in")
+    assert run(["scale", f"{bucket}/in", "-o", f"{bucket}/out", "-f", "2", "--jobs", "2",
+                "--quiet"]) == 0, capsys.readouterr().err
+    assert started == [[f"{bucket}/in", f"{bucket}/out"], "listed"]
+    assert len(preloads) == 1 and preloads[0][:2] == ["upconv.pipeline", "upconv.storage"]
+    assert [module.split(".")[0] for module in preloads[0][2:]] == ["s3fs"]  # s3fs.core
+    preloads.clear()
+    assert batch._worker_context(["in/a.png", "out/a.png"]) is not None
+    assert preloads == [["upconv.pipeline"]]

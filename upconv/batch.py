@@ -38,7 +38,7 @@ from .polyphase import default_threads
 from .stopping import BatchStop, batch_stopping, raise_if_stopped
 
 __all__ = ["Job", "Outcome", "check_template", "expand_inputs", "plan_outputs", "run_jobs",
-           "IMAGE_SUFFIXES"]
+           "start_worker_server", "IMAGE_SUFFIXES"]
 
 #: Suffixes of the files a folder contributes to a batch.
 IMAGE_SUFFIXES = tuple(sorted({suffix for _, suffixes, *_ in FORMATS.values()
@@ -290,12 +290,10 @@ def _run_here(jobs: list[Job], work: Callable[[Job], Any]) -> Iterator[Outcome]:
 def _run_in_workers(jobs: list[Job], work: Callable[[Job], Any], workers: int
                     ) -> Iterator[Outcome]:
     """Run the jobs in ``workers`` worker processes, a couple per worker at a time."""
-    import multiprocessing  # only batches that start workers pay for it
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["upconv.pipeline"])
+    context = _worker_context(path for job in jobs for path in (job.input, job.output))
     threads = max(1, default_threads() // workers)
     in_flight: dict[Future, tuple[Job, FileIdentity]] = {}
     unreported: list[tuple[Job, FileIdentity]] = []
@@ -363,6 +361,38 @@ def _run_in_workers(jobs: list[Job], work: Callable[[Job], Any], workers: int
             alive_writer.close()
             parent_alive.close()
             _forget_unreported(unreported)
+
+
+def _worker_context(paths: Iterable[str]) -> Any:
+    """The multiprocessing context workers start from: a server process, forked for each
+    worker, that has imported upconv's pipeline and, when ``paths`` hold URLs, the storage
+    backends for them (s3fs and botocore take longer to import than numpy and scipy), once
+    for every worker."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    urls = [path for path in paths if is_url(path)]
+    backends = []
+    if urls:
+        from .storage import backend_modules
+
+        backends = backend_modules(urls)
+    context.set_forkserver_preload(["upconv.pipeline", *backends])
+    return context
+
+
+def start_worker_server(paths: Iterable[str]) -> None:
+    """Start, now, the server that :func:`run_jobs` forks its worker processes from, so
+    that its imports (see :func:`_worker_context`) are done while this process lists the
+    prefixes of ``paths`` and checks the outputs, rather than after. It imports in a
+    process of its own; an error starting it is left for :func:`run_jobs` to report."""
+    import multiprocessing.forkserver
+
+    _worker_context(paths)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    except Exception:  # noqa: BLE001 - told, clearly, when the workers start
+        pass
 
 
 @contextmanager

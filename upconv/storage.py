@@ -60,8 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = ["is_url", "set_storage_options", "use_storage_options", "storage_options",
            "filesystem_options", "filesystem", "read_bytes", "write_bytes", "exists",
-           "existing", "is_folder", "list_files", "join", "remove", "redact", "S3_DEFAULTS",
-           "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE"]
+           "existing", "is_folder", "backend_modules", "list_files", "join", "remove",
+           "redact", "S3_DEFAULTS", "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE"]
 
 #: A URL's protocol (``s3``, ``https``, ``simplecache`` in ``simplecache::s3://...``); at
 #: least two letters, so that ``C:\\x`` and ``C://x`` stay Windows paths.
@@ -367,6 +367,35 @@ def _filesystem_class(url: str, protocol: str, fsspec_module: Any) -> Any:
         raise _missing_backend(url, protocol, exc) from None
     except ValueError:
         raise BadInputError(f"{redact(url)}: unknown storage protocol {protocol!r}") from None
+
+
+def backend_modules(urls: Iterable[str]) -> list[str]:
+    """The modules that read and write ``urls``: this one and each protocol's fsspec
+    backend (``s3fs`` for ``s3://``...), for a process to import ahead of need (the server
+    that worker processes are forked from). Unknown protocols are left out, not errors.
+
+    Examples
+    --------
+    >>> backend_modules(["memory://b/in", "memory://b/out", "nosuch://x"])
+    ['upconv.storage', 'fsspec.implementations.memory']
+    """
+    modules = [__name__]
+    try:
+        registry = importlib.import_module("fsspec.registry")
+    except ImportError:
+        return modules
+    for url in urls:
+        match = _PROTOCOL.match(url)
+        if match is None:
+            continue
+        protocol = match["protocol"].lower()
+        cls = registry.registry.get(protocol)
+        name = (cls.__module__ if cls is not None else
+                registry.known_implementations.get(protocol, {}).get("class", ""
+                                                                     ).rpartition(".")[0])
+        if name and name not in modules:
+            modules.append(name)
+    return modules
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -10,7 +10,15 @@ from dataclasses import replace
 
 import click
 
-from ..batch import Job, Outcome, check_template, expand_inputs, plan_outputs, run_jobs
+from ..batch import (
+    Job,
+    Outcome,
+    check_template,
+    expand_inputs,
+    plan_outputs,
+    run_jobs,
+    start_worker_server,
+)
 from ..errors import BadInputError, FileAccessError, UpconvError
 from ..fileio import is_url, open_text_log, outputs_together, write_output
 from ..images import FORMATS, SaveOptions, format_for
@@ -422,6 +430,10 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
                  report_path: str | None, quiet: bool, overwrite: bool) -> None:
     fmt_suffix = FORMATS[format_for("-", settings.format_name)][1][0].lstrip(".") \
         if settings.format_name else None
+    locations = [*paths, output_dir]
+    if dask_address is None and (jobs or default_threads()) > 1 \
+            and any(is_url(path) for path in locations):
+        start_worker_server(locations)  # importing while the prefixes are listed
     planned = plan_outputs(expand_inputs(paths, recursive), output_dir, template,
                            fields,
                            fmt_suffix)

@@ -255,8 +255,12 @@ def test_a_batch_of_objects_starts_its_workers_with_the_storage_backend_imported
     monkeypatch.setattr("upconv.cli.scale.expand_inputs",
                         lambda *args: started.append("listed") or real_expand(*args))
     upload(s3_env, bucket, photos, "in")
+    # (the options given explicitly: the worker server an earlier test started keeps the
+    # environment it started in)
     assert run(["scale", f"{bucket}/in", "-o", f"{bucket}/out", "-f", "2", "--jobs", "2",
-                "--quiet"]) == 0, capsys.readouterr().err
+                "--quiet", "--storage-option", f"endpoint_url={s3_env.endpoint}",
+                "--storage-option", f"key={FAKE_ACCESS_KEY_ID}",
+                "--storage-option", f"secret={FAKE_SECRET}"]) == 0, capsys.readouterr().err
     assert started == [[f"{bucket}/in", f"{bucket}/out"], "listed"]
     assert len(preloads) == 1 and preloads[0][:2] == ["upconv.pipeline", "upconv.storage"]
     assert [module.split(".")[0] for module in preloads[0][2:]] == ["s3fs"]  # s3fs.core

@@ -12,8 +12,8 @@ the default method (bicubic):
   (two threads, the machine's CPUs).
 
 Each is a whole command timed with ``time.perf_counter``, runs interleaved,
-median of ``--repeat``. Each worker's peak memory is its process's maximum
-resident set size (``getrusage``), asked of the workers after the run. Targets:
+median of ``--repeat``. Each worker's peak memory is its process's peak
+resident set size (``VmHWM``), asked of the workers after the run. Targets:
 2 workers at least 1.6x faster than 1, every worker under 1 GB, and the 2-worker
 Zarr job no slower than the ``.npy`` job by more than 20 %. A few output rows are
 checked against upsampling the same input rows in memory.
@@ -80,9 +80,14 @@ def run_on_cluster(workers: int, command: list[str]) -> tuple[float, list[float]
 
 
 def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory (MB): ``VmHWM`` of ``/proc/self/status``, which
+    belongs to the process's own memory map. (``getrusage``'s ``ru_maxrss`` would report
+    the benchmark's own peak for a worker forked from it and then exec'd.)"""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def wall(command: list[str]) -> float:

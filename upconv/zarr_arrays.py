@@ -50,6 +50,7 @@ import math
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -617,13 +618,15 @@ BAND_ROWS = 512
 
 
 def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
-                cols: tuple[int, int]) -> np.ndarray:
+                cols: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """The outputs ``rows`` x ``cols`` (indices of the window's own output, see
     :meth:`AxisBlocks.window`) of a block's input window.
 
     ``block`` is ``(..., y, x, c)``: any leading axes (carried), the window and
     the channels. Each plane is resampled as an image of its own, in bands of
-    :data:`BAND_ROWS` output rows, and cut to the outputs the block owns.
+    :data:`BAND_ROWS` output rows, and cut to the outputs the block owns;
+    ``out``, if given, receives them (C-contiguous, as zarr writes a chunk
+    without a copy) and is returned.
 
     Examples
     --------
@@ -645,18 +648,23 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
     channels = plan.channels if job.mixes_channels else block.shape[-1]
     period = plan.row_period
     band_rows = max(1, BAND_ROWS // period) * period  # bands of whole periods
+    shape = lead + (r1 - r0, c1 - c0, channels)
+    if out is None:
+        out = np.empty(shape, job.out_dtype)
+    assert out.shape == shape and out.dtype == job.out_dtype
     direct = not lead and job.out_dtype == job.work_dtype and plan.method is not Method.NEAREST
     if direct:
         # One plane whose values are stored as they are computed: the engine writes each
-        # band straight into the block's rows (full width), and the owned columns are a view.
-        rows_out = np.empty((r1 - r0, plan.shape[1], channels), job.out_dtype)
+        # band straight into a band buffer (full width; small enough for the allocator to
+        # reuse), whose owned columns are copied out.
         plane = block.astype(job.work_dtype, copy=False)
+        band = np.empty((band_rows, plan.shape[1], channels), job.out_dtype)
         for first in range(r0, r1, band_rows):
             last = min(r1, first + band_rows)
-            resample_band(lambda a, b: plane[a:b], plan, (first, last),
-                          out=rows_out[first - r0:last - r0])
-        return rows_out[:, c0:c1]
-    out = np.empty(lead + (r1 - r0, c1 - c0, channels), job.out_dtype)
+            rows = resample_band(lambda a, b: plane[a:b], plan, (first, last),
+                                 out=band[:last - first])
+            out[first - r0:last - r0] = rows[:, c0:c1]
+        return out
     for index in np.ndindex(*lead):
         plane = block[index]
         if job.plan.method is not Method.NEAREST:
@@ -799,8 +807,9 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
     core = read_core(job, source, key)
     (top, bottom), (left, right) = job.rows.context(key.by), job.cols.context(key.bx)
     height, width = core.shape[-3], core.shape[-2]
-    window = np.empty(core.shape[:-3] + (top + height + bottom, left + width + right,
-                                         core.shape[-1]), core.dtype)
+    window = _reused("window", core.shape[:-3] + (top + height + bottom,
+                                                  left + width + right, core.shape[-1]),
+                     core.dtype)
     rows = {-1: slice(0, top), 0: slice(top, top + height), 1: slice(top + height, None)}
     cols = {-1: slice(0, left), 0: slice(left, left + width), 1: slice(left + width, None)}
     window[..., rows[0], cols[0], :] = core
@@ -812,12 +821,39 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
         window[..., rows[dy], cols[dx], :] = piece
     _, _, r0, r1 = job.rows.window(key.by)
     _, _, c0, c1 = job.cols.window(key.bx)
-    values = scale_block(window, job, (r0, r1), (c0, c1))
+    channels = job.plan.channels if job.mixes_channels else core.shape[-1]
+    values = scale_block(window, job, (r0, r1), (c0, c1), out=_reused(
+        "block", core.shape[:-3] + (r1 - r0, c1 - c0, channels), job.out_dtype))
     if "c" not in job.axes:
         values = values[..., 0]
     region = key.output(job, job.plan.channels)
     target[region] = values.transpose(np.argsort(_engine_order(job.axes)))
     return _chunk_count(values.shape, target.chunks) if values.size else 0
+
+
+#: Each thread's reused buffers (:func:`_reused`), by thread id; emptied at a job's end.
+_buffers: dict[int, dict[str, np.ndarray]] = {}
+
+
+def _reused(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A buffer this thread reuses from task to task (contents undefined).
+
+    A task's window and output block are hundreds of megabytes, the same sizes
+    every time; glibc gives allocations that big (and any big one in a thread
+    other than the main one) fresh pages, which the kernel zeroes on first
+    touch: reusing them halved a block's time in ``bench/bench_zarr.py``.
+    """
+    cache = _buffers.setdefault(threading.get_ident(), {})
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    held = cache.get(name)
+    if held is None or held.nbytes < size:
+        held = cache[name] = np.empty(size, np.uint8)
+    return held[:size].view(dtype).reshape(shape)
+
+
+def drop_buffers() -> None:
+    """Free every thread's reused buffers (a job's last step, here and on each worker)."""
+    _buffers.clear()
 
 
 def _block_keys(job: ZarrPlan, shape: tuple[int, ...], chunks: tuple[int, ...]
@@ -1093,11 +1129,16 @@ class _Runner:
     def __exit__(self, *exc: object) -> None:
         if self.client is not None:
             self.client.cancel(self.futures)
+            try:
+                self.client.run(drop_buffers)
+            except Exception:  # a worker gone: its buffers went with it
+                pass
             self.client.close()
         if self.pool is not None:
             for future in self.futures:
                 future.cancel()
             self.pool.shutdown(wait=True, cancel_futures=True)
+            drop_buffers()
 
 
 def _dimension_names(source: ZarrSource) -> tuple[str, ...] | None:

@@ -34,7 +34,7 @@ VALUED = {"-f", "--factor", "-m", "--method", "-s", "--size", "-b", "--boundary"
           "--output-dir", "--name", "-j", "--jobs", "--fit", "--ridge", "--margin",
           "--degrade", "--reference", "--map", "--spectrum", "--input-size", "--stride",
           "--out", "--fail-above", "--layer", "--bias", "--layout", "--in", "--seed",
-          "--key"}
+          "--key", "--chunks", "--pyramid", "--storage-option"}
 #: Options whose value is a file or folder the example writes.
 WRITES = {"-o", "--output", "--output-dir", "--map", "--spectrum", "--out", "--report"}
 
@@ -112,7 +112,29 @@ def scratch(tmp_path_factory):
                  base / "fixed.safetensors")
     shutil.copy(ROOT / "tests" / "data" / "tiny_decoder.pt", base / "decoder.pt")
     np.save(base / "x.npy", rng.random((1, 8, 12, 10)).astype(np.float32))
+    make_zarr_stores(base, rng)
     return base
+
+
+def make_zarr_stores(base, rng) -> None:
+    """The Zarr stores the examples name: an OME-Zarr image (cells.zarr), a plain RGB array
+    (scene.zarr, uploaded to the bucket) and a tczyx array in a group (stack.zarr:raw/0)."""
+    import zarr
+
+    cells = zarr.open_group(str(base / "cells.zarr"), mode="w")
+    cells.attrs.put({"ome": {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"},
+                 {"name": "x", "type": "space"}],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, 0.5, 0.5]}]}]}]}})
+    cells.create_array("0", shape=(2, 40, 48), chunks=(1, 16, 16), dtype="uint16")[...] = (
+        rng.random((2, 40, 48)) * 65535).astype(np.uint16)
+    scene = zarr.create_array(str(base / "scene.zarr"), shape=(32, 40, 3), chunks=(16, 16, 3),
+                              dtype="float32")
+    scene[...] = rng.random((32, 40, 3)).astype(np.float32)
+    stack = zarr.open_group(str(base / "stack.zarr"), mode="w")
+    stack.create_array("raw/0", shape=(1, 2, 3, 24, 20), chunks=(1, 1, 1, 16, 16),
+                       dtype="float32")[...] = rng.random((1, 2, 3, 24, 20))
 
 
 def destinations(example: str) -> list[str]:
@@ -151,6 +173,11 @@ def fill_the_bucket(server, scratch) -> None:
                       ("out/photo_x2.png", "out.png"), ("low.png", "low.png"),
                       ("high.png", "high.png"), ("k.json", "k.json")):
         client.put_object(Bucket="bucket", Key=key, Body=(scratch / name).read_bytes())
+    for path in sorted((scratch / "scene.zarr").rglob("*")):
+        if path.is_file():
+            client.put_object(Bucket="bucket",
+                              Key=f"scene.zarr/{path.relative_to(scratch / 'scene.zarr')}",
+                              Body=path.read_bytes())
 
 
 @pytest.mark.parametrize("example", EXAMPLES)

@@ -21,6 +21,11 @@ settings.register_profile("deterministic", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
+# A runner that starts the suite in the background without job control (`bash -c "... &"`)
+# makes it, and every process it starts, ignore SIGINT; the Ctrl-C tests need Ctrl-C to
+# arrive, here and in the upconv processes they start (which inherit the default action).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_images"
 

@@ -323,10 +323,13 @@ def test_storage_options_can_override_the_retry_defaults(stopped_server):
                                 "retries": {"max_attempts": 1, "mode": "standard"}}
     storage.set_storage_options([f"endpoint_url={storage.storage_options()['endpoint_url']}",
                                  "config_kwargs.retries.max_attempts=0"])
-    start = time.monotonic()
+    fs, _ = storage.filesystem(f"{stopped_server}/in/a.png")
+    fs.connect()
+    sent = []
+    fs._s3.meta.events.register("before-send.s3", lambda **kwargs: sent.append(kwargs))
     with pytest.raises(FileAccessError):
         storage.read_bytes(f"{stopped_server}/in/a.png")
-    assert time.monotonic() - start < 0.5  # one attempt, no backoff
+    assert len(sent) == 1  # one attempt: no retry (counted, not timed)
 
 
 def test_an_unknown_storage_option_is_a_one_line_error(s3_env, bucket):
@@ -595,7 +598,8 @@ def test_ctrl_c_during_an_upload_cancels_it_and_leaves_nothing(
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         storage.write_bytes(url, data)
-    assert time.monotonic() - start < 3.0
+    # The stalled request alone lasts FAST seconds: ending sooner means Ctrl-C cut it.
+    assert time.monotonic() - start < FAST
     time.sleep(0.5)  # an upload left running would finish now
     assert not key_exists(s3_env, url)
     assert pending_uploads(s3_env, bucket) == []

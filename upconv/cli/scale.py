@@ -28,7 +28,6 @@ from ..pipeline import ScaleSettings, resolve_settings_kernel, scale_file, scale
 from ..polyphase import default_threads
 from ..report import Report
 from ..scaling import FITS, stride_from_factor
-from ..zarr_arrays import is_zarr
 from .common import (
     CONTEXT,
     EXIT_FAILURE,
@@ -190,8 +189,8 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                             ("--fail-fast", fail_fast), ("--jobs", jobs)):
             if value:
                 raise click.UsageError(f"{flag} is for batches (-o DIR)")
-    zarr_job = not batch and any(is_zarr(path) for path in paths)
-    if batch and any(is_zarr(path) for path in paths):
+    zarr_job = not batch and any(_names_zarr(path) for path in paths)
+    if batch and any(_names_zarr(path) for path in paths):
         raise click.UsageError("a Zarr store is scaled on its own: give INPUT.zarr "
                                "OUTPUT.zarr, not -o DIR")
     if not zarr_job:
@@ -275,6 +274,16 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         click.echo(f"upconv: {result.summary()}", err=True)
 
 
+def _names_zarr(path: str) -> bool:
+    """Whether a path names a Zarr store (:func:`upconv.zarr_arrays.is_zarr`), without
+    importing the Zarr module for the image jobs that are nearly every job."""
+    if ".zarr" not in path.lower() and not (path != "-" and os.path.isdir(path)):
+        return False
+    from ..zarr_arrays import is_zarr
+
+    return is_zarr(path)
+
+
 def _npy_layout(layout: str | None) -> str | None:
     """``--layout`` for an image or ``.npy`` job: hwc or chw (yxc and cyx are the same)."""
     if layout is None:
@@ -321,7 +330,7 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
     from ..zarr_arrays import open_zarr, plan_zarr_job, run_zarr_job, split_zarr_spec
 
     input_path, output_path = paths
-    if not all(is_zarr(path) for path in paths):
+    if not all(_names_zarr(path) for path in paths):
         raise click.UsageError("Zarr arrays are scaled into Zarr stores: give INPUT.zarr and "
                                "OUTPUT.zarr")
     for flag, value in (("--report", report_path), ("--tile", tile),

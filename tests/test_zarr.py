@@ -70,6 +70,31 @@ def test_exact_methods_equal_the_in_memory_result(tmp_path, rng, zarr_format, me
     assert out.chunks[:2] == (32, 32)  # the input's chunks scaled
 
 
+@pytest.mark.parametrize("options", [
+    {"method": "transpose", "factor": 3.0, "kernel": "bicubic", "padding": 2},
+    {"method": "transpose", "factor": 2.0, "kernel": "bilinear", "padding": 3,
+     "output_padding": 1},
+    {"method": "transpose", "factor": 2.0, "post_kernel": "binomial3"},
+    {"method": "bicubic", "factor": 2.0, "boundary": "reflect"},
+    {"method": "bicubic", "factor": 2.0, "boundary": "zero"},
+    {"method": "nearest", "factor": 3.0},
+], ids=["transpose-x3-padded", "transpose-output-padding", "post-kernel", "bicubic-reflect",
+        "bicubic-zero", "nearest-x3"])
+def test_more_geometries_across_blocks(tmp_path, rng, options, capsys):
+    """Several blocks along each axis (chunks of 20x24 on 83x97) in every geometry."""
+    image = rng.random((83, 97, 2))
+    write_array(tmp_path / "in.zarr", image, (20, 24, 1))
+    flags = []
+    for name, value in options.items():
+        flags += ["-f" if name == "factor" else f"--{name.replace('_', '-')}", str(value)]
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"),
+                *flags]) == 0, capsys.readouterr().err
+    expected = upconv.scale(image, **options)
+    got = read(tmp_path / "out.zarr")
+    tolerance = 1e-12 if options["method"] == "bicubic" else 0
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= tolerance
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_bicubic_equals_the_in_memory_result_to_1e_12(tmp_path, rng, zarr_format, capsys):
     """The spline prefilter reaches the whole array; the halo leaves < 1e-12 of it."""
@@ -271,6 +296,8 @@ def test_bad_input_gets_one_line_and_writes_nothing(tmp_path, rng, capsys):
          "names 3 axes"),
         ([str(tmp_path / "in.zarr"), str(tmp_path / "o.zarr"), "-f", "2", "--chunks", "0,4"],
          "--chunks"),
+        ([str(tmp_path / "in.zarr"), str(tmp_path / "o.zarr"), "-f", "2", "--chunks", "7,8"],
+         "use a multiple of 2, such as 6"),
         ([str(tmp_path / "in.zarr"), str(tmp_path / "in.zarr"), "-f", "2", "-y"],
          "overwrite the input"),
         ([str(tmp_path / "in.zarr"), str(tmp_path / "o.zarr"), "-f", "2", "--tile", "64"],

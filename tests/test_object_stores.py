@@ -267,3 +267,15 @@ def test_a_batch_of_objects_starts_its_workers_with_the_storage_backend_imported
     preloads.clear()
     assert batch._worker_context(["in/a.png", "out/a.png"]) is not None
     assert preloads == [["upconv.pipeline"]]
+
+
+def test_an_alias_of_the_input_is_refused_as_output(tmp_path, capsys, bucket, s3_env, photos):
+    """s3a:// names the same objects as s3://: writing there would overwrite the input."""
+    upload(s3_env, bucket, photos, "in")
+    name = bucket.removeprefix("s3://")
+    before = objects(s3_env, bucket)
+    for output in (f"s3a://{name}/in/p00.png", f"s3a://{name}/in/p00.png/"):
+        assert run(["scale", f"{bucket}/in/p00.png", output, "-f", "2", "-y"]) == 1
+        err = capsys.readouterr().err
+        assert "would overwrite the input" in err and len(err.strip().splitlines()) == 1
+    assert objects(s3_env, bucket) == before

@@ -360,9 +360,12 @@ def test_zarr_in_a_bucket_equals_the_local_result(tmp_path, rng, bucket, s3_env,
         Bucket=bucket.removeprefix("s3://"), Key=key)["Body"].read())
     attributes = metadata.get("attributes", metadata)
     assert multiscale_of(attributes)["name"] == "cells"
-    # not replaced without -y
+    # not replaced without -y; never the input, whatever alias of s3:// names it
     assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/a.zarr", "-f", "2"]) == 1
     assert "exists" in capsys.readouterr().err
+    alias = bucket.replace("s3://", "s3a://")
+    assert run(["scale", f"{bucket}/a.zarr", f"{alias}/a.zarr/", "-f", "2", "-y"]) == 1
+    assert "would overwrite the input" in capsys.readouterr().err
 
 
 def test_a_failure_into_a_bucket_leaves_no_object(tmp_path, rng, bucket, s3_env, capsys):

@@ -60,8 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = ["is_url", "set_storage_options", "use_storage_options", "storage_options",
            "filesystem_options", "filesystem", "read_bytes", "write_bytes", "exists",
-           "existing", "is_folder", "backend_modules", "list_files", "join", "remove",
-           "redact", "S3_DEFAULTS", "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE"]
+           "existing", "same_object", "is_folder", "backend_modules", "list_files", "join",
+           "remove", "redact", "S3_DEFAULTS", "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE"]
 
 #: A URL's protocol (``s3``, ``https``, ``simplecache`` in ``simplecache::s3://...``); at
 #: least two letters, so that ``C:\\x`` and ``C://x`` stay Windows paths.
@@ -396,6 +396,28 @@ def backend_modules(urls: Iterable[str]) -> list[str]:
         if name and name not in modules:
             modules.append(name)
     return modules
+
+
+def same_object(first: str, second: str) -> bool:
+    """Whether two URLs name the same object: the same filesystem class and path, whatever
+    alias of the protocol each uses (``s3a://b/k`` is ``s3://b/k``). Nothing is fetched.
+
+    Examples
+    --------
+    >>> same_object("memory://b/in/a.png", "memory://b/in/a.png/")
+    True
+    >>> same_object("memory://b/in/a.png", "memory://b/out/a.png")
+    False
+    """
+    if first.rstrip("/") == second.rstrip("/"):
+        return True
+    try:
+        (_, _, first_class, _), (_, _, second_class, _) = _settled(first), _settled(second)
+    except UpconvError:  # an unknown protocol or a missing backend: the text decides
+        return False
+    return first_class is second_class and (
+        first_class._strip_protocol(first).rstrip("/")
+        == second_class._strip_protocol(second).rstrip("/"))
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -356,9 +356,12 @@ def refuse_clobbering_input(input_path: str, output_path: str) -> None:
     if input_path == "-" or output_path == "-":
         return
     if fileio.is_url(input_path) or fileio.is_url(output_path):
-        if input_path.rstrip("/") == output_path.rstrip("/"):
-            raise BadInputError(f"{output_path}: the output would overwrite the input; "
-                                "choose another output name")
+        if fileio.is_url(input_path) and fileio.is_url(output_path):
+            from ..storage import same_object
+
+            if same_object(input_path, output_path):  # s3a://b/k is s3://b/k
+                raise BadInputError(f"{shown(output_path)}: the output would overwrite the "
+                                    "input; choose another output name")
         return
     try:
         same = os.path.samefile(input_path, output_path)

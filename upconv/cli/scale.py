@@ -42,6 +42,7 @@ from .common import (
     max_pixels_option,
     overwrite_option,
     prepare_destinations,
+    refuse_clobbering_input,
     remove_stale_temporaries,
     shown,
     spinner_after,
@@ -339,9 +340,7 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
         if value:
             raise click.UsageError(f"{flag} is for image files, not Zarr arrays")
     chunks = _parse_chunks(zarr_chunks)
-    if split_zarr_spec(input_path)[0].rstrip("/") == split_zarr_spec(output_path)[0].rstrip("/"):
-        raise BadInputError(f"{shown(output_path)}: the output would overwrite the input; "
-                            "choose another output name")
+    refuse_clobbering_input(split_zarr_spec(input_path)[0], split_zarr_spec(output_path)[0])
     source = open_zarr(input_path, layout)
     if chunks is not None and len(chunks) not in (2, len(source.axes)):
         raise click.BadParameter(f"give y and x chunks, or one per axis of {source.axes}",

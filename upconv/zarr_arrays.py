@@ -340,8 +340,8 @@ def open_zarr(spec: str, layout: str | None = None) -> ZarrSource:
         dataset = next((entry for entry in multiscale.get("datasets", [])
                         if entry.get("path") == dataset_path), None)
         if dataset is not None:
-            axes = axis_names(multiscale.get("axes") or ["y", "x"][-array.ndim:], spec) \
-                if multiscale.get("axes") else layout_axes(layout, array.shape, spec)
+            axes = (axis_names(multiscale["axes"], spec) if multiscale.get("axes")
+                    else layout_axes(layout, array.shape, spec))
             if len(axes) != array.ndim:
                 raise BadInputError(f"{spec}: OME-Zarr names {len(axes)} axes for an array of "
                                     f"{array.ndim}")
@@ -1008,20 +1008,18 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
 
 
 def _job_failure(input_spec: str, output: str, exc: BaseException) -> UpconvError:
-    """One line for a job that failed on the way: the store it concerns, secrets redacted."""
+    """One line for a job that failed on the way: the store it concerns, secrets redacted.
+    A storage service's error is described as for any object (the output's, else the
+    input's); anything else (a chunk that cannot be decoded) is named as it is."""
     from .fileio import is_url
-    from .storage import redact
+    from .storage import _failure, redact
 
-    if not isinstance(exc, OSError) and "botocore" not in type(exc).__module__:
-        text = redact(str(exc).splitlines()[0] if str(exc) else "")
-        return FileAccessError(f"{output}: not written ({type(exc).__name__}: {text})")
-    for spec, action in ((output, "write"), (input_spec, "read")):
-        if is_url(spec):
-            from .storage import _failure
-
-            return _failure(spec, action, exc)
-    return FileAccessError(f"{output}: not written ({type(exc).__name__}: "
-                           f"{redact(str(exc).splitlines()[0] if str(exc) else '')})")
+    if isinstance(exc, OSError) or "botocore" in type(exc).__module__:
+        for spec, action in ((output, "write"), (input_spec, "read")):
+            if is_url(spec):
+                return _failure(spec, action, exc)
+    text = redact(str(exc).splitlines()[0] if str(exc) else "")
+    return FileAccessError(f"{output}: not written ({type(exc).__name__}: {text})")
 
 
 def _chunk_count(shape: tuple[int, ...], chunks: tuple[int, ...]) -> int:
@@ -1256,20 +1254,14 @@ def _temporary_name(location: str) -> str:
 
 
 def _store_exists(location: str) -> bool:
+    """Whether a store (a folder, or a prefix with objects under it) is there already."""
     from .fileio import is_url
 
     if not is_url(location):
         return os.path.exists(location)
-    from .storage import filesystem
+    from .storage import exists
 
-    fs, path = filesystem(location)
-    try:
-        return bool(fs.exists(path.rstrip("/") + "/zarr.json")
-                    or fs.exists(path.rstrip("/") + "/.zgroup")
-                    or fs.exists(path.rstrip("/") + "/.zarray")
-                    or fs.ls(path, detail=False))
-    except FileNotFoundError:
-        return False
+    return exists(location)
 
 
 def _remove_store(location: str) -> None:

@@ -356,9 +356,7 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
     if settings.max_pixels_given and out_h * out_w > settings.max_pixels:
         raise BadInputError(f"{shown(output_path)}: the output is {out_w}x{out_h} pixels, over "
                             f"the limit of {settings.max_pixels} (--max-pixels)")
-    if dask_address is not None:
-        input_path, output_path = _absolute(input_path), _absolute(output_path)
-        source = open_zarr(input_path, layout)
+    # (Local stores are opened by absolute path, so Dask workers find them as they are.)
     with BatchProgress(None, 0, enabled=not quiet, unit="chunks") as bar:
         outcome = run_zarr_job(source, output_path, job, chunks=chunks, pyramid=pyramid,
                                overwrite=overwrite, dask_address=dask_address,

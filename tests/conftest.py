@@ -210,6 +210,7 @@ def fresh_filesystems() -> None:
     from upconv import storage
 
     storage.use_storage_options({})
+    storage._known_sizes.clear()
     for cls in [AbstractFileSystem, *_subclasses(AbstractFileSystem)]:
         cls.clear_instance_cache()
 
@@ -230,3 +231,21 @@ def bucket(s3_env) -> str:
     name = f"upconv-test-{next(_buckets)}"
     s3_env.client().create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+def intercept(monkeypatch, url: str, before) -> list[tuple[str, dict]]:
+    """Call ``await before(method, kwargs)`` before each S3 request the filesystem of
+    ``url`` sends; the requests sent, in order."""
+    from upconv import storage
+
+    fs, _ = storage.filesystem(url)
+    original = fs._call_s3
+    calls = []
+
+    async def call_s3(method, *args, **kwargs):
+        calls.append((method, {k: v for k, v in kwargs.items() if k != "Body"}))
+        await before(method, kwargs)
+        return await original(method, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "_call_s3", call_s3)
+    return calls

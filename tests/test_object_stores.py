@@ -12,7 +12,7 @@ import uuid
 
 import numpy as np
 import pytest
-from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET, S3Server, make_images
+from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET, S3Server, intercept, make_images
 
 from upconv.cli import run
 
@@ -267,6 +267,29 @@ def test_a_batch_of_objects_starts_its_workers_with_the_storage_backend_imported
     preloads.clear()
     assert batch._worker_context(["in/a.png", "out/a.png"]) is not None
     assert preloads == [["upconv.pipeline"]]
+
+
+def test_a_batch_job_reads_its_object_in_one_request(tmp_path, bucket, s3_env, photos,
+                                                     monkeypatch):
+    """The listing's sizes travel with the jobs to the workers: a worker reads its input
+    with one GET, not a HEAD asking the size and then a GET."""
+    from upconv import storage
+    from upconv.batch import expand_inputs, plan_outputs
+    from upconv.pipeline import ScaleSettings, scale_job
+
+    upload(s3_env, bucket, photos, "in")
+    jobs = plan_outputs(expand_inputs([f"{bucket}/in"], False), f"{bucket}/out",
+                        "{stem}.{ext}", {"factor": "2", "method": "bicubic"}, None)
+    sizes = {path.name: path.stat().st_size for path in photos.glob("*.png")}
+    assert {job.input.rsplit("/", 1)[1]: job.input_size for job in jobs} == sizes
+    storage._known_sizes.clear()  # as in a worker process, which listed nothing
+
+    async def before(method, kwargs):
+        pass
+
+    calls = intercept(monkeypatch, jobs[0].input, before)
+    scale_job(ScaleSettings(factor=(2.0, 2.0)), jobs[0])
+    assert [method for method, _ in calls] == ["get_object", "put_object"]
 
 
 def test_an_alias_of_the_input_is_refused_as_output(tmp_path, capsys, bucket, s3_env, photos):

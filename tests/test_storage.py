@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET, S3Server, fresh_filesystems
+from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET, S3Server, fresh_filesystems, intercept
 
 from upconv import storage
 from upconv.errors import BadInputError, FileAccessError
@@ -193,6 +193,36 @@ def test_existing_lists_a_prefix_once_rather_than_asking_about_each_object(
     calls = intercept(monkeypatch, urls[0], before)
     assert storage.existing(urls) == set(urls[::2])
     assert [method for method, _ in calls] == ["list_objects_v2"]
+
+
+def test_a_listed_object_is_read_in_one_request(s3_env, bucket, monkeypatch):
+    """s3fs asks an object's size (HEAD) before its GET; a size the listing gave is not
+    asked again, so a batch of images sends one request per input."""
+    for name, data in (("a.png", b"png"), ("empty.png", b"")):
+        storage.write_bytes(f"{bucket}/in/{name}", data)
+    listed = storage.list_files(f"{bucket}/in", recursive=False, suffixes=(".png",))
+    assert [storage.known_size(url) for url in listed] == [3, 0]
+
+    async def before(method, kwargs):
+        pass
+
+    calls = intercept(monkeypatch, listed[0], before)
+    assert [storage.read_bytes(url) for url in listed] == [b"png", b""]
+    assert [method for method, _ in calls] == ["get_object", "get_object"]
+    calls.clear()
+    storage.write_bytes(f"{bucket}/in/unlisted.png", b"png")  # unknown size: asked first
+    assert storage.read_bytes(f"{bucket}/in/unlisted.png") == b"png"
+    assert [method for method, _ in calls] == ["put_object", "head_object", "get_object"]
+
+
+@pytest.mark.parametrize("told", [1, 10**12])
+def test_a_wrong_size_costs_requests_never_data(s3_env, bucket, told):
+    """A size told by a batch job that is stale (the object was replaced since) still
+    reads the whole object, in one GET (told small) or s3fs's own way (told big)."""
+    url = f"{bucket}/in/replaced.png"
+    storage.write_bytes(url, bytes(range(256)) * 40)
+    storage.expect_size(url, told)
+    assert storage.read_bytes(url) == bytes(range(256)) * 40
 
 
 def test_exists_is_folder_and_remove(s3_env, bucket):
@@ -522,22 +552,6 @@ def small_parts(monkeypatch):
     monkeypatch.setattr(storage, "MULTIPART_THRESHOLD", 6 * 2**20)
     monkeypatch.setattr(storage, "PART_SIZE", 5 * 2**20)
     return bytes(range(256)) * (12 * 2**20 // 256)
-
-
-def intercept(monkeypatch, url: str, before) -> list[tuple[str, dict]]:
-    """Call ``await before(method, kwargs)`` before each S3 request the filesystem of
-    ``url`` sends; the requests sent, in order."""
-    fs, _ = storage.filesystem(url)
-    original = fs._call_s3
-    calls = []
-
-    async def call_s3(method, *args, **kwargs):
-        calls.append((method, {k: v for k, v in kwargs.items() if k != "Body"}))
-        await before(method, kwargs)
-        return await original(method, *args, **kwargs)
-
-    monkeypatch.setattr(fs, "_call_s3", call_s3)
-    return calls
 
 
 def test_a_big_object_is_invisible_until_its_multipart_upload_completes(

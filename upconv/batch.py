@@ -53,6 +53,8 @@ class Job:
 
     input: str
     output: str
+    #: The input's size, when a listing gave it (objects): read without asking it again.
+    input_size: int | None = None
 
 
 @dataclass
@@ -114,6 +116,15 @@ def _output_location(folder: str, relative: Path, name: str) -> str:
     return str(Path(folder) / relative / name)
 
 
+def _listed_size(path: str) -> int | None:
+    """An object's size as the listing of its prefix gave it (None for files)."""
+    if not is_url(path):
+        return None
+    from .storage import known_size
+
+    return known_size(path)
+
+
 def _real(path: str) -> str:
     """What identifies a file: its real path, or a URL as it is."""
     return path if is_url(path) else os.path.realpath(path)
@@ -157,7 +168,7 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
                     "scale them into different output folders")
             raise BadInputError(f"{seen[real]} and {path} would both write {output}; {hint}")
         seen[real] = path
-        jobs.append(Job(path, output))
+        jobs.append(Job(path, output, _listed_size(path)))
     return jobs
 
 

@@ -121,6 +121,9 @@ _options_lock = threading.Lock()
 #: (a forked child makes its own: the parent's connections are not its to use).
 _filesystems: dict[tuple[str, str], Any] = {}
 _filesystems_pid = os.getpid()
+#: Sizes of objects, by URL, as a listing in this process (or a batch job) reported them:
+#: reading an object of known size needs no request to ask it (see :func:`read_bytes`).
+_known_sizes: dict[str, int] = {}
 
 
 def is_url(path: str) -> bool:
@@ -474,7 +477,13 @@ def read_bytes(url: str) -> bytes:
     b'\\x00\\x01'
     """
     fs, path = filesystem(url)
+    size = _known_sizes.get(url)
     try:
+        if hasattr(fs, "_call_s3") and size is not None and size <= fs.default_block_size:
+            # s3fs asks an object's size (a HEAD request) before its GET, to read an
+            # object bigger than its block size in concurrent ranges; a size known from
+            # a listing is not asked again: a batch of images sends one request per input.
+            return fs.cat_file(path, max_concurrency=1)
         return fs.cat_file(path)
     except FileNotFoundError as exc:
         if not _names_bucket(exc) and _quietly_is_folder(fs, path):
@@ -484,6 +493,29 @@ def read_bytes(url: str) -> bytes:
         raise FileAccessError(redact(f"{url}: is a folder, not a file")) from None
     except Exception as exc:
         raise _failure(url, "read", exc) from None
+
+
+def known_size(url: str) -> int | None:
+    """The size of the object at ``url`` as a listing in this process reported it
+    (:func:`list_files`), or as :func:`expect_size` was told; None if unknown.
+
+    Examples
+    --------
+    >>> write_bytes("memory://doc-size/in/a.png", b"png")
+    >>> list_files("memory://doc-size/in", recursive=False, suffixes=())
+    ['memory://doc-size/in/a.png']
+    >>> known_size("memory://doc-size/in/a.png")
+    3
+    """
+    return _known_sizes.get(url)
+
+
+def expect_size(url: str, size: int | None) -> None:
+    """Tell :func:`read_bytes` the size of the object at ``url`` (from a listing made in
+    another process: a batch's worker is given its input's), so that reading it needs no
+    request for its size. A wrong size costs a request or concurrency, never data."""
+    if size is not None:
+        _known_sizes[url] = size
 
 
 def write_bytes(url: str, data: bytes) -> None:
@@ -633,7 +665,8 @@ def list_files(url: str, recursive: bool, suffixes: tuple[str, ...]) -> list[str
     base = path.rstrip("/")
     wanted = tuple(suffix.lower() for suffix in suffixes)
     try:
-        found = fs.find(path, maxdepth=None if recursive else 1, withdirs=False)
+        found = fs.find(path, maxdepth=None if recursive else 1, withdirs=False,
+                        detail=True)
         if not found:
             bucket, _ = _split_path(fs, path)
             if bucket and not fs.isdir(bucket):
@@ -641,12 +674,14 @@ def list_files(url: str, recursive: bool, suffixes: tuple[str, ...]) -> list[str
     except Exception as exc:
         raise _failure(url, "list", exc) from None
     urls = []
-    for name in found:
+    for name, info in found.items():
         relative = name[len(base):].lstrip("/") if name.startswith(base + "/") else None
         if not relative or relative.endswith("/"):  # the prefix itself, folder markers
             continue
         if not wanted or relative.lower().endswith(wanted):
             urls.append(join(url, relative))
+            if isinstance(info.get("size"), int):
+                _known_sizes[urls[-1]] = info["size"]
     return sorted(urls)
 
 

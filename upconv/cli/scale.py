@@ -11,7 +11,6 @@ from dataclasses import replace
 import click
 
 from ..batch import (
-    Job,
     Outcome,
     check_template,
     expand_inputs,
@@ -441,12 +440,12 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
             and any(is_url(path) for path in locations):
         start_worker_server(locations)  # importing while the prefixes are listed
     planned = plan_outputs(expand_inputs(paths, recursive), output_dir, template,
-                           fields,
-                           fmt_suffix)
+                           fields, fmt_suffix)
     if not planned:
         raise BadInputError(f"no image files in {', '.join(paths)}")
     if dask_address is not None:  # workers have their own working folders
-        planned = [Job(_absolute(job.input), _absolute(job.output)) for job in planned]
+        planned = [replace(job, input=_absolute(job.input), output=_absolute(job.output))
+                   for job in planned]
     # Every check before the output folder is made: a refused batch leaves nothing.
     # Objects that exist, in one listing per prefix (needed only to skip or refuse them).
     objects = (_existing_objects([job.output for job in planned])

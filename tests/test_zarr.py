@@ -108,6 +108,33 @@ def test_bicubic_equals_the_in_memory_result_to_1e_12(tmp_path, rng, zarr_format
     assert zarr.open(str(tmp_path / "out.zarr"), mode="r").chunks == (50, 60, 2)
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_chunks_of_only_the_fill_value_are_left_out_as_zarr_does(tmp_path, rng, zarr_format,
+                                                                 capsys):
+    """A black background (zeros) is not stored, chunk by chunk, and reads back as zeros;
+    negative zeros are not the fill value, bit for bit, and are stored."""
+    image = np.zeros((64, 64, 1), np.float32)
+    image[40:, 40:] = rng.random((24, 24, 1))
+    image[:16, 48:] = -0.0
+    write_array(tmp_path / "in.zarr", image, (16, 16, 1), zarr_format)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "nearest", "--pyramid", "1"]) == 0, capsys.readouterr().err
+    expected = upconv.scale(image, 2, "nearest")
+    out = zarr.open(str(tmp_path / "out.zarr"), mode="r")
+    got = out["0"][...]
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))  # -0.0 kept
+    level = tmp_path / "out.zarr" / "0"
+    stored = {path.relative_to(level).as_posix().removeprefix("c/")
+              for path in level.rglob("*") if path.is_file()
+              and path.name not in (".zarray", ".zattrs", "zarr.json")}
+    written = {"/".join(map(str, index)) for index in np.ndindex(4, 4, 1)
+               if expected[32 * index[0]:32 * index[0] + 32,
+                           32 * index[1]:32 * index[1] + 32].view(np.uint32).any()}
+    assert stored == written and 0 < len(written) < 16
+    half = out["1"][...]  # the pyramid level, from the level with chunks left out
+    assert np.array_equal(half, expected.reshape(64, 2, 64, 2, 1).mean(axis=(1, 3)))
+
+
 def test_float32_bicubic_and_rational_factors(tmp_path, rng, capsys):
     image = rng.random((120, 96, 1)).astype(np.float32)
     write_array(tmp_path / "in.zarr", image, (32, 32, 1))

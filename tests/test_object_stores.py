@@ -5,6 +5,7 @@ without secrets."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -274,7 +275,7 @@ def test_a_batch_job_reads_its_object_in_one_request(tmp_path, bucket, s3_env, p
     """The listing's sizes travel with the jobs to the workers: a worker reads its input
     with one GET, not a HEAD asking the size and then a GET."""
     from upconv import storage
-    from upconv.batch import expand_inputs, plan_outputs
+    from upconv.batch import expand_inputs, plan_outputs, run_safely
     from upconv.pipeline import ScaleSettings, scale_job
 
     upload(s3_env, bucket, photos, "in")
@@ -288,7 +289,9 @@ def test_a_batch_job_reads_its_object_in_one_request(tmp_path, bucket, s3_env, p
         pass
 
     calls = intercept(monkeypatch, jobs[0].input, before)
-    scale_job(ScaleSettings(factor=(2.0, 2.0)), jobs[0])
+    outcome = run_safely(functools.partial(scale_job, ScaleSettings(factor=(2.0, 2.0))),
+                         jobs[0])
+    assert outcome.status == "done", outcome.error
     assert [method for method, _ in calls] == ["get_object", "put_object"]
 
 

@@ -37,8 +37,8 @@ from .images import FORMATS
 from .polyphase import default_threads
 from .stopping import BatchStop, batch_stopping, raise_if_stopped
 
-__all__ = ["Job", "Outcome", "check_template", "expand_inputs", "plan_outputs", "run_jobs",
-           "start_worker_server", "IMAGE_SUFFIXES"]
+__all__ = ["Job", "Outcome", "check_template", "expand_inputs", "listed_size", "plan_outputs",
+           "run_jobs", "start_worker_server", "IMAGE_SUFFIXES"]
 
 #: Suffixes of the files a folder contributes to a batch.
 IMAGE_SUFFIXES = tuple(sorted({suffix for _, suffixes, *_ in FORMATS.values()
@@ -116,8 +116,9 @@ def _output_location(folder: str, relative: Path, name: str) -> str:
     return str(Path(folder) / relative / name)
 
 
-def _listed_size(path: str) -> int | None:
-    """An object's size as the listing of its prefix gave it (None for files)."""
+def listed_size(path: str) -> int | None:
+    """An object's size as the listing of its prefix gave it (None for files), for
+    :attr:`Job.input_size`."""
     if not is_url(path):
         return None
     from .storage import known_size
@@ -168,7 +169,7 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
                     "scale them into different output folders")
             raise BadInputError(f"{seen[real]} and {path} would both write {output}; {hint}")
         seen[real] = path
-        jobs.append(Job(path, output, _listed_size(path)))
+        jobs.append(Job(path, output, listed_size(path)))
     return jobs
 
 
@@ -208,6 +209,10 @@ def check_template(template: str) -> None:
 def run_safely(work: Callable[[Job], Any], job: Job) -> Outcome:
     """Run one job; turn expected failures into an Outcome (exceptions don't cross processes
     well, and one bad file must not stop the batch)."""
+    if job.input_size is not None:  # (from the listing: the worker need not ask it)
+        from .storage import expect_size
+
+        expect_size(job.input, job.input_size)
     try:
         return Outcome(job, "done", result=work(job))
     except UpconvError as exc:  # FileAccessError included: its message names the file

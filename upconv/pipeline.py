@@ -599,10 +599,6 @@ def scale_job(settings: ScaleSettings, job) -> ScaleResult:
     """:func:`scale_file` for a batch :class:`~upconv.batch.Job` (picklable with partial)."""
     if not is_url(job.output):  # objects need no folders
         os.makedirs(os.path.dirname(job.output) or ".", exist_ok=True)
-    if job.input_size is not None:
-        from .storage import expect_size
-
-        expect_size(job.input, job.input_size)
     return scale_file(job.input, job.output, settings)
 
 

@@ -9,7 +9,7 @@ import os
 
 import click
 
-from ..batch import Job, expand_inputs, run_jobs
+from ..batch import Job, expand_inputs, listed_size, run_jobs
 from ..errors import BadInputError
 from ..fileio import is_url, outputs_together, write_output
 from ..polyphase import default_threads
@@ -169,7 +169,7 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
                   html_path: str | None, tile: int) -> None:
     if "-" in paths:
         raise click.UsageError("several images are read from files, not standard input")
-    planned = [Job(path, "") for path, _ in expand_inputs(paths, recursive)]
+    planned = [Job(path, "", listed_size(path)) for path, _ in expand_inputs(paths, recursive)]
     if not planned:
         raise BadInputError(f"no image files in {', '.join(paths)}")
     failures, above = [], []

@@ -12,8 +12,11 @@ the default method (bicubic):
   (two threads, the machine's CPUs).
 
 Each is a whole command timed with ``time.perf_counter``, runs interleaved,
-median of ``--repeat``. Each worker's peak memory is its process's peak
-resident set size (``VmHWM``), asked of the workers after the run. Targets:
+median of ``--repeat``; before each, the last run's output is deleted and the
+disk's cache flushed (``os.sync``, untimed), so that no run pays for the
+write-back of the one before it (12 GB, more than the kernel lets wait). Each
+worker's peak memory is its process's peak resident set size (``VmHWM``), asked
+of the workers after the run. Targets:
 2 workers at least 1.6x faster than 1, every worker under 1 GB, and the 2-worker
 Zarr job no slower than the ``.npy`` job by more than 20 %. A few output rows are
 checked against upsampling the same input rows in memory.
@@ -27,6 +30,7 @@ Needs about 35 GB of free disk (in a temporary folder beside this script) and
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -138,6 +142,7 @@ def main() -> int:
         for _ in range(args.repeat):
             for label, workers in (("1 worker", 1), ("2 workers", 2)):
                 shutil.rmtree(zarr_out, ignore_errors=True)
+                os.sync()  # the last run's writes flushed: each run starts from a quiet disk
                 elapsed, peak = run_on_cluster(workers, upconv_cmd + [
                     str(zarr_in), str(zarr_out), "-f", "2", "-y", "--quiet", "--dask"])
                 times[label].append(elapsed)
@@ -145,6 +150,7 @@ def main() -> int:
                 print(f"{label}: {elapsed:.1f} s, worker peaks "
                       f"{', '.join(f'{p:.0f} MB' for p in peak)}", flush=True)
             npy_out.unlink(missing_ok=True)
+            os.sync()
             times["npy"].append(wall(upconv_cmd + [str(npy_in), str(npy_out), "-f", "2", "-y",
                                                    "--quiet"]))
             print(f"npy: {times['npy'][-1]:.1f} s", flush=True)

@@ -135,6 +135,26 @@ def test_chunks_of_only_the_fill_value_are_left_out_as_zarr_does(tmp_path, rng, 
     assert np.array_equal(half, expected.reshape(64, 2, 64, 2, 1).mean(axis=(1, 3)))
 
 
+def test_local_chunks_are_read_whole_into_arrays(tmp_path, rng):
+    """upconv's LocalStore reads a chunk file into a NumPy array (huge pages, not a new
+    bytes object's small ones): the same values as zarr's own store, empty files too."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    from upconv.zarr_local import LocalStore, read_whole_file
+
+    image = rng.random((37, 29, 3)).astype(np.float32)
+    write_array(tmp_path / "in.zarr", image, (16, 16, 3))
+    ours = zarr.open_array(LocalStore(str(tmp_path / "in.zarr"), read_only=True))
+    np.testing.assert_array_equal(ours[...], image)
+    np.testing.assert_array_equal(ours[5:30, 3:20], read(tmp_path / "in.zarr")[5:30, 3:20])
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_whole_file(tmp_path / "empty", default_buffer_prototype()).to_bytes() == b""
+    (tmp_path / "data").write_bytes(bytes(range(256)) * 3)
+    got = read_whole_file(tmp_path / "data", default_buffer_prototype())
+    assert isinstance(got.as_numpy_array(), np.ndarray)
+    assert got.to_bytes() == bytes(range(256)) * 3
+
+
 def test_float32_bicubic_and_rational_factors(tmp_path, rng, capsys):
     image = rng.random((120, 96, 1)).astype(np.float32)
     write_array(tmp_path / "in.zarr", image, (32, 32, 1))

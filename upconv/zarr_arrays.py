@@ -148,7 +148,9 @@ def _store(location: str, read_only: bool) -> Any:
             from .storage import _missing_backend, _protocol
 
             raise _missing_backend(location, _protocol(location), exc) from None
-    return zarr.storage.LocalStore(os.path.abspath(location), read_only=read_only)
+    from .zarr_local import LocalStore
+
+    return LocalStore(os.path.abspath(location), read_only=read_only)
 
 
 #: Stores opened on object stores in this process, whose sessions :func:`close_stores` ends.

@@ -135,6 +135,26 @@ def test_chunks_of_only_the_fill_value_are_left_out_as_zarr_does(tmp_path, rng, 
     assert np.array_equal(half, expected.reshape(64, 2, 64, 2, 1).mean(axis=(1, 3)))
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_stored_chunks_are_the_bytes_zarr_itself_stores(tmp_path, rng, zarr_format, capsys):
+    """Edge chunks are sent whole, padded with the fill value: every stored chunk, edges
+    included, is byte for byte what zarr stores for the same array and chunks."""
+    image = rng.random((53, 71, 3))
+    write_array(tmp_path / "in.zarr", image, (16, 16, 3), zarr_format)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "nearest"]) == 0, capsys.readouterr().err
+    write_array(tmp_path / "zarr.zarr", upconv.scale(image, 2, "nearest"), (32, 32, 3),
+                zarr_format)
+
+    def chunks(store):
+        return {path.relative_to(store).as_posix(): path.read_bytes()
+                for path in store.rglob("*") if path.is_file()
+                and path.name not in (".zarray", ".zattrs", "zarr.json")}
+
+    ours, theirs = chunks(tmp_path / "out.zarr"), chunks(tmp_path / "zarr.zarr")
+    assert len(ours) == 4 * 5 and ours == theirs
+
+
 def test_local_chunks_are_read_whole_into_arrays(tmp_path, rng):
     """upconv's LocalStore reads a chunk file into a NumPy array (huge pages, not a new
     bytes object's small ones): the same values as zarr's own store, empty files too."""

@@ -846,18 +846,50 @@ def write_chunks(target: Any, region: tuple[slice, ...], values: np.ndarray) -> 
     if not values.size:
         return 0
     fill = target.fill_value
-    zero_fill = fill is not None and not np.asarray(fill, values.dtype).view(
-        f"u{values.dtype.itemsize}").any()
+    bits = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(values.dtype.itemsize)
+    zero_fill = bits is not None and fill is not None and not np.asarray(
+        fill, values.dtype).view(bits).any()  # (else every chunk is stored)
     pieces = _regions(values.shape, target.chunks) if all(
         r.start % c == 0 for r, c in zip(region, target.chunks, strict=True)) else [
         tuple(slice(0, n) for n in values.shape)]
     for piece in pieces:
         part = values[piece]
-        if zero_fill and not part.view(f"u{part.dtype.itemsize}").any():
+        if zero_fill and not part.view(bits).any():
             continue  # absent: read back as the fill value
-        target[tuple(slice(r.start + p.start, r.start + p.stop)
-                     for r, p in zip(region, piece, strict=True))] = part
+        start = [r.start + p.start for r, p in zip(region, piece, strict=True)]
+        if part.shape != tuple(target.chunks) and all(
+                first + size <= end for first, size, end in
+                zip(start, target.chunks, target.shape, strict=True)):
+            # An edge chunk, into an array of whole chunks (:func:`whole_chunks`): sent
+            # whole, padded with the fill value as zarr pads it, so that zarr need not
+            # make a new chunk-sized array (a fresh allocation) to merge it into.
+            whole = _reused("edge", tuple(target.chunks), part.dtype)
+            whole[...] = np.asarray(fill if fill is not None else 0, part.dtype)
+            whole[tuple(slice(0, n) for n in part.shape)] = part
+            part = whole
+        target[tuple(slice(first, first + n)
+                     for first, n in zip(start, part.shape, strict=True))] = part
     return _chunk_count(values.shape, target.chunks)
+
+
+def whole_chunks(array: Any) -> Any:
+    """The same stored array seen with its shape rounded up to whole chunks, for writing
+    its edge chunks whole (see :func:`write_chunks`); its metadata is not changed.
+
+    Examples
+    --------
+    >>> import zarr
+    >>> array = zarr.create_array(store={}, shape=(5, 7), chunks=(4, 4), dtype="f4")
+    >>> whole_chunks(array).shape, array.shape
+    ((8, 8), (5, 7))
+    """
+    zarr = _zarr_module()
+    shape = tuple(-(-n // c) * c for n, c in zip(array.shape, array.chunks, strict=True))
+    if shape == array.shape:
+        return array
+    return zarr.Array(zarr.AsyncArray(metadata=array.metadata.update_shape(shape),
+                                      store_path=array.store_path,
+                                      config=array.async_array.config))
 
 
 #: Each thread's reused buffers (:func:`_reused`), by thread id; emptied at a job's end.
@@ -1014,11 +1046,11 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
             for level in range(levels)]
         hidden = _HiddenMetadata(target, fmt, ome, levels) if url else None
         with _Runner(dask_address, threads) as runner:
-            _scale_all(runner, job, source.array, arrays[0],
+            _scale_all(runner, job, source.array, whole_chunks(arrays[0]),
                        _block_keys(job, level_shapes[0], level_chunks[0]), counter)
             for level in range(1, levels):
                 task = functools.partial(halve_chunk, job.axes, arrays[level - 1],
-                                         arrays[level])
+                                         whole_chunks(arrays[level]))
                 runner.wait_all([runner.submit(task, region) for region in
                                  _regions(level_shapes[level], level_chunks[level])], counter)
         if hidden is not None:

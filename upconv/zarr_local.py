@@ -24,11 +24,10 @@ class LocalStore(zarr.storage.LocalStore):
 
     zarr's own reads a chunk with ``Path.read_bytes``: a new ``bytes`` object,
     whose pages the kernel maps and zeroes one 4 KiB page at a time (12,800
-    page faults for a 2048x2048 RGB float32 chunk, about 25 ms here). A NumPy
-    array that big is backed by huge pages (NumPy asks the kernel for them), and
-    ``readinto`` fills it in about 6 ms: reading chunks took a fifth of a Zarr
-    job's time in ``bench/bench_zarr.py``. Everything else (byte ranges,
-    listing, writing) is zarr's.
+    page faults for a 2048x2048 RGB float32 chunk). A NumPy array that big is
+    backed by huge pages (NumPy asks the kernel for them), and ``readinto``
+    fills it with a few faults. Everything else (byte ranges, listing,
+    writing) is zarr's.
 
     Examples
     --------

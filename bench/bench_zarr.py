@@ -13,12 +13,12 @@ the default method (bicubic):
 
 Each is a whole command timed with ``time.perf_counter``, runs interleaved,
 median of ``--repeat``, after an untimed warm-up run (of the ``.npy`` job: the
-first 12 GB written to a fresh part of a virtual disk can go at half speed);
-before each, the last run's output is deleted and the
-disk's cache flushed (``os.sync``, untimed), so that no run pays for the
-write-back of the one before it (12 GB, more than the kernel lets wait). Each
-worker's peak memory is its process's peak resident set size (``VmHWM``), asked
-of the workers after the run. Targets:
+first 12 GB written to a fresh part of a virtual disk can go at half speed).
+Before each run the last run's output is deleted and its writes written back
+(``os.sync``, untimed; the page cache is kept, so inputs are read from memory),
+so that no run pays for the write-back of the one before it (12 GB, more than
+the kernel lets wait). Each worker's peak memory is its process's peak resident
+set size (``VmHWM``), asked of the workers after the run. Targets:
 2 workers at least 1.6x faster than 1, every worker under 1 GB, and the 2-worker
 Zarr job no slower than the ``.npy`` job by more than 20 %. A few output rows are
 checked against upsampling the same input rows in memory.
@@ -150,7 +150,7 @@ def main() -> int:
         for _ in range(args.repeat):
             for label, workers in (("1 worker", 1), ("2 workers", 2)):
                 shutil.rmtree(zarr_out, ignore_errors=True)
-                os.sync()  # the last run's writes flushed: each run starts from a quiet disk
+                os.sync()  # the last run's writes written back: each starts from a quiet disk
                 elapsed, peak = run_on_cluster(workers, upconv_cmd + [
                     str(zarr_in), str(zarr_out), "-f", "2", "-y", "--quiet", "--dask"])
                 times[label].append(elapsed)

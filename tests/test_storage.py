@@ -215,14 +215,27 @@ def test_a_listed_object_is_read_in_one_request(s3_env, bucket, monkeypatch):
     assert [method for method, _ in calls] == ["put_object", "head_object", "get_object"]
 
 
-@pytest.mark.parametrize("told", [1, 10**12])
-def test_a_wrong_size_costs_requests_never_data(s3_env, bucket, told):
-    """A size told by a batch job that is stale (the object was replaced since) still
-    reads the whole object, in one GET (told small) or s3fs's own way (told big)."""
+@pytest.mark.parametrize("told,methods", [
+    (1, ["get_object"]),  # told small: one GET, whatever the object's size
+    (10**12, ["head_object"] + ["get_object"] * 10),  # told big: s3fs's concurrent ranges
+])
+def test_a_wrong_size_costs_requests_never_data(s3_env, bucket, monkeypatch, told, methods):
+    """A size told by a batch job that is stale (the object was replaced since, and is now
+    bigger than s3fs's block size, here 1 KiB) still reads the whole object."""
     url = f"{bucket}/in/replaced.png"
-    storage.write_bytes(url, bytes(range(256)) * 40)
+    data = bytes(range(256)) * 40  # 10 KiB: ten blocks
+    storage.write_bytes(url, data)
+    fs, _ = storage.filesystem(url)
+    monkeypatch.setattr(fs, "default_block_size", 1024)
     storage.expect_size(url, told)
-    assert storage.read_bytes(url) == bytes(range(256)) * 40
+
+    async def before(method, kwargs):
+        pass
+
+    calls = intercept(monkeypatch, url, before)
+    assert storage.read_bytes(url) == data
+    assert [method for method, _ in calls] == methods
+    assert storage.known_size(url) is None  # read once: forgotten
 
 
 def test_exists_is_folder_and_remove(s3_env, bucket):

@@ -171,8 +171,37 @@ def test_local_chunks_are_read_whole_into_arrays(tmp_path, rng):
     assert read_whole_file(tmp_path / "empty", default_buffer_prototype()).to_bytes() == b""
     (tmp_path / "data").write_bytes(bytes(range(256)) * 3)
     got = read_whole_file(tmp_path / "data", default_buffer_prototype())
-    assert isinstance(got.as_numpy_array(), np.ndarray)
     assert got.to_bytes() == bytes(range(256)) * 3
+    from upconv.zarr_arrays import _store
+
+    assert isinstance(_store(str(tmp_path / "in.zarr"), read_only=True), LocalStore)
+
+
+@pytest.mark.parametrize("region", [(0, 10), (4, 10), (0, 4), (8, 10), (2, 4), (2, 8)])
+def test_write_chunks_equals_plain_assignment(region):
+    """Aligned regions (whole and edge chunks, sent whole through whole_chunks), and any
+    other region (assigned as it is), into zarr's in-memory store, which keeps the arrays
+    it is given (so reused buffers must not reach it)."""
+    from upconv.zarr_arrays import whole_chunks, write_chunks
+
+    first, last = region
+    expected = np.arange(100, 110).astype(np.int32)
+    expected[first:last] = np.arange(1, last - first + 1)
+    expected[first:last][:1] = 0  # (a zero: not a whole chunk of them, so stored)
+    array = zarr.create_array(store={}, shape=(10,), chunks=(4,), dtype="i4",
+                              compressors=None, config={"write_empty_chunks": True})
+    array[...] = np.arange(100, 110)
+    assert write_chunks(whole_chunks(array), (slice(first, last),),
+                        expected[first:last].copy()) == -(-(last - first) // 4)
+    np.testing.assert_array_equal(array[...], expected)
+    other = zarr.create_array(store={}, shape=(10,), chunks=(4,), dtype="i4",
+                              compressors=None, config={"write_empty_chunks": True})
+    write_chunks(whole_chunks(other), (slice(8, 10),), np.array([-1, -2], np.int32))
+    np.testing.assert_array_equal(array[...], expected)  # its edge chunk is its own
+    zeros = zarr.create_array(store={}, shape=(10,), chunks=(4,), dtype="i4",
+                              compressors=None, config={"write_empty_chunks": True})
+    write_chunks(whole_chunks(zeros), (slice(0, 10),), np.zeros(10, np.int32))
+    assert list(zeros.store_path.store._store_dict) == ["zarr.json"]  # none stored
 
 
 def test_float32_bicubic_and_rational_factors(tmp_path, rng, capsys):

@@ -450,7 +450,7 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
             fs = _filesystems.get(key)
         if fs is None:
             fs, path = fsspec_module.core.url_to_fs(url, **options)
-            if hasattr(fs, "_call_s3"):  # s3fs: not a constructor option
+            if _is_s3(fs):  # s3fs: not a constructor option
                 fs.retries = S3FS_RETRIES
             with _options_lock:
                 _filesystems[key] = fs
@@ -477,9 +477,9 @@ def read_bytes(url: str) -> bytes:
     b'\\x00\\x01'
     """
     fs, path = filesystem(url)
-    size = _known_sizes.get(url)
+    size = _known_sizes.pop(url, None)  # (once: a long-lived worker reads many objects)
     try:
-        if hasattr(fs, "_call_s3") and size is not None and size <= fs.default_block_size:
+        if _is_s3(fs) and size is not None and size <= fs.default_block_size:
             # s3fs asks an object's size (a HEAD request) before its GET, to read an
             # object bigger than its block size in concurrent ranges; a size known from
             # a listing is not asked again: a batch of images sends one request per input.
@@ -497,7 +497,8 @@ def read_bytes(url: str) -> bytes:
 
 def known_size(url: str) -> int | None:
     """The size of the object at ``url`` as a listing in this process reported it
-    (:func:`list_files`), or as :func:`expect_size` was told; None if unknown.
+    (:func:`list_files`), or as :func:`expect_size` was told; None if unknown, or once
+    :func:`read_bytes` has read the object (a long-lived worker keeps no list of them).
 
     Examples
     --------
@@ -736,6 +737,11 @@ def _refuse_listing(url: str) -> None:
                                    "they cannot be listed as a folder"))
 
 
+def _is_s3(fs: Any) -> bool:
+    """Whether ``fs`` is s3fs's (which has S3's own calls: multipart uploads, sizes)."""
+    return hasattr(fs, "_call_s3")
+
+
 def _split_path(fs: Any, path: str) -> tuple[str, str]:
     """(bucket, key) for stores with buckets (S3, GCS, Azure); ("", path) for others."""
     split = getattr(fs, "split_path", None)
@@ -759,7 +765,7 @@ def _quietly_is_folder(fs: Any, path: str) -> bool:
 
 async def _upload(fs: Any, path: str, data: bytes) -> None:
     """Store ``data`` whole: one PUT, or an S3 multipart upload aborted on any failure."""
-    if not hasattr(fs, "_call_s3"):
+    if not _is_s3(fs):
         await fs._pipe_file(path, data)
     elif len(data) >= MULTIPART_THRESHOLD:
         await _multipart_upload(fs, path, data)

@@ -845,14 +845,16 @@ def write_chunks(target: Any, region: tuple[slice, ...], values: np.ndarray) -> 
     """
     if not values.size:
         return 0
+    if not all(r.start % c == 0 for r, c in zip(region, target.chunks, strict=True)):
+        target[region] = values  # (blocks start on chunks: not for upconv's own jobs)
+        return _chunk_count(values.shape, target.chunks)
     fill = target.fill_value
     bits = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(values.dtype.itemsize)
     zero_fill = bits is not None and fill is not None and not np.asarray(
         fill, values.dtype).view(bits).any()  # (else every chunk is stored)
-    pieces = _regions(values.shape, target.chunks) if all(
-        r.start % c == 0 for r, c in zip(region, target.chunks, strict=True)) else [
-        tuple(slice(0, n) for n in values.shape)]
-    for piece in pieces:
+    # zarr's in-memory store keeps the arrays it is given: not the reused buffers, then
+    keeps_arrays = type(target.store).__name__ == "MemoryStore"
+    for piece in _regions(values.shape, target.chunks):
         part = values[piece]
         if zero_fill and not part.view(bits).any():
             continue  # absent: read back as the fill value
@@ -860,15 +862,17 @@ def write_chunks(target: Any, region: tuple[slice, ...], values: np.ndarray) -> 
         if part.shape != tuple(target.chunks) and all(
                 first + size <= end for first, size, end in
                 zip(start, target.chunks, target.shape, strict=True)):
-            # An edge chunk, into an array of whole chunks (:func:`whole_chunks`): sent
-            # whole, padded with the fill value as zarr pads it, so that zarr need not
-            # make a new chunk-sized array (a fresh allocation) to merge it into.
+            # An edge chunk (the array's last along some axis), into an array of whole
+            # chunks (:func:`whole_chunks`): sent whole, padded with the fill value as
+            # zarr pads it, so that zarr need not make a new chunk-sized array (a fresh
+            # allocation) to merge it into.
             whole = _reused("edge", tuple(target.chunks), part.dtype)
             whole[...] = np.asarray(fill if fill is not None else 0, part.dtype)
             whole[tuple(slice(0, n) for n in part.shape)] = part
             part = whole
         target[tuple(slice(first, first + n)
-                     for first, n in zip(start, part.shape, strict=True))] = part
+                     for first, n in zip(start, part.shape, strict=True))] = (
+            part.copy() if keeps_arrays else part)
     return _chunk_count(values.shape, target.chunks)
 
 

@@ -853,7 +853,7 @@ def write_chunks(target: Any, region: tuple[slice, ...], values: np.ndarray) -> 
     zero_fill = bits is not None and fill is not None and not np.asarray(
         fill, values.dtype).view(bits).any()  # (else every chunk is stored)
     # zarr's in-memory store keeps the arrays it is given: not the reused buffers, then
-    keeps_arrays = type(target.store).__name__ == "MemoryStore"
+    keeps_arrays = isinstance(target.store, _zarr_module().storage.MemoryStore)
     for piece in _regions(values.shape, target.chunks):
         part = values[piece]
         if zero_fill and not part.view(bits).any():

@@ -189,8 +189,9 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
                             ("--fail-fast", fail_fast), ("--jobs", jobs)):
             if value:
                 raise click.UsageError(f"{flag} is for batches (-o DIR)")
-    zarr_job = not batch and any(_names_zarr(path) for path in paths)
-    if batch and any(_names_zarr(path) for path in paths):
+    names_zarr = any(_names_zarr(path) for path in paths)
+    zarr_job = names_zarr and not batch
+    if batch and names_zarr:
         raise click.UsageError("a Zarr store is scaled on its own: give INPUT.zarr "
                                "OUTPUT.zarr, not -o DIR")
     if not zarr_job:

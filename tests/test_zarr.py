@@ -177,6 +177,45 @@ def test_local_chunks_are_read_whole_into_arrays(tmp_path, rng):
     assert isinstance(_store(str(tmp_path / "in.zarr"), read_only=True), LocalStore)
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_big_chunks_are_written_behind_as_zarr_writes_them(tmp_path, rng, monkeypatch,
+                                                           zarr_format):
+    """A chunk of WRITE_BEHIND_PIECE or more (here made small) is written behind: the same
+    files as zarr's own store writes, no temporary file left, and a failed write leaves
+    the chunk that was there and no temporary file."""
+    from upconv import fileio
+    from upconv.zarr_local import LocalStore
+
+    monkeypatch.setattr(fileio, "WRITE_BEHIND_PIECE", 4096)
+    calls = []
+    real = fileio.write_at
+    monkeypatch.setattr(fileio, "write_at", lambda fd, data, position=0: (
+        calls.append(len(memoryview(data).cast("B"))), real(fd, data, position))[1])
+    image = rng.random((70, 50, 3))  # chunks of 32x32x3 float64: 24 KiB, some edges
+    ours = zarr.create_array(LocalStore(str(tmp_path / "ours.zarr")), shape=image.shape,
+                             chunks=(32, 32, 3), dtype=image.dtype, zarr_format=zarr_format)
+    ours[...] = image
+    write_array(tmp_path / "zarr.zarr", image, (32, 32, 3), zarr_format)
+    assert calls and min(calls) >= 4096
+
+    def files(store):
+        return {path.relative_to(store).as_posix(): path.read_bytes()
+                for path in store.rglob("*") if path.is_file()}
+
+    assert files(tmp_path / "ours.zarr") == files(tmp_path / "zarr.zarr")
+    assert len(files(tmp_path / "ours.zarr")) == 3 * 2 + 1 + (zarr_format == 2)
+
+    def fail(fd, data, position=0):
+        os.write(fd, b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio, "write_at", fail)
+    with pytest.raises(OSError, match="No space"):
+        ours[:32, :32] = rng.random((32, 32, 3))  # (random: compressed, still 4 KiB+)
+    assert files(tmp_path / "ours.zarr") == files(tmp_path / "zarr.zarr")
+    np.testing.assert_array_equal(read(tmp_path / "ours.zarr"), image)
+
+
 @pytest.mark.parametrize("region", [(0, 10), (4, 10), (0, 4), (8, 10), (2, 4), (2, 8)])
 def test_write_chunks_equals_plain_assignment(region):
     """Aligned regions (whole and edge chunks, sent whole through whole_chunks), and any

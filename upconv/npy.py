@@ -25,7 +25,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import BadInputError, FileAccessError
-from .fileio import discard, reserve_space, temporary_beside, write_error
+from .fileio import discard, reserve_space, temporary_beside, write_at, write_error
 from .samples import SAMPLE_DTYPES
 
 __all__ = ["NPY_MAGIC", "NpyHeader", "read_npy_header", "check_npy_image", "npy_samples",
@@ -310,15 +310,14 @@ class NpyFile:
             check_unit_range(self.dtype, low, high, name)
 
     def write_rows(self, first: int, rows: np.ndarray) -> None:
-        """Write rows starting at ``first`` (in place: the file already has its size)."""
+        """Write rows starting at ``first`` (in place: the file already has its size); a band
+        of 8 MiB or more is written behind (:func:`upconv.fileio.write_at`)."""
         data = memoryview(np.ascontiguousarray(rows, self.dtype)).cast("B")
         position = self.offset + first * self.row_bytes
         try:
             fd = os.open(self.path, os.O_WRONLY)
             try:
-                while data:
-                    written = os.pwrite(fd, data, position)
-                    data, position = data[written:], position + written
+                write_at(fd, data, position)
             finally:
                 os.close(fd)
         except OSError as exc:

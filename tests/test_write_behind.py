@@ -1,0 +1,155 @@
+"""Big positioned writes are written behind (upconv.fileio.write_at): the same bytes as a
+plain write, each piece's write-back started, waited for and dropped from the page cache,
+and plain writes where the platform or file system cannot do that."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from upconv import fileio
+from upconv.errors import FileAccessError
+from upconv.npy import NpyFile, create_npy
+
+PIECE = 3 * 4096 + 5  # not a whole number of pages: ranges need not be page-aligned
+
+
+@pytest.fixture
+def small_pieces(monkeypatch):
+    """Pieces of a few pages, so that small test data is written behind."""
+    monkeypatch.setattr(fileio, "WRITE_BEHIND_PIECE", PIECE)
+
+
+class Recorder:
+    """Wraps the syncer (the real ``sync_file_range``, where there is one) and records
+    each call; ``answer`` replaces the real call's result when given."""
+
+    def __init__(self, real, answer=None):
+        self.real, self.answer, self.calls = real, answer, []
+
+    def __call__(self, fd, offset, length, flags):
+        self.calls.append((offset, length, flags))
+        if self.answer is not None:
+            return self.answer
+        return self.real(fd, offset, length, flags) if self.real is not None else 0
+
+
+@pytest.fixture
+def recorder(monkeypatch, small_pieces):
+    recording = Recorder(fileio._sync_file_range())
+    monkeypatch.setattr(fileio, "_range_syncer", recording)
+    dropped = []
+    real_fadvise = getattr(os, "posix_fadvise", None)
+
+    def fadvise(fd, offset, length, advice):
+        dropped.append((offset, length, advice))
+        if real_fadvise is not None:
+            real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise, raising=False)
+    recording.dropped = dropped
+    return recording
+
+
+def write_and_read(path, data: bytes, position: int, before: bytes) -> bytes:
+    path.write_bytes(before)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fileio.write_at(fd, data, position)
+    finally:
+        os.close(fd)
+    return path.read_bytes()
+
+
+def expected(before: bytes, data: bytes, position: int) -> bytes:
+    result = bytearray(before)
+    if len(result) < position + len(data):
+        result += bytes(position + len(data) - len(result))
+    result[position:position + len(data)] = data
+    return bytes(result)
+
+
+@pytest.mark.parametrize("length", [0, 1, PIECE - 1, PIECE, PIECE + 1, 5 * PIECE + 7])
+@pytest.mark.parametrize("position", [0, 100, 3 * 4096])
+def test_the_bytes_are_those_of_a_plain_write(tmp_path, rng, recorder, length, position):
+    data = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
+    before = rng.integers(0, 256, 7 * PIECE, dtype=np.uint8).tobytes()
+    assert write_and_read(tmp_path / "f", data, position, before) == expected(
+        before, data, position)
+
+
+def test_each_piece_is_started_then_waited_for_and_dropped(tmp_path, rng, recorder):
+    """Every piece's write-back is started as it is written, and waited for and dropped
+    once the next is started; the last is waited for before the call returns."""
+    length, position = 4 * PIECE + 9, 100
+    data = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
+    write_and_read(tmp_path / "f", data, position, b"")
+    pieces = [(position + start, min(PIECE, length - start))
+              for start in range(0, length, PIECE)]
+    started = [(o, n) for o, n, flags in recorder.calls if flags == 2]
+    waited = [(o, n) for o, n, flags in recorder.calls if flags == 1 | 2 | 4]
+    assert started == pieces and waited == pieces
+    assert [(o, n) for o, n, _ in recorder.dropped] == pieces
+    assert {advice for _, _, advice in recorder.dropped} == {os.POSIX_FADV_DONTNEED}
+    # each piece is waited for only after the next one is started
+    order = [(flags, o) for o, n, flags in recorder.calls]
+    for first, second in zip(pieces, pieces[1:], strict=False):
+        assert order.index((2, second[0])) < order.index((7, first[0]))
+
+
+def test_a_small_write_is_plain(tmp_path, rng, recorder):
+    data = rng.integers(0, 256, PIECE - 1, dtype=np.uint8).tobytes()
+    assert write_and_read(tmp_path / "f", data, 0, b"") == data
+    assert recorder.calls == [] and recorder.dropped == []
+
+
+@pytest.mark.parametrize("failure", [errno.EINVAL, errno.ESPIPE, errno.ENOSYS,
+                                     errno.EOPNOTSUPP])
+def test_a_file_system_without_it_gets_plain_writes(tmp_path, rng, monkeypatch, small_pieces,
+                                                    failure):
+    recording = Recorder(None, answer=failure)
+    monkeypatch.setattr(fileio, "_range_syncer", recording)
+    data = rng.integers(0, 256, 4 * PIECE, dtype=np.uint8).tobytes()
+    assert write_and_read(tmp_path / "f", data, 5, b"x" * 9) == expected(b"x" * 9, data, 5)
+    assert len(recording.calls) == 1  # asked once, then plain writes
+
+
+def test_a_platform_without_it_gets_plain_writes(tmp_path, rng, monkeypatch, small_pieces):
+    monkeypatch.setattr(fileio, "_range_syncer", None)
+    data = rng.integers(0, 256, 4 * PIECE, dtype=np.uint8).tobytes()
+    assert write_and_read(tmp_path / "f", data, 0, b"") == data
+
+
+def test_an_io_error_writing_back_is_a_write_error(tmp_path, monkeypatch, small_pieces):
+    """An error found while writing back (EIO) fails the write: for a streamed .npy, the
+    one-line error naming the output."""
+    monkeypatch.setattr(fileio, "_range_syncer", Recorder(None, answer=errno.EIO))
+    with pytest.raises(OSError) as caught:
+        write_and_read(tmp_path / "f", bytes(2 * PIECE), 0, b"")
+    assert caught.value.errno == errno.EIO
+    target = create_npy(str(tmp_path / "out.npy"), (64, 64, 3), np.float32)
+    try:
+        with pytest.raises(FileAccessError, match=r"out\.npy: cannot write \(Input/output"):
+            target.write_rows(0, np.zeros((64, 64, 3), np.float32))
+    finally:
+        fileio.discard(target.path)
+
+
+def test_streamed_npy_bands_are_written_behind(tmp_path, rng, recorder):
+    target = create_npy(str(tmp_path / "out.npy"), (200, 33, 3), np.float32)
+    values = rng.random((200, 33, 3)).astype(np.float32)
+    for first in range(0, 200, 70):
+        target.write_rows(first, values[first:first + 70])
+    fileio.commit(target.path, str(tmp_path / "out.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), values)
+    assert {flags for _, _, flags in recorder.calls} == {2, 7}
+    assert isinstance(NpyFile.open(str(tmp_path / "out.npy")), NpyFile)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux")
+def test_linux_has_sync_file_range():
+    """On Linux (CI's platform) the write-behind is really in use, not the fallback."""
+    assert fileio._sync_file_range() is not None

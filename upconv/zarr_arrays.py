@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInputError, FileAccessError, UpconvError
+from .memory import reusing_freed_memory
 from .methods import METHODS, SPLINE_HALO, Method
 from .scaling import Resampling, plan_resampling, resample_band
 from .transpose import output_geometry, post_kernel_weights
@@ -794,6 +795,7 @@ def read_core(job: ZarrPlan, source: Any, key: BlockKey) -> np.ndarray:
     return values if "c" in axes else values[..., None]
 
 
+@reusing_freed_memory()  # (a Dask worker's fixed allocator thresholds, lifted)
 def block_borders(job: ZarrPlan, source: Any, key: BlockKey) -> dict[str, np.ndarray]:
     """First phase: a block's core edges, a halo deep, for its neighbours' windows
     (copies: the core itself is not kept)."""
@@ -803,6 +805,7 @@ def block_borders(job: ZarrPlan, source: Any, key: BlockKey) -> dict[str, np.nda
             "left": core[..., :, :cols, :].copy(), "right": core[..., :, -cols:, :].copy()}
 
 
+@reusing_freed_memory()  # (a Dask worker's fixed allocator thresholds, lifted)
 def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
                      neighbours: dict[tuple[int, int], dict[str, np.ndarray]]) -> int:
     """Second phase: a block's core read again, its window assembled with the neighbours'
@@ -973,6 +976,7 @@ def read_window(array: Any, selection: tuple[slice, ...], axes: tuple[int, ...],
     return out
 
 
+@reusing_freed_memory()  # (a Dask worker's fixed allocator thresholds, lifted)
 def halve_chunk(axes: str, above: Any, target: Any, region: tuple[slice, ...]) -> int:
     """One task of a pyramid level: the chunk ``region`` as the 2x2 mean of the level
     ``above`` (an odd last row or column averaged with itself), rounded back to integers."""

@@ -19,8 +19,10 @@ PIECE = 3 * 4096 + 5  # not a whole number of pages: ranges need not be page-ali
 
 @pytest.fixture
 def small_pieces(monkeypatch):
-    """Pieces of a few pages, so that small test data is written behind."""
+    """Pieces of a few pages, so that small test data is written behind; none on the way."""
     monkeypatch.setattr(fileio, "WRITE_BEHIND_PIECE", PIECE)
+    monkeypatch.setattr(fileio, "_on_the_way", type(fileio._on_the_way)())
+    monkeypatch.setattr(fileio, "_on_the_way_bytes", 0)
 
 
 class Recorder:
@@ -28,10 +30,12 @@ class Recorder:
     each call; ``answer`` replaces the real call's result when given."""
 
     def __init__(self, real, answer=None):
-        self.real, self.answer, self.calls = real, answer, []
+        self.real, self.answer, self.calls, self.files = real, answer, [], []
 
     def __call__(self, fd, offset, length, flags):
         self.calls.append((offset, length, flags))
+        if os.path.isdir("/proc/self/fd"):
+            self.files.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
         if self.answer is not None:
             return self.answer
         return self.real(fd, offset, length, flags) if self.real is not None else 0
@@ -54,11 +58,11 @@ def recorder(monkeypatch, small_pieces):
     return recording
 
 
-def write_and_read(path, data: bytes, position: int, before: bytes) -> bytes:
+def write_and_read(path, data: bytes, position: int, before: bytes, later=None) -> bytes:
     path.write_bytes(before)
     fd = os.open(path, os.O_RDWR)
     try:
-        fileio.write_at(fd, data, position)
+        fileio.write_at(fd, data, position, later=later)
     finally:
         os.close(fd)
     return path.read_bytes()
@@ -74,11 +78,15 @@ def expected(before: bytes, data: bytes, position: int) -> bytes:
 
 @pytest.mark.parametrize("length", [0, 1, PIECE - 1, PIECE, PIECE + 1, 5 * PIECE + 7])
 @pytest.mark.parametrize("position", [0, 100, 3 * 4096])
-def test_the_bytes_are_those_of_a_plain_write(tmp_path, rng, recorder, length, position):
+@pytest.mark.parametrize("later", [False, True])
+def test_the_bytes_are_those_of_a_plain_write(tmp_path, rng, recorder, monkeypatch, length,
+                                              position, later):
+    monkeypatch.setattr(fileio, "WRITE_BEHIND_LAG", 2 * PIECE)
     data = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
     before = rng.integers(0, 256, 7 * PIECE, dtype=np.uint8).tobytes()
-    assert write_and_read(tmp_path / "f", data, position, before) == expected(
-        before, data, position)
+    path = tmp_path / "f"
+    assert write_and_read(path, data, position, before, str(path) if later else None
+                          ) == expected(before, data, position)
 
 
 def test_each_piece_is_started_then_waited_for_and_dropped(tmp_path, rng, recorder):
@@ -138,7 +146,8 @@ def test_an_io_error_writing_back_is_a_write_error(tmp_path, monkeypatch, small_
         fileio.discard(target.path)
 
 
-def test_streamed_npy_bands_are_written_behind(tmp_path, rng, recorder):
+def test_streamed_npy_bands_are_written_behind(tmp_path, rng, lagging):
+    recorder = lagging
     target = create_npy(str(tmp_path / "out.npy"), (200, 33, 3), np.float32)
     values = rng.random((200, 33, 3)).astype(np.float32)
     for first in range(0, 200, 70):
@@ -153,3 +162,48 @@ def test_streamed_npy_bands_are_written_behind(tmp_path, rng, recorder):
 def test_linux_has_sync_file_range():
     """On Linux (CI's platform) the write-behind is really in use, not the fallback."""
     assert fileio._sync_file_range() is not None
+
+
+@pytest.fixture
+def lagging(monkeypatch, recorder):
+    """A lag of 3 pieces."""
+    monkeypatch.setattr(fileio, "WRITE_BEHIND_LAG", 3 * PIECE)
+    return recorder
+
+
+def test_with_later_the_last_pieces_are_left_on_their_way(tmp_path, rng, lagging):
+    """With ``later``, a call returns once its pieces are handed to the disk; the oldest
+    are waited for (reopened by their later path) only when more than the lag are on
+    their way, and a file renamed away since is passed over."""
+    waits = lagging.calls
+
+    def write(name, pieces):
+        data = rng.integers(0, 256, pieces * PIECE, dtype=np.uint8).tobytes()
+        temporary, final = tmp_path / f".{name}.part", tmp_path / name
+        write_and_read(temporary, data, 0, b"", later=str(final))
+        temporary.rename(final)
+        return data
+
+    first = write("a", 2)
+    assert [flags for _, _, flags in waits] == [2, 2]  # started, none waited for
+    assert fileio._on_the_way_bytes == 2 * PIECE
+    second = write("b", 2)  # 4 pieces on their way: a's first is waited for, by its path
+    waited = [(file, offset) for (offset, _, flags), file in zip(waits, lagging.files,
+                                                                 strict=True) if flags == 7]
+    assert waited == [("a", 0)]
+    assert [(o, n) for o, n, _ in lagging.dropped] == [(0, PIECE)]
+    (tmp_path / "a").rename(tmp_path / "gone")
+    write("c", 2)  # a's second piece: renamed away, passed over; then b's first
+    waited = [(file, offset) for (offset, _, flags), file in zip(waits, lagging.files,
+                                                                 strict=True) if flags == 7]
+    assert waited == [("a", 0), ("b", 0)]
+    assert fileio._on_the_way_bytes == 3 * PIECE
+    assert (tmp_path / "gone").read_bytes() == first and (tmp_path / "b").read_bytes() == second
+
+
+def test_a_long_call_waits_for_its_own_pieces_beyond_the_lag(tmp_path, rng, lagging):
+    data = rng.integers(0, 256, 6 * PIECE, dtype=np.uint8).tobytes()
+    path = tmp_path / "f"
+    assert write_and_read(path, data, 0, b"", later=str(path)) == data
+    assert [o for o, _, flags in lagging.calls if flags == 7] == [0, PIECE, 2 * PIECE]
+    assert fileio._on_the_way_bytes == 3 * PIECE

@@ -189,8 +189,8 @@ def test_big_chunks_are_written_behind_as_zarr_writes_them(tmp_path, rng, monkey
     monkeypatch.setattr(fileio, "WRITE_BEHIND_PIECE", 4096)
     calls = []
     real = fileio.write_at
-    monkeypatch.setattr(fileio, "write_at", lambda fd, data, position=0: (
-        calls.append(len(memoryview(data).cast("B"))), real(fd, data, position))[1])
+    monkeypatch.setattr(fileio, "write_at", lambda fd, data, position=0, later=None: (
+        calls.append(len(memoryview(data).cast("B"))), real(fd, data, position, later))[1])
     image = rng.random((70, 50, 3))  # chunks of 32x32x3 float64: 24 KiB, some edges
     ours = zarr.create_array(LocalStore(str(tmp_path / "ours.zarr")), shape=image.shape,
                              chunks=(32, 32, 3), dtype=image.dtype, zarr_format=zarr_format)
@@ -205,7 +205,7 @@ def test_big_chunks_are_written_behind_as_zarr_writes_them(tmp_path, rng, monkey
     assert files(tmp_path / "ours.zarr") == files(tmp_path / "zarr.zarr")
     assert len(files(tmp_path / "ours.zarr")) == 3 * 2 + 1 + (zarr_format == 2)
 
-    def fail(fd, data, position=0):
+    def fail(fd, data, position=0, later=None):
         os.write(fd, b"half")
         raise OSError(28, "No space left on device")
 

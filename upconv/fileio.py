@@ -29,6 +29,7 @@ import stat
 import sys
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -414,6 +415,9 @@ def reserve_space(fd: int, size: int) -> bool:
 #: Positioned writes at least this long are written behind (:func:`write_at`), this many
 #: bytes at a time.
 WRITE_BEHIND_PIECE = 8 << 20
+#: How many bytes written behind with ``later`` may still be on their way to the disk,
+#: in one process, before the oldest are waited for.
+WRITE_BEHIND_LAG = 256 << 20
 
 _SYNC_FILE_RANGE_WAIT_BEFORE, _SYNC_FILE_RANGE_WRITE, _SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
 _range_syncer: Callable[[int, int, int, int], int] | None | bool = False  # (False: not looked up)
@@ -454,7 +458,17 @@ def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
         data, position = data[written:], position + written
 
 
-def write_at(fd: int, data: bytes | memoryview, position: int = 0) -> None:
+_WAIT_FOR_RANGE = (_SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE
+                   | _SYNC_FILE_RANGE_WAIT_AFTER)
+_UNSUPPORTED = (errno.EINVAL, errno.ESPIPE, errno.ENOSYS, errno.EOPNOTSUPP)
+#: Ranges written behind with ``later`` and not yet waited for: (path, offset, length).
+_on_the_way: deque[tuple[str, int, int]] = deque()
+_on_the_way_bytes = 0
+_on_the_way_lock = threading.Lock()
+
+
+def write_at(fd: int, data: bytes | memoryview, position: int = 0,
+             later: str | None = None) -> None:
     """Write every byte of ``data`` into the open file at ``position`` (``pwrite``);
     a write of :data:`WRITE_BEHIND_PIECE` (8 MiB) or more is *written behind*.
 
@@ -475,8 +489,16 @@ def write_at(fd: int, data: bytes | memoryview, position: int = 0) -> None:
     same; only when it reaches the disk changes, so where the platform or the
     file system has no ``sync_file_range`` the write is an ordinary one.
 
+    With ``later``, the path the file will have once the caller is done with
+    it (after renaming it), the call returns as soon as its last piece is
+    handed to the disk, while the disk writes it and the caller computes what
+    it writes next; the bytes still on their way are waited for (reopening
+    the file by that path, if it is still there) only when more than
+    :data:`WRITE_BEHIND_LAG` (256 MiB) of this process's are. Without it, the
+    call waits for its own last piece.
+
     Errors are :class:`OSError`, as from ``os.pwrite`` (an I/O error found while
-    writing back included).
+    writing back included, also one found waiting for an earlier file's bytes).
 
     Examples
     --------
@@ -491,39 +513,69 @@ def write_at(fd: int, data: bytes | memoryview, position: int = 0) -> None:
     if syncer is None:
         _pwrite_all(fd, view, position)
         return
-    piece = WRITE_BEHIND_PIECE
-    waiting: tuple[int, int] | None = None  # (offset, length): written, written back next
-    for start in range(0, len(view), piece):
-        chunk = view[start:start + piece]
-        _pwrite_all(fd, chunk, position + start)
-        if syncer is not None:
-            syncer = _write_back(syncer, fd, position + start, len(chunk), waiting)
-            waiting = (position + start, len(chunk))
-    if syncer is not None and waiting is not None:
-        _write_back(syncer, fd, 0, 0, waiting)
-
-
-def _write_back(syncer: Callable[[int, int, int, int], int], fd: int, offset: int,
-                length: int, waiting: tuple[int, int] | None
-                ) -> Callable[[int, int, int, int], int] | None:
-    """Start writing back ``length`` bytes at ``offset`` (none if 0), then wait for the
-    range ``waiting`` to be on the disk and drop it from the page cache. Returns None
-    (write the rest ordinarily) where the file system cannot do this."""
-    steps = []
-    if length:
-        steps.append((offset, length, _SYNC_FILE_RANGE_WRITE))
-    if waiting is not None:
-        steps.append((*waiting, _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE
-                      | _SYNC_FILE_RANGE_WAIT_AFTER))
-    for first, size, flags in steps:
-        failure = syncer(fd, first, size, flags)
-        if failure in (errno.EINVAL, errno.ESPIPE, errno.ENOSYS, errno.EOPNOTSUPP):
-            return None  # (a pipe, or a file system without it: plain writes, then)
+    mine: deque[tuple[int, int]] = deque()  # this call's pieces on their way
+    for start in range(0, len(view), WRITE_BEHIND_PIECE):
+        if syncer is None:  # (a file system without it: plain writes, then)
+            _pwrite_all(fd, view[start:], position + start)
+            return
+        piece = view[start:start + WRITE_BEHIND_PIECE]
+        _pwrite_all(fd, piece, position + start)
+        failure = syncer(fd, position + start, len(piece), _SYNC_FILE_RANGE_WRITE)
+        if failure in _UNSUPPORTED:
+            syncer = None
+            continue
         if failure:
             raise OSError(failure, os.strerror(failure))
-    if waiting is not None:
-        os.posix_fadvise(fd, waiting[0], waiting[1], os.POSIX_FADV_DONTNEED)
-    return syncer
+        mine.append((position + start, len(piece)))
+        _wait_for_some(syncer, fd, mine, keep=WRITE_BEHIND_LAG if later else len(piece))
+    if syncer is None:
+        return
+    if later is None:
+        _wait_for_some(syncer, fd, mine, keep=0)
+        return
+    global _on_the_way_bytes
+    with _on_the_way_lock:
+        _on_the_way.extend((later, offset, length) for offset, length in mine)
+        _on_the_way_bytes += sum(length for _, length in mine)
+
+
+def _wait_for_some(syncer: Callable[[int, int, int, int], int], fd: int,
+                   mine: deque[tuple[int, int]], keep: int) -> None:
+    """Wait for the oldest ranges on their way to the disk, and drop them from the page
+    cache, until at most ``keep`` bytes are: first the process's (from earlier calls),
+    then this call's own (``mine``, in the open file ``fd``)."""
+    global _on_the_way_bytes
+    while True:
+        with _on_the_way_lock:
+            if _on_the_way_bytes + sum(length for _, length in mine) <= keep:
+                return
+            if _on_the_way:
+                path, offset, length = _on_the_way.popleft()
+                _on_the_way_bytes -= length
+            elif mine:
+                path = None
+            else:
+                return
+        if path is None:
+            offset, length = mine.popleft()
+            _wait_and_drop(syncer, fd, offset, length)
+            continue
+        try:
+            other = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:  # renamed or removed since: nothing to wait for
+            continue
+        try:
+            _wait_and_drop(syncer, other, offset, length)
+        finally:
+            os.close(other)
+
+
+def _wait_and_drop(syncer: Callable[[int, int, int, int], int], fd: int, offset: int,
+                   length: int) -> None:
+    failure = syncer(fd, offset, length, _WAIT_FOR_RANGE)
+    if failure and failure not in _UNSUPPORTED:
+        raise OSError(failure, os.strerror(failure))
+    os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def sync_file(path: str, shown: str | None = None) -> None:

@@ -311,13 +311,14 @@ class NpyFile:
 
     def write_rows(self, first: int, rows: np.ndarray) -> None:
         """Write rows starting at ``first`` (in place: the file already has its size); a band
-        of 8 MiB or more is written behind (:func:`upconv.fileio.write_at`)."""
+        of 8 MiB or more is written behind (:func:`upconv.fileio.write_at`), the last of it
+        left on its way to the disk while the next is computed."""
         data = memoryview(np.ascontiguousarray(rows, self.dtype)).cast("B")
         position = self.offset + first * self.row_bytes
         try:
             fd = os.open(self.path, os.O_WRONLY)
             try:
-                write_at(fd, data, position)
+                write_at(fd, data, position, later=self.path)
             finally:
                 os.close(fd)
         except OSError as exc:

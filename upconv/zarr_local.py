@@ -80,7 +80,7 @@ def write_whole_file(path: Path, value: Buffer) -> None:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
                      0o666)
         try:
-            fileio.write_at(fd, value.as_buffer_like())
+            fileio.write_at(fd, value.as_buffer_like(), later=str(path))
         finally:
             os.close(fd)
         os.replace(temporary, path)

@@ -32,8 +32,8 @@ def fake(monkeypatch):
     trims = []
     monkeypatch.setattr(memory, "release_free_memory", lambda: trims.append(1))
     recorder.trims = trims
-    for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
-        monkeypatch.delenv(name, raising=False)
+    recorder.environ = {}  # the environment at start-up, as the tests set it
+    monkeypatch.setattr(memory, "_startup_environ", lambda: recorder.environ)
     return recorder
 
 
@@ -41,19 +41,53 @@ SET = [(-3, 32 << 20), (-1, 64 << 20)]
 
 
 def test_thresholds_are_lifted_and_put_back(fake, monkeypatch):
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    fake.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
     with memory.reusing_freed_memory():
         assert fake.calls == SET and not fake.trims
     assert fake.calls == SET + [(-3, 128 << 10), (-1, 65536)] and fake.trims == [1]
 
 
 def test_tunables_and_both_variables(fake, monkeypatch):
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=0x100000:glibc.foo=1")
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4096")
+    fake.environ.update(GLIBC_TUNABLES="glibc.malloc.mmap_threshold=0x100000:glibc.foo=1",
+                        MALLOC_TRIM_THRESHOLD_="4096")
     with memory.reusing_freed_memory():
         pass
     assert fake.calls[2:] == [(-3, 1 << 20), (-1, 4096)]
     assert memory.fixed_thresholds({"MALLOC_TRIM_THRESHOLD_": "lots"}) is None
+    assert memory.fixed_thresholds({"MALLOC_TRIM_THRESHOLD_": str(1 << 32)}) is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="needs /proc")
+@pytest.mark.parametrize("at_start", [False, True])
+def test_the_environment_is_the_one_glibc_read_at_start_up(at_start):
+    """A process that started a LocalCluster has Dask's setting in os.environ, but its
+    own allocator never read it: only a setting present at start-up counts."""
+    script = ("import os; os.environ['MALLOC_TRIM_THRESHOLD_'] = '65536'; "
+              "from upconv.memory import fixed_thresholds; print(fixed_thresholds())")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")}
+    if at_start:
+        env["MALLOC_TRIM_THRESHOLD_"] = "65536"
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == ("(131072, 65536)" if at_start else "None")
+
+
+def test_a_mapping_threshold_glibc_refuses_falls_back_to_its_default(fake):
+    fake.environ["MALLOC_MMAP_THRESHOLD_"] = str(64 << 20)  # above glibc's 32 MiB limit
+    real_call = fake.__class__.__call__
+
+    def refusing(self, parameter, value):
+        real_call(self, parameter, value)
+        return 0 if (parameter, value) == (-3, 64 << 20) else 1
+
+    fake.__class__.__call__ = refusing
+    try:
+        with memory.reusing_freed_memory():
+            pass
+    finally:
+        fake.__class__.__call__ = real_call
+    assert fake.calls[2:] == [(-3, 64 << 20), (-3, 128 << 10), (-1, 128 << 10)]
 
 
 def test_nothing_changes_where_glibc_slides_its_thresholds(fake):
@@ -64,7 +98,7 @@ def test_nothing_changes_where_glibc_slides_its_thresholds(fake):
 
 def test_threads_share_one_lifting(fake, monkeypatch):
     """Set when the first thread enters, put back when the last one leaves."""
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    fake.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
     inside, leave = threading.Event(), threading.Event()
 
     def other():
@@ -85,7 +119,7 @@ def test_threads_share_one_lifting(fake, monkeypatch):
 
 def test_zarr_tasks_run_with_the_thresholds_lifted(fake, monkeypatch, tmp_path, rng):
     zarr = pytest.importorskip("zarr", minversion="3")
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    fake.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
     image = rng.random((40, 30, 3))
     array = zarr.create_array(str(tmp_path / "in.zarr"), shape=image.shape, chunks=(16, 16, 3),
                               dtype=image.dtype)

@@ -494,8 +494,11 @@ def write_at(fd: int, data: bytes | memoryview, position: int = 0,
     handed to the disk, while the disk writes it and the caller computes what
     it writes next; the bytes still on their way are waited for (reopening
     the file by that path, if it is still there) only when more than
-    :data:`WRITE_BEHIND_LAG` (256 MiB) of this process's are. Without it, the
-    call waits for its own last piece.
+    :data:`WRITE_BEHIND_LAG` (256 MiB) of this process's are (a call's own
+    pieces are counted with the process's, so threads writing at the same
+    time may each have up to that much on the way). An I/O error found
+    waiting for an earlier file's bytes fails the call that waits. Without
+    ``later``, the call waits for its own last piece.
 
     Errors are :class:`OSError`, as from ``os.pwrite`` (an I/O error found while
     writing back included, also one found waiting for an earlier file's bytes).

@@ -59,6 +59,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: 32 MiB are kept for reuse, and up to twice that is kept free at a heap's top.
 _REUSE_MMAP_THRESHOLD, _REUSE_TRIM_THRESHOLD = 32 << 20, 64 << 20
 _GLIBC_DEFAULT_THRESHOLD = 128 << 10
+_INT_MAX = 2**31 - 1
 _reuse_lock = threading.Lock()
 _reuse_users = 0
 
@@ -75,11 +76,29 @@ def _mallopt():
     return function
 
 
+@functools.lru_cache(maxsize=1)
+def _startup_environ() -> dict[str, str]:
+    """The environment this process was started with, which is what glibc read: not
+    ``os.environ``, which the process may have changed since (Dask's ``LocalCluster``
+    puts its workers' ``MALLOC_TRIM_THRESHOLD_`` into its own)."""
+    try:
+        with open("/proc/self/environ", "rb") as handle:
+            entries = handle.read().split(b"\0")
+    except OSError:
+        return dict(os.environ)
+    found = {}
+    for entry in entries:
+        name, equals, value = entry.partition(b"=")
+        if equals:
+            found[os.fsdecode(name)] = os.fsdecode(value)
+    return found
+
+
 def fixed_thresholds(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
     """The allocator thresholds this process was started with, (mapping, trimming) in
     bytes, when its environment fixes either (``MALLOC_TRIM_THRESHOLD_``,
     ``MALLOC_MMAP_THRESHOLD_``, or their ``GLIBC_TUNABLES`` forms); None when glibc
-    slides them itself.
+    slides them itself. ``environ`` defaults to the environment at start-up.
 
     Examples
     --------
@@ -90,7 +109,7 @@ def fixed_thresholds(environ: dict[str, str] | None = None) -> tuple[int, int] |
     >>> fixed_thresholds({}) is None
     True
     """
-    environ = os.environ if environ is None else environ
+    environ = _startup_environ() if environ is None else environ
     found: dict[str, str] = {}
     for item in environ.get("GLIBC_TUNABLES", "").split(":"):
         name, _, value = item.partition("=")
@@ -106,6 +125,8 @@ def fixed_thresholds(environ: dict[str, str] | None = None) -> tuple[int, int] |
         values = {name: int(value, 0) for name, value in found.items()}
     except ValueError:
         return None  # (glibc ignores what it cannot read; so does this)
+    if not all(0 <= value <= _INT_MAX for value in values.values()):
+        return None  # (no value mallopt could set back)
     return (values.get("mmap_threshold", _GLIBC_DEFAULT_THRESHOLD),
             values.get("trim_threshold", _GLIBC_DEFAULT_THRESHOLD))
 
@@ -150,6 +171,9 @@ def reusing_freed_memory() -> Iterator[None]:
         with _reuse_lock:
             _reuse_users -= 1
             if _reuse_users == 0:
-                mallopt(_M_MMAP_THRESHOLD, fixed[0])
+                # glibc refuses a mapping threshold above its limit (as it ignored it at
+                # start-up): its default, fixed, then
+                if not mallopt(_M_MMAP_THRESHOLD, fixed[0]):
+                    mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
                 mallopt(_M_TRIM_THRESHOLD, fixed[1])
                 release_free_memory()

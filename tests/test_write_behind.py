@@ -44,7 +44,7 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch, small_pieces):
     recording = Recorder(fileio._sync_file_range())
-    monkeypatch.setattr(fileio, "_range_syncer", recording)
+    monkeypatch.setattr(fileio, "_sync_file_range", lambda: recording)
     dropped = []
     real_fadvise = getattr(os, "posix_fadvise", None)
 
@@ -119,14 +119,14 @@ def test_a_small_write_is_plain(tmp_path, rng, recorder):
 def test_a_file_system_without_it_gets_plain_writes(tmp_path, rng, monkeypatch, small_pieces,
                                                     failure):
     recording = Recorder(None, answer=failure)
-    monkeypatch.setattr(fileio, "_range_syncer", recording)
+    monkeypatch.setattr(fileio, "_sync_file_range", lambda: recording)
     data = rng.integers(0, 256, 4 * PIECE, dtype=np.uint8).tobytes()
     assert write_and_read(tmp_path / "f", data, 5, b"x" * 9) == expected(b"x" * 9, data, 5)
     assert len(recording.calls) == 1  # asked once, then plain writes
 
 
 def test_a_platform_without_it_gets_plain_writes(tmp_path, rng, monkeypatch, small_pieces):
-    monkeypatch.setattr(fileio, "_range_syncer", None)
+    monkeypatch.setattr(fileio, "_sync_file_range", lambda: None)
     data = rng.integers(0, 256, 4 * PIECE, dtype=np.uint8).tobytes()
     assert write_and_read(tmp_path / "f", data, 0, b"") == data
 
@@ -134,7 +134,7 @@ def test_a_platform_without_it_gets_plain_writes(tmp_path, rng, monkeypatch, sma
 def test_an_io_error_writing_back_is_a_write_error(tmp_path, monkeypatch, small_pieces):
     """An error found while writing back (EIO) fails the write: for a streamed .npy, the
     one-line error naming the output."""
-    monkeypatch.setattr(fileio, "_range_syncer", Recorder(None, answer=errno.EIO))
+    monkeypatch.setattr(fileio, "_sync_file_range", lambda: Recorder(None, answer=errno.EIO))
     with pytest.raises(OSError) as caught:
         write_and_read(tmp_path / "f", bytes(2 * PIECE), 0, b"")
     assert caught.value.errno == errno.EIO

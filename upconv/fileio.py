@@ -22,6 +22,7 @@ longer running.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import shutil
@@ -420,36 +421,25 @@ WRITE_BEHIND_PIECE = 8 << 20
 WRITE_BEHIND_LAG = 256 << 20
 
 _SYNC_FILE_RANGE_WAIT_BEFORE, _SYNC_FILE_RANGE_WRITE, _SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
-_range_syncer: Callable[[int, int, int, int], int] | None | bool = False  # (False: not looked up)
-_range_syncer_lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=1)
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux's ``sync_file_range(2)`` from the C library, or None where there is none.
+    """Linux's ``sync_file_range(2)`` (:func:`upconv.libc.libc_function`: ``os`` has no
+    binding for it), returning 0 or the errno; None where there is none."""
+    import ctypes
 
-    Python's ``os`` module has no binding for it (``posix_fadvise`` it has); a
-    one-function ``ctypes`` binding is all it takes, looked up on first use.
-    """
-    global _range_syncer
-    with _range_syncer_lock:
-        if _range_syncer is False:
-            _range_syncer = None
-            if sys.platform.startswith("linux") and hasattr(os, "posix_fadvise"):
-                import ctypes
+    from .libc import libc_function
 
-                function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
-                if function is not None:
-                    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
-                                         ctypes.c_uint]
-                    function.restype = ctypes.c_int
+    function = libc_function("sync_file_range", (ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                                 ctypes.c_uint))
+    if function is None or not hasattr(os, "posix_fadvise"):
+        return None
 
-                    def call(fd: int, offset: int, length: int, flags: int) -> int:
-                        if function(fd, offset, length, flags) == 0:
-                            return 0
-                        return ctypes.get_errno()
+    def call(fd: int, offset: int, length: int, flags: int) -> int:
+        return 0 if function(fd, offset, length, flags) == 0 else ctypes.get_errno()
 
-                    _range_syncer = call
-        return _range_syncer
+    return call
 
 
 def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
@@ -480,14 +470,14 @@ def write_at(fd: int, data: bytes | memoryview, position: int = 0,
     ``sync_file_range`` so, and GNU dd's ``oflag=nocache`` drops written pages
     so). This is write-back, not durability: the file's metadata is not
     synced, and :func:`sync_file` is still what makes a file safe before it is
-    committed. Left to the kernel, a job that
-    writes gigabytes fills the page cache with dirty pages until every writer is
-    throttled to the speed of the kernel's own write-back, and then with clean
-    pages that must be reclaimed before memory is handed out again: writing
-    12 GB of 50 MB files from two processes took 10-15 s on the machine of
-    ``bench/bench_zarr.py``, and 6.5 s written behind. What is written is the
-    same; only when it reaches the disk changes, so where the platform or the
-    file system has no ``sync_file_range`` the write is an ordinary one.
+    committed. Left to the kernel, a job that writes gigabytes fills the page
+    cache with dirty pages until every writer is throttled to the speed of the
+    kernel's own write-back, and then with clean pages that must be reclaimed
+    before memory is handed out again: in a throwaway test on the machine of
+    ``bench/bench_zarr.py``, two processes wrote 12 GB of 50 MB files in
+    10-15 s, and in 6.5 s written behind. What is written is the same; only
+    when it reaches the disk changes, so where the platform or the file system
+    has no ``sync_file_range`` the write is an ordinary one.
 
     With ``later``, the path the file will have once the caller is done with
     it (after renaming it), the call returns as soon as its last piece is
@@ -530,11 +520,14 @@ def write_at(fd: int, data: bytes | memoryview, position: int = 0,
         if failure:
             raise OSError(failure, os.strerror(failure))
         mine.append((position + start, len(piece)))
-        _wait_for_some(syncer, fd, mine, keep=WRITE_BEHIND_LAG if later else len(piece))
+        if later is None:
+            _wait_for_some(syncer, fd, mine, keep=len(piece), others=False)
+        else:
+            _wait_for_some(syncer, fd, mine, keep=WRITE_BEHIND_LAG, others=True)
     if syncer is None:
         return
     if later is None:
-        _wait_for_some(syncer, fd, mine, keep=0)
+        _wait_for_some(syncer, fd, mine, keep=0, others=False)
         return
     global _on_the_way_bytes
     with _on_the_way_lock:
@@ -543,16 +536,18 @@ def write_at(fd: int, data: bytes | memoryview, position: int = 0,
 
 
 def _wait_for_some(syncer: Callable[[int, int, int, int], int], fd: int,
-                   mine: deque[tuple[int, int]], keep: int) -> None:
+                   mine: deque[tuple[int, int]], keep: int, others: bool) -> None:
     """Wait for the oldest ranges on their way to the disk, and drop them from the page
-    cache, until at most ``keep`` bytes are: first the process's (from earlier calls),
-    then this call's own (``mine``, in the open file ``fd``)."""
+    cache, until at most ``keep`` bytes are: first, with ``others``, the process's (from
+    earlier calls with ``later``), then this call's own (``mine``, in the open file
+    ``fd``)."""
     global _on_the_way_bytes
     while True:
         with _on_the_way_lock:
-            if _on_the_way_bytes + sum(length for _, length in mine) <= keep:
+            process = _on_the_way_bytes if others else 0
+            if process + sum(length for _, length in mine) <= keep:
                 return
-            if _on_the_way:
+            if others and _on_the_way:
                 path, offset, length = _on_the_way.popleft()
                 _on_the_way_bytes -= length
             elif mine:

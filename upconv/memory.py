@@ -20,25 +20,19 @@ as long as it runs.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .libc import libc_function
+
 __all__ = ["release_free_memory", "reusing_freed_memory"]
 
 
-@functools.lru_cache(maxsize=1)
 def _malloc_trim():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
+    return libc_function("malloc_trim", (ctypes.c_size_t,))
 
 
 def release_free_memory() -> None:
@@ -64,16 +58,10 @@ _reuse_lock = threading.Lock()
 _reuse_users = 0
 
 
-@functools.lru_cache(maxsize=1)
 def _mallopt():
-    if _malloc_trim() is None:
+    if _malloc_trim() is None:  # (glibc's, then)
         return None
-    try:
-        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return None
-    function.argtypes, function.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return function
+    return libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
 
 
 @functools.lru_cache(maxsize=1)

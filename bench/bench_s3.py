@@ -15,24 +15,29 @@ bucket's throughput within 25 % of the local disk's.
 
 The server runs on the same 2 CPUs as the batch, so its own work (a Python web
 server parsing every request) is in the figure, which a real S3 service's is not.
-``--server`` chooses which of moto's servers:
+``--server`` chooses how moto is served:
 
-- ``s3`` (the default): moto's S3 application alone (``create_backend_app("s3")``),
-  served by werkzeug's threaded server speaking HTTP/1.1, so that connections are
-  kept alive between requests, as S3's are;
+- ``waitress`` (the default): moto's S3 application alone (``create_backend_app("s3")``)
+  served by waitress, a WSGI server that keeps HTTP/1.1 connections alive between
+  requests, as S3 does, and here keeps request bodies in memory rather than spooling
+  those over 512 KiB to a temporary file;
+- ``werkzeug``: the same application on werkzeug's threaded server, which closes the
+  connection after every answer (it says ``Connection: close`` even to HTTP/1.1
+  requests), so each request opens a new connection on a new server thread;
 - ``all``: moto's ``ThreadedMotoServer``, which serves every AWS service: it finds
   the service of each request by scanning the folders of moto's ~200 services
-  (a few hundred ``stat`` calls per request) and closes the connection after each
-  answer (HTTP/1.0).
+  (a few hundred ``stat`` calls per request), on werkzeug too.
 
-    python bench/bench_s3.py [--repeat 3] [--files 200] [--server s3|all]
+    python bench/bench_s3.py [--repeat 3] [--files 200] [--server waitress|werkzeug|all]
 
-Needs ``pip install 'upconv[cloud]' 'moto[server]'``; skipped cleanly without them.
+Needs ``pip install 'upconv[cloud]' 'moto[server]' waitress``; skipped cleanly without
+moto, and served by werkzeug (with a note) without waitress.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -49,9 +54,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--files", type=int, default=200)
-    parser.add_argument("--server", choices=["s3", "all"], default="s3",
-                        help="moto's S3 application alone, kept-alive connections (s3), "
-                             "or its server of every service (all)")
+    parser.add_argument("--server", choices=["waitress", "werkzeug", "all"],
+                        default="waitress",
+                        help="moto's S3 application on waitress (kept-alive connections) or "
+                             "on werkzeug (a connection per request), or moto's server of "
+                             "every service (all)")
     args = parser.parse_args()
     try:
         import boto3
@@ -63,6 +70,10 @@ def main() -> int:
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    if args.server == "waitress" and importlib.util.find_spec("waitress") is None:
+        print("waitress is not installed (pip install waitress): serving moto's S3 "
+              "application on werkzeug, a connection per request")
+        args.server = "werkzeug"
     server, endpoint = start_server(args.server)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
@@ -101,8 +112,7 @@ def main() -> int:
     local_time, bucket_time = statistics.median(local), statistics.median(bucket)
     print(f"batch of {args.files} 512x512 PNGs, x2 bicubic, --jobs 2; median of "
           f"{args.repeat} interleaved runs (time.perf_counter, whole processes); server: "
-          + ("moto's S3 app, HTTP/1.1" if args.server == "s3" else
-             "moto's ThreadedMotoServer (every service), HTTP/1.0"))
+          + SERVERS[args.server])
     print(f"  local disk -> local disk: {local_time:.2f} s, "
           f"{args.files / local_time:.1f} files/s")
     print(f"  bucket -> bucket:         {bucket_time:.2f} s, "
@@ -113,6 +123,13 @@ def main() -> int:
     print(f"  bucket throughput / local throughput: {ratio:.2f} "
           f"(target >= 0.75: {'met' if ratio >= 0.75 else 'MISSED'}); outputs identical")
     return 0
+
+
+SERVERS = {
+    "waitress": "moto's S3 app on waitress, connections kept alive",
+    "werkzeug": "moto's S3 app on werkzeug, a connection per request",
+    "all": "moto's ThreadedMotoServer (every service), a connection per request",
+}
 
 
 class _Server:
@@ -138,13 +155,29 @@ def start_server(kind: str):
         host, port = server.get_host_and_port()
         return server, f"http://{host}:{port}"
     from moto.server import create_backend_app
-    from werkzeug.serving import WSGIRequestHandler, make_server
 
-    class KeepAlive(WSGIRequestHandler):
-        protocol_version = "HTTP/1.1"
+    if kind == "waitress":
+        from waitress.server import create_server
 
-    server = make_server("127.0.0.1", 0, create_backend_app("s3"), threaded=True,
-                         request_handler=KeepAlive)
+        # Request bodies in memory, as moto keeps the objects (waitress would write every
+        # body over 512 KiB to a temporary file, and read it back, before moto sees it).
+        served = create_server(create_backend_app("s3"), host="127.0.0.1", port=0,
+                               inbuf_overflow=1 << 30)
+        thread = threading.Thread(target=served.run, daemon=True)
+        thread.start()
+
+        class Stoppable:
+            def stop(self) -> None:  # waitress's loop ends once its sockets are closed
+                from waitress import wasyncore
+
+                wasyncore.close_all(served._map)
+                thread.join(5)
+                served.task_dispatcher.shutdown()
+
+        return Stoppable(), f"http://127.0.0.1:{served.effective_port}"
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, create_backend_app("s3"), threaded=True)
     return _Server(server), f"http://127.0.0.1:{server.port}"
 
 

@@ -305,3 +305,25 @@ def test_an_alias_of_the_input_is_refused_as_output(tmp_path, capsys, bucket, s3
         err = capsys.readouterr().err
         assert "would overwrite the input" in err and len(err.strip().splitlines()) == 1
     assert objects(s3_env, bucket) == before
+
+
+def test_storage_options_belong_to_one_command_not_to_the_next_in_the_process(
+        tmp_path, bucket, photos, capsys):
+    """``upconv.cli.run`` called twice: the second command, given no --storage-option,
+    uses the environment's settings, not the first command's options."""
+    from upconv import storage
+
+    source = str(sorted(photos.glob("*.png"))[0])
+    assert run(["scale", source, f"{bucket}/once/a.png", "-f", "2", "--quiet",
+                "--storage-option", "config_kwargs.connect_timeout=7"]) == 0, \
+        capsys.readouterr().err
+    assert storage.storage_options() == {"config_kwargs": {"connect_timeout": 7}}
+    assert run(["report", f"{bucket}/once/a.png", "--json"]) == 0, \
+        capsys.readouterr().err
+    assert storage.storage_options() == {}
+    # A refused option in the first command must not follow either.
+    assert run(["report", f"{bucket}/once/a.png", "--json",
+                "--storage-option", "no_such_option=1"]) == 1
+    assert "no_such_option" in capsys.readouterr().err
+    assert run(["report", f"{bucket}/once/a.png", "--json"]) == 0, \
+        capsys.readouterr().err

@@ -252,7 +252,10 @@ def storage_option(function: F) -> F:
     ``FSSPEC_<PROTOCOL>_<OPTION>``); ``s3.KEY=VALUE`` applies to one protocol."""
 
     def apply(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
-        if value:
+        # Every command sets its own: none given is none kept from an earlier command in
+        # this process (``upconv.cli.run`` called twice). (Not imported for nothing: without
+        # the module imported, no options were set.)
+        if value or "upconv.storage" in sys.modules:
             from ..storage import set_storage_options
 
             try:

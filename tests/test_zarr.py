@@ -177,6 +177,44 @@ def test_local_chunks_are_read_whole_into_arrays(tmp_path, rng):
     assert isinstance(_store(str(tmp_path / "in.zarr"), read_only=True), LocalStore)
 
 
+@pytest.mark.parametrize("compressors", [None, "auto"])
+def test_reused_read_buffers_never_change_what_a_reader_still_holds(tmp_path, rng,
+                                                                    monkeypatch, compressors):
+    """Chunk files read into reused arrays (here every read, made small): a raw chunk
+    decoded as a view of the array it was read into keeps its values while it is held,
+    whatever is read next, and whole reads of many chunks at once (zarr reads them
+    concurrently) give the stored values; once nothing holds it, an array is read into
+    again."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    from upconv import zarr_local
+
+    monkeypatch.setattr(zarr_local, "REUSED_READ_BYTES", 1)
+    monkeypatch.setattr(zarr_local, "_read_buffers", [])
+    image = rng.random((70, 50, 3)).astype(np.float32)
+    write_array(tmp_path / "in.zarr", image, (16, 16, 3), compressors=compressors)
+    ours = zarr.open_array(zarr_local.LocalStore(str(tmp_path / "in.zarr"), read_only=True))
+    held = ours[0:16, 0:16]  # (a copy: zarr assembles the selection)
+    for _ in range(3):
+        np.testing.assert_array_equal(ours[...], image)
+        np.testing.assert_array_equal(ours[5:60, 3:47], image[5:60, 3:47])
+    np.testing.assert_array_equal(held, image[0:16, 0:16])
+    prototype = default_buffer_prototype()
+    first = zarr_local.read_whole_file(tmp_path / "in.zarr" / "c" / "0" / "0" / "0", prototype)
+    view = first.as_numpy_array()
+    before = view.copy()
+    second = zarr_local.read_whole_file(tmp_path / "in.zarr" / "c" / "1" / "1" / "0", prototype)
+    assert not np.shares_memory(view, second.as_numpy_array())
+    np.testing.assert_array_equal(view, before)
+    address = view.__array_interface__["data"][0]
+    del first, view
+    again = zarr_local.read_whole_file(tmp_path / "in.zarr" / "c" / "0" / "0" / "0", prototype)
+    assert again.as_numpy_array().__array_interface__["data"][0] == address
+    np.testing.assert_array_equal(again.as_numpy_array(), before)
+    zarr_local.drop_read_buffers()
+    assert zarr_local._read_buffers == []
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_big_chunks_are_written_behind_as_zarr_writes_them(tmp_path, rng, monkeypatch,
                                                            zarr_format):

@@ -920,8 +920,12 @@ def _reused(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def drop_buffers() -> None:
-    """Free every thread's reused buffers (a job's last step, here and on each worker)."""
+    """Free every thread's reused buffers, and those kept for reading chunk files (a
+    job's last step, here and on each worker)."""
     _buffers.clear()
+    from .zarr_local import drop_read_buffers
+
+    drop_read_buffers()
 
 
 def _block_keys(job: ZarrPlan, shape: tuple[int, ...], chunks: tuple[int, ...]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,14 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from . import fileio
 
-__all__ = ["LocalStore"]
+__all__ = ["LocalStore", "drop_read_buffers"]
+
+#: Reads of this many bytes or more go into a reused array (:func:`_read_buffer`).
+REUSED_READ_BYTES = 8 << 20
+#: At most this many such arrays are kept (a thread's read at a time holds one).
+_MOST_READ_BUFFERS = 4
+_read_buffers: list[np.ndarray] = []
+_read_buffers_lock = threading.Lock()
 
 
 class LocalStore(zarr.storage.LocalStore):
@@ -31,6 +40,12 @@ class LocalStore(zarr.storage.LocalStore):
     page faults for a 2048x2048 RGB float32 chunk). A NumPy array that big is
     backed by huge pages (NumPy asks the kernel for them), and ``readinto``
     fills it with a few faults.
+
+    A chunk file of 8 MiB or more is read into an array read into before, once
+    nothing refers to that array any more (:func:`_read_buffer`): a fresh one
+    would be a new mapping the kernel zeroes before the file's bytes are copied
+    over the zeros, which took half a block's time to read its core in
+    ``bench/bench_zarr.py``.
 
     A chunk of 8 MiB or more is written behind (:func:`upconv.fileio.write_at`):
     sent to the disk as it is written and dropped from the page cache, rather
@@ -90,9 +105,9 @@ def write_whole_file(path: Path, value: Buffer) -> None:
 
 
 def read_whole_file(path: Path, prototype: BufferPrototype) -> Buffer:
-    """The file's bytes, read into a new NumPy array, as a zarr buffer."""
+    """The file's bytes, read into a NumPy array (:func:`_read_buffer`), as a zarr buffer."""
     with open(path, "rb", buffering=0) as handle:
-        data = np.empty(os.fstat(handle.fileno()).st_size, np.uint8)
+        data = _read_buffer(os.fstat(handle.fileno()).st_size)
         got = 0
         while got < data.size:  # (a short read: a signal, or a file cut meanwhile)
             more = handle.readinto(data[got:])
@@ -101,3 +116,46 @@ def read_whole_file(path: Path, prototype: BufferPrototype) -> Buffer:
                 break
             got += more
     return prototype.buffer.from_array_like(data)
+
+
+def _read_buffer(size: int) -> np.ndarray:
+    """A uint8 array of ``size`` bytes to read a file into (contents undefined).
+
+    Under :data:`REUSED_READ_BYTES` it is a new one. Above, it is a view of an
+    array kept here, one that nothing else refers to any more: the zarr buffer
+    made of the last read, the chunk decoded from it (a view, for raw chunks)
+    and every view of those hold a reference to the array, so while one is
+    alive the array is not handed out again, and a new one is made (kept, up
+    to :data:`_MOST_READ_BUFFERS`, else not).
+
+    Examples
+    --------
+    >>> first = _read_buffer(REUSED_READ_BYTES)
+    >>> second = _read_buffer(REUSED_READ_BYTES)  # the first is still held
+    >>> np.shares_memory(first, second)
+    False
+    >>> address = first.__array_interface__["data"][0]
+    >>> del first
+    >>> _read_buffer(REUSED_READ_BYTES).__array_interface__["data"][0] == address
+    True
+    >>> drop_read_buffers()
+    """
+    if size < REUSED_READ_BYTES:
+        return np.empty(size, np.uint8)
+    with _read_buffers_lock:
+        for index in range(len(_read_buffers)):
+            # free: referred to only by the list and by getrefcount's argument
+            if sys.getrefcount(_read_buffers[index]) == 2:
+                if _read_buffers[index].size < size:
+                    _read_buffers[index] = np.empty(size, np.uint8)
+                return _read_buffers[index][:size]
+        data = np.empty(size, np.uint8)
+        if len(_read_buffers) < _MOST_READ_BUFFERS:
+            _read_buffers.append(data)
+        return data[:size]
+
+
+def drop_read_buffers() -> None:
+    """Let go of the arrays kept for reads (a job's last step, here and on each worker)."""
+    with _read_buffers_lock:
+        _read_buffers.clear()

@@ -249,3 +249,15 @@ def intercept(monkeypatch, url: str, before) -> list[tuple[str, dict]]:
 
     monkeypatch.setattr(fs, "_call_s3", call_s3)
     return calls
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A ``dask.distributed.LocalCluster`` of 2 single-threaded worker processes on loopback,
+    for a test module's cluster jobs."""
+    pytest.importorskip("distributed", reason="the cluster tests need upconv[dask]")
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=":0") as local:
+        yield local

@@ -327,3 +327,125 @@ def test_storage_options_belong_to_one_command_not_to_the_next_in_the_process(
     assert "no_such_option" in capsys.readouterr().err
     assert run(["report", f"{bucket}/once/a.png", "--json"]) == 0, \
         capsys.readouterr().err
+
+
+# ------------------------------------------------------------ big .npy arrays, streamed
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def big_npy(tmp_path, rng):
+    """A 700x600 RGB float32 .npy, and its x2 result streamed in 64-row bands to a local
+    file (the reference: 20 MB, 22 bands)."""
+    path = tmp_path / "in.npy"
+    np.save(path, rng.random((700, 600, 3)).astype(np.float32))
+    assert run(["scale", str(path), str(tmp_path / "local.npy"), "-f", "2", "--tile", "64",
+                "--quiet"]) == 0
+    return path, (tmp_path / "local.npy").read_bytes()
+
+
+def test_a_big_npy_is_streamed_from_and_to_a_bucket_band_by_band(tmp_path, bucket, s3_env,
+                                                                 big_npy, monkeypatch, capsys):
+    """Read with ranged GETs (never whole), written as a multipart upload of parts of a few
+    bands each: the same bytes as the streamed job on a local disk, every way round."""
+    from upconv import npy, storage
+
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)  # (S3's smallest: 4 parts here)
+    monkeypatch.setattr(npy, "_HEADER_READ", 20)  # (a header longer than the first read)
+    path, expected = big_npy
+    name = bucket.removeprefix("s3://")
+    s3_env.client().put_object(Bucket=name, Key="in.npy", Body=path.read_bytes())
+
+    async def nothing(method, kwargs):
+        return None
+
+    calls = intercept(monkeypatch, f"{bucket}/in.npy", nothing)
+    assert run(["scale", f"{bucket}/in.npy", f"{bucket}/out.npy", "-f", "2", "--tile", "64",
+                "--quiet"]) == 0, capsys.readouterr().err
+    assert objects(s3_env, bucket, "out.npy")["out.npy"] == expected
+    methods = [method for method, _ in calls]
+    assert methods.count("create_multipart_upload") == 1
+    assert methods.count("upload_part") == 4
+    assert methods.count("complete_multipart_upload") == 1
+    reads = [kwargs for method, kwargs in calls if method == "get_object"]
+    assert reads and all("Range" in kwargs for kwargs in reads)
+    longest = max(int(end) - int(start) + 1 for start, end in (
+        kwargs["Range"].removeprefix("bytes=").split("-") for kwargs in reads))
+    assert longest < path.stat().st_size / 4
+    # from the bucket to a file, and from a file to the bucket
+    assert run(["scale", f"{bucket}/in.npy", str(tmp_path / "back.npy"), "-f", "2",
+                "--tile", "64", "--quiet"]) == 0
+    assert (tmp_path / "back.npy").read_bytes() == expected
+    assert run(["scale", str(path), f"{bucket}/up.npy", "-f", "2", "--tile", "64",
+                "--quiet"]) == 0
+    assert objects(s3_env, bucket, "up.npy")["up.npy"] == expected
+    # a cut-short object is refused before any upload starts
+    s3_env.client().put_object(Bucket=name, Key="cut.npy", Body=path.read_bytes()[:-100])
+    assert run(["scale", f"{bucket}/cut.npy", f"{bucket}/cut_x2.npy", "-f", "2",
+                "--tile", "64"]) == 1
+    err = capsys.readouterr().err
+    assert "truncated .npy file" in err and len(err.strip().splitlines()) == 1
+    assert "cut_x2.npy" not in objects(s3_env, bucket)
+
+
+def test_a_failed_part_leaves_the_old_object_and_no_upload(tmp_path, bucket, s3_env, big_npy,
+                                                           monkeypatch, capsys):
+    """The third part fails to go: one line naming the output, the object that was under the
+    key unchanged, and the upload aborted (no parts left behind)."""
+    import errno
+
+    from upconv import storage
+
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    path, _ = big_npy
+    name = bucket.removeprefix("s3://")
+    s3_env.client().put_object(Bucket=name, Key="out.npy", Body=b"the old object")
+    sent = []
+
+    async def third_part_fails(method, kwargs):
+        if method == "upload_part":
+            sent.append(kwargs["PartNumber"])
+            if len(sent) == 3:
+                raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+
+    intercept(monkeypatch, f"{bucket}/out.npy", third_part_fails)
+    assert run(["scale", str(path), f"{bucket}/out.npy", "-f", "2", "--tile", "64", "-y"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bucket}/out.npy: cannot reach the storage service" in err
+    assert len(err.strip().splitlines()) == 1
+    assert objects(s3_env, bucket, "out.npy") == {"out.npy": b"the old object"}
+    assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)
+    monkeypatch.undo()
+
+
+def test_a_big_npy_job_on_a_cluster_sends_its_parts_from_the_workers(tmp_path, bucket, s3_env,
+                                                                      big_npy, monkeypatch,
+                                                                      capsys, dask_cluster):
+    """With --dask, the workers read their bands from the bucket and send their parts
+    themselves (given the options, not the environment): the same bytes."""
+    from upconv import storage
+
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)  # (the command plans the parts)
+    path, expected = big_npy
+    name = bucket.removeprefix("s3://")
+    s3_env.client().put_object(Bucket=name, Key="in.npy", Body=path.read_bytes())
+    options = ["--storage-option", f"endpoint_url={s3_env.endpoint}",
+               "--storage-option", f"key={FAKE_ACCESS_KEY_ID}",
+               "--storage-option", f"secret={FAKE_SECRET}"]
+
+    async def no_part_from_here(method, kwargs):
+        assert method != "upload_part", "a part was sent by the command, not a worker"
+
+    intercept(monkeypatch, f"{bucket}/out.npy", no_part_from_here)
+    assert run(["scale", f"{bucket}/in.npy", f"{bucket}/out.npy", "-f", "2", "--tile", "64",
+                "--quiet", "--dask", dask_cluster.scheduler_address, *options]) == 0, \
+        capsys.readouterr().err
+    assert objects(s3_env, bucket, "out.npy")["out.npy"] == expected
+    # made of 4 parts (a multipart upload's ETag ends with its count), none sent from here
+    assert s3_env.client().head_object(Bucket=name, Key="out.npy")["ETag"].endswith('-4"')

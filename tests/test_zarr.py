@@ -568,16 +568,7 @@ def test_a_missing_bucket_is_one_line(tmp_path, rng, s3_env, capsys):
 
 # ------------------------------------------------------------------ on a cluster
 
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=":0") as local:
-        yield local
-
-
-def test_a_cluster_job_equals_the_local_one(cluster, tmp_path, rng, bucket, s3_env, capsys):
+def test_a_cluster_job_equals_the_local_one(dask_cluster, tmp_path, rng, bucket, s3_env, capsys):
     """Workers read and write the bucket themselves (given the options, not the environment)."""
     image = rng.random((90, 70, 3))
     write_array(tmp_path / "in.zarr", image, (32, 32, 3))
@@ -588,13 +579,13 @@ def test_a_cluster_job_equals_the_local_one(cluster, tmp_path, rng, bucket, s3_e
                "--storage-option", f"key={FAKE_ACCESS_KEY_ID}",
                "--storage-option", f"secret={FAKE_SECRET}"]
     assert run(["scale", f"{bucket}/in.zarr", f"{bucket}/out.zarr", "-f", "2", "-m", "bicubic",
-                "--dask", cluster.scheduler_address, *options]) == 0, capsys.readouterr().err
+                "--dask", dask_cluster.scheduler_address, *options]) == 0, capsys.readouterr().err
     assert run(["scale", f"{bucket}/out.zarr", str(tmp_path / "back.zarr"), "-f", "1"]) == 0
     got = read(tmp_path / "back.zarr")
     assert np.abs(got - upconv.scale(image, 2, "bicubic")).max() < 1e-12
 
 
-def test_a_killed_worker_does_not_spoil_the_job(cluster, tmp_path, rng, capsys):
+def test_a_killed_worker_does_not_spoil_the_job(dask_cluster, tmp_path, rng, capsys):
     """A worker process killed while the job runs: the scheduler runs its tasks again on a
     new worker (the nanny starts one), every chunk is written once whole, the job ends."""
     from distributed import Client
@@ -605,7 +596,7 @@ def test_a_killed_worker_does_not_spoil_the_job(cluster, tmp_path, rng, capsys):
     status = []
     job = threading.Thread(target=lambda: status.append(run(
         ["scale", str(tmp_path / "in.zarr"), str(out), "-f", "2", "-m", "bilinear",
-         "--dask", cluster.scheduler_address, "--quiet"])))
+         "--dask", dask_cluster.scheduler_address, "--quiet"])))
     job.start()
     # wait for an event (the first chunk written), not for a time
     while job.is_alive() and not any(
@@ -613,7 +604,7 @@ def test_a_killed_worker_does_not_spoil_the_job(cluster, tmp_path, rng, capsys):
             for name in os.listdir(tmp_path)):
         job.join(0.005)
     assert job.is_alive(), "the job ended before a worker could be killed"
-    with Client(cluster.scheduler_address) as client:
+    with Client(dask_cluster.scheduler_address) as client:
         pids = client.run(os.getpid)
         os.kill(next(iter(pids.values())), signal.SIGKILL)  # a worker dies mid-job
     job.join()

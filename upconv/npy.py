@@ -25,7 +25,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import BadInputError, FileAccessError
-from .fileio import discard, reserve_space, temporary_beside, write_at, write_error
+from .fileio import discard, is_url, reserve_space, temporary_beside, write_at, write_error
 from .samples import SAMPLE_DTYPES
 
 __all__ = ["NPY_MAGIC", "NpyHeader", "read_npy_header", "check_npy_image", "npy_samples",
@@ -49,13 +49,14 @@ class NpyHeader:
     offset: int
 
 
-def read_npy_header(handle: BinaryIO, name: str) -> NpyHeader:
+def read_npy_header(handle: BinaryIO, name: str, size: int | None = None) -> NpyHeader:
     """Read the header of an ``.npy`` stream positioned at its start.
 
     Raises a one-line :class:`~upconv.errors.BadInputError` for a corrupt
     header, and for a file whose data are not exactly as long as its header
     says (cut short, or with bytes after the array), so that a whole load and
-    a streamed one refuse the same files.
+    a streamed one refuse the same files. The file's length is ``size`` if
+    given (``handle`` then holds only its first bytes), else ``handle``'s.
 
     Examples
     --------
@@ -75,9 +76,10 @@ def read_npy_header(handle: BinaryIO, name: str) -> NpyHeader:
         raise BadInputError(f"{name}: corrupt .npy file ({exc})") from None
     header = NpyHeader(tuple(shape), dtype, bool(fortran_order), handle.tell())
     if not dtype.hasobject:  # pickled objects have no size to check (and are refused)
-        stored = handle.seek(0, os.SEEK_END) - header.offset
-        handle.seek(header.offset)
-        _check_data_size(header, stored, name)
+        if size is None:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(header.offset)
+        _check_data_size(header, size - header.offset, name)
     return header
 
 
@@ -239,6 +241,11 @@ def check_unit_range(dtype: np.dtype, low: float, high: float, name: str) -> Non
                             f"or values in [0, 1]; got {dtype} from {low:g} to {high:g}")
 
 
+#: How many bytes are read of an object's start for its ``.npy`` header (a header longer
+#: than this, rare, takes a second read).
+_HEADER_READ = 4096
+
+
 @dataclass(frozen=True)
 class NpyFile:
     """An ``.npy`` file whose rows are read through small memory maps and written in place.
@@ -247,6 +254,10 @@ class NpyFile:
     Fortran-ordered one is read whole instead. Rows are written with ordinary
     positioned writes, never through a map, so that a full disk is an error
     naming the file (``name``, the path the user gave), not a SIGBUS.
+
+    ``path`` may also be an object's URL (:mod:`upconv.storage`), whose rows are
+    read with ranged GETs, a band at a time (objects are written otherwise:
+    :func:`upconv.storage.uploading_parts`).
     """
 
     path: str
@@ -260,12 +271,31 @@ class NpyFile:
     @classmethod
     def open(cls, path: str) -> NpyFile:
         """The file's header (checked against the file's size)."""
+        if is_url(path):
+            return cls._open_object(path)
         try:
             with open(path, "rb") as handle:
                 header = read_npy_header(handle, path)
         except OSError as exc:
             raise FileAccessError(f"{path}: cannot read ({exc.strerror or exc})") from None
         return cls(path, header.shape, header.dtype, header.offset, header.fortran_order)
+
+    @classmethod
+    def _open_object(cls, url: str) -> NpyFile:
+        """An object's header, read from its first bytes (its size asked first)."""
+        from . import storage
+
+        size = storage.object_size(url)
+        if size is None:  # (an HTTP server that does not say: read whole, then)
+            size = len(storage.read_bytes(url))
+        head = storage.read_range(url, 0, min(size, _HEADER_READ))
+        if len(head) >= 12 and head[:6] == NPY_MAGIC:
+            length = (int.from_bytes(head[8:10], "little") + 10 if head[6] == 1 else
+                      int.from_bytes(head[8:12], "little") + 12)
+            if length > len(head) and length <= size:
+                head = storage.read_range(url, 0, length)
+        header = read_npy_header(io.BytesIO(head), url, size=size)
+        return cls(url, header.shape, header.dtype, header.offset, header.fortran_order)
 
     @property
     def streamable(self) -> bool:
@@ -278,7 +308,14 @@ class NpyFile:
         return math.prod(self.shape[1:]) * self.dtype.itemsize
 
     def read_rows(self, first: int, last: int) -> np.ndarray:
-        """Rows ``[first, last)`` as an in-memory array (the map is dropped at once)."""
+        """Rows ``[first, last)`` as an in-memory array (the map is dropped at once; an
+        object's rows are one ranged GET)."""
+        if is_url(self.path):
+            from .storage import read_range
+
+            start = self.offset + first * self.row_bytes
+            data = read_range(self.path, start, start + (last - first) * self.row_bytes)
+            return np.frombuffer(data, self.dtype).reshape((last - first, *self.shape[1:]))
         view = np.memmap(self.path, self.dtype, "r", self.offset + first * self.row_bytes,
                          (last - first, *self.shape[1:]))
         rows = np.array(view)

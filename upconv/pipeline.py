@@ -17,9 +17,12 @@ report what happened in the parent. The path of one job:
 from __future__ import annotations
 
 import functools
+import io
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,6 +72,9 @@ from .scaling import (
     stride_from_factor,
 )
 from .tiles import tile_bands, tile_rows_for
+
+if TYPE_CHECKING:
+    from .storage import PartUpload
 
 __all__ = ["ScaleSettings", "ScaleResult", "scale_file", "scale_job", "resolve_settings_kernel",
            "compute_band", "write_band"]
@@ -208,8 +214,8 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
         use_storage_options(settings.storage_options)
     fmt = format_for(output_path, settings.format_name)
     resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
-    local = not (is_url(input_path) or is_url(output_path))  # else objects, sent whole
-    if fmt == "npy" and input_path != "-" and local and is_npy_file(input_path):
+    if fmt == "npy" and input_path != "-" and _streams_to(output_path) \
+            and is_npy_file(input_path):
         source = NpyFile.open(input_path)
         layout = check_npy_image(source, input_path, layout=settings.layout)
         # Streamed: rows in the file's own order (H first), written in the same layout;
@@ -269,6 +275,17 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
         else:
             _measure(outcome, kept, plan, settings)
     return outcome
+
+
+def _streams_to(output_path: str) -> bool:
+    """Whether a streamed ``.npy`` job can write ``output_path`` a band at a time: a file,
+    a device or standard output, or an S3 object (a multipart upload); other objects are
+    gathered in memory and sent whole."""
+    if not is_url(output_path):
+        return True
+    from .storage import uploads_in_parts
+
+    return uploads_in_parts(output_path)
 
 
 def _feature_maps_summary(plan: Resampling) -> str:
@@ -501,21 +518,83 @@ def compute_band(input_path: str, job: _Job, shape: tuple[int, ...], dtype: np.d
     return rows[:, :, 0] if len(shape) == 2 else rows
 
 
+def upload_bands(input_path: str, job: _Job, shape: tuple[int, ...], dtype: np.dtype,
+                 upload: PartUpload, header: bytes, middle_band: tuple[int, int],
+                 part: tuple[int, list[tuple[int, int]]]) -> tuple[dict, np.ndarray | None]:
+    """Compute the bands of one part of a streamed job's object and send the part (the
+    first part starts with the ``.npy`` header); returns the part's receipt, and the
+    middle band's rows if the part holds it (idempotent: a part sent again replaces it)."""
+    number, bands = part
+    row_bytes = math.prod(shape[1:]) * np.dtype(dtype).itemsize
+    size = (len(header) if number == 1 else 0) + sum(b - a for a, b in bands) * row_bytes
+    body = io.BytesIO()
+    body.seek(size - 1)
+    body.write(b"\0")  # (its whole size at once: no growing copy by copy)
+    body.seek(0)
+    if number == 1:
+        body.write(header)
+    middle = None
+    for band in bands:
+        rows = np.ascontiguousarray(compute_band(input_path, job, shape, dtype, band))
+        body.write(memoryview(rows).cast("B"))
+        if band == middle_band:
+            middle = rows
+        del rows
+    body.seek(0)
+    return upload.send(number, body), middle
+
+
+def part_bands(bands: list[tuple[int, int]], row_bytes: int, header_bytes: int,
+               part_size: int) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The bands of a streamed job grouped into the parts of an upload, numbered from 1:
+    consecutive bands, each part at least ``part_size`` bytes but the last.
+
+    Examples
+    --------
+    >>> part_bands([(0, 4), (4, 8), (8, 12), (12, 14)], row_bytes=10, header_bytes=5,
+    ...            part_size=60)
+    [(1, [(0, 4), (4, 8)]), (2, [(8, 12), (12, 14)])]
+    """
+    parts: list[tuple[int, list[tuple[int, int]]]] = []
+    group: list[tuple[int, int]] = []
+    size = header_bytes
+    for band in bands:
+        group.append(band)
+        size += (band[1] - band[0]) * row_bytes
+        if size >= part_size:
+            parts.append((len(parts) + 1, group))
+            group, size = [], 0
+    if group:
+        parts.append((len(parts) + 1, group))
+    return parts
+
+
 def write_band(input_path: str, target: NpyFile, job: _Job, band: tuple[int, int]) -> None:
     """Compute one tile of a streamed job and write it into the output file (idempotent)."""
     target.write_rows(band[0], compute_band(input_path, job, target.shape, target.dtype, band))
 
 
-def _run_bands(task: Callable[[tuple[int, int]], object], bands: list[tuple[int, int]],
-               dask_address: str | None, ordered: bool) -> Iterator[tuple[tuple[int, int], object]]:
-    """``(band, task(band))`` for every band, here in order or on Dask (in order if asked)."""
-    if dask_address is None:
+def _run_bands(task: Callable[[Any], Any], bands: list, settings: ScaleSettings,
+               ordered: bool) -> Iterator[tuple[Any, Any]]:
+    """``(band, task(band))`` for every band (or part), here in order or on Dask (in order
+    if asked; the workers use the command's storage options)."""
+    if settings.dask_address is None:
         for band in bands:
             yield band, task(band)
         return
     from .cluster import map_on_dask
 
-    yield from map_on_dask(task, bands, dask_address, ordered=ordered)
+    if settings.storage_options:
+        task = functools.partial(_with_storage_options, settings.storage_options, task)
+    yield from map_on_dask(task, bands, settings.dask_address, ordered=ordered)
+
+
+def _with_storage_options(options: dict, task: Callable[[Any], Any], band: Any) -> Any:
+    """``task(band)`` in a worker process, with the command's ``--storage-option`` values."""
+    from .storage import use_storage_options
+
+    use_storage_options(options)
+    return task(band)
 
 
 def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
@@ -523,9 +602,12 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
     """Tile an ``.npy`` into an ``.npy`` without holding either whole (here or on Dask).
 
     A file is filled band by band in place (in any order, by any worker) and
-    committed atomically; standard output, a device or a FIFO is sent the
-    header and then each band in order, as the in-memory path would send
-    the whole array.
+    committed atomically; an S3 object is sent as a multipart upload whose
+    parts (a few bands each) are computed and sent by any worker, completed
+    when every part is there and aborted otherwise; standard output, a device
+    or a FIFO is sent the header and then each band in order, as the
+    in-memory path would send the whole array. The input may be an object
+    too, read a band at a time (:class:`~upconv.npy.NpyFile`).
     """
     was_2d = len(source.shape) == 2
     # The values' type as a whole load gives it (the same rule, on one sample).
@@ -535,13 +617,32 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
     assert job.tile_rows is not None
     bands = tile_bands(job.plan.shape[0], job.plan.row_period, job.tile_rows)
     middle_band = bands[len(bands) // 2]
+    if is_url(output_path):
+        source.check_values(input_path)
+        from .storage import part_size_for, uploading_parts
+
+        header = npy_header(out_shape, dtype)
+        row_bytes = math.prod(out_shape[1:]) * np.dtype(dtype).itemsize
+        parts = part_bands(bands, row_bytes, len(header),
+                           part_size_for(len(header) + out_shape[0] * row_bytes))
+        with uploading_parts(output_path) as upload:
+            task = functools.partial(upload_bands, input_path, job, out_shape, dtype, upload,
+                                     header, middle_band)
+            receipts = []
+            for _, (receipt, rows) in _run_bands(task, parts, settings, ordered=False):
+                receipts.append(receipt)
+                if rows is not None:
+                    middle = rows
+            outcome = _streamed_result(input_path, output_path, job, middle, settings)
+            upload.complete(receipts)  # the job's last step
+        return outcome
     if written_in_place(output_path):
         # Nothing sent can be taken back: every value is checked before the first byte.
         source.check_values(input_path, finite=True)
         task = functools.partial(compute_band, input_path, job, out_shape, dtype)
         with output_writer(output_path) as write:
             write(npy_header(out_shape, dtype))
-            for band, rows in _run_bands(task, bands, settings.dask_address, ordered=True):
+            for band, rows in _run_bands(task, bands, settings, ordered=True):
                 write(memoryview(np.ascontiguousarray(rows)).cast("B"))
                 if band == middle_band:
                     middle = rows
@@ -551,7 +652,7 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
         target = create_npy(final, out_shape, dtype, shown=output_path)
         try:
             task = functools.partial(write_band, input_path, target, job)
-            for _ in _run_bands(task, bands, settings.dask_address, ordered=False):
+            for _ in _run_bands(task, bands, settings, ordered=False):
                 pass
             middle = target.read_rows(*middle_band)
             sync_file(target.path, output_path)

@@ -50,8 +50,10 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .errors import BadInputError, FileAccessError, UpconvError
 
@@ -59,7 +61,9 @@ if TYPE_CHECKING:
     import fsspec
 
 __all__ = ["is_url", "set_storage_options", "use_storage_options", "storage_options",
-           "filesystem_options", "filesystem", "read_bytes", "write_bytes", "exists",
+           "filesystem_options", "filesystem", "read_bytes", "read_range", "object_size",
+           "write_bytes", "uploads_in_parts", "part_size_for", "PartUpload", "uploading_parts",
+           "exists",
            "existing", "same_object", "is_folder", "backend_modules", "list_files", "join",
            "remove", "redact", "S3_DEFAULTS", "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE"]
 
@@ -485,14 +489,58 @@ def read_bytes(url: str) -> bytes:
             # a listing is not asked again: a batch of images sends one request per input.
             return fs.cat_file(path, max_concurrency=1)
         return fs.cat_file(path)
-    except FileNotFoundError as exc:
-        if not _names_bucket(exc) and _quietly_is_folder(fs, path):
-            raise FileAccessError(redact(f"{url}: is a folder, not a file")) from None
-        raise _failure(url, "read", exc) from None
-    except IsADirectoryError:
-        raise FileAccessError(redact(f"{url}: is a folder, not a file")) from None
     except Exception as exc:
-        raise _failure(url, "read", exc) from None
+        raise _read_failure(fs, url, path, exc) from None
+
+
+def read_range(url: str, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of the object at ``url`` (one ranged GET), or a one-line
+    error naming it: how a big ``.npy`` in a bucket is read a band of rows at a time.
+
+    Examples
+    --------
+    >>> write_bytes("memory://doc-range/x.bin", b"abcdef")
+    >>> read_range("memory://doc-range/x.bin", 1, 4)
+    b'bcd'
+    """
+    fs, path = filesystem(url)
+    try:
+        return fs.cat_file(path, start=start, end=end)
+    except Exception as exc:
+        raise _read_failure(fs, url, path, exc) from None
+
+
+def object_size(url: str) -> int | None:
+    """The size of the object at ``url`` in bytes (None when the service does not say,
+    as an HTTP server may not), or a one-line error naming it.
+
+    Examples
+    --------
+    >>> write_bytes("memory://doc-object-size/x.bin", b"abc")
+    >>> object_size("memory://doc-object-size/x.bin")
+    3
+    """
+    known = _known_sizes.get(url)
+    if known is not None:
+        return known
+    fs, path = filesystem(url)
+    try:
+        info = fs.info(path)
+    except Exception as exc:
+        raise _read_failure(fs, url, path, exc) from None
+    if info.get("type") == "directory":
+        raise FileAccessError(redact(f"{url}: is a folder, not a file"))
+    size = info.get("size")
+    return int(size) if size is not None else None
+
+
+def _read_failure(fs: Any, url: str, path: str, exc: BaseException) -> UpconvError:
+    """The one-line error for ``exc``, raised reading the object at ``url``."""
+    if isinstance(exc, IsADirectoryError) or (
+            isinstance(exc, FileNotFoundError) and not _names_bucket(exc)
+            and _quietly_is_folder(fs, path)):
+        return FileAccessError(redact(f"{url}: is a folder, not a file"))
+    return _failure(url, "read", exc)
 
 
 def known_size(url: str) -> int | None:
@@ -539,12 +587,7 @@ def write_bytes(url: str, data: bytes) -> None:
     ...
     upconv.errors.BadInputError: https://example.org/out.png: http(s) URLs are read-only
     """
-    _refuse_read_only(url)
-    if url.endswith("/"):
-        raise BadInputError(redact(f"{url}: names a folder; give an object name"))
-    fs, path = filesystem(url)
-    if _split_path(fs, path)[1] == "":
-        raise BadInputError(redact(f"{url}: names a bucket; give an object name"))
+    fs, path = _object_to_write(url)
     try:
         if getattr(fs, "async_impl", False) and getattr(fs, "loop", None) is not None:
             _run_cancellably(fs.loop, _upload(fs, path, bytes(data)))
@@ -552,6 +595,111 @@ def write_bytes(url: str, data: bytes) -> None:
             fs.pipe_file(path, bytes(data))
     except Exception as exc:
         raise _failure(url, "write", exc) from None
+
+
+def _object_to_write(url: str) -> tuple[Any, str]:
+    """The filesystem and path of an object to be written at ``url``, or a one-line error:
+    a read-only protocol, a folder or a bucket is no object to write."""
+    _refuse_read_only(url)
+    if url.endswith("/"):
+        raise BadInputError(redact(f"{url}: names a folder; give an object name"))
+    fs, path = filesystem(url)
+    if _split_path(fs, path)[1] == "":
+        raise BadInputError(redact(f"{url}: names a bucket; give an object name"))
+    return fs, path
+
+
+def uploads_in_parts(url: str) -> bool:
+    """Whether an object at ``url`` can be written as parts sent from anywhere (an S3
+    multipart upload: :func:`uploading_parts`).
+
+    Examples
+    --------
+    >>> uploads_in_parts("s3://bucket/big.npy"), uploads_in_parts("memory://b/big.npy")
+    (True, False)
+    """
+    return "::" not in url and _protocol(url) in _S3_PROTOCOLS
+
+
+def part_size_for(total: int) -> int:
+    """The size of the parts of an upload of ``total`` bytes: :data:`PART_SIZE`, or more
+    when that would make more parts than S3 takes.
+
+    Examples
+    --------
+    >>> part_size_for(10) == PART_SIZE
+    True
+    >>> part_size_for(10_000 * PART_SIZE + 1) > PART_SIZE
+    True
+    """
+    return max(PART_SIZE, math.ceil(total / _MAX_PARTS))
+
+
+@dataclass(frozen=True)
+class PartUpload:
+    """An S3 multipart upload under way (:func:`uploading_parts`): its parts can be sent
+    from any process, a Dask worker's included (it pickles, and each process makes its
+    own connection with the command's storage options)."""
+
+    url: str
+    upload_id: str
+
+    def send(self, number: int, data: BinaryIO) -> dict[str, Any]:
+        """Send part ``number`` (from 1; every part but the last at least 5 MiB, as S3
+        asks), read from ``data`` (a seekable file, as botocore reads a body more than
+        once); sending a part again replaces it. Returns what :meth:`complete` needs."""
+        fs, path = filesystem(self.url)
+        bucket, key = _split_path(fs, path)
+        try:
+            sent = _run_cancellably(fs.loop, fs._call_s3(
+                "upload_part", Bucket=bucket, Key=key, UploadId=self.upload_id,
+                PartNumber=number, Body=data))
+        except Exception as exc:
+            raise _failure(self.url, "write", exc) from None
+        return {"PartNumber": number, "ETag": sent["ETag"]}
+
+    def complete(self, parts: list[dict[str, Any]]) -> None:
+        """Make the object of the ``parts`` sent (:meth:`send`'s answers, in any order)."""
+        fs, path = filesystem(self.url)
+        bucket, key = _split_path(fs, path)
+        try:
+            _run_cancellably(fs.loop, fs._call_s3(
+                "complete_multipart_upload", Bucket=bucket, Key=key, UploadId=self.upload_id,
+                MultipartUpload={"Parts": sorted(parts, key=lambda part: part["PartNumber"])}))
+        except Exception as exc:
+            raise _failure(self.url, "write", exc) from None
+
+
+@contextmanager
+def uploading_parts(url: str) -> Iterator[PartUpload]:
+    """An S3 multipart upload to ``url``, whose parts are sent from anywhere and which the
+    caller completes (:meth:`PartUpload.complete`) inside the block.
+
+    Until it is completed, nothing is under the key (an object already there stays as it
+    was). If the block fails or is interrupted (Ctrl-C), the upload is aborted, so that
+    the parts sent are deleted. Only for :func:`uploads_in_parts` URLs.
+    """
+    fs, path = _object_to_write(url)
+    if not uploads_in_parts(url):
+        raise ValueError(f"{url}: not an S3 URL")
+    bucket, key = _split_path(fs, path)
+    try:
+        started = _run_cancellably(fs.loop, fs._call_s3(
+            "create_multipart_upload", Bucket=bucket, Key=key))
+    except Exception as exc:
+        raise _failure(url, "write", exc) from None
+    upload = PartUpload(url, started["UploadId"])
+    try:
+        yield upload
+    except BaseException:
+        try:
+            _run_cancellably(fs.loop, fs._call_s3(
+                "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload.upload_id))
+        except Exception:  # the service is gone: the parts stay invisible (a lifecycle
+            pass           # rule for incomplete uploads deletes them)
+        raise
+    finally:
+        fs.invalidate_cache(path)
 
 
 def exists(url: str) -> bool:

@@ -5,6 +5,7 @@ without secrets."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import threading
@@ -398,8 +399,6 @@ def test_a_failed_part_leaves_the_old_object_and_no_upload(tmp_path, bucket, s3_
                                                            monkeypatch, capsys):
     """The third part fails to go: one line naming the output, the object that was under the
     key unchanged, and the upload aborted (no parts left behind)."""
-    import errno
-
     from upconv import storage
 
     monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
@@ -422,6 +421,87 @@ def test_a_failed_part_leaves_the_old_object_and_no_upload(tmp_path, bucket, s3_
     assert objects(s3_env, bucket, "out.npy") == {"out.npy": b"the old object"}
     assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)
     monkeypatch.undo()
+
+
+def test_a_streamed_object_and_its_report_are_made_together_or_not_at_all(
+        tmp_path, bucket, s3_env, big_npy, monkeypatch, capsys):
+    """The upload's completion waits for the command's other outputs: the report failing to
+    go leaves no array under the key, and no upload; with both going, both are there."""
+    from upconv import storage
+
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    path, expected = big_npy
+    name = bucket.removeprefix("s3://")
+
+    async def the_report_fails(method, kwargs):
+        if method == "put_object" and kwargs["Key"] == "r.json":
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+
+    intercept(monkeypatch, f"{bucket}/out.npy", the_report_fails)
+    assert run(["scale", str(path), f"{bucket}/out.npy", "-f", "2", "--tile", "64", "--quiet",
+                "--report", f"{bucket}/r.json"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bucket}/r.json: cannot reach the storage service" in err
+    assert objects(s3_env, bucket) == {}
+    assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)
+    monkeypatch.undo()
+    assert run(["scale", str(path), f"{bucket}/out.npy", "-f", "2", "--tile", "64", "--quiet",
+                "--report", f"{bucket}/r.json"]) == 0, capsys.readouterr().err
+    stored = objects(s3_env, bucket)
+    assert stored["out.npy"] == expected and json.loads(stored["r.json"])["size"] == [1200, 1400]
+
+
+def test_a_tile_too_big_for_one_part_is_refused_before_any_work(tmp_path, bucket, s3_env,
+                                                                big_npy, monkeypatch, capsys):
+    """S3 takes parts of 5 GiB at most (here made 4 MiB): tiles that would make bigger ones
+    are a one-line error naming the output and --tile, before any upload starts."""
+    from upconv import storage
+
+    monkeypatch.setattr(storage, "MAX_PART_SIZE", 4 << 20)
+    path, _ = big_npy
+
+    async def nothing(method, kwargs):
+        return None
+
+    calls = intercept(monkeypatch, f"{bucket}/out.npy", nothing)
+    assert run(["scale", str(path), f"{bucket}/out.npy", "-f", "2", "--tile", "700"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bucket}/out.npy: tiles of 700 rows make parts of" in err and "--tile" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not [method for method, _ in calls if "multipart" in method]
+    assert objects(s3_env, bucket) == {}
+
+
+def test_ranged_reads_refuse_a_changed_object_and_an_unknown_size_reads_it_whole(
+        tmp_path, bucket, s3_env, big_npy, monkeypatch, capsys):
+    """A range that comes back short (the object replaced mid-job) is a one-line error; an
+    object whose size the service does not give is read whole, as before streaming."""
+    from upconv import storage
+
+    path, expected = big_npy
+    s3_env.client().put_object(Bucket=bucket.removeprefix("s3://"), Key="in.npy",
+                               Body=path.read_bytes())
+    assert storage.read_range(f"{bucket}/in.npy", 3, 3) == b""
+    fs, _ = storage.filesystem(f"{bucket}/in.npy")
+    real = fs.cat_file
+    monkeypatch.setattr(fs, "cat_file", lambda path, start=None, end=None, **kw: real(
+        path, start=start, end=end, **kw)[:-1] if start else real(path, start=start, end=end,
+                                                                   **kw))
+    assert run(["scale", f"{bucket}/in.npy", str(tmp_path / "o.npy"), "-f", "2",
+                "--tile", "64"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bucket}/in.npy: changed while being read" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o.npy").exists()
+    monkeypatch.setattr(fs, "cat_file", real)
+    monkeypatch.setattr(storage, "object_size", lambda url: None)
+    read_whole = []
+    real_read = storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda url: read_whole.append(url) or
+                        real_read(url))
+    assert run(["scale", f"{bucket}/in.npy", str(tmp_path / "o.npy"), "-f", "2",
+                "--tile", "64", "--quiet"]) == 0
+    assert read_whole == [f"{bucket}/in.npy"]
+    assert (tmp_path / "o.npy").read_bytes() == expected
 
 
 def test_a_big_npy_job_on_a_cluster_sends_its_parts_from_the_workers(tmp_path, bucket, s3_env,

@@ -35,13 +35,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO
 
 from .errors import BadInputError, FileAccessError, OutputClosedError
 
+if TYPE_CHECKING:
+    from .storage import PartUpload
+
 __all__ = ["is_url", "read_bytes", "standard_stream", "temporary_beside", "commit", "finish",
-           "outputs_together", "discard", "abandon_unfinished", "remove_stale_temporaries",
-           "TEMPORARY_NAME", "write_error", "reserve_space", "sync_file", "written_in_place",
+           "finish_upload", "outputs_together", "discard", "abandon_unfinished",
+           "remove_stale_temporaries", "TEMPORARY_NAME", "write_error", "reserve_space",
+           "sync_file", "written_in_place",
            "output_target", "atomic_output", "output_writer", "write_output", "TextLog",
            "open_text_log"]
 
@@ -192,22 +196,24 @@ class _PendingFile:
         """A rename cannot be taken back; renames are the block's last, surest steps."""
 
 
-class _PendingUpload:
-    """An object's whole contents, uploaded (one PUT, or a completed multipart upload)
-    when the block commits."""
+class _PendingObject:
+    """An object to be made when the block commits (:class:`_PendingUpload`,
+    :class:`_PendingParts`)."""
 
-    def __init__(self, url: str, data: bytes) -> None:
-        self.url, self.data = url, data
-        self.replaced = True  # until known: an undo must not remove what was there
+    url: str
+    replaced = True  # until known: an undo must not remove what was there
 
     def commit(self) -> None:
-        from .storage import exists, write_bytes
+        from .storage import exists
 
         self.replaced = exists(self.url)
-        write_bytes(self.url, self.data)
+        self.make()
+
+    def make(self) -> None:
+        raise NotImplementedError
 
     def discard(self) -> None:
-        self.data = b""
+        raise NotImplementedError
 
     def undo(self) -> None:
         """Remove the object this block uploaded where there was none (an object store has
@@ -223,7 +229,37 @@ class _PendingUpload:
             pass
 
 
-_deferred: ContextVar[list[_PendingFile | _PendingUpload] | None] = ContextVar(
+class _PendingUpload(_PendingObject):
+    """An object's whole contents, uploaded (one PUT, or a completed multipart upload)
+    when the block commits."""
+
+    def __init__(self, url: str, data: bytes) -> None:
+        self.url, self.data = url, data
+
+    def make(self) -> None:
+        from .storage import write_bytes
+
+        write_bytes(self.url, self.data)
+
+    def discard(self) -> None:
+        self.data = b""
+
+
+class _PendingParts(_PendingObject):
+    """An S3 multipart upload whose parts are all sent, completed when the block commits
+    and aborted if it does not."""
+
+    def __init__(self, upload: PartUpload, parts: list[dict]) -> None:
+        self.url, self.upload, self.parts = upload.url, upload, parts
+
+    def make(self) -> None:
+        self.upload.complete(self.parts)
+
+    def discard(self) -> None:
+        self.upload.abort()
+
+
+_deferred: ContextVar[list[_PendingFile | _PendingObject] | None] = ContextVar(
     "upconv_deferred_commits", default=None)
 
 
@@ -252,7 +288,7 @@ def outputs_together() -> Iterator[None]:
     >>> list(folder.iterdir())
     []
     """
-    pending: list[_PendingFile | _PendingUpload] = []
+    pending: list[_PendingFile | _PendingObject] = []
     token = _deferred.set(pending)
     try:
         yield
@@ -294,6 +330,20 @@ def _upload(url: str, data: bytes) -> None:
         write_bytes(url, data)
     else:
         pending.append(_PendingUpload(url, data))
+
+
+def finish_upload(upload: PartUpload, parts: list[dict]) -> None:
+    """Complete a multipart upload whose ``parts`` are all sent (aborting it if that
+    fails) now, or at the end of :func:`outputs_together`."""
+    pending = _deferred.get()
+    if pending is not None:
+        pending.append(_PendingParts(upload, parts))
+        return
+    try:
+        upload.complete(parts)
+    except BaseException:
+        upload.abort()
+        raise
 
 
 def discard(temporary: str) -> None:

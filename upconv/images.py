@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import BadInputError, UpconvError
-from .fileio import is_url, output_writer, read_bytes, write_output
+from .fileio import output_writer, read_bytes, write_output
 from .jpeg import encode_jpeg
 from .limits import DEFAULT_MAX_PIXELS
 from .npy import (
@@ -152,15 +152,7 @@ def image_shape(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, i
 
 
 def is_npy_file(path: str) -> bool:
-    """Whether the file (or object) at ``path`` starts like an ``.npy`` array (False if
-    unreadable)."""
-    if is_url(path):
-        from .storage import read_range
-
-        try:
-            return read_range(path, 0, len(NPY_MAGIC)) == NPY_MAGIC
-        except UpconvError:
-            return False
+    """Whether the file at ``path`` starts like an ``.npy`` array (False if unreadable)."""
     try:
         with open(path, "rb") as handle:
             return handle.read(len(NPY_MAGIC)) == NPY_MAGIC

@@ -272,7 +272,10 @@ class NpyFile:
     def open(cls, path: str) -> NpyFile:
         """The file's header (checked against the file's size)."""
         if is_url(path):
-            return cls._open_object(path)
+            found = cls.from_object(path)
+            if found is None:
+                raise BadInputError(f"{path}: not an .npy file whose size the service gives")
+            return found
         try:
             with open(path, "rb") as handle:
                 header = read_npy_header(handle, path)
@@ -281,18 +284,23 @@ class NpyFile:
         return cls(path, header.shape, header.dtype, header.offset, header.fortran_order)
 
     @classmethod
-    def _open_object(cls, url: str) -> NpyFile:
-        """An object's header, read from its first bytes (its size asked first)."""
+    def from_object(cls, url: str) -> NpyFile | None:
+        """An object's header, read from its first bytes (its size asked first, unless a
+        listing gave it); None when the object does not start as an ``.npy`` does, or when
+        the service does not give its size (an HTTP server may not), which streaming
+        needs."""
         from . import storage
 
         size = storage.object_size(url)
-        if size is None:  # (an HTTP server that does not say: read whole, then)
-            size = len(storage.read_bytes(url))
-        head = storage.read_range(url, 0, min(size, _HEADER_READ))
-        if len(head) >= 12 and head[:6] == NPY_MAGIC:
+        if size is None:
+            return None
+        head = storage.read_range(url, 0, min(size, max(_HEADER_READ, 12)))
+        if head[:len(NPY_MAGIC)] != NPY_MAGIC:
+            return None
+        if len(head) >= 12:  # a header longer than the first read: read it all
             length = (int.from_bytes(head[8:10], "little") + 10 if head[6] == 1 else
                       int.from_bytes(head[8:12], "little") + 12)
-            if length > len(head) and length <= size:
+            if len(head) < length <= size:
                 head = storage.read_range(url, 0, length)
         header = read_npy_header(io.BytesIO(head), url, size=size)
         return cls(url, header.shape, header.dtype, header.offset, header.fortran_order)

@@ -30,6 +30,7 @@ from .errors import BadInputError
 from .fileio import (
     discard,
     finish,
+    finish_upload,
     is_url,
     output_target,
     output_writer,
@@ -214,9 +215,9 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
         use_storage_options(settings.storage_options)
     fmt = format_for(output_path, settings.format_name)
     resolve_settings_kernel(settings)  # a bad kernel fails before any image is read
-    if fmt == "npy" and input_path != "-" and _streams_to(output_path) \
-            and is_npy_file(input_path):
-        source = NpyFile.open(input_path)
+    source = _streamed_source(input_path) if (
+        fmt == "npy" and input_path != "-" and _streams_to(output_path)) else None
+    if source is not None:
         layout = check_npy_image(source, input_path, layout=settings.layout)
         # Streamed: rows in the file's own order (H first), written in the same layout;
         # other arrays are read whole, as any image.
@@ -275,6 +276,17 @@ def scale_file(input_path: str, output_path: str, settings: ScaleSettings) -> Sc
         else:
             _measure(outcome, kept, plan, settings)
     return outcome
+
+
+def _streamed_source(input_path: str) -> NpyFile | None:
+    """The ``.npy`` file (or object) at ``input_path``, to be read a band at a time if the
+    job tiles; None for other inputs (and for an object that is not named ``.npy``, or
+    whose size the service does not give: read whole, as any image)."""
+    if not is_url(input_path):
+        return NpyFile.open(input_path) if is_npy_file(input_path) else None
+    if not input_path.lower().endswith(".npy"):
+        return None
+    return NpyFile.from_object(input_path)
 
 
 def _streams_to(output_path: str) -> bool:
@@ -509,16 +521,16 @@ def _npy_rows(source: NpyFile, name: str) -> Callable[[int, int], np.ndarray]:
     return read_rows
 
 
-def compute_band(input_path: str, job: _Job, shape: tuple[int, ...], dtype: np.dtype,
+def compute_band(source: NpyFile, job: _Job, shape: tuple[int, ...], dtype: np.dtype,
                  band: tuple[int, int]) -> np.ndarray:
-    """One tile of a streamed job: output rows ``band`` as stored in an output of ``shape``."""
-    source = NpyFile.open(input_path)
-    rows = resample_band(_npy_rows(source, input_path), job.plan, band)
+    """One tile of a streamed job: output rows ``band`` as stored in an output of ``shape``,
+    from the input ``source`` (its header read once, by the command)."""
+    rows = resample_band(_npy_rows(source, source.name or source.path), job.plan, band)
     rows = rows.astype(dtype, copy=False)
     return rows[:, :, 0] if len(shape) == 2 else rows
 
 
-def upload_bands(input_path: str, job: _Job, shape: tuple[int, ...], dtype: np.dtype,
+def upload_bands(source: NpyFile, job: _Job, shape: tuple[int, ...], dtype: np.dtype,
                  upload: PartUpload, header: bytes, middle_band: tuple[int, int],
                  part: tuple[int, list[tuple[int, int]]]) -> tuple[dict, np.ndarray | None]:
     """Compute the bands of one part of a streamed job's object and send the part (the
@@ -535,7 +547,7 @@ def upload_bands(input_path: str, job: _Job, shape: tuple[int, ...], dtype: np.d
         body.write(header)
     middle = None
     for band in bands:
-        rows = np.ascontiguousarray(compute_band(input_path, job, shape, dtype, band))
+        rows = np.ascontiguousarray(compute_band(source, job, shape, dtype, band))
         body.write(memoryview(rows).cast("B"))
         if band == middle_band:
             middle = rows
@@ -569,9 +581,9 @@ def part_bands(bands: list[tuple[int, int]], row_bytes: int, header_bytes: int,
     return parts
 
 
-def write_band(input_path: str, target: NpyFile, job: _Job, band: tuple[int, int]) -> None:
+def write_band(source: NpyFile, target: NpyFile, job: _Job, band: tuple[int, int]) -> None:
     """Compute one tile of a streamed job and write it into the output file (idempotent)."""
-    target.write_rows(band[0], compute_band(input_path, job, target.shape, target.dtype, band))
+    target.write_rows(band[0], compute_band(source, job, target.shape, target.dtype, band))
 
 
 def _run_bands(task: Callable[[Any], Any], bands: list, settings: ScaleSettings,
@@ -619,14 +631,19 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
     middle_band = bands[len(bands) // 2]
     if is_url(output_path):
         source.check_values(input_path)
-        from .storage import part_size_for, uploading_parts
+        from .storage import MAX_PART_SIZE, part_size_for, uploading_parts
 
         header = npy_header(out_shape, dtype)
         row_bytes = math.prod(out_shape[1:]) * np.dtype(dtype).itemsize
         parts = part_bands(bands, row_bytes, len(header),
                            part_size_for(len(header) + out_shape[0] * row_bytes))
+        biggest = max(sum(b - a for a, b in group) * row_bytes for _, group in parts)
+        if biggest + len(header) > MAX_PART_SIZE:
+            raise BadInputError(f"{output_path}: tiles of {job.tile_rows} rows make parts of "
+                                f"{biggest / 2**30:.1f} GiB, over S3's 5 GiB; give a smaller "
+                                "--tile")
         with uploading_parts(output_path) as upload:
-            task = functools.partial(upload_bands, input_path, job, out_shape, dtype, upload,
+            task = functools.partial(upload_bands, source, job, out_shape, dtype, upload,
                                      header, middle_band)
             receipts = []
             for _, (receipt, rows) in _run_bands(task, parts, settings, ordered=False):
@@ -634,12 +651,12 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
                 if rows is not None:
                     middle = rows
             outcome = _streamed_result(input_path, output_path, job, middle, settings)
-            upload.complete(receipts)  # the job's last step
+        finish_upload(upload, receipts)  # now, or with the command's other outputs
         return outcome
     if written_in_place(output_path):
         # Nothing sent can be taken back: every value is checked before the first byte.
         source.check_values(input_path, finite=True)
-        task = functools.partial(compute_band, input_path, job, out_shape, dtype)
+        task = functools.partial(compute_band, source, job, out_shape, dtype)
         with output_writer(output_path) as write:
             write(npy_header(out_shape, dtype))
             for band, rows in _run_bands(task, bands, settings, ordered=True):
@@ -651,7 +668,7 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
         final = output_target(output_path)
         target = create_npy(final, out_shape, dtype, shown=output_path)
         try:
-            task = functools.partial(write_band, input_path, target, job)
+            task = functools.partial(write_band, source, target, job)
             for _ in _run_bands(task, bands, settings, ordered=False):
                 pass
             middle = target.read_rows(*middle_band)

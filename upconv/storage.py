@@ -65,7 +65,8 @@ __all__ = ["is_url", "set_storage_options", "use_storage_options", "storage_opti
            "write_bytes", "uploads_in_parts", "part_size_for", "PartUpload", "uploading_parts",
            "exists",
            "existing", "same_object", "is_folder", "backend_modules", "list_files", "join",
-           "remove", "redact", "S3_DEFAULTS", "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE"]
+           "remove", "redact", "S3_DEFAULTS", "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE",
+           "MAX_PART_SIZE"]
 
 #: A URL's protocol (``s3``, ``https``, ``simplecache`` in ``simplecache::s3://...``); at
 #: least two letters, so that ``C:\\x`` and ``C://x`` stay Windows paths.
@@ -99,8 +100,9 @@ S3FS_RETRIES = 2
 #: parts, several at a time (s3fs's own threshold and part size); smaller ones in one PUT.
 MULTIPART_THRESHOLD = 100 * 2**20
 PART_SIZE = 50 * 2**20
-#: S3 takes at most this many parts in one upload.
+#: S3 takes at most this many parts in one upload, each of at most this many bytes.
 _MAX_PARTS = 10_000
+MAX_PART_SIZE = 5 * 2**30
 #: How long an interrupted write waits for its upload to be cancelled (and aborted).
 _CANCEL_WAIT_SECONDS = 10.0
 
@@ -503,11 +505,17 @@ def read_range(url: str, start: int, end: int) -> bytes:
     >>> read_range("memory://doc-range/x.bin", 1, 4)
     b'bcd'
     """
+    if end <= start:  # (s3fs would ask for "bytes=3-2", which S3 answers with everything)
+        return b""
     fs, path = filesystem(url)
     try:
-        return fs.cat_file(path, start=start, end=end)
+        data = fs.cat_file(path, start=start, end=end)
     except Exception as exc:
         raise _read_failure(fs, url, path, exc) from None
+    if len(data) != end - start:
+        raise FileAccessError(redact(f"{url}: changed while being read ({end - start} bytes "
+                                     f"asked from byte {start}, {len(data)} read)"))
+    return data
 
 
 def object_size(url: str) -> int | None:
@@ -658,6 +666,20 @@ class PartUpload:
             raise _failure(self.url, "write", exc) from None
         return {"PartNumber": number, "ETag": sent["ETag"]}
 
+    def abort(self) -> None:
+        """Abort the upload, deleting its parts (quietly: a service gone away keeps them
+        invisible, and a lifecycle rule for incomplete uploads deletes them). A part still
+        being sent meanwhile (by a Dask worker) may outlive the abort, as S3 warns."""
+        fs, path = filesystem(self.url)
+        bucket, key = _split_path(fs, path)
+        try:
+            _run_cancellably(fs.loop, fs._call_s3(
+                "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=self.upload_id))
+        except Exception:  # noqa: BLE001 - the failure that made us abort is the one to report
+            pass
+        finally:
+            fs.invalidate_cache(path)
+
     def complete(self, parts: list[dict[str, Any]]) -> None:
         """Make the object of the ``parts`` sent (:meth:`send`'s answers, in any order)."""
         fs, path = filesystem(self.url)
@@ -668,16 +690,19 @@ class PartUpload:
                 MultipartUpload={"Parts": sorted(parts, key=lambda part: part["PartNumber"])}))
         except Exception as exc:
             raise _failure(self.url, "write", exc) from None
+        finally:
+            fs.invalidate_cache(path)
 
 
 @contextmanager
 def uploading_parts(url: str) -> Iterator[PartUpload]:
-    """An S3 multipart upload to ``url``, whose parts are sent from anywhere and which the
-    caller completes (:meth:`PartUpload.complete`) inside the block.
+    """An S3 multipart upload to ``url``, whose parts are sent from anywhere; the caller
+    completes it (:meth:`PartUpload.complete`, or later:
+    :func:`upconv.fileio.finish_upload`).
 
     Until it is completed, nothing is under the key (an object already there stays as it
-    was). If the block fails or is interrupted (Ctrl-C), the upload is aborted, so that
-    the parts sent are deleted. Only for :func:`uploads_in_parts` URLs.
+    was). If the block fails or is interrupted (Ctrl-C), the upload is aborted
+    (:meth:`PartUpload.abort`). Only for :func:`uploads_in_parts` URLs.
     """
     fs, path = _object_to_write(url)
     if not uploads_in_parts(url):
@@ -692,14 +717,8 @@ def uploading_parts(url: str) -> Iterator[PartUpload]:
     try:
         yield upload
     except BaseException:
-        try:
-            _run_cancellably(fs.loop, fs._call_s3(
-                "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload.upload_id))
-        except Exception:  # the service is gone: the parts stay invisible (a lifecycle
-            pass           # rule for incomplete uploads deletes them)
+        upload.abort()
         raise
-    finally:
-        fs.invalidate_cache(path)
 
 
 def exists(url: str) -> bool:

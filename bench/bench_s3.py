@@ -30,6 +30,15 @@ server parsing every request) is in the figure, which a real S3 service's is not
 
     python bench/bench_s3.py [--repeat 3] [--files 200] [--server waitress|werkzeug|all]
 
+With ``--npy SIZE`` it measures a big ``.npy`` instead: a SIZE x SIZE RGB float32 array
+doubled (bicubic), streamed in tiles, ``upconv scale IN.npy OUT.npy -f 2`` on the local
+disk against ``upconv scale s3://bench/in.npy s3://bench/out.npy -f 2`` (read in ranges,
+written as a multipart upload), interleaved, median of ``--repeat``: each command's wall
+time and its peak resident memory (GNU time's, ``/usr/bin/time``), and the output
+object checked against the local file (SHA-256)::
+
+    python bench/bench_s3.py --npy 8000 [--repeat 3]
+
 Needs ``pip install 'upconv[cloud]' 'moto[server]' waitress``; skipped cleanly without
 moto, and served by werkzeug (with a note) without waitress.
 """
@@ -40,6 +49,7 @@ import argparse
 import importlib.util
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -54,6 +64,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--npy", type=int, metavar="SIZE", default=None,
+                        help="measure one big SIZE x SIZE RGB float32 .npy (streamed) "
+                             "instead of a batch of PNGs")
     parser.add_argument("--server", choices=["waitress", "werkzeug", "all"],
                         default="waitress",
                         help="moto's S3 application on waitress (kept-alive connections) or "
@@ -82,6 +95,15 @@ def main() -> int:
                           region_name="us-east-1")
     client.create_bucket(Bucket="bench")
     upconv = [sys.executable, "-m", "upconv", "scale"]
+    if args.npy is not None:
+        if not os.path.exists("/usr/bin/time"):
+            print("skipped: --npy needs GNU time (/usr/bin/time) to measure memory")
+            server.stop()
+            return 0
+        try:
+            return big_npy(client, env, upconv, args.npy, args.repeat, args.server)
+        finally:
+            server.stop()
     try:
         with tempfile.TemporaryDirectory() as folder:
             base = Path(folder)
@@ -123,6 +145,88 @@ def main() -> int:
     print(f"  bucket throughput / local throughput: {ratio:.2f} "
           f"(target >= 0.75: {'met' if ratio >= 0.75 else 'MISSED'}); outputs identical")
     return 0
+
+
+def big_npy(client, env: dict[str, str], upconv: list[str], size: int, repeat: int,
+            server: str) -> int:
+    """The ``--npy`` benchmark: one big array, streamed, on the disk and in the bucket."""
+    import hashlib
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as folder:
+        base = Path(folder)
+        source = np.lib.format.open_memmap(base / "in.npy", mode="w+", dtype=np.float32,
+                                           shape=(size, size, 3))
+        rng = np.random.default_rng(0)
+        for first in range(0, size, 1024):
+            source[first:first + 1024] = rng.random(source[first:first + 1024].shape,
+                                                    dtype=np.float32)
+        source.flush()
+        del source
+        with open(base / "in.npy", "rb") as handle:
+            client.upload_fileobj(handle, "bench", "in.npy")
+        local_cmd = upconv + [str(base / "in.npy"), str(base / "out.npy"), "-f", "2", "-y",
+                              "--quiet"]
+        # moto answers the completion of a multipart upload only once it has put the whole
+        # object together (seconds for gigabytes), where S3 answers at once and keeps the
+        # connection busy: without a longer read timeout than upconv's 20 s, the client
+        # gives up, asks again, and moto fails the second request.
+        bucket_cmd = upconv + ["s3://bench/in.npy", "s3://bench/out.npy", "-f", "2", "-y",
+                               "--quiet", "--storage-option", "config_kwargs.read_timeout=600"]
+        figures: dict[str, list[tuple[float, float, float]]] = {"local": [], "bucket": []}
+        served = []
+        for _ in range(repeat):
+            figures["local"].append(timed(local_cmd, env))
+            before = time.process_time()  # this process: the server, nothing else
+            figures["bucket"].append(timed(bucket_cmd, env))
+            served.append(time.process_time() - before)
+        digest = hashlib.sha256()
+        body = client.get_object(Bucket="bench", Key="out.npy")["Body"]
+        for piece in iter(lambda: body.read(64 << 20), b""):
+            digest.update(piece)
+        local_digest = hashlib.sha256()
+        with open(base / "out.npy", "rb") as handle:
+            for piece in iter(lambda: handle.read(64 << 20), b""):
+                local_digest.update(piece)
+        if digest.digest() != local_digest.digest():
+            print("MISMATCH: s3://bench/out.npy differs from the local output")
+            return 1
+        out_bytes = (base / "out.npy").stat().st_size
+    print(f"{size}x{size} RGB float32 .npy ({size * size * 12 / 1e9:.2f} GB) doubled, bicubic, "
+          f"streamed ({out_bytes / 1e9:.2f} GB out); median of {repeat} interleaved runs "
+          f"(whole processes); server: {SERVERS[server]}")
+    for label, name in (("local", "local disk -> local disk"), ("bucket", "bucket -> bucket")):
+        times = [t for t, _, _ in figures[label]]
+        peaks = [m for _, m, _ in figures[label]]
+        print(f"  {name + ':':26s} {statistics.median(times):6.2f} s "
+              f"({', '.join(f'{t:.2f}' for t in times)}), peak memory "
+              f"{statistics.median(peaks):.0f} MB ({', '.join(f'{m:.0f}' for m in peaks)}), "
+              f"CPU {statistics.median(c for _, _, c in figures[label]):.1f} s")
+    print(f"  the server's own CPU time per bucket run: {statistics.median(served):.1f} s "
+          "(on the same CPUs)")
+    print("  outputs identical (SHA-256)")
+    return 0
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall time (s), peak resident memory (MB) and CPU time (s, user and system) of one
+    whole command, which must succeed. Memory and CPU are measured by GNU time
+    (``/usr/bin/time -f "%M %U %S"``), which starts
+    the command itself: a process forked from this one (holding the server's objects)
+    would report this process's peak as its own (``ru_maxrss`` keeps the peak of the
+    memory a process had before its ``exec``)."""
+    with tempfile.NamedTemporaryFile("r") as report:
+        start = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", report.name,
+                               *command],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        elapsed = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: "
+                               f"{done.stderr.decode(errors='replace')}")
+        peak, user, system = report.read().split()[-3:]
+        return elapsed, int(peak) / 1024, float(user) + float(system)
 
 
 SERVERS = {

@@ -423,6 +423,31 @@ def test_a_failed_part_leaves_the_old_object_and_no_upload(tmp_path, bucket, s3_
     monkeypatch.undo()
 
 
+def test_ctrl_c_mid_upload_aborts_it_and_keeps_the_old_object(tmp_path, bucket, s3_env,
+                                                              big_npy, monkeypatch, capsys):
+    """Ctrl-C after two parts have gone: status 130, one line, the old object as it was,
+    and no upload left (its parts deleted)."""
+    import upconv.pipeline
+    from upconv import storage
+
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    path, _ = big_npy
+    name = bucket.removeprefix("s3://")
+    s3_env.client().put_object(Bucket=name, Key="out.npy", Body=b"the old object")
+    real = upconv.pipeline.upload_bands
+
+    def interrupted(*args):
+        if args[-1][0] == 3:  # (the part's number)
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(upconv.pipeline, "upload_bands", interrupted)
+    assert run(["scale", str(path), f"{bucket}/out.npy", "-f", "2", "--tile", "64", "-y"]) == 130
+    assert capsys.readouterr().err.strip() == "upconv: error: interrupted"
+    assert objects(s3_env, bucket, "out.npy") == {"out.npy": b"the old object"}
+    assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)
+
+
 def test_a_streamed_object_and_its_report_are_made_together_or_not_at_all(
         tmp_path, bucket, s3_env, big_npy, monkeypatch, capsys):
     """The upload's completion waits for the command's other outputs: the report failing to

@@ -395,6 +395,31 @@ def test_a_big_npy_is_streamed_from_and_to_a_bucket_band_by_band(tmp_path, bucke
     assert "cut_x2.npy" not in objects(s3_env, bucket)
 
 
+@pytest.mark.parametrize("dtype, shape, options", [
+    ("uint8", (90, 70, 3), ["-m", "bilinear"]),
+    ("uint16", (90, 70), ["-m", "nearest"]),
+    ("float64", (90, 70, 2), ["-m", "transpose"]),
+    ("float32", (90, 70, 3), ["-m", "bicubic", "--linear-light"]),
+    ("uint8", (90, 70, 1), ["-f", "1.5", "-m", "lanczos"]),
+], ids=["uint8-bilinear", "uint16-2d-nearest", "float64-transpose", "linear-light",
+        "lanczos-x1.5"])
+def test_tiles_computed_into_the_part_equal_the_streamed_file(tmp_path, bucket, s3_env, rng,
+                                                              dtype, shape, options, capsys):
+    """Each tile is computed straight into the part it is sent in: the same bytes as the
+    same job streamed into a file, whatever the type, layout and method."""
+    values = rng.random(shape)
+    array = (values * np.iinfo(dtype).max).astype(dtype) if dtype.startswith("uint") \
+        else values.astype(dtype)
+    np.save(tmp_path / "in.npy", array)
+    factor = [] if "-f" in options else ["-f", "2"]
+    common = [*factor, *options, "--tile", "16", "--quiet"]
+    assert run(["scale", str(tmp_path / "in.npy"), str(tmp_path / "out.npy"), *common]) == 0, \
+        capsys.readouterr().err
+    assert run(["scale", str(tmp_path / "in.npy"), f"{bucket}/out.npy", *common]) == 0, \
+        capsys.readouterr().err
+    assert objects(s3_env, bucket, "out.npy")["out.npy"] == (tmp_path / "out.npy").read_bytes()
+
+
 def test_a_failed_part_leaves_the_old_object_and_no_upload(tmp_path, bucket, s3_env, big_npy,
                                                            monkeypatch, capsys):
     """The third part fails to go: one line naming the output, the object that was under the

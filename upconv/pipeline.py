@@ -522,10 +522,12 @@ def _npy_rows(source: NpyFile, name: str) -> Callable[[int, int], np.ndarray]:
 
 
 def compute_band(source: NpyFile, job: _Job, shape: tuple[int, ...], dtype: np.dtype,
-                 band: tuple[int, int]) -> np.ndarray:
+                 band: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """One tile of a streamed job: output rows ``band`` as stored in an output of ``shape``,
-    from the input ``source`` (its header read once, by the command)."""
-    rows = resample_band(_npy_rows(source, source.name or source.path), job.plan, band)
+    from the input ``source`` (its header read once, by the command); into ``out`` (of
+    ``dtype``, rows x W x C) if given."""
+    rows = resample_band(_npy_rows(source, source.name or source.path), job.plan, band,
+                         out=out)
     rows = rows.astype(dtype, copy=False)
     return rows[:, :, 0] if len(shape) == 2 else rows
 
@@ -537,21 +539,24 @@ def upload_bands(source: NpyFile, job: _Job, shape: tuple[int, ...], dtype: np.d
     first part starts with the ``.npy`` header); returns the part's receipt, and the
     middle band's rows if the part holds it (idempotent: a part sent again replaces it)."""
     number, bands = part
-    row_bytes = math.prod(shape[1:]) * np.dtype(dtype).itemsize
-    size = (len(header) if number == 1 else 0) + sum(b - a for a, b in bands) * row_bytes
+    width, channels = shape[1], (shape[2] if len(shape) == 3 else 1)
+    row_bytes = width * channels * np.dtype(dtype).itemsize
+    start = len(header) if number == 1 else 0
     body = io.BytesIO()
-    body.seek(size - 1)
+    body.seek(start + sum(b - a for a, b in bands) * row_bytes - 1)
     body.write(b"\0")  # (its whole size at once: no growing copy by copy)
     body.seek(0)
-    if number == 1:
-        body.write(header)
+    body.write(header[:start])
     middle = None
-    for band in bands:
-        rows = np.ascontiguousarray(compute_band(source, job, shape, dtype, band))
-        body.write(memoryview(rows).cast("B"))
-        if band == middle_band:
-            middle = rows
-        del rows
+    with body.getbuffer() as part_bytes:  # each tile computed straight into the part
+        for first, last in bands:
+            rows = np.frombuffer(part_bytes, dtype, (last - first) * width * channels,
+                                 start).reshape(last - first, width, channels)
+            compute_band(source, job, shape, dtype, (first, last), out=rows)
+            if (first, last) == middle_band:
+                middle = rows[:, :, 0].copy() if len(shape) == 2 else rows.copy()
+            start += rows.nbytes
+            del rows
     body.seek(0)
     return upload.send(number, body), middle
 

@@ -656,12 +656,9 @@ class PartUpload:
         """Send part ``number`` (from 1; every part but the last at least 5 MiB, as S3
         asks), read from ``data`` (a seekable file, as botocore reads a body more than
         once); sending a part again replaces it. Returns what :meth:`complete` needs."""
-        fs, path = filesystem(self.url)
-        bucket, key = _split_path(fs, path)
         try:
-            sent = _run_cancellably(fs.loop, fs._call_s3(
-                "upload_part", Bucket=bucket, Key=key, UploadId=self.upload_id,
-                PartNumber=number, Body=data))
+            sent = _object_request(self.url, "upload_part", UploadId=self.upload_id,
+                                   PartNumber=number, Body=data)
         except Exception as exc:
             raise _failure(self.url, "write", exc) from None
         return {"PartNumber": number, "ETag": sent["ETag"]}
@@ -670,28 +667,19 @@ class PartUpload:
         """Abort the upload, deleting its parts (quietly: a service gone away keeps them
         invisible, and a lifecycle rule for incomplete uploads deletes them). A part still
         being sent meanwhile (by a Dask worker) may outlive the abort, as S3 warns."""
-        fs, path = filesystem(self.url)
-        bucket, key = _split_path(fs, path)
         try:
-            _run_cancellably(fs.loop, fs._call_s3(
-                "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=self.upload_id))
+            _object_request(self.url, "abort_multipart_upload", UploadId=self.upload_id)
         except Exception:  # noqa: BLE001 - the failure that made us abort is the one to report
             pass
-        finally:
-            fs.invalidate_cache(path)
 
     def complete(self, parts: list[dict[str, Any]]) -> None:
         """Make the object of the ``parts`` sent (:meth:`send`'s answers, in any order)."""
-        fs, path = filesystem(self.url)
-        bucket, key = _split_path(fs, path)
         try:
-            _run_cancellably(fs.loop, fs._call_s3(
-                "complete_multipart_upload", Bucket=bucket, Key=key, UploadId=self.upload_id,
-                MultipartUpload={"Parts": sorted(parts, key=lambda part: part["PartNumber"])}))
+            _object_request(self.url, "complete_multipart_upload", UploadId=self.upload_id,
+                            MultipartUpload={"Parts": sorted(
+                                parts, key=lambda part: part["PartNumber"])})
         except Exception as exc:
             raise _failure(self.url, "write", exc) from None
-        finally:
-            fs.invalidate_cache(path)
 
 
 @contextmanager
@@ -704,13 +692,11 @@ def uploading_parts(url: str) -> Iterator[PartUpload]:
     was). If the block fails or is interrupted (Ctrl-C), the upload is aborted
     (:meth:`PartUpload.abort`). Only for :func:`uploads_in_parts` URLs.
     """
-    fs, path = _object_to_write(url)
+    _object_to_write(url)
     if not uploads_in_parts(url):
         raise ValueError(f"{url}: not an S3 URL")
-    bucket, key = _split_path(fs, path)
     try:
-        started = _run_cancellably(fs.loop, fs._call_s3(
-            "create_multipart_upload", Bucket=bucket, Key=key))
+        started = _object_request(url, "create_multipart_upload")
     except Exception as exc:
         raise _failure(url, "write", exc) from None
     upload = PartUpload(url, started["UploadId"])
@@ -719,6 +705,18 @@ def uploading_parts(url: str) -> Iterator[PartUpload]:
     except BaseException:
         upload.abort()
         raise
+
+
+def _object_request(url: str, method: str, **kwargs: Any) -> Any:
+    """One S3 request about the object at ``url`` (its ``Bucket`` and ``Key`` filled in),
+    waited for here, Ctrl-C cancelling it (:func:`_run_cancellably`); what the filesystem
+    remembers of the object is forgotten after it."""
+    fs, path = filesystem(url)
+    bucket, key = _split_path(fs, path)
+    try:
+        return _run_cancellably(fs.loop, fs._call_s3(method, Bucket=bucket, Key=key, **kwargs))
+    finally:
+        fs.invalidate_cache(path)
 
 
 def exists(url: str) -> bool:

@@ -215,45 +215,144 @@ def test_reused_read_buffers_never_change_what_a_reader_still_holds(tmp_path, rn
     assert zarr_local._read_buffers == []
 
 
+@pytest.fixture
+def direct_writes(monkeypatch):
+    """Chunk files of 4 KiB or more written around the page cache (8 MiB in use), in
+    pieces of 8 KiB; the list of every DirectWrite made, with whether it went direct."""
+    from upconv import direct_write, zarr_local
+
+    monkeypatch.setattr(zarr_local, "DIRECT_WRITE_BYTES", 4096)
+    monkeypatch.setattr(direct_write, "DIRECT_PIECE", 8192)
+    made = []
+    real = direct_write.DirectWrite.__init__
+
+    def init(self, path, data):
+        real(self, path, data)
+        made.append((path, self.direct))
+
+    monkeypatch.setattr(direct_write.DirectWrite, "__init__", init)
+    return made
+
+
+def stored_files(store) -> dict[str, bytes]:
+    return {path.relative_to(store).as_posix(): path.read_bytes()
+            for path in store.rglob("*") if path.is_file()}
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_big_chunks_are_written_behind_as_zarr_writes_them(tmp_path, rng, monkeypatch,
-                                                           zarr_format):
-    """A chunk of WRITE_BEHIND_PIECE or more (here made small) is written behind: the same
-    files as zarr's own store writes, no temporary file left, and a failed write leaves
-    the chunk that was there and no temporary file."""
-    from upconv import fileio
+def test_big_chunks_are_written_around_the_cache_as_zarr_writes_them(
+        tmp_path, rng, monkeypatch, direct_writes, zarr_format):
+    """A chunk file of DIRECT_WRITE_BYTES or more (here made small) written through the
+    store is written around the page cache: the same files as zarr's own store writes, no
+    temporary file left, and a failed write leaves the chunk that was there and no
+    temporary file."""
+    from upconv import direct_write
     from upconv.zarr_local import LocalStore
 
-    monkeypatch.setattr(fileio, "WRITE_BEHIND_PIECE", 4096)
-    monkeypatch.setattr(fileio, "_on_the_way", type(fileio._on_the_way)())  # (left as found)
-    monkeypatch.setattr(fileio, "_on_the_way_bytes", 0)
-    calls = []
-    real = fileio.write_at
-    monkeypatch.setattr(fileio, "write_at", lambda fd, data, position=0, later=None: (
-        calls.append(len(memoryview(data).cast("B"))), real(fd, data, position, later))[1])
     image = rng.random((70, 50, 3))  # chunks of 32x32x3 float64: 24 KiB, some edges
     ours = zarr.create_array(LocalStore(str(tmp_path / "ours.zarr")), shape=image.shape,
                              chunks=(32, 32, 3), dtype=image.dtype, zarr_format=zarr_format)
     ours[...] = image
     write_array(tmp_path / "zarr.zarr", image, (32, 32, 3), zarr_format)
-    assert calls and min(calls) >= 4096
+    assert direct_writes and all(direct for _, direct in direct_writes)
+    assert stored_files(tmp_path / "ours.zarr") == stored_files(tmp_path / "zarr.zarr")
+    assert len(stored_files(tmp_path / "ours.zarr")) == 3 * 2 + 1 + (zarr_format == 2)
 
-    def files(store):
-        return {path.relative_to(store).as_posix(): path.read_bytes()
-                for path in store.rglob("*") if path.is_file()}
+    real = direct_write._pwrite_all
 
-    assert files(tmp_path / "ours.zarr") == files(tmp_path / "zarr.zarr")
-    assert len(files(tmp_path / "ours.zarr")) == 3 * 2 + 1 + (zarr_format == 2)
-
-    def fail(fd, data, position=0, later=None):
-        os.write(fd, b"half")
+    def fail(fd, data, position):  # a block written, then the disk full
+        real(fd, data[:direct_write.ALIGNMENT], position)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fileio, "write_at", fail)
+    monkeypatch.setattr(direct_write, "_pwrite_all", fail)
     with pytest.raises(OSError, match="No space"):
         ours[:32, :32] = rng.random((32, 32, 3))  # (random: compressed, still 4 KiB+)
-    assert files(tmp_path / "ours.zarr") == files(tmp_path / "zarr.zarr")
+    assert stored_files(tmp_path / "ours.zarr") == stored_files(tmp_path / "zarr.zarr")
     np.testing.assert_array_equal(read(tmp_path / "ours.zarr"), image)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("shape,dtype,method", [
+    ((150, 170, 3), np.float32, "bicubic"), ((150, 170, 3), np.float64, "bilinear"),
+    ((150, 170), np.float32, "transpose"), ((150, 170, 3), np.uint8, "nearest"),
+    ((150, 170, 3), np.uint16, "bicubic")])
+def test_raw_chunks_are_computed_into_their_files(tmp_path, rng, monkeypatch, direct_writes,
+                                                  zarr_format, shape, dtype, method, capsys):
+    """Raw chunks of a block's whole size (here made small) are written band by band
+    while the block is computed, around the page cache; edge chunks through zarr. The
+    stored files are byte for byte those of the same job written through zarr, and those
+    zarr stores for the in-memory result (exact methods); a chunk of zeros is left out."""
+    from upconv import zarr_arrays
+
+    values = rng.random(shape) if dtype in (np.float32, np.float64) else rng.integers(
+        0, np.iinfo(dtype).max, shape)
+    values = values.astype(dtype)
+    values[:60, :60] = 0  # one output chunk all zeros (but bicubic's): not stored
+    chunks = (48, 48, 3)[:len(shape)]
+    write_array(tmp_path / "in.zarr", values, chunks, zarr_format, compressors=None)
+    monkeypatch.setattr(zarr_arrays, "BAND_ROWS", 8)  # (several bands a block)
+    streamed = []
+    real = zarr_arrays._scale_into_chunk_file
+    monkeypatch.setattr(zarr_arrays, "_scale_into_chunk_file", lambda *args: (
+        streamed.append(args[5]), real(*args))[1])
+    command = ["scale", str(tmp_path / "in.zarr"), "", "-f", "2", "-m", method, "--quiet",
+               "--threads", "2"]
+    command[2] = str(tmp_path / "out.zarr")
+    assert run(command) == 0, capsys.readouterr().err
+    assert len(streamed) >= 4 and all(direct for _, direct in direct_writes)
+    monkeypatch.setattr(zarr_arrays, "_chunk_file", lambda *args: None)
+    command[2] = str(tmp_path / "through_zarr.zarr")
+    assert run(command) == 0, capsys.readouterr().err
+    ours = stored_files(tmp_path / "out.zarr")
+    assert ours == stored_files(tmp_path / "through_zarr.zarr")
+    assert not any(name.endswith(".partial") for name in ours)
+    expected = upconv.scale(values if dtype != np.uint16 else values.astype(np.float32),
+                            2, method)
+    got = read(tmp_path / "out.zarr")
+    if method in ("bilinear", "nearest", "transpose"):
+        np.testing.assert_array_equal(got, expected)
+        write_array(tmp_path / "zarr.zarr", expected, tuple(2 * c for c in chunks[:2]) +
+                    chunks[2:], zarr_format, compressors=None, fill_value=0)
+        zarrs = stored_files(tmp_path / "zarr.zarr")
+        assert {k: v for k, v in ours.items() if "zarr.json" not in k and ".za" not in k} == {
+            k: v for k, v in zarrs.items() if "zarr.json" not in k and ".za" not in k}
+    elif dtype == np.uint16:  # rounded: float32 round-off can move a value across a .5
+        expected = np.clip(np.rint(expected), 0, 65535)
+        assert got.dtype == np.uint16 and np.abs(got - expected).max() <= 1
+    else:
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)  # float32 bicubic
+    first = "0/0/0"[:2 * len(shape) - 1]
+    zeros = not got[:96, :96].view(f"u{got.dtype.itemsize}").any()
+    assert zeros or method == "bicubic"  # (its spline reaches into the zeros)
+    assert any(name.replace("c/", "").replace(".", "/") == first for name in ours) != zeros
+
+
+def test_only_raw_whole_chunks_of_a_local_store_are_computed_into_files(tmp_path,
+                                                                      direct_writes):
+    """Compressed chunks, filters, big-endian values, sharding, axes the engine does not
+    store in its order, and edge chunks are written through zarr."""
+    from upconv import zarr_arrays, zarr_local
+
+    def chunk_file(name, axes="yxc", region=(slice(0, 64), slice(0, 64), slice(0, 3)),
+                   shape=(100, 100, 3), chunks=(64, 64, 3), dtype="f4", **kwargs):
+        array = zarr.create_array(zarr_local.LocalStore(str(tmp_path / name)), shape=shape,
+                                  chunks=chunks, dtype=dtype, **kwargs)
+        job = zarr_arrays.plan_zarr_job((50, 50, 3), np.dtype(dtype), axes, (32, 32, 3),
+                                        method="bilinear", factor=(2.0, 2.0))
+        return zarr_arrays._chunk_file(job, zarr_arrays.whole_chunks(array), region)
+
+    assert chunk_file("raw", compressors=None) == tmp_path / "raw" / "c" / "0" / "0" / "0"
+    assert chunk_file("v2", compressors=None, zarr_format=2) == tmp_path / "v2" / "0.0.0"
+    assert chunk_file("zstd") is None
+    assert chunk_file("big2", compressors=None, dtype=">f4", zarr_format=2) is None
+    assert chunk_file("big3", compressors=None, serializer={
+        "name": "bytes", "configuration": {"endian": "big"}}) is None
+    assert chunk_file("sharded", compressors=None, shards=(128, 128, 3)) is None
+    assert chunk_file("cyx", axes="cyx", compressors=None) is None
+    assert chunk_file("edge", compressors=None,
+                      region=(slice(64, 100), slice(0, 64), slice(0, 3))) is None
+    assert chunk_file("small", compressors=None, chunks=(8, 8, 3),
+                      region=(slice(0, 8), slice(0, 8), slice(0, 3))) is None
 
 
 @pytest.mark.parametrize("region", [(0, 10), (4, 10), (0, 4), (8, 10), (2, 4), (2, 8)])

@@ -50,10 +50,12 @@ import math
 import os
 import re
 import shutil
+import sys
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -621,7 +623,8 @@ BAND_ROWS = 512
 
 
 def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
-                cols: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+                cols: tuple[int, int], out: np.ndarray | None = None,
+                rows_done: Callable[[int], None] | None = None) -> np.ndarray:
     """The outputs ``rows`` x ``cols`` (indices of the window's own output, see
     :meth:`AxisBlocks.window`) of a block's input window.
 
@@ -629,7 +632,9 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
     the channels. Each plane is resampled as an image of its own, in bands of
     :data:`BAND_ROWS` output rows, and cut to the outputs the block owns;
     ``out``, if given, receives them (C-contiguous, as zarr writes a chunk
-    without a copy) and is returned.
+    without a copy) and is returned. ``rows_done(n)``, if given (one plane:
+    no leading axes), is called as each band is stored: ``out``'s first ``n``
+    rows are final.
 
     Examples
     --------
@@ -667,7 +672,10 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
             rows = resample_band(lambda a, b: plane[a:b], plan, (first, last),
                                  out=band[:last - first])
             out[first - r0:last - r0] = rows[:, c0:c1]
+            if rows_done is not None:
+                rows_done(last - r0)
         return out
+    assert rows_done is None or not lead
     for index in np.ndindex(*lead):
         plane = block[index]
         if job.plan.method is not Method.NEAREST:
@@ -676,6 +684,8 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
             last = min(r1, first + band_rows)
             values = resample_band(lambda a, b, plane=plane: plane[a:b], plan, (first, last))
             out[index][first - r0:last - r0] = _stored(values[:, c0:c1], job.out_dtype)
+            if rows_done is not None:
+                rows_done(last - r0)
     return out
 
 
@@ -829,12 +839,86 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
     _, _, r0, r1 = job.rows.window(key.by)
     _, _, c0, c1 = job.cols.window(key.bx)
     channels = job.plan.channels if job.mixes_channels else core.shape[-1]
-    values = scale_block(window, job, (r0, r1), (c0, c1), out=_reused(
-        "block", core.shape[:-3] + (r1 - r0, c1 - c0, channels), job.out_dtype))
+    out = _reused("block", core.shape[:-3] + (r1 - r0, c1 - c0, channels), job.out_dtype)
+    region = key.output(job, job.plan.channels)
+    chunk_file = _chunk_file(job, target, region)
+    if chunk_file is not None:
+        return _scale_into_chunk_file(window, job, (r0, r1), (c0, c1), out, chunk_file,
+                                      target.fill_value)
+    values = scale_block(window, job, (r0, r1), (c0, c1), out=out)
     if "c" not in job.axes:
         values = values[..., 0]
-    region = key.output(job, job.plan.channels)
     return write_chunks(target, region, values.transpose(np.argsort(_engine_order(job.axes))))
+
+
+def _chunk_file(job: ZarrPlan, target: Any, region: tuple[slice, ...]) -> Path | None:
+    """The file of the one stored chunk a block's output is, when that file is its bytes as
+    the engine lays them out: a local store (:class:`upconv.zarr_local.LocalStore`), raw
+    chunks (no compressor, filter or sharding; little-endian, C order), the stored axes
+    the engine's order (``yx``, ``yxc``), the block a whole chunk, inside the array, of
+    :data:`~upconv.zarr_local.DIRECT_WRITE_BYTES` or more. Else None: the block is
+    written through zarr (:func:`write_chunks`)."""
+    from .zarr_local import DIRECT_WRITE_BYTES, LocalStore
+
+    store = target.store
+    if not isinstance(store, LocalStore) or job.axes not in ("yx", "yxc"):
+        return None
+    if math.prod(target.chunks) * job.out_dtype.itemsize < DIRECT_WRITE_BYTES:
+        return None  # (small chunks: as zarr writes them, cached)
+    stored = np.dtype(target.dtype)
+    if stored != job.out_dtype or stored.byteorder == ">" or (
+            stored.itemsize > 1 and sys.byteorder != "little"):
+        return None
+    metadata = target.metadata
+    if metadata.zarr_format == 3:
+        from zarr.codecs import BytesCodec
+
+        codecs = metadata.codecs
+        if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
+            return None
+        if codecs[0].endian is not None and codecs[0].endian.value != "little":
+            return None
+    elif metadata.compressor is not None or metadata.filters or metadata.order != "C":
+        return None
+    chunks = target.chunks
+    if any(r.start % c or r.stop - r.start != c or r.stop > n
+           for r, c, n in zip(region, chunks, target.metadata.shape, strict=True)):
+        return None
+    coords = tuple(r.start // c for r, c in zip(region, chunks, strict=True))
+    key = metadata.encode_chunk_key(coords)
+    path = target.store_path.path
+    return Path(store.root) / (f"{path}/{key}" if path else key)
+
+
+def _scale_into_chunk_file(window: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
+                           cols: tuple[int, int], out: np.ndarray, path: Path,
+                           fill: Any) -> int:
+    """A block's output computed into ``out`` and written to its chunk file as it is
+    computed, band by band, around the page cache (:class:`upconv.direct_write.DirectWrite`):
+    to a temporary file beside it, renamed over it when complete, as zarr writes a chunk;
+    left out if it holds only the fill value (zero), as :func:`write_chunks` does."""
+    from .direct_write import DirectWrite
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    row_bytes = out[0].nbytes
+    writing = DirectWrite(str(temporary), out)
+    try:
+        scale_block(window, job, rows, cols, out=out,
+                    rows_done=lambda done: writing.ready(done * row_bytes))
+        if _only_fill(out, fill):
+            writing.abandon()
+            return 1
+        import time as _t
+        _a = _t.perf_counter()
+        writing.finish()
+        with open(f"/tmp/waits.{os.getpid()}", "a") as _f:
+            _f.write(f"{_t.perf_counter() - _a:.4f}\n")
+        os.replace(temporary, path)
+    except BaseException:
+        writing.abandon()
+        raise
+    return 1
 
 
 def write_chunks(target: Any, region: tuple[slice, ...], values: np.ndarray) -> int:
@@ -852,14 +936,11 @@ def write_chunks(target: Any, region: tuple[slice, ...], values: np.ndarray) -> 
         target[region] = values  # (blocks start on chunks: not for upconv's own jobs)
         return _chunk_count(values.shape, target.chunks)
     fill = target.fill_value
-    bits = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(values.dtype.itemsize)
-    zero_fill = bits is not None and fill is not None and not np.asarray(
-        fill, values.dtype).view(bits).any()  # (else every chunk is stored)
     # zarr's in-memory store keeps the arrays it is given: not the reused buffers, then
     keeps_arrays = isinstance(target.store, _zarr_module().storage.MemoryStore)
     for piece in _regions(values.shape, target.chunks):
         part = values[piece]
-        if zero_fill and not part.view(bits).any():
+        if _only_fill(part, fill):
             continue  # absent: read back as the fill value
         start = [r.start + p.start for r, p in zip(region, piece, strict=True)]
         if part.shape != tuple(target.chunks) and all(
@@ -877,6 +958,26 @@ def write_chunks(target: Any, region: tuple[slice, ...], values: np.ndarray) -> 
                      for first, n in zip(start, part.shape, strict=True))] = (
             part.copy() if keeps_arrays else part)
     return _chunk_count(values.shape, target.chunks)
+
+
+def _only_fill(values: np.ndarray, fill: Any) -> bool:
+    """Whether a chunk's values are all the fill value when that is zero, bit for bit
+    (``-0.0`` is not); False for any other fill value (every chunk is then stored)."""
+    bits = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(values.dtype.itemsize)
+    if bits is None or fill is None or np.asarray(fill, values.dtype).view(bits).any():
+        return False
+    words = values.view(bits)
+    if not words.flags.c_contiguous:
+        return not words.any()
+    # a piece at a time: a chunk that is not empty is told by its first values, rather
+    # than by a pass over all of them
+    words = words.reshape(-1)
+    return not any(words[start:start + _FILL_TEST_WORDS].any()
+                   for start in range(0, words.size, _FILL_TEST_WORDS))
+
+
+#: Values tested at a time by :func:`_only_fill`.
+_FILL_TEST_WORDS = 1 << 16
 
 
 def whole_chunks(array: Any) -> Any:
@@ -915,7 +1016,10 @@ def _reused(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     size = math.prod(shape) * np.dtype(dtype).itemsize
     held = cache.get(name)
     if held is None or held.nbytes < size:
-        held = cache[name] = np.empty(size, np.uint8)
+        from .direct_write import aligned_empty
+
+        # (aligned, so that a chunk file is written from it with no copy: direct_write)
+        held = cache[name] = aligned_empty(size)
     return held[:size].view(dtype).reshape(shape)
 
 

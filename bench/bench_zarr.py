@@ -18,7 +18,10 @@ Before each run the last run's output is deleted and its writes written back
 (``os.sync``, untimed; the page cache is kept, so inputs are read from memory),
 so that no run pays for the write-back of the one before it (12 GB, more than
 the kernel lets wait). Each worker's peak memory is its process's peak resident
-set size (``VmHWM``), asked of the workers after the run. Targets:
+set size (``VmHWM``), asked of the workers after the run; the time the tasks took is
+added up over the workers from Dask's task stream (the same tasks: how much longer
+each takes beside another worker). Last, the disk's own speed for the files upconv
+writes. Targets:
 2 workers at least 1.6x faster than 1, every worker under 1 GB, and the 2-worker
 Zarr job no slower than the ``.npy`` job by more than 20 %. A few output rows are
 checked against upsampling the same input rows in memory.
@@ -70,19 +73,25 @@ def make_inputs(folder: Path, size: int, chunk: int, codec: str) -> tuple[Path, 
     return zarr_path, npy_path
 
 
-def run_on_cluster(workers: int, command: list[str]) -> tuple[float, list[float]]:
-    """Wall time of ``command + [ADDRESS]`` on a new LocalCluster, and each worker's peak
-    resident memory (MB)."""
+def run_on_cluster(workers: int, command: list[str]) -> tuple[float, list[float], float]:
+    """Wall time of ``command + [ADDRESS]`` on a new LocalCluster, each worker's peak
+    resident memory (MB), and the time its tasks took, added up over the workers (Dask's
+    task stream)."""
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       host="127.0.0.1", dashboard_address=":0", memory_limit=0) as cluster, \
             Client(cluster.scheduler_address) as client:
+        client.get_task_stream()  # (starts recording)
+        began = time.time()
         start = time.perf_counter()
         subprocess.run(command + [cluster.scheduler_address], check=True)
         elapsed = time.perf_counter() - start
         peaks = client.run(_peak_rss_mb)
-    return elapsed, sorted(peaks.values())
+        tasks = sum(part["stop"] - part["start"]
+                    for record in client.get_task_stream(start=began)
+                    for part in record["startstops"] if part["action"] == "compute")
+    return elapsed, sorted(peaks.values()), tasks
 
 
 def _peak_rss_mb() -> float:
@@ -94,6 +103,24 @@ def _peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def disk_write_speed(folder: Path, total: int = 4 << 30) -> float:
+    """GB/s at which this disk takes new files written around the page cache, as upconv
+    writes chunk files (:class:`upconv.direct_write.DirectWrite`, 200 MB files): what
+    bounds a job that writes 12 GB, however many workers it has."""
+    from upconv.direct_write import aligned_empty, write_file_direct
+
+    data = aligned_empty(200 << 20)
+    data[...] = 7
+    os.sync()
+    start = time.perf_counter()
+    for index in range(total // data.size):
+        write_file_direct(str(folder / f"disk_test_{index}"), data)
+    elapsed = time.perf_counter() - start
+    for index in range(total // data.size):
+        (folder / f"disk_test_{index}").unlink()
+    return total // data.size * data.size / elapsed / 1e9
 
 
 def wall(command: list[str]) -> float:
@@ -147,21 +174,25 @@ def main() -> int:
         print(f"warm-up (.npy job, untimed): {time.perf_counter() - start:.1f} s", flush=True)
         times: dict[str, list[float]] = {"1 worker": [], "2 workers": [], "npy": []}
         peaks: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
+        tasks: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
         for _ in range(args.repeat):
             for label, workers in (("1 worker", 1), ("2 workers", 2)):
                 shutil.rmtree(zarr_out, ignore_errors=True)
                 os.sync()  # the last run's writes written back: each starts from a quiet disk
-                elapsed, peak = run_on_cluster(workers, upconv_cmd + [
+                elapsed, peak, task_time = run_on_cluster(workers, upconv_cmd + [
                     str(zarr_in), str(zarr_out), "-f", "2", "-y", "--quiet", "--dask"])
                 times[label].append(elapsed)
                 peaks[label] += peak
+                tasks[label].append(task_time)
                 print(f"{label}: {elapsed:.1f} s, worker peaks "
-                      f"{', '.join(f'{p:.0f} MB' for p in peak)}", flush=True)
+                      f"{', '.join(f'{p:.0f} MB' for p in peak)}, tasks {task_time:.1f} s",
+                      flush=True)
             npy_out.unlink(missing_ok=True)
             os.sync()
             times["npy"].append(wall(upconv_cmd + [str(npy_in), str(npy_out), "-f", "2", "-y",
                                                    "--quiet"]))
             print(f"npy: {times['npy'][-1]:.1f} s", flush=True)
+        disk = statistics.median(disk_write_speed(folder) for _ in range(3))
         error = check_rows(zarr_out, npy_in, args.size)
         one, two, npy = (statistics.median(times[k]) for k in ("1 worker", "2 workers", "npy"))
         worst = max(max(peaks["1 worker"]), max(peaks["2 workers"]))
@@ -173,6 +204,12 @@ def main() -> int:
         print(f"  .npy streamed on this machine:   {npy:6.1f} s   Zarr/npy {two / npy:.2f} "
               f"(target <= 1.2)")
         print(f"  peak memory per worker: {worst:.0f} MB (target < 1024 MB)")
+        one_tasks, two_tasks = (statistics.median(tasks[k]) for k in ("1 worker", "2 workers"))
+        print(f"  the tasks' time, added up over the workers: 1 worker {one_tasks:.1f} s, "
+              f"2 workers {two_tasks:.1f} s ({two_tasks / one_tasks - 1:+.0%})")
+        written = sum(f.stat().st_size for f in zarr_out.rglob("*") if f.is_file()) / 1e9
+        print(f"  2 workers wrote {written:.1f} GB at {written / two:.2f} GB/s; this disk "
+              f"takes direct writes at {disk:.2f} GB/s (median of 3 x 4 GB)")
         print(f"  64 middle output rows against the same rows in memory: {error:.2e}")
     return 0
 

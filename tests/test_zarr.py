@@ -217,11 +217,11 @@ def test_reused_read_buffers_never_change_what_a_reader_still_holds(tmp_path, rn
 
 @pytest.fixture
 def direct_writes(monkeypatch):
-    """Chunk files of 4 KiB or more written around the page cache (8 MiB in use), in
+    """Raw chunks of 4 KiB or more computed into their files (8 MiB in use), written in
     pieces of 8 KiB; the list of every DirectWrite made, with whether it went direct."""
-    from upconv import direct_write, zarr_local
+    from upconv import direct_write, zarr_arrays
 
-    monkeypatch.setattr(zarr_local, "DIRECT_WRITE_BYTES", 4096)
+    monkeypatch.setattr(zarr_arrays, "STREAMED_CHUNK_BYTES", 4096)
     monkeypatch.setattr(direct_write, "DIRECT_PIECE", 8192)
     made = []
     real = direct_write.DirectWrite.__init__
@@ -240,34 +240,43 @@ def stored_files(store) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_big_chunks_are_written_around_the_cache_as_zarr_writes_them(
-        tmp_path, rng, monkeypatch, direct_writes, zarr_format):
-    """A chunk file of DIRECT_WRITE_BYTES or more (here made small) written through the
-    store is written around the page cache: the same files as zarr's own store writes, no
-    temporary file left, and a failed write leaves the chunk that was there and no
-    temporary file."""
-    from upconv import direct_write
+def test_big_chunks_are_written_behind_as_zarr_writes_them(tmp_path, rng, monkeypatch,
+                                                           zarr_format):
+    """A chunk of WRITE_BEHIND_PIECE or more (here made small) is written behind: the same
+    files as zarr's own store writes, no temporary file left, and a failed write leaves
+    the chunk that was there and no temporary file."""
+    from upconv import fileio
     from upconv.zarr_local import LocalStore
 
+    monkeypatch.setattr(fileio, "WRITE_BEHIND_PIECE", 4096)
+    monkeypatch.setattr(fileio, "_on_the_way", type(fileio._on_the_way)())  # (left as found)
+    monkeypatch.setattr(fileio, "_on_the_way_bytes", 0)
+    calls = []
+    real = fileio.write_at
+    monkeypatch.setattr(fileio, "write_at", lambda fd, data, position=0, later=None: (
+        calls.append(len(memoryview(data).cast("B"))), real(fd, data, position, later))[1])
     image = rng.random((70, 50, 3))  # chunks of 32x32x3 float64: 24 KiB, some edges
     ours = zarr.create_array(LocalStore(str(tmp_path / "ours.zarr")), shape=image.shape,
                              chunks=(32, 32, 3), dtype=image.dtype, zarr_format=zarr_format)
     ours[...] = image
     write_array(tmp_path / "zarr.zarr", image, (32, 32, 3), zarr_format)
-    assert direct_writes and all(direct for _, direct in direct_writes)
-    assert stored_files(tmp_path / "ours.zarr") == stored_files(tmp_path / "zarr.zarr")
-    assert len(stored_files(tmp_path / "ours.zarr")) == 3 * 2 + 1 + (zarr_format == 2)
+    assert calls and min(calls) >= 4096
 
-    real = direct_write._pwrite_all
+    def files(store):
+        return {path.relative_to(store).as_posix(): path.read_bytes()
+                for path in store.rglob("*") if path.is_file()}
 
-    def fail(fd, data, position):  # a block written, then the disk full
-        real(fd, data[:direct_write.ALIGNMENT], position)
+    assert files(tmp_path / "ours.zarr") == files(tmp_path / "zarr.zarr")
+    assert len(files(tmp_path / "ours.zarr")) == 3 * 2 + 1 + (zarr_format == 2)
+
+    def fail(fd, data, position=0, later=None):
+        os.write(fd, b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(direct_write, "_pwrite_all", fail)
+    monkeypatch.setattr(fileio, "write_at", fail)
     with pytest.raises(OSError, match="No space"):
         ours[:32, :32] = rng.random((32, 32, 3))  # (random: compressed, still 4 KiB+)
-    assert stored_files(tmp_path / "ours.zarr") == stored_files(tmp_path / "zarr.zarr")
+    assert files(tmp_path / "ours.zarr") == files(tmp_path / "zarr.zarr")
     np.testing.assert_array_equal(read(tmp_path / "ours.zarr"), image)
 
 

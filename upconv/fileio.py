@@ -10,7 +10,10 @@ is removed and an existing file is left untouched; a replaced file keeps its
 permissions. A streamed ``.npy`` written by bands into a file uses the same
 pieces (:func:`temporary_beside`, :func:`reserve_space`, :func:`sync_file`,
 :func:`commit`, :func:`discard`). Every write error, a full disk included,
-is a one-line :class:`~upconv.errors.FileAccessError` naming the file.
+is a one-line :class:`~upconv.errors.FileAccessError` naming the file. The
+raw chunk files a Zarr job computes straight into (temporary files renamed
+over the chunk, as zarr's store does) are written around the page cache by
+:mod:`upconv.direct_write`, which falls back on :func:`write_at` here.
 
 A temporary file is named ``.NAME.PID.XXXXXXXX.part``: hidden, beside NAME,
 with the writer's process id. A process killed outright (``kill -9``, a power

@@ -851,19 +851,25 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
     return write_chunks(target, region, values.transpose(np.argsort(_engine_order(job.axes))))
 
 
+#: A block whose output is one raw chunk of this many bytes or more is computed into its
+#: chunk file (:func:`_chunk_file`); a smaller one is written through zarr, cached: a
+#: direct write waits for the disk, a cached one does not.
+STREAMED_CHUNK_BYTES = 8 << 20
+
+
 def _chunk_file(job: ZarrPlan, target: Any, region: tuple[slice, ...]) -> Path | None:
     """The file of the one stored chunk a block's output is, when that file is its bytes as
     the engine lays them out: a local store (:class:`upconv.zarr_local.LocalStore`), raw
     chunks (no compressor, filter or sharding; little-endian, C order), the stored axes
     the engine's order (``yx``, ``yxc``), the block a whole chunk, inside the array, of
-    :data:`~upconv.zarr_local.DIRECT_WRITE_BYTES` or more. Else None: the block is
-    written through zarr (:func:`write_chunks`)."""
-    from .zarr_local import DIRECT_WRITE_BYTES, LocalStore
+    :data:`STREAMED_CHUNK_BYTES` or more. Else None: the block is written through zarr
+    (:func:`write_chunks`)."""
+    from .zarr_local import LocalStore
 
     store = target.store
     if not isinstance(store, LocalStore) or job.axes not in ("yx", "yxc"):
         return None
-    if math.prod(target.chunks) * job.out_dtype.itemsize < DIRECT_WRITE_BYTES:
+    if math.prod(target.chunks) * job.out_dtype.itemsize < STREAMED_CHUNK_BYTES:
         return None  # (small chunks: as zarr writes them, cached)
     stored = np.dtype(target.dtype)
     if stored != job.out_dtype or stored.byteorder == ">" or (

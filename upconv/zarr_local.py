@@ -1,5 +1,5 @@
 """zarr's ``LocalStore``, reading a whole chunk file into a reused NumPy array and writing
-a big one around the page cache.
+a big one behind.
 
 Imported only once zarr is known to be installed (the ``dask`` extra), by
 :mod:`upconv.zarr_arrays`; a module of its own so that the class pickles by
@@ -20,13 +20,10 @@ import numpy as np
 import zarr.storage
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from .direct_write import write_file_direct
+from . import fileio
 
-__all__ = ["DIRECT_WRITE_BYTES", "LocalStore", "drop_read_buffers"]
+__all__ = ["LocalStore", "drop_read_buffers"]
 
-#: Chunk files of this many bytes or more are written around the page cache (smaller
-#: ones as zarr writes them: a direct write waits for the disk, a cached one does not).
-DIRECT_WRITE_BYTES = 8 << 20
 #: Reads of this many bytes or more go into a reused array (:func:`_read_buffer`).
 REUSED_READ_BYTES = 8 << 20
 #: At most this many such arrays are kept (a thread's read at a time holds one).
@@ -50,11 +47,12 @@ class LocalStore(zarr.storage.LocalStore):
     over the zeros, which took half a block's time to read its core in
     ``bench/bench_zarr.py``.
 
-    A chunk file of :data:`DIRECT_WRITE_BYTES` (8 MiB) or more is written around
-    the page cache (:func:`upconv.direct_write.write_file_direct`): the disk
-    takes its bytes from the process's memory, rather than the kernel copying
-    them into its cache and writing the cache back. It is written as zarr
-    writes it, to a temporary file beside it renamed over it when complete.
+    A chunk of 8 MiB or more is written behind (:func:`upconv.fileio.write_at`):
+    sent to the disk as it is written and dropped from the page cache, rather
+    than left for the kernel to write back. It is written as zarr writes it, to
+    a temporary file beside it renamed over it when complete. (A raw chunk that
+    is a block's whole output is not written here, but computed into its file,
+    around the page cache: :func:`upconv.zarr_arrays.scale_block_task`.)
     Everything else (byte ranges, listing, smaller chunks, metadata) is zarr's.
 
     Examples
@@ -82,7 +80,7 @@ class LocalStore(zarr.storage.LocalStore):
             return None
 
     async def set(self, key: str, value: Buffer) -> None:
-        if not isinstance(value, Buffer) or len(value) < DIRECT_WRITE_BYTES:
+        if not isinstance(value, Buffer) or len(value) < fileio.WRITE_BEHIND_PIECE:
             return await super().set(key, value)
         if not self._is_open:
             await self._open()
@@ -92,11 +90,16 @@ class LocalStore(zarr.storage.LocalStore):
 
 def write_whole_file(path: Path, value: Buffer) -> None:
     """Write a chunk file as zarr does (a ``.partial`` temporary file beside it, renamed
-    over it when complete, removed on failure), around the page cache."""
+    over it when complete, removed on failure), written behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{uuid.uuid4().hex}.partial")
     try:
-        write_file_direct(str(temporary), value.as_buffer_like())
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o666)
+        try:
+            fileio.write_at(fd, value.as_buffer_like(), later=str(path))
+        finally:
+            os.close(fd)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -212,6 +212,8 @@ def fresh_filesystems() -> None:
     storage.use_storage_options({})
     storage._known_sizes.clear()
     for cls in [AbstractFileSystem, *_subclasses(AbstractFileSystem)]:
+        for made in list(getattr(cls, "_cache", {}).values()):
+            storage.close_filesystem(made)  # (their sessions, not left to the collector)
         cls.clear_instance_cache()
 
 

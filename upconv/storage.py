@@ -63,10 +63,9 @@ if TYPE_CHECKING:
 __all__ = ["is_url", "set_storage_options", "use_storage_options", "storage_options",
            "filesystem_options", "filesystem", "read_bytes", "read_range", "object_size",
            "write_bytes", "uploads_in_parts", "part_size_for", "PartUpload", "uploading_parts",
-           "exists",
-           "existing", "same_object", "is_folder", "backend_modules", "list_files", "join",
-           "remove", "redact", "S3_DEFAULTS", "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE",
-           "MAX_PART_SIZE"]
+           "exists", "existing", "same_object", "is_folder", "backend_modules", "list_files",
+           "join", "remove", "close_filesystem", "forget_finalizers", "redact", "S3_DEFAULTS",
+           "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE", "MAX_PART_SIZE"]
 
 #: A URL's protocol (``s3``, ``https``, ``simplecache`` in ``simplecache::s3://...``); at
 #: least two letters, so that ``C:\\x`` and ``C://x`` stay Windows paths.
@@ -844,6 +843,8 @@ def list_files(url: str, recursive: bool, suffixes: tuple[str, ...]) -> list[str
         relative = name[len(base):].lstrip("/") if name.startswith(base + "/") else None
         if not relative or relative.endswith("/"):  # the prefix itself, folder markers
             continue
+        if not recursive and "/" in relative:  # (adlfs's find does not heed maxdepth)
+            continue
         if not wanted or relative.lower().endswith(wanted):
             urls.append(join(url, relative))
             if isinstance(info.get("size"), int):
@@ -889,6 +890,40 @@ def remove(url: str) -> None:
         pass
     except Exception as exc:
         raise _failure(url, "remove", exc) from None
+
+
+def close_filesystem(fs: Any) -> None:
+    """Close a filesystem's sessions now: run the ``weakref.finalize`` callbacks it
+    registered on itself (adlfs and gcsfs close their HTTP sessions so, on fsspec's
+    loop; each runs once, not again at exit).
+
+    Examples
+    --------
+    >>> import fsspec
+    >>> close_filesystem(fsspec.filesystem("memory"))  # (none: nothing to do)
+    """
+    for finalizer in _finalizers_of(fs):
+        try:
+            finalizer()
+        except Exception:  # (a session that is gone already)
+            pass
+
+
+def forget_finalizers(fs: Any) -> None:
+    """Detach the ``weakref.finalize`` callbacks a filesystem registered on itself, once
+    its sessions are closed otherwise: a filesystem made for a loop of its own (zarr's)
+    registers callbacks that would run at exit, with no loop, and fail with a traceback."""
+    for finalizer in _finalizers_of(fs):
+        finalizer.detach()
+
+
+def _finalizers_of(owner: object) -> list[Any]:
+    """The live ``weakref.finalize`` objects registered on ``owner`` (Python keeps them in
+    ``weakref.finalize._registry``; where it does not, none)."""
+    import weakref
+
+    return [finalizer for finalizer in list(getattr(weakref.finalize, "_registry", {}))
+            if (found := finalizer.peek()) is not None and found[0] is owner]
 
 
 def _refuse_read_only(url: str) -> None:

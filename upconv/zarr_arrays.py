@@ -162,23 +162,49 @@ _opened: list[Any] = []
 
 def close_stores() -> None:
     """End the HTTP sessions of the object-store filesystems this process opened for Zarr
-    (they live on zarr's event loop, which does not close them itself)."""
+    (they live on zarr's event loop, which does not close them itself): s3fs's client,
+    adlfs's service client, gcsfs's session. Their own finalizers, which would run at
+    the interpreter's exit with no loop and fail with a traceback, are then detached,
+    and the filesystems dropped from fsspec's cache of instances, so that a later
+    command in this process makes new ones rather than reusing closed sessions."""
     if not _opened:
         return
     from zarr.core.sync import sync
 
+    from .storage import forget_finalizers
+
     seen = set()
     while _opened:
         fs = getattr(_opened.pop(), "fs", None)
-        client = getattr(fs, "_s3", None)
-        if client is None or id(fs) in seen:
+        if fs is None or id(fs) in seen:
             continue
         seen.add(id(fs))
-        try:
-            sync(client.__aexit__(None, None, None))
-        except Exception:  # a session that is gone already
-            pass
+        for closing in _session_closers(fs):
+            try:
+                sync(closing())
+            except Exception:  # a session that is gone already
+                pass
+        forget_finalizers(fs)
+        cache = getattr(type(fs), "_cache", {})  # fsspec's instances: never handed out again
+        for token in [token for token, made in list(cache.items()) if made is fs]:
+            cache.pop(token, None)
+
+
+def _session_closers(fs: Any) -> list[Callable[[], Any]]:
+    """What closes a filesystem's HTTP sessions (coroutine functions), and forgets them."""
+    closers = []
+    client = getattr(fs, "_s3", None)  # s3fs
+    if client is not None:
         fs._s3 = None
+        closers.append(functools.partial(client.__aexit__, None, None, None))
+    service = getattr(fs, "service_client", None)  # adlfs
+    if service is not None and hasattr(service, "close"):
+        closers.append(service.close)
+    session = getattr(fs, "_session", None)  # gcsfs
+    if session is not None and hasattr(session, "close") and not getattr(
+            session, "closed", True):
+        closers.append(session.close)
+    return closers
 
 
 @dataclass

@@ -140,6 +140,7 @@ def _run_command(args: list[str], debug: bool) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            _ignore_library_hints()
             try:
                 if stdout is not None:
                     sys.stdout = NamedStdout(stdout)
@@ -335,5 +336,13 @@ def _one_line_reports() -> None:
 
     sys.unraisablehook = unraisable
     warnings.showwarning = warning
+    _ignore_library_hints()
+
+
+def _ignore_library_hints() -> None:
+    """Leave out warnings that are hints to the libraries upconv uses, nothing a user can
+    act on: aiohttp's, to gcsfs and adlfs as they send an object whole from bytes, that a
+    file object would not hold up their event loop."""
+    warnings.filterwarnings("ignore", message="Sending a large body directly with raw bytes")
 
 

@@ -1,0 +1,382 @@
+"""``gs://`` and ``az://``: upconv's commands on Google Cloud Storage and Azure Blob Storage,
+through gcsfs and adlfs, against local emulators started by the tests on loopback
+(gcp-storage-emulator, in this process; Azurite, Microsoft's own emulator, from npm). Each
+object is read back independently (google-cloud-storage, azure-storage-blob). The same
+promises as on S3 and a local disk: the same bytes, nothing replaced without -y, resumable
+batches, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, fresh_filesystems, make_images
+
+from upconv.cli import run
+
+# gcsfs 2026 asks Google's gRPC control plane for each bucket's layout (hierarchical or
+# zonal buckets), which an emulator has not: its own switch turns that off. Read when
+# gcsfs is imported, so set before.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+#: Azurite's well-known development account (its documentation's, not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+               "KBHBeksoGMGw==")
+
+
+class GcsEmulator:
+    """gcp-storage-emulator's server, in a thread of this process, in memory."""
+
+    scheme = "gs"
+
+    def __init__(self) -> None:
+        from gcp_storage_emulator.server import create_server
+
+        self.server = create_server("127.0.0.1", 0, in_memory=True)  # (any free port)
+        self.server.start()  # (returns once it listens)
+        port = self.server._api._httpd.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{port}"
+
+    def environment(self) -> dict[str, str]:
+        """What a user of the emulator sets: its address, and anonymous access (fsspec's
+        ``FSSPEC_GS_TOKEN``: the emulator checks no credentials)."""
+        return {"STORAGE_EMULATOR_HOST": self.endpoint, "FSSPEC_GS_TOKEN": "anon"}
+
+    def options(self) -> list[str]:
+        """The same, given as storage options."""
+        return ["--storage-option", f"endpoint_url={self.endpoint}",
+                "--storage-option", "token=anon"]
+
+    def _client(self):
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(project="upconv-test", credentials=AnonymousCredentials(),
+                              client_options={"api_endpoint": self.endpoint})
+
+    def make_bucket(self, name: str) -> None:
+        self._client().create_bucket(name)
+
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        return {blob.name: blob.download_as_bytes()
+                for blob in self._client().list_blobs(bucket, prefix=prefix)}
+
+    def put(self, bucket: str, key: str, data: bytes) -> None:
+        self._client().bucket(bucket).blob(key).upload_from_string(data)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class Azurite:
+    """Azurite's blob service (``npm install azurite``), a process of its own, in memory."""
+
+    scheme = "az"
+
+    def __init__(self, command: str) -> None:
+        self.process = subprocess.Popen(
+            [command, "--blobHost", "127.0.0.1", "--blobPort", "0", "--inMemoryPersistence",
+             "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        said = []
+        for line in self.process.stdout:  # until it says where it listens (an event)
+            said.append(line)
+            found = re.search(r"successfully listens on (http://\S+)", line)
+            if found:
+                self.endpoint = f"{found.group(1).rstrip('/')}/{AZURITE_ACCOUNT}"
+                break
+        else:
+            self.process.wait()
+            self.process.stdout.close()
+            raise RuntimeError(f"Azurite did not start: {''.join(said)}")
+        # what it says later is read and dropped, so that it never waits on a full pipe
+        self.drain = threading.Thread(target=self.process.stdout.read, daemon=True)
+        self.drain.start()
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+                f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint};")
+
+    def environment(self) -> dict[str, str]:
+        """What a user of the emulator sets: its connection string (adlfs reads
+        ``AZURE_STORAGE_CONNECTION_STRING``)."""
+        return {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+
+    def options(self) -> list[str]:
+        """The same, given as a storage option."""
+        return ["--storage-option", f"connection_string={self.connection_string}"]
+
+    def _client(self):
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(self.connection_string)
+
+    def make_bucket(self, name: str) -> None:
+        self._client().create_container(name)
+
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        container = self._client().get_container_client(bucket)
+        return {blob.name: container.download_blob(blob.name).readall()
+                for blob in container.list_blobs(name_starts_with=prefix or None)}
+
+    def put(self, bucket: str, key: str, data: bytes) -> None:
+        self._client().get_blob_client(bucket, key).upload_blob(data, overwrite=True)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.drain.join()  # (the end of its output: it has exited)
+        self.process.stdout.close()
+
+
+def azurite_command() -> str | None:
+    """Azurite's blob server: ``UPCONV_AZURITE`` (set by ``.ci/run``, which installs it),
+    else the one ``npm install --prefix .ci/azurite azurite`` puts in the repository, else
+    one on the PATH."""
+    named = os.environ.get("UPCONV_AZURITE")
+    if named:
+        return named
+    local = ROOT / ".ci" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+    return str(local) if local.exists() else shutil.which("azurite-blob")
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    pytest.importorskip("gcsfs", reason="the gs:// tests need gcsfs")
+    pytest.importorskip("gcp_storage_emulator", reason="the gs:// tests need "
+                        "gcp-storage-emulator")
+    server = GcsEmulator()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server():
+    pytest.importorskip("adlfs", reason="the az:// tests need adlfs")
+    command = azurite_command()
+    if command is None:
+        pytest.skip("the az:// tests need Azurite: npm install --prefix .ci/azurite azurite "
+                    "(.ci/run does)")
+    server = Azurite(command)
+    yield server
+    server.stop()
+
+
+_buckets = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["gs", "az"])
+def store(request, monkeypatch, tmp_path):
+    """A running emulator, its environment set as a user would, and a new empty bucket
+    (container) in it: ``(server, "SCHEME://NAME")``."""
+    import fsspec
+
+    server = request.getfixturevalue("gcs_server" if request.param == "gs" else
+                                     "azurite_server")
+    for name in list(os.environ):
+        if name.startswith(("FSSPEC_", "AZURE_", "GOOGLE_", "STORAGE_EMULATOR")):
+            monkeypatch.delenv(name)
+    for name, value in server.environment().items():
+        monkeypatch.setenv(name, value)
+    conf: dict = {}
+    fsspec.config.set_conf_env(conf)  # (fsspec reads FSSPEC_* when imported: again, now)
+    monkeypatch.setattr(fsspec.config, "conf", conf)
+    fresh_filesystems()
+    name = f"upconv-test-{next(_buckets)}"
+    server.make_bucket(name)
+    yield server, f"{server.scheme}://{name}"
+    fresh_filesystems()
+
+
+def bucket_name(url: str) -> str:
+    return url.split("://", 1)[1]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    make_images(tmp_path / "in", 3)
+    make_images(tmp_path / "in" / "deeper", 2)
+    return tmp_path / "in"
+
+
+def upload(server, url: str, folder: Path, prefix: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            server.put(bucket_name(url), f"{prefix}/{path.relative_to(folder).as_posix()}",
+                       path.read_bytes())
+
+
+def test_a_batch_to_and_from_a_bucket_equals_the_local_batch(tmp_path, capsys, store,
+                                                             photos):
+    server, bucket = store
+    local = tmp_path / "local"
+    assert run(["scale", str(photos), "-o", str(local), "-f", "2", "-r", "--jobs", "1",
+                "--quiet"]) == 0
+    expected = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*.png")}
+    # local files to objects
+    assert run(["scale", str(photos), "-o", f"{bucket}/out", "-f", "2", "-r", "--jobs", "1",
+                "--quiet"]) == 0, capsys.readouterr().err
+    assert server.objects(bucket_name(bucket), "out/") == {
+        f"out/{k}": v for k, v in expected.items()}
+    # objects to objects, in two worker processes given the options explicitly (they are
+    # forked from a server process that keeps the environment of the test that started it)
+    upload(server, bucket, photos, "in")
+    assert run(["scale", f"{bucket}/in", "-o", f"{bucket}/again", "-f", "2", "-r",
+                "--jobs", "2", "--quiet", *server.options()]) == 0, capsys.readouterr().err
+    assert server.objects(bucket_name(bucket), "again/") == {
+        f"again/{k}": v for k, v in expected.items()}
+    # objects to local files; without --recursive only the prefix's own level
+    assert run(["scale", f"{bucket}/in", "-o", str(tmp_path / "back"), "-f", "2",
+                "--jobs", "1", "--quiet"]) == 0
+    back = {p.relative_to(tmp_path / "back").as_posix(): p.read_bytes()
+            for p in (tmp_path / "back").rglob("*.png")}
+    assert back == {k: v for k, v in expected.items() if "/" not in k}
+
+
+def test_objects_are_replaced_only_with_overwrite_and_kept_with_skip_existing(
+        capsys, store, photos):
+    server, bucket = store
+    target, name = f"{bucket}/out", ["--name", "{stem}.{ext}", "--jobs", "1"]
+    assert run(["scale", str(photos), "-o", target, "-f", "2", "--quiet", *name]) == 0
+    before = server.objects(bucket_name(bucket))
+    assert len(before) == 3
+    assert run(["scale", str(photos), "-o", target, "-f", "3", "--quiet", *name]) == 1
+    assert "exists" in capsys.readouterr().err
+    assert server.objects(bucket_name(bucket)) == before
+    assert run(["scale", str(photos), "-o", target, "-f", "3", "--skip-existing",
+                "--quiet", *name]) == 0
+    assert server.objects(bucket_name(bucket)) == before
+    assert run(["scale", str(photos), "-o", target, "-f", "3", "-y", "--quiet", *name]) == 0
+    after = server.objects(bucket_name(bucket))
+    assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)
+
+
+def test_reports_kernels_and_fits_on_objects(tmp_path, capsys, store, photos):
+    server, bucket = store
+    source = str(sorted(photos.glob("*.png"))[0])
+    assert run(["scale", source, f"{bucket}/x.png", "-f", "2", "--report",
+                f"{bucket}/x.json", "--quiet"]) == 0, capsys.readouterr().err
+    stored = server.objects(bucket_name(bucket))
+    assert json.loads(stored["x.json"])["checkerboard"]["score"] >= 0
+    assert run(["scale", source, str(tmp_path / "x.png"), "-f", "2", "--quiet"]) == 0
+    assert stored["x.png"] == (tmp_path / "x.png").read_bytes()
+    assert run(["report", f"{bucket}/x.png", "-f", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["size"] == [192, 192]
+    assert run(["fit", source, f"{bucket}/x.png", "-o", f"{bucket}/k.json", "--size",
+                "4"]) == 0, capsys.readouterr().err
+    assert run(["scale", source, str(tmp_path / "t.png"), "-m", "transpose", "--kernel",
+                f"{bucket}/k.json", "--quiet"]) == 0, capsys.readouterr().err
+    assert run(["fit", source, str(tmp_path / "x.png"), "-o", str(tmp_path / "k.json"),
+                "--size", "4"]) == 0
+    fitted, local = (json.loads(text) for text in (
+        server.objects(bucket_name(bucket))["k.json"], (tmp_path / "k.json").read_text()))
+    assert fitted.pop("trained_on")[1] == f"{bucket}/x.png"
+    assert local.pop("trained_on")[1] == str(tmp_path / "x.png")
+    assert fitted == local
+
+
+def test_a_missing_bucket_is_one_line_and_writes_nothing(tmp_path, capsys, store, photos):
+    server, bucket = store
+    scheme = bucket.split("://")[0]
+    source = str(sorted(photos.glob("*.png"))[0])
+    assert run(["scale", f"{scheme}://no-such-bucket-upconv/x.png", str(tmp_path / "x.png"),
+                "-f", "2"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no-such-bucket-upconv/x.png" in err
+    assert not (tmp_path / "x.png").exists()
+    assert run(["scale", source, f"{scheme}://no-such-bucket-upconv/x.png", "-f", "2"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no-such-bucket-upconv" in err
+    assert "Traceback" not in err
+
+
+def test_a_big_npy_from_and_to_a_bucket_equals_the_streamed_file(tmp_path, capsys, store,
+                                                                 rng):
+    """Read in ranges, one band's rows at a time; sent whole (S3 alone takes parts)."""
+    server, bucket = store
+    path = tmp_path / "in.npy"
+    np.save(path, rng.random((300, 200, 3)).astype(np.float32))
+    assert run(["scale", str(path), str(tmp_path / "local.npy"), "-f", "2", "--tile", "64",
+                "--quiet"]) == 0
+    expected = (tmp_path / "local.npy").read_bytes()
+    server.put(bucket_name(bucket), "in.npy", path.read_bytes())
+    assert run(["scale", f"{bucket}/in.npy", f"{bucket}/out.npy", "-f", "2", "--tile", "64",
+                "--quiet"]) == 0, capsys.readouterr().err
+    assert server.objects(bucket_name(bucket), "out.npy")["out.npy"] == expected
+    assert run(["scale", f"{bucket}/in.npy", str(tmp_path / "back.npy"), "-f", "2",
+                "--tile", "64", "--quiet"]) == 0
+    assert (tmp_path / "back.npy").read_bytes() == expected
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_in_a_bucket_equals_the_local_result(tmp_path, capsys, store, rng, zarr_format):
+    zarr = pytest.importorskip("zarr", minversion="3")
+    server, bucket = store
+    image = rng.random((53, 71, 3))
+    array = zarr.create_array(str(tmp_path / "in.zarr"), shape=image.shape,
+                              chunks=(16, 16, 3), dtype=image.dtype, zarr_format=zarr_format)
+    array[...] = image
+    for path in sorted((tmp_path / "in.zarr").rglob("*")):
+        if path.is_file():
+            server.put(bucket_name(bucket), "in.zarr/" + path.relative_to(
+                tmp_path / "in.zarr").as_posix(), path.read_bytes())
+    assert run(["scale", f"{bucket}/in.zarr", f"{bucket}/out.zarr", "-f", "2", "-m",
+                "bilinear", "--quiet"]) == 0, capsys.readouterr().err
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bilinear", "--quiet"]) == 0
+    stored = server.objects(bucket_name(bucket), "out.zarr/")
+    local = {"out.zarr/" + p.relative_to(tmp_path / "out.zarr").as_posix(): p.read_bytes()
+             for p in (tmp_path / "out.zarr").rglob("*") if p.is_file()}
+    assert stored.keys() == local.keys()
+    assert {k: v for k, v in stored.items() if not k.endswith(("zarr.json", ".zarray"))} == {
+        k: v for k, v in local.items() if not k.endswith(("zarr.json", ".zarray"))}
+    got = zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[...]
+    import upconv
+
+    np.testing.assert_array_equal(got, upconv.scale(image, 2, "bilinear"))
+    # a second command in this process, on the same bucket: new sessions, not the first
+    # command's, closed as it ended
+    assert run(["scale", f"{bucket}/out.zarr", str(tmp_path / "back.zarr"), "-f", "1",
+                "--quiet"]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "back.zarr"))[...], got)
+
+
+def test_commands_in_a_process_of_their_own_print_nothing_but_their_lines(tmp_path, store,
+                                                                        rng):
+    """As a user runs them: no warning from the libraries (aiohttp's about large bodies),
+    and no traceback at exit from a filesystem's finalizer (adlfs's closes its session on
+    zarr's loop, stopped by then: upconv runs it before)."""
+    zarr = pytest.importorskip("zarr", minversion="3")
+    server, bucket = store
+    np.save(tmp_path / "in.npy", rng.random((700, 600, 3)).astype(np.float32))  # 5 MB
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=(40, 50), chunks=(16, 16),
+                      dtype="f4")[...] = 0.5
+    commands = [[str(tmp_path / "in.npy"), f"{bucket}/in.npy", "-f", "1"],
+                [f"{bucket}/in.npy", f"{bucket}/out.npy", "-f", "2", "--tile", "256"],
+                [str(tmp_path / "in.zarr"), f"{bucket}/in.zarr", "-f", "1"],
+                [f"{bucket}/in.zarr", f"{bucket}/out.zarr", "-f", "2"],
+                [f"{bucket}/no-such.zarr", str(tmp_path / "x.zarr"), "-f", "2"]]
+    for arguments in commands:
+        done = subprocess.run([sys.executable, "-m", "upconv", "scale", *arguments, "--quiet"],
+                              capture_output=True, text=True, timeout=300)
+        if "no-such" in arguments[0]:
+            assert done.returncode == 1
+            assert done.stderr.strip().splitlines() == [
+                f"upconv: error: {bucket}/no-such.zarr: no Zarr store there"]
+        else:
+            assert done.returncode == 0 and done.stderr == "", (arguments, done.stderr)
+    assert server.objects(bucket_name(bucket), "out.npy")["out.npy"][:6] == b"\x93NUMPY"

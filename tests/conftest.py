@@ -213,7 +213,13 @@ def fresh_filesystems() -> None:
     storage._known_sizes.clear()
     for cls in [AbstractFileSystem, *_subclasses(AbstractFileSystem)]:
         for made in list(getattr(cls, "_cache", {}).values()):
-            storage.close_filesystem(made)  # (their sessions, not left to the collector)
+            # their sessions closed now, not left to the collector: the finalizers they
+            # registered (adlfs's, gcsfs's) run now, and not again
+            for finalizer in storage.finalizers_of(made):
+                try:
+                    finalizer()
+                except Exception:  # (a session gone already)
+                    pass
         cls.clear_instance_cache()
 
 

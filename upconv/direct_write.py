@@ -53,9 +53,11 @@ _bounce_made = 0
 
 
 def _forget_writers() -> None:
-    """In a forked child: the parent's writer threads are not there."""
-    global _pool, _bounce, _bounce_made
-    _pool, _bounce, _bounce_made = None, queue.SimpleQueue(), 0
+    """In a forked child: the parent's writer threads are not there (and a lock one of
+    them held would stay held)."""
+    global _pool, _pool_lock, _bounce, _bounce_made
+    _pool, _pool_lock = None, threading.Lock()
+    _bounce, _bounce_made = queue.SimpleQueue(), 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -115,21 +117,16 @@ class DirectWrite:
         self._data = memoryview(data).cast("B")
         self._sent = 0  # bytes handed to the writer threads
         self._writes: list[Future] = []
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        self.direct = bool(_direct_flag()) and len(self._data) >= ALIGNMENT
-        fd = -1
-        if self.direct:
-            try:
-                fd = os.open(self.path, flags | _direct_flag(), 0o666)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:  # EINVAL: a file system without O_DIRECT
-                    raise
-                self.direct = False
-        if fd < 0:
-            fd = os.open(self.path, flags, 0o666)
-        self._fd = fd
+        self.direct = False
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                           | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
-            fileio.reserve_space(fd, len(self._data))
+            if _direct_flag() and len(self._data) >= ALIGNMENT:
+                # Turned on once the file is made: a file system without O_DIRECT refuses
+                # it here (EINVAL), where an open() with it would fail after making the
+                # file (Linux), and a second, exclusive, open would then fail too.
+                self.direct = _set_direct(self._fd, True)
+            fileio.reserve_space(self._fd, len(self._data))
         except BaseException:
             self.abandon()
             raise
@@ -172,17 +169,14 @@ class DirectWrite:
         except BaseException:
             self.abandon()
             raise
-        os.close(self._fd)
-        self._fd = -1
+        fd, self._fd = self._fd, -1
+        os.close(fd)
 
     def _without_direct(self) -> None:
         """Write the whole file again, as any other (every direct write waited for)."""
         for write in self._writes:
             write.exception()
-        import fcntl  # (POSIX, as O_DIRECT is)
-
-        self.direct = False
-        fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~_direct_flag())
+        self.direct = _set_direct(self._fd, False)
         os.ftruncate(self._fd, len(self._data))
         fileio.write_at(self._fd, self._data, 0)
 
@@ -196,26 +190,28 @@ class DirectWrite:
                     write.result()
                 except Exception:
                     pass
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
         try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
+        finally:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
 
     def _write_piece(self, start: int, stop: int) -> None:
         piece = self._data[start:stop]
         address = np.frombuffer(piece, np.uint8).ctypes.data if len(piece) else 0
         length = -(-len(piece) // ALIGNMENT) * ALIGNMENT
         if address % ALIGNMENT == 0 and length == len(piece):
-            _pwrite_all(self._fd, piece, start)
+            fileio.pwrite_all(self._fd, piece, start)
             return
         bounce = _bounce_buffer(length)
         try:
             bounce[:len(piece)] = np.frombuffer(piece, np.uint8)
             bounce[len(piece):length] = 0
-            _pwrite_all(self._fd, memoryview(bounce[:length]), start)
+            fileio.pwrite_all(self._fd, memoryview(bounce[:length]), start)
         finally:
             _bounce.put(bounce)
 
@@ -225,17 +221,35 @@ def _bounce_buffer(size: int) -> np.ndarray:
     one per writer thread is made; give it back to ``_bounce``)."""
     global _bounce_made
     with _pool_lock:
-        if _bounce_made < _WRITERS:
+        make = _bounce_made < _WRITERS
+        if make:
             _bounce_made += 1
-            return aligned_empty(max(size, DIRECT_PIECE))
-    bounce = _bounce.get()
-    return bounce if bounce.size >= size else aligned_empty(max(size, DIRECT_PIECE))
+    if not make:
+        bounce = _bounce.get()
+        if bounce.size >= size:
+            return bounce
+    try:
+        return aligned_empty(max(size, DIRECT_PIECE))
+    except BaseException:  # (none made: let another be made in its place)
+        with _pool_lock:
+            _bounce_made -= 1
+        raise
 
 
-def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, position)
-        data, position = data[written:], position + written
+def _set_direct(fd: int, on: bool) -> bool:
+    """Turn ``O_DIRECT`` on or off for an open file; whether it is on (False where the file
+    system refuses it, EINVAL)."""
+    import fcntl  # (POSIX, as O_DIRECT is)
+
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | _direct_flag() if on else
+                    flags & ~_direct_flag())
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        return False
+    return on
 
 
 def write_file_direct(path: str, data: np.ndarray | memoryview | bytes) -> None:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["is_url", "read_bytes", "standard_stream", "temporary_beside", "commit", "finish",
            "finish_upload", "outputs_together", "discard", "abandon_unfinished",
            "remove_stale_temporaries", "TEMPORARY_NAME", "write_error", "reserve_space",
-           "sync_file", "written_in_place",
+           "sync_file", "written_in_place", "write_at", "pwrite_all",
            "output_target", "atomic_output", "output_writer", "write_output", "TextLog",
            "open_text_log"]
 
@@ -495,7 +495,18 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     return call
 
 
-def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
+def pwrite_all(fd: int, data: memoryview, position: int) -> None:
+    """Write every byte of ``data`` into the open file at ``position`` (``pwrite`` again
+    after a short write).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryFile() as handle:
+    ...     pwrite_all(handle.fileno(), memoryview(b"eggs"), 1)
+    ...     os.pread(handle.fileno(), 5, 0)
+    b'\\x00eggs'
+    """
     while data:
         written = os.pwrite(fd, data, position)
         data, position = data[written:], position + written
@@ -558,15 +569,15 @@ def write_at(fd: int, data: bytes | memoryview, position: int = 0,
     view = memoryview(data).cast("B")
     syncer = _sync_file_range() if len(view) >= WRITE_BEHIND_PIECE else None
     if syncer is None:
-        _pwrite_all(fd, view, position)
+        pwrite_all(fd, view, position)
         return
     mine: deque[tuple[int, int]] = deque()  # this call's pieces on their way
     for start in range(0, len(view), WRITE_BEHIND_PIECE):
         if syncer is None:  # (a file system without it: plain writes, then)
-            _pwrite_all(fd, view[start:], position + start)
+            pwrite_all(fd, view[start:], position + start)
             return
         piece = view[start:start + WRITE_BEHIND_PIECE]
-        _pwrite_all(fd, piece, position + start)
+        pwrite_all(fd, piece, position + start)
         failure = syncer(fd, position + start, len(piece), _SYNC_FILE_RANGE_WRITE)
         if failure in _UNSUPPORTED:
             syncer = None

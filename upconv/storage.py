@@ -64,7 +64,7 @@ __all__ = ["is_url", "set_storage_options", "use_storage_options", "storage_opti
            "filesystem_options", "filesystem", "read_bytes", "read_range", "object_size",
            "write_bytes", "uploads_in_parts", "part_size_for", "PartUpload", "uploading_parts",
            "exists", "existing", "same_object", "is_folder", "backend_modules", "list_files",
-           "join", "remove", "close_filesystem", "forget_finalizers", "redact", "S3_DEFAULTS",
+           "join", "remove", "forget_finalizers", "finalizers_of", "redact", "S3_DEFAULTS",
            "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE", "MAX_PART_SIZE"]
 
 #: A URL's protocol (``s3``, ``https``, ``simplecache`` in ``simplecache::s3://...``); at
@@ -892,34 +892,41 @@ def remove(url: str) -> None:
         raise _failure(url, "remove", exc) from None
 
 
-def close_filesystem(fs: Any) -> None:
-    """Close a filesystem's sessions now: run the ``weakref.finalize`` callbacks it
-    registered on itself (adlfs and gcsfs close their HTTP sessions so, on fsspec's
-    loop; each runs once, not again at exit).
-
-    Examples
-    --------
-    >>> import fsspec
-    >>> close_filesystem(fsspec.filesystem("memory"))  # (none: nothing to do)
-    """
-    for finalizer in _finalizers_of(fs):
-        try:
-            finalizer()
-        except Exception:  # (a session that is gone already)
-            pass
-
-
 def forget_finalizers(fs: Any) -> None:
     """Detach the ``weakref.finalize`` callbacks a filesystem registered on itself, once
     its sessions are closed otherwise: a filesystem made for a loop of its own (zarr's)
-    registers callbacks that would run at exit, with no loop, and fail with a traceback."""
-    for finalizer in _finalizers_of(fs):
+    registers callbacks that would run at exit, with no loop, and fail with a traceback.
+
+    Examples
+    --------
+    >>> import weakref
+    >>> class Session:
+    ...     pass
+    >>> session = Session()
+    >>> _ = weakref.finalize(session, print, "closed")
+    >>> forget_finalizers(session)
+    >>> del session  # (nothing printed)
+    """
+    for finalizer in finalizers_of(fs):
         finalizer.detach()
 
 
-def _finalizers_of(owner: object) -> list[Any]:
+def finalizers_of(owner: object) -> list[Any]:
     """The live ``weakref.finalize`` objects registered on ``owner`` (Python keeps them in
-    ``weakref.finalize._registry``; where it does not, none)."""
+    ``weakref.finalize._registry``; where it does not, none).
+
+    Examples
+    --------
+    >>> import weakref
+    >>> class Session:
+    ...     pass
+    >>> session = Session()
+    >>> finalizer = weakref.finalize(session, print, "closed")
+    >>> finalizers_of(session) == [finalizer]
+    True
+    >>> finalizer.detach() is not None
+    True
+    """
     import weakref
 
     return [finalizer for finalizer in list(getattr(weakref.finalize, "_registry", {}))

@@ -930,9 +930,9 @@ def _scale_into_chunk_file(window: np.ndarray, job: ZarrPlan, rows: tuple[int, i
     to a temporary file beside it, renamed over it when complete, as zarr writes a chunk;
     left out if it holds only the fill value (zero), as :func:`write_chunks` does."""
     from .direct_write import DirectWrite
+    from .zarr_local import temporary_chunk_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    temporary = temporary_chunk_file(path)
     row_bytes = out[0].nbytes
     writing = DirectWrite(str(temporary), out)
     try:
@@ -941,11 +941,7 @@ def _scale_into_chunk_file(window: np.ndarray, job: ZarrPlan, rows: tuple[int, i
         if _only_fill(out, fill):
             writing.abandon()
             return 1
-        import time as _t
-        _a = _t.perf_counter()
         writing.finish()
-        with open(f"/tmp/waits.{os.getpid()}", "a") as _f:
-            _f.write(f"{_t.perf_counter() - _a:.4f}\n")
         os.replace(temporary, path)
     except BaseException:
         writing.abandon()

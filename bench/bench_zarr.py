@@ -30,11 +30,13 @@ Needs about 35 GB of free disk (in a temporary folder beside this script) and
 ``pip install 'upconv[dask]'``::
 
     python bench/bench_zarr.py [--size 16000] [--chunk 2048] [--repeat 2] [--codec none]
+        [--baseline PYTHON]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -73,15 +75,27 @@ def make_inputs(folder: Path, size: int, chunk: int, codec: str) -> tuple[Path, 
     return zarr_path, npy_path
 
 
-def run_on_cluster(workers: int, command: list[str]) -> tuple[float, list[float], float]:
+def run_on_cluster(workers: int, command: list[str], python: str | None = None
+                   ) -> tuple[float, list[float], float]:
     """Wall time of ``command + [ADDRESS]`` on a new LocalCluster, each worker's peak
     resident memory (MB), and the time its tasks took, added up over the workers (Dask's
-    task stream)."""
+    task stream).
+
+    With ``python`` (an interpreter of some environment), the workers are started with
+    ``PYTHON -m distributed.cli.dask_worker`` instead, as on a cluster, so that they run
+    that environment's upconv (which is checked)."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=":0", memory_limit=0) as cluster, \
-            Client(cluster.scheduler_address) as client:
+    with LocalCluster(n_workers=0 if python else workers, threads_per_worker=1,
+                      processes=True, host="127.0.0.1", dashboard_address=":0",
+                      memory_limit=0) as cluster, \
+            Client(cluster.scheduler_address) as client, \
+            _worker_processes(python, cluster.scheduler_address, workers):
+        client.wait_for_workers(workers)
+        if python:
+            expected = subprocess.run([python, "-c", "import upconv; print(upconv.__file__)"],
+                                      capture_output=True, text=True, check=True).stdout
+            assert set(client.run(_upconv_file).values()) == {expected.strip()}
         client.get_task_stream()  # (starts recording)
         began = time.time()
         start = time.perf_counter()
@@ -92,6 +106,30 @@ def run_on_cluster(workers: int, command: list[str]) -> tuple[float, list[float]
                     for record in client.get_task_stream(start=began)
                     for part in record["startstops"] if part["action"] == "compute")
     return elapsed, sorted(peaks.values()), tasks
+
+
+@contextlib.contextmanager
+def _worker_processes(python: str | None, address: str, workers: int):
+    """``dask worker`` processes of the interpreter ``python`` for the scheduler at
+    ``address`` while the block runs (none without ``python``)."""
+    if not python:
+        yield
+        return
+    process = subprocess.Popen(
+        [python, "-m", "distributed.cli.dask_worker", address, "--nworkers", str(workers),
+         "--nthreads", "1", "--memory-limit", "0", "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _upconv_file() -> str:
+    import upconv as imported
+
+    return imported.__file__
 
 
 def _peak_rss_mb() -> float:
@@ -147,6 +185,11 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=16000)
     parser.add_argument("--chunk", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--baseline", metavar="PYTHON",
+                        help="also time the Zarr jobs with the upconv of another environment, "
+                             "interleaved (its interpreter: a venv with an earlier commit "
+                             "installed); every Zarr run's workers are then started with "
+                             "'python -m distributed.cli.dask_worker'")
     parser.add_argument("--codec", choices=["default", "none"], default="default",
                         help="the input's (and so the output's) compressor: zarr's default "
                              "(zstd) or none (raw chunks, as an .npy is raw)")
@@ -172,15 +215,23 @@ def main() -> int:
         wall(upconv_cmd + [str(npy_in), str(npy_out), "-f", "2", "-y", "--quiet"])
         npy_out.unlink()
         print(f"warm-up (.npy job, untimed): {time.perf_counter() - start:.1f} s", flush=True)
-        times: dict[str, list[float]] = {"1 worker": [], "2 workers": [], "npy": []}
-        peaks: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
-        tasks: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
+        runs = [("1 worker", 1, None), ("2 workers", 2, None)]
+        if args.baseline:
+            runs = [("1 worker", 1, sys.executable), ("2 workers", 2, sys.executable),
+                    ("baseline, 1 worker", 1, args.baseline),
+                    ("baseline, 2 workers", 2, args.baseline)]
+        times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+        times["npy"] = []
+        peaks: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+        tasks: dict[str, list[float]] = {label: [] for label, _, _ in runs}
         for _ in range(args.repeat):
-            for label, workers in (("1 worker", 1), ("2 workers", 2)):
+            for label, workers, python in runs:
                 shutil.rmtree(zarr_out, ignore_errors=True)
                 os.sync()  # the last run's writes written back: each starts from a quiet disk
-                elapsed, peak, task_time = run_on_cluster(workers, upconv_cmd + [
-                    str(zarr_in), str(zarr_out), "-f", "2", "-y", "--quiet", "--dask"])
+                command = [python or sys.executable, "-m", "upconv", "scale"]
+                elapsed, peak, task_time = run_on_cluster(workers, command + [
+                    str(zarr_in), str(zarr_out), "-f", "2", "-y", "--quiet", "--dask"],
+                    python)
                 times[label].append(elapsed)
                 peaks[label] += peak
                 tasks[label].append(task_time)
@@ -210,6 +261,12 @@ def main() -> int:
         written = sum(f.stat().st_size for f in zarr_out.rglob("*") if f.is_file()) / 1e9
         print(f"  2 workers wrote {written:.1f} GB at {written / two:.2f} GB/s; this disk "
               f"takes direct writes at {disk:.2f} GB/s (median of 3 x 4 GB)")
+        if args.baseline:
+            base_one, base_two = (statistics.median(times[f"baseline, {k}"])
+                                  for k in ("1 worker", "2 workers"))
+            print(f"  baseline ({args.baseline}): 1 worker {base_one:.1f} s, 2 workers "
+                  f"{base_two:.1f} s, speed-up {base_one / base_two:.2f}x; this code's time "
+                  f"against it: 1 worker {one / base_one:.2f}, 2 workers {two / base_two:.2f}")
         print(f"  64 middle output rows against the same rows in memory: {error:.2e}")
     return 0
 

@@ -215,44 +215,6 @@ def test_reused_read_buffers_never_change_what_a_reader_still_holds(tmp_path, rn
     assert zarr_local._read_buffers == []
 
 
-@pytest.fixture
-def direct_writes(monkeypatch):
-    """Raw chunks of 4 KiB or more computed into their files (8 MiB in use), written in
-    pieces of 8 KiB; the list of every DirectWrite made, with whether it went direct."""
-    from upconv import direct_write, zarr_arrays
-
-    monkeypatch.setattr(zarr_arrays, "STREAMED_CHUNK_BYTES", 4096)
-    monkeypatch.setattr(direct_write, "DIRECT_PIECE", 8192)
-    made = []
-    real = direct_write.DirectWrite.__init__
-
-    def init(self, path, data):
-        real(self, path, data)
-        made.append((path, self.direct))
-
-    monkeypatch.setattr(direct_write.DirectWrite, "__init__", init)
-    return made
-
-
-def takes_direct_writes(folder) -> bool:
-    """Whether the file system of ``folder`` takes O_DIRECT (where it does not, chunks are
-    written as any other file)."""
-    from upconv import direct_write
-
-    probe = folder / "direct-probe"
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT)
-    try:
-        return hasattr(os, "O_DIRECT") and direct_write._set_direct(fd, True)
-    finally:
-        os.close(fd)
-        probe.unlink()
-
-
-def stored_files(store) -> dict[str, bytes]:
-    return {path.relative_to(store).as_posix(): path.read_bytes()
-            for path in store.rglob("*") if path.is_file()}
-
-
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_big_chunks_are_written_behind_as_zarr_writes_them(tmp_path, rng, monkeypatch,
                                                            zarr_format):
@@ -294,96 +256,23 @@ def test_big_chunks_are_written_behind_as_zarr_writes_them(tmp_path, rng, monkey
     np.testing.assert_array_equal(read(tmp_path / "ours.zarr"), image)
 
 
-@pytest.mark.parametrize("zarr_format", [2, 3])
-@pytest.mark.parametrize("shape,dtype,method", [
-    ((150, 170, 3), np.float32, "bicubic"), ((150, 170, 3), np.float64, "bilinear"),
-    ((150, 170), np.float32, "transpose"), ((150, 170, 3), np.uint8, "nearest"),
-    ((150, 170, 3), np.uint16, "bicubic")])
-def test_raw_chunks_are_computed_into_their_files(tmp_path, rng, monkeypatch, direct_writes,
-                                                  zarr_format, shape, dtype, method, capsys):
-    """Raw chunks of a block's whole size (here made small) are written band by band
-    while the block is computed, around the page cache; edge chunks through zarr. The
-    stored files are byte for byte those of the same job written through zarr, and those
-    zarr stores for the in-memory result (exact methods); a chunk of zeros is left out."""
-    from upconv import zarr_arrays
+def test_a_chunk_is_empty_only_when_every_value_is_zero_bit_for_bit():
+    """The test stops at the first piece with a value that is not zero: one at the very end
+    of a chunk of several pieces still counts, and so does a -0.0; any other fill value
+    stores every chunk."""
+    from upconv.zarr_arrays import _FILL_TEST_WORDS, _only_fill
 
-    values = rng.random(shape) if dtype in (np.float32, np.float64) else rng.integers(
-        0, np.iinfo(dtype).max, shape)
-    values = values.astype(dtype)
-    values[:60, :60] = 0  # one output chunk all zeros (but bicubic's): not stored
-    chunks = (48, 48, 3)[:len(shape)]
-    write_array(tmp_path / "in.zarr", values, chunks, zarr_format, compressors=None)
-    monkeypatch.setattr(zarr_arrays, "BAND_ROWS", 8)  # (several bands a block)
-    streamed = []
-    real = zarr_arrays._scale_into_chunk_file
-    monkeypatch.setattr(zarr_arrays, "_scale_into_chunk_file", lambda *args: (
-        streamed.append(args[5]), real(*args))[1])
-    command = ["scale", str(tmp_path / "in.zarr"), "", "-f", "2", "-m", method, "--quiet",
-               "--threads", "2"]
-    command[2] = str(tmp_path / "out.zarr")
-    assert run(command) == 0, capsys.readouterr().err
-    assert len(streamed) >= 4 and direct_writes
-    assert all(direct == takes_direct_writes(tmp_path) for _, direct in direct_writes)
-    monkeypatch.setattr(zarr_arrays, "_chunk_file", lambda *args: None)
-    command[2] = str(tmp_path / "through_zarr.zarr")
-    assert run(command) == 0, capsys.readouterr().err
-    ours = stored_files(tmp_path / "out.zarr")
-    assert ours == stored_files(tmp_path / "through_zarr.zarr")
-    assert not any(name.endswith(".partial") for name in ours)
-    expected = upconv.scale(values if dtype != np.uint16 else values.astype(np.float32),
-                            2, method)
-    got = read(tmp_path / "out.zarr")
-    if method in ("bilinear", "nearest", "transpose"):
-        np.testing.assert_array_equal(got, expected)
-        write_array(tmp_path / "zarr.zarr", expected, tuple(2 * c for c in chunks[:2]) +
-                    chunks[2:], zarr_format, compressors=None, fill_value=0)
-        zarrs = stored_files(tmp_path / "zarr.zarr")
-        assert {k: v for k, v in ours.items() if "zarr.json" not in k and ".za" not in k} == {
-            k: v for k, v in zarrs.items() if "zarr.json" not in k and ".za" not in k}
-    elif dtype == np.uint16:  # rounded: float32 round-off can move a value across a .5
-        expected = np.clip(np.rint(expected), 0, 65535)
-        assert got.dtype == np.uint16 and np.abs(got - expected).max() <= 1
-    else:
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)  # float32 bicubic
-    first = "0/0/0"[:2 * len(shape) - 1]
-    zeros = not got[:96, :96].view(f"u{got.dtype.itemsize}").any()
-    assert zeros or method == "bicubic"  # (its spline reaches into the zeros)
-    assert any(name.replace("c/", "").replace(".", "/") == first for name in ours) != zeros
-
-
-def test_only_raw_whole_chunks_of_a_local_store_are_computed_into_files(tmp_path,
-                                                                      direct_writes):
-    """Compressed chunks, a checksum, filters, Fortran order, big-endian values, sharding,
-    axes the engine does not store in its order, edge chunks and small chunks are written
-    through zarr."""
-    import numcodecs
-
-    from upconv import zarr_arrays, zarr_local
-
-    def chunk_file(name, axes="yxc", region=(slice(0, 64), slice(0, 64), slice(0, 3)),
-                   shape=(100, 100, 3), chunks=(64, 64, 3), dtype="f4", **kwargs):
-        array = zarr.create_array(zarr_local.LocalStore(str(tmp_path / name)), shape=shape,
-                                  chunks=chunks, dtype=dtype, **kwargs)
-        job = zarr_arrays.plan_zarr_job((50, 50, 3), np.dtype(dtype), axes, (32, 32, 3),
-                                        method="bilinear", factor=(2.0, 2.0))
-        return zarr_arrays._chunk_file(job, zarr_arrays.whole_chunks(array), region)
-
-    assert chunk_file("raw", compressors=None) == tmp_path / "raw" / "c" / "0" / "0" / "0"
-    assert chunk_file("v2", compressors=None, zarr_format=2) == tmp_path / "v2" / "0.0.0"
-    assert chunk_file("zstd") is None
-    assert chunk_file("crc32c", compressors=[zarr.codecs.Crc32cCodec()]) is None
-    assert chunk_file("v2delta", compressors=None, zarr_format=2,
-                      filters=[numcodecs.Delta(dtype="<f4")]) is None
-    assert chunk_file("v2fortran", compressors=None, zarr_format=2, order="F") is None
-    assert chunk_file("big2", compressors=None, dtype=">f4", zarr_format=2) is None
-    assert chunk_file("big3", compressors=None, serializer={
-        "name": "bytes", "configuration": {"endian": "big"}}) is None
-    assert chunk_file("sharded", compressors=None, shards=(128, 128, 3)) is None
-    assert chunk_file("cyx", axes="cyx", compressors=None) is None
-    assert chunk_file("edge", compressors=None,
-                      region=(slice(64, 100), slice(0, 64), slice(0, 3))) is None
-    assert chunk_file("small", compressors=None, chunks=(8, 8, 3),
-                      region=(slice(0, 8), slice(0, 8), slice(0, 3))) is None
+    chunk = np.zeros((3 * _FILL_TEST_WORDS + 5) * 2, np.float32)
+    assert _only_fill(chunk, 0.0) and _only_fill(chunk.reshape(-1, 2), 0)
+    chunk[-1] = 1e-30
+    assert not _only_fill(chunk, 0.0)
+    chunk[-1] = -0.0
+    assert not _only_fill(chunk, 0.0)
+    assert not _only_fill(np.zeros((8, 8)), 1.0) and not _only_fill(np.zeros((8, 8)), None)
+    strided = np.zeros((4 * _FILL_TEST_WORDS, 2), np.uint16)[:, 0]
+    assert _only_fill(strided, 0)
+    strided[-1] = 1
+    assert not _only_fill(strided, 0)
 
 
 @pytest.mark.parametrize("region", [(0, 10), (4, 10), (0, 4), (8, 10), (2, 4), (2, 8)])

@@ -10,10 +10,7 @@ is removed and an existing file is left untouched; a replaced file keeps its
 permissions. A streamed ``.npy`` written by bands into a file uses the same
 pieces (:func:`temporary_beside`, :func:`reserve_space`, :func:`sync_file`,
 :func:`commit`, :func:`discard`). Every write error, a full disk included,
-is a one-line :class:`~upconv.errors.FileAccessError` naming the file. The
-raw chunk files a Zarr job computes straight into (temporary files renamed
-over the chunk, as zarr's store does) are written around the page cache by
-:mod:`upconv.direct_write`, which falls back on :func:`write_at` here.
+is a one-line :class:`~upconv.errors.FileAccessError` naming the file.
 
 A temporary file is named ``.NAME.PID.XXXXXXXX.part``: hidden, beside NAME,
 with the writer's process id. A process killed outright (``kill -9``, a power
@@ -48,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["is_url", "read_bytes", "standard_stream", "temporary_beside", "commit", "finish",
            "finish_upload", "outputs_together", "discard", "abandon_unfinished",
            "remove_stale_temporaries", "TEMPORARY_NAME", "write_error", "reserve_space",
-           "sync_file", "written_in_place", "write_at", "pwrite_all",
+           "sync_file", "written_in_place",
            "output_target", "atomic_output", "output_writer", "write_output", "TextLog",
            "open_text_log"]
 
@@ -495,18 +492,7 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     return call
 
 
-def pwrite_all(fd: int, data: memoryview, position: int) -> None:
-    """Write every byte of ``data`` into the open file at ``position`` (``pwrite`` again
-    after a short write).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> with tempfile.TemporaryFile() as handle:
-    ...     pwrite_all(handle.fileno(), memoryview(b"eggs"), 1)
-    ...     os.pread(handle.fileno(), 5, 0)
-    b'\\x00eggs'
-    """
+def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
     while data:
         written = os.pwrite(fd, data, position)
         data, position = data[written:], position + written
@@ -569,15 +555,15 @@ def write_at(fd: int, data: bytes | memoryview, position: int = 0,
     view = memoryview(data).cast("B")
     syncer = _sync_file_range() if len(view) >= WRITE_BEHIND_PIECE else None
     if syncer is None:
-        pwrite_all(fd, view, position)
+        _pwrite_all(fd, view, position)
         return
     mine: deque[tuple[int, int]] = deque()  # this call's pieces on their way
     for start in range(0, len(view), WRITE_BEHIND_PIECE):
         if syncer is None:  # (a file system without it: plain writes, then)
-            pwrite_all(fd, view[start:], position + start)
+            _pwrite_all(fd, view[start:], position + start)
             return
         piece = view[start:start + WRITE_BEHIND_PIECE]
-        pwrite_all(fd, piece, position + start)
+        _pwrite_all(fd, piece, position + start)
         failure = syncer(fd, position + start, len(piece), _SYNC_FILE_RANGE_WRITE)
         if failure in _UNSUPPORTED:
             syncer = None

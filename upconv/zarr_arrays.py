@@ -50,12 +50,10 @@ import math
 import os
 import re
 import shutil
-import sys
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -649,8 +647,7 @@ BAND_ROWS = 512
 
 
 def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
-                cols: tuple[int, int], out: np.ndarray | None = None,
-                rows_done: Callable[[int], None] | None = None) -> np.ndarray:
+                cols: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """The outputs ``rows`` x ``cols`` (indices of the window's own output, see
     :meth:`AxisBlocks.window`) of a block's input window.
 
@@ -658,9 +655,7 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
     the channels. Each plane is resampled as an image of its own, in bands of
     :data:`BAND_ROWS` output rows, and cut to the outputs the block owns;
     ``out``, if given, receives them (C-contiguous, as zarr writes a chunk
-    without a copy) and is returned. ``rows_done(n)``, if given (one plane:
-    no leading axes), is called as each band is stored: ``out``'s first ``n``
-    rows are final.
+    without a copy) and is returned.
 
     Examples
     --------
@@ -698,10 +693,7 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
             rows = resample_band(lambda a, b: plane[a:b], plan, (first, last),
                                  out=band[:last - first])
             out[first - r0:last - r0] = rows[:, c0:c1]
-            if rows_done is not None:
-                rows_done(last - r0)
         return out
-    assert rows_done is None or not lead
     for index in np.ndindex(*lead):
         plane = block[index]
         if job.plan.method is not Method.NEAREST:
@@ -710,8 +702,6 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
             last = min(r1, first + band_rows)
             values = resample_band(lambda a, b, plane=plane: plane[a:b], plan, (first, last))
             out[index][first - r0:last - r0] = _stored(values[:, c0:c1], job.out_dtype)
-            if rows_done is not None:
-                rows_done(last - r0)
     return out
 
 
@@ -865,88 +855,12 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
     _, _, r0, r1 = job.rows.window(key.by)
     _, _, c0, c1 = job.cols.window(key.bx)
     channels = job.plan.channels if job.mixes_channels else core.shape[-1]
-    out = _reused("block", core.shape[:-3] + (r1 - r0, c1 - c0, channels), job.out_dtype)
-    region = key.output(job, job.plan.channels)
-    chunk_file = _chunk_file(job, target, region)
-    if chunk_file is not None:
-        return _scale_into_chunk_file(window, job, (r0, r1), (c0, c1), out, chunk_file,
-                                      target.fill_value)
-    values = scale_block(window, job, (r0, r1), (c0, c1), out=out)
+    values = scale_block(window, job, (r0, r1), (c0, c1), out=_reused(
+        "block", core.shape[:-3] + (r1 - r0, c1 - c0, channels), job.out_dtype))
     if "c" not in job.axes:
         values = values[..., 0]
+    region = key.output(job, job.plan.channels)
     return write_chunks(target, region, values.transpose(np.argsort(_engine_order(job.axes))))
-
-
-#: A block whose output is one raw chunk of this many bytes or more is computed into its
-#: chunk file (:func:`_chunk_file`); a smaller one is written through zarr, cached: a
-#: direct write waits for the disk, a cached one does not.
-STREAMED_CHUNK_BYTES = 8 << 20
-
-
-def _chunk_file(job: ZarrPlan, target: Any, region: tuple[slice, ...]) -> Path | None:
-    """The file of the one stored chunk a block's output is, when that file is its bytes as
-    the engine lays them out: a local store (:class:`upconv.zarr_local.LocalStore`), raw
-    chunks (no compressor, filter or sharding; little-endian, C order), the stored axes
-    the engine's order (``yx``, ``yxc``), the block a whole chunk, inside the array, of
-    :data:`STREAMED_CHUNK_BYTES` or more. Else None: the block is written through zarr
-    (:func:`write_chunks`)."""
-    from .zarr_local import LocalStore
-
-    store = target.store
-    if not isinstance(store, LocalStore) or job.axes not in ("yx", "yxc"):
-        return None
-    if math.prod(target.chunks) * job.out_dtype.itemsize < STREAMED_CHUNK_BYTES:
-        return None  # (small chunks: as zarr writes them, cached)
-    stored = np.dtype(target.dtype)
-    if stored != job.out_dtype or stored.byteorder == ">" or (
-            stored.itemsize > 1 and sys.byteorder != "little"):
-        return None
-    metadata = target.metadata
-    if metadata.zarr_format == 3:
-        from zarr.codecs import BytesCodec
-
-        codecs = metadata.codecs
-        if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
-            return None
-        if codecs[0].endian is not None and codecs[0].endian.value != "little":
-            return None
-    elif metadata.compressor is not None or metadata.filters or metadata.order != "C":
-        return None
-    chunks = target.chunks
-    if any(r.start % c or r.stop - r.start != c or r.stop > n
-           for r, c, n in zip(region, chunks, target.metadata.shape, strict=True)):
-        return None
-    coords = tuple(r.start // c for r, c in zip(region, chunks, strict=True))
-    key = metadata.encode_chunk_key(coords)
-    path = target.store_path.path
-    return Path(store.root) / (f"{path}/{key}" if path else key)
-
-
-def _scale_into_chunk_file(window: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
-                           cols: tuple[int, int], out: np.ndarray, path: Path,
-                           fill: Any) -> int:
-    """A block's output computed into ``out`` and written to its chunk file as it is
-    computed, band by band, around the page cache (:class:`upconv.direct_write.DirectWrite`):
-    to a temporary file beside it, renamed over it when complete, as zarr writes a chunk;
-    left out if it holds only the fill value (zero), as :func:`write_chunks` does."""
-    from .direct_write import DirectWrite
-    from .zarr_local import temporary_chunk_file
-
-    temporary = temporary_chunk_file(path)
-    row_bytes = out[0].nbytes
-    writing = DirectWrite(str(temporary), out)
-    try:
-        scale_block(window, job, rows, cols, out=out,
-                    rows_done=lambda done: writing.ready(done * row_bytes))
-        if _only_fill(out, fill):
-            writing.abandon()
-            return 1
-        writing.finish()
-        os.replace(temporary, path)
-    except BaseException:
-        writing.abandon()
-        raise
-    return 1
 
 
 def write_chunks(target: Any, region: tuple[slice, ...], values: np.ndarray) -> int:
@@ -1044,10 +958,7 @@ def _reused(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     size = math.prod(shape) * np.dtype(dtype).itemsize
     held = cache.get(name)
     if held is None or held.nbytes < size:
-        from .direct_write import aligned_empty
-
-        # (aligned, so that a chunk file is written from it with no copy: direct_write)
-        held = cache[name] = aligned_empty(size)
+        held = cache[name] = np.empty(size, np.uint8)
     return held[:size].view(dtype).reshape(shape)
 
 

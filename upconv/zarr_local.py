@@ -22,7 +22,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from . import fileio
 
-__all__ = ["LocalStore", "drop_read_buffers", "temporary_chunk_file"]
+__all__ = ["LocalStore", "drop_read_buffers"]
 
 #: Reads of this many bytes or more go into a reused array (:func:`_read_buffer`).
 REUSED_READ_BYTES = 8 << 20
@@ -50,10 +50,8 @@ class LocalStore(zarr.storage.LocalStore):
     A chunk of 8 MiB or more is written behind (:func:`upconv.fileio.write_at`):
     sent to the disk as it is written and dropped from the page cache, rather
     than left for the kernel to write back. It is written as zarr writes it, to
-    a temporary file beside it renamed over it when complete. (A raw chunk that
-    is a block's whole output is not written here, but computed into its file,
-    around the page cache: :func:`upconv.zarr_arrays.scale_block_task`.)
-    Everything else (byte ranges, listing, smaller chunks, metadata) is zarr's.
+    a temporary file beside it renamed over it when complete. Everything else
+    (byte ranges, listing, smaller chunks, metadata) is zarr's.
 
     Examples
     --------
@@ -91,7 +89,8 @@ class LocalStore(zarr.storage.LocalStore):
 def write_whole_file(path: Path, value: Buffer) -> None:
     """Write a chunk file as zarr does (a ``.partial`` temporary file beside it, renamed
     over it when complete, removed on failure), written behind."""
-    temporary = temporary_chunk_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{uuid.uuid4().hex}.partial")
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
                      0o666)
@@ -103,24 +102,6 @@ def write_whole_file(path: Path, value: Buffer) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-
-
-def temporary_chunk_file(path: Path) -> Path:
-    """The name of a new temporary file beside the chunk file ``path`` (its folder made),
-    named like zarr's own store's: ``KEY.<32 hex digits>.partial``.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> chunk = Path(tempfile.mkdtemp()) / "c" / "0" / "1"
-    >>> temporary = temporary_chunk_file(chunk)
-    >>> temporary.parent == chunk.parent and temporary.parent.is_dir()
-    True
-    >>> temporary.name.startswith("1.") and temporary.name.endswith(".partial")
-    True
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
 
 
 def read_whole_file(path: Path, prototype: BufferPrototype) -> Buffer:

@@ -20,8 +20,8 @@ so that no run pays for the write-back of the one before it (12 GB, more than
 the kernel lets wait). Each worker's peak memory is its process's peak resident
 set size (``VmHWM``), asked of the workers after the run; the time the tasks took is
 added up over the workers from Dask's task stream (the same tasks: how much longer
-each takes beside another worker). Last, the disk's own speed for the files upconv
-writes. Targets:
+each takes beside another worker). Last, the disk's own speed, for files written around
+the page cache (as ``dd oflag=direct``). Targets:
 2 workers at least 1.6x faster than 1, every worker under 1 GB, and the 2-worker
 Zarr job no slower than the ``.npy`` job by more than 20 %. A few output rows are
 checked against upsampling the same input rows in memory.
@@ -144,21 +144,36 @@ def _peak_rss_mb() -> float:
 
 
 def disk_write_speed(folder: Path, total: int = 4 << 30) -> float:
-    """GB/s at which this disk takes new files written around the page cache, as upconv
-    writes chunk files (:class:`upconv.direct_write.DirectWrite`, 200 MB files): what
-    bounds a job that writes 12 GB, however many workers it has."""
-    from upconv.direct_write import aligned_empty, write_file_direct
+    """GB/s at which this disk takes new 200 MB files written around the page cache, 8 MiB
+    at a time, as GNU dd's ``oflag=direct bs=8M`` writes them: the disk's own speed, which
+    bounds a job that writes 12 GB however many workers it has (NaN where the file system
+    refuses ``O_DIRECT``)."""
+    import mmap
 
-    data = aligned_empty(200 << 20)
-    data[...] = 7
+    size, piece = 200 << 20, 8 << 20
+    data = mmap.mmap(-1, size)  # (page-aligned, as O_DIRECT asks)
+    data.write(b"\x07" * size)
+    view = memoryview(data)
     os.sync()
     start = time.perf_counter()
-    for index in range(total // data.size):
-        write_file_direct(str(folder / f"disk_test_{index}"), data)
-    elapsed = time.perf_counter() - start
-    for index in range(total // data.size):
-        (folder / f"disk_test_{index}").unlink()
-    return total // data.size * data.size / elapsed / 1e9
+    try:
+        for index in range(total // size):
+            fd = os.open(folder / f"disk_test_{index}",
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_DIRECT", 0))
+            try:
+                for offset in range(0, size, piece):
+                    os.pwrite(fd, view[offset:offset + piece], offset)
+            finally:
+                os.close(fd)
+    except OSError:
+        return float("nan")
+    finally:
+        elapsed = time.perf_counter() - start
+        for index in range(total // size):
+            (folder / f"disk_test_{index}").unlink(missing_ok=True)
+        view.release()
+        data.close()
+    return total // size * size / elapsed / 1e9
 
 
 def wall(command: list[str]) -> float:

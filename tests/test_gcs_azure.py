@@ -380,3 +380,25 @@ def test_commands_in_a_process_of_their_own_print_nothing_but_their_lines(tmp_pa
         else:
             assert done.returncode == 0 and done.stderr == "", (arguments, done.stderr)
     assert server.objects(bucket_name(bucket), "out.npy")["out.npy"][:6] == b"\x93NUMPY"
+
+
+def test_a_zarr_job_on_a_cluster_reads_and_writes_the_bucket(tmp_path, capsys, store, rng,
+                                                             dask_cluster):
+    """On a LocalCluster of process workers, which know nothing of the emulator but the
+    storage options the command sends with its tasks: the same array as here."""
+    zarr = pytest.importorskip("zarr", minversion="3")
+    server, bucket = store
+    image = rng.random((70, 90))
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=image.shape, chunks=(16, 16),
+                      dtype=image.dtype)[...] = image
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/in.zarr", "-f", "1",
+                "--quiet"]) == 0, capsys.readouterr().err
+    assert run(["scale", f"{bucket}/in.zarr", f"{bucket}/out.zarr", "-f", "2", "-m",
+                "bicubic", "--dask", dask_cluster.scheduler_address, "--quiet",
+                *server.options()]) == 0, capsys.readouterr().err
+    assert run(["scale", f"{bucket}/out.zarr", str(tmp_path / "back.zarr"), "-f", "1",
+                "--quiet"]) == 0, capsys.readouterr().err
+    import upconv
+
+    got = zarr.open_array(str(tmp_path / "back.zarr"))[...]
+    assert np.abs(got - upconv.scale(image, 2, "bicubic")).max() < 1e-12

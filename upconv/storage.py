@@ -896,16 +896,7 @@ def forget_finalizers(fs: Any) -> None:
     """Detach the ``weakref.finalize`` callbacks a filesystem registered on itself, once
     its sessions are closed otherwise: a filesystem made for a loop of its own (zarr's)
     registers callbacks that would run at exit, with no loop, and fail with a traceback.
-
-    Examples
-    --------
-    >>> import weakref
-    >>> class Session:
-    ...     pass
-    >>> session = Session()
-    >>> _ = weakref.finalize(session, print, "closed")
-    >>> forget_finalizers(session)
-    >>> del session  # (nothing printed)
+    (An example is :func:`finalizers_of`'s.)
     """
     for finalizer in finalizers_of(fs):
         finalizer.detach()
@@ -924,8 +915,10 @@ def finalizers_of(owner: object) -> list[Any]:
     >>> finalizer = weakref.finalize(session, print, "closed")
     >>> finalizers_of(session) == [finalizer]
     True
-    >>> finalizer.detach() is not None
-    True
+    >>> forget_finalizers(session)
+    >>> finalizers_of(session), finalizer.alive
+    ([], False)
+    >>> del session  # (nothing printed)
     """
     import weakref
 

@@ -76,10 +76,10 @@ def make_inputs(folder: Path, size: int, chunk: int, codec: str) -> tuple[Path, 
 
 
 def run_on_cluster(workers: int, command: list[str], python: str | None = None
-                   ) -> tuple[float, list[float], float]:
+                   ) -> tuple[float, list[float], float, int]:
     """Wall time of ``command + [ADDRESS]`` on a new LocalCluster, each worker's peak
-    resident memory (MB), and the time its tasks took, added up over the workers (Dask's
-    task stream).
+    resident memory (MB), the time its tasks took, added up over the workers (Dask's
+    task stream), and the page faults the workers took.
 
     With ``python`` (an interpreter of some environment), the workers are started with
     ``PYTHON -m distributed.cli.dask_worker`` instead, as on a cluster, so that they run
@@ -102,10 +102,11 @@ def run_on_cluster(workers: int, command: list[str], python: str | None = None
         subprocess.run(command + [cluster.scheduler_address], check=True)
         elapsed = time.perf_counter() - start
         peaks = client.run(_peak_rss_mb)
+        faults = sum(client.run(_minor_faults).values())
         tasks = sum(part["stop"] - part["start"]
                     for record in client.get_task_stream(start=began)
                     for part in record["startstops"] if part["action"] == "compute")
-    return elapsed, sorted(peaks.values()), tasks
+    return elapsed, sorted(peaks.values()), tasks, faults
 
 
 @contextlib.contextmanager
@@ -130,6 +131,14 @@ def _upconv_file() -> str:
     import upconv as imported
 
     return imported.__file__
+
+
+def _minor_faults() -> int:
+    """The page faults this process took without reading a disk (``ru_minflt``): each one
+    a page the kernel found or zeroed for it, a 4 KiB or a 2 MiB one."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _peak_rss_mb() -> float:
@@ -239,20 +248,22 @@ def main() -> int:
         times["npy"] = []
         peaks: dict[str, list[float]] = {label: [] for label, _, _ in runs}
         tasks: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+        faults: dict[str, list[int]] = {label: [] for label, _, _ in runs}
         for _ in range(args.repeat):
             for label, workers, python in runs:
                 shutil.rmtree(zarr_out, ignore_errors=True)
                 os.sync()  # the last run's writes written back: each starts from a quiet disk
                 command = [python or sys.executable, "-m", "upconv", "scale"]
-                elapsed, peak, task_time = run_on_cluster(workers, command + [
+                elapsed, peak, task_time, fault_count = run_on_cluster(workers, command + [
                     str(zarr_in), str(zarr_out), "-f", "2", "-y", "--quiet", "--dask"],
                     python)
                 times[label].append(elapsed)
                 peaks[label] += peak
                 tasks[label].append(task_time)
+                faults[label].append(fault_count)
                 print(f"{label}: {elapsed:.1f} s, worker peaks "
-                      f"{', '.join(f'{p:.0f} MB' for p in peak)}, tasks {task_time:.1f} s",
-                      flush=True)
+                      f"{', '.join(f'{p:.0f} MB' for p in peak)}, tasks {task_time:.1f} s, "
+                      f"page faults {fault_count:,}", flush=True)
             npy_out.unlink(missing_ok=True)
             os.sync()
             times["npy"].append(wall(upconv_cmd + [str(npy_in), str(npy_out), "-f", "2", "-y",
@@ -273,6 +284,10 @@ def main() -> int:
         one_tasks, two_tasks = (statistics.median(tasks[k]) for k in ("1 worker", "2 workers"))
         print(f"  the tasks' time, added up over the workers: 1 worker {one_tasks:.1f} s, "
               f"2 workers {two_tasks:.1f} s ({two_tasks / one_tasks - 1:+.0%})")
+        one_faults, two_faults = (int(statistics.median(faults[k]))
+                                  for k in ("1 worker", "2 workers"))
+        print(f"  page faults, added up over the workers: 1 worker {one_faults:,}, "
+              f"2 workers {two_faults:,}")
         written = sum(f.stat().st_size for f in zarr_out.rglob("*") if f.is_file()) / 1e9
         print(f"  2 workers wrote {written:.1f} GB at {written / two:.2f} GB/s; this disk "
               f"takes direct writes at {disk:.2f} GB/s (median of 3 x 4 GB)")

@@ -37,14 +37,42 @@ def fake(monkeypatch):
     return recorder
 
 
-SET = [(-3, 32 << 20), (-1, 64 << 20)]
+SET = [(-3, 32 << 20), (-1, 64 << 20), (-2, 64 << 20)]
+PUT_BACK = [(-3, 128 << 10), (-1, 65536), (-2, 128 << 10)]
 
 
 def test_thresholds_are_lifted_and_put_back(fake, monkeypatch):
     fake.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
     with memory.reusing_freed_memory():
         assert fake.calls == SET and not fake.trims
-    assert fake.calls == SET + [(-3, 128 << 10), (-1, 65536)] and fake.trims == [1]
+    assert fake.calls == SET + PUT_BACK and fake.trims == [1]
+
+
+def test_a_top_pad_fixed_at_start_up_is_put_back(fake):
+    fake.environ.update(MALLOC_TRIM_THRESHOLD_="65536", MALLOC_TOP_PAD_="4096")
+    with memory.reusing_freed_memory():
+        pass
+    assert fake.calls[-1] == (-2, 4096)
+    fake.calls.clear()
+    fake.environ.update(MALLOC_TOP_PAD_="lots")  # (glibc ignores it: its default)
+    with memory.reusing_freed_memory():
+        pass
+    assert fake.calls[-1] == (-2, 128 << 10)
+    assert memory.startup_top_pad({"GLIBC_TUNABLES": "glibc.malloc.top_pad=0x1000"}) == 4096
+
+
+def test_a_held_lifting_lasts_until_released(fake):
+    """hold_freed_memory: lifted once however often it is called, put back on release."""
+    fake.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
+    memory.hold_freed_memory()
+    memory.hold_freed_memory()
+    with memory.reusing_freed_memory():  # (a task inside the hold)
+        pass
+    assert fake.calls == SET and not fake.trims
+    memory.release_held_memory()
+    assert fake.calls == SET + PUT_BACK and fake.trims == [1]
+    memory.release_held_memory()  # (nothing held: nothing done)
+    assert fake.calls == SET + PUT_BACK and fake.trims == [1]
 
 
 def test_tunables_and_both_variables(fake, monkeypatch):
@@ -52,7 +80,7 @@ def test_tunables_and_both_variables(fake, monkeypatch):
                         MALLOC_TRIM_THRESHOLD_="4096")
     with memory.reusing_freed_memory():
         pass
-    assert fake.calls[2:] == [(-3, 1 << 20), (-1, 4096)]
+    assert fake.calls[3:] == [(-3, 1 << 20), (-1, 4096), (-2, 128 << 10)]
     assert memory.fixed_thresholds({"MALLOC_TRIM_THRESHOLD_": "lots"}) is None
     assert memory.fixed_thresholds({"MALLOC_TRIM_THRESHOLD_": str(1 << 32)}) is None
 
@@ -87,7 +115,8 @@ def test_a_mapping_threshold_glibc_refuses_falls_back_to_its_default(fake):
             pass
     finally:
         fake.__class__.__call__ = real_call
-    assert fake.calls[2:] == [(-3, 64 << 20), (-3, 128 << 10), (-1, 128 << 10)]
+    assert fake.calls[3:] == [(-3, 64 << 20), (-3, 128 << 10), (-1, 128 << 10),
+                              (-2, 128 << 10)]
 
 
 def test_nothing_changes_where_glibc_slides_its_thresholds(fake):
@@ -114,10 +143,10 @@ def test_threads_share_one_lifting(fake, monkeypatch):
     assert fake.calls == SET  # the other thread is still inside
     leave.set()
     thread.join()
-    assert fake.calls == SET + [(-3, 128 << 10), (-1, 65536)] and fake.trims == [1]
+    assert fake.calls == SET + PUT_BACK and fake.trims == [1]
 
 
-def test_zarr_tasks_run_with_the_thresholds_lifted(fake, monkeypatch, tmp_path, rng):
+def test_zarr_jobs_run_with_the_thresholds_lifted(fake, monkeypatch, tmp_path, rng):
     zarr = pytest.importorskip("zarr", minversion="3")
     fake.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
     image = rng.random((40, 30, 3))
@@ -126,9 +155,9 @@ def test_zarr_tasks_run_with_the_thresholds_lifted(fake, monkeypatch, tmp_path, 
     array[...] = image
     assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
                 "--pyramid", "1", "--quiet"]) == 0
-    lifted = [call for call in fake.calls if call == SET[0]]
-    put_back = [call for call in fake.calls if call == (-1, 65536)]
-    assert lifted and len(put_back) == len(lifted) == len(fake.trims)
+    # lifted once for the whole job (its tasks one after another keep the freed memory),
+    # put back at its end
+    assert fake.calls == SET + PUT_BACK and fake.trims == [1]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
@@ -163,3 +192,45 @@ def test_freed_blocks_are_reused_inside_not_outside():
     pages = 40 * (3 << 20) // 4096
     assert outside > pages // 2 and after > pages // 2  # fresh pages each time
     assert inside < pages // 10  # the first one's pages, then reused
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
+def test_a_threads_emptied_heap_is_kept_while_held():
+    """In a thread other than the main one, more than one heap's worth (64 MiB) of blocks
+    made and freed again and again: with the top pad left at glibc's 128 KiB, the
+    second heap is unmapped each time it empties, and its pages are faulted in anew
+    (about 500 faults a round here); held, it is kept."""
+    script = textwrap.dedent("""
+        import resource
+        import threading
+        import numpy as np
+        from upconv.memory import hold_freed_memory, release_held_memory
+
+        def faults():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+        rounds = []
+
+        def churn():
+            for _ in range(5):
+                before = faults()
+                held = [np.ones(3 << 20) for _ in range(4)]  # 4 x 24 MiB
+                while held:
+                    held.pop()  # (the last made freed first)
+                rounds.append(faults() - before)
+
+        hold_freed_memory()
+        worker = threading.Thread(target=churn)
+        worker.start()
+        worker.join()
+        release_held_memory()
+        print(*rounds)
+    """)
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536")
+    env.pop("GLIBC_TUNABLES", None)
+    env.pop("MALLOC_TOP_PAD_", None)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, check=True)
+    first, *again = map(int, result.stdout.split())
+    assert first > 100  # (the first round faults its pages in)
+    assert sum(again) < 100, again

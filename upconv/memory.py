@@ -14,7 +14,8 @@ off, leaving the mapping threshold at 128 KiB. Every freed block of 128 KiB or
 more then goes back to the system at once, and every new one is a fresh
 mapping whose pages the kernel faults in and zeroes one 4 KiB page at a time.
 :func:`reusing_freed_memory` gives a computation glibc's own defaults back for
-as long as it runs.
+as long as it runs, and :func:`hold_freed_memory` for as long as a job runs
+(until :func:`release_held_memory`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .libc import libc_function
 
-__all__ = ["release_free_memory", "reusing_freed_memory"]
+__all__ = ["hold_freed_memory", "release_free_memory", "release_held_memory",
+           "reusing_freed_memory"]
 
 
 def _malloc_trim():
@@ -48,11 +51,14 @@ def release_free_memory() -> None:
 
 
 # mallopt(3) parameters, from glibc's <malloc.h>
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 #: glibc's own limits for its sliding thresholds on 64-bit machines: blocks of up to
 #: 32 MiB are kept for reuse, and up to twice that is kept free at a heap's top.
 _REUSE_MMAP_THRESHOLD, _REUSE_TRIM_THRESHOLD = 32 << 20, 64 << 20
-_GLIBC_DEFAULT_THRESHOLD = 128 << 10
+#: The padding asked for when a heap grows, and kept when it shrinks: as big as a
+#: thread's heap (64 MiB), so that a heap left empty is kept, not unmapped.
+_REUSE_TOP_PAD = 64 << 20
+_GLIBC_DEFAULT_THRESHOLD = _GLIBC_DEFAULT_TOP_PAD = 128 << 10
 _INT_MAX = 2**31 - 1
 _reuse_lock = threading.Lock()
 _reuse_users = 0
@@ -119,6 +125,30 @@ def fixed_thresholds(environ: dict[str, str] | None = None) -> tuple[int, int] |
             values.get("trim_threshold", _GLIBC_DEFAULT_THRESHOLD))
 
 
+def startup_top_pad(environ: dict[str, str] | None = None) -> int:
+    """glibc's ``M_TOP_PAD`` as this process started: ``MALLOC_TOP_PAD_`` or the
+    ``glibc.malloc.top_pad`` tunable (the variable wins, as in glibc), else glibc's
+    default, 128 KiB. ``environ`` defaults to the environment at start-up.
+
+    Examples
+    --------
+    >>> startup_top_pad({"MALLOC_TOP_PAD_": "0"}), startup_top_pad({})
+    (0, 131072)
+    """
+    environ = _startup_environ() if environ is None else environ
+    value = environ.get("MALLOC_TOP_PAD_")
+    if value is None:
+        for item in environ.get("GLIBC_TUNABLES", "").split(":"):
+            name, _, setting = item.partition("=")
+            if name == "glibc.malloc.top_pad":
+                value = setting
+    try:
+        pad = int(value, 0) if value is not None else _GLIBC_DEFAULT_TOP_PAD
+    except ValueError:
+        return _GLIBC_DEFAULT_TOP_PAD
+    return pad if 0 <= pad <= _INT_MAX else _GLIBC_DEFAULT_TOP_PAD
+
+
 @contextmanager
 def reusing_freed_memory() -> Iterator[None]:
     """Within: freed blocks of up to 32 MiB are kept for reuse, where the environment
@@ -134,6 +164,14 @@ def reusing_freed_memory() -> Iterator[None]:
     and put back when the last leaves. Where the thresholds are not fixed
     (glibc slides them itself) or the allocator is not glibc's, nothing is
     changed.
+
+    The top pad (``M_TOP_PAD``) is raised to 64 MiB within as well. A thread
+    other than the main one allocates from heaps of its own of at most 64 MiB,
+    and glibc unmaps such a heap as soon as it is empty whatever the trim
+    threshold, unless the heap before it lacks the top pad's room: a task's
+    temporaries, more than one heap's worth, made a new heap and lost it again
+    and again (each time its pages faulted in and zeroed anew). A pad as big as
+    a heap keeps every heap.
 
     Examples
     --------
@@ -152,6 +190,7 @@ def reusing_freed_memory() -> Iterator[None]:
         if _reuse_users == 0:
             mallopt(_M_MMAP_THRESHOLD, _REUSE_MMAP_THRESHOLD)
             mallopt(_M_TRIM_THRESHOLD, _REUSE_TRIM_THRESHOLD)
+            mallopt(_M_TOP_PAD, _REUSE_TOP_PAD)
         _reuse_users += 1
     try:
         yield
@@ -164,4 +203,44 @@ def reusing_freed_memory() -> Iterator[None]:
                 if not mallopt(_M_MMAP_THRESHOLD, fixed[0]):
                     mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
                 mallopt(_M_TRIM_THRESHOLD, fixed[1])
+                mallopt(_M_TOP_PAD, startup_top_pad())
                 release_free_memory()
+
+
+#: The :func:`reusing_freed_memory` context held by :func:`hold_freed_memory`, if any.
+_held: Any = None
+
+
+def hold_freed_memory() -> None:
+    """Enter :func:`reusing_freed_memory` until :func:`release_held_memory` (once, however
+    often it is called): for a job whose tasks, one after another on the same worker,
+    allocate the same temporaries.
+
+    Left at each task's end, the thresholds would be put back and the free pages
+    returned, to be faulted in and zeroed again by the next task; a job's tasks
+    keep them, as its reused buffers are kept, until the job's last step.
+
+    Examples
+    --------
+    >>> hold_freed_memory()
+    >>> hold_freed_memory()  # (held already)
+    >>> release_held_memory()
+    """
+    global _held
+    with _hold_lock:
+        if _held is None:
+            held = reusing_freed_memory()
+            held.__enter__()
+            _held = held
+
+
+def release_held_memory() -> None:
+    """Leave what :func:`hold_freed_memory` entered (nothing, if nothing is held)."""
+    global _held
+    with _hold_lock:
+        held, _held = _held, None
+    if held is not None:
+        held.__exit__(None, None, None)
+
+
+_hold_lock = threading.Lock()

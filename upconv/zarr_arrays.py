@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInputError, FileAccessError, UpconvError
-from .memory import reusing_freed_memory
+from .memory import hold_freed_memory, release_held_memory
 from .methods import METHODS, SPLINE_HALO, Method
 from .scaling import Resampling, plan_resampling, resample_band
 from .transpose import output_geometry, post_kernel_weights
@@ -821,7 +821,20 @@ def read_core(job: ZarrPlan, source: Any, key: BlockKey) -> np.ndarray:
     return values if "c" in axes else values[..., None]
 
 
-@reusing_freed_memory()  # (a Dask worker's fixed allocator thresholds, lifted)
+def _holding_freed_memory(task: Callable[..., Any]) -> Callable[..., Any]:
+    """A job's task, run with the allocator's freed memory kept for reuse from the first
+    task on a worker to the job's end (:func:`~upconv.memory.hold_freed_memory`; a Dask
+    worker's fixed allocator thresholds lifted; :func:`drop_buffers` lets go)."""
+
+    @functools.wraps(task)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        hold_freed_memory()
+        return task(*args, **kwargs)
+
+    return run
+
+
+@_holding_freed_memory
 def block_borders(job: ZarrPlan, source: Any, key: BlockKey) -> dict[str, np.ndarray]:
     """First phase: a block's core edges, a halo deep, for its neighbours' windows
     (copies: the core itself is not kept)."""
@@ -831,7 +844,7 @@ def block_borders(job: ZarrPlan, source: Any, key: BlockKey) -> dict[str, np.nda
             "left": core[..., :, :cols, :].copy(), "right": core[..., :, -cols:, :].copy()}
 
 
-@reusing_freed_memory()  # (a Dask worker's fixed allocator thresholds, lifted)
+@_holding_freed_memory
 def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
                      neighbours: dict[tuple[int, int], dict[str, np.ndarray]]) -> int:
     """Second phase: a block's core read again, its window assembled with the neighbours'
@@ -963,12 +976,13 @@ def _reused(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def drop_buffers() -> None:
-    """Free every thread's reused buffers, and those kept for reading chunk files (a
-    job's last step, here and on each worker)."""
+    """Free every thread's reused buffers, and those kept for reading chunk files, and
+    give the allocator's thresholds back (a job's last step, here and on each worker)."""
     _buffers.clear()
     from .zarr_local import drop_read_buffers
 
     drop_read_buffers()
+    release_held_memory()
 
 
 def _block_keys(job: ZarrPlan, shape: tuple[int, ...], chunks: tuple[int, ...]
@@ -1023,7 +1037,7 @@ def read_window(array: Any, selection: tuple[slice, ...], axes: tuple[int, ...],
     return out
 
 
-@reusing_freed_memory()  # (a Dask worker's fixed allocator thresholds, lifted)
+@_holding_freed_memory
 def halve_chunk(axes: str, above: Any, target: Any, region: tuple[slice, ...]) -> int:
     """One task of a pyramid level: the chunk ``region`` as the 2x2 mean of the level
     ``above`` (an odd last row or column averaged with itself), rounded back to integers."""

@@ -14,8 +14,9 @@ off, leaving the mapping threshold at 128 KiB. Every freed block of 128 KiB or
 more then goes back to the system at once, and every new one is a fresh
 mapping whose pages the kernel faults in and zeroes one 4 KiB page at a time.
 :func:`reusing_freed_memory` gives a computation glibc's own defaults back for
-as long as it runs, and :func:`hold_freed_memory` for as long as a job runs
-(until :func:`release_held_memory`).
+as long as it runs (and a top pad that keeps threads' emptied heaps), and
+:func:`hold_freed_memory` for as long as a job runs (until
+:func:`release_held_memory`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ import functools
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
 
 from .libc import libc_function
 
@@ -90,9 +90,11 @@ def _startup_environ() -> dict[str, str]:
 
 def fixed_thresholds(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
     """The allocator thresholds this process was started with, (mapping, trimming) in
-    bytes, when its environment fixes either (``MALLOC_TRIM_THRESHOLD_``,
-    ``MALLOC_MMAP_THRESHOLD_``, or their ``GLIBC_TUNABLES`` forms); None when glibc
-    slides them itself. ``environ`` defaults to the environment at start-up.
+    bytes, when its environment fixes them: glibc stops sliding them once any of
+    ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TOP_PAD_`` and
+    ``MALLOC_MMAP_MAX_`` is set, or its ``GLIBC_TUNABLES`` form (which glibc takes over
+    the variable). None when glibc slides them itself. ``environ`` defaults to the
+    environment at start-up.
 
     Examples
     --------
@@ -100,34 +102,54 @@ def fixed_thresholds(environ: dict[str, str] | None = None) -> tuple[int, int] |
     (131072, 65536)
     >>> fixed_thresholds({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"})
     (1048576, 131072)
+    >>> fixed_thresholds({"MALLOC_TRIM_THRESHOLD_": "1",
+    ...                   "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=2"})
+    (131072, 2)
+    >>> fixed_thresholds({"MALLOC_TOP_PAD_": "0"})  # (glibc's defaults, fixed)
+    (131072, 131072)
     >>> fixed_thresholds({}) is None
     True
     """
-    environ = _startup_environ() if environ is None else environ
-    found: dict[str, str] = {}
-    for item in environ.get("GLIBC_TUNABLES", "").split(":"):
-        name, _, value = item.partition("=")
-        if name in ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold"):
-            found[name.rsplit(".", 1)[1]] = value
-    for name in ("trim_threshold", "mmap_threshold"):
-        variable = f"MALLOC_{name.upper()}_"
-        if variable in environ:
-            found[name] = environ[variable]
-    if not found:
+    settings = _malloc_settings(_startup_environ() if environ is None else environ)
+    values = {}
+    for name, value in settings.items():
+        try:
+            values[name] = int(value, 0)
+        except ValueError:  # (glibc ignores what it cannot read; so does this)
+            if name in ("trim_threshold", "mmap_threshold"):
+                return None
+    if not values:
         return None
-    try:
-        values = {name: int(value, 0) for name, value in found.items()}
-    except ValueError:
-        return None  # (glibc ignores what it cannot read; so does this)
-    if not all(0 <= value <= _INT_MAX for value in values.values()):
+    if not all(0 <= values[name] <= _INT_MAX for name in values
+               if name in ("trim_threshold", "mmap_threshold")):
         return None  # (no value mallopt could set back)
     return (values.get("mmap_threshold", _GLIBC_DEFAULT_THRESHOLD),
             values.get("trim_threshold", _GLIBC_DEFAULT_THRESHOLD))
 
 
+#: The allocator settings whose being set at start-up turns glibc's sliding thresholds off.
+_FIXING_SETTINGS = ("trim_threshold", "mmap_threshold", "top_pad", "mmap_max")
+
+
+def _malloc_settings(environ: dict[str, str]) -> dict[str, str]:
+    """The settings of :data:`_FIXING_SETTINGS` that ``environ`` gives glibc, by name: a
+    ``GLIBC_TUNABLES`` entry (``glibc.malloc.NAME``), else its older variable
+    (``MALLOC_NAME_``); glibc takes the tunable over the variable."""
+    found: dict[str, str] = {}
+    for item in environ.get("GLIBC_TUNABLES", "").split(":"):
+        name, _, value = item.partition("=")
+        if name.startswith("glibc.malloc.") and name[13:] in _FIXING_SETTINGS:
+            found[name[13:]] = value
+    for name in _FIXING_SETTINGS:
+        variable = f"MALLOC_{name.upper()}_"
+        if variable in environ and name not in found:
+            found[name] = environ[variable]
+    return found
+
+
 def startup_top_pad(environ: dict[str, str] | None = None) -> int:
-    """glibc's ``M_TOP_PAD`` as this process started: ``MALLOC_TOP_PAD_`` or the
-    ``glibc.malloc.top_pad`` tunable (the variable wins, as in glibc), else glibc's
+    """glibc's ``M_TOP_PAD`` as this process started: the ``glibc.malloc.top_pad`` tunable
+    or ``MALLOC_TOP_PAD_`` (glibc takes the tunable over the variable), else glibc's
     default, 128 KiB. ``environ`` defaults to the environment at start-up.
 
     Examples
@@ -135,13 +157,7 @@ def startup_top_pad(environ: dict[str, str] | None = None) -> int:
     >>> startup_top_pad({"MALLOC_TOP_PAD_": "0"}), startup_top_pad({})
     (0, 131072)
     """
-    environ = _startup_environ() if environ is None else environ
-    value = environ.get("MALLOC_TOP_PAD_")
-    if value is None:
-        for item in environ.get("GLIBC_TUNABLES", "").split(":"):
-            name, _, setting = item.partition("=")
-            if name == "glibc.malloc.top_pad":
-                value = setting
+    value = _malloc_settings(_startup_environ() if environ is None else environ).get("top_pad")
     try:
         pad = int(value, 0) if value is not None else _GLIBC_DEFAULT_TOP_PAD
     except ValueError:
@@ -166,8 +182,9 @@ def reusing_freed_memory() -> Iterator[None]:
     changed.
 
     The top pad (``M_TOP_PAD``) is raised to 64 MiB within as well. A thread
-    other than the main one allocates from heaps of its own of at most 64 MiB,
-    and glibc unmaps such a heap as soon as it is empty whatever the trim
+    other than the main one allocates from heaps of at most 64 MiB (its own,
+    while a process has few threads), and glibc unmaps such a heap as soon as
+    it is empty whatever the trim
     threshold, unless the heap before it lacks the top pad's room: a task's
     temporaries, more than one heap's worth, made a new heap and lost it again
     and again (each time its pages faulted in and zeroed anew). A pad as big as
@@ -208,7 +225,8 @@ def reusing_freed_memory() -> Iterator[None]:
 
 
 #: The :func:`reusing_freed_memory` context held by :func:`hold_freed_memory`, if any.
-_held: Any = None
+_held: AbstractContextManager[None] | None = None
+_hold_lock = threading.Lock()
 
 
 def hold_freed_memory() -> None:
@@ -218,7 +236,10 @@ def hold_freed_memory() -> None:
 
     Left at each task's end, the thresholds would be put back and the free pages
     returned, to be faulted in and zeroed again by the next task; a job's tasks
-    keep them, as its reused buffers are kept, until the job's last step.
+    keep them, as its reused buffers are kept, until the job's last step. After
+    it, the free pages at the top of a thread's heap stay resident until that
+    thread frees memory again (``malloc_trim`` returns those of the main heap
+    and of the free lists, not those): at most a heap, 64 MiB, per thread.
 
     Examples
     --------
@@ -235,12 +256,16 @@ def hold_freed_memory() -> None:
 
 
 def release_held_memory() -> None:
-    """Leave what :func:`hold_freed_memory` entered (nothing, if nothing is held)."""
+    """Leave what :func:`hold_freed_memory` entered (nothing, if nothing is held): the
+    thresholds put back, and the free pages returned (:func:`release_free_memory`).
+
+    Examples
+    --------
+    >>> release_held_memory()  # (nothing held: nothing done)
+    """
     global _held
     with _hold_lock:
         held, _held = _held, None
     if held is not None:
         held.__exit__(None, None, None)
 
-
-_hold_lock = threading.Lock()

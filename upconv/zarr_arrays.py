@@ -824,7 +824,9 @@ def read_core(job: ZarrPlan, source: Any, key: BlockKey) -> np.ndarray:
 def _holding_freed_memory(task: Callable[..., Any]) -> Callable[..., Any]:
     """A job's task, run with the allocator's freed memory kept for reuse from the first
     task on a worker to the job's end (:func:`~upconv.memory.hold_freed_memory`; a Dask
-    worker's fixed allocator thresholds lifted; :func:`drop_buffers` lets go)."""
+    worker's fixed allocator thresholds lifted; :func:`drop_buffers` lets go, as it lets
+    go of the buffers the tasks reuse). A process-wide setting: a task run on its own
+    leaves it held until :func:`drop_buffers` is called."""
 
     @functools.wraps(task)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -1264,12 +1266,15 @@ class _Runner:
 
     def __exit__(self, *exc: object) -> None:
         if self.client is not None:
-            self.client.cancel(self.futures)
             try:
-                self.client.run(drop_buffers)
-            except Exception:  # a worker gone: its buffers went with it
-                pass
-            self.client.close()
+                self.client.cancel(self.futures)
+            finally:
+                try:
+                    self.client.run(drop_buffers)
+                except Exception:  # a worker gone: its buffers went with it
+                    pass
+                finally:
+                    self.client.close()
         if self.pool is not None:
             for future in self.futures:
                 future.cancel()

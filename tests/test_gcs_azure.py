@@ -306,7 +306,7 @@ def test_a_missing_bucket_is_one_line_and_writes_nothing(tmp_path, capsys, store
 
 def test_a_big_npy_from_and_to_a_bucket_equals_the_streamed_file(tmp_path, capsys, store,
                                                                  rng):
-    """Read in ranges, one band's rows at a time; sent whole (S3 alone takes parts)."""
+    """Read in ranges, one band's rows at a time; sent in parts (below)."""
     server, bucket = store
     path = tmp_path / "in.npy"
     np.save(path, rng.random((300, 200, 3)).astype(np.float32))
@@ -320,6 +320,126 @@ def test_a_big_npy_from_and_to_a_bucket_equals_the_streamed_file(tmp_path, capsy
     assert run(["scale", f"{bucket}/in.npy", str(tmp_path / "back.npy"), "-f", "2",
                 "--tile", "64", "--quiet"]) == 0
     assert (tmp_path / "back.npy").read_bytes() == expected
+
+
+def block_list(server, bucket: str, key: str) -> tuple[list, list]:
+    """An Azure blob's committed and uncommitted blocks (azure-storage-blob)."""
+    return server._client().get_blob_client(bucket, key).get_block_list("all")
+
+
+@pytest.fixture
+def big_npy(tmp_path, rng):
+    """A 700x600 RGB float32 .npy, and its x2 result streamed in 64-row bands to a local
+    file (the reference: 20 MB, 22 bands)."""
+    path = tmp_path / "in.npy"
+    np.save(path, rng.random((700, 600, 3)).astype(np.float32))
+    assert run(["scale", str(path), str(tmp_path / "local.npy"), "-f", "2", "--tile", "64",
+                "--quiet"]) == 0
+    return path, (tmp_path / "local.npy").read_bytes()
+
+
+def counting_parts(monkeypatch) -> list[int]:
+    """The numbers of the parts the streamed job computes and sends, as it does."""
+    import upconv.pipeline
+
+    real = upconv.pipeline.upload_bands
+    numbers = []
+
+    def counted(*args):
+        numbers.append(args[-1][0])  # (the part's number)
+        return real(*args)
+
+    monkeypatch.setattr(upconv.pipeline, "upload_bands", counted)
+    return numbers
+
+
+def test_a_big_npy_goes_up_in_parts_made_whole_at_the_end(tmp_path, capsys, store, big_npy,
+                                                          monkeypatch):
+    """Streamed a part (a few bands) at a time, never gathered whole: to Azure each part a
+    block, the blob made by committing their list; to GCS each part an object of its own,
+    the object composed of them and the parts deleted. The same bytes as the local file,
+    and nothing else left in the bucket."""
+    from upconv import storage
+
+    server, bucket = store
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)  # (4 parts here)
+    monkeypatch.setattr(storage, "_GCS_MOST_COMPOSED", 3)  # (GCS: composed in two rounds)
+    gathered = []
+    monkeypatch.setattr(storage, "write_bytes", lambda url, data: gathered.append(url))
+    path, expected = big_npy
+    server.put(bucket_name(bucket), "in.npy", path.read_bytes())
+    for source in (f"{bucket}/in.npy", str(path)):
+        parts = counting_parts(monkeypatch)
+        assert run(["scale", source, f"{bucket}/sub/out.npy", "-f", "2", "--tile", "64",
+                    "-y", "--quiet"]) == 0, capsys.readouterr().err
+        assert sorted(parts) == [1, 2, 3, 4]
+        assert server.objects(bucket_name(bucket)) == {"in.npy": path.read_bytes(),
+                                                       "sub/out.npy": expected}
+        if server.scheme == "az":
+            committed, uncommitted = block_list(server, bucket_name(bucket), "sub/out.npy")
+            assert len(committed) == 4 and not uncommitted
+    assert not gathered
+
+
+@pytest.mark.parametrize("how", ["a failed part", "Ctrl-C"])
+def test_a_stream_cut_short_leaves_the_old_object_and_no_parts(tmp_path, capsys, store,
+                                                               big_npy, monkeypatch, how):
+    """The third part fails to go, or Ctrl-C comes as the third part is computed: one line
+    (status 1, or 130), the object that was under the name as it was, and no part left to
+    see (Azure's staged blocks are never committed; GCS's part objects are deleted)."""
+    import upconv.pipeline
+    from upconv import storage
+
+    server, bucket = store
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    path, _ = big_npy
+    server.put(bucket_name(bucket), "out.npy", b"the old object")
+    if how == "Ctrl-C":
+        real_upload = upconv.pipeline.upload_bands
+
+        def interrupted(*args):
+            if args[-1][0] == 3:  # (the part's number)
+                raise KeyboardInterrupt
+            return real_upload(*args)
+
+        monkeypatch.setattr(upconv.pipeline, "upload_bands", interrupted)
+    elif server.scheme == "az":
+        real_request = storage._azure_blob_request
+        staged = []
+
+        def third_block_fails(url, method, **kwargs):
+            if method == "stage_block":
+                staged.append(kwargs["block_id"])
+                if len(staged) == 3:
+                    raise ConnectionResetError(104, "Connection reset by peer")
+            return real_request(url, method, **kwargs)
+
+        monkeypatch.setattr(storage, "_azure_blob_request", third_block_fails)
+    else:
+        import gcsfs
+
+        real_pipe = gcsfs.GCSFileSystem._pipe_file
+        sent = []
+
+        async def third_part_fails(self, path, data, *args, **kwargs):
+            if ".upconv-parts-" in path:
+                sent.append(path)
+                if len(sent) == 3:
+                    raise ConnectionResetError(104, "Connection reset by peer")
+            return await real_pipe(self, path, data, *args, **kwargs)
+
+        monkeypatch.setattr(gcsfs.GCSFileSystem, "_pipe_file", third_part_fails)
+    status = run(["scale", str(path), f"{bucket}/out.npy", "-f", "2", "--tile", "64", "-y"])
+    err = capsys.readouterr().err
+    if how == "Ctrl-C":
+        assert status == 130 and err.strip() == "upconv: error: interrupted"
+    else:
+        assert status == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"{bucket}/out.npy" in err and "Traceback" not in err
+    assert server.objects(bucket_name(bucket)) == {"out.npy": b"the old object"}
+    if server.scheme == "az":
+        committed, _ = block_list(server, bucket_name(bucket), "out.npy")
+        assert len(committed) <= 1  # (the old blob's own, if it has one)
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
@@ -402,3 +522,33 @@ def test_a_zarr_job_on_a_cluster_reads_and_writes_the_bucket(tmp_path, capsys, s
 
     got = zarr.open_array(str(tmp_path / "back.zarr"))[...]
     assert np.abs(got - upconv.scale(image, 2, "bicubic")).max() < 1e-12
+
+
+def test_a_big_npy_job_on_a_cluster_sends_its_parts_from_the_workers(
+        tmp_path, capsys, store, big_npy, monkeypatch, dask_cluster):
+    """With --dask, each worker computes its parts and sends them itself (none from here),
+    knowing the emulator only from the storage options sent with the tasks; the object is
+    made whole here, the same bytes as the local file."""
+    from upconv import storage
+
+    server, bucket = store
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)  # (4 parts)
+    kind = storage.AzureBlockUpload if server.scheme == "az" else storage.GcsComposeUpload
+
+    def not_here(self, number, data):
+        raise AssertionError("a part sent from the command's own process")
+
+    monkeypatch.setattr(kind, "send", not_here)
+    gathered = []
+    monkeypatch.setattr(storage, "write_bytes", lambda url, data: gathered.append(url))
+    path, expected = big_npy
+    server.put(bucket_name(bucket), "in.npy", path.read_bytes())
+    assert run(["scale", f"{bucket}/in.npy", f"{bucket}/out.npy", "-f", "2", "--tile", "64",
+                "--dask", dask_cluster.scheduler_address, "--quiet",
+                *server.options()]) == 0, capsys.readouterr().err
+    assert server.objects(bucket_name(bucket)) == {"in.npy": path.read_bytes(),
+                                                   "out.npy": expected}
+    assert not gathered
+    if server.scheme == "az":
+        committed, _ = block_list(server, bucket_name(bucket), "out.npy")
+        assert len(committed) == 4

@@ -246,8 +246,8 @@ class _PendingUpload(_PendingObject):
 
 
 class _PendingParts(_PendingObject):
-    """An S3 multipart upload whose parts are all sent, completed when the block commits
-    and aborted if it does not."""
+    """An upload of parts (S3 multipart, Azure blocks) whose parts are all sent, completed
+    when the block commits and given up if it does not."""
 
     def __init__(self, upload: PartUpload, parts: list[dict]) -> None:
         self.url, self.upload, self.parts = upload.url, upload, parts
@@ -333,7 +333,7 @@ def _upload(url: str, data: bytes) -> None:
 
 
 def finish_upload(upload: PartUpload, parts: list[dict]) -> None:
-    """Complete a multipart upload whose ``parts`` are all sent (aborting it if that
+    """Complete an upload of parts whose ``parts`` are all sent (giving it up if that
     fails) now, or at the end of :func:`outputs_together`."""
     pending = _deferred.get()
     if pending is not None:

@@ -291,8 +291,8 @@ def _streamed_source(input_path: str) -> NpyFile | None:
 
 def _streams_to(output_path: str) -> bool:
     """Whether a streamed ``.npy`` job can write ``output_path`` a band at a time: a file,
-    a device or standard output, or an S3 object (a multipart upload); other objects are
-    gathered in memory and sent whole."""
+    a device or standard output, an S3 object (a multipart upload) or an Azure blob (a
+    block list); other objects are gathered in memory and sent whole."""
     if not is_url(output_path):
         return True
     from .storage import uploads_in_parts
@@ -619,9 +619,10 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
     """Tile an ``.npy`` into an ``.npy`` without holding either whole (here or on Dask).
 
     A file is filled band by band in place (in any order, by any worker) and
-    committed atomically; an S3 object is sent as a multipart upload whose
-    parts (a few bands each) are computed and sent by any worker, completed
-    when every part is there and aborted otherwise; standard output, a device
+    committed atomically; an S3 object is sent as a multipart upload, and an
+    Azure blob as blocks, whose parts (a few bands each) are computed and sent by
+    any worker, made into the object when every part is there and given up
+    otherwise; standard output, a device
     or a FIFO is sent the header and then each band in order, as the
     in-memory path would send the whole array. The input may be an object
     too, read a band at a time (:class:`~upconv.npy.NpyFile`).
@@ -636,16 +637,17 @@ def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,
     middle_band = bands[len(bands) // 2]
     if is_url(output_path):
         source.check_values(input_path)
-        from .storage import MAX_PART_SIZE, part_size_for, uploading_parts
+        from .storage import largest_part, part_size_for, uploading_parts
 
         header = npy_header(out_shape, dtype)
         row_bytes = math.prod(out_shape[1:]) * np.dtype(dtype).itemsize
         parts = part_bands(bands, row_bytes, len(header),
                            part_size_for(len(header) + out_shape[0] * row_bytes))
         biggest = max(sum(b - a for a, b in group) * row_bytes for _, group in parts)
-        if biggest + len(header) > MAX_PART_SIZE:
+        limit, in_words = largest_part(output_path)
+        if biggest + len(header) > limit:
             raise BadInputError(f"{output_path}: tiles of {job.tile_rows} rows make parts of "
-                                f"{biggest / 2**30:.1f} GiB, over S3's 5 GiB; give a smaller "
+                                f"{biggest / 2**30:.1f} GiB, over {in_words}; give a smaller "
                                 "--tile")
         with uploading_parts(output_path) as upload:
             task = functools.partial(upload_bands, source, job, out_shape, dtype, upload,

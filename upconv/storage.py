@@ -50,6 +50,7 @@ import os
 import re
 import sys
 import threading
+import uuid
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
 
 __all__ = ["is_url", "set_storage_options", "use_storage_options", "storage_options",
            "filesystem_options", "filesystem", "read_bytes", "read_range", "object_size",
-           "write_bytes", "uploads_in_parts", "part_size_for", "PartUpload", "uploading_parts",
+           "write_bytes", "uploads_in_parts", "part_size_for", "largest_part", "PartUpload",
+           "S3PartUpload", "AzureBlockUpload", "GcsComposeUpload", "uploading_parts",
            "exists", "existing", "same_object", "is_folder", "backend_modules", "list_files",
            "join", "remove", "forget_finalizers", "finalizers_of", "redact", "S3_DEFAULTS",
            "S3FS_RETRIES", "MULTIPART_THRESHOLD", "PART_SIZE", "MAX_PART_SIZE"]
@@ -75,6 +77,8 @@ _LOCAL_PROTOCOLS = {"file", "local"}
 #: Read-only protocols.
 _HTTP_PROTOCOLS = {"http", "https"}
 _S3_PROTOCOLS = {"s3", "s3a"}
+_AZURE_PROTOCOLS = {"az", "abfs", "abfss"}
+_GCS_PROTOCOLS = {"gs", "gcs"}
 
 #: What upconv's S3 filesystems get unless fsspec's configuration or a storage option
 #: says otherwise: connection attempts give up after 5 s, a silent server after 20 s
@@ -102,6 +106,9 @@ PART_SIZE = 50 * 2**20
 #: S3 takes at most this many parts in one upload, each of at most this many bytes.
 _MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 2**30
+#: An Azure block blob is made of at most 50,000 blocks (more than S3's parts), each of
+#: at most 4000 MiB.
+_AZURE_MAX_BLOCK_SIZE = 4000 * 2**20
 #: How long an interrupted write waits for its upload to be cancelled (and aborted).
 _CANCEL_WAIT_SECONDS = 10.0
 
@@ -617,20 +624,24 @@ def _object_to_write(url: str) -> tuple[Any, str]:
 
 
 def uploads_in_parts(url: str) -> bool:
-    """Whether an object at ``url`` can be written as parts sent from anywhere (an S3
-    multipart upload: :func:`uploading_parts`).
+    """Whether an object at ``url`` can be written as parts sent from anywhere and made
+    whole at the end (:func:`uploading_parts`): an S3 multipart upload, an Azure block
+    blob's block list, or a GCS composite object (a parallel composite upload).
 
     Examples
     --------
-    >>> uploads_in_parts("s3://bucket/big.npy"), uploads_in_parts("memory://b/big.npy")
+    >>> uploads_in_parts("s3://bucket/big.npy"), uploads_in_parts("az://box/big.npy")
+    (True, True)
+    >>> uploads_in_parts("gs://bucket/big.npy"), uploads_in_parts("memory://b/big.npy")
     (True, False)
     """
-    return "::" not in url and _protocol(url) in _S3_PROTOCOLS
+    return "::" not in url and _protocol(url) in (
+        _S3_PROTOCOLS | _AZURE_PROTOCOLS | _GCS_PROTOCOLS)
 
 
 def part_size_for(total: int) -> int:
     """The size of the parts of an upload of ``total`` bytes: :data:`PART_SIZE`, or more
-    when that would make more parts than S3 takes.
+    when that would make more parts than S3 takes (Azure takes more).
 
     Examples
     --------
@@ -642,19 +653,57 @@ def part_size_for(total: int) -> int:
     return max(PART_SIZE, math.ceil(total / _MAX_PARTS))
 
 
-@dataclass(frozen=True)
+def largest_part(url: str) -> tuple[int, str]:
+    """The largest part an upload to ``url`` takes, in bytes, and in words.
+
+    Examples
+    --------
+    >>> largest_part("s3://bucket/big.npy")[1], largest_part("az://box/big.npy")[1]
+    ("S3's 5 GiB", "Azure's 4000 MiB")
+    >>> largest_part("gs://bucket/big.npy")[1]
+    "5 GiB (upconv's own limit for a GCS part)"
+    """
+    if _protocol(url) in _AZURE_PROTOCOLS:
+        return _AZURE_MAX_BLOCK_SIZE, "Azure's 4000 MiB"
+    if _protocol(url) in _GCS_PROTOCOLS:  # (each part is held in memory whole)
+        return MAX_PART_SIZE, "5 GiB (upconv's own limit for a GCS part)"
+    return MAX_PART_SIZE, "S3's 5 GiB"
+
+
 class PartUpload:
-    """An S3 multipart upload under way (:func:`uploading_parts`): its parts can be sent
-    from any process, a Dask worker's included (it pickles, and each process makes its
-    own connection with the command's storage options)."""
+    """An upload under way whose parts can be sent from any process, a Dask worker's
+    included (it pickles, and each process makes its own connection with the command's
+    storage options), and which makes the object only once every part is there
+    (:func:`uploading_parts`)."""
 
     url: str
-    upload_id: str
 
     def send(self, number: int, data: BinaryIO) -> dict[str, Any]:
         """Send part ``number`` (from 1; every part but the last at least 5 MiB, as S3
         asks), read from ``data`` (a seekable file, as botocore reads a body more than
         once); sending a part again replaces it. Returns what :meth:`complete` needs."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Give the upload up: no object is made of it, and an object already under the
+        key stays as it was (quietly: the failure that made us give up is the one to
+        report)."""
+        raise NotImplementedError
+
+    def complete(self, parts: list[dict[str, Any]]) -> None:
+        """Make the object of the ``parts`` sent (:meth:`send`'s answers, in any order)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class S3PartUpload(PartUpload):
+    """An S3 multipart upload: its parts are invisible until it is completed, and
+    aborting it deletes them."""
+
+    url: str
+    upload_id: str
+
+    def send(self, number: int, data: BinaryIO) -> dict[str, Any]:
         try:
             sent = _object_request(self.url, "upload_part", UploadId=self.upload_id,
                                    PartNumber=number, Body=data)
@@ -672,7 +721,6 @@ class PartUpload:
             pass
 
     def complete(self, parts: list[dict[str, Any]]) -> None:
-        """Make the object of the ``parts`` sent (:meth:`send`'s answers, in any order)."""
         try:
             _object_request(self.url, "complete_multipart_upload", UploadId=self.upload_id,
                             MultipartUpload={"Parts": sorted(
@@ -681,29 +729,168 @@ class PartUpload:
             raise _failure(self.url, "write", exc) from None
 
 
+@dataclass(frozen=True)
+class AzureBlockUpload(PartUpload):
+    """An Azure block blob sent a block at a time: each part is staged as a block of the
+    blob (uncommitted blocks are invisible: the blob, if there is one, stays as it was),
+    and committing the list of blocks makes the blob, whole, in one request. Its block
+    IDs are this upload's own (``token``, then the part's number), so that uploads to
+    the same name do not mix their blocks."""
+
+    url: str
+    token: str
+
+    def block_id(self, number: int) -> str:
+        """The ID of part ``number``'s block (every block of a blob must have an ID of the
+        same length).
+
+        Examples
+        --------
+        >>> AzureBlockUpload("az://box/a.npy", "f00d").block_id(12)
+        'f00d000012'
+        """
+        return f"{self.token}{number:06d}"
+
+    def send(self, number: int, data: BinaryIO) -> dict[str, Any]:
+        body = data.read()
+        try:
+            _azure_blob_request(self.url, "stage_block", block_id=self.block_id(number),
+                                data=body, length=len(body))
+        except Exception as exc:
+            raise _failure(self.url, "write", exc) from None
+        return {"PartNumber": number, "BlockId": self.block_id(number)}
+
+    def abort(self) -> None:
+        """Nothing to send: Azure keeps no request to drop staged blocks, which are never
+        part of the blob unless committed, and which it deletes itself within a week
+        (or at the blob's next commit)."""
+
+    def complete(self, parts: list[dict[str, Any]]) -> None:
+        from azure.storage.blob import BlobBlock
+
+        blocks = [BlobBlock(part["BlockId"])
+                  for part in sorted(parts, key=lambda part: part["PartNumber"])]
+        try:
+            # (the metadata adlfs gives every blob it writes, so that it lists it as a file)
+            _azure_blob_request(self.url, "commit_block_list", block_list=blocks,
+                                metadata={"is_directory": "false"})
+        except Exception as exc:
+            raise _failure(self.url, "write", exc) from None
+
+
+#: A GCS compose request takes at most this many source objects.
+_GCS_MOST_COMPOSED = 32
+
+
+@dataclass(frozen=True)
+class GcsComposeUpload(PartUpload):
+    """A GCS object sent in parts as a *parallel composite upload* (as ``gcloud storage
+    cp`` and ``gsutil`` send big files): each part an object of its own in a folder
+    beside the final one (``.upconv-parts-TOKEN/``), the object made of them, whole, by
+    compose requests (32 parts at most each: more go through intermediate objects), and
+    every part deleted after, or when the upload is given up. While it runs, and if the
+    process is killed, the parts are objects anyone may list; nothing is ever under the
+    final name but the old object or the whole new one. (Parts of storage classes with a
+    minimum storage duration are charged for it, as Google's documentation of composite
+    uploads warns.)"""
+
+    url: str
+    token: str
+
+    def part_url(self, name: str) -> str:
+        """The URL of one of the upload's temporary objects.
+
+        Examples
+        --------
+        >>> GcsComposeUpload("gs://bucket/out/big.npy", "f00d").part_url("000001")
+        'gs://bucket/out/.upconv-parts-f00d/000001'
+        """
+        folder, _, _ = self.url.rpartition("/")
+        return f"{folder}/.upconv-parts-{self.token}/{name}"
+
+    def send(self, number: int, data: BinaryIO) -> dict[str, Any]:
+        fs, path = filesystem(self.part_url(f"{number:06d}"))
+        try:
+            _run_cancellably(fs.loop, fs._pipe_file(path, data.read()))
+        except Exception as exc:
+            raise _failure(self.url, "write", exc) from None
+        return {"PartNumber": number, "Path": path}
+
+    def abort(self) -> None:
+        """Delete the upload's parts (quietly: parts a service gone away keeps are in their
+        folder, for a lifecycle rule or a person to delete)."""
+        fs, folder = filesystem(self.part_url(""))
+        try:
+            _run_cancellably(fs.loop, fs._rm(folder.rstrip("/"), recursive=True))
+        except Exception:  # noqa: BLE001 - the failure that made us give up is the one to report
+            pass
+
+    def complete(self, parts: list[dict[str, Any]]) -> None:
+        fs, path = filesystem(self.url)
+        sources = [part["Path"] for part in sorted(parts, key=lambda part: part["PartNumber"])]
+        try:
+            level = 0
+            while len(sources) > _GCS_MOST_COMPOSED:
+                composed = []
+                for index in range(0, len(sources), _GCS_MOST_COMPOSED):
+                    _, target = filesystem(self.part_url(f"composed-{level}-{index:06d}"))
+                    _run_cancellably(fs.loop, fs._merge(
+                        target, sources[index:index + _GCS_MOST_COMPOSED]))
+                    composed.append(target)
+                sources, level = composed, level + 1
+            _run_cancellably(fs.loop, fs._merge(path, sources))
+        except Exception as exc:
+            raise _failure(self.url, "write", exc) from None
+        finally:
+            fs.invalidate_cache(path)
+        self.abort()  # (the parts, no longer needed)
+
+
 @contextmanager
 def uploading_parts(url: str) -> Iterator[PartUpload]:
-    """An S3 multipart upload to ``url``, whose parts are sent from anywhere; the caller
-    completes it (:meth:`PartUpload.complete`, or later:
-    :func:`upconv.fileio.finish_upload`).
+    """An upload of parts to ``url``, sent from anywhere; the caller completes it
+    (:meth:`PartUpload.complete`, or later: :func:`upconv.fileio.finish_upload`).
 
     Until it is completed, nothing is under the key (an object already there stays as it
-    was). If the block fails or is interrupted (Ctrl-C), the upload is aborted
+    was). If the block fails or is interrupted (Ctrl-C), the upload is given up
     (:meth:`PartUpload.abort`). Only for :func:`uploads_in_parts` URLs.
     """
     _object_to_write(url)
     if not uploads_in_parts(url):
-        raise ValueError(f"{url}: not an S3 URL")
-    try:
-        started = _object_request(url, "create_multipart_upload")
-    except Exception as exc:
-        raise _failure(url, "write", exc) from None
-    upload = PartUpload(url, started["UploadId"])
+        raise ValueError(f"{url}: not an S3, Azure or GCS URL")
+    upload: PartUpload
+    if _protocol(url) in _AZURE_PROTOCOLS | _GCS_PROTOCOLS:
+        filesystem(url)  # (the backend's one-line error, if it is not installed)
+        kind = AzureBlockUpload if _protocol(url) in _AZURE_PROTOCOLS else GcsComposeUpload
+        upload = kind(url, uuid.uuid4().hex)
+    else:
+        try:
+            started = _object_request(url, "create_multipart_upload")
+        except Exception as exc:
+            raise _failure(url, "write", exc) from None
+        upload = S3PartUpload(url, started["UploadId"])
     try:
         yield upload
     except BaseException:
         upload.abort()
         raise
+
+
+def _azure_blob_request(url: str, method: str, **kwargs: Any) -> Any:
+    """One request to the Azure blob at ``url`` (a method of azure-storage-blob's
+    ``BlobClient``, through adlfs's connection), waited for here, Ctrl-C cancelling it;
+    what the filesystem remembers of the blob is forgotten after it."""
+    fs, path = filesystem(url)
+    container, blob = _split_path(fs, path)
+
+    async def request() -> Any:
+        async with fs.service_client.get_blob_client(container, blob) as client:
+            return await getattr(client, method)(**kwargs)
+
+    try:
+        return _run_cancellably(fs.loop, request())
+    finally:
+        fs.invalidate_cache(path)
 
 
 def _object_request(url: str, method: str, **kwargs: Any) -> Any:

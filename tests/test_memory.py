@@ -40,7 +40,7 @@ def fake(monkeypatch):
     memory.release_held_memory()
 
 
-SET = [(-3, 32 << 20), (-1, 64 << 20), (-2, 64 << 20)]
+SET = [(-3, 32 << 20), (-1, 64 << 20), (-2, 16 << 20)]
 PUT_BACK = [(-3, 128 << 10), (-1, 65536), (-2, 128 << 10)]
 
 
@@ -221,7 +221,7 @@ def _child_environment() -> dict[str, str]:
 def test_a_threads_emptied_heap_is_kept_while_held(pad):
     """In a thread other than the main one, more than one heap's worth (64 MiB) of blocks
     made and freed again and again: held, the thread's second heap is kept, and after the
-    first round nothing is faulted in; with the top pad put back at glibc's 128 KiB (the
+    first rounds nothing is faulted in; with the top pad put back at glibc's 128 KiB (the
     control), the second heap is unmapped each time it empties and its pages are faulted
     in anew each round."""
     script = _SMALL_PAGES + textwrap.dedent(f"""
@@ -239,7 +239,7 @@ def test_a_threads_emptied_heap_is_kept_while_held(pad):
         def churn():
             for _ in range(5):
                 before = faults()
-                held = [np.ones(3 << 20) for _ in range(4)]  # 4 x 24 MiB
+                held = [np.ones(3 << 19) for _ in range(6)]  # 6 x 12 MiB
                 while held:
                     held.pop()  # (the last made freed first)
                 rounds.append(faults() - before)
@@ -256,9 +256,9 @@ def test_a_threads_emptied_heap_is_kept_while_held(pad):
     result = subprocess.run([sys.executable, "-c", script], env=_child_environment(),
                             capture_output=True, text=True, check=True)
     first, *again = map(int, result.stdout.split())
-    pages = 4 * (24 << 20) // 4096
+    pages = 6 * (12 << 20) // 4096
     assert first > pages // 2  # (the first round faults its pages in)
-    if pad == "raised":
-        assert sum(again) < pages // 50, again
-    else:  # the second heap's blocks (one of the four here) faulted in again each round
+    if pad == "raised":  # (the second round may still move a block into the kept heap)
+        assert sum(again[1:]) < pages // 50, again
+    else:  # the second heap's block faulted in again each round
         assert min(again) > pages // 8, again

@@ -381,6 +381,38 @@ def test_a_big_npy_goes_up_in_parts_made_whole_at_the_end(tmp_path, capsys, stor
     assert not gathered
 
 
+@pytest.mark.parametrize("store", ["gs"], indirect=True)
+def test_gcs_parts_are_deleted_by_name_and_a_failed_deletion_is_a_warning(
+        tmp_path, capsys, store, big_npy, monkeypatch):
+    """The parts' folder is listed as it is named (a folder called ``run[1]`` is no
+    pattern); and where the parts cannot be deleted (no delete permission, say), the object
+    is made all the same, and a one-line warning names the folder left."""
+    import gcsfs
+
+    from upconv import storage
+
+    server, bucket = store
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    path, expected = big_npy
+    assert run(["scale", str(path), f"{bucket}/run[1]/out.npy", "-f", "2", "--tile", "64",
+                "--quiet"]) == 0, capsys.readouterr().err
+    assert server.objects(bucket_name(bucket)) == {"run[1]/out.npy": expected}
+
+    async def refused(self, path, **kwargs):
+        raise PermissionError(403, "storage.objects.delete denied")
+
+    monkeypatch.setattr(gcsfs.GCSFileSystem, "_rm_file", refused)
+    assert run(["scale", str(path), f"{bucket}/again.npy", "-f", "2", "--tile", "64",
+                "--quiet"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"upconv: warning: {bucket}/again.npy: written, but its parts "
+                          "could not be deleted") and len(err.splitlines()) == 1, err
+    assert f"{bucket}/.upconv-parts-" in err
+    objects = server.objects(bucket_name(bucket))
+    assert objects["again.npy"] == expected
+    assert sorted(name.split("/")[0] for name in objects if name.startswith(".upconv-parts-"))
+
+
 @pytest.mark.parametrize("how", ["a failed part", "Ctrl-C"])
 def test_a_stream_cut_short_leaves_the_old_object_and_no_parts(tmp_path, capsys, store,
                                                                big_npy, monkeypatch, how):

@@ -44,6 +44,7 @@ import asyncio
 import copy
 import errno
 import importlib
+import io
 import json
 import math
 import os
@@ -741,18 +742,18 @@ class AzureBlockUpload(PartUpload):
     token: str
 
     def block_id(self, number: int) -> str:
-        """The ID of part ``number``'s block (every block of a blob must have an ID of the
-        same length).
+        """The ID of part ``number``'s block: 32 characters, as adlfs's own (every block of
+        a blob, its uncommitted ones included, must have an ID of the same length).
 
         Examples
         --------
-        >>> AzureBlockUpload("az://box/a.npy", "f00d").block_id(12)
-        'f00d000012'
+        >>> AzureBlockUpload("az://box/a.npy", "f00d" * 8).block_id(12)
+        'f00df00df00df00df00df00df0000012'
         """
-        return f"{self.token}{number:06d}"
+        return f"{self.token[:26]}{number:06d}"
 
     def send(self, number: int, data: BinaryIO) -> dict[str, Any]:
-        body = data.read()
+        body = data.getbuffer() if isinstance(data, io.BytesIO) else data.read()
         try:
             _azure_blob_request(self.url, "stage_block", block_id=self.block_id(number),
                                 data=body, length=len(body))
@@ -767,6 +768,9 @@ class AzureBlockUpload(PartUpload):
 
     def complete(self, parts: list[dict[str, Any]]) -> None:
         from azure.storage.blob import BlobBlock
+
+        if not parts:
+            raise ValueError("an upload of no parts")
 
         blocks = [BlobBlock(part["BlockId"])
                   for part in sorted(parts, key=lambda part: part["PartNumber"])]
@@ -819,31 +823,66 @@ class GcsComposeUpload(PartUpload):
     def abort(self) -> None:
         """Delete the upload's parts (quietly: parts a service gone away keeps are in their
         folder, for a lifecycle rule or a person to delete)."""
-        fs, folder = filesystem(self.part_url(""))
         try:
-            _run_cancellably(fs.loop, fs._rm(folder.rstrip("/"), recursive=True))
+            self._delete_parts()
         except Exception:  # noqa: BLE001 - the failure that made us give up is the one to report
             pass
 
+    def _delete_parts(self) -> None:
+        """Delete every object in the upload's folder, listed as it is named (no pattern:
+        a folder's name may hold ``*``, ``?`` or ``[``)."""
+        fs, folder = filesystem(self.part_url(""))
+
+        async def delete() -> None:
+            parts = await fs._find(folder.rstrip("/"))
+            await asyncio.gather(*(fs._rm_file(part) for part in parts))
+
+        _run_cancellably(fs.loop, delete())
+
     def complete(self, parts: list[dict[str, Any]]) -> None:
+        if not parts:
+            raise ValueError("an upload of no parts")
         fs, path = filesystem(self.url)
+        bucket, key = _split_path(fs, path)
         sources = [part["Path"] for part in sorted(parts, key=lambda part: part["PartNumber"])]
+
+        async def compose(target: str, names: list[str]) -> None:
+            # (gcsfs's merge, with the content type a whole upload gets)
+            await fs._call("POST", "b/{}/o/{}/compose", bucket, _split_path(fs, target)[1],
+                           headers={"Content-Type": "application/json"},
+                           json={"kind": "storage#composeRequest",
+                                 "sourceObjects": [{"name": _split_path(fs, name)[1]}
+                                                   for name in names],
+                                 "destination": {"name": _split_path(fs, target)[1],
+                                                 "bucket": bucket,
+                                                 "contentType": "application/octet-stream"}})
+
+        async def compose_all() -> None:
+            names, level = sources, 0
+            while len(names) > _GCS_MOST_COMPOSED:  # a round of intermediate objects
+                groups = [names[index:index + _GCS_MOST_COMPOSED]
+                          for index in range(0, len(names), _GCS_MOST_COMPOSED)]
+                targets = [filesystem(self.part_url(f"composed-{level}-{index:06d}"))[1]
+                           for index in range(len(groups))]
+                await asyncio.gather(*(compose(target, group)
+                                       for target, group in zip(targets, groups, strict=True)))
+                names, level = targets, level + 1
+            await compose(path, names)
+
         try:
-            level = 0
-            while len(sources) > _GCS_MOST_COMPOSED:
-                composed = []
-                for index in range(0, len(sources), _GCS_MOST_COMPOSED):
-                    _, target = filesystem(self.part_url(f"composed-{level}-{index:06d}"))
-                    _run_cancellably(fs.loop, fs._merge(
-                        target, sources[index:index + _GCS_MOST_COMPOSED]))
-                    composed.append(target)
-                sources, level = composed, level + 1
-            _run_cancellably(fs.loop, fs._merge(path, sources))
+            _run_cancellably(fs.loop, compose_all())
         except Exception as exc:
             raise _failure(self.url, "write", exc) from None
         finally:
             fs.invalidate_cache(path)
-        self.abort()  # (the parts, no longer needed)
+        try:
+            self._delete_parts()
+        except Exception as exc:  # noqa: BLE001 - the object is made: a warning, not a failure
+            import warnings
+
+            warnings.warn(redact(f"{self.url}: written, but its parts could not be deleted "
+                                 f"({_exception_text(exc)}): delete "
+                                 f"{self.part_url('')} yourself"), stacklevel=2)
 
 
 @contextmanager
@@ -882,6 +921,9 @@ def _azure_blob_request(url: str, method: str, **kwargs: Any) -> Any:
     what the filesystem remembers of the blob is forgotten after it."""
     fs, path = filesystem(url)
     container, blob = _split_path(fs, path)
+
+    # (the timeouts adlfs gives each of its own requests, from the storage options)
+    kwargs = {**getattr(fs, "_timeout_kwargs", {}), **kwargs}
 
     async def request() -> Any:
         async with fs.service_client.get_blob_client(container, blob) as client:

@@ -60,7 +60,7 @@ _REUSE_MMAP_THRESHOLD, _REUSE_TRIM_THRESHOLD = 32 << 20, 64 << 20
 #: this at its end). 16 MiB: in ``bench/bench_zarr.py``'s raw job on 1 worker, 45,000
 #: page faults against 34,000 with 64 MiB (a whole heap) and 577,000 with glibc's
 #: 128 KiB; but kept free at each arena's top, 64 MiB took a zstd job's workers past
-#: 1 GB (16 MiB: 963 MB; 128 KiB: 936 MB).
+#: 1 GB (1060 MB at worst in its benchmark; 16 MiB: 964 MB).
 _REUSE_TOP_PAD = 16 << 20
 _GLIBC_DEFAULT_THRESHOLD = _GLIBC_DEFAULT_TOP_PAD = 128 << 10
 _INT_MAX = 2**31 - 1

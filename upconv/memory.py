@@ -57,10 +57,10 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _REUSE_MMAP_THRESHOLD, _REUSE_TRIM_THRESHOLD = 32 << 20, 64 << 20
 #: The padding asked for when a heap grows, and kept when it shrinks (so that a thread's
 #: heap left empty is kept, not unmapped, when the heap before it has less free than
-#: this at its end). 16 MiB: in ``bench/bench_zarr.py``'s raw job on 1 worker, 45,000
-#: page faults against 34,000 with 64 MiB (a whole heap) and 577,000 with glibc's
-#: 128 KiB; but kept free at each arena's top, 64 MiB took a zstd job's workers past
-#: 1 GB (1060 MB at worst in its benchmark; 16 MiB: 964 MB).
+#: this at its end). 16 MiB: in ``bench/bench_zarr.py``'s raw job on 1 worker, 46,000
+#: page faults against 275,000 to 665,000 before (34,000 with 64 MiB, a whole heap); but
+#: kept free at each arena's top, 64 MiB took a zstd job's workers past 1 GB (1060 MB at
+#: worst in that benchmark; 16 MiB: 964 MB).
 _REUSE_TOP_PAD = 16 << 20
 _GLIBC_DEFAULT_THRESHOLD = _GLIBC_DEFAULT_TOP_PAD = 128 << 10
 _INT_MAX = 2**31 - 1

@@ -302,6 +302,33 @@ def test_a_missing_bucket_is_one_line_and_writes_nothing(tmp_path, capsys, store
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "no-such-bucket-upconv" in err
     assert "Traceback" not in err
+    # a big .npy streamed in parts to it: the same
+    np.save(tmp_path / "big.npy", np.zeros((300, 200, 3), np.float32))
+    assert run(["scale", str(tmp_path / "big.npy"), f"{scheme}://no-such-bucket-upconv/x.npy",
+                "-f", "2", "--tile", "64"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no-such-bucket-upconv/x.npy" in err, err
+    if scheme == "az":  # (Azure names what is missing; the GCS emulator does not)
+        assert err.endswith(": no such bucket 'no-such-bucket-upconv'"), err
+
+
+@pytest.mark.parametrize("store", ["az"], indirect=True)
+def test_a_wrong_azure_key_is_one_line_without_the_key(tmp_path, capsys, store, big_npy):
+    """Azure's refusal in plain words, whole or in parts, and the key never shown."""
+    server, bucket = store
+    path, _ = big_npy
+    wrong = "d3Jvbmcga2V5IGZvciB1cGNvbnYncyB0ZXN0czogbm90IGEgcmVhbCBvbmUuLi4="
+    options = ["--storage-option", "connection_string=" + server.connection_string.replace(
+        f"AccountKey={AZURITE_KEY}", f"AccountKey={wrong}")]
+    for output in ("x.png", "x.npy"):
+        source = str(path) if output.endswith(".npy") else str(ROOT / "sample_images" /
+                                                               "chelsea.png")
+        assert run(["scale", source, f"{bucket}/{output}", "-f", "2", "--tile", "64",
+                    *options]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "access denied" in err, err
+        assert wrong not in err and AZURITE_KEY not in err
+    assert server.objects(bucket_name(bucket)) == {}
 
 
 def test_a_big_npy_from_and_to_a_bucket_equals_the_streamed_file(tmp_path, capsys, store,

@@ -1287,6 +1287,10 @@ _CREDENTIAL_CODES = {
     "ExpiredToken": "access denied: the session token has expired (renew the credentials)",
     "InvalidToken": "access denied: invalid session token (check the credentials)",
     "RequestTimeTooSkewed": "refused: this computer's clock is too far off",
+    # Azure's
+    "AuthenticationFailed": "access denied: the signature or key does not match "
+                            "(check the credentials)",
+    "AuthorizationFailure": "access denied (check the credentials)",
 }
 
 
@@ -1329,6 +1333,8 @@ def _describe(url: str, action: str, exc: BaseException) -> tuple[type[UpconvErr
                                  f"({code or status}: {detail or _exception_text(exc)})")
     if isinstance(exc, (TypeError,)):
         return BadInputError, f"bad storage options ({_exception_text(exc)})"
+    if code and detail:
+        return FileAccessError, f"cannot {action} ({code}: {detail})"
     return FileAccessError, f"cannot {action} ({_exception_text(exc)})"
 
 
@@ -1342,27 +1348,34 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _service_error(exc: BaseException) -> tuple[str, str]:
-    """The (code, message) of a botocore ClientError in ``exc``'s chain, or ("", "")."""
+    """The (code, message) of a service's error in ``exc``'s chain: a botocore
+    ``ClientError``'s, or an azure-core ``HttpResponseError``'s (its message's first line,
+    without the request's ID and the response's XML); ("", "") if there is none."""
     for link in _chain(exc):
         response = getattr(link, "response", None)
         if isinstance(response, Mapping):
             error = response.get("Error", {})
             return str(error.get("Code", "")), str(error.get("Message", ""))
+        code = getattr(link, "error_code", None)
+        if code and "azure" in type(link).__module__:
+            message = str(getattr(link, "message", "") or getattr(link, "reason", "") or "")
+            return str(getattr(code, "value", code)), message.split("\n", 1)[0].strip()
     return "", ""
 
 
 def _http_status(exc: BaseException) -> int | None:
     for link in _chain(exc):
-        status = getattr(link, "status", None)
-        if isinstance(status, int):
-            return status
+        for name in ("status", "status_code"):  # (aiohttp's and botocore's; azure-core's)
+            status = getattr(link, name, None)
+            if isinstance(status, int):
+                return status
     return None
 
 
 def _names_bucket(exc: BaseException) -> bool:
     """Whether ``exc`` says the bucket (not the object) does not exist."""
     code, _ = _service_error(exc)
-    return code == "NoSuchBucket" or any(
+    return code in ("NoSuchBucket", "ContainerNotFound") or any(
         "bucket does not exist" in str(link).lower() for link in _chain(exc))
 
 

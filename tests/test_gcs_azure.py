@@ -611,3 +611,72 @@ def test_a_big_npy_job_on_a_cluster_sends_its_parts_from_the_workers(
     if server.scheme == "az":
         committed, _ = block_list(server, bucket_name(bucket), "out.npy")
         assert len(committed) == 4
+
+
+def _hold_back_part(late: int, failing: int, event: str) -> None:
+    """On a worker: the streamed job's part ``failing`` fails to go, and part ``late`` is
+    sent only once the Dask event ``event`` is set (or after 5 s), which then sets the
+    event ``event-sent``."""
+    import upconv.pipeline
+
+    real = getattr(upconv.pipeline, "_real_upload_bands", upconv.pipeline.upload_bands)
+
+    def held_back(*args):
+        number = args[-1][0]  # (the part's number)
+        if number == failing:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        if number == late:
+            from distributed import Event
+
+            Event(event).wait(5)
+            try:
+                return real(*args)
+            finally:
+                Event(f"{event}-sent").set()
+        return real(*args)
+
+    upconv.pipeline._real_upload_bands = real
+    upconv.pipeline.upload_bands = held_back
+
+
+def _restore_parts() -> None:
+    import upconv.pipeline
+
+    upconv.pipeline.upload_bands = upconv.pipeline.__dict__.pop(
+        "_real_upload_bands", upconv.pipeline.upload_bands)
+
+
+@pytest.mark.parametrize("store", ["gs"], indirect=True)
+def test_a_failed_job_on_a_cluster_gives_up_its_upload_after_its_running_parts(
+        tmp_path, capsys, store, big_npy, monkeypatch, dask_cluster):
+    """A part fails on one worker while another worker is still computing its own: the
+    upload is given up (its part objects deleted) only once that part has gone, so that
+    no part is left behind. (The late part waits for the upload to be given up: without
+    the wait for running tasks, it would land after the deletion.)"""
+    from distributed import Client, Event
+
+    from upconv import storage
+
+    server, bucket = store
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)  # (4 parts)
+    path, _ = big_npy
+    name = f"given-up-{tmp_path.name}"
+    with Client(dask_cluster.scheduler_address) as client:
+        real_abort = storage.GcsComposeUpload.abort
+
+        def abort_and_tell(self):
+            real_abort(self)
+            Event(name, client=client).set()
+
+        monkeypatch.setattr(storage.GcsComposeUpload, "abort", abort_and_tell)
+        client.run(_hold_back_part, 1, 2, name)
+        try:
+            status = run(["scale", str(path), f"{bucket}/out.npy", "-f", "2", "--tile", "64",
+                          "--dask", dask_cluster.scheduler_address, *server.options()])
+            # (the late part has gone by now; were it not waited for, it would go now)
+            assert Event(f"{name}-sent", client=client).wait(30)
+        finally:
+            client.run(_restore_parts)
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and len(err.splitlines()) == 1, err
+    assert server.objects(bucket_name(bucket)) == {}

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import BadInputError
 
-__all__ = ["map_on_dask"]
+__all__ = ["map_on_dask", "stop_tasks"]
 
 
 def _client(address: str):
@@ -39,6 +39,8 @@ def map_on_dask(function: Callable[[Any], Any], items: list, address: str,
     from distributed import as_completed
 
     client = _client(address)
+    futures: dict[Any, Any] = {}
+    done = False
     try:
         # No retries of exceptions (they are deterministic); a lost worker's task is
         # rerun by the scheduler anyway.
@@ -46,5 +48,51 @@ def map_on_dask(function: Callable[[Any], Any], items: list, address: str,
                    for item in items}
         for future in (futures if ordered else as_completed(futures)):
             yield futures[future], future.result()
+        done = True
     finally:
-        client.close()
+        try:
+            if not done and futures:
+                stop_tasks(client, list(futures))
+        finally:
+            client.close()
+
+
+#: How long :func:`stop_tasks` waits for tasks that are already running to end.
+RUNNING_TASKS_WAIT_SECONDS = 60.0
+
+
+def stop_tasks(client: Any, futures: list[Any],
+               wait: float = RUNNING_TASKS_WAIT_SECONDS) -> bool:
+    """Cancel a job's tasks, and wait for those already running to end (up to ``wait``
+    seconds); whether none is left running.
+
+    Dask cannot stop a task that is running: cancelled, it runs on to its end on its
+    worker. When a job fails or is interrupted, its caller then undoes what the job did
+    (aborts an upload, removes a temporary file), and a task still running could redo
+    part of it afterwards (send a part after the upload was given up). So the caller
+    gets control back only once no task of the job runs any more, or after ``wait``
+    seconds (a task stuck in a service that does not answer), or at a second Ctrl-C.
+    """
+    import time
+
+    keys = {future.key for future in futures}
+    client.cancel(futures)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            running = client.run(_running, keys)
+        except Exception:  # noqa: BLE001 - a worker gone, the scheduler gone: nothing to wait for
+            return False
+        if not any(running.values()):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)  # (a worker tells no one when a cancelled task ends)
+
+
+def _running(keys: set, dask_worker: Any = None) -> list:
+    """The tasks of ``keys`` this worker is running (run on each worker by
+    :func:`stop_tasks`; ``dask_worker`` is given by ``Client.run``)."""
+    tasks = dask_worker.state.tasks
+    return [key for key in keys if key in tasks and tasks[key].state in (
+        "executing", "long-running", "cancelled", "resumed")]

@@ -715,7 +715,8 @@ class S3PartUpload(PartUpload):
     def abort(self) -> None:
         """Abort the upload, deleting its parts (quietly: a service gone away keeps them
         invisible, and a lifecycle rule for incomplete uploads deletes them). A part still
-        being sent meanwhile (by a Dask worker) may outlive the abort, as S3 warns."""
+        being sent meanwhile would outlive the abort, as S3 warns: a job on Dask stops its
+        tasks first (:func:`upconv.cluster.stop_tasks`)."""
         try:
             _object_request(self.url, "abort_multipart_upload", UploadId=self.upload_id)
         except Exception:  # noqa: BLE001 - the failure that made us abort is the one to report

@@ -1266,8 +1266,11 @@ class _Runner:
 
     def __exit__(self, *exc: object) -> None:
         if self.client is not None:
+            from .cluster import stop_tasks
+
             try:
-                self.client.cancel(self.futures)
+                # (a task still running could write into the store once it is removed)
+                stop_tasks(self.client, self.futures)
             finally:
                 try:
                     self.client.run(drop_buffers)

@@ -72,6 +72,15 @@ def stop_tasks(client: Any, futures: list[Any],
     part of it afterwards (send a part after the upload was given up). So the caller
     gets control back only once no task of the job runs any more, or after ``wait``
     seconds (a task stuck in a service that does not answer), or at a second Ctrl-C.
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster
+    >>> with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
+    ...     with Client(cluster) as client:
+    ...         futures = [client.submit(sum, [1, 2], pure=False) for _ in range(3)]
+    ...         stop_tasks(client, futures)
+    True
     """
     import time
 

@@ -44,8 +44,8 @@ def map_on_dask(function: Callable[[Any], Any], items: list, address: str,
     try:
         # No retries of exceptions (they are deterministic); a lost worker's task is
         # rerun by the scheduler anyway.
-        futures = {client.submit(function, item, pure=False): item
-                   for item in items}
+        for item in items:  # (one at a time: an interruption midway knows what was sent)
+            futures[client.submit(function, item, pure=False)] = item
         for future in (futures if ordered else as_completed(futures)):
             yield futures[future], future.result()
         done = True
@@ -64,14 +64,17 @@ RUNNING_TASKS_WAIT_SECONDS = 60.0
 def stop_tasks(client: Any, futures: list[Any],
                wait: float = RUNNING_TASKS_WAIT_SECONDS) -> bool:
     """Cancel a job's tasks, and wait for those already running to end (up to ``wait``
-    seconds); whether none is left running.
+    seconds); whether none is left running (else a warning says how many).
 
     Dask cannot stop a task that is running: cancelled, it runs on to its end on its
     worker. When a job fails or is interrupted, its caller then undoes what the job did
-    (aborts an upload, removes a temporary file), and a task still running could redo
+    (aborts an upload, removes a temporary store), and a task still running could redo
     part of it afterwards (send a part after the upload was given up). So the caller
-    gets control back only once no task of the job runs any more, or after ``wait``
-    seconds (a task stuck in a service that does not answer), or at a second Ctrl-C.
+    gets control back only once no task of the job runs any more: once the scheduler has
+    let go of them all, and two asks of the workers in a row (the scheduler's word to
+    a worker may still be on its way at the first) find none running; or after ``wait``
+    seconds (a task stuck in a service that does not answer). A worker that does not
+    answer is not waited for.
 
     Examples
     --------
@@ -84,19 +87,36 @@ def stop_tasks(client: Any, futures: list[Any],
     """
     import time
 
-    keys = {future.key for future in futures}
-    client.cancel(futures)
+    unfinished = [future for future in futures if not future.done()]
+    if not unfinished:
+        return True
+    keys = {future.key for future in unfinished}
     deadline = time.monotonic() + wait
-    while True:
-        try:
-            running = client.run(_running, keys)
-        except Exception:  # noqa: BLE001 - a worker gone, the scheduler gone: nothing to wait for
-            return False
-        if not any(running.values()):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)  # (a worker tells no one when a cancelled task ends)
+    quiet, running = 0, len(unfinished)
+    try:
+        client.cancel(unfinished)
+        while client.run_on_scheduler(_known, keys) and time.monotonic() < deadline:
+            time.sleep(0.05)  # (the cancel is sent without an answer)
+        while time.monotonic() < deadline:
+            answers = client.run(_running, keys, on_error="return")
+            running = sum(len(found) for found in answers.values()
+                          if not isinstance(found, BaseException))
+            quiet = quiet + 1 if not running else 0
+            if quiet == 2:
+                return True
+            time.sleep(0.05)  # (a worker tells no one when a cancelled task ends)
+    except Exception:  # noqa: BLE001 - the scheduler gone: nothing left to ask
+        return False
+    import warnings
+
+    warnings.warn(f"{running} task(s) still running on the cluster after {wait:.0f} s; "
+                  "what they write may land after this job was undone", stacklevel=2)
+    return False
+
+
+def _known(keys: set, dask_scheduler: Any = None) -> bool:
+    """Whether the scheduler still has any of ``keys`` (run on it by :func:`stop_tasks`)."""
+    return any(key in dask_scheduler.tasks for key in keys)
 
 
 def _running(keys: set, dask_worker: Any = None) -> list:

@@ -60,6 +60,19 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(20261128)
 
 
+@pytest.fixture
+def big_npy(tmp_path, rng):
+    """For the object-store tests that stream: a 700x600 RGB float32 .npy, and its x2
+    result streamed in 64-row bands to a local file (the reference: 20 MB, 22 bands)."""
+    from upconv.cli import run
+
+    path = tmp_path / "in.npy"
+    np.save(path, rng.random((700, 600, 3)).astype(np.float32))
+    assert run(["scale", str(path), str(tmp_path / "local.npy"), "-f", "2", "--tile", "64",
+                "--quiet"]) == 0
+    return path, (tmp_path / "local.npy").read_bytes()
+
+
 def limited_run(args: list[str], cwd: Path, limit: int, code: str = "", **kwargs
                 ) -> subprocess.CompletedProcess:
     """``upconv ARGS`` in a process whose files may not grow past ``limit`` bytes.

@@ -354,17 +354,6 @@ def block_list(server, bucket: str, key: str) -> tuple[list, list]:
     return server._client().get_blob_client(bucket, key).get_block_list("all")
 
 
-@pytest.fixture
-def big_npy(tmp_path, rng):
-    """A 700x600 RGB float32 .npy, and its x2 result streamed in 64-row bands to a local
-    file (the reference: 20 MB, 22 bands)."""
-    path = tmp_path / "in.npy"
-    np.save(path, rng.random((700, 600, 3)).astype(np.float32))
-    assert run(["scale", str(path), str(tmp_path / "local.npy"), "-f", "2", "--tile", "64",
-                "--quiet"]) == 0
-    return path, (tmp_path / "local.npy").read_bytes()
-
-
 def counting_parts(monkeypatch) -> list[int]:
     """The numbers of the parts the streamed job computes and sends, as it does."""
     import upconv.pipeline

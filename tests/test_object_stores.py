@@ -340,17 +340,6 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def big_npy(tmp_path, rng):
-    """A 700x600 RGB float32 .npy, and its x2 result streamed in 64-row bands to a local
-    file (the reference: 20 MB, 22 bands)."""
-    path = tmp_path / "in.npy"
-    np.save(path, rng.random((700, 600, 3)).astype(np.float32))
-    assert run(["scale", str(path), str(tmp_path / "local.npy"), "-f", "2", "--tile", "64",
-                "--quiet"]) == 0
-    return path, (tmp_path / "local.npy").read_bytes()
-
-
 def test_a_big_npy_is_streamed_from_and_to_a_bucket_band_by_band(tmp_path, bucket, s3_env,
                                                                  big_npy, monkeypatch, capsys):
     """Read with ranged GETs (never whole), written as a multipart upload of parts of a few

@@ -9,6 +9,8 @@ Dask reruns the task elsewhere, nothing is lost or half-written.
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -85,8 +87,6 @@ def stop_tasks(client: Any, futures: list[Any],
     ...         stop_tasks(client, futures)
     True
     """
-    import time
-
     unfinished = [future for future in futures if not future.done()]
     if not unfinished:
         return True
@@ -107,8 +107,6 @@ def stop_tasks(client: Any, futures: list[Any],
             time.sleep(0.05)  # (a worker tells no one when a cancelled task ends)
     except Exception:  # noqa: BLE001 - the scheduler gone: nothing left to ask
         return False
-    import warnings
-
     warnings.warn(f"{running} task(s) still running on the cluster after {wait:.0f} s; "
                   "what they write may land after this job was undone", stacklevel=2)
     return False

@@ -433,6 +433,85 @@ def test_dask_survives_a_killed_worker(cluster, tmp_path):
     assert all(path.read_bytes() == expected.read_bytes() for path in outputs)
 
 
+def _held_task(name: str) -> int:
+    """A task that runs until the Dask event ``name`` is set, having set ``name-started``."""
+    from distributed import Event
+
+    Event(f"{name}-started").set()
+    Event(name).wait(DASK_DEADLINE)
+    return 1
+
+
+#: How long a test waits for a Dask event on a loaded machine.
+DASK_DEADLINE = 120
+
+
+def _stopping_a_held_task(cluster, monkeypatch, on_told):
+    """``stop_tasks`` on a task that runs until released; ``on_told(name)`` is called (in
+    another thread) once stop_tasks says what it waits for. Returns what stop_tasks
+    returned and the lines it said."""
+    import uuid
+
+    from distributed import Client, Event
+
+    from upconv import cluster as cluster_module
+
+    name = f"held-{uuid.uuid4().hex}"
+    said: list[str] = []
+
+    def tell(text: str) -> None:
+        said.append(text)
+        threading.Thread(target=on_told, args=(name,)).start()
+
+    monkeypatch.setattr(cluster_module, "tell", tell)
+    with Client(cluster.scheduler_address) as client:
+        future = client.submit(_held_task, name, pure=False)
+        try:
+            assert Event(f"{name}-started", client=client).wait(DASK_DEADLINE)
+            stopped = cluster_module.stop_tasks(client, [future], wait=DASK_DEADLINE * 5)
+        finally:
+            Event(name, client=client).set()
+    return stopped, said
+
+
+def test_a_failed_cluster_job_says_it_waits_for_its_running_tasks(cluster, monkeypatch):
+    """The job's caller gets control back once the running task has ended, and says what it
+    waits for, and how to stop waiting, while it waits."""
+    from distributed import Event
+
+    stopped, said = _stopping_a_held_task(
+        cluster, monkeypatch, lambda name: Event(name).set())
+    assert stopped is True
+    assert said == ["waiting for 1 task(s) still running on the cluster to end "
+                    f"(at most {DASK_DEADLINE * 5} s; interrupt to stop waiting)"]
+
+
+def test_a_second_ctrl_c_ends_the_wait_for_running_cluster_tasks(cluster, monkeypatch):
+    """After the first Ctrl-C (the one that stopped the job), another ends the wait for
+    tasks still running: a warning says that they are."""
+    from upconv import stopping
+
+    with stopping.handling_signals() as record:
+        record.first, record.count = signal.SIGINT, 1  # the first, already raised
+        with pytest.warns(UserWarning, match="1 task.s. still running on the cluster when "
+                                             "interrupted"):
+            stopped, said = _stopping_a_held_task(
+                cluster, monkeypatch, lambda name: os.kill(os.getpid(), signal.SIGINT))
+        assert record.count == 2
+    assert stopped is False
+    assert said and said[0].endswith(
+        f"(at most {DASK_DEADLINE * 5} s; interrupt again to stop waiting)")
+
+
+def test_tell_speaks_only_in_a_command(capfd):
+    from upconv import stopping
+
+    stopping.tell("not said")
+    with stopping.handling_signals():
+        stopping.tell("said")
+    assert capfd.readouterr().err == "upconv: said\n"
+
+
 def test_dask_streams_the_tiles_of_a_big_npy(cluster, tmp_path, rng, capsys):
     values = rng.random((90, 70)).astype(np.float32)
     np.save(tmp_path / "in.npy", values)

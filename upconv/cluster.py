@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import BadInputError
+from .stopping import signals_received, tell
 
 __all__ = ["map_on_dask", "stop_tasks"]
 
@@ -75,8 +76,11 @@ def stop_tasks(client: Any, futures: list[Any],
     gets control back only once no task of the job runs any more: once the scheduler has
     let go of them all, and two asks of the workers in a row (the scheduler's word to
     a worker may still be on its way at the first) find none running; or after ``wait``
-    seconds (a task stuck in a service that does not answer). A worker that does not
-    answer is not waited for.
+    seconds (a task stuck in a service that does not answer); or, in a command, once
+    another Ctrl-C or SIGTERM comes (:func:`upconv.stopping.signals_received`). A
+    worker that does not answer is not waited for. A command says what it waits for
+    when tasks are found running (:func:`upconv.stopping.tell`), as its progress bar
+    has stopped.
 
     Examples
     --------
@@ -92,22 +96,34 @@ def stop_tasks(client: Any, futures: list[Any],
         return True
     keys = {future.key for future in unfinished}
     deadline = time.monotonic() + wait
-    quiet, running = 0, len(unfinished)
+    signals = signals_received()
+    quiet, running, told = 0, len(unfinished), False
+
+    def waiting() -> bool:
+        return time.monotonic() < deadline and signals_received() == signals
+
     try:
         client.cancel(unfinished)
-        while client.run_on_scheduler(_known, keys) and time.monotonic() < deadline:
+        while client.run_on_scheduler(_known, keys) and waiting():
             time.sleep(0.05)  # (the cancel is sent without an answer)
-        while time.monotonic() < deadline:
+        while waiting():
             answers = client.run(_running, keys, on_error="return")
             running = sum(len(found) for found in answers.values()
                           if not isinstance(found, BaseException))
             quiet = quiet + 1 if not running else 0
             if quiet == 2:
                 return True
+            if running and not told:
+                told = True
+                tell(f"waiting for {running} task(s) still running on the cluster to end "
+                     f"(at most {wait:.0f} s; interrupt {'again ' if signals else ''}"
+                     "to stop waiting)")
             time.sleep(0.05)  # (a worker tells no one when a cancelled task ends)
     except Exception:  # noqa: BLE001 - the scheduler gone: nothing left to ask
         return False
-    warnings.warn(f"{running} task(s) still running on the cluster after {wait:.0f} s; "
+    why = (f"after {wait:.0f} s" if signals_received() == signals
+           else "when interrupted")
+    warnings.warn(f"{running} task(s) still running on the cluster {why}; "
                   "what they write may land after this job was undone", stacklevel=2)
     return False
 

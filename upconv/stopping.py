@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 __all__ = ["Terminated", "BatchStop", "SignalRecord", "handling_signals", "batch_stopping",
-           "raise_if_stopped", "interruption", "STATUS_FOR_SIGNAL"]
+           "raise_if_stopped", "interruption", "signals_received", "tell", "STATUS_FOR_SIGNAL"]
 
 #: Exit status for a run stopped by a signal: 128 + its number, as shells report it.
 STATUS_FOR_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -69,6 +69,8 @@ class SignalRecord:
 
     #: the first signal received, which decides the exit status
     first: int | None = None
+    #: how many signals have been received (see :func:`signals_received`)
+    count: int = 0
     #: a signal raises its exception now (armed, and it has not been raised yet)
     raising: bool = False
     #: the exit status the run reported, once it has (then signals end the process)
@@ -127,6 +129,7 @@ def _on_signal(signum: int, frame: object) -> None:
         raise interruption(signum)
     if signum == signal.SIGINT and os.isatty(2):
         _write_stderr(b"\n")  # end the line of the terminal's "^C"
+    record.count += 1
     if record.first is None:
         record.first = signum
     if record.final_status is not None:  # reported and flushed: leave now, nothing to undo
@@ -196,6 +199,34 @@ def batch_stopping(stop: BatchStop) -> Iterator[BatchStop]:
         yield stop
     finally:
         record.batch = outer
+
+
+def signals_received() -> int:
+    """How many SIGINT and SIGTERM signals the run in progress has received (0 without
+    :func:`handling_signals`).
+
+    A wait that the first signal's unwinding goes through (Dask tasks still
+    running, :func:`upconv.cluster.stop_tasks`) compares the count with the one
+    it began with, and ends once another signal comes: after the first, signals
+    only set the exit status.
+
+    Examples
+    --------
+    >>> signals_received()
+    0
+    """
+    return 0 if _record is None else _record.count
+
+
+def tell(text: str) -> None:
+    """Say ``text`` on stderr as ``upconv: TEXT`` while a command runs (under
+    :func:`handling_signals`); nothing when upconv is used as a library.
+
+    For what a command does on its way out after a failure or a signal (a wait
+    for tasks still running), which its progress bar no longer shows.
+    """
+    if _record is not None:
+        _say(text)
 
 
 def raise_if_stopped() -> None:

@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import threading
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -630,6 +632,36 @@ def test_a_killed_worker_does_not_spoil_the_job(dask_cluster, tmp_path, rng, cap
     assert status == [0], capsys.readouterr().err
     np.testing.assert_array_equal(read(out), upconv.scale(image, 2, "bilinear"))
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".part")]
+
+
+def test_a_dead_writers_temporary_chunk_file_is_not_left_in_the_output(
+        tmp_path, rng, monkeypatch):
+    """A chunk's writer that dies mid-chunk (a killed Dask worker) leaves its temporary
+    file; the task runs again and writes the chunk whole under a name of its own. The
+    finished store holds the chunks and no temporary file."""
+    from upconv import fileio, zarr_local
+
+    monkeypatch.setattr(fileio, "WRITE_BEHIND_PIECE", 1024)  # (every chunk written so)
+    real = zarr_local.write_whole_file
+    left: list[Path] = []
+
+    def dying_once(path, value):
+        if not left:  # as a writer killed mid-chunk leaves it
+            left.append(path.with_suffix(f".{uuid.uuid4().hex}.partial"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            left[0].write_bytes(bytes(value.as_buffer_like())[:100])
+        real(path, value)
+
+    monkeypatch.setattr(zarr_local, "write_whole_file", dying_once)
+    image = rng.random((40, 40))
+    write_array(tmp_path / "in.zarr", image, (16, 16))
+    out = tmp_path / "out.zarr"
+    assert run(["scale", str(tmp_path / "in.zarr"), str(out), "-f", "2", "-m", "bilinear",
+                "--quiet"]) == 0
+    assert left and left[0].name.endswith(".partial")
+    np.testing.assert_array_equal(read(out), upconv.scale(image, 2, "bilinear"))
+    assert not [path for path in out.rglob("*") if path.name.endswith(".partial")]
+    assert len(list(out.rglob("c/*/*"))) == 9  # (3 x 3 chunks of 32x32)
 
 
 def test_the_summary_line_names_the_store(tmp_path, rng, capsys):

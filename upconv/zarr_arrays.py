@@ -1140,6 +1140,9 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
         _remove_store(target)
         raise
     if not url:
+        from .zarr_local import remove_partial_files
+
+        remove_partial_files(target)  # (a killed worker's chunk, written again whole)
         if existing:
             _replace_folder(target, location)
         else:

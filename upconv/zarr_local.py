@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import threading
 import uuid
@@ -22,7 +23,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from . import fileio
 
-__all__ = ["LocalStore", "drop_read_buffers"]
+__all__ = ["LocalStore", "drop_read_buffers", "remove_partial_files"]
 
 #: Reads of this many bytes or more go into a reused array (:func:`_read_buffer`).
 REUSED_READ_BYTES = 8 << 20
@@ -102,6 +103,39 @@ def write_whole_file(path: Path, value: Buffer) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+#: The name of :func:`write_whole_file`'s temporary file: ``KEY.<32 hex digits>.partial``.
+_PARTIAL_NAME = re.compile(r".+\.[0-9a-f]{32}\.partial")
+
+
+def remove_partial_files(root: str | os.PathLike) -> int:
+    """Remove the temporary chunk files of :func:`write_whole_file` left in the store at
+    ``root`` by writers that died mid-chunk (a Dask worker killed: its task ran again
+    elsewhere, and wrote the chunk whole under its own temporary name); how many.
+
+    For a job's end, when no writer is left; other files are not touched.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "c" / "0").mkdir(parents=True)
+    >>> for name in ["0", "0.0123456789abcdef0123456789abcdef.partial", "notes.partial"]:
+    ...     _ = (root / "c" / "0" / name).write_bytes(b"")
+    >>> remove_partial_files(root), sorted(p.name for p in (root / "c" / "0").iterdir())
+    (1, ['0', 'notes.partial'])
+    """
+    removed = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if _PARTIAL_NAME.fullmatch(name):
+                try:
+                    Path(folder, name).unlink(missing_ok=True)
+                except OSError:  # (left: litter, not a fault of the job)
+                    continue
+                removed += 1
+    return removed
 
 
 def read_whole_file(path: Path, prototype: BufferPrototype) -> Buffer:

@@ -1,0 +1,93 @@
+"""Benchmark zarr's default codec on the chunks of ``bench/bench_zarr.py``: what compression
+alone costs that job.
+
+``bench/bench_zarr.py`` doubles a 16000x16000 RGB float32 array in 2048x2048x3 chunks to
+32000x32000 in 4096x4096x3 chunks: 64 output chunks compressed (edge chunks are written
+whole), and 64 input chunks decompressed twice (each block reads its core in two phases).
+This times zarr's default compressor for float32 arrays (zstd; numcodecs' ``Zstd`` with
+the codec's own settings, as zarr calls it) on one such output chunk (the same smooth
+pattern plus noise, doubled bicubic) and one input chunk, on one CPU (median of
+``--repeat``), and adds up what the job's chunks cost: CPU seconds no number of workers
+removes, which bound the zstd job's time on this machine's 2 CPUs from below.
+
+Needs ``pip install 'upconv[dask]'`` (zarr) and about 1 GB of memory::
+
+    python bench/bench_zarr_codec.py [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import upconv
+
+#: The job of ``bench/bench_zarr.py``: input size and chunk, output chunk.
+SIZE, CHUNK, OUT_CHUNK = 16000, 2048, 4096
+
+
+def input_chunk(first_row: int) -> np.ndarray:
+    """Rows ``first_row`` onward of ``bench_zarr.make_inputs``'s pattern, one chunk's worth
+    (its first ``CHUNK`` columns; noise of the same spread, drawn here)."""
+    x = np.linspace(0, 8 * np.pi, SIZE, dtype=np.float32)[:CHUNK]
+    rows = np.arange(first_row, first_row + CHUNK, dtype=np.float32)[:, None, None]
+    band = 0.5 + 0.25 * np.sin(x[None, :, None] + np.arange(3, dtype=np.float32)) * \
+        np.cos(rows * 8 * np.pi / SIZE)
+    noise = np.random.default_rng(0).normal(0, 0.02, band.shape).astype(np.float32)
+    return (band + noise).astype(np.float32)
+
+
+def timed(function, data, repeat: int) -> tuple[float, object]:
+    """Median seconds of ``function(data)`` over ``repeat`` runs, and its last result."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = function(data)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    try:
+        import zarr
+        from numcodecs import Zstd
+    except ImportError:
+        print("skipped: needs pip install 'upconv[dask]'")
+        return 0
+    probe = zarr.create_array(store={}, shape=(1,), dtype="f4", compressors="auto")
+    (codec,) = probe.compressors
+    if type(codec).__name__ != "ZstdCodec":
+        print(f"skipped: zarr's default compressor here is {codec}, not zstd")
+        return 0
+    zstd = Zstd(level=codec.level, checksum=codec.checksum)
+    small = input_chunk(SIZE // 2)
+    big = upconv.scale(small, 2, "bicubic").astype(np.float32)
+    assert big.shape == (OUT_CHUNK, OUT_CHUNK, 3)
+    compress, packed = timed(zstd.encode, big, args.repeat)
+    packed_small = zstd.encode(small)
+    decompress, _ = timed(zstd.decode, packed_small, args.repeat)
+    out_chunks = math.ceil(2 * SIZE / OUT_CHUNK) ** 2
+    in_chunks = math.ceil(SIZE / CHUNK) ** 2
+    cpu = out_chunks * compress + 2 * in_chunks * decompress
+    print(f"zarr's default compressor: {codec}")
+    print(f"  a {OUT_CHUNK}x{OUT_CHUNK}x3 float32 output chunk ({big.nbytes / 1e6:.0f} MB): "
+          f"compressed in {compress * 1e3:.0f} ms, {big.nbytes / compress / 1e6:.0f} MB/s, "
+          f"to {len(packed) / big.nbytes:.2f} of its size")
+    print(f"  a {CHUNK}x{CHUNK}x3 input chunk ({small.nbytes / 1e6:.0f} MB): decompressed in "
+          f"{decompress * 1e3:.0f} ms, {small.nbytes / decompress / 1e6:.0f} MB/s")
+    print(f"  bench_zarr.py's job: {out_chunks} chunks compressed, {in_chunks} decompressed "
+          f"twice: {cpu:.1f} s of CPU in the codec alone, {cpu / 2:.1f} s on 2 CPUs "
+          f"(median of {args.repeat}, one CPU)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,14 +1,20 @@
 """Benchmark zarr's default codec on the chunks of ``bench/bench_zarr.py``: what compression
-alone costs that job.
+alone costs that job, as zarr runs it and as upconv runs it.
 
 ``bench/bench_zarr.py`` doubles a 16000x16000 RGB float32 array in 2048x2048x3 chunks to
 32000x32000 in 4096x4096x3 chunks: 64 output chunks compressed (edge chunks are written
 whole), and 64 input chunks decompressed twice (each block reads its core in two phases).
-This times zarr's default compressor for float32 arrays (zstd; numcodecs' ``Zstd`` with
-the codec's own settings, as zarr calls it) on one such output chunk (the same smooth
-pattern plus noise, doubled bicubic) and one input chunk, on one CPU (median of
-``--repeat``), and adds up what the job's chunks cost: CPU seconds no number of workers
-removes, which bound the zstd job's time on this machine's 2 CPUs from below.
+This times zarr's default compressor for float32 arrays (zstd) on one such output chunk
+(the same smooth pattern plus noise, doubled bicubic) and one input chunk, on one CPU
+(median of ``--repeat``), two ways:
+
+- zarr's own ``ZstdCodec``, which calls numcodecs' ``Zstd``: a new ``bytes`` object for
+  every result;
+- upconv's ``ReusingZstdCodec`` (:mod:`upconv.zarr_zstd`): the same libzstd calls, their
+  results in arrays kept for reuse;
+
+and adds up what the job's chunks cost: CPU seconds no number of workers removes, which
+bound the zstd job's time on this machine's 2 CPUs from below.
 
 Needs ``pip install 'upconv[dask]'`` (zarr) and about 1 GB of memory::
 
@@ -18,6 +24,7 @@ Needs ``pip install 'upconv[dask]'`` (zarr) and about 1 GB of memory::
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -58,7 +65,6 @@ def main() -> int:
     args = parser.parse_args()
     try:
         import zarr
-        from numcodecs import Zstd
     except ImportError:
         print("skipped: needs pip install 'upconv[dask]'")
         return 0
@@ -67,25 +73,41 @@ def main() -> int:
     if type(codec).__name__ != "ZstdCodec":
         print(f"skipped: zarr's default compressor here is {codec}, not zstd")
         return 0
-    zstd = Zstd(level=codec.level, checksum=codec.checksum)
+    from zarr.core.array_spec import ArrayConfig, ArraySpec
+    from zarr.core.buffer import default_buffer_prototype
+
+    from upconv.zarr_zstd import ReusingZstdCodec
+
     small = input_chunk(SIZE // 2)
     big = upconv.scale(small, 2, "bicubic").astype(np.float32)
     assert big.shape == (OUT_CHUNK, OUT_CHUNK, 3)
-    compress, packed = timed(zstd.encode, big, args.repeat)
-    packed_small = zstd.encode(small)
-    decompress, _ = timed(zstd.decode, packed_small, args.repeat)
+    prototype = default_buffer_prototype()
     out_chunks = math.ceil(2 * SIZE / OUT_CHUNK) ** 2
     in_chunks = math.ceil(SIZE / CHUNK) ** 2
-    cpu = out_chunks * compress + 2 * in_chunks * decompress
-    print(f"zarr's default compressor: {codec}")
-    print(f"  a {OUT_CHUNK}x{OUT_CHUNK}x3 float32 output chunk ({big.nbytes / 1e6:.0f} MB): "
-          f"compressed in {compress * 1e3:.0f} ms, {big.nbytes / compress / 1e6:.0f} MB/s, "
-          f"to {len(packed) / big.nbytes:.2f} of its size")
-    print(f"  a {CHUNK}x{CHUNK}x3 input chunk ({small.nbytes / 1e6:.0f} MB): decompressed in "
-          f"{decompress * 1e3:.0f} ms, {small.nbytes / decompress / 1e6:.0f} MB/s")
-    print(f"  bench_zarr.py's job: {out_chunks} chunks compressed, {in_chunks} decompressed "
-          f"twice: {cpu:.1f} s of CPU in the codec alone, {cpu / 2:.1f} s on 2 CPUs "
-          f"(median of {args.repeat}, one CPU)")
+    print(f"zarr's default compressor: {codec}; bench_zarr.py's job compresses {out_chunks} "
+          f"{OUT_CHUNK}x{OUT_CHUNK}x3 chunks ({big.nbytes / 1e6:.0f} MB) and decompresses "
+          f"{in_chunks} {CHUNK}x{CHUNK}x3 chunks ({small.nbytes / 1e6:.0f} MB) twice "
+          f"(median of {args.repeat}, one CPU):")
+    for name, way in [("zarr's ZstdCodec", codec),
+                      ("upconv's ReusingZstdCodec",
+                       ReusingZstdCodec(level=codec.level, checksum=codec.checksum))]:
+        spec = ArraySpec(shape=(big.nbytes,), dtype=probe.metadata.data_type,
+                         fill_value=0, config=ArrayConfig.from_dict({}), prototype=prototype)
+        raw_big = prototype.buffer.from_array_like(big.reshape(-1).view(np.uint8))
+        raw_small = prototype.buffer.from_array_like(small.reshape(-1).view(np.uint8))
+        compress, packed = timed(functools.partial(way._encode_sync, chunk_spec=spec),
+                                 raw_big, args.repeat)
+        packed_small = way._encode_sync(raw_small, spec)
+        decompress, unpacked = timed(functools.partial(way._decode_sync, chunk_spec=spec),
+                                     packed_small, args.repeat)
+        assert unpacked.to_bytes() == raw_small.to_bytes()
+        cpu = out_chunks * compress + 2 * in_chunks * decompress
+        print(f"  {name + ':':27s} compress {compress * 1e3:4.0f} ms "
+              f"({big.nbytes / compress / 1e6:4.0f} MB/s, to {len(packed) / big.nbytes:.2f} of "
+              f"the size), decompress {decompress * 1e3:3.0f} ms "
+              f"({small.nbytes / decompress / 1e6:4.0f} MB/s): {cpu:.1f} s of CPU in the "
+              f"codec for the job, {cpu / 2:.1f} s on 2 CPUs")
+        del packed, packed_small, unpacked
     return 0
 
 

@@ -190,9 +190,9 @@ def test_reused_read_buffers_never_change_what_a_reader_still_holds(tmp_path, rn
     from zarr.core.buffer import default_buffer_prototype
 
     from upconv import zarr_local
+    from upconv.memory import ReusedArrays
 
-    monkeypatch.setattr(zarr_local, "REUSED_READ_BYTES", 1)
-    monkeypatch.setattr(zarr_local, "_read_buffers", [])
+    monkeypatch.setattr(zarr_local, "_reads", ReusedArrays(most=4, smallest=1))
     image = rng.random((70, 50, 3)).astype(np.float32)
     write_array(tmp_path / "in.zarr", image, (16, 16, 3), compressors=compressors)
     ours = zarr.open_array(zarr_local.LocalStore(str(tmp_path / "in.zarr"), read_only=True))
@@ -213,8 +213,9 @@ def test_reused_read_buffers_never_change_what_a_reader_still_holds(tmp_path, rn
     again = zarr_local.read_whole_file(tmp_path / "in.zarr" / "c" / "0" / "0" / "0", prototype)
     assert again.as_numpy_array().__array_interface__["data"][0] == address
     np.testing.assert_array_equal(again.as_numpy_array(), before)
+    assert len(zarr_local._reads) > 0
     zarr_local.drop_read_buffers()
-    assert zarr_local._read_buffers == []
+    assert len(zarr_local._reads) == 0
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])

@@ -17,6 +17,10 @@ mapping whose pages the kernel faults in and zeroes one 4 KiB page at a time.
 as long as it runs (and a top pad that keeps threads' emptied heaps), and
 :func:`hold_freed_memory` for as long as a job runs (until
 :func:`release_held_memory`).
+
+Arrays too big for any threshold (a Zarr chunk of hundreds of megabytes) are
+kept by their users instead, in a :class:`ReusedArrays`, and handed out again
+once nothing refers to them.
 """
 
 from __future__ import annotations
@@ -24,14 +28,76 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
+import numpy as np
+
 from .libc import libc_function
 
-__all__ = ["hold_freed_memory", "release_free_memory", "release_held_memory",
-           "reusing_freed_memory"]
+__all__ = ["ReusedArrays", "hold_freed_memory", "release_free_memory",
+           "release_held_memory", "reusing_freed_memory"]
+
+
+class ReusedArrays:
+    """Big byte arrays kept and handed out again once nothing refers to them any more.
+
+    A fresh array of hundreds of megabytes is a new mapping whose pages the
+    kernel finds and zeroes as they are first written (on this project's
+    benchmark machine, a virtual machine, about 2 ms a megabyte when its host
+    must find them too), before the bytes meant for them are written over the
+    zeros. :meth:`get` hands out a view of an array it keeps, one that nothing
+    else refers to any more: every view of it, and every object made over it
+    (a zarr buffer, a decoded chunk), holds a reference, so while one is alive
+    the array is not handed out again, and a new one is made (kept, up to
+    ``most``, else not). Requests under ``smallest`` bytes get a new array.
+
+    Examples
+    --------
+    >>> arrays = ReusedArrays(most=2)
+    >>> first = arrays.get(1000)
+    >>> second = arrays.get(1000)  # the first is still held
+    >>> np.shares_memory(first, second)
+    False
+    >>> address = first.__array_interface__["data"][0]
+    >>> del first
+    >>> arrays.get(1000).__array_interface__["data"][0] == address
+    True
+    >>> arrays.clear()
+    """
+
+    def __init__(self, most: int, smallest: int = 0) -> None:
+        self.most = most
+        self.smallest = smallest
+        self._held: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def get(self, size: int) -> np.ndarray:
+        """A uint8 array of ``size`` bytes (contents undefined)."""
+        if size < self.smallest:
+            return np.empty(size, np.uint8)
+        with self._lock:
+            for index in range(len(self._held)):
+                # free: referred to only by the list and by getrefcount's argument
+                if sys.getrefcount(self._held[index]) == 2:
+                    if self._held[index].size < size:
+                        self._held[index] = np.empty(size, np.uint8)
+                    return self._held[index][:size]
+            data = np.empty(size, np.uint8)
+            if len(self._held) < self.most:
+                self._held.append(data)
+            return data[:size]
+
+    def __len__(self) -> int:
+        """How many arrays are kept."""
+        return len(self._held)
+
+    def clear(self) -> None:
+        """Let go of the arrays kept (a job's last step)."""
+        with self._lock:
+            self._held.clear()
 
 
 def _malloc_trim():

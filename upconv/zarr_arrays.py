@@ -978,12 +978,15 @@ def _reused(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def drop_buffers() -> None:
-    """Free every thread's reused buffers, and those kept for reading chunk files, and
-    give the allocator's thresholds back (a job's last step, here and on each worker)."""
+    """Free every thread's reused buffers, those kept for reading chunk files and for
+    the zstd codec's results (:mod:`upconv.zarr_zstd`), and give the allocator's
+    thresholds back (a job's last step, here and on each worker)."""
     _buffers.clear()
     from .zarr_local import drop_read_buffers
+    from .zarr_zstd import drop_codec_buffers
 
     drop_read_buffers()
+    drop_codec_buffers()
     release_held_memory()
 
 
@@ -1078,6 +1081,7 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
     """
     zarr = _zarr_module()
     from .fileio import is_url
+    from .zarr_zstd import reusing_codecs, reusing_compressors
 
     location, inner = split_zarr_spec(output)
     if inner:
@@ -1105,6 +1109,8 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
         store = _store(target, read_only=False)
         root = zarr.open_group(store=store, mode="w", zarr_format=fmt) if ome else None
         extra: dict[str, Any] = dict(_codecs(source.array))
+        if "compressors" in extra:  # (zstd into reused arrays: upconv.zarr_zstd)
+            extra["compressors"] = reusing_compressors(extra["compressors"])
         if fmt == 3:
             extra["dimension_names"] = _dimension_names(source)
         elif ome:  # OME-Zarr 0.4 keys chunks with "/"
@@ -1117,7 +1123,7 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
             for level in range(levels)]
         hidden = _HiddenMetadata(target, fmt, ome, levels) if url else None
         with _Runner(dask_address, threads) as runner:
-            _scale_all(runner, job, source.array, whole_chunks(arrays[0]),
+            _scale_all(runner, job, reusing_codecs(source.array), whole_chunks(arrays[0]),
                        _block_keys(job, level_shapes[0], level_chunks[0]), counter)
             for level in range(1, levels):
                 task = functools.partial(halve_chunk, job.axes, arrays[level - 1],

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sys
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import zarr.storage
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from . import fileio
+from .memory import ReusedArrays
 
 __all__ = ["LocalStore", "drop_read_buffers", "remove_partial_files"]
 
@@ -29,8 +28,7 @@ __all__ = ["LocalStore", "drop_read_buffers", "remove_partial_files"]
 REUSED_READ_BYTES = 8 << 20
 #: At most this many such arrays are kept (a thread's read at a time holds one).
 _MOST_READ_BUFFERS = 4
-_read_buffers: list[np.ndarray] = []
-_read_buffers_lock = threading.Lock()
+_reads = ReusedArrays(most=_MOST_READ_BUFFERS, smallest=REUSED_READ_BYTES)
 
 
 class LocalStore(zarr.storage.LocalStore):
@@ -163,43 +161,12 @@ def read_whole_file(path: Path, prototype: BufferPrototype) -> Buffer:
 
 
 def _read_buffer(size: int) -> np.ndarray:
-    """A uint8 array of ``size`` bytes to read a file into (contents undefined).
-
-    Under :data:`REUSED_READ_BYTES` it is a new one. Above, it is a view of an
-    array kept here, one that nothing else refers to any more: the zarr buffer
-    made of the last read, the chunk decoded from it (a view, for raw chunks)
-    and every view of those hold a reference to the array, so while one is
-    alive the array is not handed out again, and a new one is made (kept, up
-    to :data:`_MOST_READ_BUFFERS`, else not).
-
-    Examples
-    --------
-    >>> first = _read_buffer(REUSED_READ_BYTES)
-    >>> second = _read_buffer(REUSED_READ_BYTES)  # the first is still held
-    >>> np.shares_memory(first, second)
-    False
-    >>> address = first.__array_interface__["data"][0]
-    >>> del first
-    >>> _read_buffer(REUSED_READ_BYTES).__array_interface__["data"][0] == address
-    True
-    >>> drop_read_buffers()
-    """
-    if size < REUSED_READ_BYTES:
-        return np.empty(size, np.uint8)
-    with _read_buffers_lock:
-        for index in range(len(_read_buffers)):
-            # free: referred to only by the list and by getrefcount's argument
-            if sys.getrefcount(_read_buffers[index]) == 2:
-                if _read_buffers[index].size < size:
-                    _read_buffers[index] = np.empty(size, np.uint8)
-                return _read_buffers[index][:size]
-        data = np.empty(size, np.uint8)
-        if len(_read_buffers) < _MOST_READ_BUFFERS:
-            _read_buffers.append(data)
-        return data[:size]
+    """A uint8 array of ``size`` bytes to read a file into (contents undefined): under
+    :data:`REUSED_READ_BYTES` a new one, above a view of one kept for reads and free
+    again (:class:`upconv.memory.ReusedArrays`)."""
+    return _reads.get(size)
 
 
 def drop_read_buffers() -> None:
     """Let go of the arrays kept for reads (a job's last step, here and on each worker)."""
-    with _read_buffers_lock:
-        _read_buffers.clear()
+    _reads.clear()

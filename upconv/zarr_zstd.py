@@ -1,0 +1,245 @@
+"""zarr's zstd codec, compressing and decompressing into arrays kept for reuse.
+
+zarr's ``ZstdCodec`` calls numcodecs' ``Zstd``, whose every result is a new
+``bytes`` object: for a 4096x4096x3 float32 chunk, a 200 MB mapping whose pages
+the kernel finds and zeroes as zstd first writes into them. On this project's
+benchmark machine that was about a third of the time to compress such a chunk,
+and half the time to decompress a 2048x2048x3 one (``bench/bench_zarr_codec.py``
+times both ways). :class:`ReusingZstdCodec` is the same codec (the same
+metadata, the same configuration, the same compressed bytes) with its results
+in arrays kept and handed out again once nothing refers to them
+(:class:`upconv.memory.ReusedArrays`).
+
+It calls libzstd's own one-shot functions (``ZSTD_compress2``,
+``ZSTD_decompressDCtx``), as numcodecs does, but with an output buffer of our
+choosing, which numcodecs' API does not take. They are looked up with ctypes:
+first in the copy of libzstd numcodecs carries, which is the one zarr's codec
+runs (so the chunks are byte for byte zarr's own), else in the system's
+``libzstd``; where there is neither, the codec is zarr's own.
+
+Imported only once zarr is known to be installed (the ``dask`` extra), by
+:mod:`upconv.zarr_arrays`; a module of its own so that the codec pickles by
+name to Dask workers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import dataclasses
+import functools
+import threading
+from typing import Any
+
+import numpy as np
+from zarr.codecs import ZstdCodec
+
+from .memory import ReusedArrays
+
+__all__ = ["ReusingZstdCodec", "reusing_codecs", "reusing_compressors", "drop_codec_buffers",
+           "zstd_library"]
+
+# zstd.h: ZSTD_c_compressionLevel, ZSTD_c_checksumFlag; ZSTD_CONTENTSIZE_UNKNOWN, _ERROR
+_COMPRESSION_LEVEL, _CHECKSUM_FLAG = 100, 201
+_CONTENT_SIZE_UNKNOWN, _CONTENT_SIZE_ERROR = 2**64 - 1, 2**64 - 2
+
+#: Results at least this big go into kept arrays (smaller ones are cheap to make).
+REUSED_BYTES = 1 << 20
+#: One set for both ways: a task's chunks are decompressed before its own are
+#: compressed, so one array (grown to the bigger) serves both, where two would keep a
+#: decompressed chunk's worth more memory for the job.
+_results = ReusedArrays(most=4, smallest=REUSED_BYTES)
+
+
+class _LibZstd:
+    """The few libzstd functions the codec calls, with their ctypes signatures."""
+
+    def __init__(self, library: ctypes.CDLL, path: str) -> None:
+        size, pointer = ctypes.c_size_t, ctypes.c_void_p
+
+        def bind(name: str, argtypes: list[Any], restype: Any) -> Any:
+            function = getattr(library, name)
+            function.argtypes, function.restype = argtypes, restype
+            return function
+
+        self.path = path
+        self.compress_bound = bind("ZSTD_compressBound", [size], size)
+        self.create_cctx = bind("ZSTD_createCCtx", [], pointer)
+        self.free_cctx = bind("ZSTD_freeCCtx", [pointer], size)
+        self.set_parameter = bind("ZSTD_CCtx_setParameter", [pointer, ctypes.c_int,
+                                                             ctypes.c_int], size)
+        self.compress2 = bind("ZSTD_compress2", [pointer, pointer, size, pointer, size], size)
+        self.create_dctx = bind("ZSTD_createDCtx", [], pointer)
+        self.free_dctx = bind("ZSTD_freeDCtx", [pointer], size)
+        self.decompress_dctx = bind("ZSTD_decompressDCtx",
+                                    [pointer, pointer, size, pointer, size], size)
+        self.decompressed_size = bind("ZSTD_findDecompressedSize", [pointer, size],
+                                      ctypes.c_ulonglong)
+        self.is_error = bind("ZSTD_isError", [size], ctypes.c_uint)
+        self.error_name = bind("ZSTD_getErrorName", [size], ctypes.c_char_p)
+
+    def check(self, code: int) -> int:
+        """``code``, a libzstd result, or :class:`RuntimeError` with zstd's own words."""
+        if self.is_error(code):
+            raise RuntimeError(f"zstd: {self.error_name(code).decode()}")
+        return code
+
+
+class _Contexts(threading.local):
+    """A thread's libzstd contexts (reused from chunk to chunk, freed with the thread)."""
+
+    def __init__(self) -> None:
+        self.compressing: int | None = None
+        self.decompressing: int | None = None
+        self.library: _LibZstd | None = None
+
+    def __del__(self) -> None:
+        if self.library is not None:
+            if self.compressing:
+                self.library.free_cctx(self.compressing)
+            if self.decompressing:
+                self.library.free_dctx(self.decompressing)
+
+
+_contexts = _Contexts()
+
+
+@functools.cache
+def zstd_library() -> _LibZstd | None:
+    """libzstd, as the codec calls it: numcodecs' own copy, else the system's; None
+    where neither can be found."""
+    candidates = []
+    try:
+        import numcodecs.zstd
+
+        candidates.append(numcodecs.zstd.__file__)
+    except ImportError:  # pragma: no cover - zarr needs numcodecs
+        pass
+    system = ctypes.util.find_library("zstd")
+    if system:
+        candidates.append(system)
+    for path in candidates:
+        try:
+            return _LibZstd(ctypes.CDLL(path), path)
+        except (OSError, AttributeError):  # not loadable, or without these functions
+            continue
+    return None
+
+
+def _bytes_of(buffer: Any) -> np.ndarray:
+    """A zarr buffer's bytes as a contiguous uint8 array (a view where it is one)."""
+    return np.ascontiguousarray(buffer.as_numpy_array()).reshape(-1).view(np.uint8)
+
+
+def compress(data: np.ndarray, level: int, checksum: bool) -> np.ndarray:
+    """``data`` compressed as one zstd frame, as numcodecs' ``Zstd(level, checksum)``
+    compresses it, into a kept array (a view of it is returned).
+
+    Examples
+    --------
+    >>> from numcodecs import Zstd
+    >>> values = np.arange(100_000, dtype=np.float32).view(np.uint8)
+    >>> packed = compress(values, 0, False)
+    >>> bool((np.frombuffer(Zstd().decode(packed), np.uint8) == values).all())
+    True
+    """
+    library = zstd_library()
+    assert library is not None
+    if _contexts.compressing is None:
+        _contexts.library, _contexts.compressing = library, library.create_cctx()
+    context = _contexts.compressing
+    library.check(library.set_parameter(context, _COMPRESSION_LEVEL, level))
+    library.check(library.set_parameter(context, _CHECKSUM_FLAG, 1 if checksum else 0))
+    out = _results.get(library.compress_bound(data.nbytes))
+    size = library.check(library.compress2(context, out.ctypes.data, out.nbytes,
+                                           data.ctypes.data, data.nbytes))
+    return out[:size]
+
+
+def decompress(data: np.ndarray) -> np.ndarray | None:
+    """The bytes of the zstd frames ``data``, in a kept array (a view of it), or None when
+    the frames do not tell their size (then numcodecs' streaming decoder is needed).
+
+    Examples
+    --------
+    >>> values = np.arange(100_000, dtype=np.float32).view(np.uint8)
+    >>> bool((decompress(compress(values, 3, True)) == values).all())
+    True
+    """
+    library = zstd_library()
+    assert library is not None
+    if not data.nbytes:
+        return None
+    size = library.decompressed_size(data.ctypes.data, data.nbytes)
+    if size in (_CONTENT_SIZE_UNKNOWN, _CONTENT_SIZE_ERROR):
+        return None
+    if _contexts.decompressing is None:
+        _contexts.library, _contexts.decompressing = library, library.create_dctx()
+    out = _results.get(size)
+    got = library.check(library.decompress_dctx(_contexts.decompressing, out.ctypes.data,
+                                                out.nbytes, data.ctypes.data, data.nbytes))
+    if got != size:
+        raise RuntimeError(f"zstd: {got} bytes decompressed where the frames tell {size}")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ReusingZstdCodec(ZstdCodec):
+    """zarr's ``ZstdCodec`` (same metadata and bytes) whose results go into kept arrays
+    (the module says why); zarr's own where libzstd cannot be found.
+
+    Examples
+    --------
+    >>> import zarr
+    >>> array = zarr.create_array(store={}, shape=(300, 300), chunks=(100, 100), dtype="f4",
+    ...                           compressors=[ReusingZstdCodec(level=3)])
+    >>> array[...] = np.arange(90_000, dtype=np.float32).reshape(300, 300)
+    >>> float(array[299, 299]), array.metadata.to_dict()["codecs"][1]["name"]
+    (89999.0, 'zstd')
+    """
+
+    def __init__(self, *, level: int = 0, checksum: bool = False) -> None:
+        super().__init__(level=level, checksum=checksum)
+
+    def _encode_sync(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
+        if zstd_library() is None:
+            return super()._encode_sync(chunk_bytes, chunk_spec)
+        packed = compress(_bytes_of(chunk_bytes), self.level, self.checksum)
+        return chunk_spec.prototype.buffer.from_array_like(packed)
+
+    def _decode_sync(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
+        values = decompress(_bytes_of(chunk_bytes)) if zstd_library() is not None else None
+        if values is None:
+            return super()._decode_sync(chunk_bytes, chunk_spec)
+        return chunk_spec.prototype.buffer.from_array_like(values)
+
+
+def reusing_codecs(array: Any) -> Any:
+    """The zarr array ``array`` seen with :class:`ReusingZstdCodec` in place of zarr's
+    ``ZstdCodec`` (Zarr format 3; the stored metadata is not changed); ``array`` itself
+    when it has none (format 2, whose codecs are numcodecs' own, or no zstd)."""
+    import zarr
+
+    metadata = array.metadata
+    if metadata.zarr_format != 3 or not any(type(codec) is ZstdCodec
+                                            for codec in metadata.codecs):
+        return array
+    codecs = tuple(ReusingZstdCodec(level=codec.level, checksum=codec.checksum)
+                   if type(codec) is ZstdCodec else codec for codec in metadata.codecs)
+    return zarr.Array(zarr.AsyncArray(metadata=dataclasses.replace(metadata, codecs=codecs),
+                                      store_path=array.store_path,
+                                      config=array.async_array.config))
+
+
+def reusing_compressors(compressors: Any) -> Any:
+    """``compressors`` (an array's, for one like it) with zarr's ``ZstdCodec`` replaced
+    by :class:`ReusingZstdCodec`."""
+    if not compressors:
+        return compressors
+    return tuple(ReusingZstdCodec(level=codec.level, checksum=codec.checksum)
+                 if type(codec) is ZstdCodec else codec for codec in compressors)
+
+
+def drop_codec_buffers() -> None:
+    """Let go of the arrays kept for results (a job's last step, here and on each worker)."""
+    _results.clear()

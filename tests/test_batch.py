@@ -503,6 +503,63 @@ def test_a_second_ctrl_c_ends_the_wait_for_running_cluster_tasks(cluster, monkey
         f"(at most {DASK_DEADLINE * 5} s; interrupt again to stop waiting)")
 
 
+def test_a_ctrl_c_after_a_failure_ends_the_wait_without_hiding_the_failure(cluster,
+                                                                           monkeypatch):
+    """A job that failed (no signal yet) waits for its running task; a Ctrl-C then ends the
+    wait and raises nothing there, so that the job's own error is what is reported (the
+    signal still sets the exit status)."""
+    from upconv import stopping
+
+    with stopping.handling_signals() as record:
+        record.arm()  # (a command's run: the first signal would raise)
+        with pytest.warns(UserWarning, match="1 task.s. still running on the cluster when "
+                                             "interrupted"):
+            stopped, said = _stopping_a_held_task(
+                cluster, monkeypatch, lambda name: os.kill(os.getpid(), signal.SIGINT))
+        assert record.count == 1 and record.first == signal.SIGINT
+        assert not record.raising  # (raised for nothing: the status is 130 all the same)
+    assert stopped is False
+    assert said and said[0].endswith(
+        f"(at most {DASK_DEADLINE * 5} s; interrupt to stop waiting)")
+
+
+def test_two_signals_before_the_wait_end_it_at_once(cluster):
+    """A second Ctrl-C that came while the job unwound, before its tasks were waited for,
+    ends that wait before it starts."""
+    import uuid
+
+    from distributed import Client, Event
+
+    from upconv import stopping
+    from upconv.cluster import stop_tasks
+
+    name = f"held-{uuid.uuid4().hex}"
+    with Client(cluster.scheduler_address) as client:
+        future = client.submit(_held_task, name, pure=False)
+        try:
+            assert Event(f"{name}-started", client=client).wait(DASK_DEADLINE)
+            with stopping.handling_signals() as record:
+                record.first, record.count = signal.SIGINT, 2
+                with pytest.warns(UserWarning, match="tasks may still be running on the "
+                                                     "cluster when interrupted"):
+                    assert stop_tasks(client, [future], wait=DASK_DEADLINE * 5) is False
+        finally:
+            Event(name, client=client).set()
+
+
+def test_signals_counted_raises_nothing_and_arms_again_if_none_came():
+    from upconv import stopping
+
+    with stopping.handling_signals() as record:
+        record.arm()
+        with stopping.signals_counted():
+            assert not record.raising
+        assert record.raising  # (no signal came: the next one raises)
+        with stopping.signals_counted():
+            os.kill(os.getpid(), signal.SIGINT)
+        assert record.count == 1 and not record.raising
+
+
 def test_tell_speaks_only_in_a_command(capfd):
     from upconv import stopping
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -207,3 +209,31 @@ def test_a_long_call_waits_for_its_own_pieces_beyond_the_lag(tmp_path, rng, lagg
     assert write_and_read(path, data, 0, b"", later=str(path)) == data
     assert [o for o, _, flags in lagging.calls if flags == 7] == [0, PIECE, 2 * PIECE]
     assert fileio._on_the_way_bytes == 3 * PIECE
+
+
+def test_allocate_space_fails_before_writing_when_there_is_no_room(tmp_path):
+    """A file-size limit below the request (as a disk too full): an OSError, nothing
+    allocated. (In a child process: the limit is the process's.)"""
+    script = (
+        "import errno, os, resource, sys\n"
+        "from upconv import fileio\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+        f"fd = os.open({str(tmp_path / 'big')!r}, os.O_WRONLY | os.O_CREAT)\n"
+        "if fileio._fallocate() is None:\n"
+        "    sys.exit('no fallocate here')\n"
+        "try:\n"
+        "    fileio.allocate_space(fd, 8 << 20)\n"
+        "except OSError as exc:\n"
+        "    print(errno.errorcode[exc.errno], os.fstat(fd).st_size)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["EFBIG", "0"], done.stdout + done.stderr
+
+
+def test_allocate_space_does_nothing_where_the_file_system_cannot(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "_fallocate", lambda: lambda *args: -1)
+    monkeypatch.setattr(fileio.ctypes, "get_errno", lambda: errno.EOPNOTSUPP)
+    with open(tmp_path / "file", "wb") as handle:
+        assert fileio.allocate_space(handle.fileno(), 1 << 20) is False
+        assert os.fstat(handle.fileno()).st_size == 0

@@ -132,3 +132,61 @@ def test_libzstds_errors_are_its_own_words():
     with pytest.raises(RuntimeError, match="^zstd: "):
         library.check(2**64 - 20)  # (ZSTD_error_corruption_detected)
     assert library.check(7) == 7
+
+
+def test_a_threads_contexts_are_freed_when_it_ends(monkeypatch):
+    import gc
+    import threading
+
+    library = zarr_zstd.zstd_library()
+    freed = []
+    real_free_cctx, real_free_dctx = library.free_cctx, library.free_dctx
+    monkeypatch.setattr(library, "free_cctx", lambda p: freed.append("c") or real_free_cctx(p))
+    monkeypatch.setattr(library, "free_dctx", lambda p: freed.append("d") or real_free_dctx(p))
+    values = np.arange(300_000, dtype=np.float32).view(np.uint8)
+
+    def work():
+        assert (zarr_zstd.decompress(zarr_zstd.compress(values, 3, False)) == values).all()
+
+    for _ in range(3):
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert sorted(freed) == ["c"] * 3 + ["d"] * 3
+
+
+def test_a_well_compressed_chunk_holds_no_more_than_its_bytes():
+    """A result at most half the room zstd allows for is a copy of its own: a store that
+    keeps it (zarr's memory store) keeps its bytes, not the kept array's."""
+    zeros = np.zeros(4 << 20, np.uint8)
+    packed = zarr_zstd.compress(zeros, 3, False)
+    assert packed.base is None and packed.nbytes < 1000
+    noise = np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8)
+    assert zarr_zstd.compress(noise, 3, False).base is not None  # (a view of a kept array)
+
+
+def test_jobs_reusing_every_result_equal_zarrs_own(tmp_path, rng, monkeypatch, capsys):
+    """Every codec result in a kept array (made small enough here), through a whole job with
+    a pyramid (whose tasks read four chunks at once): the output equals the one written
+    with zarr's own codec, chunk file for chunk file."""
+    from upconv.memory import ReusedArrays
+
+    image = rng.random((50, 44, 3)).astype(np.float32)
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=image.shape, chunks=(16, 16, 3),
+                      dtype="f4")[...] = image
+    command = ["scale", str(tmp_path / "in.zarr"), "-f", "2", "-m", "bicubic", "--pyramid",
+               "2", "--quiet", "--threads", "2"]
+    monkeypatch.setattr(zarr_zstd, "zstd_library", lambda: None)  # zarr's own codec
+    assert run(command[:2] + [str(tmp_path / "zarrs.zarr")] + command[2:]) == 0
+    monkeypatch.undo()
+    monkeypatch.setattr(zarr_zstd, "_results", ReusedArrays(most=4, smallest=1))
+    assert run(command[:2] + [str(tmp_path / "ours.zarr")] + command[2:]) == 0, \
+        capsys.readouterr().err
+    files = sorted(path.relative_to(tmp_path / "ours.zarr")
+                   for path in (tmp_path / "ours.zarr").rglob("*") if path.is_file())
+    # (100x88 in chunks of 32: 4 x 3; then 50x44: 2 x 2; then 25x22: 1)
+    assert len([name for name in files if name.name != "zarr.json"]) == 4 * 3 + 2 * 2 + 1
+    for name in files:
+        assert (tmp_path / "ours.zarr" / name).read_bytes() == \
+            (tmp_path / "zarrs.zarr" / name).read_bytes(), name

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import BadInputError
-from .stopping import signals_received, tell
+from .stopping import signals_counted, signals_received, tell
 
 __all__ = ["map_on_dask", "stop_tasks"]
 
@@ -76,11 +76,12 @@ def stop_tasks(client: Any, futures: list[Any],
     gets control back only once no task of the job runs any more: once the scheduler has
     let go of them all, and two asks of the workers in a row (the scheduler's word to
     a worker may still be on its way at the first) find none running; or after ``wait``
-    seconds (a task stuck in a service that does not answer); or, in a command, once
-    another Ctrl-C or SIGTERM comes (:func:`upconv.stopping.signals_received`). A
-    worker that does not answer is not waited for. A command says what it waits for
-    when tasks are found running (:func:`upconv.stopping.tell`), as its progress bar
-    has stopped.
+    seconds (a task stuck in a service that does not answer); or, in a command, once a
+    Ctrl-C or SIGTERM comes after the one that stopped the job, if one did
+    (:func:`upconv.stopping.signals_counted`: it ends the wait and raises nothing, so
+    that a failed job's own error is still the one reported). A worker that does not
+    answer is not waited for. A command says what it waits for when tasks are found
+    running (:func:`upconv.stopping.tell`).
 
     Examples
     --------
@@ -96,35 +97,39 @@ def stop_tasks(client: Any, futures: list[Any],
         return True
     keys = {future.key for future in unfinished}
     deadline = time.monotonic() + wait
-    signals = signals_received()
-    quiet, running, told = 0, len(unfinished), False
+    # Signals that end the wait: those after the one that stopped the run, if one did
+    # (a second Ctrl-C pressed before the wait began counts), else any.
+    baseline = min(signals_received(), 1)
+    quiet, running, told = 0, None, False
 
     def waiting() -> bool:
-        return time.monotonic() < deadline and signals_received() == signals
+        return time.monotonic() < deadline and signals_received() <= baseline
 
-    try:
-        client.cancel(unfinished)
-        while client.run_on_scheduler(_known, keys) and waiting():
-            time.sleep(0.05)  # (the cancel is sent without an answer)
-        while waiting():
-            answers = client.run(_running, keys, on_error="return")
-            running = sum(len(found) for found in answers.values()
-                          if not isinstance(found, BaseException))
-            quiet = quiet + 1 if not running else 0
-            if quiet == 2:
-                return True
-            if running and not told:
-                told = True
-                tell(f"waiting for {running} task(s) still running on the cluster to end "
-                     f"(at most {wait:.0f} s; interrupt {'again ' if signals else ''}"
-                     "to stop waiting)")
-            time.sleep(0.05)  # (a worker tells no one when a cancelled task ends)
-    except Exception:  # noqa: BLE001 - the scheduler gone: nothing left to ask
-        return False
-    why = (f"after {wait:.0f} s" if signals_received() == signals
-           else "when interrupted")
-    warnings.warn(f"{running} task(s) still running on the cluster {why}; "
-                  "what they write may land after this job was undone", stacklevel=2)
+    with signals_counted():
+        try:
+            client.cancel(unfinished)
+            while client.run_on_scheduler(_known, keys) and waiting():
+                time.sleep(0.05)  # (the cancel is sent without an answer)
+            while waiting():
+                answers = client.run(_running, keys, on_error="return")
+                running = sum(len(found) for found in answers.values()
+                              if not isinstance(found, BaseException))
+                quiet = quiet + 1 if not running else 0
+                if quiet == 2:
+                    return True
+                if running and not told:
+                    told = True
+                    tell(f"waiting for {running} task(s) still running on the cluster to end "
+                         f"(at most {wait:.0f} s; interrupt {'again ' if baseline else ''}"
+                         "to stop waiting)")
+                time.sleep(0.05)  # (a worker tells no one when a cancelled task ends)
+        except Exception:  # noqa: BLE001 - the scheduler gone: nothing left to ask
+            return False
+    why = f"after {wait:.0f} s" if signals_received() <= baseline else "when interrupted"
+    what = (f"{running} task(s) still running" if running is not None
+            else "the job's tasks may still be running")
+    warnings.warn(f"{what} on the cluster {why}; what they write may land after this job "
+                  "was undone", stacklevel=2)
     return False
 
 

@@ -65,6 +65,11 @@ class ReusedArrays:
     >>> del first
     >>> arrays.get(1000).__array_interface__["data"][0] == address
     True
+    >>> big = arrays.get(5000)  # (grows the free one: now 5000 and 1000 bytes are kept)
+    >>> del big, second
+    >>> small = arrays.get(800)  # the smallest free one big enough
+    >>> sorted(array.size for array in arrays._held), small.base.size
+    ([1000, 5000], 1000)
     >>> arrays.clear()
     """
 
@@ -79,12 +84,16 @@ class ReusedArrays:
         if size < self.smallest:
             return np.empty(size, np.uint8)
         with self._lock:
-            for index in range(len(self._held)):
-                # free: referred to only by the list and by getrefcount's argument
-                if sys.getrefcount(self._held[index]) == 2:
-                    if self._held[index].size < size:
-                        self._held[index] = np.empty(size, np.uint8)
-                    return self._held[index][:size]
+            # free: referred to only by the list and by getrefcount's argument
+            free = [index for index in range(len(self._held))
+                    if sys.getrefcount(self._held[index]) == 2]
+            if free:  # the smallest that is big enough, else the biggest, grown
+                fits = [index for index in free if self._held[index].size >= size]
+                index = (min(fits, key=lambda i: self._held[i].size) if fits else
+                         max(free, key=lambda i: self._held[i].size))
+                if self._held[index].size < size:
+                    self._held[index] = np.empty(size, np.uint8)
+                return self._held[index][:size]
             data = np.empty(size, np.uint8)
             if len(self._held) < self.most:
                 self._held.append(data)

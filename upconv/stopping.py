@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 __all__ = ["Terminated", "BatchStop", "SignalRecord", "handling_signals", "batch_stopping",
-           "raise_if_stopped", "interruption", "signals_received", "tell", "STATUS_FOR_SIGNAL"]
+           "raise_if_stopped", "interruption", "signals_counted", "signals_received", "tell",
+           "STATUS_FOR_SIGNAL"]
 
 #: Exit status for a run stopped by a signal: 128 + its number, as shells report it.
 STATUS_FOR_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -223,10 +225,40 @@ def tell(text: str) -> None:
     :func:`handling_signals`); nothing when upconv is used as a library.
 
     For what a command does on its way out after a failure or a signal (a wait
-    for tasks still running), which its progress bar no longer shows.
+    for tasks still running). Written through ``sys.stderr``, so that a live
+    progress bar (rich's) puts the line above itself rather than drawing over it.
     """
-    if _record is not None:
-        _say(text)
+    if _record is None:
+        return
+    try:
+        sys.stderr.write(f"upconv: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed or gone
+        pass
+
+
+@contextmanager
+def signals_counted() -> Iterator[None]:
+    """While the block runs, a signal is counted (:func:`signals_received`) and recorded
+    (it sets the exit status), but raises nothing.
+
+    For a wait on the way out of a failed or stopped run (Dask tasks still
+    running, :func:`upconv.cluster.stop_tasks`): the wait ends at the next
+    signal, and the run's own error is what unwinds and is reported, not an
+    interruption raised in the middle of undoing its work. A run that had not
+    raised for a signal yet raises for the next one after the block, unless one
+    came during it.
+    """
+    record = _record
+    if record is None:
+        yield
+        return
+    raising, count = record.raising, record.count
+    record.raising = False
+    try:
+        yield
+    finally:
+        record.raising = raising and record.count == count
 
 
 def raise_if_stopped() -> None:

@@ -90,11 +90,11 @@ def write_whole_file(path: Path, value: Buffer) -> None:
     over it when complete, removed on failure), written behind.
 
     The file's disk space is allocated first, in one request
-    (:func:`upconv.fileio.reserve_space`, as for a streamed ``.npy``): the
-    file system then has no blocks to find page by page as the bytes are
-    copied in (0.96 of the time on 1 worker and 0.95 on 2 in
-    ``bench/bench_zarr.py --codec none``, side by side with the code before),
-    and a disk too full fails before any byte is written.
+    (:func:`upconv.fileio.allocate_space`, where the file system can): it then
+    has no blocks to find page by page as the bytes are copied in (0.96 of
+    the time on 1 worker and 0.95 on 2 in ``bench/bench_zarr.py --codec
+    none``, side by side with the code before), and a disk too full fails
+    before any byte is written.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{uuid.uuid4().hex}.partial")
@@ -103,7 +103,7 @@ def write_whole_file(path: Path, value: Buffer) -> None:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
                      0o666)
         try:
-            fileio.reserve_space(fd, memoryview(data).nbytes)
+            fileio.allocate_space(fd, memoryview(data).nbytes)
             fileio.write_at(fd, data, later=str(path))
         finally:
             os.close(fd)

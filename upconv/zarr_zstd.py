@@ -85,23 +85,29 @@ class _LibZstd:
         return code
 
 
-class _Contexts(threading.local):
-    """A thread's libzstd contexts (reused from chunk to chunk, freed with the thread)."""
+class _Context:
+    """A libzstd context (compressing or decompressing), freed with this object."""
 
-    def __init__(self) -> None:
-        self.compressing: int | None = None
-        self.decompressing: int | None = None
-        self.library: _LibZstd | None = None
+    def __init__(self, create: Any, free: Any) -> None:
+        self.pointer, self._free = create(), free
+        if not self.pointer:
+            raise MemoryError("zstd: no memory for a context")
 
     def __del__(self) -> None:
-        if self.library is not None:
-            if self.compressing:
-                self.library.free_cctx(self.compressing)
-            if self.decompressing:
-                self.library.free_dctx(self.decompressing)
+        self._free(self.pointer)
 
 
-_contexts = _Contexts()
+#: Each thread's contexts, reused from chunk to chunk; a thread's go when it ends.
+_contexts = threading.local()
+
+
+def _context(kind: str, library: _LibZstd) -> int:
+    context = getattr(_contexts, kind, None)
+    if context is None:
+        context = (_Context(library.create_cctx, library.free_cctx) if kind == "compressing"
+                   else _Context(library.create_dctx, library.free_dctx))
+        setattr(_contexts, kind, context)
+    return context.pointer
 
 
 @functools.cache
@@ -133,7 +139,9 @@ def _bytes_of(buffer: Any) -> np.ndarray:
 
 def compress(data: np.ndarray, level: int, checksum: bool) -> np.ndarray:
     """``data`` compressed as one zstd frame, as numcodecs' ``Zstd(level, checksum)``
-    compresses it, into a kept array (a view of it is returned).
+    compresses it, into a kept array (a view of it is returned; a copy of its own when
+    it is at most half the size zstd must allow for, so that a store keeping it keeps no
+    more).
 
     Examples
     --------
@@ -145,14 +153,16 @@ def compress(data: np.ndarray, level: int, checksum: bool) -> np.ndarray:
     """
     library = zstd_library()
     assert library is not None
-    if _contexts.compressing is None:
-        _contexts.library, _contexts.compressing = library, library.create_cctx()
-    context = _contexts.compressing
+    context = _context("compressing", library)
     library.check(library.set_parameter(context, _COMPRESSION_LEVEL, level))
     library.check(library.set_parameter(context, _CHECKSUM_FLAG, 1 if checksum else 0))
     out = _results.get(library.compress_bound(data.nbytes))
     size = library.check(library.compress2(context, out.ctypes.data, out.nbytes,
                                            data.ctypes.data, data.nbytes))
+    if size <= out.nbytes // 2:
+        # (well compressed: a copy as small as the result, so that a store that keeps what
+        # it is given keeps no more, and the kept array is free again at once)
+        return out[:size].copy()
     return out[:size]
 
 
@@ -173,11 +183,10 @@ def decompress(data: np.ndarray) -> np.ndarray | None:
     size = library.decompressed_size(data.ctypes.data, data.nbytes)
     if size in (_CONTENT_SIZE_UNKNOWN, _CONTENT_SIZE_ERROR):
         return None
-    if _contexts.decompressing is None:
-        _contexts.library, _contexts.decompressing = library, library.create_dctx()
     out = _results.get(size)
-    got = library.check(library.decompress_dctx(_contexts.decompressing, out.ctypes.data,
-                                                out.nbytes, data.ctypes.data, data.nbytes))
+    got = library.check(library.decompress_dctx(_context("decompressing", library),
+                                                out.ctypes.data, out.nbytes,
+                                                data.ctypes.data, data.nbytes))
     if got != size:
         raise RuntimeError(f"zstd: {got} bytes decompressed where the frames tell {size}")
     return out

@@ -666,6 +666,9 @@ def test_a_failed_job_on_a_cluster_gives_up_its_upload_after_its_running_parts(
             assert Event(f"{name}-sent", client=client).wait(30)
         finally:
             client.run(_restore_parts)
-    err = capsys.readouterr().err.strip()
-    assert status == 1 and len(err.splitlines()) == 1, err
+    err = capsys.readouterr().err.strip().splitlines()
+    # the wait said, then the job's own error, one line
+    assert status == 1 and len(err) == 2, err
+    assert err[0].startswith("upconv: waiting for 1 task(s) still running on the cluster"), err
+    assert err[1].startswith("upconv: error: ") and "Connection reset" in err[1], err
     assert server.objects(bucket_name(bucket)) == {}

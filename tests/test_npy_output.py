@@ -172,8 +172,10 @@ def test_without_preallocation_a_full_disk_is_still_an_error_not_a_crash(tmp_pat
     """Where the filesystem cannot preallocate, rows are written with ordinary writes: the
     one that finds the disk full fails cleanly (no SIGBUS, as a store into a map would)."""
     code = ("import errno, os\n"
+            "import upconv.fileio\n"
             "def unsupported(fd, offset, length):\n"
             "    raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))\n"
+            "upconv.fileio.allocate_space = lambda fd, size: False  # (as on NFS)\n"
             "os.posix_fallocate = unsupported\n"
             "os.ftruncate = lambda fd, size: None  # a sparse file that is not grown yet\n")
     done = limited_run(["scale", "in.npy", "out.npy", "-f", "2", "--quiet", *STREAM],
@@ -185,12 +187,12 @@ def test_without_preallocation_a_full_disk_is_still_an_error_not_a_crash(tmp_pat
 
 def test_lack_of_space_is_found_before_any_band_is_computed(tmp_path, source, monkeypatch,
                                                             capsys):
-    def no_space(fd, offset, length):
+    def no_space(fd, size):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     computed = []
     real_compute = upconv.pipeline.compute_band
-    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    monkeypatch.setattr(upconv.fileio, "allocate_space", no_space)
     monkeypatch.setattr(upconv.pipeline, "compute_band",
                         lambda *args: computed.append(args) or real_compute(*args))
     status = run(["scale", str(source), str(tmp_path / "out.npy"), "-f", "2", *STREAM])
@@ -227,6 +229,7 @@ def test_without_preallocation_the_result_is_the_same(tmp_path, source, monkeypa
     def unsupported(fd, offset, length):
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
 
+    monkeypatch.setattr(upconv.fileio, "allocate_space", lambda fd, size: False)  # (NFS)
     monkeypatch.setattr(os, "posix_fallocate", unsupported)
     out = tmp_path / "out.npy"
     assert run(["scale", str(source), str(out), "-f", "2", "-m", "bilinear", "--quiet",
@@ -241,6 +244,19 @@ def test_streamed_file_output_equals_the_in_memory_bytes(tmp_path, source, strea
     assert run(["scale", str(source), str(out), "-f", "2", "-m", "bilinear", "--quiet",
                 *STREAM]) == 0
     assert out.read_bytes() == expected
+
+
+def test_reserve_space_never_writes_a_byte_per_block(tmp_path, monkeypatch):
+    """Where the file system cannot allocate (NFS), the file is extended, sparse: glibc's
+    posix_fallocate, which would write into every block, is not called on Linux."""
+    if upconv.fileio._fallocate() is None:
+        pytest.skip("fallocate(2) is Linux's")
+    called = []
+    monkeypatch.setattr(upconv.fileio, "allocate_space", lambda fd, size: False)
+    monkeypatch.setattr(os, "posix_fallocate", lambda *args: called.append(args))
+    with open(tmp_path / "f", "wb") as handle:
+        assert upconv.fileio.reserve_space(handle.fileno(), 1 << 20) is False
+    assert called == [] and os.stat(tmp_path / "f").st_size == 1 << 20
 
 
 def test_reserve_space_allocates_the_blocks(tmp_path):

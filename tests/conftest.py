@@ -73,6 +73,20 @@ def big_npy(tmp_path, rng):
     return path, (tmp_path / "local.npy").read_bytes()
 
 
+def interrupt_at_part(monkeypatch, number: int) -> None:
+    """A streamed job's part ``number`` is about to be sent when Ctrl-C comes."""
+    import upconv.pipeline
+
+    real = upconv.pipeline.upload_bands
+
+    def interrupted(*args):
+        if args[-1][0] == number:  # (the part's number)
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(upconv.pipeline, "upload_bands", interrupted)
+
+
 def limited_run(args: list[str], cwd: Path, limit: int, code: str = "", **kwargs
                 ) -> subprocess.CompletedProcess:
     """``upconv ARGS`` in a process whose files may not grow past ``limit`` bytes.

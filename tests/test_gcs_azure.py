@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, fresh_filesystems, make_images
+from conftest import ROOT, fresh_filesystems, interrupt_at_part, make_images
 
 from upconv.cli import run
 
@@ -435,7 +435,6 @@ def test_a_stream_cut_short_leaves_the_old_object_and_no_parts(tmp_path, capsys,
     """The third part fails to go, or Ctrl-C comes as the third part is computed: one line
     (status 1, or 130), the object that was under the name as it was, and no part left to
     see (Azure's staged blocks are never committed; GCS's part objects are deleted)."""
-    import upconv.pipeline
     from upconv import storage
 
     server, bucket = store
@@ -443,14 +442,7 @@ def test_a_stream_cut_short_leaves_the_old_object_and_no_parts(tmp_path, capsys,
     path, _ = big_npy
     server.put(bucket_name(bucket), "out.npy", b"the old object")
     if how == "Ctrl-C":
-        real_upload = upconv.pipeline.upload_bands
-
-        def interrupted(*args):
-            if args[-1][0] == 3:  # (the part's number)
-                raise KeyboardInterrupt
-            return real_upload(*args)
-
-        monkeypatch.setattr(upconv.pipeline, "upload_bands", interrupted)
+        interrupt_at_part(monkeypatch, 3)
     elif server.scheme == "az":
         real_request = storage._azure_blob_request
         staged = []

@@ -14,7 +14,14 @@ import uuid
 
 import numpy as np
 import pytest
-from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET, S3Server, intercept, make_images
+from conftest import (
+    FAKE_ACCESS_KEY_ID,
+    FAKE_SECRET,
+    S3Server,
+    intercept,
+    interrupt_at_part,
+    make_images,
+)
 
 from upconv.cli import run
 
@@ -441,21 +448,13 @@ def test_ctrl_c_mid_upload_aborts_it_and_keeps_the_old_object(tmp_path, bucket, 
                                                               big_npy, monkeypatch, capsys):
     """Ctrl-C after two parts have gone: status 130, one line, the old object as it was,
     and no upload left (its parts deleted)."""
-    import upconv.pipeline
     from upconv import storage
 
     monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
     path, _ = big_npy
     name = bucket.removeprefix("s3://")
     s3_env.client().put_object(Bucket=name, Key="out.npy", Body=b"the old object")
-    real = upconv.pipeline.upload_bands
-
-    def interrupted(*args):
-        if args[-1][0] == 3:  # (the part's number)
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(upconv.pipeline, "upload_bands", interrupted)
+    interrupt_at_part(monkeypatch, 3)
     assert run(["scale", str(path), f"{bucket}/out.npy", "-f", "2", "--tile", "64", "-y"]) == 130
     assert capsys.readouterr().err.strip() == "upconv: error: interrupted"
     assert objects(s3_env, bucket, "out.npy") == {"out.npy": b"the old object"}

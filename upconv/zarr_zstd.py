@@ -233,8 +233,7 @@ def reusing_codecs(array: Any) -> Any:
     if metadata.zarr_format != 3 or not any(type(codec) is ZstdCodec
                                             for codec in metadata.codecs):
         return array
-    codecs = tuple(ReusingZstdCodec(level=codec.level, checksum=codec.checksum)
-                   if type(codec) is ZstdCodec else codec for codec in metadata.codecs)
+    codecs = tuple(_reusing(codec) for codec in metadata.codecs)
     return zarr.Array(zarr.AsyncArray(metadata=dataclasses.replace(metadata, codecs=codecs),
                                       store_path=array.store_path,
                                       config=array.async_array.config))
@@ -245,8 +244,14 @@ def reusing_compressors(compressors: Any) -> Any:
     by :class:`ReusingZstdCodec`."""
     if not compressors:
         return compressors
-    return tuple(ReusingZstdCodec(level=codec.level, checksum=codec.checksum)
-                 if type(codec) is ZstdCodec else codec for codec in compressors)
+    return tuple(_reusing(codec) for codec in compressors)
+
+
+def _reusing(codec: Any) -> Any:
+    """:class:`ReusingZstdCodec` in place of zarr's own ``ZstdCodec``; any other as it is."""
+    if type(codec) is not ZstdCodec:
+        return codec
+    return ReusingZstdCodec(level=codec.level, checksum=codec.checksum)
 
 
 def drop_codec_buffers() -> None:

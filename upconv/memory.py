@@ -46,9 +46,9 @@ class ReusedArrays:
 
     A fresh array of hundreds of megabytes is a new mapping whose pages the
     kernel finds and zeroes as they are first written (on this project's
-    benchmark machine, a virtual machine, about 2 ms a megabyte when its host
-    must find them too), before the bytes meant for them are written over the
-    zeros. :meth:`get` hands out a view of an array it keeps, one that nothing
+    benchmark machine, a virtual machine, about half a millisecond a megabyte,
+    its host finding them too), before the bytes meant for them are written
+    over the zeros. :meth:`get` hands out a view of an array it keeps, one that nothing
     else refers to any more: every view of it, and every object made over it
     (a zarr buffer, a decoded chunk), holds a reference, so while one is alive
     the array is not handed out again, and a new one is made (kept, up to

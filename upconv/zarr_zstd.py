@@ -3,7 +3,7 @@
 zarr's ``ZstdCodec`` calls numcodecs' ``Zstd``, whose every result is a new
 ``bytes`` object: for a 4096x4096x3 float32 chunk, a 200 MB mapping whose pages
 the kernel finds and zeroes as zstd first writes into them. On this project's
-benchmark machine that was about a third of the time to compress such a chunk,
+benchmark machine that was over a quarter of the time to compress such a chunk,
 and half the time to decompress a 2048x2048x3 one (``bench/bench_zarr_codec.py``
 times both ways). :class:`ReusingZstdCodec` is the same codec (the same
 metadata, the same configuration, the same compressed bytes) with its results

@@ -596,38 +596,113 @@ def write_at(fd: int, data: bytes | memoryview, position: int = 0,
     ...     os.pread(handle.fileno(), 6, 0)
     b'\\x00\\x00spam'
     """
-    view = memoryview(data).cast("B")
-    syncer = _sync_file_range() if len(view) >= WRITE_BEHIND_PIECE else None
-    if syncer is None:
-        _pwrite_all(fd, view, position)
-        return
-    mine: deque[tuple[int, int]] = deque()  # this call's pieces on their way
-    for start in range(0, len(view), WRITE_BEHIND_PIECE):
-        if syncer is None:  # (a file system without it: plain writes, then)
-            _pwrite_all(fd, view[start:], position + start)
+    writer = WriteBehind(fd, position, later)
+    writer.write(data)
+    writer.finish()
+
+
+class WriteBehind:
+    """Bytes written into an open file one after another from ``position``, as
+    :func:`write_at` writes them: ordinary writes until :data:`WRITE_BEHIND_PIECE`
+    bytes are written, then written behind a piece at a time (``later``: see
+    :func:`write_at`). :meth:`finish` hands over the last piece.
+
+    For a file written as it is computed, a band at a time (a chunk of a Zarr
+    array): each band is copied into the page cache while it is still in the
+    CPU's cache, and no buffer as big as the file is needed. :meth:`write` takes
+    a list of pieces too, written with one ``pwritev(2)`` per
+    :data:`WRITE_BEHIND_PIECE` or so (the rows of a band that are a chunk's,
+    say, without a copy).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryFile() as handle:
+    ...     writer = WriteBehind(handle.fileno())
+    ...     writer.write(b"spam")
+    ...     writer.write([b" and ", b"eggs"])
+    ...     writer.finish()
+    ...     os.pread(handle.fileno(), 13, 0)
+    b'spam and eggs'
+    """
+
+    def __init__(self, fd: int, position: int = 0, later: str | None = None) -> None:
+        self.fd, self.position, self.later = fd, position, later
+        self._start = position
+        self._handed = position  # bytes before this are on their way to the disk
+        self._syncer = _sync_file_range()
+        self._mine: deque[tuple[int, int]] = deque()  # this file's ranges on their way
+
+    def write(self, data: object) -> None:
+        """Write ``data`` (a bytes-like object, or a list of them) at the next position."""
+        if not isinstance(data, list):
+            view = memoryview(data).cast("B")
+            for start in range(0, len(view), WRITE_BEHIND_PIECE):
+                self._write_pieces([view[start:start + WRITE_BEHIND_PIECE]])
             return
-        piece = view[start:start + WRITE_BEHIND_PIECE]
-        _pwrite_all(fd, piece, position + start)
-        failure = syncer(fd, position + start, len(piece), _SYNC_FILE_RANGE_WRITE)
-        if failure in _UNSUPPORTED:
-            syncer = None
-            continue
+        group: list[memoryview] = []
+        size = 0
+        for piece in data:
+            view = memoryview(piece).cast("B")
+            group.append(view)
+            size += len(view)
+            if size >= WRITE_BEHIND_PIECE or len(group) == _MOST_PIECES:
+                self._write_pieces(group)
+                group, size = [], 0
+        if group:
+            self._write_pieces(group)
+
+    def _write_pieces(self, pieces: list[memoryview]) -> None:
+        written = os.pwritev(self.fd, pieces, self.position) if len(pieces) > 1 else 0
+        for piece in pieces:  # what a short pwritev (or a single piece) left
+            if written >= len(piece):
+                written -= len(piece)
+            else:
+                _pwrite_all(self.fd, piece[written:], self.position + written)
+                written = 0
+            self.position += len(piece)
+        while (self._syncer is not None and self.position - self._start >= WRITE_BEHIND_PIECE
+               and self.position - self._handed >= WRITE_BEHIND_PIECE):
+            self._hand_over(WRITE_BEHIND_PIECE)
+
+    def _hand_over(self, length: int) -> None:
+        """Start the write-back of the next ``length`` bytes, waiting for older ones."""
+        syncer = self._syncer
+        assert syncer is not None
+        failure = syncer(self.fd, self._handed, length, _SYNC_FILE_RANGE_WRITE)
+        if failure in _UNSUPPORTED:  # (a file system without it: plain writes, then)
+            self._syncer = None
+            return
         if failure:
             raise OSError(failure, os.strerror(failure))
-        mine.append((position + start, len(piece)))
-        if later is None:
-            _wait_for_some(syncer, fd, mine, keep=len(piece), others=False)
+        self._mine.append((self._handed, length))
+        self._handed += length
+        if self.later is None:
+            _wait_for_some(syncer, self.fd, self._mine, keep=length, others=False)
         else:
-            _wait_for_some(syncer, fd, mine, keep=WRITE_BEHIND_LAG, others=True)
-    if syncer is None:
-        return
-    if later is None:
-        _wait_for_some(syncer, fd, mine, keep=0, others=False)
-        return
-    global _on_the_way_bytes
-    with _on_the_way_lock:
-        _on_the_way.extend((later, offset, length) for offset, length in mine)
-        _on_the_way_bytes += sum(length for _, length in mine)
+            _wait_for_some(syncer, self.fd, self._mine, keep=WRITE_BEHIND_LAG, others=True)
+
+    def finish(self) -> None:
+        """Hand over the last bytes; without ``later``, wait until all are on the disk."""
+        global _on_the_way_bytes
+        if self._syncer is None or self.position - self._start < WRITE_BEHIND_PIECE:
+            return
+        if self.position > self._handed:
+            self._hand_over(self.position - self._handed)
+        syncer = self._syncer
+        if syncer is None:
+            return
+        if self.later is None:
+            _wait_for_some(syncer, self.fd, self._mine, keep=0, others=False)
+            return
+        with _on_the_way_lock:
+            _on_the_way.extend((self.later, offset, length) for offset, length in self._mine)
+            _on_the_way_bytes += sum(length for _, length in self._mine)
+        self._mine.clear()
+
+
+#: At most this many pieces go to one ``pwritev(2)`` (Linux's ``IOV_MAX``).
+_MOST_PIECES = 1024
 
 
 def _wait_for_some(syncer: Callable[[int, int, int, int], int], fd: int,

@@ -50,6 +50,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -647,7 +648,8 @@ BAND_ROWS = 512
 
 
 def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
-                cols: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+                cols: tuple[int, int], out: np.ndarray | None = None,
+                sink: Callable[[np.ndarray], None] | None = None) -> np.ndarray | None:
     """The outputs ``rows`` x ``cols`` (indices of the window's own output, see
     :meth:`AxisBlocks.window`) of a block's input window.
 
@@ -655,7 +657,9 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
     the channels. Each plane is resampled as an image of its own, in bands of
     :data:`BAND_ROWS` output rows, and cut to the outputs the block owns;
     ``out``, if given, receives them (C-contiguous, as zarr writes a chunk
-    without a copy) and is returned.
+    without a copy) and is returned. With ``sink`` instead (a block without
+    leading axes), each band's owned rows are handed to ``sink`` as they are
+    computed, and None is returned.
 
     Examples
     --------
@@ -674,34 +678,32 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
     assert 0 <= r0 < r1 <= plan.shape[0] and 0 <= c0 < c1 <= plan.shape[1], (
         rows, cols, plan.shape)
     lead = block.shape[:-3]
+    assert sink is None or not lead
     channels = plan.channels if job.mixes_channels else block.shape[-1]
     period = plan.row_period
     band_rows = max(1, BAND_ROWS // period) * period  # bands of whole periods
     shape = lead + (r1 - r0, c1 - c0, channels)
-    if out is None:
+    if out is None and sink is None:
         out = np.empty(shape, job.out_dtype)
-    assert out.shape == shape and out.dtype == job.out_dtype
+    assert out is None or (out.shape == shape and out.dtype == job.out_dtype)
+    # Values stored as they are computed (one plane, of the output's type): the engine
+    # writes each band straight into a band buffer (full width; small enough for the
+    # allocator to reuse), whose owned columns are copied out or handed to the sink.
     direct = not lead and job.out_dtype == job.work_dtype and plan.method is not Method.NEAREST
-    if direct:
-        # One plane whose values are stored as they are computed: the engine writes each
-        # band straight into a band buffer (full width; small enough for the allocator to
-        # reuse), whose owned columns are copied out.
-        plane = block.astype(job.work_dtype, copy=False)
-        band = np.empty((band_rows, plan.shape[1], channels), job.out_dtype)
-        for first in range(r0, r1, band_rows):
-            last = min(r1, first + band_rows)
-            rows = resample_band(lambda a, b: plane[a:b], plan, (first, last),
-                                 out=band[:last - first])
-            out[first - r0:last - r0] = rows[:, c0:c1]
-        return out
+    band = np.empty((band_rows, plan.shape[1], channels), job.out_dtype) if direct else None
     for index in np.ndindex(*lead):
         plane = block[index]
         if job.plan.method is not Method.NEAREST:
             plane = plane.astype(job.work_dtype, copy=False)
         for first in range(r0, r1, band_rows):
             last = min(r1, first + band_rows)
-            values = resample_band(lambda a, b, plane=plane: plane[a:b], plan, (first, last))
-            out[index][first - r0:last - r0] = _stored(values[:, c0:c1], job.out_dtype)
+            values = resample_band(lambda a, b, plane=plane: plane[a:b], plan, (first, last),
+                                   out=None if band is None else band[:last - first])
+            owned = _stored(values[:, c0:c1], job.out_dtype)
+            if sink is not None:
+                sink(owned)
+            else:
+                out[index][first - r0:last - r0] = owned
     return out
 
 
@@ -870,11 +872,17 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
     _, _, r0, r1 = job.rows.window(key.by)
     _, _, c0, c1 = job.cols.window(key.bx)
     channels = job.plan.channels if job.mixes_channels else core.shape[-1]
+    region = key.output(job, job.plan.channels)
+    streamed = (streamed_chunks(target, region, channels) if job.axes in ("yx", "yxc")
+                else None)
+    if streamed is not None:  # each band into the chunk files, as it is computed
+        with streamed:
+            scale_block(window, job, (r0, r1), (c0, c1), sink=streamed.write)
+            return streamed.close()
     values = scale_block(window, job, (r0, r1), (c0, c1), out=_reused(
         "block", core.shape[:-3] + (r1 - r0, c1 - c0, channels), job.out_dtype))
     if "c" not in job.axes:
         values = values[..., 0]
-    region = key.output(job, job.plan.channels)
     return write_chunks(target, region, values.transpose(np.argsort(_engine_order(job.axes))))
 
 
@@ -935,6 +943,144 @@ def _only_fill(values: np.ndarray, fill: Any) -> bool:
 
 #: Values tested at a time by :func:`_only_fill`.
 _FILL_TEST_WORDS = 1 << 16
+
+
+def streamed_chunks(target: Any, region: tuple[slice, ...], channels: int
+                    ) -> StreamedChunks | None:
+    """A :class:`StreamedChunks` for ``target[region]``, or None where its chunks cannot
+    be written a band of rows at a time (they are then written by
+    :func:`write_chunks`).
+
+    Streamed: a Zarr 3 array of upconv's local store (:mod:`upconv.zarr_local`)
+    whose chunks are stored raw (the ``bytes`` codec alone, little-endian as
+    this machine is), its axes ``y, x`` or ``y, x, c`` with every channel in each
+    chunk, and ``region`` starting on a chunk; ``channels`` is the values'
+    channel count (1 for ``y, x``).
+    """
+    from .zarr_local import LocalStore
+
+    zarr = _zarr_module()
+    metadata = target.metadata
+    if (metadata.zarr_format != 3 or not isinstance(target.store, LocalStore)
+            or len(target.shape) not in (2, 3) or sys.byteorder != "little"):
+        return None
+    codecs = metadata.codecs
+    if (len(codecs) != 1 or not isinstance(codecs[0], zarr.codecs.BytesCodec)
+            or codecs[0].endian not in (None, zarr.codecs.Endian.little)):
+        return None
+    if len(target.shape) == 3 and not (target.chunks[2] == target.shape[2] == channels):
+        return None
+    if any(r.start % c for r, c in zip(region, target.chunks, strict=True)):
+        return None
+    return StreamedChunks(target, region)
+
+
+class StreamedChunks:
+    """The output chunks of a block's region, written a band of rows at a time as the
+    rows are computed (:func:`streamed_chunks` says where this can be).
+
+    Each band's rows that fall in a chunk go straight into the chunk's file
+    (:class:`upconv.zarr_local.ChunkFile`: written behind, renamed into place
+    when its last row is in), while they are still in the CPU's cache; no
+    buffer as big as the block is filled first, and the file is the bytes
+    zarr writes for the same chunk: edge chunks padded with the fill value,
+    and a chunk of nothing but the fill value (zero, bit for bit) not
+    stored, as :func:`write_chunks` does. :meth:`close` checks that every
+    row came; leaving the ``with`` block removes whatever chunk is unfinished.
+
+    Examples
+    --------
+    >>> import tempfile, zarr
+    >>> from upconv.zarr_local import LocalStore
+    >>> array = zarr.create_array(LocalStore(tempfile.mkdtemp()), shape=(5, 6),
+    ...                           chunks=(4, 4), dtype="f4", compressors=None)
+    >>> values = np.arange(30, dtype="f4").reshape(5, 6)
+    >>> with streamed_chunks(whole_chunks(array), (slice(0, 5), slice(0, 6)), 1) as chunks:
+    ...     chunks.write(values[:3, :, None])
+    ...     chunks.write(values[3:, :, None])
+    ...     written = chunks.close()
+    >>> written, bool((array[...] == values).all())
+    (4, True)
+    """
+
+    def __init__(self, target: Any, region: tuple[slice, ...]) -> None:
+        self.target = target
+        (self.top, self.bottom), (self.left, self.right) = (
+            (r.start, r.stop) for r in region[:2])
+        self.chunk_rows, self.chunk_cols = target.chunks[:2]
+        self.chunk_channels = target.chunks[2] if len(target.chunks) == 3 else 1
+        self.row = self.top  # the next row to come
+        self.dtype = np.dtype(target.dtype)
+        fill = target.fill_value
+        self.fill = np.asarray(fill if fill is not None else 0, self.dtype)
+        self.fill_row = np.full(self.chunk_cols * self.chunk_channels, self.fill)
+        self.open: dict[int, tuple[Any, bool]] = {}  # chunk column: (file, any value stored)
+        self.written = 0
+
+    def write(self, rows: np.ndarray) -> None:
+        """The region's next rows, ``(n, width, channels)`` (any strides)."""
+        assert rows.shape[1] == self.right - self.left, (rows.shape, self.right - self.left)
+        done = 0
+        while done < len(rows):
+            chunk_top = self.row - (self.row - self.top) % self.chunk_rows
+            last = min(chunk_top + self.chunk_rows, self.bottom, self.row + len(rows) - done)
+            part = rows[done:done + last - self.row]
+            for first in range(self.left, self.right, self.chunk_cols):
+                self._write_part(first, part[:, first - self.left:first - self.left
+                                             + self.chunk_cols])
+            done += last - self.row
+            self.row = last
+            if last == self.bottom or (last - self.top) % self.chunk_rows == 0:
+                self._finish_row_of_chunks(chunk_top)
+
+    def _write_part(self, first: int, part: np.ndarray) -> None:
+        from .zarr_local import ChunkFile
+
+        column = first // self.chunk_cols
+        if column not in self.open:
+            store_path = self.target.store_path
+            coords = ((self.row // self.chunk_rows, column)
+                      + ((0,) if len(self.target.chunks) == 3 else ()))
+            key = self.target.metadata.encode_chunk_key(coords)
+            path = store_path.store.root / (f"{store_path.path}/{key}" if store_path.path
+                                            else key)
+            size = self.chunk_rows * self.chunk_cols * self.chunk_channels * self.dtype.itemsize
+            self.open[column] = (ChunkFile(path, size), False)
+        chunk, stored = self.open[column]
+        if not stored and not _only_fill(part, self.fill):
+            self.open[column] = (chunk, True)
+        missing = self.chunk_cols - part.shape[1]
+        tail = [memoryview(self.fill_row[:missing * self.chunk_channels])] if missing else []
+        pieces = []
+        for row in part:
+            pieces.append(np.ascontiguousarray(row).data)
+            pieces += tail
+        chunk.write(pieces)
+
+    def _finish_row_of_chunks(self, chunk_top: int) -> None:
+        missing = chunk_top + self.chunk_rows - self.row  # (the array's last chunks)
+        for chunk, stored in self.open.values():
+            if missing:
+                chunk.write([memoryview(self.fill_row)] * missing)
+            if stored:
+                chunk.commit()
+            else:
+                chunk.discard()  # only the fill value: absent, as zarr leaves it
+            self.written += 1
+        self.open.clear()
+
+    def close(self) -> int:
+        """Check that every row came; returns how many chunks the region covers."""
+        assert self.row == self.bottom and not self.open, (self.row, self.bottom)
+        return self.written
+
+    def __enter__(self) -> StreamedChunks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for chunk, _ in self.open.values():
+            chunk.discard()
+        self.open.clear()
 
 
 def whole_chunks(array: Any) -> Any:

@@ -22,7 +22,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from . import fileio
 from .memory import ReusedArrays
 
-__all__ = ["LocalStore", "drop_read_buffers", "remove_partial_files"]
+__all__ = ["ChunkFile", "LocalStore", "drop_read_buffers", "remove_partial_files"]
 
 #: Reads of this many bytes or more go into a reused array (:func:`_read_buffer`).
 REUSED_READ_BYTES = 8 << 20
@@ -87,30 +87,80 @@ class LocalStore(zarr.storage.LocalStore):
 
 def write_whole_file(path: Path, value: Buffer) -> None:
     """Write a chunk file as zarr does (a ``.partial`` temporary file beside it, renamed
-    over it when complete, removed on failure), written behind.
-
-    The file's disk space is allocated first, in one request
-    (:func:`upconv.fileio.allocate_space`, where the file system can): it then
-    has no blocks to find page by page as the bytes are copied in (0.96 of
-    the time on 1 worker and 0.95 on 2 in ``bench/bench_zarr.py --codec
-    none``, side by side with the code before), and a disk too full fails
-    before any byte is written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    over it when complete, removed on failure), written behind (:class:`ChunkFile`)."""
     data = value.as_buffer_like()
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                     0o666)
+    with ChunkFile(path, memoryview(data).nbytes) as chunk:
+        chunk.write(data)
+        chunk.commit()
+
+
+class ChunkFile:
+    """A chunk file written as zarr writes one, a piece at a time: into a temporary file
+    beside it (``KEY.<32 hex digits>.partial``), written behind
+    (:class:`upconv.fileio.WriteBehind`), and renamed over it by :meth:`commit`;
+    removed by :meth:`discard`, or on leaving the ``with`` block uncommitted.
+
+    The file's disk space (``size`` bytes, as far as known) is allocated first, in
+    one request (:func:`upconv.fileio.allocate_space`, where the file system can):
+    it then has no blocks to find page by page as the bytes are copied in (0.96 of
+    the time on 1 worker and 0.95 on 2 in ``bench/bench_zarr.py --codec none``,
+    side by side with the code before), and a disk too full fails before any byte
+    is written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "c" / "0"
+    >>> with ChunkFile(path, 9) as chunk:
+    ...     chunk.write(b"spam")
+    ...     chunk.write([b" ", b"eggs"])
+    ...     chunk.commit()
+    >>> path.read_bytes(), sorted(p.name for p in path.parent.iterdir())
+    (b'spam eggs', ['0'])
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.committed = False
+        self.temporary = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+        self.fd: int | None = os.open(
+            self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+            0o666)
         try:
-            fileio.allocate_space(fd, memoryview(data).nbytes)
-            fileio.write_at(fd, data, later=str(path))
-        finally:
+            fileio.allocate_space(self.fd, size)
+            self.writer = fileio.WriteBehind(self.fd, later=str(path))
+        except BaseException:
+            self.discard()
+            raise
+
+    def write(self, data: object) -> None:
+        """Write the next bytes (a bytes-like object, or a list of them)."""
+        self.writer.write(data)
+
+    def commit(self) -> None:
+        """Finish the file and rename it over the chunk's own name."""
+        assert self.fd is not None and not self.committed
+        self.writer.finish()
+        fd, self.fd = self.fd, None
+        os.close(fd)
+        os.replace(self.temporary, self.path)
+        self.committed = True
+
+    def discard(self) -> None:
+        """Close and remove the temporary file, unless committed (nothing under the
+        chunk's name changes)."""
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
             os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        if not self.committed:
+            self.temporary.unlink(missing_ok=True)
+
+    def __enter__(self) -> ChunkFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
 
 
 #: The name of :func:`write_whole_file`'s temporary file: ``KEY.<32 hex digits>.partial``.

@@ -297,13 +297,15 @@ def _chunk_files(store: Path) -> dict[str, bytes]:
             for path in store.rglob("*") if path.is_file() and path.name != "zarr.json"}
 
 
+@pytest.mark.parametrize("compressors", [None, "auto"])
 @pytest.mark.parametrize("top,left", [(0, 0), (16, 12)])
 @pytest.mark.parametrize("bands", [[5, 11, 1, 20, 8], [45], [1] * 45])
-def test_streamed_chunks_are_the_bytes_zarr_stores(tmp_path, rng, bands, top, left):
-    """Bands of rows that cross chunks' rows, given with any strides, into raw Zarr 3
-    chunks: the same files as zarr's own store writes for the same values (edges padded
-    with the fill value, a chunk of zeros left out, one of -0.0 kept), and nothing
-    else."""
+def test_streamed_chunks_are_the_bytes_zarr_stores(tmp_path, rng, bands, top, left,
+                                                   compressors):
+    """Bands of rows that cross chunks' rows, given with any strides, into Zarr 3 chunks:
+    the same files as zarr's own store writes for the same values (edges padded with the
+    fill value, a chunk of zeros left out, one of -0.0 kept), and nothing else; zstd
+    chunks hold the same bytes once decompressed."""
     from upconv.zarr_arrays import streamed_chunks, whole_chunks
     from upconv.zarr_local import LocalStore
 
@@ -311,9 +313,9 @@ def test_streamed_chunks_are_the_bytes_zarr_stores(tmp_path, rng, bands, top, le
     values[16:32, 12:24] = 0.0
     values[0:16, 24:36] = -0.0
     ours = zarr.create_array(LocalStore(str(tmp_path / "ours.zarr")), shape=values.shape,
-                             chunks=(16, 12, 2), dtype="f4", compressors=None)
+                             chunks=(16, 12, 2), dtype="f4", compressors=compressors)
     theirs = zarr.create_array(str(tmp_path / "zarr.zarr"), shape=values.shape,
-                               chunks=(16, 12, 2), dtype="f4", compressors=None)
+                               chunks=(16, 12, 2), dtype="f4", compressors=compressors)
     theirs[top:, left:] = values[top:, left:]
     region = (slice(top, 45), slice(left, 37), slice(0, 2))
     wide = np.zeros((45, 37 + 9, 2), np.float32)  # rows of a wider band: strided
@@ -327,13 +329,21 @@ def test_streamed_chunks_are_the_bytes_zarr_stores(tmp_path, rng, bands, top, le
             first = last
         assert chunks.close() == (3 - top // 16) * (4 - left // 12)
     assert sum(bands) >= 45 - top
-    assert _chunk_files(tmp_path / "ours.zarr") == _chunk_files(tmp_path / "zarr.zarr")
-    assert len(_chunk_files(tmp_path / "ours.zarr")) == (
+    files = {name: _chunk_files(tmp_path / name) for name in ("ours.zarr", "zarr.zarr")}
+    if compressors:
+        from numcodecs import Zstd
+
+        files = {name: {key: Zstd().decode(data) for key, data in chunks.items()}
+                 for name, chunks in files.items()}
+    assert files["ours.zarr"] == files["zarr.zarr"]
+    assert len(files["ours.zarr"]) == (
         11 if top == 0 else 2 * 3 - 1)  # (the chunk of zeros left out)
     np.testing.assert_array_equal(ours[top:, left:], values[top:, left:])
 
 
-def test_chunks_are_streamed_only_where_they_are_raw_bytes_of_a_local_zarr_3_array(tmp_path):
+def test_chunks_are_streamed_only_where_they_are_raw_or_zstd_in_a_local_zarr_3_array(
+        tmp_path, monkeypatch):
+    from upconv import zarr_zstd
     from upconv.zarr_arrays import streamed_chunks
     from upconv.zarr_local import LocalStore
 
@@ -348,7 +358,12 @@ def test_chunks_are_streamed_only_where_they_are_raw_bytes_of_a_local_zarr_3_arr
     assert streamed_chunks(array("yx.zarr", (40, 30), (16, 16)), whole[:2], 1) is not None
     assert streamed_chunks(array("raw.zarr", overwrite=True),
                            (slice(16, 40), slice(16, 30), slice(0, 3)), 3) is not None
-    assert streamed_chunks(array("zstd.zarr", compressors="auto"), whole, 3) is None
+    assert streamed_chunks(array("zstd.zarr", compressors="auto"), whole, 3) is not None
+    assert streamed_chunks(array("gzip.zarr", compressors=zarr.codecs.GzipCodec()),
+                           whole, 3) is None
+    monkeypatch.setattr(zarr_zstd, "zstd_library", lambda: None)
+    assert streamed_chunks(array("zstd.zarr", compressors="auto", overwrite=True),
+                           whole, 3) is None
     assert streamed_chunks(array("v2.zarr", zarr_format=2), whole, 3) is None
     assert streamed_chunks(array("mem", store={}), whole, 3) is None
     assert streamed_chunks(array("c1.zarr", chunks=(16, 16, 1)), whole, 3) is None
@@ -392,10 +407,12 @@ def test_a_failed_streamed_chunk_leaves_nothing_under_its_name(tmp_path, rng, mo
                                                  ("nearest", np.uint16, "yxc"),
                                                  ("bilinear", np.uint8, "yx"),
                                                  ("transpose", np.float64, "yxc")])
-def test_raw_zarr_3_outputs_are_streamed_and_equal_the_in_memory_result(
-        tmp_path, rng, monkeypatch, method, dtype, layout, capsys):
-    """Raw Zarr 3 chunks in a local store never go through write_chunks (which fails
-    here): each band goes into the chunk files as computed; odd sizes, several blocks."""
+@pytest.mark.parametrize("compressors", [None, "auto"])
+def test_zarr_3_outputs_are_streamed_and_equal_the_in_memory_result(
+        tmp_path, rng, monkeypatch, method, dtype, layout, capsys, compressors):
+    """Raw and zstd Zarr 3 chunks in a local store never go through write_chunks (which
+    fails here): each band goes into the chunk files as computed; odd sizes, several
+    blocks."""
     from upconv import zarr_arrays
 
     def refused(*args):
@@ -406,7 +423,8 @@ def test_raw_zarr_3_outputs_are_streamed_and_equal_the_in_memory_result(
     image = rng.random(shape)
     if dtype != np.float64:
         image = (image * (np.iinfo(dtype).max if dtype != np.float32 else 1)).astype(dtype)
-    write_array(tmp_path / "in.zarr", image, (16, 16, 3)[:len(shape)], compressors=None)
+    write_array(tmp_path / "in.zarr", image, (16, 16, 3)[:len(shape)],
+                compressors=compressors)
     assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
                 "-m", method, "--layout", layout]) == 0, capsys.readouterr().err
     planes = image if layout == "yxc" else image[..., None]
@@ -788,17 +806,17 @@ def test_a_dead_writers_temporary_chunk_file_is_not_left_in_the_output(
     from upconv import fileio, zarr_local
 
     monkeypatch.setattr(fileio, "WRITE_BEHIND_PIECE", 1024)  # (every chunk written so)
-    real = zarr_local.write_whole_file
+    real = zarr_local.ChunkFile.__init__
     left: list[Path] = []
 
-    def dying_once(path, value):
+    def dying_once(self, path, size):
         if not left:  # as a writer killed mid-chunk leaves it
             left.append(path.with_suffix(f".{uuid.uuid4().hex}.partial"))
             path.parent.mkdir(parents=True, exist_ok=True)
-            left[0].write_bytes(bytes(value.as_buffer_like())[:100])
-        real(path, value)
+            left[0].write_bytes(b"\x07" * 100)
+        real(self, path, size)
 
-    monkeypatch.setattr(zarr_local, "write_whole_file", dying_once)
+    monkeypatch.setattr(zarr_local.ChunkFile, "__init__", dying_once)
     image = rng.random((40, 40))
     write_array(tmp_path / "in.zarr", image, (16, 16))
     out = tmp_path / "out.zarr"

@@ -190,3 +190,35 @@ def test_jobs_reusing_every_result_equal_zarrs_own(tmp_path, rng, monkeypatch, c
     for name in files:
         assert (tmp_path / "ours.zarr" / name).read_bytes() == \
             (tmp_path / "zarrs.zarr" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(("level", "checksum"), [(0, False), (5, True), (1, False)])
+def test_a_frame_written_piece_by_piece_is_a_frame_of_the_same_values(rng, level, checksum):
+    """FrameWriter (a chunk compressed as its rows come): pieces of any sizes, handed on a
+    FRAME_PIECE at a time; one zstd frame that tells its size and decodes (its checksum
+    checked) to the same bytes with numcodecs' decoder, the same size as zarr's one-shot
+    frame within a few per cent (zstd's streaming compressor may choose other matches)."""
+    x = np.linspace(0, 50, 1_000_000, dtype=np.float32)
+    values = (x + rng.normal(0, 0.02, x.shape).astype(np.float32)).view(np.uint8)
+    cuts = np.sort(rng.integers(0, values.nbytes, 30))
+    pieces = [values[a:b] for a, b in zip([0, *cuts], [*cuts, values.nbytes], strict=True)]
+    handed: list[bytes] = []
+    frame = zarr_zstd.FrameWriter(values.nbytes, level, checksum,
+                                  lambda piece: handed.append(bytes(piece)))
+    frame.write(pieces)
+    frame.finish()
+    assert max(len(piece) for piece in handed) == zarr_zstd.FRAME_PIECE
+    packed = np.frombuffer(b"".join(handed), np.uint8)
+    assert np.array_equal(zarr_zstd.decompress(packed), values)  # (the size from the frame)
+    one_shot = numcodecs_zstd.Zstd(level=level, checksum=checksum).encode(values)
+    assert numcodecs_zstd.Zstd().decode(packed.tobytes()) == values.tobytes()
+    assert abs(packed.nbytes / len(one_shot) - 1) < 0.05
+    if checksum:  # a byte of the checksum (the frame's last four) changed: zstd tells
+        broken = packed.copy()
+        broken[-1] ^= 0xFF
+        with pytest.raises(RuntimeError):
+            numcodecs_zstd.Zstd().decode(broken.tobytes())
+    with pytest.raises(AssertionError):  # (fewer bytes than the frame was said to have)
+        short = zarr_zstd.FrameWriter(100, level, checksum, handed.append)
+        short.write([values[:50]])
+        short.finish()

@@ -952,12 +952,13 @@ def streamed_chunks(target: Any, region: tuple[slice, ...], channels: int
     :func:`write_chunks`).
 
     Streamed: a Zarr 3 array of upconv's local store (:mod:`upconv.zarr_local`)
-    whose chunks are stored raw (the ``bytes`` codec alone, little-endian as
-    this machine is), its axes ``y, x`` or ``y, x, c`` with every channel in each
-    chunk, and ``region`` starting on a chunk; ``channels`` is the values'
-    channel count (1 for ``y, x``).
+    whose chunks are stored raw (the ``bytes`` codec, little-endian as this
+    machine is), or raw and then zstd-compressed (zarr's default codecs), its axes
+    ``y, x`` or ``y, x, c`` with every channel in each chunk, and ``region``
+    starting on a chunk; ``channels`` is the values' channel count (1 for ``y, x``).
     """
     from .zarr_local import LocalStore
+    from .zarr_zstd import zstd_library
 
     zarr = _zarr_module()
     metadata = target.metadata
@@ -965,14 +966,18 @@ def streamed_chunks(target: Any, region: tuple[slice, ...], channels: int
             or len(target.shape) not in (2, 3) or sys.byteorder != "little"):
         return None
     codecs = metadata.codecs
-    if (len(codecs) != 1 or not isinstance(codecs[0], zarr.codecs.BytesCodec)
+    if (not 1 <= len(codecs) <= 2 or not isinstance(codecs[0], zarr.codecs.BytesCodec)
             or codecs[0].endian not in (None, zarr.codecs.Endian.little)):
+        return None
+    zstd = codecs[1] if len(codecs) == 2 else None
+    if zstd is not None and not (isinstance(zstd, zarr.codecs.ZstdCodec)
+                                 and zstd_library() is not None):
         return None
     if len(target.shape) == 3 and not (target.chunks[2] == target.shape[2] == channels):
         return None
     if any(r.start % c for r, c in zip(region, target.chunks, strict=True)):
         return None
-    return StreamedChunks(target, region)
+    return StreamedChunks(target, region, zstd)
 
 
 class StreamedChunks:
@@ -981,11 +986,15 @@ class StreamedChunks:
 
     Each band's rows that fall in a chunk go straight into the chunk's file
     (:class:`upconv.zarr_local.ChunkFile`: written behind, renamed into place
-    when its last row is in), while they are still in the CPU's cache; no
-    buffer as big as the block is filled first, and the file is the bytes
-    zarr writes for the same chunk: edge chunks padded with the fill value,
-    and a chunk of nothing but the fill value (zero, bit for bit) not
-    stored, as :func:`write_chunks` does. :meth:`close` checks that every
+    when its last row is in), or through zstd into it
+    (:class:`upconv.zarr_zstd.FrameWriter`), while they are still in the CPU's
+    cache; no buffer as big as the block is filled first. A raw file is the
+    bytes zarr writes for the same chunk, and a compressed one a zstd frame of
+    the same level and checksum, which zarr reads as the same values (zstd's
+    streaming compressor may pick other matches than its one-shot function, so
+    the bytes can differ). Edge chunks are padded with the fill value, and a
+    chunk of nothing but the fill value (zero, bit for bit) is not stored, as
+    :func:`write_chunks` does. :meth:`close` checks that every
     row came; leaving the ``with`` block removes whatever chunk is unfinished.
 
     Examples
@@ -1003,8 +1012,8 @@ class StreamedChunks:
     (4, True)
     """
 
-    def __init__(self, target: Any, region: tuple[slice, ...]) -> None:
-        self.target = target
+    def __init__(self, target: Any, region: tuple[slice, ...], zstd: Any = None) -> None:
+        self.target, self.zstd = target, zstd
         (self.top, self.bottom), (self.left, self.right) = (
             (r.start, r.stop) for r in region[:2])
         self.chunk_rows, self.chunk_cols = target.chunks[:2]
@@ -1014,7 +1023,7 @@ class StreamedChunks:
         fill = target.fill_value
         self.fill = np.asarray(fill if fill is not None else 0, self.dtype)
         self.fill_row = np.full(self.chunk_cols * self.chunk_channels, self.fill)
-        self.open: dict[int, tuple[Any, bool]] = {}  # chunk column: (file, any value stored)
+        self.open: dict[int, _ChunkOnItsWay] = {}  # by chunk column
         self.written = 0
 
     def write(self, rows: np.ndarray) -> None:
@@ -1034,10 +1043,9 @@ class StreamedChunks:
                 self._finish_row_of_chunks(chunk_top)
 
     def _write_part(self, first: int, part: np.ndarray) -> None:
-        from .zarr_local import ChunkFile
-
         column = first // self.chunk_cols
-        if column not in self.open:
+        chunk = self.open.get(column)
+        if chunk is None:
             store_path = self.target.store_path
             coords = ((self.row // self.chunk_rows, column)
                       + ((0,) if len(self.target.chunks) == 3 else ()))
@@ -1045,10 +1053,9 @@ class StreamedChunks:
             path = store_path.store.root / (f"{store_path.path}/{key}" if store_path.path
                                             else key)
             size = self.chunk_rows * self.chunk_cols * self.chunk_channels * self.dtype.itemsize
-            self.open[column] = (ChunkFile(path, size), False)
-        chunk, stored = self.open[column]
-        if not stored and not _only_fill(part, self.fill):
-            self.open[column] = (chunk, True)
+            chunk = self.open[column] = _ChunkOnItsWay(path, size, self.zstd)
+        if not chunk.stored and not _only_fill(part, self.fill):
+            chunk.stored = True
         missing = self.chunk_cols - part.shape[1]
         tail = [memoryview(self.fill_row[:missing * self.chunk_channels])] if missing else []
         pieces = []
@@ -1059,13 +1066,10 @@ class StreamedChunks:
 
     def _finish_row_of_chunks(self, chunk_top: int) -> None:
         missing = chunk_top + self.chunk_rows - self.row  # (the array's last chunks)
-        for chunk, stored in self.open.values():
+        for chunk in self.open.values():
             if missing:
                 chunk.write([memoryview(self.fill_row)] * missing)
-            if stored:
-                chunk.commit()
-            else:
-                chunk.discard()  # only the fill value: absent, as zarr leaves it
+            chunk.finish()
             self.written += 1
         self.open.clear()
 
@@ -1078,9 +1082,45 @@ class StreamedChunks:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for chunk, _ in self.open.values():
+        for chunk in self.open.values():
             chunk.discard()
         self.open.clear()
+
+
+class _ChunkOnItsWay:
+    """A chunk of :class:`StreamedChunks` being written: its file, and its zstd frame
+    when it is compressed; ``stored`` once a value other than the fill value came."""
+
+    def __init__(self, path: Any, size: int, zstd: Any) -> None:
+        from .zarr_local import ChunkFile
+        from .zarr_zstd import FrameWriter
+
+        self.stored = False
+        self.file = ChunkFile(path, size)
+        try:
+            self.frame = None if zstd is None else FrameWriter(
+                size, zstd.level, zstd.checksum, self.file.write)
+        except BaseException:
+            self.file.discard()
+            raise
+
+    def write(self, pieces: list) -> None:
+        (self.file if self.frame is None else self.frame).write(pieces)
+
+    def finish(self) -> None:
+        """Rename the file into place, or remove it when it holds only the fill value (as
+        zarr leaves such a chunk out)."""
+        if not self.stored:
+            self.discard()
+            return
+        if self.frame is not None:
+            self.frame.finish()
+        self.file.commit()
+
+    def discard(self) -> None:
+        if self.frame is not None:
+            self.frame.close()
+        self.file.discard()
 
 
 def whole_chunks(array: Any) -> Any:

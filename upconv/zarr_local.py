@@ -100,11 +100,12 @@ class ChunkFile:
     (:class:`upconv.fileio.WriteBehind`), and renamed over it by :meth:`commit`;
     removed by :meth:`discard`, or on leaving the ``with`` block uncommitted.
 
-    The file's disk space (``size`` bytes, as far as known) is allocated first, in
-    one request (:func:`upconv.fileio.allocate_space`, where the file system can):
-    it then has no blocks to find page by page as the bytes are copied in (0.96 of
-    the time on 1 worker and 0.95 on 2 in ``bench/bench_zarr.py --codec none``,
-    side by side with the code before), and a disk too full fails before any byte
+    The file's disk space (``size`` bytes, or as many as it may take: the file is
+    cut to what was written) is allocated first, in one request
+    (:func:`upconv.fileio.allocate_space`, where the file system can): it then has
+    no blocks to find page by page as the bytes are copied in (0.96 of the time on
+    1 worker and 0.95 on 2 in ``bench/bench_zarr.py --codec none``, side by side
+    with the code before), and a disk too full fails before any byte
     is written.
 
     Examples
@@ -121,7 +122,7 @@ class ChunkFile:
 
     def __init__(self, path: Path, size: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path, self.size = path, size
         self.committed = False
         self.temporary = path.with_suffix(f".{uuid.uuid4().hex}.partial")
         self.fd: int | None = os.open(
@@ -142,6 +143,8 @@ class ChunkFile:
         """Finish the file and rename it over the chunk's own name."""
         assert self.fd is not None and not self.committed
         self.writer.finish()
+        if self.writer.position < self.size:  # (compressed: less than was allocated)
+            os.ftruncate(self.fd, self.writer.position)
         fd, self.fd = self.fd, None
         os.close(fd)
         os.replace(self.temporary, self.path)

@@ -29,6 +29,7 @@ import ctypes.util
 import dataclasses
 import functools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,11 +37,14 @@ from zarr.codecs import ZstdCodec
 
 from .memory import ReusedArrays
 
-__all__ = ["ReusingZstdCodec", "reusing_codecs", "reusing_compressors", "drop_codec_buffers",
-           "zstd_library"]
+__all__ = ["FrameWriter", "ReusingZstdCodec", "reusing_codecs", "reusing_compressors",
+           "drop_codec_buffers", "zstd_library"]
 
-# zstd.h: ZSTD_c_compressionLevel, ZSTD_c_checksumFlag; ZSTD_CONTENTSIZE_UNKNOWN, _ERROR
+# zstd.h: ZSTD_c_compressionLevel, ZSTD_c_checksumFlag; ZSTD_CONTENTSIZE_UNKNOWN, _ERROR;
+# ZSTD_reset_session_only; ZSTD_e_continue, ZSTD_e_end
 _COMPRESSION_LEVEL, _CHECKSUM_FLAG = 100, 201
+_RESET_SESSION = 1
+_CONTINUE, _END = 0, 2
 _CONTENT_SIZE_UNKNOWN, _CONTENT_SIZE_ERROR = 2**64 - 1, 2**64 - 2
 
 #: Results at least this big go into kept arrays (smaller ones are cheap to make).
@@ -49,6 +53,18 @@ REUSED_BYTES = 1 << 20
 #: compressed, so one array (grown to the bigger) serves both, where two would keep a
 #: decompressed chunk's worth more memory for the job.
 _results = ReusedArrays(most=4, smallest=REUSED_BYTES)
+
+
+class _InBuffer(ctypes.Structure):
+    """zstd.h's ``ZSTD_inBuffer``."""
+
+    _fields_ = [("src", ctypes.c_void_p), ("size", ctypes.c_size_t), ("pos", ctypes.c_size_t)]
+
+
+class _OutBuffer(ctypes.Structure):
+    """zstd.h's ``ZSTD_outBuffer``."""
+
+    _fields_ = [("dst", ctypes.c_void_p), ("size", ctypes.c_size_t), ("pos", ctypes.c_size_t)]
 
 
 class _LibZstd:
@@ -75,6 +91,12 @@ class _LibZstd:
                                     [pointer, pointer, size, pointer, size], size)
         self.decompressed_size = bind("ZSTD_findDecompressedSize", [pointer, size],
                                       ctypes.c_ulonglong)
+        self.reset = bind("ZSTD_CCtx_reset", [pointer, ctypes.c_int], size)
+        self.set_pledged_size = bind("ZSTD_CCtx_setPledgedSrcSize",
+                                     [pointer, ctypes.c_ulonglong], size)
+        self.compress_stream2 = bind("ZSTD_compressStream2",
+                                     [pointer, ctypes.POINTER(_OutBuffer),
+                                      ctypes.POINTER(_InBuffer), ctypes.c_int], size)
         self.is_error = bind("ZSTD_isError", [size], ctypes.c_uint)
         self.error_name = bind("ZSTD_getErrorName", [size], ctypes.c_char_p)
 
@@ -190,6 +212,105 @@ def decompress(data: np.ndarray) -> np.ndarray | None:
     if got != size:
         raise RuntimeError(f"zstd: {got} bytes decompressed where the frames tell {size}")
     return out
+
+
+class FrameWriter:
+    """One zstd frame of ``size`` bytes, compressed as its pieces come, as numcodecs'
+    ``Zstd(level, checksum)`` compresses the whole at once, and handed to ``sink`` (a
+    callable taking a bytes-like object) :data:`FRAME_PIECE` bytes at a time.
+
+    For a chunk compressed as its rows are computed (:class:`upconv.zarr_arrays.
+    StreamedChunks`): zstd reads each row while it is still in the CPU's cache, and
+    neither the chunk nor its compressed bytes need a buffer of their own. libzstd's
+    streaming functions (``ZSTD_compressStream2``), with the frame's size given first
+    (``ZSTD_CCtx_setPledgedSrcSize``), choose the same parameters and write the same
+    frame as its one-shot ``ZSTD_compress2``. Needs :func:`zstd_library`.
+
+    Examples
+    --------
+    >>> from numcodecs import Zstd
+    >>> values = np.arange(300_000, dtype=np.float32).view(np.uint8)
+    >>> parts = []
+    >>> frame = FrameWriter(values.nbytes, 0, False, lambda piece: parts.append(bytes(piece)))
+    >>> frame.write([values[:1000], values[1000:]])
+    >>> frame.finish()
+    >>> b"".join(parts) == Zstd().encode(values)
+    True
+    """
+
+    def __init__(self, size: int, level: int, checksum: bool,
+                 sink: Callable[[memoryview], None]) -> None:
+        library = zstd_library()
+        assert library is not None
+        self.library, self.sink, self.size = library, sink, size
+        self._context = _take_context(library)
+        self.context = self._context.pointer
+        library.check(library.reset(self.context, _RESET_SESSION))
+        library.check(library.set_parameter(self.context, _COMPRESSION_LEVEL, level))
+        library.check(library.set_parameter(self.context, _CHECKSUM_FLAG, 1 if checksum else 0))
+        library.check(library.set_pledged_size(self.context, size))
+        self.out = _frame_pieces.get(FRAME_PIECE)
+        self._out = _OutBuffer(self.out.ctypes.data, self.out.nbytes, 0)
+        self._in = _InBuffer(0, 0, 0)
+        self.taken = 0
+
+    def write(self, pieces: list) -> None:
+        """Compress the frame's next bytes (a list of bytes-like objects, each contiguous)."""
+        library, context = self.library, self.context
+        out, source = ctypes.byref(self._out), ctypes.byref(self._in)
+        for piece in pieces:
+            view = np.frombuffer(piece, np.uint8)
+            self._in.src, self._in.size, self._in.pos = view.ctypes.data, view.nbytes, 0
+            while self._in.pos < self._in.size:
+                library.check(library.compress_stream2(context, out, source, _CONTINUE))
+                if self._out.pos == self._out.size:
+                    self._hand_on()
+            self.taken += view.nbytes
+
+    def finish(self) -> None:
+        """End the frame (all ``size`` bytes given) and hand on the rest of it."""
+        assert self.taken == self.size, (self.taken, self.size)
+        self._in.src, self._in.size, self._in.pos = 0, 0, 0
+        while True:
+            left = self.library.check(self.library.compress_stream2(
+                self.context, ctypes.byref(self._out), ctypes.byref(self._in), _END))
+            self._hand_on()
+            if not left:
+                break
+        self.close()
+
+    def close(self) -> None:
+        """Give the context and the buffer back (done by :meth:`finish`)."""
+        if self._context is not None:
+            _give_context(self._context)
+            self._context = None
+
+    def _hand_on(self) -> None:
+        if self._out.pos:
+            self.sink(memoryview(self.out)[:self._out.pos])
+        self._out.pos = 0
+
+
+#: :class:`FrameWriter` hands on this many bytes at a time.
+FRAME_PIECE = 1 << 20
+#: The frames' output buffers, kept for reuse.
+_frame_pieces = ReusedArrays(most=8)
+
+
+def _take_context(library: _LibZstd) -> _Context:
+    """A compressing context of this thread's that no frame is using (one thread may
+    write several frames at once: a block's chunks side by side)."""
+    free = getattr(_contexts, "frames", None)
+    if free is None:
+        free = _contexts.frames = []
+    return free.pop() if free else _Context(library.create_cctx, library.free_cctx)
+
+
+def _give_context(context: _Context) -> None:
+    free = getattr(_contexts, "frames", None)
+    if free is None:
+        free = _contexts.frames = []
+    free.append(context)
 
 
 @dataclasses.dataclass(frozen=True)

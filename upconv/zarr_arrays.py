@@ -810,16 +810,32 @@ class BlockKey:
         return tuple(region)
 
 
-def read_core(job: ZarrPlan, source: Any, key: BlockKey) -> np.ndarray:
-    """A block's core, as the engine takes it: (carried..., y, x, c)."""
+def _core_selection(job: ZarrPlan, source: Any, key: BlockKey) -> tuple[slice, ...]:
+    """A block's core in the input (stored axis order), every slice bounded."""
+    return tuple(slice(0, source.shape[i]) if s == slice(None) else s
+                 for i, s in enumerate(key.core(job)))
+
+
+def core_shape(job: ZarrPlan, source: Any, key: BlockKey) -> tuple[int, ...]:
+    """The shape of a block's core as the engine takes it: (carried..., y, x, c)."""
+    shape = [s.stop - s.start for s in _core_selection(job, source, key)]
+    engine = tuple(shape[i] for i in _engine_order(job.axes))
+    return engine if "c" in job.axes else engine + (1,)
+
+
+def read_core(job: ZarrPlan, source: Any, key: BlockKey, out: np.ndarray | None = None
+              ) -> np.ndarray:
+    """A block's core, as the engine takes it: (carried..., y, x, c); read into ``out``
+    (of :func:`core_shape`, any strides: the core's place in a window) if given."""
     axes = job.axes
-    selection = key.core(job)
-    selection = tuple(slice(0, source.shape[i]) if s == slice(None) else s
-                      for i, s in enumerate(selection))
-    shape = tuple(s.stop - s.start for s in selection)
-    values = read_window(source, selection, (axes.index("y"), axes.index("x")),
-                         out=_reused("core", shape, source.dtype))
-    values = values.transpose(_engine_order(axes))
+    selection = _core_selection(job, source, key)
+    order = _engine_order(axes)
+    if out is None:
+        stored = _reused("core", tuple(s.stop - s.start for s in selection), source.dtype)
+    else:  # (the same values seen in stored axis order)
+        stored = (out if "c" in axes else out[..., 0]).transpose(np.argsort(order))
+    values = read_window(source, selection, (axes.index("y"), axes.index("x")), out=stored)
+    values = values.transpose(order)
     return values if "c" in axes else values[..., None]
 
 
@@ -854,15 +870,14 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
     """Second phase: a block's core read again, its window assembled with the neighbours'
     edges (``neighbours[(dy, dx)]`` from :func:`block_borders`), resampled, and its
     output chunks written to ``target``; returns how many chunks it wrote."""
-    core = read_core(job, source, key)
+    # the core read straight into its place in the window (no copy of its own)
+    *lead, height, width, depth = core_shape(job, source, key)
     (top, bottom), (left, right) = job.rows.context(key.by), job.cols.context(key.bx)
-    height, width = core.shape[-3], core.shape[-2]
-    window = _reused("window", core.shape[:-3] + (top + height + bottom,
-                                                  left + width + right, core.shape[-1]),
-                     core.dtype)
+    window = _reused("window", (*lead, top + height + bottom, left + width + right, depth),
+                     source.dtype)
     rows = {-1: slice(0, top), 0: slice(top, top + height), 1: slice(top + height, None)}
     cols = {-1: slice(0, left), 0: slice(left, left + width), 1: slice(left + width, None)}
-    window[..., rows[0], cols[0], :] = core
+    read_core(job, source, key, out=window[..., rows[0], cols[0], :])
     for (dy, dx), edges in neighbours.items():
         piece = edges["bottom" if dy < 0 else "top"] if dy else edges[
             "right" if dx < 0 else "left"]
@@ -871,7 +886,7 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
         window[..., rows[dy], cols[dx], :] = piece
     _, _, r0, r1 = job.rows.window(key.by)
     _, _, c0, c1 = job.cols.window(key.bx)
-    channels = job.plan.channels if job.mixes_channels else core.shape[-1]
+    channels = job.plan.channels if job.mixes_channels else depth
     region = key.output(job, job.plan.channels)
     streamed = (streamed_chunks(target, region, channels) if job.axes in ("yx", "yxc")
                 else None)
@@ -880,7 +895,7 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
             scale_block(window, job, (r0, r1), (c0, c1), sink=streamed.write)
             return streamed.close()
     values = scale_block(window, job, (r0, r1), (c0, c1), out=_reused(
-        "block", core.shape[:-3] + (r1 - r0, c1 - c0, channels), job.out_dtype))
+        "block", (*lead, r1 - r0, c1 - c0, channels), job.out_dtype))
     if "c" not in job.axes:
         values = values[..., 0]
     return write_chunks(target, region, values.transpose(np.argsort(_engine_order(job.axes))))

@@ -20,8 +20,10 @@ so that no run pays for the write-back of the one before it (12 GB, more than
 the kernel lets wait). Each worker's peak memory is its process's peak resident
 set size (``VmHWM``), asked of the workers after the run; the time the tasks took is
 added up over the workers from Dask's task stream (the same tasks: how much longer
-each takes beside another worker). Last, the disk's own speed, for files written around
-the page cache (as ``dd oflag=direct``). Targets:
+each takes beside another worker), and the machine's CPU time while the command ran
+(``/proc/stat``): how many CPUs were busy on average, in the workers' processes
+(``getrusage``) or elsewhere, and what the host took (``steal``). Last, the disk's own
+speed, for files written around the page cache (as ``dd oflag=direct``). Targets:
 2 workers at least 1.6x faster than 1, every worker under 1 GB, and the 2-worker
 Zarr job no slower than the ``.npy`` job by more than 20 %. A few output rows are
 checked against upsampling the same input rows in memory.
@@ -76,10 +78,11 @@ def make_inputs(folder: Path, size: int, chunk: int, codec: str) -> tuple[Path, 
 
 
 def run_on_cluster(workers: int, command: list[str], python: str | None = None
-                   ) -> tuple[float, list[float], float, int]:
+                   ) -> tuple[float, list[float], float, int, tuple[float, float, float]]:
     """Wall time of ``command + [ADDRESS]`` on a new LocalCluster, each worker's peak
     resident memory (MB), the time its tasks took, added up over the workers (Dask's
-    task stream), and the page faults the workers took.
+    task stream), the page faults the workers took, and where the machine's CPU time
+    went while the command ran (:func:`_cpu_use`).
 
     With ``python`` (an interpreter of some environment), the workers are started with
     ``PYTHON -m distributed.cli.dask_worker`` instead, as on a cluster, so that they run
@@ -98,15 +101,45 @@ def run_on_cluster(workers: int, command: list[str], python: str | None = None
             assert set(client.run(_upconv_file).values()) == {expected.strip()}
         client.get_task_stream()  # (starts recording)
         began = time.time()
+        workers_before = sum(client.run(_cpu_seconds).values())
+        machine_before = _machine_cpu_seconds()
         start = time.perf_counter()
         subprocess.run(command + [cluster.scheduler_address], check=True)
         elapsed = time.perf_counter() - start
+        machine_after = _machine_cpu_seconds()
+        workers_cpu = sum(client.run(_cpu_seconds).values()) - workers_before
         peaks = client.run(_peak_rss_mb)
         faults = sum(client.run(_minor_faults).values())
         tasks = sum(part["stop"] - part["start"]
                     for record in client.get_task_stream(start=began)
                     for part in record["startstops"] if part["action"] == "compute")
-    return elapsed, sorted(peaks.values()), tasks, faults
+    busy, steal = (after - before for before, after in zip(machine_before, machine_after,
+                                                            strict=True))
+    return elapsed, sorted(peaks.values()), tasks, faults, (
+        busy / elapsed, workers_cpu / elapsed, steal / elapsed)
+
+
+def _machine_cpu_seconds() -> tuple[float, float]:
+    """The CPU time this machine's CPUs have spent busy, and the time its host took
+    from them (``steal``: a virtual machine's), in seconds, from ``/proc/stat`` (NaN
+    elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(f) for f in stat.readline().split()[1:]]
+    except OSError:
+        return float("nan"), float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle, iowait
+    steal = fields[7] if len(fields) > 7 else 0
+    return (sum(fields[:8]) - idle - steal) / tick, steal / tick
+
+
+def _cpu_seconds() -> float:
+    """The CPU time (user and system) this process has taken, its threads' included."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextlib.contextmanager
@@ -249,21 +282,24 @@ def main() -> int:
         peaks: dict[str, list[float]] = {label: [] for label, _, _ in runs}
         tasks: dict[str, list[float]] = {label: [] for label, _, _ in runs}
         faults: dict[str, list[int]] = {label: [] for label, _, _ in runs}
+        cpus: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in runs}
         for _ in range(args.repeat):
             for label, workers, python in runs:
                 shutil.rmtree(zarr_out, ignore_errors=True)
                 os.sync()  # the last run's writes written back: each starts from a quiet disk
                 command = [python or sys.executable, "-m", "upconv", "scale"]
-                elapsed, peak, task_time, fault_count = run_on_cluster(workers, command + [
+                elapsed, peak, task_time, fault_count, cpu = run_on_cluster(workers, command + [
                     str(zarr_in), str(zarr_out), "-f", "2", "-y", "--quiet", "--dask"],
                     python)
                 times[label].append(elapsed)
                 peaks[label] += peak
                 tasks[label].append(task_time)
                 faults[label].append(fault_count)
+                cpus[label].append(cpu)
                 print(f"{label}: {elapsed:.1f} s, worker peaks "
                       f"{', '.join(f'{p:.0f} MB' for p in peak)}, tasks {task_time:.1f} s, "
-                      f"page faults {fault_count:,}", flush=True)
+                      f"page faults {fault_count:,}, CPUs busy {cpu[0]:.2f} "
+                      f"(workers {cpu[1]:.2f}, taken by the host {cpu[2]:.2f})", flush=True)
             npy_out.unlink(missing_ok=True)
             os.sync()
             times["npy"].append(wall(upconv_cmd + [str(npy_in), str(npy_out), "-f", "2", "-y",
@@ -288,6 +324,13 @@ def main() -> int:
                                   for k in ("1 worker", "2 workers"))
         print(f"  page faults, added up over the workers: 1 worker {one_faults:,}, "
               f"2 workers {two_faults:,}")
+        for label in ("1 worker", "2 workers"):
+            busy, in_workers, steal = (statistics.median(c[i] for c in cpus[label])
+                                       for i in range(3))
+            print(f"  {label}: the machine's {os.cpu_count()} CPUs busy {busy:.2f} on average, "
+                  f"{in_workers:.2f} of them in the workers, {busy - in_workers:.2f} "
+                  f"elsewhere (scheduler, command, the kernel's own threads); "
+                  f"{steal:.2f} taken by the host")
         written = sum(f.stat().st_size for f in zarr_out.rglob("*") if f.is_file()) / 1e9
         print(f"  2 workers wrote {written:.1f} GB at {written / two:.2f} GB/s; this disk "
               f"takes direct writes at {disk:.2f} GB/s (median of 3 x 4 GB)")

@@ -237,3 +237,48 @@ def test_allocate_space_does_nothing_where_the_file_system_cannot(tmp_path, monk
     with open(tmp_path / "file", "wb") as handle:
         assert fileio.allocate_space(handle.fileno(), 1 << 20) is False
         assert os.fstat(handle.fileno()).st_size == 0
+
+
+@pytest.mark.parametrize("short", [False, True])
+@pytest.mark.parametrize("unsupported", [False, True])
+def test_pieces_written_one_after_another_are_the_bytes_of_one_write(
+        tmp_path, rng, recorder, monkeypatch, short, unsupported):
+    """WriteBehind: lists of pieces (rows of a band) and single buffers, written one after
+    another, give the bytes of one plain write, each PIECE handed to the disk as it
+    fills; a short ``pwritev`` (which may write less than asked) is finished piece by
+    piece, and a file system without ``sync_file_range`` gets plain writes."""
+    if unsupported:
+        recorder.answer = errno.EOPNOTSUPP
+    if short:
+        real_pwritev = os.pwritev
+
+        def pwritev(fd, buffers, offset):  # at most half, cut inside a piece
+            total = sum(len(memoryview(b)) for b in buffers)
+            cut = total // 2 + 1
+            views, left = [], cut
+            for buffer in buffers:
+                view = memoryview(buffer)[:left]
+                views.append(view)
+                left -= len(view)
+                if not left:
+                    break
+            return real_pwritev(fd, views, offset)
+
+        monkeypatch.setattr(os, "pwritev", pwritev)
+    data = rng.integers(0, 256, 6 * PIECE + 11, dtype=np.uint8).tobytes()
+    rows = [data[start:start + 997] for start in range(0, 4 * PIECE, 997)]
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        writer = fileio.WriteBehind(fd, 3)
+        writer.write(rows)
+        writer.write(data[sum(map(len, rows)):])
+        writer.finish()
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == bytes(3) + data
+    started = [length for _, length, flags in recorder.calls if flags == 2]
+    if unsupported:
+        assert len(recorder.calls) == 1  # asked once, then plain writes
+    else:
+        assert sum(started) == len(data) and max(started) == PIECE

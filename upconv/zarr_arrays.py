@@ -1044,6 +1044,7 @@ class StreamedChunks:
     def write(self, rows: np.ndarray) -> None:
         """The region's next rows, ``(n, width, channels)`` (any strides)."""
         assert rows.shape[1] == self.right - self.left, (rows.shape, self.right - self.left)
+        assert self.row + len(rows) <= self.bottom, (self.row, len(rows), self.bottom)
         done = 0
         while done < len(rows):
             chunk_top = self.row - (self.row - self.top) % self.chunk_rows
@@ -1068,9 +1069,10 @@ class StreamedChunks:
             path = store_path.store.root / (f"{store_path.path}/{key}" if store_path.path
                                             else key)
             size = self.chunk_rows * self.chunk_cols * self.chunk_channels * self.dtype.itemsize
-            chunk = self.open[column] = _ChunkOnItsWay(path, size, self.zstd)
-        if not chunk.stored and not _only_fill(part, self.fill):
-            chunk.stored = True
+            chunk = self.open[column] = _ChunkOnItsWay(path, size, self.zstd, self.fill_row)
+        if not chunk.opened and _only_fill(part, self.fill):
+            chunk.skip_fill_rows(len(part))
+            return
         missing = self.chunk_cols - part.shape[1]
         tail = [memoryview(self.fill_row[:missing * self.chunk_channels])] if missing else []
         pieces = []
@@ -1082,7 +1084,7 @@ class StreamedChunks:
     def _finish_row_of_chunks(self, chunk_top: int) -> None:
         missing = chunk_top + self.chunk_rows - self.row  # (the array's last chunks)
         for chunk in self.open.values():
-            if missing:
+            if missing and chunk.opened:
                 chunk.write([memoryview(self.fill_row)] * missing)
             chunk.finish()
             self.written += 1
@@ -1104,29 +1106,51 @@ class StreamedChunks:
 
 class _ChunkOnItsWay:
     """A chunk of :class:`StreamedChunks` being written: its file, and its zstd frame
-    when it is compressed; ``stored`` once a value other than the fill value came."""
+    when it is compressed, both made only once a value other than the fill value comes
+    (until then the rows of nothing but the fill value are only counted, and written
+    first then): a chunk of nothing but the fill value touches no file."""
 
-    def __init__(self, path: Any, size: int, zstd: Any) -> None:
+    def __init__(self, path: Any, size: int, zstd: Any, fill_row: np.ndarray) -> None:
+        self.path, self.size, self.zstd, self.fill_row = path, size, zstd, fill_row
+        self.file: Any = None
+        self.frame: Any = None
+        self.fill_rows = 0
+
+    @property
+    def opened(self) -> bool:
+        return self.file is not None
+
+    def skip_fill_rows(self, count: int) -> None:
+        """``count`` rows of nothing but the fill value, before any other value."""
+        assert not self.opened
+        self.fill_rows += count
+
+    def write(self, pieces: list) -> None:
+        if self.file is None:
+            self._open()
+        (self.file if self.frame is None else self.frame).write(pieces)
+
+    def _open(self) -> None:
         from .zarr_local import ChunkFile
         from .zarr_zstd import FrameWriter
 
-        self.stored = False
-        self.file = ChunkFile(path, size)
+        # (compressed: the size is not known, so no space is set aside for it)
+        self.file = ChunkFile(self.path, self.size if self.zstd is None else 0)
         try:
-            self.frame = None if zstd is None else FrameWriter(
-                size, zstd.level, zstd.checksum, self.file.write)
+            if self.zstd is not None:
+                self.frame = FrameWriter(self.size, self.zstd.level, self.zstd.checksum,
+                                         self.file.write)
+            if self.fill_rows:
+                (self.file if self.frame is None else self.frame).write(
+                    [memoryview(self.fill_row)] * self.fill_rows)
         except BaseException:
-            self.file.discard()
+            self.discard()
             raise
 
-    def write(self, pieces: list) -> None:
-        (self.file if self.frame is None else self.frame).write(pieces)
-
     def finish(self) -> None:
-        """Rename the file into place, or remove it when it holds only the fill value (as
-        zarr leaves such a chunk out)."""
-        if not self.stored:
-            self.discard()
+        """Rename the file into place; nothing for a chunk of nothing but the fill value
+        (absent, as zarr leaves it)."""
+        if self.file is None:
             return
         if self.frame is not None:
             self.frame.finish()
@@ -1135,7 +1159,8 @@ class _ChunkOnItsWay:
     def discard(self) -> None:
         if self.frame is not None:
             self.frame.close()
-        self.file.discard()
+        if self.file is not None:
+            self.file.discard()
 
 
 def whole_chunks(array: Any) -> Any:

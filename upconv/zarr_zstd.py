@@ -223,8 +223,10 @@ class FrameWriter:
     StreamedChunks`): zstd reads each row while it is still in the CPU's cache, and
     neither the chunk nor its compressed bytes need a buffer of their own. libzstd's
     streaming functions (``ZSTD_compressStream2``), with the frame's size given first
-    (``ZSTD_CCtx_setPledgedSrcSize``), choose the same parameters and write the same
-    frame as its one-shot ``ZSTD_compress2``. Needs :func:`zstd_library`.
+    (``ZSTD_CCtx_setPledgedSrcSize``), choose the same parameters as its one-shot
+    ``ZSTD_compress2``, and the frame (which tells its size) decompresses to the same
+    bytes; it is often, not always, byte for byte the one-shot frame (the streaming
+    compressor may pick other matches). Needs :func:`zstd_library`.
 
     Examples
     --------
@@ -376,5 +378,9 @@ def _reusing(codec: Any) -> Any:
 
 
 def drop_codec_buffers() -> None:
-    """Let go of the arrays kept for results (a job's last step, here and on each worker)."""
+    """Let go of the arrays kept for results and for frames' pieces, and of the calling
+    thread's spare frame contexts (a job's last step, here and on each worker; another
+    thread's go when it ends)."""
     _results.clear()
+    _frame_pieces.clear()
+    getattr(_contexts, "frames", []).clear()

@@ -978,7 +978,8 @@ def streamed_chunks(target: Any, region: tuple[slice, ...], channels: int
     zarr = _zarr_module()
     metadata = target.metadata
     if (metadata.zarr_format != 3 or not isinstance(target.store, LocalStore)
-            or len(target.shape) not in (2, 3) or sys.byteorder != "little"):
+            or len(target.shape) not in (2, 3) or sys.byteorder != "little"
+            or not hasattr(os, "pwritev")):  # (positioned writes: not on Windows)
         return None
     codecs = metadata.codecs
     if (not 1 <= len(codecs) <= 2 or not isinstance(codecs[0], zarr.codecs.BytesCodec)

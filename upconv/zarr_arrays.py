@@ -1040,7 +1040,6 @@ class StreamedChunks:
         self.fill = np.asarray(fill if fill is not None else 0, self.dtype)
         self.fill_row = np.full(self.chunk_cols * self.chunk_channels, self.fill)
         self.open: dict[int, _ChunkOnItsWay] = {}  # by chunk column
-        self.written = 0
 
     def write(self, rows: np.ndarray) -> None:
         """The region's next rows, ``(n, width, channels)`` (any strides)."""
@@ -1088,13 +1087,13 @@ class StreamedChunks:
             if missing and chunk.opened:
                 chunk.write([memoryview(self.fill_row)] * missing)
             chunk.finish()
-            self.written += 1
         self.open.clear()
 
     def close(self) -> int:
         """Check that every row came; returns how many chunks the region covers."""
         assert self.row == self.bottom and not self.open, (self.row, self.bottom)
-        return self.written
+        return _chunk_count((self.bottom - self.top, self.right - self.left),
+                            self.target.chunks[:2])
 
     def __enter__(self) -> StreamedChunks:
         return self

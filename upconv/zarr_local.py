@@ -167,12 +167,12 @@ class ChunkFile:
         self.discard()
 
 
-#: The name of :func:`write_whole_file`'s temporary file: ``KEY.<32 hex digits>.partial``.
+#: The name of a :class:`ChunkFile`'s temporary file: ``KEY.<32 hex digits>.partial``.
 _PARTIAL_NAME = re.compile(r".+\.[0-9a-f]{32}\.partial")
 
 
 def remove_partial_files(root: str | os.PathLike) -> int:
-    """Remove the temporary chunk files of :func:`write_whole_file` left in the store at
+    """Remove the temporary chunk files of :class:`ChunkFile` left in the store at
     ``root`` by writers that died mid-chunk (a Dask worker killed: its task ran again
     elsewhere, and wrote the chunk whole under its own temporary name); how many.
 

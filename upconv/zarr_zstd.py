@@ -159,6 +159,13 @@ def _bytes_of(buffer: Any) -> np.ndarray:
     return np.ascontiguousarray(buffer.as_numpy_array()).reshape(-1).view(np.uint8)
 
 
+def _set_frame_parameters(library: _LibZstd, context: int, level: int, checksum: bool
+                          ) -> None:
+    """A compressing context set as numcodecs' ``Zstd(level, checksum)`` sets its own."""
+    library.check(library.set_parameter(context, _COMPRESSION_LEVEL, level))
+    library.check(library.set_parameter(context, _CHECKSUM_FLAG, 1 if checksum else 0))
+
+
 def compress(data: np.ndarray, level: int, checksum: bool) -> np.ndarray:
     """``data`` compressed as one zstd frame, as numcodecs' ``Zstd(level, checksum)``
     compresses it, into a kept array (a view of it is returned; a copy of its own when
@@ -176,8 +183,7 @@ def compress(data: np.ndarray, level: int, checksum: bool) -> np.ndarray:
     library = zstd_library()
     assert library is not None
     context = _context("compressing", library)
-    library.check(library.set_parameter(context, _COMPRESSION_LEVEL, level))
-    library.check(library.set_parameter(context, _CHECKSUM_FLAG, 1 if checksum else 0))
+    _set_frame_parameters(library, context, level, checksum)
     out = _results.get(library.compress_bound(data.nbytes))
     size = library.check(library.compress2(context, out.ctypes.data, out.nbytes,
                                            data.ctypes.data, data.nbytes))
@@ -236,7 +242,7 @@ class FrameWriter:
     >>> frame = FrameWriter(values.nbytes, 0, False, lambda piece: parts.append(bytes(piece)))
     >>> frame.write([values[:1000], values[1000:]])
     >>> frame.finish()
-    >>> b"".join(parts) == Zstd().encode(values)
+    >>> Zstd().decode(b"".join(parts)) == values.tobytes()
     True
     """
 
@@ -248,8 +254,7 @@ class FrameWriter:
         self._context = _take_context(library)
         self.context = self._context.pointer
         library.check(library.reset(self.context, _RESET_SESSION))
-        library.check(library.set_parameter(self.context, _COMPRESSION_LEVEL, level))
-        library.check(library.set_parameter(self.context, _CHECKSUM_FLAG, 1 if checksum else 0))
+        _set_frame_parameters(library, self.context, level, checksum)
         library.check(library.set_pledged_size(self.context, size))
         self.out = _frame_pieces.get(FRAME_PIECE)
         self._out = _OutBuffer(self.out.ctypes.data, self.out.nbytes, 0)
@@ -284,8 +289,9 @@ class FrameWriter:
     def close(self) -> None:
         """Give the context and the buffer back (done by :meth:`finish`)."""
         if self._context is not None:
-            _give_context(self._context)
+            _spare_contexts().append(self._context)
             self._context = None
+            self.out = None  # (free again for another frame)
 
     def _hand_on(self) -> None:
         if self._out.pos:
@@ -299,20 +305,18 @@ FRAME_PIECE = 1 << 20
 _frame_pieces = ReusedArrays(most=8)
 
 
+def _spare_contexts() -> list[_Context]:
+    """This thread's compressing contexts that no frame is using (one thread may write
+    several frames at once: a block's chunks side by side)."""
+    spare = getattr(_contexts, "frames", None)
+    if spare is None:
+        spare = _contexts.frames = []
+    return spare
+
+
 def _take_context(library: _LibZstd) -> _Context:
-    """A compressing context of this thread's that no frame is using (one thread may
-    write several frames at once: a block's chunks side by side)."""
-    free = getattr(_contexts, "frames", None)
-    if free is None:
-        free = _contexts.frames = []
-    return free.pop() if free else _Context(library.create_cctx, library.free_cctx)
-
-
-def _give_context(context: _Context) -> None:
-    free = getattr(_contexts, "frames", None)
-    if free is None:
-        free = _contexts.frames = []
-    free.append(context)
+    spare = _spare_contexts()
+    return spare.pop() if spare else _Context(library.create_cctx, library.free_cctx)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,4 +387,4 @@ def drop_codec_buffers() -> None:
     thread's go when it ends)."""
     _results.clear()
     _frame_pieces.clear()
-    getattr(_contexts, "frames", []).clear()
+    _spare_contexts().clear()

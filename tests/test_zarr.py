@@ -239,27 +239,25 @@ def test_reused_read_buffers_never_change_what_a_reader_still_holds(tmp_path, rn
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_big_chunks_are_written_behind_as_zarr_writes_them(tmp_path, rng, monkeypatch,
-                                                           zarr_format):
-    """A chunk of WRITE_BEHIND_PIECE or more (here made small) is written behind: the same
-    files as zarr's own store writes, no temporary file left, and a failed write leaves
-    the chunk that was there and no temporary file."""
-    from upconv import fileio
+def test_big_chunks_are_written_around_the_page_cache_as_zarr_writes_them(
+        tmp_path, rng, monkeypatch, zarr_format):
+    """A chunk of direct_writes.SMALLEST bytes or more (here made small) is written around
+    the page cache: the same files as zarr's own store writes, no temporary file left, and
+    a failed write leaves the chunk that was there and no temporary file."""
+    from upconv import direct_writes
     from upconv.zarr_local import LocalStore
 
-    monkeypatch.setattr(fileio, "WRITE_BEHIND_PIECE", 4096)
-    monkeypatch.setattr(fileio, "_on_the_way", type(fileio._on_the_way)())  # (left as found)
-    monkeypatch.setattr(fileio, "_on_the_way_bytes", 0)
-    calls = []  # the pieces handed to the disk
-    real = fileio.WriteBehind._hand_over
-    monkeypatch.setattr(fileio.WriteBehind, "_hand_over", lambda self, length: (
-        calls.append(length), real(self, length))[1])
+    monkeypatch.setattr(direct_writes, "SMALLEST", 4096)
+    calls = []  # the writes given to the writer thread
+    real = direct_writes.DirectWriter._give
+    monkeypatch.setattr(direct_writes.DirectWriter, "_give", lambda self, views, *rest: (
+        calls.append(sum(len(v) for v in views)), real(self, views, *rest))[1])
     image = rng.random((70, 50, 3))  # chunks of 32x32x3 float64: 24 KiB, some edges
     ours = zarr.create_array(LocalStore(str(tmp_path / "ours.zarr")), shape=image.shape,
                              chunks=(32, 32, 3), dtype=image.dtype, zarr_format=zarr_format)
     ours[...] = image
     write_array(tmp_path / "zarr.zarr", image, (32, 32, 3), zarr_format)
-    assert calls and max(calls) == 4096
+    assert calls and max(calls) >= 4096
 
     def files(store):
         return {path.relative_to(store).as_posix(): path.read_bytes()
@@ -268,11 +266,11 @@ def test_big_chunks_are_written_behind_as_zarr_writes_them(tmp_path, rng, monkey
     assert files(tmp_path / "ours.zarr") == files(tmp_path / "zarr.zarr")
     assert len(files(tmp_path / "ours.zarr")) == 3 * 2 + 1 + (zarr_format == 2)
 
-    def fail(self, data):
-        os.write(self.fd, b"half")
+    def fail(self, data, kept=False):
+        os.ftruncate(self.fd, 4)  # (half a chunk in the file)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fileio.WriteBehind, "write", fail)
+    monkeypatch.setattr(direct_writes.DirectWriter, "write", fail)
     with pytest.raises(OSError, match="No space"):
         ours[:32, :32] = rng.random((32, 32, 3))  # (random: compressed, still 4 KiB+)
     assert files(tmp_path / "ours.zarr") == files(tmp_path / "zarr.zarr")
@@ -359,9 +357,9 @@ def test_streamed_chunks_of_other_types_and_fill_values(tmp_path, rng, dtype, fi
 
     opened = []
     real = zarr_local.ChunkFile.__init__
-    monkeypatch.setattr(zarr_local.ChunkFile, "__init__", lambda self, path, size: (
+    monkeypatch.setattr(zarr_local.ChunkFile, "__init__", lambda self, path, size, **kw: (
         opened.append(path.relative_to(tmp_path / "ours.zarr").as_posix()),
-        real(self, path, size))[1])
+        real(self, path, size, **kw))[1])
     values = (rng.random((40, 30, 3)) * 1000).astype(dtype)
     values[16:32, 16:30] = 0 if fill == 0 else fill
     options = dict(shape=values.shape, chunks=(16, 16, 3), dtype=values.dtype,
@@ -467,10 +465,10 @@ def test_a_failed_streamed_chunk_leaves_nothing_under_its_name(tmp_path, rng, mo
                              compressors=compressors)
     real = zarr_local.ChunkFile.write
 
-    def failing(self, data):
+    def failing(self, data, kept=False):
         if self.path.as_posix().endswith("c/1/0"):  # the second row of chunks' first
             raise OSError(28, "No space left on device")
-        real(self, data)
+        real(self, data, kept)
 
     monkeypatch.setattr(zarr_local.ChunkFile, "write", failing)
     with pytest.raises(OSError, match="No space"):
@@ -891,18 +889,18 @@ def test_a_dead_writers_temporary_chunk_file_is_not_left_in_the_output(
     """A chunk's writer that dies mid-chunk (a killed Dask worker) leaves its temporary
     file; the task runs again and writes the chunk whole under a name of its own. The
     finished store holds the chunks and no temporary file."""
-    from upconv import fileio, zarr_local
+    from upconv import direct_writes, zarr_local
 
-    monkeypatch.setattr(fileio, "WRITE_BEHIND_PIECE", 1024)  # (every chunk written so)
+    monkeypatch.setattr(direct_writes, "SMALLEST", 1024)  # (every chunk written so)
     real = zarr_local.ChunkFile.__init__
     left: list[Path] = []
 
-    def dying_once(self, path, size):
+    def dying_once(self, path, size, **options):
         if not left:  # as a writer killed mid-chunk leaves it
             left.append(path.with_suffix(f".{uuid.uuid4().hex}.partial"))
             path.parent.mkdir(parents=True, exist_ok=True)
             left[0].write_bytes(b"\x07" * 100)
-        real(self, path, size)
+        real(self, path, size, **options)
 
     monkeypatch.setattr(zarr_local.ChunkFile, "__init__", dying_once)
     image = rng.random((40, 40))

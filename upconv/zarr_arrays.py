@@ -59,6 +59,8 @@ from typing import Any
 
 import numpy as np
 
+from . import direct_writes
+from .direct_writes import PAGE, aligned_band, latest_ticket, wait_for
 from .errors import BadInputError, FileAccessError, UpconvError
 from .memory import hold_freed_memory, release_held_memory
 from .methods import METHODS, SPLINE_HALO, Method
@@ -649,7 +651,9 @@ BAND_ROWS = 512
 
 def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
                 cols: tuple[int, int], out: np.ndarray | None = None,
-                sink: Callable[[np.ndarray], None] | None = None) -> np.ndarray | None:
+                sink: Callable[[np.ndarray], None] | None = None,
+                band_buffer: Callable[[tuple[int, int, int], np.dtype, int], np.ndarray]
+                | None = None) -> np.ndarray | None:
     """The outputs ``rows`` x ``cols`` (indices of the window's own output, see
     :meth:`AxisBlocks.window`) of a block's input window.
 
@@ -659,7 +663,9 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
     ``out``, if given, receives them (C-contiguous, as zarr writes a chunk
     without a copy) and is returned. With ``sink`` instead (a block without
     leading axes), each band's owned rows are handed to ``sink`` as they are
-    computed, and None is returned.
+    computed, and None is returned; ``band_buffer(shape, dtype, first)``, if given,
+    is where each band is computed (any strides; ``first`` its first owned column),
+    rather than one buffer of its own.
 
     Examples
     --------
@@ -689,14 +695,17 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
     # Values stored as they are computed (one plane, of the output's type): the engine
     # writes each band straight into a band buffer (full width; small enough for the
     # allocator to reuse), whose owned columns are copied out or handed to the sink.
-    direct = not lead and job.out_dtype == job.work_dtype and plan.method is not Method.NEAREST
-    band = np.empty((band_rows, plan.shape[1], channels), job.out_dtype) if direct else None
+    in_place = not lead and job.out_dtype == job.work_dtype and plan.method is not Method.NEAREST
+    band_shape = (band_rows, plan.shape[1], channels)
+    band = (np.empty(band_shape, job.out_dtype) if in_place and band_buffer is None else None)
     for index in np.ndindex(*lead):
         plane = block[index]
         if job.plan.method is not Method.NEAREST:
             plane = plane.astype(job.work_dtype, copy=False)
         for first in range(r0, r1, band_rows):
             last = min(r1, first + band_rows)
+            if in_place and band_buffer is not None:
+                band = band_buffer(band_shape, job.out_dtype, c0)
             values = resample_band(lambda a, b, plane=plane: plane[a:b], plan, (first, last),
                                    out=None if band is None else band[:last - first])
             owned = _stored(values[:, c0:c1], job.out_dtype)
@@ -892,7 +901,8 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
                 else None)
     if streamed is not None:  # each band into the chunk files, as it is computed
         with streamed:
-            scale_block(window, job, (r0, r1), (c0, c1), sink=streamed.write)
+            scale_block(window, job, (r0, r1), (c0, c1), sink=streamed.write,
+                        band_buffer=streamed.band_buffer)
             return streamed.close()
     values = scale_block(window, job, (r0, r1), (c0, c1), out=_reused(
         "block", (*lead, r1 - r0, c1 - c0, channels), job.out_dtype))
@@ -1038,8 +1048,30 @@ class StreamedChunks:
         self.dtype = np.dtype(target.dtype)
         fill = target.fill_value
         self.fill = np.asarray(fill if fill is not None else 0, self.dtype)
-        self.fill_row = np.full(self.chunk_cols * self.chunk_channels, self.fill)
+        row_values = self.chunk_cols * self.chunk_channels
+        # (page aligned: written around the page cache from where it is)
+        self.fill_row = aligned_band(row_values * self.dtype.itemsize).view(self.dtype)
+        self.fill_row[...] = self.fill
         self.open: dict[int, _ChunkOnItsWay] = {}  # by chunk column
+        self.bands_lent = 0
+        self.band_tickets = [0, 0]  # the writes of each band buffer's rows (wait_for)
+
+    def band_buffer(self, shape: tuple[int, int, int], dtype: np.dtype, first: int
+                    ) -> np.ndarray:
+        """Where to compute the next band (``shape``, of ``dtype``) whose first owned
+        column is ``first``: each row's chunks start on a page (and the band buffer used
+        before the last is free again: its rows are written), so that its rows are written
+        around the page cache from where they are, without a copy."""
+        which = self.bands_lent % 2
+        self.bands_lent += 1
+        wait_for(self.band_tickets[which])
+        rows, width, channels = shape
+        pixel = channels * np.dtype(dtype).itemsize
+        stride = -(-width * pixel // PAGE) * PAGE
+        raw = _reused(f"streamed band {which}", (rows * stride + PAGE,), np.uint8)
+        offset = -(raw.ctypes.data + first * pixel) % PAGE
+        return np.ndarray(shape, dtype, buffer=raw, offset=offset,
+                          strides=(stride, pixel, np.dtype(dtype).itemsize))
 
     def write(self, rows: np.ndarray) -> None:
         """The region's next rows, ``(n, width, channels)`` (any strides)."""
@@ -1057,6 +1089,8 @@ class StreamedChunks:
             self.row = last
             if last == self.bottom or (last - self.top) % self.chunk_rows == 0:
                 self._finish_row_of_chunks(chunk_top)
+        if self.zstd is None:  # (compressed rows are read before this returns)
+            self.band_tickets[(self.bands_lent - 1) % 2] = latest_ticket()
 
     def _write_part(self, first: int, part: np.ndarray) -> None:
         column = first // self.chunk_cols
@@ -1126,23 +1160,28 @@ class _ChunkOnItsWay:
         self.fill_rows += count
 
     def write(self, pieces: list) -> None:
+        """Write rows (pieces the caller leaves unchanged until written: see
+        :meth:`StreamedChunks.band_buffer`)."""
         if self.file is None:
             self._open()
-        (self.file if self.frame is None else self.frame).write(pieces)
+        if self.frame is None:
+            self.file.write(pieces, kept=True)
+        else:
+            self.frame.write(pieces)
 
     def _open(self) -> None:
         from .zarr_local import ChunkFile
         from .zarr_zstd import FrameWriter
 
         # (compressed: the size is not known, so no space is set aside for it)
-        self.file = ChunkFile(self.path, self.size if self.zstd is None else 0)
+        self.file = ChunkFile(self.path, self.size if self.zstd is None else 0,
+                              direct=self.size >= direct_writes.SMALLEST)
         try:
             if self.zstd is not None:
                 self.frame = FrameWriter(self.size, self.zstd.level, self.zstd.checksum,
                                          self.file.write)
             if self.fill_rows:
-                (self.file if self.frame is None else self.frame).write(
-                    [memoryview(self.fill_row)] * self.fill_rows)
+                self.write([memoryview(self.fill_row)] * self.fill_rows)
         except BaseException:
             self.discard()
             raise

@@ -19,7 +19,8 @@ import numpy as np
 import zarr.storage
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from . import fileio
+from . import direct_writes, fileio
+from .direct_writes import DirectWriter, open_direct
 from .memory import ReusedArrays
 
 __all__ = ["ChunkFile", "LocalStore", "drop_read_buffers", "remove_partial_files"]
@@ -77,7 +78,7 @@ class LocalStore(zarr.storage.LocalStore):
             return None
 
     async def set(self, key: str, value: Buffer) -> None:
-        if not isinstance(value, Buffer) or len(value) < fileio.WRITE_BEHIND_PIECE:
+        if not isinstance(value, Buffer) or len(value) < direct_writes.SMALLEST:
             return await super().set(key, value)
         if not self._is_open:
             await self._open()
@@ -89,8 +90,8 @@ def write_whole_file(path: Path, value: Buffer) -> None:
     """Write a chunk file as zarr does (a ``.partial`` temporary file beside it, renamed
     over it when complete, removed on failure), written behind (:class:`ChunkFile`)."""
     data = value.as_buffer_like()
-    with ChunkFile(path, memoryview(data).nbytes) as chunk:
-        chunk.write(data)
+    with ChunkFile(path, memoryview(data).nbytes, direct=True) as chunk:
+        chunk.write(data, kept=True)  # (written before this returns)
         chunk.commit()
 
 
@@ -120,32 +121,42 @@ class ChunkFile:
     (b'spam eggs', ['0'])
     """
 
-    def __init__(self, path: Path, size: int) -> None:
+    def __init__(self, path: Path, size: int, direct: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.size = path, size
         self.committed = False
         self.temporary = path.with_suffix(f".{uuid.uuid4().hex}.partial")
-        self.fd: int | None = os.open(
-            self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-            0o666)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        self.writer: fileio.WriteBehind | DirectWriter | None = None
+        if direct:
+            self.fd, around = open_direct(self.temporary, flags)
+        else:
+            self.fd = os.open(self.temporary, flags, 0o666)
         try:
             if size:
                 fileio.allocate_space(self.fd, size)
-            self.writer = fileio.WriteBehind(self.fd, later=str(path))
+            self.writer = (DirectWriter(self.fd, around) if direct
+                           else fileio.WriteBehind(self.fd, later=str(path)))
         except BaseException:
             self.discard()
             raise
 
-    def write(self, data: object) -> None:
-        """Write the next bytes (a bytes-like object, or a list of them)."""
-        self.writer.write(data)
+    def write(self, data: object, kept: bool = False) -> None:
+        """Write the next bytes (a bytes-like object, or a list of them); with ``kept``
+        (written around the page cache), bytes the caller leaves unchanged until they
+        are written (:class:`upconv.direct_writes.DirectWriter`)."""
+        if isinstance(self.writer, DirectWriter):
+            self.writer.write(data, kept)
+        else:
+            self.writer.write(data)
 
     def commit(self) -> None:
         """Finish the file and rename it over the chunk's own name."""
         assert self.fd is not None and not self.committed
         self.writer.finish()
-        if self.writer.position < self.size:  # (compressed: less than was allocated)
-            os.ftruncate(self.fd, self.writer.position)
+        position = self.writer.position
+        if position < self.size:  # (compressed: less than was allocated)
+            os.ftruncate(self.fd, position)
         fd, self.fd = self.fd, None
         os.close(fd)
         os.replace(self.temporary, self.path)
@@ -155,6 +166,8 @@ class ChunkFile:
         """Close and remove the temporary file, unless committed (nothing under the
         chunk's name changes)."""
         if self.fd is not None:
+            if isinstance(self.writer, DirectWriter):
+                self.writer.abandon()  # (its writes done before the file is closed)
             fd, self.fd = self.fd, None
             os.close(fd)
         if not self.committed:

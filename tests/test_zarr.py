@@ -494,12 +494,16 @@ def test_a_failed_streamed_chunk_leaves_nothing_under_its_name(tmp_path, rng, mo
                                                  ("bilinear", np.uint8, "yx"),
                                                  ("transpose", np.float64, "yxc")])
 @pytest.mark.parametrize("compressors", [None, "auto"])
+@pytest.mark.parametrize("around", [False, True])
 def test_zarr_3_outputs_are_streamed_and_equal_the_in_memory_result(
-        tmp_path, rng, monkeypatch, method, dtype, layout, capsys, compressors):
+        tmp_path, rng, monkeypatch, method, dtype, layout, capsys, compressors, around):
     """Raw and zstd Zarr 3 chunks in a local store never go through write_chunks (which
     fails here): each band goes into the chunk files as computed; odd sizes, several
-    blocks."""
-    from upconv import zarr_arrays
+    blocks; through the page cache, and (every chunk made big enough) around it."""
+    from upconv import direct_writes, zarr_arrays
+
+    if around:
+        monkeypatch.setattr(direct_writes, "SMALLEST", 0)
 
     def refused(*args):
         raise AssertionError("not streamed")
@@ -525,6 +529,36 @@ def test_zarr_3_outputs_are_streamed_and_equal_the_in_memory_result(
     assert got.dtype == expected.dtype and got.shape == expected.shape
     tolerance = 4 * np.finfo(np.float32).eps if method == "bicubic" else 0
     assert np.abs(got.astype(np.float64) - expected).max() <= tolerance
+
+
+@pytest.mark.parametrize("method", ["bicubic", "transpose"])
+def test_streamed_rows_go_around_the_page_cache_from_the_band_itself(
+        tmp_path, rng, monkeypatch, capsys, method):
+    """Rows of a whole chunk whose length is a multiple of the disk's block are written
+    around the page cache from the band buffer they were computed in (no copy), the edge
+    chunks' rows through buffers of the writer's own; the result is the in-memory one."""
+    from upconv import direct_writes
+
+    monkeypatch.setattr(direct_writes, "SMALLEST", 0)
+    lent, copied = [], []
+    real = direct_writes.DirectWriter._give
+
+    def give(self, views, position, buffer):
+        (copied if buffer is not None else lent).append(len(views))
+        if buffer is None:
+            assert all(direct_writes._address(view) % direct_writes.ALIGNMENT == 0
+                       for view in views)
+        return real(self, views, position, buffer)
+
+    monkeypatch.setattr(direct_writes.DirectWriter, "_give", give)
+    image = rng.random((53, 71, 4)).astype(np.float32)  # out: chunk rows of 32x4 float32
+    write_array(tmp_path / "in.zarr", image, (16, 16, 4), compressors=None)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", method]) == 0, capsys.readouterr().err
+    assert lent and copied
+    tolerance = 4 * np.finfo(np.float32).eps if method == "bicubic" else 0
+    np.testing.assert_allclose(read(tmp_path / "out.zarr"), upconv.scale(image, 2, method),
+                               rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize("region", [(0, 10), (4, 10), (0, 4), (8, 10), (2, 4), (2, 8)])

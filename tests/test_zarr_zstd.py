@@ -222,3 +222,36 @@ def test_a_frame_written_piece_by_piece_is_a_frame_of_the_same_values(rng, level
         short = zarr_zstd.FrameWriter(100, level, checksum, handed.append)
         short.write([values[:50]])
         short.finish()
+
+
+@pytest.mark.parametrize("space", [1, 7, 4096, 1 << 22])
+def test_a_frame_compressed_straight_into_a_files_buffers(rng, space):
+    """FrameWriter into a file's own buffers (FrameBuffers), whatever room they offer at a
+    time: the same frame as one handed on by pieces, byte for byte (the same calls), and
+    nothing written past the room offered."""
+    x = np.linspace(0, 50, 300_000, dtype=np.float32)
+    values = (x + rng.normal(0, 0.02, x.shape).astype(np.float32)).view(np.uint8)
+    pieces = [values[:1000], values[1000:500_001], values[500_001:]]
+
+    class Buffers:
+        def __init__(self):
+            self.buffer = np.full(space + 1, 0xAB, np.uint8)
+            self.bytes = bytearray()
+
+        def space(self):
+            return self.buffer[:space]
+
+        def filled(self, count):
+            assert 0 <= count <= space and self.buffer[space] == 0xAB
+            self.bytes += self.buffer[:count].tobytes()
+
+    into = Buffers()
+    frame = zarr_zstd.FrameWriter(values.nbytes, 0, True, into=into)
+    frame.write(pieces)
+    frame.finish()
+    handed: list[bytes] = []
+    frame = zarr_zstd.FrameWriter(values.nbytes, 0, True, lambda p: handed.append(bytes(p)))
+    frame.write(pieces)
+    frame.finish()
+    assert bytes(into.bytes) == b"".join(handed)
+    assert numcodecs_zstd.Zstd().decode(bytes(into.bytes)) == values.tobytes()

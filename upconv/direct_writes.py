@@ -239,6 +239,24 @@ class DirectWriter:
                 if self._filled == PIECE:
                     self._give_buffer()
 
+    def space(self) -> np.ndarray:
+        """The free part of the file's current buffer (a uint8 array, at least one byte),
+        for the caller to write its next bytes into, and then say how many with
+        :meth:`filled` (a compressor's output, with no copy of its own)."""
+        self._raise_error()
+        if self._buffer is None:
+            self._buffer, self._filled = _take_buffer(), 0
+        return self._buffer[self._filled:]
+
+    def filled(self, count: int) -> None:
+        """The first ``count`` bytes of :meth:`space` were written: they are the file's
+        next bytes."""
+        assert self._buffer is not None and self._filled + count <= PIECE
+        self._filled += count
+        self.position += count
+        if self._filled == PIECE:
+            self._give_buffer()
+
     def _give_buffer(self) -> None:
         """Give the file's buffer to the writer thread (its last one padded with zeros
         to a whole page, which :meth:`finish` cuts off again)."""

@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from . import direct_writes
-from .direct_writes import PAGE, aligned_band, latest_ticket, wait_for
+from .direct_writes import PAGE, DirectWriter, aligned_band, latest_ticket, wait_for
 from .errors import BadInputError, FileAccessError, UpconvError
 from .memory import hold_freed_memory, release_held_memory
 from .methods import METHODS, SPLINE_HALO, Method
@@ -1177,9 +1177,12 @@ class _ChunkOnItsWay:
         self.file = ChunkFile(self.path, self.size if self.zstd is None else 0,
                               direct=self.size >= direct_writes.SMALLEST)
         try:
-            if self.zstd is not None:
-                self.frame = FrameWriter(self.size, self.zstd.level, self.zstd.checksum,
-                                         self.file.write)
+            if self.zstd is not None:  # (compressed into the file's own buffers, if any)
+                writer = self.file.writer
+                self.frame = FrameWriter(
+                    self.size, self.zstd.level, self.zstd.checksum,
+                    **({"into": writer} if isinstance(writer, DirectWriter)
+                       else {"sink": self.file.write}))
             if self.fill_rows:
                 self.write([memoryview(self.fill_row)] * self.fill_rows)
         except BaseException:
@@ -1252,6 +1255,7 @@ def drop_buffers() -> None:
 
     drop_read_buffers()
     drop_codec_buffers()
+    direct_writes.drop_buffers()
     release_held_memory()
 
 

@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from zarr.codecs import ZstdCodec
@@ -223,7 +223,9 @@ def decompress(data: np.ndarray) -> np.ndarray | None:
 class FrameWriter:
     """One zstd frame of ``size`` bytes, compressed as its pieces come, as numcodecs'
     ``Zstd(level, checksum)`` compresses the whole at once, and handed to ``sink`` (a
-    callable taking a bytes-like object) :data:`FRAME_PIECE` bytes at a time.
+    callable taking a bytes-like object) :data:`FRAME_PIECE` bytes at a time, or
+    compressed straight into ``into``'s buffers (:class:`FrameBuffers`: a file's own,
+    written around the page cache, :class:`upconv.direct_writes.DirectWriter`).
 
     For a chunk compressed as its rows are computed (:class:`upconv.zarr_arrays.
     StreamedChunks`): zstd reads each row while it is still in the CPU's cache, and
@@ -247,44 +249,57 @@ class FrameWriter:
     """
 
     def __init__(self, size: int, level: int, checksum: bool,
-                 sink: Callable[[memoryview], None]) -> None:
+                 sink: Callable[[memoryview], None] | None = None,
+                 into: FrameBuffers | None = None) -> None:
+        assert (sink is None) != (into is None)
         library = zstd_library()
         assert library is not None
-        self.library, self.sink, self.size = library, sink, size
+        self.library, self.sink, self.into, self.size = library, sink, into, size
         self._context = _take_context(library)
         self.context = self._context.pointer
         library.check(library.reset(self.context, _RESET_SESSION))
         _set_frame_parameters(library, self.context, level, checksum)
         library.check(library.set_pledged_size(self.context, size))
-        self.out = _frame_pieces.get(FRAME_PIECE)
-        self._out = _OutBuffer(self.out.ctypes.data, self.out.nbytes, 0)
+        self.out = _frame_pieces.get(FRAME_PIECE) if into is None else None
+        self._out = _OutBuffer(0, 0, 0)
         self._in = _InBuffer(0, 0, 0)
         self.taken = 0
 
     def write(self, pieces: list) -> None:
         """Compress the frame's next bytes (a list of bytes-like objects, each contiguous)."""
-        library, context = self.library, self.context
-        out, source = ctypes.byref(self._out), ctypes.byref(self._in)
         for piece in pieces:
             view = np.frombuffer(piece, np.uint8)
             self._in.src, self._in.size, self._in.pos = view.ctypes.data, view.nbytes, 0
             while self._in.pos < self._in.size:
-                library.check(library.compress_stream2(context, out, source, _CONTINUE))
-                if self._out.pos == self._out.size:
-                    self._hand_on()
+                self._compress(_CONTINUE)
             self.taken += view.nbytes
 
     def finish(self) -> None:
         """End the frame (all ``size`` bytes given) and hand on the rest of it."""
         assert self.taken == self.size, (self.taken, self.size)
         self._in.src, self._in.size, self._in.pos = 0, 0, 0
-        while True:
-            left = self.library.check(self.library.compress_stream2(
-                self.context, ctypes.byref(self._out), ctypes.byref(self._in), _END))
-            self._hand_on()
-            if not left:
-                break
+        while self._compress(_END):
+            pass
         self.close()
+
+    def _compress(self, mode: int) -> int:
+        """One ``ZSTD_compressStream2`` call into the output's free space, handing on what
+        it wrote when the space is full (or the frame ends); what is left to flush."""
+        out = self._out
+        if self.into is not None:
+            space = self.into.space()
+            out.dst, out.size, out.pos = space.ctypes.data, space.nbytes, 0
+        elif out.size == 0:
+            out.dst, out.size, out.pos = self.out.ctypes.data, self.out.nbytes, 0
+        left = self.library.check(self.library.compress_stream2(
+            self.context, ctypes.byref(out), ctypes.byref(self._in), mode))
+        if self.into is not None:
+            self.into.filled(out.pos)
+        elif out.pos == out.size or mode == _END:
+            if out.pos:
+                self.sink(memoryview(self.out)[:out.pos])
+            out.pos = 0
+        return left
 
     def close(self) -> None:
         """Give the context and the buffer back (done by :meth:`finish`)."""
@@ -293,10 +308,15 @@ class FrameWriter:
             self._context = None
             self.out = None  # (free again for another frame)
 
-    def _hand_on(self) -> None:
-        if self._out.pos:
-            self.sink(memoryview(self.out)[:self._out.pos])
-        self._out.pos = 0
+
+class FrameBuffers(Protocol):
+    """Buffers a :class:`FrameWriter` compresses into (a file's own)."""
+
+    def space(self) -> np.ndarray:
+        """The free part of the current buffer: a uint8 array of at least one byte."""
+
+    def filled(self, count: int) -> None:
+        """The first ``count`` bytes of the space were written."""
 
 
 #: :class:`FrameWriter` hands on this many bytes at a time.

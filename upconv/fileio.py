@@ -1,4 +1,5 @@
-"""Reading whole files and writing them atomically: the one place upconv touches the disk.
+"""Reading whole files and writing them atomically: the one place upconv touches the disk
+(with :mod:`upconv.direct_writes`, which writes big Zarr chunk files around the page cache).
 
 Every output upconv writes (images, kernels, reports, heat maps, matrices,
 streamed ``.npy`` arrays) goes through :func:`output_writer` (or

@@ -1011,10 +1011,14 @@ class StreamedChunks:
     rows are computed (:func:`streamed_chunks` says where this can be).
 
     Each band's rows that fall in a chunk go straight into the chunk's file
-    (:class:`upconv.zarr_local.ChunkFile`: written behind, renamed into place
-    when its last row is in), or through zstd into it
-    (:class:`upconv.zarr_zstd.FrameWriter`), while they are still in the CPU's
-    cache; no buffer as big as the block is filled first. A raw file is the
+    (:class:`upconv.zarr_local.ChunkFile`, renamed into place when its last row
+    is in), or through zstd into it (:class:`upconv.zarr_zstd.FrameWriter`),
+    while they are still in the CPU's cache; no buffer as big as the block is
+    filled first. A chunk of :data:`upconv.direct_writes.SMALLEST` bytes or more
+    (before compression) is written around the page cache: raw rows from the
+    band buffer they were computed in (:meth:`band_buffer`, two buffers taken in
+    turn, each lent to the writer thread until its rows are written), compressed
+    ones from the frame written straight into the file's own buffers. A raw file is the
     bytes zarr writes for the same chunk, and a compressed one a zstd frame of
     the same level and checksum, which zarr reads as the same values (zstd's
     streaming compressor may pick other matches than its one-shot function, so

@@ -1,5 +1,5 @@
 """zarr's ``LocalStore``, reading a whole chunk file into a reused NumPy array and writing
-a big one behind.
+a big one around the page cache.
 
 Imported only once zarr is known to be installed (the ``dask`` extra), by
 :mod:`upconv.zarr_arrays`; a module of its own so that the class pickles by
@@ -47,11 +47,12 @@ class LocalStore(zarr.storage.LocalStore):
     over the zeros, which took half a block's time to read its core in
     ``bench/bench_zarr.py``.
 
-    A chunk of 8 MiB or more is written behind (:func:`upconv.fileio.write_at`):
-    sent to the disk as it is written and dropped from the page cache, rather
-    than left for the kernel to write back. It is written as zarr writes it, to
-    a temporary file beside it renamed over it when complete. Everything else
-    (byte ranges, listing, smaller chunks, metadata) is zarr's.
+    A chunk of :data:`upconv.direct_writes.SMALLEST` bytes (8 MiB) or more is
+    written around the page cache (:mod:`upconv.direct_writes`): the disk takes
+    the bytes from the process's memory, rather than the kernel copying them into
+    its cache to write back later. It is written as zarr writes it, to a
+    temporary file beside it renamed over it when complete (:class:`ChunkFile`).
+    Everything else (byte ranges, listing, smaller chunks, metadata) is zarr's.
 
     Examples
     --------
@@ -88,7 +89,8 @@ class LocalStore(zarr.storage.LocalStore):
 
 def write_whole_file(path: Path, value: Buffer) -> None:
     """Write a chunk file as zarr does (a ``.partial`` temporary file beside it, renamed
-    over it when complete, removed on failure), written behind (:class:`ChunkFile`)."""
+    over it when complete, removed on failure), around the page cache
+    (:class:`ChunkFile`)."""
     data = value.as_buffer_like()
     with ChunkFile(path, memoryview(data).nbytes, direct=True) as chunk:
         chunk.write(data, kept=True)  # (written before this returns)
@@ -97,9 +99,15 @@ def write_whole_file(path: Path, value: Buffer) -> None:
 
 class ChunkFile:
     """A chunk file written as zarr writes one, a piece at a time: into a temporary file
-    beside it (``KEY.<32 hex digits>.partial``), written behind
-    (:class:`upconv.fileio.WriteBehind`), and renamed over it by :meth:`commit`;
-    removed by :meth:`discard`, or on leaving the ``with`` block uncommitted.
+    beside it (``KEY.<32 hex digits>.partial``), and renamed over it by :meth:`commit`
+    once every byte is on its way to the disk; removed by :meth:`discard`, or on leaving
+    the ``with`` block uncommitted.
+
+    With ``direct``, the file is written around the page cache, by the process's
+    writer thread while the caller goes on
+    (:class:`upconv.direct_writes.DirectWriter`: :meth:`commit` waits for its
+    writes); else written behind (:class:`upconv.fileio.WriteBehind`: sent to the
+    disk as it is written and dropped from the page cache).
 
     The file's disk space (``size`` bytes, or as many as it may take: the file is
     cut to what was written; none with ``size`` 0) is allocated first, in one request

@@ -202,3 +202,19 @@ def test_a_forked_child_has_a_writer_thread_of_its_own(tmp_path):
     child.join(timeout=120)
     assert child.exitcode == 0
     assert written(tmp_path / "child") == b"child" * PIECE
+
+
+def test_a_lent_piece_that_is_not_aligned_after_an_aligned_one(tmp_path, rng):
+    """Lent pieces are taken as aligned from the first one's address and all lengths; one
+    further on that is not (its address) is refused by the kernel, and the file is then
+    written through the page cache: still the bytes given."""
+    band = direct_writes.aligned_band(8 * ALIGNMENT)
+    band[...] = rng.integers(0, 256, band.size, dtype=np.uint8)
+    pieces = [band[:ALIGNMENT], band[ALIGNMENT + 8:2 * ALIGNMENT + 8]]
+    fd, direct = open_direct(tmp_path / "file", FLAGS)
+    writer = DirectWriter(fd, direct)
+    writer.write(pieces, kept=True)
+    writer.finish()
+    os.close(fd)
+    assert written(tmp_path / "file") == b"".join(bytes(piece) for piece in pieces)
+    assert not writer.direct

@@ -216,11 +216,15 @@ class DirectWriter:
         aligned ones are then written from where they are, without a copy.
         """
         self._raise_error()
-        views = [memoryview(piece).cast("B") for piece in
-                 (data if isinstance(data, list) else [data])]
+        views = [piece if isinstance(piece, memoryview) and piece.format == "B"
+                 and piece.ndim == 1 else memoryview(piece).cast("B")
+                 for piece in (data if isinstance(data, list) else [data])]
+        # (lent pieces' addresses told from the first and the lengths: all rows of one
+        # buffer, as callers lend them; a write that is not aligned after all is refused
+        # by the kernel, and the file then goes through the page cache)
         if (kept and self.direct and self._filled == 0 and self.position % ALIGNMENT == 0
-                and all(len(v) % ALIGNMENT == 0 and _address(v) % ALIGNMENT == 0
-                        for v in views)):
+                and views and _address(views[0]) % ALIGNMENT == 0
+                and all(len(v) % ALIGNMENT == 0 for v in views)):
             for start in range(0, len(views), _MOST_PIECES):
                 group = views[start:start + _MOST_PIECES]
                 self._give(group, self.position, None)

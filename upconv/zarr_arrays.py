@@ -1112,12 +1112,11 @@ class StreamedChunks:
             chunk.skip_fill_rows(len(part))
             return
         missing = self.chunk_cols - part.shape[1]
-        tail = [memoryview(self.fill_row[:missing * self.chunk_channels])] if missing else []
-        pieces = []
-        for row in part:
-            pieces.append(np.ascontiguousarray(row).data)
-            pieces += tail
-        chunk.write(pieces)
+        rows = _row_pieces(part)
+        if missing:
+            tail = memoryview(self.fill_row[:missing * self.chunk_channels]).cast("B")
+            rows = [piece for row in rows for piece in (row, tail)]
+        chunk.write(rows)
 
     def _finish_row_of_chunks(self, chunk_top: int) -> None:
         missing = chunk_top + self.chunk_rows - self.row  # (the array's last chunks)
@@ -1140,6 +1139,24 @@ class StreamedChunks:
         for chunk in self.open.values():
             chunk.discard()
         self.open.clear()
+
+
+def _row_pieces(rows: np.ndarray) -> list[memoryview]:
+    """Each row of ``rows`` (``(n, width, channels)``, any strides) as a byte view of its
+    own (a copy only where a row is not contiguous): slices of one view over the rows'
+    span, as a band's thousands of rows are cheaper so than as arrays one at a time."""
+    n, width, channels = rows.shape
+    item = rows.dtype.itemsize
+    length = width * channels * item
+    if not n or not length:
+        return []
+    if rows.strides[1:] != (channels * item, item) or rows.strides[0] < length:
+        return [memoryview(np.ascontiguousarray(row)).cast("B") for row in rows]
+    stride = rows.strides[0]
+    span = np.lib.stride_tricks.as_strided(rows.view(np.uint8), shape=((n - 1) * stride
+                                                                      + length,), strides=(1,))
+    view = memoryview(span)
+    return [view[start:start + length] for start in range(0, n * stride, stride)]
 
 
 class _ChunkOnItsWay:

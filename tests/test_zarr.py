@@ -1007,3 +1007,78 @@ def test_progress_counts_every_chunk_of_every_level(tmp_path, rng):
                  progress=lambda done, total: seen.append((done, total)))
     # level 0: 80x48 in 32x32 chunks (3 x 2); level 1: 40x24 in 32x32 chunks (2 x 1)
     assert seen == [(done, 8) for done in range(1, 9)]
+
+
+@pytest.mark.parametrize("shape,chunks", [((23, 17), (7, 5)), ((19, 21, 3), (8, 6, 3)),
+                                          ((2, 13, 11), (1, 4, 4))])
+def test_raw_chunk_files_are_read_as_zarr_reads_them(tmp_path, rng, monkeypatch, shape,
+                                                     chunks):
+    """Raw local chunks are read by upconv straight into the window (zarr is never asked,
+    where the window can take the file's runs of bytes): any selection, edge chunks,
+    absent chunks (the fill value), into a view of a bigger array."""
+    from upconv import zarr_arrays, zarr_local
+
+    values = rng.random(shape).astype(np.float32)
+    array = zarr.create_array(zarr_local.LocalStore(str(tmp_path / "in.zarr")), shape=shape,
+                              chunks=chunks, dtype="f4", compressors=None, fill_value=2.5)
+    kept = tuple(slice(0, n // 2) for n in shape)  # (the rest: absent chunks, read as fill)
+    array[kept] = values[kept]
+    expected = np.full(shape, 2.5, np.float32)
+    expected[kept] = values[kept]
+    assert zarr_arrays.raw_chunk_files(array) is not None
+    asked = []
+    monkeypatch.setattr(type(array), "get_basic_selection",
+                        lambda self, *args, **kw: asked.append(args))
+    for _ in range(30):
+        first = [int(rng.integers(0, n)) for n in shape]
+        selection = tuple(slice(a, int(rng.integers(a + 1, n + 1)))
+                          for a, n in zip(first, shape, strict=True))
+        size = tuple(s.stop - s.start for s in selection)
+        window = np.zeros(tuple(n + 4 for n in size), np.float32)
+        out = window[tuple(slice(2, 2 + n) for n in size)]
+        got = zarr_arrays.read_window(array, selection, (len(shape) - 2, len(shape) - 1),
+                                      out=out)
+        assert got is out
+        np.testing.assert_array_equal(out, expected[selection])
+        assert not window[:2].any() and not window[-2:].any()  # (nothing past `out`)
+    assert not asked
+    # an `out` whose last axis is not contiguous: left to zarr, nothing read
+    strided = np.zeros(chunks[:-1] + (2 * chunks[-1],), np.float32)[..., ::2]
+    assert not zarr_local.read_raw_part(zarr_arrays.raw_chunk_files(array)(
+        (0,) * len(shape)), chunks, tuple(slice(0, n) for n in chunks), strided, 2.5)
+    assert not strided.any()
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "bicubic", "transpose"])
+@pytest.mark.parametrize("layout", ["yx", "yxc", "cyx"])
+def test_raw_inputs_equal_the_in_memory_result(tmp_path, rng, capsys, method, layout):
+    """Raw chunks read by upconv (the block's edges alone in the first phase, the core
+    straight into the window in the second; a cyx window through zarr), and absent
+    chunks read as zero: the in-memory result."""
+    shape = {"yx": (37, 45), "yxc": (37, 45, 3), "cyx": (2, 37, 45)}[layout]
+    chunks = {"yx": (16, 8), "yxc": (16, 8, 3), "cyx": (1, 16, 8)}[layout]
+    image = rng.random(shape)
+    if layout == "cyx":
+        image[:, 16:32, :8] = 0  # (an absent chunk)
+    write_array(tmp_path / "in.zarr", image, chunks, compressors=None)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", method, "--layout", layout]) == 0, capsys.readouterr().err
+    planes = {"yx": image[..., None], "yxc": image, "cyx": np.moveaxis(image, 0, -1)}[layout]
+    expected = reference(planes[None], 2, method)[0]
+    expected = {"yx": expected[..., 0], "yxc": expected,
+                "cyx": np.moveaxis(expected, -1, 0)}[layout]
+    got = read(tmp_path / "out.zarr")
+    tolerance = 1e-12 if method == "bicubic" else 0
+    assert np.abs(got - expected).max() <= tolerance
+
+
+def test_a_raw_chunk_file_cut_short_fails_the_job_with_one_line(tmp_path, rng, capsys):
+    image = rng.random((40, 40))
+    write_array(tmp_path / "in.zarr", image, (16, 16), compressors=None)
+    chunk = tmp_path / "in.zarr" / "c" / "1" / "1"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bilinear"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1: a raw chunk of 100 bytes" in err, err
+    assert not (tmp_path / "out.zarr").exists()

@@ -836,12 +836,22 @@ def read_core(job: ZarrPlan, source: Any, key: BlockKey, out: np.ndarray | None 
               ) -> np.ndarray:
     """A block's core, as the engine takes it: (carried..., y, x, c); read into ``out``
     (of :func:`core_shape`, any strides: the core's place in a window) if given."""
-    axes = job.axes
     selection = _core_selection(job, source, key)
-    order = _engine_order(axes)
     if out is None:
-        stored = _reused("core", tuple(s.stop - s.start for s in selection), source.dtype)
-    else:  # (the same values seen in stored axis order)
+        out = _reused("core", tuple(s.stop - s.start for s in selection), source.dtype)
+        return _read_part(job, source, selection, stored=out)
+    return _read_part(job, source, selection, out=out)
+
+
+def _read_part(job: ZarrPlan, source: Any, selection: tuple[slice, ...],
+               out: np.ndarray | None = None, stored: np.ndarray | None = None
+               ) -> np.ndarray:
+    """``source[selection]`` as the engine takes it, (carried..., y, x, c): read into
+    ``out`` (engine order, any strides), or into ``stored`` (stored order), or a new
+    array."""
+    axes = job.axes
+    order = _engine_order(axes)
+    if out is not None:  # (the same values seen in stored axis order)
         stored = (out if "c" in axes else out[..., 0]).transpose(np.argsort(order))
     values = read_window(source, selection, (axes.index("y"), axes.index("x")), out=stored)
     values = values.transpose(order)
@@ -866,11 +876,27 @@ def _holding_freed_memory(task: Callable[..., Any]) -> Callable[..., Any]:
 @_holding_freed_memory
 def block_borders(job: ZarrPlan, source: Any, key: BlockKey) -> dict[str, np.ndarray]:
     """First phase: a block's core edges, a halo deep, for its neighbours' windows
-    (copies: the core itself is not kept)."""
-    core = read_core(job, source, key)
+    (copies: the core itself is not kept). Where the input's chunks are raw files
+    (:func:`raw_chunk_files`), only the edges' bytes are read."""
     rows, cols = job.rows.halo, job.cols.halo
-    return {"top": core[..., :rows, :, :].copy(), "bottom": core[..., -rows:, :, :].copy(),
-            "left": core[..., :, :cols, :].copy(), "right": core[..., :, -cols:, :].copy()}
+    if raw_chunk_files(source) is None:
+        core = read_core(job, source, key)
+        return {"top": core[..., :rows, :, :].copy(),
+                "bottom": core[..., -rows:, :, :].copy(),
+                "left": core[..., :, :cols, :].copy(), "right": core[..., :, -cols:, :].copy()}
+    selection = _core_selection(job, source, key)
+    iy, ix = job.axes.index("y"), job.axes.index("x")
+
+    def edge(axis: int, first: bool, depth: int) -> np.ndarray:
+        cut = list(selection)
+        start, stop = selection[axis].start, selection[axis].stop
+        # (as core[:depth] and core[-depth:] cut it: a depth of 0 from the end is all)
+        cut[axis] = (slice(start, start + depth) if first
+                     else slice(stop - depth if depth else start, stop))
+        return _read_part(job, source, tuple(cut))
+
+    return {"top": edge(iy, True, rows), "bottom": edge(iy, False, rows),
+            "left": edge(ix, True, cols), "right": edge(ix, False, cols)}
 
 
 @_holding_freed_memory
@@ -1317,6 +1343,9 @@ def read_window(array: Any, selection: tuple[slice, ...], axes: tuple[int, ...],
     if out is None:
         out = np.empty(shape, array.dtype)
     wrap = default_buffer_prototype().nd_buffer.from_numpy_array
+    chunk_file = raw_chunk_files(array)
+    if chunk_file is not None:  # (read a chunk file at a time: cut along every axis)
+        axes = tuple(range(len(selection)))
     edges = []
     for axis in axes:
         size, first, last = array.chunks[axis], selection[axis].start, selection[axis].stop
@@ -1328,8 +1357,43 @@ def read_window(array: Any, selection: tuple[slice, ...], axes: tuple[int, ...],
         for axis, (first, last) in zip(axes, pieces, strict=True):
             source[axis] = slice(first, last)
             target[axis] = slice(first - selection[axis].start, last - selection[axis].start)
+        if chunk_file is not None:  # (raw chunk files: read straight into `out`)
+            coords = tuple(s.start // c for s, c in zip(source, array.chunks, strict=True))
+            local = tuple(slice(s.start - i * c, s.stop - i * c)
+                          for s, i, c in zip(source, coords, array.chunks, strict=True))
+            from .zarr_local import read_raw_part
+
+            if read_raw_part(chunk_file(coords), array.chunks, local, out[tuple(target)],
+                             array.fill_value):
+                continue
         array.get_basic_selection(tuple(source), out=wrap(out[tuple(target)]))
     return out
+
+
+def raw_chunk_files(array: Any) -> Callable[[tuple[int, ...]], Any] | None:
+    """Where each chunk of ``array`` lies (its file's path, by chunk coordinates), if its
+    chunks are raw files upconv reads itself (:func:`upconv.zarr_local.read_raw_part`):
+    a Zarr 3 array of upconv's local store, stored with the ``bytes`` codec alone in this
+    machine's byte order; else None (read through zarr)."""
+    from .zarr_local import LocalStore
+
+    zarr = _zarr_module()
+    metadata = array.metadata
+    if (metadata.zarr_format != 3 or not isinstance(array.store, LocalStore)
+            or sys.byteorder != "little" or not hasattr(os, "preadv")):
+        return None
+    codecs = metadata.codecs
+    if (len(codecs) != 1 or not isinstance(codecs[0], zarr.codecs.BytesCodec)
+            or codecs[0].endian not in (None, zarr.codecs.Endian.little)):
+        return None
+    store_path = array.store_path
+    root = store_path.store.root
+
+    def chunk_file(coords: tuple[int, ...]) -> Any:
+        key = metadata.encode_chunk_key(coords)
+        return root / (f"{store_path.path}/{key}" if store_path.path else key)
+
+    return chunk_file
 
 
 @_holding_freed_memory

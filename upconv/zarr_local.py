@@ -245,3 +245,114 @@ def _read_buffer(size: int) -> np.ndarray:
 def drop_read_buffers() -> None:
     """Let go of the arrays kept for reads (a job's last step, here and on each worker)."""
     _reads.clear()
+
+
+def read_raw_part(path: Path, chunk_shape: tuple[int, ...], local: tuple[slice, ...],
+                  out: np.ndarray, fill: Any) -> bool:
+    """``out[...] = chunk[local]`` for a chunk stored raw (C order, the whole chunk's
+    shape: Zarr 3's ``bytes`` codec alone) in the file ``path``, read from the file
+    straight into ``out`` (``fill`` where the file is absent); False, with nothing read,
+    where ``out`` cannot take the runs of bytes as they lie in the file (the caller reads
+    through zarr then).
+
+    The bytes ``local`` selects lie in runs, one per index of the axes before the last
+    one it cuts: each is read with ``preadv(2)`` straight into its place in ``out`` (a
+    row of a window, say), the gaps between runs into a small buffer read over and over,
+    or, where a gap is much longer than the run (a column a few values wide, for a
+    block's edge), left out by starting the next read past it. zarr's own read is the
+    whole file into a new buffer, then a copy into ``out``: twice the bytes through
+    memory, and all of them for an edge a few values deep.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "0"
+    >>> _ = path.write_bytes(np.arange(24, dtype="<i4").tobytes())
+    >>> out = np.zeros((2, 2), np.int32)
+    >>> read_raw_part(path, (4, 6), (slice(1, 3), slice(4, 6)), out, 0), out.tolist()
+    (True, [[10, 11], [16, 17]])
+    """
+    item = out.dtype.itemsize
+    shape = tuple(s.stop - s.start for s in local)
+    assert out.shape == shape, (out.shape, shape)
+    # the last axis `local` cuts; the run: its selected length times what follows it
+    cut = max((axis for axis, (s, n) in enumerate(zip(local, chunk_shape, strict=True))
+               if (s.start, s.stop) != (0, n)), default=0)
+    strides = [int(np.prod(chunk_shape[axis + 1:], dtype=np.int64)) * item
+               for axis in range(len(chunk_shape))]
+    # ... or of a later axis, where `out` holds those runs apart (a row of a window)
+    while not (out[(0,) * cut] if cut else out).flags.c_contiguous:
+        cut += 1
+        if cut == out.ndim:  # (not even its last axis contiguous)
+            return False
+    run = shape[cut] * strides[cut]
+    if not run:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        out[...] = fill
+        return True
+    try:
+        expected = int(np.prod(chunk_shape, dtype=np.int64)) * item
+        size = os.fstat(fd).st_size
+        if size != expected:
+            raise ValueError(f"{path.name}: a raw chunk of {size} bytes where "
+                             f"{expected} are expected")
+        runs = _runs(out, local, strides, cut)
+        _read_runs(fd, runs, run)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _runs(out: np.ndarray, local: tuple[slice, ...], strides: list[int], cut: int
+          ) -> list[tuple[int, memoryview]]:
+    """Each run's offset in the chunk file and the bytes of ``out`` it fills."""
+    base = sum(s.start * stride for s, stride in zip(local, strides, strict=True))
+    runs = []
+    for index in np.ndindex(*out.shape[:cut]):
+        offset = base + sum(i * stride for i, stride in zip(index, strides, strict=False))
+        runs.append((offset, memoryview(out[index] if cut else out).cast("B")))
+    return runs
+
+
+#: A gap between two runs read into a scratch buffer (one read for both) up to this many
+#: bytes, and at most :data:`_GAP_PER_RUN` times the run; a longer one is left out.
+_LONGEST_GAP = 1 << 18
+_GAP_PER_RUN = 4
+_MOST_PIECES = 1024  # (Linux's IOV_MAX)
+
+
+def _read_runs(fd: int, runs: list[tuple[int, memoryview]], run: int) -> None:
+    """Read each run into its bytes: one ``preadv`` for runs whose gaps are short (read
+    into a scratch buffer), a new one past each long gap."""
+    longest = min(_LONGEST_GAP, _GAP_PER_RUN * run)
+    scratch = memoryview(bytearray(longest)) if len(runs) > 1 else None
+    start, pieces, end = runs[0][0], [], runs[0][0]
+    for offset, view in runs:
+        gap = offset - end
+        if pieces and (gap > longest or len(pieces) + 2 > _MOST_PIECES):
+            _preadv_all(fd, pieces, start)
+            start, pieces = offset, []
+        elif gap:
+            pieces.append(scratch[:gap])
+        pieces.append(view)
+        end = offset + len(view)
+    _preadv_all(fd, pieces, start)
+
+
+def _preadv_all(fd: int, pieces: list[memoryview], offset: int) -> None:
+    """Fill every piece from the file at ``offset`` on (a short read: read on; the file
+    ending first: an error)."""
+    done = 0  # pieces filled
+    while done < len(pieces):
+        got = os.preadv(fd, pieces[done:], offset)
+        if not got:
+            raise ValueError("a raw chunk file ended before its bytes")
+        offset += got
+        while done < len(pieces) and got >= len(pieces[done]):
+            got -= len(pieces[done])
+            done += 1
+        if got:
+            pieces[done] = pieces[done][got:]

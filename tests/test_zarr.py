@@ -1010,13 +1010,19 @@ def test_progress_counts_every_chunk_of_every_level(tmp_path, rng):
 
 
 @pytest.mark.parametrize("shape,chunks", [((23, 17), (7, 5)), ((19, 21, 3), (8, 6, 3)),
-                                          ((2, 13, 11), (1, 4, 4))])
+                                          ((2, 13, 11), (1, 4, 4)), ((40, 150), (16, 64))])
 def test_raw_chunk_files_are_read_as_zarr_reads_them(tmp_path, rng, monkeypatch, shape,
                                                      chunks):
     """Raw local chunks are read by upconv straight into the window (zarr is never asked,
     where the window can take the file's runs of bytes): any selection, edge chunks,
-    absent chunks (the fill value), into a view of a bigger array."""
+    absent chunks (the fill value), into a view of a bigger array; a few columns of wide
+    chunks (a block's edge) through a mapping of the file."""
     from upconv import zarr_arrays, zarr_local
+
+    mapped = []
+    real_mapped = zarr_local._copy_mapped
+    monkeypatch.setattr(zarr_local, "_copy_mapped", lambda *args: (
+        mapped.append(args[3]), real_mapped(*args))[1])
 
     values = rng.random(shape).astype(np.float32)
     array = zarr.create_array(zarr_local.LocalStore(str(tmp_path / "in.zarr")), shape=shape,
@@ -1029,10 +1035,12 @@ def test_raw_chunk_files_are_read_as_zarr_reads_them(tmp_path, rng, monkeypatch,
     asked = []
     monkeypatch.setattr(type(array), "get_basic_selection",
                         lambda self, *args, **kw: asked.append(args))
-    for _ in range(30):
+    columns = [(slice(0, shape[0]), slice(a, a + 2))  # (of a 2-D array)
+               for a in (0, shape[-1] - 2, chunks[-1] - 1)] if len(shape) == 2 else []
+    for attempt in range(30 + len(columns)):
         first = [int(rng.integers(0, n)) for n in shape]
-        selection = tuple(slice(a, int(rng.integers(a + 1, n + 1)))
-                          for a, n in zip(first, shape, strict=True))
+        selection = columns[attempt - 30] if attempt >= 30 else tuple(
+            slice(a, int(rng.integers(a + 1, n + 1))) for a, n in zip(first, shape, strict=True))
         size = tuple(s.stop - s.start for s in selection)
         window = np.zeros(tuple(n + 4 for n in size), np.float32)
         out = window[tuple(slice(2, 2 + n) for n in size)]
@@ -1042,6 +1050,7 @@ def test_raw_chunk_files_are_read_as_zarr_reads_them(tmp_path, rng, monkeypatch,
         np.testing.assert_array_equal(out, expected[selection])
         assert not window[:2].any() and not window[-2:].any()  # (nothing past `out`)
     assert not asked
+    assert mapped or shape != (40, 150)  # (the columns of wide chunks, at least)
     # an `out` whose last axis is not contiguous: left to zarr, nothing read
     strided = np.zeros(chunks[:-1] + (2 * chunks[-1],), np.float32)[..., ::2]
     assert not zarr_local.read_raw_part(zarr_arrays.raw_chunk_files(array)(

@@ -9,6 +9,7 @@ name to Dask workers.
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import re
 import uuid
@@ -280,14 +281,17 @@ def read_raw_part(path: Path, chunk_shape: tuple[int, ...], local: tuple[slice, 
                if (s.start, s.stop) != (0, n)), default=0)
     strides = [int(np.prod(chunk_shape[axis + 1:], dtype=np.int64)) * item
                for axis in range(len(chunk_shape))]
+    if not out.size:
+        return True
+    # the bytes selected are sparse in the file (a column a few values wide): mapped
+    sparse = out.nbytes * _SPARSE < (
+        sum((s.stop - 1 - s.start) * stride for s, stride in zip(local, strides, strict=True))
+        + item)
     # ... or of a later axis, where `out` holds those runs apart (a row of a window)
-    while not (out[(0,) * cut] if cut else out).flags.c_contiguous:
+    while not sparse and not (out[(0,) * cut] if cut else out).flags.c_contiguous:
         cut += 1
         if cut == out.ndim:  # (not even its last axis contiguous)
             return False
-    run = shape[cut] * strides[cut]
-    if not run:
-        return True
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -299,11 +303,33 @@ def read_raw_part(path: Path, chunk_shape: tuple[int, ...], local: tuple[slice, 
         if size != expected:
             raise ValueError(f"{path.name}: a raw chunk of {size} bytes where "
                              f"{expected} are expected")
-        runs = _runs(out, local, strides, cut)
-        _read_runs(fd, runs, run)
+        if sparse:
+            _copy_mapped(fd, size, chunk_shape, local, out)
+        else:
+            _read_runs(fd, _runs(out, local, strides, cut), shape[cut] * strides[cut])
     finally:
         os.close(fd)
     return True
+
+
+#: Bytes selected from a raw chunk file are mapped rather than read when they are fewer
+#: than one in this many of the bytes they span.
+_SPARSE = 8
+
+
+def _copy_mapped(fd: int, size: int, chunk_shape: tuple[int, ...], local: tuple[slice, ...],
+                 out: np.ndarray) -> None:
+    """``out[...] = chunk[local]`` through a read-only mapping of the file: the kernel
+    maps the pages the selection touches (from the page cache), and only the values
+    selected are copied, where reading the bytes they span would copy them all."""
+    mapping = mmap.mmap(fd, size, prot=mmap.PROT_READ) if hasattr(mmap, "PROT_READ") else \
+        mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    try:
+        chunk = np.frombuffer(mapping, out.dtype).reshape(chunk_shape)
+        out[...] = chunk[local]
+        del chunk  # (no view of the mapping may outlive it)
+    finally:
+        mapping.close()
 
 
 def _runs(out: np.ndarray, local: tuple[slice, ...], strides: list[int], cut: int

@@ -405,3 +405,38 @@ def test_a_worker_that_dies_leaves_no_unreported_output(tmp_path):
             pytest.raises(WorkerError, match="a worker process stopped unexpectedly"):
         list(run_jobs(jobs, write_then_die, workers=2))
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_console_script_ends_without_teardown_once_its_work_is_done(tmp_path):
+    """The console script ends with os._exit after Python's exit handlers have run and
+    the standard streams are flushed (every byte of a long standard output arrives, the
+    status is the command's); with a thread still running that Python waits for, it waits
+    too (sys.exit)."""
+    make_images(tmp_path, 1)
+    marker = tmp_path / "handler-ran"
+    script = ("import atexit, pathlib, sys, threading, time\n"
+              f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
+              "if sys.argv[1] == 'thread':\n"
+              "    sys.argv.pop(1)\n"
+              "    def late():\n"
+              "        time.sleep(0.5)\n"
+              f"        pathlib.Path({str(tmp_path / 'thread-ran')!r}).write_text('yes')\n"
+              "    threading.Thread(target=late).start()\n"
+              "from upconv.cli import entry_point\n"
+              "entry_point()\n")
+    done = subprocess.run([sys.executable, "-c", script, "report", str(tmp_path / "p00.png"),
+                           "--json"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    json.loads(done.stdout)  # (whole)
+    assert marker.read_text() == "yes"
+    marker.unlink()
+    done = subprocess.run([sys.executable, "-c", script, "scale", str(tmp_path / "none.png"),
+                           str(tmp_path / "o.png"), "-f", "2"], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 1 and done.stderr.startswith("upconv: error:"), done.stderr
+    assert marker.read_text() == "yes"
+    done = subprocess.run([sys.executable, "-c", script, "thread", "scale",
+                           str(tmp_path / "p00.png"), str(tmp_path / "o.png"), "-f", "2",
+                           "--quiet"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "thread-ran").read_text() == "yes"

@@ -310,7 +310,30 @@ def entry_point() -> None:
         engine = sys.modules.get("upconv.polyphase")  # imported only if a job computed
         if engine is not None:
             engine.shutdown_pools()  # no worker thread may hold the exit up
-    sys.exit(status)
+    exit_without_teardown(status)
+
+
+def exit_without_teardown(status: int) -> None:
+    """End the process with ``status`` once Python's exit handlers have run and the
+    standard streams are flushed, without the interpreter's teardown of every module and
+    object that follows them (mypy ends so too): 0.15 s of every ``--dask`` or Zarr
+    command, once zarr and distributed are imported (``python -c "import distributed,
+    zarr"`` against the same with ``os._exit(0)`` last: 0.56-0.61 s against 0.43-0.44 s).
+    Every output is complete and closed before this; only objects' memory goes unfreed,
+    which the system takes back. Where another thread is still running (one that is not
+    a daemon, which Python waits for), or the interpreter has no such call, it is
+    ``sys.exit(status)``."""
+    import atexit
+    import threading
+
+    run_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_handlers is None or any(
+            thread is not threading.main_thread() and thread.is_alive() and not thread.daemon
+            for thread in threading.enumerate()):
+        sys.exit(status)
+    run_handlers()
+    _flush_standard_streams()
+    os._exit(status)
 
 
 def _one_line_reports() -> None:

@@ -1091,3 +1091,35 @@ def test_a_raw_chunk_file_cut_short_fails_the_job_with_one_line(tmp_path, rng, c
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "1: a raw chunk of 100 bytes" in err, err
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_band_buffer_is_computed_into_again_only_once_its_rows_are_written(
+        tmp_path, rng, monkeypatch, capsys):
+    """Bands of 8 rows lent to a writer thread that takes its time over each write: the
+    engine computes into a band buffer again only once the rows lent from it are written
+    (else later rows would land in the file), so the result is the in-memory one."""
+    import time
+
+    from upconv import direct_writes, zarr_arrays
+
+    monkeypatch.setattr(direct_writes, "SMALLEST", 0)
+    monkeypatch.setattr(zarr_arrays, "BAND_ROWS", 8)
+    real = os.pwritev
+    lent = []
+
+    def slow(fd, views, position):
+        time.sleep(0.002)  # (a slow disk: the engine gets ahead of the writer)
+        return real(fd, views, position)
+
+    monkeypatch.setattr(os, "pwritev", slow)
+    real_give = direct_writes.DirectWriter._give
+    monkeypatch.setattr(direct_writes.DirectWriter, "_give", lambda self, views, position,
+                        buffer: (lent.append(buffer is None),
+                                 real_give(self, views, position, buffer))[1])
+    image = rng.random((60, 70, 4)).astype(np.float32)
+    write_array(tmp_path / "in.zarr", image, (32, 32, 4), compressors=None)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bilinear", "--threads", "1"]) == 0, capsys.readouterr().err
+    assert sum(lent) > 20  # (rows lent from the bands, many bands per chunk)
+    np.testing.assert_array_equal(read(tmp_path / "out.zarr"), upconv.scale(image, 2,
+                                                                             "bilinear"))

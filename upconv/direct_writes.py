@@ -71,13 +71,21 @@ def open_direct(path: str | os.PathLike, flags: int, mode: int = 0o666) -> tuple
     >>> os.close(fd); direct in (True, False)
     True
     """
-    if _O_DIRECT:
-        try:
-            return os.open(path, flags | _O_DIRECT, mode), True
-        except OSError as exc:  # (a file system without it: tmpfs before Linux 6.6)
-            if exc.errno != errno.EINVAL:
-                raise
-    return os.open(path, flags, mode), False
+    fd = os.open(path, flags, mode)
+    if not _O_DIRECT:
+        return fd, False
+    # Set after opening: a file system without it (tmpfs before Linux 6.6, ramfs) refuses
+    # it with EINVAL only once the file is made, and an O_EXCL open could not be retried.
+    import fcntl
+
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | _O_DIRECT)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            os.close(fd)
+            raise
+        return fd, False
+    return fd, True
 
 
 class _WriterThread:
@@ -104,7 +112,7 @@ class _WriterThread:
 
     def wait(self, ticket: int) -> None:
         with self._changed:
-            while self.done < ticket:
+            while self.done < min(ticket, self.given):  # (a forked child's: none given)
                 self._changed.wait()
 
     def _run(self) -> None:
@@ -123,8 +131,10 @@ _writer = _WriterThread()
 
 
 def _new_writer_in_child() -> None:  # (a forked child has no writer thread)
-    global _writer
+    global _writer, _free_lock
     _writer = _WriterThread()
+    _free_lock = threading.Lock()  # (the parent's thread may have held it)
+    _free.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -290,6 +300,8 @@ class DirectWriter:
         while views:
             try:
                 written = os.pwritev(self.fd, views, position)
+                if not written:
+                    raise OSError(errno.EIO, "nothing written")
             except OSError as exc:
                 if exc.errno != errno.EINVAL or not self.direct:
                     raise
@@ -323,11 +335,12 @@ class DirectWriter:
 
     def abandon(self) -> None:
         """Wait until the writes given are done (before the file is closed), whatever
-        their outcome, and give the buffer back."""
+        their outcome, and give the buffer back. Every write given so far in the process
+        is waited for: one given as a Ctrl-C came may not have its ticket recorded."""
         if self._buffer is not None:
             _give_back(self._buffer)
             self._buffer = None
-        _writer.wait(self._ticket)
+        _writer.wait(_writer.given)
 
     def _raise_error(self) -> None:
         if self.error is not None:

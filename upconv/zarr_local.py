@@ -12,6 +12,7 @@ import asyncio
 import mmap
 import os
 import re
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ class LocalStore(zarr.storage.LocalStore):
             return None
 
     async def set(self, key: str, value: Buffer) -> None:
-        if not isinstance(value, Buffer) or len(value) < direct_writes.SMALLEST:
+        if (not isinstance(value, Buffer) or len(value) < direct_writes.SMALLEST
+                or not hasattr(os, "pwritev")):  # (positioned writes: not on Windows)
             return await super().set(key, value)
         if not self._is_open:
             await self._open()
@@ -137,14 +139,14 @@ class ChunkFile:
         self.temporary = path.with_suffix(f".{uuid.uuid4().hex}.partial")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         self.writer: fileio.WriteBehind | DirectWriter | None = None
-        if direct:
-            self.fd, around = open_direct(self.temporary, flags)
+        if direct:  # (where the file system takes O_DIRECT; else written behind)
+            self.fd, direct = open_direct(self.temporary, flags)
         else:
             self.fd = os.open(self.temporary, flags, 0o666)
         try:
             if size:
                 fileio.allocate_space(self.fd, size)
-            self.writer = (DirectWriter(self.fd, around) if direct
+            self.writer = (DirectWriter(self.fd, True) if direct
                            else fileio.WriteBehind(self.fd, later=str(path)))
         except BaseException:
             self.discard()
@@ -294,12 +296,16 @@ def read_raw_part(path: Path, chunk_shape: tuple[int, ...], local: tuple[slice, 
             return False
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # (as zarr's get)
         out[...] = fill
         return True
     try:
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):  # (absent, as zarr's get takes it)
+            out[...] = fill
+            return True
         expected = int(np.prod(chunk_shape, dtype=np.int64)) * item
-        size = os.fstat(fd).st_size
+        size = status.st_size
         if size != expected:
             raise ValueError(f"{path.name}: a raw chunk of {size} bytes where "
                              f"{expected} are expected")
@@ -326,8 +332,10 @@ def _copy_mapped(fd: int, size: int, chunk_shape: tuple[int, ...], local: tuple[
         mmap.mmap(fd, size, access=mmap.ACCESS_READ)
     try:
         chunk = np.frombuffer(mapping, out.dtype).reshape(chunk_shape)
-        out[...] = chunk[local]
-        del chunk  # (no view of the mapping may outlive it)
+        try:
+            out[...] = chunk[local]
+        finally:
+            del chunk  # (no view of the mapping may outlive it)
     finally:
         mapping.close()
 

@@ -39,6 +39,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .fileio import vectored_all
+
 __all__ = ["ALIGNMENT", "PAGE", "PIECE", "SMALLEST", "DirectWriter", "open_direct", "aligned_band",
            "latest_ticket", "wait_for"]
 
@@ -235,10 +237,8 @@ class DirectWriter:
         if (kept and self.direct and self._filled == 0 and self.position % ALIGNMENT == 0
                 and views and _address(views[0]) % ALIGNMENT == 0
                 and all(len(v) % ALIGNMENT == 0 for v in views)):
-            for start in range(0, len(views), _MOST_PIECES):
-                group = views[start:start + _MOST_PIECES]
-                self._give(group, self.position, None)
-                self.position += sum(len(v) for v in group)
+            self._give(views, self.position, None)
+            self.position += sum(len(v) for v in views)
             return
         for view in views:
             while len(view):
@@ -297,41 +297,31 @@ class DirectWriter:
         self._ticket = _writer.give(write)
 
     def _write_all(self, views: list[memoryview], position: int) -> None:
-        while views:
-            try:
-                written = os.pwritev(self.fd, views, position)
-                if not written:
-                    raise OSError(errno.EIO, "nothing written")
-            except OSError as exc:
-                if exc.errno != errno.EINVAL or not self.direct:
-                    raise
-                # a file system that asks a larger alignment: through the page cache, then
-                import fcntl
+        try:
+            vectored_all(os.pwritev, self.fd, views, position)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or not self.direct:
+                raise
+            # a file system that asks a larger alignment: through the page cache, then,
+            # from the start (the same bytes at the same places)
+            import fcntl
 
-                flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
-                fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
-                self.direct = False
-                continue
-            position += written
-            while views and written >= len(views[0]):
-                written -= len(views.pop(0))
-            if written:
-                views[0] = views[0][written:]
+            flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+            self.direct = False
+            vectored_all(os.pwritev, self.fd, views, position)
 
     def finish(self) -> None:
         """Write the rest and wait until every byte is written; the file ends at the last
         byte written (a padded last block cut off)."""
         self._raise_error()
-        end = self.position
+        end, padded = self.position, self._buffer is not None and self.direct
         if self._buffer is not None:
-            padded = self.direct
             self._give_buffer()
-            _writer.wait(self._ticket)
-            self._raise_error()
-            if padded:
-                os.ftruncate(self.fd, end)
         _writer.wait(self._ticket)
         self._raise_error()
+        if padded:
+            os.ftruncate(self.fd, end)
 
     def abandon(self) -> None:
         """Wait until the writes given are done (before the file is closed), whatever
@@ -346,7 +336,3 @@ class DirectWriter:
         if self.error is not None:
             _writer.wait(self._ticket)
             raise self.error
-
-
-#: At most this many pieces go to one ``pwritev(2)`` (Linux's ``IOV_MAX``).
-_MOST_PIECES = 1024

@@ -537,6 +537,43 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     return call
 
 
+#: At most this many pieces go to one ``preadv(2)`` or ``pwritev(2)`` (Linux's ``IOV_MAX``).
+MOST_PIECES = 1024
+
+
+def vectored_all(call: Callable[[int, list, int], int], fd: int, pieces: list,
+                 offset: int) -> None:
+    """Every byte of ``pieces`` (bytes-like objects) read or written by ``call``
+    (``os.preadv`` or ``os.pwritev``) from ``offset`` in the file on, :data:`MOST_PIECES`
+    at a time: a short transfer goes on from where it stopped, and one of no bytes at all
+    (a file that ends first) is an :class:`OSError`. The same bytes at the same places
+    each time, so a call may be made again from the start.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryFile() as handle:
+    ...     vectored_all(os.pwritev, handle.fileno(), [b"spam", b" eggs"], 0)
+    ...     got = [bytearray(3), bytearray(6)]
+    ...     vectored_all(os.preadv, handle.fileno(), got, 0)
+    >>> got
+    [bytearray(b'spa'), bytearray(b'm eggs')]
+    """
+    pieces = [memoryview(piece).cast("B") for piece in pieces]
+    done = 0  # pieces read or written whole
+    while done < len(pieces):
+        count = call(fd, pieces[done:done + MOST_PIECES], offset)
+        if not count:
+            raise OSError(errno.EIO, "the file ended before the bytes asked for"
+                          if call is getattr(os, "preadv", None) else "nothing written")
+        offset += count
+        while done < len(pieces) and count >= len(pieces[done]):
+            count -= len(pieces[done])
+            done += 1
+        if count:
+            pieces[done] = pieces[done][count:]
+
+
 def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
     while data:
         written = os.pwrite(fd, data, position)
@@ -647,21 +684,18 @@ class WriteBehind:
             view = memoryview(piece).cast("B")
             group.append(view)
             size += len(view)
-            if size >= WRITE_BEHIND_PIECE or len(group) == _MOST_PIECES:
+            if size >= WRITE_BEHIND_PIECE or len(group) == MOST_PIECES:
                 self._write_pieces(group)
                 group, size = [], 0
         if group:
             self._write_pieces(group)
 
     def _write_pieces(self, pieces: list[memoryview]) -> None:
-        written = os.pwritev(self.fd, pieces, self.position) if len(pieces) > 1 else 0
-        for piece in pieces:  # what a short pwritev (or a single piece) left
-            if written >= len(piece):
-                written -= len(piece)
-            else:
-                _pwrite_all(self.fd, piece[written:], self.position + written)
-                written = 0
-            self.position += len(piece)
+        if len(pieces) == 1:  # (pwrite: where there is no pwritev too)
+            _pwrite_all(self.fd, pieces[0], self.position)
+        else:
+            vectored_all(os.pwritev, self.fd, pieces, self.position)
+        self.position += sum(len(piece) for piece in pieces)
         while (self._syncer is not None and self.position - self._start >= WRITE_BEHIND_PIECE
                and self.position - self._handed >= WRITE_BEHIND_PIECE):
             self._hand_over(WRITE_BEHIND_PIECE)
@@ -700,10 +734,6 @@ class WriteBehind:
             _on_the_way.extend((self.later, offset, length) for offset, length in self._mine)
             _on_the_way_bytes += sum(length for _, length in self._mine)
         self._mine.clear()
-
-
-#: At most this many pieces go to one ``pwritev(2)`` (Linux's ``IOV_MAX``).
-_MOST_PIECES = 1024
 
 
 def _wait_for_some(syncer: Callable[[int, int, int, int], int], fd: int,

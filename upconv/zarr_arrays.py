@@ -1345,6 +1345,8 @@ def read_window(array: Any, selection: tuple[slice, ...], axes: tuple[int, ...],
     wrap = default_buffer_prototype().nd_buffer.from_numpy_array
     chunk_file = raw_chunk_files(array)
     if chunk_file is not None:  # (read a chunk file at a time: cut along every axis)
+        from .zarr_local import read_raw_part
+
         axes = tuple(range(len(selection)))
     edges = []
     for axis in axes:
@@ -1361,8 +1363,6 @@ def read_window(array: Any, selection: tuple[slice, ...], axes: tuple[int, ...],
             coords = tuple(s.start // c for s, c in zip(source, array.chunks, strict=True))
             local = tuple(slice(s.start - i * c, s.stop - i * c)
                           for s, i, c in zip(source, coords, array.chunks, strict=True))
-            from .zarr_local import read_raw_part
-
             if read_raw_part(chunk_file(coords), array.chunks, local, out[tuple(target)],
                              array.fill_value):
                 continue

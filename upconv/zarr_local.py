@@ -355,38 +355,21 @@ def _runs(out: np.ndarray, local: tuple[slice, ...], strides: list[int], cut: in
 #: bytes, and at most :data:`_GAP_PER_RUN` times the run; a longer one is left out.
 _LONGEST_GAP = 1 << 18
 _GAP_PER_RUN = 4
-_MOST_PIECES = 1024  # (Linux's IOV_MAX)
 
 
 def _read_runs(fd: int, runs: list[tuple[int, memoryview]], run: int) -> None:
-    """Read each run into its bytes: one ``preadv`` for runs whose gaps are short (read
-    into a scratch buffer), a new one past each long gap."""
+    """Read each run into its bytes: one read for runs whose gaps are short (read into a
+    scratch buffer), a new one past each long gap (:func:`upconv.fileio.vectored_all`)."""
     longest = min(_LONGEST_GAP, _GAP_PER_RUN * run)
     scratch = memoryview(bytearray(longest)) if len(runs) > 1 else None
     start, pieces, end = runs[0][0], [], runs[0][0]
     for offset, view in runs:
         gap = offset - end
-        if pieces and (gap > longest or len(pieces) + 2 > _MOST_PIECES):
-            _preadv_all(fd, pieces, start)
+        if pieces and gap > longest:
+            fileio.vectored_all(os.preadv, fd, pieces, start)
             start, pieces = offset, []
         elif gap:
             pieces.append(scratch[:gap])
         pieces.append(view)
         end = offset + len(view)
-    _preadv_all(fd, pieces, start)
-
-
-def _preadv_all(fd: int, pieces: list[memoryview], offset: int) -> None:
-    """Fill every piece from the file at ``offset`` on (a short read: read on; the file
-    ending first: an error)."""
-    done = 0  # pieces filled
-    while done < len(pieces):
-        got = os.preadv(fd, pieces[done:], offset)
-        if not got:
-            raise ValueError("a raw chunk file ended before its bytes")
-        offset += got
-        while done < len(pieces) and got >= len(pieces[done]):
-            got -= len(pieces[done])
-            done += 1
-        if got:
-            pieces[done] = pieces[done][got:]
+    fileio.vectored_all(os.preadv, fd, pieces, start)

@@ -1008,28 +1008,20 @@ def streamed_chunks(target: Any, region: tuple[slice, ...], channels: int
     ``y, x`` or ``y, x, c`` with every channel in each chunk, and ``region``
     starting on a chunk; ``channels`` is the values' channel count (1 for ``y, x``).
     """
-    from .zarr_local import LocalStore
     from .zarr_zstd import zstd_library
 
-    zarr = _zarr_module()
-    metadata = target.metadata
-    if (metadata.zarr_format != 3 or not isinstance(target.store, LocalStore)
-            or len(target.shape) not in (2, 3) or sys.byteorder != "little"
-            or not hasattr(os, "pwritev")):  # (positioned writes: not on Windows)
+    files = _chunk_files(target, "pwritev")
+    if files is None or len(target.shape) not in (2, 3) or len(files[0]) > 1:
         return None
-    codecs = metadata.codecs
-    if (not 1 <= len(codecs) <= 2 or not isinstance(codecs[0], zarr.codecs.BytesCodec)
-            or codecs[0].endian not in (None, zarr.codecs.Endian.little)):
-        return None
-    zstd = codecs[1] if len(codecs) == 2 else None
-    if zstd is not None and not (isinstance(zstd, zarr.codecs.ZstdCodec)
+    zstd = files[0][0] if files[0] else None
+    if zstd is not None and not (isinstance(zstd, _zarr_module().codecs.ZstdCodec)
                                  and zstd_library() is not None):
         return None
     if len(target.shape) == 3 and not (target.chunks[2] == target.shape[2] == channels):
         return None
     if any(r.start % c for r, c in zip(region, target.chunks, strict=True)):
         return None
-    return StreamedChunks(target, region, zstd)
+    return StreamedChunks(target, region, zstd, files[1])
 
 
 class StreamedChunks:
@@ -1068,8 +1060,9 @@ class StreamedChunks:
     (4, True)
     """
 
-    def __init__(self, target: Any, region: tuple[slice, ...], zstd: Any = None) -> None:
-        self.target, self.zstd = target, zstd
+    def __init__(self, target: Any, region: tuple[slice, ...], zstd: Any,
+                 chunk_file: Callable[[tuple[int, ...]], Any]) -> None:
+        self.target, self.zstd, self.chunk_file = target, zstd, chunk_file
         (self.top, self.bottom), (self.left, self.right) = (
             (r.start, r.stop) for r in region[:2])
         self.chunk_rows, self.chunk_cols = target.chunks[:2]
@@ -1126,12 +1119,8 @@ class StreamedChunks:
         column = first // self.chunk_cols
         chunk = self.open.get(column)
         if chunk is None:
-            store_path = self.target.store_path
-            coords = ((self.row // self.chunk_rows, column)
-                      + ((0,) if len(self.target.chunks) == 3 else ()))
-            key = self.target.metadata.encode_chunk_key(coords)
-            path = store_path.store.root / (f"{store_path.path}/{key}" if store_path.path
-                                            else key)
+            path = self.chunk_file((self.row // self.chunk_rows, column)
+                                   + ((0,) if len(self.target.chunks) == 3 else ()))
             size = self.chunk_rows * self.chunk_cols * self.chunk_channels * self.dtype.itemsize
             chunk = self.open[column] = _ChunkOnItsWay(path, size, self.zstd, self.fill_row)
         if not chunk.opened and _only_fill(part, self.fill):
@@ -1375,15 +1364,25 @@ def raw_chunk_files(array: Any) -> Callable[[tuple[int, ...]], Any] | None:
     chunks are raw files upconv reads itself (:func:`upconv.zarr_local.read_raw_part`):
     a Zarr 3 array of upconv's local store, stored with the ``bytes`` codec alone in this
     machine's byte order; else None (read through zarr)."""
+    files = _chunk_files(array, "preadv")
+    return files[1] if files is not None and not files[0] else None
+
+
+def _chunk_files(array: Any, call: str) -> tuple[tuple[Any, ...], Callable[[tuple[int, ...]],
+                                                                           Any]] | None:
+    """For a Zarr 3 array of upconv's local store whose chunks are first the ``bytes``
+    codec in this machine's byte order (little-endian), where ``os`` has ``call``
+    (``preadv``, ``pwritev``: not on Windows): the codecs that follow it, and each chunk's
+    file path by its chunk coordinates; else None."""
     from .zarr_local import LocalStore
 
     zarr = _zarr_module()
     metadata = array.metadata
     if (metadata.zarr_format != 3 or not isinstance(array.store, LocalStore)
-            or sys.byteorder != "little" or not hasattr(os, "preadv")):
+            or sys.byteorder != "little" or not hasattr(os, call)):
         return None
     codecs = metadata.codecs
-    if (len(codecs) != 1 or not isinstance(codecs[0], zarr.codecs.BytesCodec)
+    if (not codecs or not isinstance(codecs[0], zarr.codecs.BytesCodec)
             or codecs[0].endian not in (None, zarr.codecs.Endian.little)):
         return None
     store_path = array.store_path
@@ -1393,7 +1392,7 @@ def raw_chunk_files(array: Any) -> Callable[[tuple[int, ...]], Any] | None:
         key = metadata.encode_chunk_key(coords)
         return root / (f"{store_path.path}/{key}" if store_path.path else key)
 
-    return chunk_file
+    return tuple(codecs[1:]), chunk_file
 
 
 @_holding_freed_memory

@@ -1060,10 +1060,14 @@ def test_raw_chunk_files_are_read_as_zarr_reads_them(tmp_path, rng, monkeypatch,
 
 @pytest.mark.parametrize("method", ["nearest", "bilinear", "bicubic", "transpose"])
 @pytest.mark.parametrize("layout", ["yx", "yxc", "cyx"])
-def test_raw_inputs_equal_the_in_memory_result(tmp_path, rng, capsys, method, layout):
-    """Raw chunks read by upconv (the block's edges alone in the first phase, the core
-    straight into the window in the second; a cyx window through zarr), and absent
-    chunks read as zero: the in-memory result."""
+def test_raw_inputs_equal_the_in_memory_result(tmp_path, rng, capsys, monkeypatch, method,
+                                               layout):
+    """Raw chunks read by upconv (each block's whole window, core and halo, straight from
+    the chunk files, with no first phase; a cyx window through zarr), and absent chunks
+    read as zero: the in-memory result."""
+    from upconv import zarr_arrays
+
+    monkeypatch.setattr(zarr_arrays, "block_borders", None)  # (never asked for)
     shape = {"yx": (37, 45), "yxc": (37, 45, 3), "cyx": (2, 37, 45)}[layout]
     chunks = {"yx": (16, 8), "yxc": (16, 8, 3), "cyx": (1, 16, 8)}[layout]
     image = rng.random(shape)
@@ -1079,6 +1083,25 @@ def test_raw_inputs_equal_the_in_memory_result(tmp_path, rng, capsys, method, la
     got = read(tmp_path / "out.zarr")
     tolerance = 1e-12 if method == "bicubic" else 0
     assert np.abs(got - expected).max() <= tolerance
+
+
+def test_compressed_inputs_pass_the_blocks_edges_from_a_first_phase(tmp_path, rng,
+                                                                   monkeypatch, capsys):
+    """Where chunks are compressed, each is decoded once for its edges (first phase) and
+    once for its core, not by each of its eight neighbours too."""
+    from upconv import zarr_arrays
+
+    asked = []
+    real = zarr_arrays.block_borders
+    monkeypatch.setattr(zarr_arrays, "block_borders", lambda job, source, key: (
+        asked.append((key.by, key.bx)), real(job, source, key))[1])
+    image = rng.random((40, 40))
+    write_array(tmp_path / "in.zarr", image, (16, 16))  # (zstd, zarr's default)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bilinear"]) == 0, capsys.readouterr().err
+    assert sorted(asked) == [(by, bx) for by in range(3) for bx in range(3)]
+    assert np.array_equal(read(tmp_path / "out.zarr"), reference(image[None, ..., None], 2,
+                                                                 "bilinear")[0, ..., 0])
 
 
 def test_a_raw_chunk_file_cut_short_fails_the_job_with_one_line(tmp_path, rng, capsys):

@@ -876,43 +876,38 @@ def _holding_freed_memory(task: Callable[..., Any]) -> Callable[..., Any]:
 @_holding_freed_memory
 def block_borders(job: ZarrPlan, source: Any, key: BlockKey) -> dict[str, np.ndarray]:
     """First phase: a block's core edges, a halo deep, for its neighbours' windows
-    (copies: the core itself is not kept). Where the input's chunks are raw files
-    (:func:`raw_chunk_files`), only the edges' bytes are read."""
+    (copies: the core itself is not kept). Not asked where the input's chunks are raw
+    files, whose halo a block reads itself (:func:`scale_block_task`)."""
     rows, cols = job.rows.halo, job.cols.halo
-    if raw_chunk_files(source) is None:
-        core = read_core(job, source, key)
-        return {"top": core[..., :rows, :, :].copy(),
-                "bottom": core[..., -rows:, :, :].copy(),
-                "left": core[..., :, :cols, :].copy(), "right": core[..., :, -cols:, :].copy()}
-    selection = _core_selection(job, source, key)
-    iy, ix = job.axes.index("y"), job.axes.index("x")
-
-    def edge(axis: int, first: bool, depth: int) -> np.ndarray:
-        cut = list(selection)
-        start, stop = selection[axis].start, selection[axis].stop
-        # (as core[:depth] and core[-depth:] cut it: a depth of 0 from the end is all)
-        cut[axis] = (slice(start, start + depth) if first
-                     else slice(stop - depth if depth else start, stop))
-        return _read_part(job, source, tuple(cut))
-
-    return {"top": edge(iy, True, rows), "bottom": edge(iy, False, rows),
-            "left": edge(ix, True, cols), "right": edge(ix, False, cols)}
+    core = read_core(job, source, key)
+    return {"top": core[..., :rows, :, :].copy(), "bottom": core[..., -rows:, :, :].copy(),
+            "left": core[..., :, :cols, :].copy(), "right": core[..., :, -cols:, :].copy()}
 
 
 @_holding_freed_memory
 def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
-                     neighbours: dict[tuple[int, int], dict[str, np.ndarray]]) -> int:
+                     neighbours: dict[tuple[int, int], dict[str, np.ndarray]] | None) -> int:
     """Second phase: a block's core read again, its window assembled with the neighbours'
     edges (``neighbours[(dy, dx)]`` from :func:`block_borders`), resampled, and its
-    output chunks written to ``target``; returns how many chunks it wrote."""
-    # the core read straight into its place in the window (no copy of its own)
+    output chunks written to ``target``; returns how many chunks it wrote. With
+    ``neighbours`` None (raw chunk files, :func:`raw_chunk_files`: the only phase), the
+    whole window, core and halo, is read straight from the chunk files."""
     *lead, height, width, depth = core_shape(job, source, key)
     (top, bottom), (left, right) = job.rows.context(key.by), job.cols.context(key.bx)
     window = _reused("window", (*lead, top + height + bottom, left + width + right, depth),
                      source.dtype)
     rows = {-1: slice(0, top), 0: slice(top, top + height), 1: slice(top + height, None)}
     cols = {-1: slice(0, left), 0: slice(left, left + width), 1: slice(left + width, None)}
-    read_core(job, source, key, out=window[..., rows[0], cols[0], :])
+    if neighbours is None:
+        selection = list(_core_selection(job, source, key))
+        for axis, (before, after) in ((job.axes.index("y"), (top, bottom)),
+                                      (job.axes.index("x"), (left, right))):
+            selection[axis] = slice(selection[axis].start - before,
+                                    selection[axis].stop + after)
+        _read_part(job, source, tuple(selection), out=window)
+        neighbours = {}
+    else:  # the core read straight into its place in the window (no copy of its own)
+        read_core(job, source, key, out=window[..., rows[0], cols[0], :])
     for (dy, dx), edges in neighbours.items():
         piece = edges["bottom" if dy < 0 else "top"] if dy else edges[
             "right" if dx < 0 else "left"]
@@ -1544,15 +1539,18 @@ def _scale_all(runner: _Runner, job: ZarrPlan, source: Any, target: Any,
                leads: list[list[list[BlockKey]]], counter: _Counter) -> None:
     """Both phases, a row of blocks at a time: the edges of rows up to ``i + 2`` are asked
     for before the blocks of row ``i``, and at most three rows of blocks are in flight,
-    so that what is held (edges, blocks) stays a few rows' worth however big the array."""
-    borders = functools.partial(block_borders, job, source)
+    so that what is held (edges, blocks) stays a few rows' worth however big the array.
+    Where the input's chunks are raw files (:func:`raw_chunk_files`), a block reads its
+    halo's bytes itself and there is no first phase."""
+    single_phase = raw_chunk_files(source) is not None
+    borders = None if single_phase else functools.partial(block_borders, job, source)
     scale = functools.partial(scale_block_task, job, source, target)
     for rows in leads:
         edges: dict[tuple[int, int], Any] = {}
         in_flight: list[list[Any]] = []
 
         def ask_edges(by: int, rows=rows, edges=edges) -> None:
-            if by < len(rows) and (by, 0) not in edges:
+            if borders is not None and by < len(rows) and (by, 0) not in edges:
                 for key in rows[by]:
                     edges[(by, key.bx)] = runner.submit(borders, key)
 
@@ -1565,7 +1563,7 @@ def _scale_all(runner: _Runner, job: ZarrPlan, source: Any, target: Any,
                 neighbours = {(dy, dx): runner.argument(edges[(by + dy, key.bx + dx)])
                               for dy in (-1, 0, 1) for dx in (-1, 0, 1)
                               if (dy or dx) and (by + dy, key.bx + dx) in edges}
-                blocks.append(runner.submit(scale, key, neighbours))
+                blocks.append(runner.submit(scale, key, None if borders is None else neighbours))
             in_flight.append(blocks)
             for bx in range(len(row)):
                 edges.pop((by - 1, bx), None)

@@ -22,8 +22,10 @@ set size (``VmHWM``), asked of the workers after the run; the time the tasks too
 added up over the workers from Dask's task stream (the same tasks: how much longer
 each takes beside another worker), and the machine's CPU time while the command ran
 (``/proc/stat``): how many CPUs were busy on average, in the workers' processes
-(``getrusage``) or elsewhere, and what the host took (``steal``). Last, the disk's own
-speed, for files written around the page cache (as ``dd oflag=direct``). Targets:
+(``getrusage``) or elsewhere, and what the host took (``steal``), and what the workers
+fetched from each other (edges of blocks). Last, the disk's own speed, for files written
+around the page cache (as ``dd oflag=direct``), from one writer and from two at once:
+the least time the job's writes can take. Targets:
 2 workers at least 1.6x faster than 1, every worker under 1 GB, and the 2-worker
 Zarr job no slower than the ``.npy`` job by more than 20 %. A few output rows are
 checked against upsampling the same input rows in memory.
@@ -46,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +80,26 @@ def make_inputs(folder: Path, size: int, chunk: int, codec: str) -> tuple[Path, 
     return zarr_path, npy_path
 
 
+@dataclass
+class ClusterRun:
+    """What one run of a command on a LocalCluster measured."""
+
+    elapsed: float  #: the command's wall time, s
+    peaks: list[float]  #: each worker's peak resident memory, MB
+    tasks: float  #: the time its tasks took, added up over the workers (task stream), s
+    faults: int  #: the page faults the workers took
+    cpu: tuple[float, float, float]  #: CPUs busy, of them in the workers, taken by the host
+    moved: tuple[float, float]  #: GB the workers fetched from each other, and in what time
+
+
 def run_on_cluster(workers: int, command: list[str], python: str | None = None
-                   ) -> tuple[float, list[float], float, int, tuple[float, float, float]]:
+                   ) -> ClusterRun:
     """Wall time of ``command + [ADDRESS]`` on a new LocalCluster, each worker's peak
     resident memory (MB), the time its tasks took, added up over the workers (Dask's
-    task stream), the page faults the workers took, and where the machine's CPU time
-    went while the command ran (:func:`_cpu_use`).
+    task stream), the page faults the workers took, where the machine's CPU time
+    went while the command ran (:func:`_machine_cpu_seconds`), and what the workers
+    fetched from one another (a task's inputs computed on another worker: each worker's
+    ``transfer_incoming_log``).
 
     With ``python`` (an interpreter of some environment), the workers are started with
     ``PYTHON -m distributed.cli.dask_worker`` instead, as on a cluster, so that they run
@@ -113,10 +130,20 @@ def run_on_cluster(workers: int, command: list[str], python: str | None = None
         tasks = sum(part["stop"] - part["start"]
                     for record in client.get_task_stream(start=began)
                     for part in record["startstops"] if part["action"] == "compute")
+        fetched = client.run(_fetched_since, began)
     busy, steal = (after - before for before, after in zip(machine_before, machine_after,
                                                             strict=True))
-    return elapsed, sorted(peaks.values()), tasks, faults, (
-        busy / elapsed, workers_cpu / elapsed, steal / elapsed)
+    return ClusterRun(elapsed, sorted(peaks.values()), tasks, faults, (
+        busy / elapsed, workers_cpu / elapsed, steal / elapsed),
+        tuple(sum(f[i] for f in fetched.values()) for i in range(2)))
+
+
+def _fetched_since(since: float, dask_worker=None) -> tuple[float, float]:
+    """GB this worker fetched from other workers since ``since`` (a ``time.time()``),
+    and the seconds those fetches took (they overlap the worker's computing)."""
+    log = [entry for entry in dask_worker.transfer_incoming_log if entry["start"] >= since]
+    return (sum(entry["total"] for entry in log) / 1e9,
+            sum(entry["duration"] for entry in log))
 
 
 def _machine_cpu_seconds() -> tuple[float, float]:
@@ -185,21 +212,23 @@ def _peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def disk_write_speed(folder: Path, total: int = 4 << 30) -> float:
+def disk_write_speed(folder: Path, writers: int = 1, total: int = 4 << 30) -> float:
     """GB/s at which this disk takes new 200 MB files written around the page cache, 8 MiB
-    at a time, as GNU dd's ``oflag=direct bs=8M`` writes them: the disk's own speed, which
-    bounds a job that writes 12 GB however many workers it has (NaN where the file system
-    refuses ``O_DIRECT``)."""
+    at a time, as GNU dd's ``oflag=direct bs=8M`` writes them, by ``writers`` threads at
+    once (each its own files, as each worker writes its own chunks): the disk's own speed,
+    which bounds a job that writes 12 GB however many workers it has (NaN where the file
+    system refuses ``O_DIRECT``)."""
     import mmap
+    from concurrent.futures import ThreadPoolExecutor
 
     size, piece = 200 << 20, 8 << 20
+    count = total // size // writers * writers
     data = mmap.mmap(-1, size)  # (page-aligned, as O_DIRECT asks)
     data.write(b"\x07" * size)
     view = memoryview(data)
-    os.sync()
-    start = time.perf_counter()
-    try:
-        for index in range(total // size):
+
+    def write_files(first: int) -> None:
+        for index in range(first, count, writers):
             fd = os.open(folder / f"disk_test_{index}",
                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_DIRECT", 0))
             try:
@@ -207,15 +236,21 @@ def disk_write_speed(folder: Path, total: int = 4 << 30) -> float:
                     os.pwrite(fd, view[offset:offset + piece], offset)
             finally:
                 os.close(fd)
+
+    os.sync()
+    start = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(writers) as pool:  # (os.pwrite lets the GIL go)
+            list(pool.map(write_files, range(writers)))
     except OSError:
         return float("nan")
     finally:
         elapsed = time.perf_counter() - start
-        for index in range(total // size):
+        for index in range(count):
             (folder / f"disk_test_{index}").unlink(missing_ok=True)
         view.release()
         data.close()
-    return total // size * size / elapsed / 1e9
+    return count * size / elapsed / 1e9
 
 
 def wall(command: list[str]) -> float:
@@ -283,29 +318,34 @@ def main() -> int:
         tasks: dict[str, list[float]] = {label: [] for label, _, _ in runs}
         faults: dict[str, list[int]] = {label: [] for label, _, _ in runs}
         cpus: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in runs}
+        moved: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in runs}
         for _ in range(args.repeat):
             for label, workers, python in runs:
                 shutil.rmtree(zarr_out, ignore_errors=True)
                 os.sync()  # the last run's writes written back: each starts from a quiet disk
                 command = [python or sys.executable, "-m", "upconv", "scale"]
-                elapsed, peak, task_time, fault_count, cpu = run_on_cluster(workers, command + [
+                run = run_on_cluster(workers, command + [
                     str(zarr_in), str(zarr_out), "-f", "2", "-y", "--quiet", "--dask"],
                     python)
-                times[label].append(elapsed)
-                peaks[label] += peak
-                tasks[label].append(task_time)
-                faults[label].append(fault_count)
-                cpus[label].append(cpu)
-                print(f"{label}: {elapsed:.1f} s, worker peaks "
-                      f"{', '.join(f'{p:.0f} MB' for p in peak)}, tasks {task_time:.1f} s, "
-                      f"page faults {fault_count:,}, CPUs busy {cpu[0]:.2f} "
-                      f"(workers {cpu[1]:.2f}, taken by the host {cpu[2]:.2f})", flush=True)
+                times[label].append(run.elapsed)
+                peaks[label] += run.peaks
+                tasks[label].append(run.tasks)
+                faults[label].append(run.faults)
+                cpus[label].append(run.cpu)
+                moved[label].append(run.moved)
+                print(f"{label}: {run.elapsed:.1f} s, worker peaks "
+                      f"{', '.join(f'{p:.0f} MB' for p in run.peaks)}, tasks {run.tasks:.1f} s, "
+                      f"page faults {run.faults:,}, CPUs busy {run.cpu[0]:.2f} "
+                      f"(workers {run.cpu[1]:.2f}, taken by the host {run.cpu[2]:.2f}), "
+                      f"fetched from other workers {run.moved[0]:.2f} GB in {run.moved[1]:.1f} s",
+                      flush=True)
             npy_out.unlink(missing_ok=True)
             os.sync()
             times["npy"].append(wall(upconv_cmd + [str(npy_in), str(npy_out), "-f", "2", "-y",
                                                    "--quiet"]))
             print(f"npy: {times['npy'][-1]:.1f} s", flush=True)
         disk = statistics.median(disk_write_speed(folder) for _ in range(3))
+        disk_two = statistics.median(disk_write_speed(folder, writers=2) for _ in range(3))
         error = check_rows(zarr_out, npy_in, args.size)
         one, two, npy = (statistics.median(times[k]) for k in ("1 worker", "2 workers", "npy"))
         worst = max(max(peaks["1 worker"]), max(peaks["2 workers"]))
@@ -331,9 +371,15 @@ def main() -> int:
                   f"{in_workers:.2f} of them in the workers, {busy - in_workers:.2f} "
                   f"elsewhere (scheduler, command, the kernel's own threads); "
                   f"{steal:.2f} taken by the host")
+        fetched, fetching = (statistics.median(m[i] for m in moved["2 workers"])
+                             for i in range(2))
+        print(f"  2 workers fetched {fetched:.2f} GB from each other (tasks' inputs), "
+              f"in {fetching:.1f} s of transfers")
         written = sum(f.stat().st_size for f in zarr_out.rglob("*") if f.is_file()) / 1e9
         print(f"  2 workers wrote {written:.1f} GB at {written / two:.2f} GB/s; this disk "
-              f"takes direct writes at {disk:.2f} GB/s (median of 3 x 4 GB)")
+              f"takes direct writes at {disk:.2f} GB/s from one writer, {disk_two:.2f} GB/s "
+              f"from two at once (medians of 3 x 4 GB): writing {written:.1f} GB takes it "
+              f"at least {written / disk_two:.1f} s")
         if args.baseline:
             base_one, base_two = (statistics.median(times[f"baseline, {k}"])
                                   for k in ("1 worker", "2 workers"))

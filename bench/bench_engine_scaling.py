@@ -37,7 +37,7 @@ def _block_work(blocks: int) -> float:
     window = rng.random((last_row - first_row, last_col - first_col, 3), dtype=np.float32)
     bands: list[np.ndarray] = []
 
-    def band_buffer(shape, dtype, first):  # (one buffer, reused: as a task's)
+    def band_buffer(shape, dtype):  # (one buffer, reused: as a task's)
         if not bands:
             bands.append(np.empty(shape, dtype))
         return bands[0][:shape[0]]

@@ -208,3 +208,28 @@ def test_boundary_window_equals_the_whole_image_extended(rng, boundary, height):
             np.testing.assert_array_equal(rule.window(read, height, first, last, (2, 1)),
                                           whole[first + pad:last + pad])
     assert all(0 <= a < b <= height for a, b in asked)
+
+
+@pytest.mark.parametrize("method,factor,options", [
+    ("bilinear", 2, {}), ("bicubic", 2, {}), ("bicubic", 3, {"boundary": "reflect"}),
+    ("lanczos", 2, {}), ("bicubic", 2.37, {}), ("bilinear", (2, 1.5), {"boundary": "zero"}),
+    ("nearest", 2, {}), ("transpose", 2, {}), ("bicubic", 2, {"alpha": True})])
+@pytest.mark.parametrize("columns", [(0, 8), (6, 30), (13, 27), (25, None)])
+def test_a_bands_columns_computed_alone_are_the_whole_bands_columns(rng, method, factor,
+                                                                    options, columns):
+    """``resample_band(columns=...)`` computes only those output columns (or whole rows
+    cut, where the engine cannot): bit for bit the same columns of the whole band, into
+    ``out`` or not, for periodic and general factors, whole periods or not."""
+    from upconv.scaling import plan_resampling, resample_band
+
+    image = rng.random((21, 23, 4))
+    plan = plan_resampling(image.shape, factor, method, **options)
+    first, last = columns[0], plan.shape[1] if columns[1] is None else columns[1]
+    band = (5, 17)
+    whole = resample_band(lambda a, b: image[a:b], plan, band)
+    alone = resample_band(lambda a, b: image[a:b], plan, band, columns=(first, last))
+    np.testing.assert_array_equal(alone, whole[:, first:last])
+    out = np.full((band[1] - band[0], last - first, 4), np.nan)
+    assert resample_band(lambda a, b: image[a:b], plan, band, out=out,
+                         columns=(first, last)) is out
+    np.testing.assert_array_equal(out, whole[:, first:last])

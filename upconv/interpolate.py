@@ -316,9 +316,11 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
                      shape: tuple[int, int], band: tuple[int, int],
                      method: InterpolationMethod, boundary: Boundary,
                      threads: int, x_filtered: bool = False,
-                     out: np.ndarray | None = None, halo: int | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, halo: int | None = None,
+                     columns: tuple[int, int] | None = None) -> np.ndarray:
     """Output rows ``band = (a, b)`` of :func:`interpolate` at any factor, from only the
-    input rows they need.
+    input rows they need (and of those rows, only the output columns ``columns = (c, d)``
+    if given: the others are not computed).
 
     With ``x_filtered`` the rows read are spline coefficients along x already
     (:func:`x_coefficients`; edge or zero boundary). ``out``, if given,
@@ -345,10 +347,15 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
     ...                         METHODS["bilinear"], Boundary.EDGE, 1)
     >>> bool((band == whole[2:4]).all())
     True
+    >>> part = interpolate_band(lambda a, b: image[a:b], (4, 3), (6, 5), (2, 4),
+    ...                         METHODS["bilinear"], Boundary.EDGE, 1, columns=(1, 4))
+    >>> bool((part == whole[2:4, 1:4]).all())
+    True
     """
     height, width = size
     out_h, out_w = shape
     wanted = band
+    col_first, col_last = (0, out_w) if columns is None else columns
     periodic = out_h % height == 0 and out_w % width == 0
     if periodic:  # computed in whole output periods (then cut to the band)
         period_y = out_h // height
@@ -371,20 +378,28 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
     else:
         ext = boundary.window(read_rows, height, lo - pad, hi - pad, (pad, pad))
         offset = lo
-    whole_periods = (last_row - first_row, out_w, ext.shape[2])
+    # Columns in whole output periods too, from the first one's inputs on (ext's columns
+    # left of them are never read).
+    period_x = out_w // width if periodic else 1
+    first_col = col_first // period_x * period_x
+    last_col = -(-col_last // period_x) * period_x
+    whole_periods = (last_row - first_row, last_col - first_col, ext.shape[2])
     target = out if out is not None and out.shape == whole_periods else np.empty(
         whole_periods, ext.dtype)
     if periodic:
         # Phase starts made relative to ext's first row, for the band's first period.
         phases_y = axis_phases(period_y, method, pad)
         phases_y = Phases(phases_y.start + first_row // period_y - offset, phases_y.weights)
-        apply_separable(ext, _as_dtype(phases_y, ext.dtype),
-                        _as_dtype(axis_phases(out_w // width, method, pad), ext.dtype),
+        apply_separable(ext[:, first_col // period_x:], _as_dtype(phases_y, ext.dtype),
+                        _as_dtype(axis_phases(period_x, method, pad), ext.dtype),
                         target, threads)
     else:
+        taps_x = axis_taps(width, out_w, method, pad)
         apply_general(ext, AxisTaps(index - offset, weights.astype(ext.dtype)),
-                      axis_taps(width, out_w, method, pad), target, threads)
-    return band_of_periods(target, wanted[0] - first_row, wanted[1] - wanted[0], out_w, out)
+                      AxisTaps(taps_x.index[first_col:last_col],
+                               taps_x.weights[first_col:last_col]), target, threads)
+    return band_of_periods(target, wanted[0] - first_row, wanted[1] - wanted[0],
+                           (col_first - first_col, col_last - first_col), out)
 
 
 def _as_dtype(phases: Phases, dtype: type) -> Phases:

@@ -160,11 +160,12 @@ def run_over_rows(make_worker: Callable[[], Callable[[tuple[int, int]], None]],
         pass
 
 
-def band_of_periods(computed: np.ndarray, first: int, rows: int, width: int,
-                    out: np.ndarray | None) -> np.ndarray:
-    """Rows ``[first, first + rows)`` and the first ``width`` columns of a band computed in
-    whole output periods: ``out`` itself if the engine wrote there, else written into
-    ``out`` as its type (:func:`~upconv.samples.store_as`), else returned as an array.
+def band_of_periods(computed: np.ndarray, first: int, rows: int,
+                    columns: int | tuple[int, int], out: np.ndarray | None) -> np.ndarray:
+    """Rows ``[first, first + rows)`` and the first ``columns`` columns (or the columns
+    ``[c, d)``) of a band computed in whole output periods: ``out`` itself if the engine
+    wrote there, else written into ``out`` as its type (:func:`~upconv.samples.store_as`),
+    else returned as an array.
 
     Examples
     --------
@@ -172,10 +173,14 @@ def band_of_periods(computed: np.ndarray, first: int, rows: int, width: int,
     >>> band_of_periods(periods, 1, 2, 2, None)[..., 0]
     array([[3., 4.],
            [6., 7.]])
+    >>> band_of_periods(periods, 1, 2, (1, 3), None)[..., 0]
+    array([[4., 5.],
+           [7., 8.]])
     """
     if computed is out:
         return out
-    cut = computed[first:first + rows, :width]
+    start, stop = (0, columns) if isinstance(columns, int) else columns
+    cut = computed[first:first + rows, start:stop]
     if out is None:
         return np.ascontiguousarray(cut)
     return store_as(cut, out)

@@ -652,20 +652,20 @@ BAND_ROWS = 512
 def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
                 cols: tuple[int, int], out: np.ndarray | None = None,
                 sink: Callable[[np.ndarray], None] | None = None,
-                band_buffer: Callable[[tuple[int, int, int], np.dtype, int], np.ndarray]
+                band_buffer: Callable[[tuple[int, int, int], np.dtype], np.ndarray]
                 | None = None) -> np.ndarray | None:
     """The outputs ``rows`` x ``cols`` (indices of the window's own output, see
     :meth:`AxisBlocks.window`) of a block's input window.
 
     ``block`` is ``(..., y, x, c)``: any leading axes (carried), the window and
     the channels. Each plane is resampled as an image of its own, in bands of
-    :data:`BAND_ROWS` output rows, and cut to the outputs the block owns;
-    ``out``, if given, receives them (C-contiguous, as zarr writes a chunk
-    without a copy) and is returned. With ``sink`` instead (a block without
-    leading axes), each band's owned rows are handed to ``sink`` as they are
-    computed, and None is returned; ``band_buffer(shape, dtype, first)``, if given,
-    is where each band is computed (any strides; ``first`` its first owned column),
-    rather than one buffer of its own.
+    :data:`BAND_ROWS` output rows, of only the outputs the block owns
+    (:func:`~upconv.scaling.resample_band`'s ``columns``); ``out``, if given,
+    receives them (C-contiguous, as zarr writes a chunk without a copy) and is
+    returned. With ``sink`` instead (a block without leading axes), each band's
+    rows are handed to ``sink`` as they are computed, and None is returned;
+    ``band_buffer(shape, dtype)``, if given, is where each band is computed (any
+    strides), rather than one buffer of its own.
 
     Examples
     --------
@@ -693,10 +693,10 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
         out = np.empty(shape, job.out_dtype)
     assert out is None or (out.shape == shape and out.dtype == job.out_dtype)
     # Values stored as they are computed (one plane, of the output's type): the engine
-    # writes each band straight into a band buffer (full width; small enough for the
-    # allocator to reuse), whose owned columns are copied out or handed to the sink.
+    # writes each band straight into a band buffer (small enough for the allocator to
+    # reuse), which is copied out or handed to the sink.
     in_place = not lead and job.out_dtype == job.work_dtype and plan.method is not Method.NEAREST
-    band_shape = (band_rows, plan.shape[1], channels)
+    band_shape = (band_rows, c1 - c0, channels)
     band = (np.empty(band_shape, job.out_dtype) if in_place and band_buffer is None else None)
     for index in np.ndindex(*lead):
         plane = block[index]
@@ -705,10 +705,11 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
         for first in range(r0, r1, band_rows):
             last = min(r1, first + band_rows)
             if in_place and band_buffer is not None:
-                band = band_buffer(band_shape, job.out_dtype, c0)
+                band = band_buffer(band_shape, job.out_dtype)
             values = resample_band(lambda a, b, plane=plane: plane[a:b], plan, (first, last),
-                                   out=None if band is None else band[:last - first])
-            owned = _stored(values[:, c0:c1], job.out_dtype)
+                                   out=None if band is None else band[:last - first],
+                                   columns=(c0, c1))
+            owned = _stored(values, job.out_dtype)
             if sink is not None:
                 sink(owned)
             else:
@@ -1074,12 +1075,12 @@ class StreamedChunks:
         self.bands_lent = 0
         self.band_tickets = [0, 0]  # the writes of each band buffer's rows (wait_for)
 
-    def band_buffer(self, shape: tuple[int, int, int], dtype: np.dtype, first: int
-                    ) -> np.ndarray:
-        """Where to compute the next band (``shape``, of ``dtype``) whose first owned
-        column is ``first``: each row's chunks start on a page (and the band buffer used
-        before the last is free again: its rows are written), so that its rows are written
-        around the page cache from where they are, without a copy."""
+    def band_buffer(self, shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
+        """Where to compute the next band (``shape``, of ``dtype``: the region's columns):
+        each row starts on a page (and the band buffer used before the last is free
+        again: its rows are written), so that its rows are written around the page cache
+        from where they are, without a copy. Rows of a whole number of pages follow each
+        other, and a chunk's rows are then written as one piece."""
         which = self.bands_lent % 2
         self.bands_lent += 1
         wait_for(self.band_tickets[which])
@@ -1087,7 +1088,7 @@ class StreamedChunks:
         pixel = channels * np.dtype(dtype).itemsize
         stride = -(-width * pixel // PAGE) * PAGE
         raw = _reused(f"streamed band {which}", (rows * stride + PAGE,), np.uint8)
-        offset = -(raw.ctypes.data + first * pixel) % PAGE
+        offset = -raw.ctypes.data % PAGE
         return np.ndarray(shape, dtype, buffer=raw, offset=offset,
                           strides=(stride, pixel, np.dtype(dtype).itemsize))
 
@@ -1122,7 +1123,7 @@ class StreamedChunks:
             chunk.skip_fill_rows(len(part))
             return
         missing = self.chunk_cols - part.shape[1]
-        rows = _row_pieces(part)
+        rows = _row_pieces(part, joined=not missing)
         if missing:
             tail = memoryview(self.fill_row[:missing * self.chunk_channels]).cast("B")
             rows = [piece for row in rows for piece in (row, tail)]
@@ -1151,10 +1152,19 @@ class StreamedChunks:
         self.open.clear()
 
 
-def _row_pieces(rows: np.ndarray) -> list[memoryview]:
+def _row_pieces(rows: np.ndarray, joined: bool = False) -> list[memoryview]:
     """Each row of ``rows`` (``(n, width, channels)``, any strides) as a byte view of its
     own (a copy only where a row is not contiguous): slices of one view over the rows'
-    span, as a band's thousands of rows are cheaper so than as arrays one at a time."""
+    span, as a band's thousands of rows are cheaper so than as arrays one at a time.
+    With ``joined``, rows that follow each other in memory are one piece (one call to
+    zstd, one to the kernel).
+
+    Examples
+    --------
+    >>> band = np.zeros((3, 4, 2), np.float32)
+    >>> [len(piece) for piece in _row_pieces(band)], len(_row_pieces(band, joined=True)[0])
+    ([32, 32, 32], 96)
+    """
     n, width, channels = rows.shape
     item = rows.dtype.itemsize
     length = width * channels * item
@@ -1166,6 +1176,8 @@ def _row_pieces(rows: np.ndarray) -> list[memoryview]:
     span = np.lib.stride_tricks.as_strided(rows.view(np.uint8), shape=((n - 1) * stride
                                                                       + length,), strides=(1,))
     view = memoryview(span)
+    if joined and stride == length:
+        return [view]
     return [view[start:start + length] for start in range(0, n * stride, stride)]
 
 

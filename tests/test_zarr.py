@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -1146,3 +1148,26 @@ def test_a_band_buffer_is_computed_into_again_only_once_its_rows_are_written(
     assert sum(lent) > 20  # (rows lent from the bands, many bands per chunk)
     np.testing.assert_array_equal(read(tmp_path / "out.zarr"), upconv.scale(image, 2,
                                                                              "bilinear"))
+
+
+def test_the_workers_import_the_engine_as_a_job_connects():
+    """Entered, a runner has each worker import what the tasks run, before any task:
+    on new worker processes, the Zarr modules come without a task being sent."""
+    pytest.importorskip("distributed", reason="the cluster tests need upconv[dask]")
+    from distributed import Client, LocalCluster
+
+    from upconv.zarr_arrays import JobRunner
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=":0") as cluster, \
+            Client(cluster.scheduler_address) as client:
+        client.wait_for_workers(2)
+        def imported(name):
+            return lambda: name in sys.modules  # (a lambda: sent by value, run there)
+
+        assert not any(client.run(imported("upconv.zarr_arrays")).values())
+        with JobRunner(cluster.scheduler_address):
+            deadline = time.monotonic() + 60  # (an upper bound, not a pace: ends at once)
+            while not all(client.run(imported("upconv.interpolate")).values()):
+                assert time.monotonic() < deadline, "the workers never imported the engine"
+        assert all(client.run(imported("upconv.zarr_arrays")).values())

@@ -17,7 +17,7 @@ from typing import Any
 from .errors import BadInputError
 from .stopping import signals_counted, signals_received, tell
 
-__all__ = ["map_on_dask", "stop_tasks"]
+__all__ = ["map_on_dask", "stop_tasks", "warm_up_for_zarr"]
 
 
 def _client(address: str):
@@ -29,6 +29,30 @@ def _client(address: str):
         return Client(address, timeout="10s")
     except (OSError, TimeoutError) as exc:
         raise BadInputError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
+
+
+async def warm_up_for_zarr() -> None:
+    """On a worker, import what a Zarr job's tasks run (zarr, upconv's engine and its
+    Zarr modules) off the worker's event loop, so that its first task does not wait
+    for them: sent to every worker as a job connects (``Client.run(..., wait=False)``,
+    :class:`upconv.zarr_arrays.JobRunner`), while the command still opens its input.
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> asyncio.run(warm_up_for_zarr())
+    """
+    import asyncio
+
+    await asyncio.get_running_loop().run_in_executor(None, _import_zarr_engine)
+
+
+def _import_zarr_engine() -> None:
+    import importlib
+
+    for name in ("upconv.zarr_arrays", "upconv.zarr_local", "upconv.zarr_zstd",
+                 "upconv.direct_writes", "upconv.scaling", "upconv.interpolate"):
+        importlib.import_module(name)
 
 
 def map_on_dask(function: Callable[[Any], Any], items: list, address: str,

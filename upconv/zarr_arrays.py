@@ -43,6 +43,7 @@ is there), and removed if the job fails.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import itertools
@@ -53,7 +54,7 @@ import shutil
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,7 +70,7 @@ from .transpose import output_geometry, post_kernel_weights
 
 __all__ = ["is_zarr", "split_zarr_spec", "close_stores", "ZarrSource", "open_zarr", "axis_names",
            "AxisBlocks", "ZarrPlan", "plan_zarr_job", "scale_block", "block_borders",
-           "scale_block_task", "run_zarr_job",
+           "scale_block_task", "run_zarr_job", "JobRunner",
            "ZarrOutcome"]
 
 #: Letters ``--layout`` takes for a Zarr array's axes (OME-Zarr's names).
@@ -1430,14 +1431,18 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
                  chunks: tuple[int, ...] | None = None, pyramid: int = 0,
                  overwrite: bool = False, dask_address: str | None = None,
                  threads: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> ZarrOutcome:
+                 progress: Callable[[int, int], None] | None = None,
+                 runner: JobRunner | None = None) -> ZarrOutcome:
     """Compute the output and write it to the store ``output``, whole or not at all.
 
-    One task per output chunk (:func:`scale_chunk`), run on ``threads`` threads
-    here (default: every CPU) or on the Dask cluster at ``dask_address``, whose
-    workers read and write the stores themselves. ``progress(done, total)`` is
-    called (from this thread) as chunks are written. Pyramid levels follow,
-    each from the level above as written (:func:`halve_chunk`).
+    One task per block of output chunks (:func:`scale_block_task`, after
+    :func:`block_borders` where the input's chunks are compressed), run on ``threads``
+    threads here (default: every CPU) or on the Dask cluster at ``dask_address``, whose
+    workers read and write the stores themselves; or by ``runner``, entered already
+    (:class:`JobRunner`: a command connects before it opens its input), in place of
+    those two. ``progress(done, total)`` is called (from this thread) as chunks are
+    written. Pyramid levels follow, each from the level above as written
+    (:func:`halve_chunk`).
     """
     zarr = _zarr_module()
     from .fileio import is_url
@@ -1482,14 +1487,15 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
             config={"write_empty_chunks": True}, **extra)  # (see write_chunks)
             for level in range(levels)]
         hidden = _HiddenMetadata(target, fmt, ome, levels) if url else None
-        with _Runner(dask_address, threads) as runner:
-            _scale_all(runner, job, reusing_codecs(source.array), whole_chunks(arrays[0]),
+        with (contextlib.nullcontext(runner) if runner is not None
+              else JobRunner(dask_address, threads)) as jobs, jobs.job():
+            _scale_all(jobs, job, reusing_codecs(source.array), whole_chunks(arrays[0]),
                        _block_keys(job, level_shapes[0], level_chunks[0]), counter)
             for level in range(1, levels):
                 task = functools.partial(halve_chunk, job.axes, arrays[level - 1],
                                          whole_chunks(arrays[level]))
-                runner.wait_all([runner.submit(task, region) for region in
-                                 _regions(level_shapes[level], level_chunks[level])], counter)
+                jobs.wait_all([jobs.submit(task, region) for region in
+                               _regions(level_shapes[level], level_chunks[level])], counter)
         if hidden is not None:
             hidden.restore_arrays()
         if ome:
@@ -1547,7 +1553,7 @@ class _Counter:
             self.progress(min(self.done, self.total), self.total)
 
 
-def _scale_all(runner: _Runner, job: ZarrPlan, source: Any, target: Any,
+def _scale_all(runner: JobRunner, job: ZarrPlan, source: Any, target: Any,
                leads: list[list[list[BlockKey]]], counter: _Counter) -> None:
     """Both phases, a row of blocks at a time: the edges of rows up to ``i + 2`` are asked
     for before the blocks of row ``i``, and at most three rows of blocks are in flight,
@@ -1585,22 +1591,40 @@ def _scale_all(runner: _Runner, job: ZarrPlan, source: Any, target: Any,
             runner.wait_all(blocks, counter)
 
 
-class _Runner:
-    """Submits tasks to a thread pool here, or to a dask.distributed cluster (where a
-    task's arguments may be other tasks' futures, resolved on the workers). A task's
-    exception comes back as it is, and stops the job."""
+class JobRunner:
+    """Where a Zarr job's tasks run: a thread pool here, or a dask.distributed cluster
+    (where a task's arguments may be other tasks' futures, resolved on the workers). A
+    task's exception comes back as it is, and stops the job.
 
-    def __init__(self, address: str | None, threads: int | None) -> None:
+    Entered, it connects to the cluster at once and has each worker import what the
+    tasks run (:func:`upconv.cluster.warm_up_for_zarr`, off its event loop), so that a
+    command that enters it first opens its input while the workers import, rather
+    than before. :meth:`job` scopes one job's tasks; leaving the runner closes the
+    connection (or the pool).
+
+    Examples
+    --------
+    >>> with JobRunner(None, threads=2) as runner, runner.job():
+    ...     futures = [runner.submit(pow, 2, n) for n in range(3)]
+    ...     [future.result() for future in futures]
+    [1, 2, 4]
+    """
+
+    def __init__(self, address: str | None, threads: int | None = None) -> None:
         self.address, self.threads = address, threads
         self.client: Any = None
         self.pool: Any = None
         self.futures: list[Any] = []
 
-    def __enter__(self) -> _Runner:
+    def __enter__(self) -> JobRunner:
         if self.address is not None:
-            from .cluster import _client
+            from .cluster import _client, warm_up_for_zarr
 
             self.client = _client(self.address)
+            try:
+                self.client.run(warm_up_for_zarr, wait=False)
+            except Exception:  # (only a head start: a worker that cannot take it is
+                pass  # met again, and reported, by the job's own tasks)
         else:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -1609,6 +1633,34 @@ class _Runner:
             self.pool = ThreadPoolExecutor(default_threads() if self.threads is None
                                            else self.threads)
         return self
+
+    @contextlib.contextmanager
+    def job(self) -> Iterator[JobRunner]:
+        """One job's tasks: when the block ends, however it ends, none of them runs any
+        more (cancelled, and those running waited for: a task still running could write
+        into a store once it is removed), and the workers let go of their reused
+        buffers (:func:`drop_buffers`)."""
+        try:
+            yield self
+        finally:
+            futures, self.futures = self.futures, []
+            if self.client is not None:
+                from .cluster import stop_tasks
+
+                try:
+                    stop_tasks(self.client, futures)
+                finally:
+                    try:
+                        self.client.run(drop_buffers)
+                    except Exception:  # a worker gone: its buffers went with it
+                        pass
+            else:
+                from concurrent.futures import wait
+
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+                drop_buffers()
 
     def submit(self, task: Callable[..., Any], *args: Any) -> Any:
         if self.client is not None:
@@ -1638,23 +1690,9 @@ class _Runner:
 
     def __exit__(self, *exc: object) -> None:
         if self.client is not None:
-            from .cluster import stop_tasks
-
-            try:
-                # (a task still running could write into the store once it is removed)
-                stop_tasks(self.client, self.futures)
-            finally:
-                try:
-                    self.client.run(drop_buffers)
-                except Exception:  # a worker gone: its buffers went with it
-                    pass
-                finally:
-                    self.client.close()
+            self.client.close()
         if self.pool is not None:
-            for future in self.futures:
-                future.cancel()
             self.pool.shutdown(wait=True, cancel_futures=True)
-            drop_buffers()
 
 
 def _dimension_names(source: ZarrSource) -> tuple[str, ...] | None:

@@ -328,7 +328,7 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
               layout: str | None, zarr_chunks: str | None, pyramid: int,
               dask_address: str | None, report_path: str | None, tile: int | None,
               quiet: bool, overwrite: bool) -> None:
-    from ..zarr_arrays import open_zarr, plan_zarr_job, run_zarr_job, split_zarr_spec
+    from ..zarr_arrays import JobRunner, open_zarr, plan_zarr_job, run_zarr_job, split_zarr_spec
 
     input_path, output_path = paths
     if not all(_names_zarr(path) for path in paths):
@@ -341,26 +341,27 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
             raise click.UsageError(f"{flag} is for image files, not Zarr arrays")
     chunks = _parse_chunks(zarr_chunks)
     refuse_clobbering_input(split_zarr_spec(input_path)[0], split_zarr_spec(output_path)[0])
-    source = open_zarr(input_path, layout)
-    if chunks is not None and len(chunks) not in (2, len(source.axes)):
-        raise click.BadParameter(f"give y and x chunks, or one per axis of {source.axes}",
-                                 param_hint="--chunks")
-    remove_stale_temporaries([split_zarr_spec(output_path)[0].rstrip("/")])
-    job = plan_zarr_job(
-        source.array.shape, source.array.dtype, source.axes, source.array.chunks,
-        method=settings.method, factor=settings.factor, size=settings.size, fit=settings.fit,
-        boundary=settings.boundary, kernel=kernel, padding=settings.padding,
-        output_padding=settings.output_padding, post_kernel=settings.post_kernel,
-        out_chunks=_scaled_chunks(chunks, source.axes))
-    out_h, out_w = job.plan.shape
-    if settings.max_pixels_given and out_h * out_w > settings.max_pixels:
-        raise BadInputError(f"{shown(output_path)}: the output is {out_w}x{out_h} pixels, over "
-                            f"the limit of {settings.max_pixels} (--max-pixels)")
-    # (Local stores are opened by absolute path, so Dask workers find them as they are.)
-    with BatchProgress(None, 0, enabled=not quiet, unit="chunks") as bar:
-        outcome = run_zarr_job(source, output_path, job, chunks=chunks, pyramid=pyramid,
-                               overwrite=overwrite, dask_address=dask_address,
-                               threads=settings.threads, progress=bar.set)
+    # Connected first: the workers import what the tasks run while the input is opened.
+    with JobRunner(dask_address, settings.threads) as runner:
+        source = open_zarr(input_path, layout)
+        if chunks is not None and len(chunks) not in (2, len(source.axes)):
+            raise click.BadParameter(f"give y and x chunks, or one per axis of {source.axes}",
+                                     param_hint="--chunks")
+        remove_stale_temporaries([split_zarr_spec(output_path)[0].rstrip("/")])
+        job = plan_zarr_job(
+            source.array.shape, source.array.dtype, source.axes, source.array.chunks,
+            method=settings.method, factor=settings.factor, size=settings.size, fit=settings.fit,
+            boundary=settings.boundary, kernel=kernel, padding=settings.padding,
+            output_padding=settings.output_padding, post_kernel=settings.post_kernel,
+            out_chunks=_scaled_chunks(chunks, source.axes))
+        out_h, out_w = job.plan.shape
+        if settings.max_pixels_given and out_h * out_w > settings.max_pixels:
+            raise BadInputError(f"{shown(output_path)}: the output is {out_w}x{out_h} pixels, over "
+                                f"the limit of {settings.max_pixels} (--max-pixels)")
+        # (Local stores are opened by absolute path, so Dask workers find them as they are.)
+        with BatchProgress(None, 0, enabled=not quiet, unit="chunks") as bar:
+            outcome = run_zarr_job(source, output_path, job, chunks=chunks, pyramid=pyramid,
+                                   overwrite=overwrite, progress=bar.set, runner=runner)
     if not quiet:
         click.echo(f"upconv: {outcome.summary()}", err=True)
 

@@ -31,20 +31,25 @@ def _client(address: str):
         raise BadInputError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
 
 
-async def warm_up_for_zarr() -> None:
+async def warm_up_for_zarr(dask_worker: Any = None) -> None:
     """On a worker, import what a Zarr job's tasks run (zarr, upconv's engine and its
-    Zarr modules) off the worker's event loop, so that its first task does not wait
-    for them: sent to every worker as a job connects (``Client.run(..., wait=False)``,
+    Zarr modules) before its first task comes, so that the task does not wait for
+    them: sent to every worker as a job connects (``Client.run(..., wait=False)``,
     :class:`upconv.zarr_arrays.JobRunner`), while the command still opens its input.
+
+    The modules are imported in the worker's event loop, the thread that unpickles
+    its tasks, and not once the worker has a task: imported by two threads at once,
+    zarr's modules (which import one another) can come half made, and the worker
+    then loses its connection (seen with a thread of its own for this).
 
     Examples
     --------
     >>> import asyncio
     >>> asyncio.run(warm_up_for_zarr())
     """
-    import asyncio
-
-    await asyncio.get_running_loop().run_in_executor(None, _import_zarr_engine)
+    if dask_worker is not None and dask_worker.state.tasks:
+        return
+    _import_zarr_engine()
 
 
 def _import_zarr_engine() -> None:

@@ -215,21 +215,29 @@ def test_boundary_window_equals_the_whole_image_extended(rng, boundary, height):
     ("lanczos", 2, {}), ("bicubic", 2.37, {}), ("bilinear", (2, 1.5), {"boundary": "zero"}),
     ("nearest", 2, {}), ("transpose", 2, {}), ("bicubic", 2, {"alpha": True})])
 @pytest.mark.parametrize("columns", [(0, 8), (6, 30), (13, 27), (25, None)])
+@pytest.mark.parametrize("band", [(5, 17), (4, 16)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_bands_columns_computed_alone_are_the_whole_bands_columns(rng, method, factor,
-                                                                    options, columns):
+                                                                    options, columns, band,
+                                                                    dtype):
     """``resample_band(columns=...)`` computes only those output columns (or whole rows
     cut, where the engine cannot): bit for bit the same columns of the whole band, into
-    ``out`` or not, for periodic and general factors, whole periods or not."""
+    ``out`` (straight, where rows and columns are whole periods, as a Zarr block's are) or
+    not, for periodic and general factors, whole periods or not; and an ``out`` of the
+    other float type gets the same values, wherever the band falls."""
     from upconv.scaling import plan_resampling, resample_band
 
-    image = rng.random((21, 23, 4))
+    image = rng.random((21, 23, 4)).astype(dtype)
     plan = plan_resampling(image.shape, factor, method, **options)
     first, last = columns[0], plan.shape[1] if columns[1] is None else columns[1]
-    band = (5, 17)
     whole = resample_band(lambda a, b: image[a:b], plan, band)
     alone = resample_band(lambda a, b: image[a:b], plan, band, columns=(first, last))
+    assert alone.dtype == whole.dtype == dtype
     np.testing.assert_array_equal(alone, whole[:, first:last])
-    out = np.full((band[1] - band[0], last - first, 4), np.nan)
+    out = np.full((band[1] - band[0], last - first, 4), np.nan, dtype)
     assert resample_band(lambda a, b: image[a:b], plan, band, out=out,
                          columns=(first, last)) is out
     np.testing.assert_array_equal(out, whole[:, first:last])
+    other = np.full(out.shape, np.nan, np.float32 if dtype == np.float64 else np.float64)
+    resample_band(lambda a, b: image[a:b], plan, band, out=other, columns=(first, last))
+    np.testing.assert_array_equal(other, whole[:, first:last].astype(other.dtype))

@@ -1065,11 +1065,13 @@ def test_raw_chunk_files_are_read_as_zarr_reads_them(tmp_path, rng, monkeypatch,
 def test_raw_inputs_equal_the_in_memory_result(tmp_path, rng, capsys, monkeypatch, method,
                                                layout):
     """Raw chunks read by upconv (each block's whole window, core and halo, straight from
-    the chunk files, with no first phase; a cyx window through zarr), and absent chunks
-    read as zero: the in-memory result."""
+    the chunk files, with no first phase; but in two phases where a transposed
+    convolution's blocks hold every channel of a cyx array), and absent chunks read as
+    zero: the in-memory result."""
     from upconv import zarr_arrays
 
-    monkeypatch.setattr(zarr_arrays, "block_borders", None)  # (never asked for)
+    if (layout, method) != ("cyx", "transpose"):
+        monkeypatch.setattr(zarr_arrays, "block_borders", None)  # (never asked for)
     shape = {"yx": (37, 45), "yxc": (37, 45, 3), "cyx": (2, 37, 45)}[layout]
     chunks = {"yx": (16, 8), "yxc": (16, 8, 3), "cyx": (1, 16, 8)}[layout]
     image = rng.random(shape)
@@ -1171,3 +1173,57 @@ def test_the_workers_import_the_engine_as_a_job_connects():
             while not all(client.run(imported("upconv.interpolate")).values()):
                 assert time.monotonic() < deadline, "the workers never imported the engine"
         assert all(client.run(imported("upconv.zarr_arrays")).values())
+
+
+def test_with_dask_a_bad_input_is_reported_before_the_scheduler(tmp_path, capsys):
+    """The connection to the cluster is made in the background while the input is opened:
+    a bad input is reported as it is, at once, whatever the scheduler's state (here none
+    listens), and nothing is written."""
+    assert run(["scale", str(tmp_path / "nope.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "--dask", "tcp://127.0.0.1:9"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope.zarr: no Zarr store there" in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_scheduler_that_cannot_be_reached_fails_the_job_with_one_line(tmp_path, rng,
+                                                                         monkeypatch, capsys):
+    """The background connection's error is the job's, reported once the input is open,
+    and the output store is not left behind."""
+    from upconv import cluster
+    from upconv.errors import BadInputError
+
+    def refused(address):
+        raise BadInputError(f"cannot reach the Dask scheduler at {address} (refused)")
+
+    monkeypatch.setattr(cluster, "_client", refused)
+    write_array(tmp_path / "in.zarr", rng.random((40, 40)), (16, 16))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "--dask", "tcp://scheduler:8786"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err == "upconv: error: cannot reach the Dask scheduler at tcp://scheduler:8786 " \
+                  "(refused)", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr"]
+
+
+@pytest.mark.parametrize("compressors", [None, "auto"])
+def test_rows_of_whole_pages_go_out_as_one_piece_a_band(tmp_path, rng, monkeypatch, capsys,
+                                                        compressors):
+    """A block computes only its own columns, so where a chunk's rows are whole pages
+    (1024 float32 values) a band's rows follow each other and go to the file, or to zstd,
+    as one piece; an edge chunk's rows, padded, go row by row. The result is the
+    in-memory one."""
+    from upconv import zarr_arrays
+
+    pieces = []
+    real = zarr_arrays._row_pieces
+    monkeypatch.setattr(zarr_arrays, "_row_pieces", lambda rows, joined=False: (
+        lambda got: (pieces.append((len(rows), len(got))), got)[1])(real(rows, joined)))
+    image = rng.random((1100, 1100)).astype(np.float32)
+    write_array(tmp_path / "in.zarr", image, (1024, 512), compressors=compressors)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "2",
+                "-m", "bilinear", "--quiet"]) == 0, capsys.readouterr().err
+    assert any(rows > 1 and count == 1 for rows, count in pieces)  # (whole chunks' bands)
+    assert any(rows > 1 and count == rows for rows, count in pieces)  # (the edge chunks')
+    expected = reference(image[None, ..., None], 2, "bilinear")[0, ..., 0]
+    np.testing.assert_array_equal(read(tmp_path / "out.zarr"), expected)

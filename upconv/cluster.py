@@ -49,7 +49,10 @@ async def warm_up_for_zarr(dask_worker: Any = None) -> None:
     """
     if dask_worker is not None and dask_worker.state.tasks:
         return
-    _import_zarr_engine()
+    try:
+        _import_zarr_engine()
+    except Exception:  # (a worker without zarr: its tasks report it)
+        pass
 
 
 def _import_zarr_engine() -> None:

@@ -384,8 +384,11 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
     first_col = col_first // period_x * period_x
     last_col = -(-col_last // period_x) * period_x
     whole_periods = (last_row - first_row, last_col - first_col, ext.shape[2])
-    target = out if out is not None and out.shape == whole_periods else np.empty(
-        whole_periods, ext.dtype)
+    # (computed straight into `out` where it is whole periods, and float values only of
+    # the engine's own type, so that the values do not depend on where a band falls)
+    straight = out is not None and out.shape == whole_periods and (
+        out.dtype == ext.dtype or out.dtype.kind != "f")
+    target = out if straight else np.empty(whole_periods, ext.dtype)
     if periodic:
         # Phase starts made relative to ext's first row, for the band's first period.
         phases_y = axis_phases(period_y, method, pad)

@@ -3,14 +3,17 @@
 ``upconv scale in.zarr out.zarr -f 2`` (``pip install 'upconv[dask]'``, which
 brings zarr 3 and dask.distributed) scales the array's ``y`` and ``x`` axes
 and writes a Zarr store of the input's format (3, or 2). The work is one task
-per output chunk (:func:`scale_chunk`): it reads the input window its
-outputs need, with the method's halo on each side (the window
-:func:`dask.array.map_overlap` would assemble, read straight from the
-store), resamples it as an image of its own and writes the chunk. No data
-passes between tasks, so each worker holds one window and one chunk at a
-time whatever order the scheduler picks, and a task lost with its worker is
-run again elsewhere, writing the same whole chunk; the price is decoding the
-neighbouring chunks a halo reaches. Exactness:
+per block of output chunks (:func:`scale_block_task`): it assembles the input
+window its outputs need, with the method's halo on each side (the window
+:func:`dask.array.map_overlap` would assemble), resamples it as an image of
+its own and writes the chunks. Raw chunk files of a local store are read by
+the task itself, a byte range at a time, halo included; compressed chunks are
+decoded once more by a first phase of tasks (:func:`block_borders`) that
+return only their edges, a halo deep, so that a chunk is decoded twice rather
+than by each of its eight neighbours too. Each worker holds one window and a
+few bands of output rows at a time whatever order the scheduler picks, and a
+task lost with its worker is run again elsewhere, writing the same whole
+chunks. Exactness:
 
 - at whole-number factors and for transposed convolutions the half-pixel
   grid is shift-invariant (input ``i + 1`` is output ``o + s``), so a window
@@ -70,7 +73,7 @@ from .transpose import output_geometry, post_kernel_weights
 
 __all__ = ["is_zarr", "split_zarr_spec", "close_stores", "ZarrSource", "open_zarr", "axis_names",
            "AxisBlocks", "ZarrPlan", "plan_zarr_job", "scale_block", "block_borders",
-           "scale_block_task", "run_zarr_job", "JobRunner",
+           "scale_block_task", "run_zarr_job", "JobRunner", "reads_windows",
            "ZarrOutcome"]
 
 #: Letters ``--layout`` takes for a Zarr array's axes (OME-Zarr's names).
@@ -878,8 +881,8 @@ def _holding_freed_memory(task: Callable[..., Any]) -> Callable[..., Any]:
 @_holding_freed_memory
 def block_borders(job: ZarrPlan, source: Any, key: BlockKey) -> dict[str, np.ndarray]:
     """First phase: a block's core edges, a halo deep, for its neighbours' windows
-    (copies: the core itself is not kept). Not asked where the input's chunks are raw
-    files, whose halo a block reads itself (:func:`scale_block_task`)."""
+    (copies: the core itself is not kept). Not asked where a block reads its whole
+    window itself (:func:`reads_windows`)."""
     rows, cols = job.rows.halo, job.cols.halo
     core = read_core(job, source, key)
     return {"top": core[..., :rows, :, :].copy(), "bottom": core[..., -rows:, :, :].copy(),
@@ -889,11 +892,12 @@ def block_borders(job: ZarrPlan, source: Any, key: BlockKey) -> dict[str, np.nda
 @_holding_freed_memory
 def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
                      neighbours: dict[tuple[int, int], dict[str, np.ndarray]] | None) -> int:
-    """Second phase: a block's core read again, its window assembled with the neighbours'
-    edges (``neighbours[(dy, dx)]`` from :func:`block_borders`), resampled, and its
-    output chunks written to ``target``; returns how many chunks it wrote. With
-    ``neighbours`` None (raw chunk files, :func:`raw_chunk_files`: the only phase), the
-    whole window, core and halo, is read straight from the chunk files."""
+    """A block's window assembled, resampled, and its output chunks written to
+    ``target``; returns how many chunks it wrote. The window is read whole, core and
+    halo, where ``neighbours`` is None (raw chunk files, :func:`reads_windows`: the
+    job's only phase); else (the second phase) the block's core is read again and the
+    neighbours' edges (``neighbours[(dy, dx)]``, from :func:`block_borders`) put around
+    it."""
     *lead, height, width, depth = core_shape(job, source, key)
     (top, bottom), (left, right) = job.rows.context(key.by), job.cols.context(key.bx)
     window = _reused("window", (*lead, top + height + bottom, left + width + right, depth),
@@ -1367,6 +1371,18 @@ def read_window(array: Any, selection: tuple[slice, ...], axes: tuple[int, ...],
     return out
 
 
+def reads_windows(job: ZarrPlan, source: Any) -> bool:
+    """Whether each block reads its whole window, halo included, itself (the job's only
+    phase): where the input's chunks are raw files upconv reads a byte range at a time
+    (:func:`raw_chunk_files`) straight into the window. Not where a block holds every
+    channel (a transposed convolution) of an array whose channels are not its last axis
+    (``cyx``): the window's rows are then not the files' runs of bytes, and each of its
+    pieces would be read through zarr, a whole chunk for a few of its values."""
+    if raw_chunk_files(source) is None:
+        return False
+    return not (job.mixes_channels and "c" in job.axes and job.axes[-1] != "c")
+
+
 def raw_chunk_files(array: Any) -> Callable[[tuple[int, ...]], Any] | None:
     """Where each chunk of ``array`` lies (its file's path, by chunk coordinates), if its
     chunks are raw files upconv reads itself (:func:`upconv.zarr_local.read_raw_part`):
@@ -1558,10 +1574,10 @@ def _scale_all(runner: JobRunner, job: ZarrPlan, source: Any, target: Any,
     """Both phases, a row of blocks at a time: the edges of rows up to ``i + 2`` are asked
     for before the blocks of row ``i``, and at most three rows of blocks are in flight,
     so that what is held (edges, blocks) stays a few rows' worth however big the array.
-    Where the input's chunks are raw files (:func:`raw_chunk_files`), a block reads its
-    halo's bytes itself and there is no first phase."""
-    single_phase = raw_chunk_files(source) is not None
-    borders = None if single_phase else functools.partial(block_borders, job, source)
+    Where a block reads its whole window itself (:func:`reads_windows`), there is no
+    first phase."""
+    borders = None if reads_windows(job, source) else functools.partial(block_borders, job,
+                                                                        source)
     scale = functools.partial(scale_block_task, job, source, target)
     for rows in leads:
         edges: dict[tuple[int, int], Any] = {}
@@ -1596,11 +1612,12 @@ class JobRunner:
     (where a task's arguments may be other tasks' futures, resolved on the workers). A
     task's exception comes back as it is, and stops the job.
 
-    Entered, it connects to the cluster at once and has each worker import what the
-    tasks run (:func:`upconv.cluster.warm_up_for_zarr`, off its event loop), so that a
-    command that enters it first opens its input while the workers import, rather
-    than before. :meth:`job` scopes one job's tasks; leaving the runner closes the
-    connection (or the pool).
+    Entered, it connects to the cluster in the background and then has each worker
+    import what the tasks run (:func:`upconv.cluster.warm_up_for_zarr`, in the worker's
+    event loop), so that a command that enters it first opens its input while the
+    workers import, rather than before; a scheduler that cannot be reached is reported
+    when a job starts (:meth:`job`), after the input's own errors. :meth:`job` scopes
+    one job's tasks; leaving the runner closes the connection (or the pool).
 
     Examples
     --------
@@ -1615,16 +1632,16 @@ class JobRunner:
         self.client: Any = None
         self.pool: Any = None
         self.futures: list[Any] = []
+        self._connecting: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._lock = threading.Lock()
+        self._left = False  # (left before the connection came: it is closed as it comes)
 
     def __enter__(self) -> JobRunner:
         if self.address is not None:
-            from .cluster import _client, warm_up_for_zarr
-
-            self.client = _client(self.address)
-            try:
-                self.client.run(warm_up_for_zarr, wait=False)
-            except Exception:  # (only a head start: a worker that cannot take it is
-                pass  # met again, and reported, by the job's own tasks)
+            self._connecting = threading.Thread(target=self._connect, daemon=True,
+                                                name="upconv-connect")
+            self._connecting.start()
         else:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -1634,12 +1651,41 @@ class JobRunner:
                                            else self.threads)
         return self
 
+    def _connect(self) -> None:
+        """The background connection, and the workers' warm-up (only a head start: a
+        worker that cannot take it is met again, and reported, by the job's own tasks)."""
+        from .cluster import _client, warm_up_for_zarr
+
+        try:
+            client = _client(self.address)
+        except BaseException as exc:  # (raised where a job starts: _connected)
+            self._failure = exc
+            return
+        with self._lock:
+            if self._left:
+                client.close()
+                return
+            self.client = client
+        try:
+            client.run(warm_up_for_zarr, wait=False)
+        except Exception:
+            pass
+
+    def _connected(self) -> None:
+        """Wait for the background connection, if any; raise its error, if it failed."""
+        if self._connecting is not None:
+            self._connecting.join()
+            self._connecting = None
+        if self._failure is not None:
+            raise self._failure
+
     @contextlib.contextmanager
     def job(self) -> Iterator[JobRunner]:
         """One job's tasks: when the block ends, however it ends, none of them runs any
         more (cancelled, and those running waited for: a task still running could write
         into a store once it is removed), and the workers let go of their reused
         buffers (:func:`drop_buffers`)."""
+        self._connected()
         try:
             yield self
         finally:
@@ -1663,6 +1709,7 @@ class JobRunner:
                 drop_buffers()
 
     def submit(self, task: Callable[..., Any], *args: Any) -> Any:
+        self._connected()
         if self.client is not None:
             future = self.client.submit(task, *args, pure=False)
         else:
@@ -1676,7 +1723,9 @@ class JobRunner:
         return future if self.client is not None else future.result()
 
     def wait_all(self, futures: list[Any], counter: _Counter) -> None:
-        """Wait for ``futures``, counting the chunks each wrote as it finishes."""
+        """Wait for ``futures``, counting the chunks each wrote as it finishes; then let go
+        of every finished task's future, so that on a cluster their results (a block's
+        edges) are kept only while a task still to run needs them."""
         if self.client is not None:
             from distributed import as_completed
 
@@ -1687,10 +1736,14 @@ class JobRunner:
 
             for future in finished(futures):
                 counter.add(future.result())
+        self.futures = [future for future in self.futures if not future.done()]
 
     def __exit__(self, *exc: object) -> None:
-        if self.client is not None:
-            self.client.close()
+        with self._lock:
+            self._left = True
+            client, self.client = self.client, None
+        if client is not None:
+            client.close()
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 

@@ -904,12 +904,12 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
                      source.dtype)
     rows = {-1: slice(0, top), 0: slice(top, top + height), 1: slice(top + height, None)}
     cols = {-1: slice(0, left), 0: slice(left, left + width), 1: slice(left + width, None)}
+    first_row, last_row, r0, r1 = job.rows.window(key.by)
+    first_col, last_col, c0, c1 = job.cols.window(key.bx)
     if neighbours is None:
         selection = list(_core_selection(job, source, key))
-        for axis, (before, after) in ((job.axes.index("y"), (top, bottom)),
-                                      (job.axes.index("x"), (left, right))):
-            selection[axis] = slice(selection[axis].start - before,
-                                    selection[axis].stop + after)
+        selection[job.axes.index("y")] = slice(first_row, last_row)
+        selection[job.axes.index("x")] = slice(first_col, last_col)
         _read_part(job, source, tuple(selection), out=window)
         neighbours = {}
     else:  # the core read straight into its place in the window (no copy of its own)
@@ -920,8 +920,6 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
         if dy and dx:  # a corner: the end of the neighbour's top or bottom edge
             piece = piece[..., :, -left:, :] if dx < 0 else piece[..., :, :right, :]
         window[..., rows[dy], cols[dx], :] = piece
-    _, _, r0, r1 = job.rows.window(key.by)
-    _, _, c0, c1 = job.cols.window(key.bx)
     channels = job.plan.channels if job.mixes_channels else depth
     region = key.output(job, job.plan.channels)
     streamed = (streamed_chunks(target, region, channels) if job.axes in ("yx", "yxc")

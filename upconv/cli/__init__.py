@@ -316,11 +316,11 @@ def entry_point() -> None:
 def exit_without_teardown(status: int) -> None:
     """End the process with ``status`` once Python's exit handlers have run and the
     standard streams are flushed, without the interpreter's teardown of every module and
-    object that follows them (mypy ends so too): 0.15 s of every ``--dask`` or Zarr
-    command, once zarr and distributed are imported (``python -c "import distributed,
-    zarr"`` against the same with ``os._exit(0)`` last: 0.56-0.61 s against 0.43-0.44 s).
-    Every output is complete and closed before this; only objects' memory goes unfreed,
-    which the system takes back. Where another thread is still running (one that is not
+    object that follows them (mypy ends so too): a noticeable part of a second of every
+    ``--dask`` or Zarr command, once zarr and distributed are imported (compare ``python
+    -c "import distributed, zarr"`` with the same ending in ``os._exit(0)``). Every
+    output is complete and closed before this; only objects' memory goes unfreed, which
+    the system takes back. Where another thread is still running (one that is not
     a daemon, which Python waits for), or the interpreter has no such call, it is
     ``sys.exit(status)``."""
     import atexit

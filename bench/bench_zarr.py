@@ -85,7 +85,7 @@ class ClusterRun:
     """What one run of a command on a LocalCluster measured."""
 
     elapsed: float  #: the command's wall time, s
-    peaks: list[float]  #: each worker's peak resident memory, MB
+    peaks: list[float]  #: each worker's peak resident memory, MiB
     tasks: float  #: the time its tasks took, added up over the workers (task stream), s
     faults: int  #: the page faults the workers took
     cpu: tuple[float, float, float]  #: CPUs busy, of them in the workers, taken by the host
@@ -95,7 +95,7 @@ class ClusterRun:
 def run_on_cluster(workers: int, command: list[str], python: str | None = None
                    ) -> ClusterRun:
     """Wall time of ``command + [ADDRESS]`` on a new LocalCluster, each worker's peak
-    resident memory (MB), the time its tasks took, added up over the workers (Dask's
+    resident memory (MiB), the time its tasks took, added up over the workers (Dask's
     task stream), the page faults the workers took, where the machine's CPU time
     went while the command ran (:func:`_machine_cpu_seconds`), and what the workers
     fetched from one another (a task's inputs computed on another worker: each worker's
@@ -202,7 +202,7 @@ def _minor_faults() -> int:
 
 
 def _peak_rss_mb() -> float:
-    """This process's peak resident memory (MB): ``VmHWM`` of ``/proc/self/status``, which
+    """This process's peak resident memory (MiB): ``VmHWM`` of ``/proc/self/status``, which
     belongs to the process's own memory map. (``getrusage``'s ``ru_maxrss`` would report
     the benchmark's own peak for a worker forked from it and then exec'd.)"""
     with open("/proc/self/status") as status:
@@ -334,7 +334,7 @@ def main() -> int:
                 cpus[label].append(run.cpu)
                 moved[label].append(run.moved)
                 print(f"{label}: {run.elapsed:.1f} s, worker peaks "
-                      f"{', '.join(f'{p:.0f} MB' for p in run.peaks)}, tasks {run.tasks:.1f} s, "
+                      f"{', '.join(f'{p:.0f} MiB' for p in run.peaks)}, tasks {run.tasks:.1f} s, "
                       f"page faults {run.faults:,}, CPUs busy {run.cpu[0]:.2f} "
                       f"(workers {run.cpu[1]:.2f}, taken by the host {run.cpu[2]:.2f}), "
                       f"fetched from other workers {run.moved[0]:.2f} GB in {run.moved[1]:.1f} s",
@@ -356,7 +356,8 @@ def main() -> int:
               f"(target >= 1.6x)")
         print(f"  .npy streamed on this machine:   {npy:6.1f} s   Zarr/npy {two / npy:.2f} "
               f"(target <= 1.2)")
-        print(f"  peak memory per worker: {worst:.0f} MB (target < 1024 MB)")
+        print(f"  peak memory per worker: {worst:.0f} MiB "
+              f"(target: under 1 GB, {1e9 / 2**20:.0f} MiB)")
         one_tasks, two_tasks = (statistics.median(tasks[k]) for k in ("1 worker", "2 workers"))
         print(f"  the tasks' time, added up over the workers: 1 worker {one_tasks:.1f} s, "
               f"2 workers {two_tasks:.1f} s ({two_tasks / one_tasks - 1:+.0%})")

@@ -567,3 +567,37 @@ def test_a_big_npy_job_on_a_cluster_sends_its_parts_from_the_workers(tmp_path, b
     assert objects(s3_env, bucket, "out.npy")["out.npy"] == expected
     # made of 4 parts (a multipart upload's ETag ends with its count), none sent from here
     assert s3_env.client().head_object(Bucket=name, Key="out.npy")["ETag"].endswith('-4"')
+
+
+def test_signed_urls_and_passwords_stay_out_of_reports(tmp_path, capsys, photos):
+    """A signed URL's signature and a URL's password appear in no report, page or line."""
+    import functools
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # (the server's own log would show the URL)
+            pass
+
+    handler = functools.partial(Quiet, directory=str(photos))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    secrets = ("Pa55wordInTheUrl", "S1gnatureOfTheUrl")
+    url = (f"http://someone:{secrets[0]}@127.0.0.1:{server.server_address[1]}/p00.png"
+           f"?X-Amz-Signature={secrets[1]}&X-Amz-Expires=60")
+    try:
+        assert run(["report", url, "-f", "2", "--json"]) == 0
+        as_json = capsys.readouterr()
+        assert run(["report", url, "-f", "2", "--html", str(tmp_path / "page.html")]) == 0
+        as_table = capsys.readouterr()
+        assert run(["scale", url, str(tmp_path / "big.png"), "-f", "2",
+                    "--report", str(tmp_path / "report.json")]) == 0
+        scaled = capsys.readouterr()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert json.loads(as_json.out)["image"].startswith("http://someone:***@127.0.0.1")
+    written = [(tmp_path / name).read_text() for name in ("page.html", "report.json")]
+    for text in (as_json.out, as_json.err, as_table.out, as_table.err, scaled.out,
+                 scaled.err, *written):
+        assert not any(secret in text for secret in secrets), text

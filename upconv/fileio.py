@@ -44,8 +44,8 @@ from .errors import BadInputError, FileAccessError, OutputClosedError
 if TYPE_CHECKING:
     from .storage import PartUpload
 
-__all__ = ["is_url", "read_bytes", "standard_stream", "temporary_beside", "commit", "finish",
-           "finish_upload", "outputs_together", "discard", "abandon_unfinished",
+__all__ = ["is_url", "shown", "read_bytes", "standard_stream", "temporary_beside", "commit",
+           "finish", "finish_upload", "outputs_together", "discard", "abandon_unfinished",
            "remove_stale_temporaries", "TEMPORARY_NAME", "write_error", "reserve_space",
            "allocate_space",
            "sync_file", "written_in_place",
@@ -73,6 +73,25 @@ def standard_stream(stream: IO | None, which: str) -> IO:
     except (ValueError, OSError):
         raise FileAccessError(f"standard {which} is closed") from None
     return stream
+
+
+def shown(path: str) -> str:
+    """``path`` as messages and reports show it: a URL without the secrets it may carry
+    (a signed URL's signature, a password; :func:`upconv.storage.redact`), anything
+    else as it is.
+
+    Examples
+    --------
+    >>> shown("https://user:pa55word@host/a.png?X-Amz-Signature=5ec7e7&size=2")
+    'https://user:***@host/a.png?X-Amz-Signature=***&size=2'
+    >>> shown("photos/a.png")
+    'photos/a.png'
+    """
+    if not is_url(path):
+        return path
+    from .storage import redact
+
+    return redact(path)
 
 
 def is_url(path: str) -> bool:

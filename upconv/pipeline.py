@@ -34,6 +34,7 @@ from .fileio import (
     is_url,
     output_target,
     output_writer,
+    shown,
     sync_file,
     written_in_place,
 )
@@ -135,7 +136,7 @@ class ScaleResult:
 
     def summary(self) -> str:
         """``OUTPUT WxH, method, checkerboard ...``: the line every ``upconv scale`` ends with."""
-        name = "stdout" if self.output == "-" else self.output
+        name = "stdout" if self.output == "-" else shown(self.output)
         return f"{name} {self.size[0]}x{self.size[1]}, {self.method}, {self.checkerboard}"
 
 
@@ -707,7 +708,7 @@ def _measure(outcome: ScaleResult, result: np.ndarray, plan: Resampling,
     """The output and its checkerboard figure come together: measure what was written."""
     if settings.full_report:
         outcome.report = report_about(result, plan.period, plan.kernel).with_file(
-            outcome.output, outcome.size, settings.method.value)
+            shown(outcome.output), outcome.size, settings.method.value)
         board = outcome.report.checkerboard
         outcome.checkerboard = (
             f"checkerboard {board.score:.2f} grey levels ({board.verdict})"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import UpconvError
+from .fileio import shown
 from .images import DEFAULT_MAX_PIXELS, load_image
 from .kernel_files import resolve_kernel
 from .kernels import Kernel
@@ -56,7 +57,7 @@ def report_file(path: str, settings: ReportSettings, reference: str | None = Non
     truth = (to_float(load_image(reference, settings.max_pixels).samples)
              if reference is not None else None)
     report = build_report(image, factor, kernel, truth)
-    return report.with_file(path, (image.shape[1], image.shape[0])), image
+    return report.with_file(shown(path), (image.shape[1], image.shape[0])), image
 
 
 def report_job(settings: ReportSettings, job) -> Report:

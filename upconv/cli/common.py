@@ -22,6 +22,7 @@ import click
 
 from .. import fileio
 from ..errors import BadInputError, FileAccessError
+from ..fileio import shown
 from ..limits import DEFAULT_MAX_PIXELS
 
 __all__ = ["CONTEXT", "EPILOG", "FILE_COMMAND_EPILOG", "REPORT_EPILOG", "epilog",
@@ -373,16 +374,6 @@ def refuse_clobbering_input(input_path: str, output_path: str) -> None:
     if same:
         raise BadInputError(f"{output_path}: the output would overwrite the input; "
                             "choose another output name")
-
-
-def shown(path: str) -> str:
-    """A path as messages show it: a URL without the secrets it may carry (a signed URL's
-    signature, a password), see :func:`upconv.storage.redact`."""
-    if not fileio.is_url(path):
-        return path
-    from ..storage import redact
-
-    return redact(path)
 
 
 def describe_failure(input_path: str, error_text: str | None) -> str:

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from ..errors import BadInputError
-from ..fileio import outputs_together, write_output
+from ..fileio import outputs_together, shown, write_output
 from ..kernel_files import resolve_kernel
 from ..kernels import conv_matrix, conv_output_shape
 from ..report import kernel_summary
@@ -318,14 +318,14 @@ def kernel_audit(checkpoint: str, layers: tuple[str, ...], strides: tuple[str, .
         layers = tuple(recorded)
     rows = audit(tensors, layers, strides, checkpoint, recorded)
     if as_json:
-        click.echo(json.dumps({"checkpoint": checkpoint,
+        click.echo(json.dumps({"checkpoint": shown(checkpoint),
                                "layers": [row.as_dict() for row in rows]}, indent=1))
     else:
         from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=escape(f"checkerboard audit: {checkpoint}"))
+        table = Table(title=escape(f"checkerboard audit: {shown(checkpoint)}"))
         # The layer's name folds when the screen is narrow; the figures never do.
         table.add_column("layer", overflow="fold", ratio=1)
         for column, justify in (("shape", "left"), ("stride", "left"), ("padding", "left"),
@@ -407,14 +407,14 @@ def kernel_fix(checkpoint: str, output_path: str, layers: tuple[str, ...],
             raise BadInputError(f"{checkpoint}: no tensor is named {prefix}...")
     save_tensors(fixed, output_path)
     if as_json:
-        click.echo(json.dumps({"checkpoint": checkpoint, "output": output_path,
+        click.echo(json.dumps({"checkpoint": shown(checkpoint), "output": shown(output_path),
                                "layers": [row.as_dict() for row in done]}, indent=1))
         return
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(f"fixed: {checkpoint} -> {output_path}"))
+    table = Table(title=escape(f"fixed: {shown(checkpoint)} -> {shown(output_path)}"))
     table.add_column("layer", overflow="fold")
     for column in ("stride", "checkerboard % before", "after", "weight change"):
         table.add_column(column, justify="left" if column == "stride" else "right")

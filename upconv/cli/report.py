@@ -11,7 +11,7 @@ import click
 
 from ..batch import Job, expand_inputs, listed_size, run_jobs
 from ..errors import BadInputError
-from ..fileio import is_url, outputs_together, write_output
+from ..fileio import is_url, outputs_together, shown, write_output
 from ..polyphase import default_threads
 from ..report import build_report
 from ..reporting import ReportSettings, load_report_kernel, report_file, report_job
@@ -28,7 +28,6 @@ from .common import (
     max_pixels_option,
     overwrite_option,
     prepare_destinations,
-    shown,
     storage_option,
 )
 
@@ -139,7 +138,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
 
             figures = image_figures(image, period, tile)
             pictures[html_path] = report_page(report, figures, kernel,
-                                              title=image_paths[0]).encode()
+                                              title=shown(image_paths[0])).encode()
     with outputs_together():  # the map, the spectrum and the page: all or none
         for path, contents in pictures.items():
             write_output(path, contents, "text" if path == html_path else "image")
@@ -151,7 +150,7 @@ def report_command(image_paths: tuple[str, ...], factor: int | None,
 
         from ..render import print_report
 
-        print_report(report, Console(highlight=False), title=image_path or "")
+        print_report(report, Console(highlight=False), title=shown(image_path or ""))
     board = report.checkerboard
     if fail_above is not None and board is not None and _above(board, fail_above):
         error(f"checkerboard score {board.score:.3f} is above --fail-above {fail_above:g}")
@@ -196,30 +195,30 @@ def _report_batch(paths: tuple[str, ...], settings: ReportSettings, recursive: b
                 progress.print(f"upconv: failed: "
                                f"{describe_failure(outcome.job.input, outcome.error)}")
                 if html_path:
-                    entries[index] = BatchEntry(outcome.job.input, None, error=outcome.error)
+                    entries[index] = BatchEntry(shown(outcome.job.input), None, error=outcome.error)
                 continue
             report = outcome.result
             if html_path:
                 report, figures = report
-                entries[index] = BatchEntry(outcome.job.input, report, figures)
+                entries[index] = BatchEntry(shown(outcome.job.input), report, figures)
             if console is None:
-                click.echo(json.dumps({"file": outcome.job.input, "index": index,
+                click.echo(json.dumps({"file": shown(outcome.job.input), "index": index,
                                        **report.to_dict()}))
             else:
-                print_report(report, console, title=outcome.job.input)
+                print_report(report, console, title=shown(outcome.job.input))
             board = report.checkerboard
             if fail_above is not None and board and _above(board, fail_above):
                 above.append(outcome.job.input)
     if html_path:
         page = batch_page([entries[i] for i in sorted(entries)],
-                          title=f"upconv report: {', '.join(paths)}")
+                          title=f"upconv report: {', '.join(map(shown, paths))}")
         write_output(html_path, page.encode(), "text")
     if failures:
         error(f"{len(failures)} file(s) failed: {'; '.join(map(shown, failures[:5]))}")
         raise click.exceptions.Exit(EXIT_FAILURE)
     if above:
         error(f"{len(above)} image(s) scored above --fail-above {fail_above:g}: "
-              f"{'; '.join(above[:5])}")
+              f"{'; '.join(map(shown, above[:5]))}")
         raise click.exceptions.Exit(EXIT_ABOVE)
 
 

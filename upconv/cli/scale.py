@@ -19,7 +19,7 @@ from ..batch import (
     start_worker_server,
 )
 from ..errors import BadInputError, FileAccessError, UpconvError
-from ..fileio import is_url, open_text_log, outputs_together, write_output
+from ..fileio import is_url, open_text_log, outputs_together, shown, write_output
 from ..images import FORMATS, SaveOptions, format_for
 from ..methods import Method
 from ..options import Boundary
@@ -43,7 +43,6 @@ from .common import (
     prepare_destinations,
     refuse_clobbering_input,
     remove_stale_temporaries,
-    shown,
     spinner_after,
     storage_option,
     warn,
@@ -265,7 +264,7 @@ def scale_command(ctx: click.Context, paths: tuple[str, ...], method: str,
         input_path, output_path = (_absolute(p) if p != "-" else p
                                    for p in (input_path, output_path))
     with outputs_together():  # the image and its --report: both or neither
-        with spinner_after(1.0, f"upconv: {input_path}", enabled=not quiet):
+        with spinner_after(1.0, f"upconv: {shown(input_path)}", enabled=not quiet):
             result = scale_file(input_path, output_path, settings)
         if result.report is not None:
             _write_report(result.report, report_path)
@@ -504,9 +503,9 @@ def _scale_batch(paths: tuple[str, ...], output_dir: str, settings: ScaleSetting
                 done += 1
                 result = outcome.result
                 for note in result.notes:
-                    progress.print(f"upconv: warning: {outcome.job.input}: {note}")
+                    progress.print(f"upconv: warning: {shown(outcome.job.input)}: {note}")
                 if result.report is not None:
-                    line = json.dumps({"file": outcome.job.input,
+                    line = json.dumps({"file": shown(outcome.job.input),
                                        "index": order[outcome.job],
                                        **result.report.to_dict()})
                     if report_file is None:

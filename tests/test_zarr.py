@@ -5,6 +5,7 @@ process workers; every output compared with the in-memory result of the same arr
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -1227,3 +1228,28 @@ def test_rows_of_whole_pages_go_out_as_one_piece_a_band(tmp_path, rng, monkeypat
     assert any(rows > 1 and count == rows for rows, count in pieces)  # (the edge chunks')
     expected = reference(image[None, ..., None], 2, "bilinear")[0, ..., 0]
     np.testing.assert_array_equal(read(tmp_path / "out.zarr"), expected)
+
+
+@pytest.mark.parametrize("shape, chunks, factor", [
+    ((30, 30, 1), (15, 15, 1), 1.5),   # periods of 2 inputs: chunks of 15 give 21 outputs
+    ((31, 29, 1), (15, 15, 1), 1.5),   # odd sizes: the axis is one period, read whole
+    ((64, 64, 1), (16, 16, 1), 1.3),   # 64 -> 83: one period of 64
+    ((90, 60, 2), (20, 25, 1), 2.5),   # periods of 2 -> 5: 10 and 12 of them
+], ids=["x1.5", "x1.5-odd", "x1.3", "x2.5"])
+def test_default_chunks_at_factors_that_are_not_whole_numbers(tmp_path, rng, capsys, shape,
+                                                                  chunks, factor):
+    """Without --chunks, the output's are the input's scaled in whole periods of the grid,
+    so any factor works with the default, and the result is the in-memory one."""
+    image = rng.random(shape)
+    write_array(tmp_path / "in.zarr", image, chunks)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f",
+                str(factor), "-m", "bilinear"]) == 0, capsys.readouterr().err
+    expected = upconv.scale(image, factor, "bilinear")
+    got = read(tmp_path / "out.zarr")
+    assert got.shape == expected.shape and np.array_equal(got, expected)
+    out_chunks = zarr.open(str(tmp_path / "out.zarr"), mode="r").chunks[:2]
+    for axis in (0, 1):
+        common = math.gcd(shape[axis], expected.shape[axis])
+        period_in, period_out = shape[axis] // common, expected.shape[axis] // common
+        assert out_chunks[axis] == min(max(1, chunks[axis] // period_in) * period_out,
+                                       expected.shape[axis])

@@ -477,8 +477,8 @@ def axis_blocks(n_in: int, n_out: int, period_in: int, period_out: int, halo: in
 
     ``chunk`` must be a multiple of ``period_out`` (so that each core is whole
     periods of the input), unless the axis is one block: a whole axis no
-    longer than a chunk, or one whose grid has no short period (more than 64
-    inputs, and a quarter of the axis), which is read whole.
+    longer than a chunk, or one whose grid has no short period (the whole axis,
+    or more than 64 inputs and a quarter of the axis), which is read whole.
 
     Examples
     --------
@@ -490,7 +490,7 @@ def axis_blocks(n_in: int, n_out: int, period_in: int, period_out: int, halo: in
     """
     halo = -(-halo // period_in) * period_in
     chunk = max(1, min(chunk, n_out))
-    if period_in > max(64, n_in // 4) or chunk >= n_out:
+    if period_in > max(64, n_in // 4) or period_in >= n_in or chunk >= n_out:
         return AxisBlocks(n_in, n_out, (0, n_out), (0, n_in), halo, period_in, period_out,
                           chunk)
     if chunk % period_out:
@@ -641,7 +641,9 @@ def plan_zarr_job(source_shape: tuple[int, ...], dtype: np.dtype, axes: str,
     blocks = []
     for axis, (n_in, n_out, chunk, (p_in, p_out)) in enumerate(
             ((height, out_h, chunks[iy], periods[0]), (width, out_w, chunks[ix], periods[1]))):
-        wanted = out_chunks[axis] if out_chunks is not None else max(1, chunk * p_out // p_in)
+        # (by default the input's chunk scaled, in whole periods of the grid: 15 inputs at
+        # x1.5 are 7 periods of 2, so chunks of 21 outputs)
+        wanted = out_chunks[axis] if out_chunks is not None else max(1, chunk // p_in) * p_out
         blocks.append(axis_blocks(n_in, n_out, p_in, p_out, axis_halo(plan, axis, work),
                                   wanted))
     return ZarrPlan(plan, axes, blocks[0], blocks[1], output_padding, work, out_dtype)

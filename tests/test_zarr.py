@@ -866,6 +866,39 @@ def test_a_failure_into_a_bucket_leaves_no_object(tmp_path, rng, bucket, s3_env,
     assert "hunter2" not in capsys.readouterr().err
 
 
+def test_a_failed_replacement_in_a_bucket_says_the_old_store_went_first(
+        tmp_path, rng, bucket, s3_env, capsys):
+    """-y into a bucket removes the store there first, as zarr's mode="w" does (a bucket
+    cannot swap a store into place): a job that then fails leaves nothing, and says so.
+    A local store is kept until the new one is complete."""
+    from test_object_stores import objects
+
+    write_array(tmp_path / "good.zarr", rng.random((32, 32)), (16, 16))
+    write_array(tmp_path / "bad.zarr", rng.random((64, 64)), (16, 16))
+    (tmp_path / "bad.zarr" / "c" / "3" / "1").write_bytes(b"broken")
+    for output in (f"{bucket}/out.zarr", str(tmp_path / "out.zarr")):
+        assert run(["scale", str(tmp_path / "good.zarr"), output, "-f", "2"]) == 0
+        capsys.readouterr()
+        assert run(["scale", str(tmp_path / "bad.zarr"), output, "-f", "2", "-y"]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "not written" in err
+        if output.startswith("s3://"):
+            assert "removed first (-y)" in err
+            assert objects(s3_env, bucket) == {}
+        else:
+            assert "removed first" not in err
+            assert read(tmp_path / "out.zarr").shape == (64, 64)
+
+
+def test_http_urls_are_refused_as_zarr_outputs(tmp_path, rng, capsys):
+    """An http(s) URL is read-only: refused as an output before anything is sent."""
+    write_array(tmp_path / "in.zarr", rng.random((20, 20)), (8, 8))
+    assert run(["scale", str(tmp_path / "in.zarr"), "http://127.0.0.1:9/out.zarr", "-f",
+                "2"]) == 1
+    err = capsys.readouterr().err
+    assert "read-only" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_missing_bucket_is_one_line(tmp_path, rng, s3_env, capsys):
     write_array(tmp_path / "in.zarr", rng.random((20, 20)), (8, 8))
     assert run(["scale", str(tmp_path / "in.zarr"), "s3://no-such-bucket-here/o.zarr", "-f",

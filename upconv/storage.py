@@ -615,7 +615,7 @@ def write_bytes(url: str, data: bytes) -> None:
 def _object_to_write(url: str) -> tuple[Any, str]:
     """The filesystem and path of an object to be written at ``url``, or a one-line error:
     a read-only protocol, a folder or a bucket is no object to write."""
-    _refuse_read_only(url)
+    refuse_read_only(url)
     if url.endswith("/"):
         raise BadInputError(redact(f"{url}: names a folder; give an object name"))
     fs, path = filesystem(url)
@@ -1112,7 +1112,7 @@ def remove(url: str) -> None:
     >>> exists("memory://doc-remove/a.png")
     False
     """
-    _refuse_read_only(url)
+    refuse_read_only(url)
     fs, path = filesystem(url)
     try:
         fs.rm_file(path)
@@ -1156,7 +1156,7 @@ def finalizers_of(owner: object) -> list[Any]:
             if (found := finalizer.peek()) is not None and found[0] is owner]
 
 
-def _refuse_read_only(url: str) -> None:
+def refuse_read_only(url: str) -> None:
     if _protocol(url) in _HTTP_PROTOCOLS:
         raise BadInputError(redact(f"{url}: http(s) URLs are read-only"))
 

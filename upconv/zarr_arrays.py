@@ -1469,6 +1469,10 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
         raise BadInputError(f"{output}: write a whole store (NAME.zarr); a path inside one "
                             "is for choosing an input")
     url = is_url(location)
+    if url:
+        from .storage import refuse_read_only
+
+        refuse_read_only(location)
     existing = _store_exists(location)
     if existing and not overwrite:
         raise FileAccessError(f"{output}: exists; upconv replaces a store only with "
@@ -1518,12 +1522,17 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
             if hidden is not None:
                 hidden.restore_group()
             root.attrs.put(_ome_attributes(source, job, shape, levels))
-    except UpconvError:
+    except UpconvError as exc:
         _remove_store(target)
+        if url and existing:
+            raise type(exc)(f"{exc}{_REMOVED_FIRST}") from None
         raise
     except Exception as exc:
         _remove_store(target)
-        raise _job_failure(source.spec, output, exc) from None
+        failure = _job_failure(source.spec, output, exc)
+        if url and existing:
+            raise type(failure)(f"{failure}{_REMOVED_FIRST}") from None
+        raise failure from None
     except BaseException:  # Ctrl-C, a signal: nothing half-written stays
         _remove_store(target)
         raise
@@ -1536,6 +1545,12 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
         else:
             os.rename(target, location)
     return ZarrOutcome(output, shape, job.axes, level_chunks[0], levels, job.plan.name)
+
+
+#: Said of a job into a bucket that failed after ``-y`` removed the store there: as zarr's
+#: ``mode="w"`` (and ``dask.array.to_zarr(overwrite=True)``) does, the old store goes
+#: first, because an object store cannot put a new store in its place at once.
+_REMOVED_FIRST = "; the store that was there was removed first (-y), as zarr's mode='w' does"
 
 
 def _job_failure(input_spec: str, output: str, exc: BaseException) -> UpconvError:

@@ -796,6 +796,30 @@ def test_bad_input_gets_one_line_and_writes_nothing(tmp_path, rng, capsys):
     np.testing.assert_array_equal(read(tmp_path / "in.zarr"), image)
 
 
+def test_a_layout_that_names_no_axes_is_a_usage_error(tmp_path, rng, capsys):
+    """--layout with letters outside tczyx is a bad option (status 2, before any reading);
+    one that does not fit the array is bad input (status 1)."""
+    write_array(tmp_path / "in.zarr", rng.random((20, 20)), (8, 8))
+    for layout, status, words in (("qqq", 2, "letters of 'tczyx'"), ("yyx", 2, "each axis once"),
+                                  ("tyx", 1, "names 3 axes")):
+        assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "o.zarr"), "-f", "2",
+                    "--layout", layout]) == status, layout
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(os.listdir(tmp_path)) == ["in.zarr"]
+
+
+def test_a_plain_group_lists_the_arrays_inside_it(tmp_path, capsys):
+    """A group that is not an OME-Zarr image is refused with the arrays it holds, at any
+    depth, so that STORE:PATH can name one."""
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_group("raw").create_array("0", shape=(8, 8), dtype="f4")
+    group.create_array("mask", shape=(8, 8), dtype="u1")
+    assert run(["scale", str(tmp_path / "g.zarr"), str(tmp_path / "o.zarr"), "-f", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "(arrays here: mask, raw/0)" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_an_existing_store_is_replaced_only_with_overwrite(tmp_path, rng, capsys):
     image = rng.random((20, 20))
     write_array(tmp_path / "in.zarr", image, (8, 8))

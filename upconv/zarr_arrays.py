@@ -299,6 +299,24 @@ def axis_names(axes: list, name: str) -> str:
     return "".join(letters)
 
 
+def layout_letters(layout: str) -> str:
+    """``--layout`` as a letter per axis (``hwc`` and ``chw`` read as ``yxc`` and ``cyx``);
+    ValueError if it does not name each axis once with letters of ``tczyx``, y and x
+    included.
+
+    Examples
+    --------
+    >>> layout_letters("CHW"), layout_letters("tczyx")
+    ('cyx', 'tczyx')
+    """
+    axes = LAYOUT_ALIASES.get(layout.lower(), layout.lower())
+    if (set(axes) - set(AXIS_LETTERS) or len(set(axes)) != len(axes)
+            or "y" not in axes or "x" not in axes):
+        raise ValueError(f"name each axis once with letters of {AXIS_LETTERS!r}, including "
+                         "y and x (e.g. yx, yxc, cyx, tczyx)")
+    return axes
+
+
 def layout_axes(layout: str | None, shape: tuple[int, ...], name: str) -> str:
     """The axes of an array without OME-Zarr metadata: ``--layout`` (checked against the
     shape), or for 2-D ``yx`` and for 3-D ``yxc``/``cyx`` when one end has 4 or fewer
@@ -312,11 +330,10 @@ def layout_axes(layout: str | None, shape: tuple[int, ...], name: str) -> str:
     'tczyx'
     """
     if layout is not None:
-        axes = LAYOUT_ALIASES.get(layout.lower(), layout.lower())
-        if (set(axes) - set(AXIS_LETTERS) or len(set(axes)) != len(axes)
-                or "y" not in axes or "x" not in axes):
-            raise BadInputError(f"--layout {layout}: name each axis once with letters of "
-                                f"{AXIS_LETTERS!r}, including y and x (e.g. yx, yxc, cyx, tczyx)")
+        try:
+            axes = layout_letters(layout)
+        except ValueError as exc:
+            raise BadInputError(f"--layout {layout}: {exc}") from None
         if len(axes) != len(shape):
             raise BadInputError(f"{name}: --layout {layout} names {len(axes)} axes, but the "
                                 f"array has {len(shape)} (shape {shape})")
@@ -354,7 +371,8 @@ def open_zarr(spec: str, layout: str | None = None) -> ZarrSource:
         attributes = node.attrs.asdict()
         scales, version = _multiscales(attributes)
         if scales is None:
-            arrays = sorted(name for name, _ in node.arrays())
+            arrays = sorted(name for name, member in node.members(max_depth=None)
+                            if isinstance(member, zarr.Array))
             listed = ", ".join(arrays[:8]) or "none"
             raise BadInputError(f"{spec}: a group without OME-Zarr multiscales; choose an array "
                                 f"with STORE:PATH (arrays here: {listed})")

@@ -327,12 +327,24 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
               layout: str | None, zarr_chunks: str | None, pyramid: int,
               dask_address: str | None, report_path: str | None, tile: int | None,
               quiet: bool, overwrite: bool) -> None:
-    from ..zarr_arrays import JobRunner, open_zarr, plan_zarr_job, run_zarr_job, split_zarr_spec
+    from ..zarr_arrays import (
+        JobRunner,
+        layout_letters,
+        open_zarr,
+        plan_zarr_job,
+        run_zarr_job,
+        split_zarr_spec,
+    )
 
     input_path, output_path = paths
     if not all(_names_zarr(path) for path in paths):
         raise click.UsageError("Zarr arrays are scaled into Zarr stores: give INPUT.zarr and "
                                "OUTPUT.zarr")
+    if layout is not None:
+        try:
+            layout_letters(layout)
+        except ValueError as exc:
+            raise click.BadParameter(f"{layout!r}: {exc}", param_hint="--layout") from None
     for flag, value in (("--report", report_path), ("--tile", tile),
                         ("--linear-light", settings.linear_light),
                         ("--format", settings.format_name)):

@@ -929,6 +929,12 @@ def test_a_missing_bucket_is_one_line(tmp_path, rng, s3_env, capsys):
                 "2"]) == 1
     err = capsys.readouterr().err
     assert "no such bucket" in err and len(err.strip().splitlines()) == 1
+    # as an input too (zarr itself says only that it found no group there)
+    assert run(["scale", "s3://no-such-bucket-here/i.zarr", str(tmp_path / "o.zarr"), "-f",
+                "2"]) == 1
+    err = capsys.readouterr().err
+    assert "no such bucket 'no-such-bucket-here'" in err and len(err.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["in.zarr"]
 
 
 # ------------------------------------------------------------------ on a cluster

@@ -971,6 +971,28 @@ def exists(url: str) -> bool:
         raise _failure(url, "check", exc) from None
 
 
+def missing_bucket(url: str) -> str | None:
+    """The bucket of ``url`` if the service says it does not exist; None where it exists,
+    where that cannot be told (no right to ask), and for stores without buckets.
+
+    Examples
+    --------
+    >>> missing_bucket("memory://doc-bucket/a.png") is None
+    True
+    """
+    fs, path = filesystem(url)
+    bucket, _ = _split_path(fs, path)
+    if not bucket:
+        return None
+    try:
+        fs.info(bucket)
+    except FileNotFoundError:
+        return bucket
+    except Exception:
+        return None
+    return None
+
+
 #: From this many URLs under one prefix on, :func:`existing` lists the prefix once rather
 #: than asking about each URL (one request per URL, two for a missing object on S3). A
 #: listing costs one request per thousand names at the prefix's level.

@@ -407,9 +407,17 @@ def open_zarr(spec: str, layout: str | None = None) -> ZarrSource:
 
 
 def _not_found(spec: str, location: str, path: str) -> str:
+    from .fileio import is_url, shown
+
+    if is_url(location):
+        from .storage import missing_bucket
+
+        bucket = missing_bucket(location)
+        if bucket is not None:
+            return f"{shown(spec)}: no such bucket {bucket!r}"
     if not path:
-        return f"{spec}: no Zarr store there"
-    return f"{spec}: no array or group {path!r} in {location}"
+        return f"{shown(spec)}: no Zarr store there"
+    return f"{shown(spec)}: no array or group {path!r} in {shown(location)}"
 
 
 def _read_failure(spec: str, exc: BaseException) -> UpconvError:

@@ -100,6 +100,35 @@ def test_more_geometries_across_blocks(tmp_path, rng, options, capsys):
     assert got.shape == expected.shape and np.abs(got - expected).max() <= tolerance
 
 
+@pytest.mark.parametrize("compressors", ["auto", None], ids=["zstd", "raw"])
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "lanczos", "bicubic"])
+def test_grids_without_a_short_period_are_cut_into_blocks(tmp_path, rng, capsys, method,
+                                                          compressors):
+    """97 x 83 at x1.5 gives 146 x 124 (or 125): grids that repeat only over the whole axis.
+    They are cut into blocks all the same (memory bounded by the chunks, not the axis),
+    each computed on the array's own grid from its window, and equal the in-memory
+    result: bit for bit, and bicubic to 1e-12. Compressed chunks go through the edges
+    phase, raw ones are read a window at a time."""
+    from upconv.zarr_arrays import plan_zarr_job
+
+    image = rng.random((97, 83, 2))
+    write_array(tmp_path / "in.zarr", image, (20, 24, 2), compressors=compressors)
+    job = plan_zarr_job(image.shape, image.dtype, "yxc", (20, 24, 2), method=method,
+                        factor=(1.5, 1.5))
+    assert job.on_the_array_grid and job.cols.count > 1
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f", "1.5",
+                "-m", method]) == 0, capsys.readouterr().err
+    expected = upconv.scale(image, 1.5, method)
+    got = read(tmp_path / "out.zarr")
+    tolerance = 1e-12 if method == "bicubic" else 0
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= tolerance
+    # chunks of any size on such a grid: thin ones, several to a block for the halo
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "thin.zarr"), "-f", "1.5",
+                "-m", method, "--chunks", "7,5"]) == 0, capsys.readouterr().err
+    assert np.abs(read(tmp_path / "thin.zarr") - expected).max() <= tolerance
+    assert zarr.open(str(tmp_path / "thin.zarr"), mode="r").chunks == (7, 5, 2)
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_bicubic_equals_the_in_memory_result_to_1e_12(tmp_path, rng, zarr_format, capsys):
     """The spline prefilter reaches the whole array; the halo leaves < 1e-12 of it."""
@@ -954,6 +983,11 @@ def test_a_cluster_job_equals_the_local_one(dask_cluster, tmp_path, rng, bucket,
     assert run(["scale", f"{bucket}/out.zarr", str(tmp_path / "back.zarr"), "-f", "1"]) == 0
     got = read(tmp_path / "back.zarr")
     assert np.abs(got - upconv.scale(image, 2, "bicubic")).max() < 1e-12
+    # a grid without a short period along y (90 -> 131), cut into blocks on the workers
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "odd.zarr"), "-f", "1.456",
+                "-m", "bilinear", "--dask", dask_cluster.scheduler_address, "--quiet"]) == 0
+    np.testing.assert_array_equal(read(tmp_path / "odd.zarr"), upconv.scale(image, 1.456,
+                                                                            "bilinear"))
 
 
 def test_a_killed_worker_does_not_spoil_the_job(dask_cluster, tmp_path, rng, capsys):
@@ -1295,14 +1329,15 @@ def test_rows_of_whole_pages_go_out_as_one_piece_a_band(tmp_path, rng, monkeypat
 
 @pytest.mark.parametrize("shape, chunks, factor", [
     ((30, 30, 1), (15, 15, 1), 1.5),   # periods of 2 inputs: chunks of 15 give 21 outputs
-    ((31, 29, 1), (15, 15, 1), 1.5),   # odd sizes: the axis is one period, read whole
+    ((31, 29, 1), (15, 15, 1), 1.5),   # odd sizes: no short period (31 -> 46)
     ((64, 64, 1), (16, 16, 1), 1.3),   # 64 -> 83: one period of 64
     ((90, 60, 2), (20, 25, 1), 2.5),   # periods of 2 -> 5: 10 and 12 of them
 ], ids=["x1.5", "x1.5-odd", "x1.3", "x2.5"])
 def test_default_chunks_at_factors_that_are_not_whole_numbers(tmp_path, rng, capsys, shape,
                                                                   chunks, factor):
-    """Without --chunks, the output's are the input's scaled in whole periods of the grid,
-    so any factor works with the default, and the result is the in-memory one."""
+    """Without --chunks, the output's are the input's scaled (in whole periods of the grid
+    where it has short ones, else rounded), so any factor works with the default, and
+    the result is the in-memory one."""
     image = rng.random(shape)
     write_array(tmp_path / "in.zarr", image, chunks)
     assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "-f",
@@ -1312,7 +1347,11 @@ def test_default_chunks_at_factors_that_are_not_whole_numbers(tmp_path, rng, cap
     assert got.shape == expected.shape and np.array_equal(got, expected)
     out_chunks = zarr.open(str(tmp_path / "out.zarr"), mode="r").chunks[:2]
     for axis in (0, 1):
-        common = math.gcd(shape[axis], expected.shape[axis])
-        period_in, period_out = shape[axis] // common, expected.shape[axis] // common
-        assert out_chunks[axis] == min(max(1, chunks[axis] // period_in) * period_out,
-                                       expected.shape[axis])
+        n_in, n_out = shape[axis], expected.shape[axis]
+        common = math.gcd(n_in, n_out)
+        period_in, period_out = n_in // common, n_out // common
+        if period_in < n_in and period_in <= 64:  # a short period
+            wanted = max(1, chunks[axis] // period_in) * period_out
+        else:
+            wanted = round(chunks[axis] * n_out / n_in)
+        assert out_chunks[axis] == min(wanted, n_out)

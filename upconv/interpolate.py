@@ -279,9 +279,15 @@ def nearest(img3: np.ndarray, shape: tuple[int, int], threads: int) -> np.ndarra
 
 
 def nearest_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[int, int],
-                 shape: tuple[int, int], band: tuple[int, int], threads: int) -> np.ndarray:
+                 shape: tuple[int, int], band: tuple[int, int], threads: int,
+                 columns: tuple[int, int] | None = None,
+                 x_window: tuple[int, int] | None = None) -> np.ndarray:
     """Output rows ``band = (a, b)`` of :func:`nearest` from the input rows they copy
-    (``read_rows(first, last)``; ``size`` the input's (H, W), ``shape`` the output's).
+    (``read_rows(first, last)``; ``size`` the input's (H, W), ``shape`` the output's);
+    of those rows only the output columns ``columns = (c, d)`` if given.
+
+    ``x_window = (x0, x1)``: the rows read hold only the input's columns ``[x0, x1)``
+    (a block of a bigger image; they must hold every column the band's outputs copy).
 
     Examples
     --------
@@ -289,11 +295,18 @@ def nearest_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[int, i
     >>> nearest_band(lambda a, b: image[a:b], (3, 2), (6, 4), (3, 5), 1)[..., 0]
     array([[2, 2, 3, 3],
            [4, 4, 5, 5]])
+    >>> nearest_band(lambda a, b: image[a:b, 1:], (3, 2), (6, 4), (3, 5), 1,
+    ...              columns=(2, 4), x_window=(1, 2))[..., 0]
+    array([[3, 3],
+           [5, 5]])
     """
     rows = axis_taps(size[0], shape[0], METHODS["nearest"]).index[band[0]:band[1], 0]
     first = int(rows.min())
     window = read_rows(first, int(rows.max()) + 1)
-    cols = axis_taps(size[1], shape[1], METHODS["nearest"]).index[:, 0]
+    col_first, col_last = (0, shape[1]) if columns is None else columns
+    x0 = 0 if x_window is None else x_window[0]
+    cols = axis_taps(size[1], shape[1], METHODS["nearest"]).index[col_first:col_last, 0] - x0
+    assert cols.min() >= 0 and cols.max() < window.shape[1], (cols.min(), cols.max(), x_window)
     return gather(window, rows - first, cols, threads)
 
 
@@ -317,10 +330,18 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
                      method: InterpolationMethod, boundary: Boundary,
                      threads: int, x_filtered: bool = False,
                      out: np.ndarray | None = None, halo: int | None = None,
-                     columns: tuple[int, int] | None = None) -> np.ndarray:
+                     columns: tuple[int, int] | None = None,
+                     x_window: tuple[int, int] | None = None) -> np.ndarray:
     """Output rows ``band = (a, b)`` of :func:`interpolate` at any factor, from only the
     input rows they need (and of those rows, only the output columns ``columns = (c, d)``
     if given: the others are not computed).
+
+    ``x_window = (x0, x1)``: the rows read hold only the input's columns ``[x0, x1)``, a
+    block of a bigger image with a halo on each side (at least the taps' reach, and for
+    bicubic the spline's halo, where the block does not end at the image's edge: its
+    ends are extended as the image's would be, which the outputs of ``columns`` never
+    reach, or only through the prefilter's decaying start-up). Factors that are not
+    whole numbers only (at whole numbers a block is resampled as an image of its own).
 
     With ``x_filtered`` the rows read are spline coefficients along x already
     (:func:`x_coefficients`; edge or zero boundary). ``out``, if given,
@@ -357,6 +378,7 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
     wanted = band
     col_first, col_last = (0, out_w) if columns is None else columns
     periodic = out_h % height == 0 and out_w % width == 0
+    assert x_window is None or not (periodic or x_filtered), (x_window, periodic, x_filtered)
     if periodic:  # computed in whole output periods (then cut to the band)
         period_y = out_h // height
         band = (band[0] // period_y * period_y, -(-band[1] // period_y) * period_y)
@@ -398,9 +420,11 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
                         target, threads)
     else:
         taps_x = axis_taps(width, out_w, method, pad)
+        x0 = 0 if x_window is None else x_window[0]  # ext's column 0: input column x0 - pad
+        index_x = taps_x.index[first_col:last_col] - x0
+        assert index_x.min() >= 0 and index_x.max() < ext.shape[1], (x_window, columns)
         apply_general(ext, AxisTaps(index - offset, weights.astype(ext.dtype)),
-                      AxisTaps(taps_x.index[first_col:last_col],
-                               taps_x.weights[first_col:last_col]), target, threads)
+                      AxisTaps(index_x, taps_x.weights[first_col:last_col]), target, threads)
     return band_of_periods(target, wanted[0] - first_row, wanted[1] - wanted[0],
                            (col_first - first_col, col_last - first_col), out)
 

@@ -353,11 +353,17 @@ def resample(img3: np.ndarray, plan: Resampling) -> np.ndarray:
 def resample_band(read_rows: Callable[[int, int], np.ndarray], plan: Resampling,
                   band: tuple[int, int], x_filtered: bool = False,
                   out: np.ndarray | None = None,
-                  columns: tuple[int, int] | None = None) -> np.ndarray:
+                  columns: tuple[int, int] | None = None,
+                  x_window: tuple[int, int] | None = None) -> np.ndarray:
     """Output rows ``band = (a, b)`` of a plan, from only the input rows they need; of
-    those rows, only the output columns ``columns = (c, d)`` if given (interpolation
-    computes no others; nearest, a transposed convolution and the finishing steps compute
+    those rows, only the output columns ``columns = (c, d)`` if given (interpolation and
+    nearest compute no others; a transposed convolution and the finishing steps compute
     whole rows, then cut them).
+
+    ``x_window = (x0, x1)``: ``read_rows`` gives only the input's columns ``[x0, x1)``
+    (a block of a bigger image, with the halo its outputs ``columns`` need: see
+    :func:`~upconv.interpolate.interpolate_band`); interpolation at factors that are
+    not whole numbers, and nearest, without finishing steps.
 
     ``read_rows(first, last)`` gives rows ``[first, last)`` of the planned
     image: float values (any dtype for nearest), or with ``x_filtered`` their
@@ -376,13 +382,15 @@ def resample_band(read_rows: Callable[[int, int], np.ndarray], plan: Resampling,
     """
     method = plan.method
     finishing = plan.alpha or plan.linear_light or plan.post is not None
-    if columns is not None and (finishing or plan.identity
-                                or method in (Method.NEAREST, Method.TRANSPOSE)):
+    assert x_window is None or not (finishing or plan.identity or method is Method.TRANSPOSE
+                                    or x_filtered), x_window
+    if columns is not None and (finishing or plan.identity or method is Method.TRANSPOSE):
         whole = resample_band(read_rows, plan, band, x_filtered)
         cut = whole[:, columns[0]:columns[1]]
         return np.ascontiguousarray(cut) if out is None else store_as(cut, out)
     if method is Method.NEAREST:
-        rows = nearest_band(read_rows, plan.input_shape, plan.shape, band, plan.threads)
+        rows = nearest_band(read_rows, plan.input_shape, plan.shape, band, plan.threads,
+                            columns, x_window)
         return rows if out is None else store_as(rows, out)
     if x_filtered:
         assert not plan.alpha and not plan.linear_light and method is not Method.TRANSPOSE
@@ -401,7 +409,7 @@ def resample_band(read_rows: Callable[[int, int], np.ndarray], plan: Resampling,
         values = interpolate_band(reader, plan.input_shape, plan.shape, band,
                                   method.interpolation, plan.boundary, plan.threads,
                                   x_filtered=x_filtered, out=engine_out,
-                                  halo=plan.spline_halo, columns=columns)
+                                  halo=plan.spline_halo, columns=columns, x_window=x_window)
     if values is out:
         return out
     values = _finished(values, plan)

@@ -19,8 +19,10 @@ chunks. Exactness:
   grid is shift-invariant (input ``i + 1`` is output ``o + s``), so a window
   that carries the taps' reach of real samples on each side gives exactly the
   whole array's values; a rational factor ``p/q`` (output ``n p / q`` from
-  ``n``) works the same way on windows that start on multiples of ``q``; an
-  axis with no such short period is read whole;
+  ``n``) works the same way on windows that start on multiples of ``q``; along
+  an axis with no such short period (16001 to 24002) a block is computed on the
+  array's own grid, with the whole array's taps read from its window
+  (:func:`scale_block` with ``origin``), which gives the same values;
 - the cubic B-spline's prefilter reaches everywhere, but its start-up error
   decays as ``0.268**halo``: the halo of :func:`axis_halo` puts it below
   1e-14 of the values' range (float64), well below float32's round-off.
@@ -477,6 +479,10 @@ class AxisBlocks:
             return 0, 0
         return (self.halo if block > 0 else 0, self.halo if block < self.count - 1 else 0)
 
+    def outputs(self, block: int) -> tuple[int, int]:
+        """The array's outputs ``[start, end)`` that ``block`` owns."""
+        return self.bounds[block], self.bounds[block + 1]
+
     def window(self, block: int) -> tuple[int, int, int, int]:
         """Block ``block``'s input window ``[first, last)`` (core and halo) and the outputs it
         owns as indices of that window's own output ``(start, end)``.
@@ -502,9 +508,10 @@ def axis_blocks(n_in: int, n_out: int, period_in: int, period_out: int, halo: in
     chunk's core is shorter than the halo; the last block takes the rest).
 
     ``chunk`` must be a multiple of ``period_out`` (so that each core is whole
-    periods of the input), unless the axis is one block: a whole axis no
-    longer than a chunk, or one whose grid has no short period (the whole axis,
-    or more than 64 inputs and a quarter of the axis), which is read whole.
+    periods of the input), unless the axis is no longer than a chunk (one block),
+    or its grid has no short period (:func:`has_short_period`): then any
+    ``chunk`` will do, and the blocks are computed on the array's own grid
+    (:func:`_general_axis_blocks`).
 
     Examples
     --------
@@ -514,11 +521,13 @@ def axis_blocks(n_in: int, n_out: int, period_in: int, period_out: int, halo: in
     >>> axis_blocks(100, 200, 1, 2, 5, 8).bounds  # cores of 4 < 5: two chunks a block
     (0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 200)
     """
-    halo = -(-halo // period_in) * period_in
     chunk = max(1, min(chunk, n_out))
-    if period_in > max(64, n_in // 4) or period_in >= n_in or chunk >= n_out:
+    if chunk >= n_out:
         return AxisBlocks(n_in, n_out, (0, n_out), (0, n_in), halo, period_in, period_out,
                           chunk)
+    if not has_short_period(n_in, period_in):
+        return _general_axis_blocks(n_in, n_out, halo, chunk)
+    halo = -(-halo // period_in) * period_in
     if chunk % period_out:
         raise BadInputError(f"--chunks: {chunk} is not a whole number of the grid's periods "
                             f"({period_out} outputs for {period_in} inputs); use a multiple "
@@ -535,6 +544,54 @@ def axis_blocks(n_in: int, n_out: int, period_in: int, period_out: int, halo: in
                           chunk)
     return AxisBlocks(n_in, n_out, tuple(bounds) + (n_out,), tuple(cores) + (n_in,), halo,
                       period_in, period_out, chunk)
+
+
+def has_short_period(n_in: int, period_in: int) -> bool:
+    """Whether an axis' grid repeats every few inputs (at most 64, or a quarter of the
+    axis), so that a block of whole periods, resampled as an image of its own, gives the
+    array's outputs (:meth:`ZarrPlan.block_plan`).
+
+    Examples
+    --------
+    >>> has_short_period(16000, 2), has_short_period(16001, 16001), has_short_period(64, 64)
+    (True, False, False)
+    """
+    return period_in < n_in and period_in <= max(64, n_in // 4)
+
+
+def _general_axis_blocks(n_in: int, n_out: int, halo: int, chunk: int) -> AxisBlocks:
+    """Blocks along an axis whose grid has no short period (16001 inputs to 24002
+    outputs): ``chunk``-long output chunks (several a block where the inputs they map to
+    are fewer than the halo), each block's core the inputs from where its first output
+    falls on the half-pixel grid. A block is computed on the array's own grid (the
+    whole array's taps, read from its window: :func:`scale_block` with ``origin``), so
+    its window must hold every tap of its outputs: the halo is one more than the
+    taps' reach, for the rounding of where an output falls.
+
+    Examples
+    --------
+    >>> blocks = _general_axis_blocks(97, 146, 3, 40)
+    >>> blocks.bounds, blocks.cores, blocks.window(1)
+    ((0, 40, 80, 120, 146), (0, 26, 52, 79, 97), (22, 56, 40, 80))
+    """
+    halo += 1
+    ratio = n_in / n_out
+
+    def first_input(output: int) -> int:  # where an output falls, rounded down
+        return min(n_in, max(0, math.floor((output + 0.5) * ratio - 0.5)))
+
+    per_block = chunk
+    while True:
+        bounds = list(range(0, n_out, per_block))
+        cores = [0] + [first_input(b) for b in bounds[1:]]
+        # The last block takes the rest; it must have inputs of its own, at least a halo's.
+        while len(cores) > 1 and n_in - cores[-1] < halo:
+            del bounds[-1], cores[-1]
+        if all(b - a >= halo for a, b in itertools.pairwise(cores)):
+            break
+        per_block += chunk
+    return AxisBlocks(n_in, n_out, tuple(bounds) + (n_out,), tuple(cores) + (n_in,), halo,
+                      n_in, n_out, chunk)
 
 
 def axis_halo(plan: Resampling, axis: int, dtype: np.dtype) -> int:
@@ -597,6 +654,20 @@ class ZarrPlan:
         """A transposed convolution: its kernel may mix channels or have one per channel,
         so blocks take every channel (interpolation takes each chunk of channels alone)."""
         return self.plan.method is Method.TRANSPOSE
+
+    @property
+    def on_the_array_grid(self) -> bool:
+        """Whether blocks are computed on the array's own grid (the whole array's taps, read
+        from each block's window: :func:`scale_block` with ``origin``), because an axis
+        whose grid has no short period is cut into blocks (:func:`_general_axis_blocks`);
+        else each block is resampled as an image of its own (:meth:`block_plan`)."""
+        return any(blocks.count > 1 and not has_short_period(blocks.n_in, blocks.period_in)
+                   for blocks in (self.rows, self.cols))
+
+    def array_plan(self) -> Resampling:
+        """The whole array's plan, as blocks on its own grid compute it."""
+        halo = SPLINE_HALO_FLOAT64 if self.work_dtype == np.float64 else None
+        return replace(self.plan, spline_halo=halo)
 
     def block_plan(self, shape: tuple[int, int]) -> Resampling:
         """The plan for a block's input window of ``shape``, resampled as an image of its own
@@ -667,9 +738,14 @@ def plan_zarr_job(source_shape: tuple[int, ...], dtype: np.dtype, axes: str,
     blocks = []
     for axis, (n_in, n_out, chunk, (p_in, p_out)) in enumerate(
             ((height, out_h, chunks[iy], periods[0]), (width, out_w, chunks[ix], periods[1]))):
-        # (by default the input's chunk scaled, in whole periods of the grid: 15 inputs at
-        # x1.5 are 7 periods of 2, so chunks of 21 outputs)
-        wanted = out_chunks[axis] if out_chunks is not None else max(1, chunk // p_in) * p_out
+        # (by default the input's chunk scaled: in whole periods of the grid where it has
+        # short ones, 15 inputs at x1.5 being 7 periods of 2, so chunks of 21 outputs)
+        if out_chunks is not None:
+            wanted = out_chunks[axis]
+        elif has_short_period(n_in, p_in):
+            wanted = max(1, chunk // p_in) * p_out
+        else:
+            wanted = max(1, round(chunk * n_out / n_in))
         blocks.append(axis_blocks(n_in, n_out, p_in, p_out, axis_halo(plan, axis, work),
                                   wanted))
     return ZarrPlan(plan, axes, blocks[0], blocks[1], output_padding, work, out_dtype)
@@ -685,12 +761,15 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
                 cols: tuple[int, int], out: np.ndarray | None = None,
                 sink: Callable[[np.ndarray], None] | None = None,
                 band_buffer: Callable[[tuple[int, int, int], np.dtype], np.ndarray]
-                | None = None) -> np.ndarray | None:
+                | None = None, origin: tuple[int, int] | None = None) -> np.ndarray | None:
     """The outputs ``rows`` x ``cols`` (indices of the window's own output, see
-    :meth:`AxisBlocks.window`) of a block's input window.
+    :meth:`AxisBlocks.window`) of a block's input window; or, with ``origin``, the
+    array's outputs ``rows`` x ``cols`` from the window whose first sample is the
+    array's input ``origin = (row, column)`` (:attr:`ZarrPlan.on_the_array_grid`).
 
     ``block`` is ``(..., y, x, c)``: any leading axes (carried), the window and
-    the channels. Each plane is resampled as an image of its own, in bands of
+    the channels. Each plane is resampled as an image of its own (with ``origin``, on
+    the array's grid, from the window's rows and columns), in bands of
     :data:`BAND_ROWS` output rows, of only the outputs the block owns
     (:func:`~upconv.scaling.resample_band`'s ``columns``); ``out``, if given,
     receives them (C-contiguous, as zarr writes a chunk without a copy) and is
@@ -711,7 +790,13 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
     >>> bool((out == upconv.scale(image, 2, "bilinear")[32:64, 0:32]).all())
     True
     """
-    plan = job.block_plan((block.shape[-3], block.shape[-2]))
+    height, width = block.shape[-3], block.shape[-2]
+    if origin is None:
+        plan, x_window = job.block_plan((height, width)), None
+        top = 0
+    else:
+        plan, (top, left) = job.array_plan(), origin
+        x_window = (left, left + width)
     (r0, r1), (c0, c1) = rows, cols
     assert 0 <= r0 < r1 <= plan.shape[0] and 0 <= c0 < c1 <= plan.shape[1], (
         rows, cols, plan.shape)
@@ -738,15 +823,25 @@ def scale_block(block: np.ndarray, job: ZarrPlan, rows: tuple[int, int],
             last = min(r1, first + band_rows)
             if in_place and band_buffer is not None:
                 band = band_buffer(band_shape, job.out_dtype)
-            values = resample_band(lambda a, b, plane=plane: plane[a:b], plan, (first, last),
+            values = resample_band(_rows_from(plane, top), plan, (first, last),
                                    out=None if band is None else band[:last - first],
-                                   columns=(c0, c1))
+                                   columns=(c0, c1), x_window=x_window)
             owned = _stored(values, job.out_dtype)
             if sink is not None:
                 sink(owned)
             else:
                 out[index][first - r0:last - r0] = owned
     return out
+
+
+def _rows_from(plane: np.ndarray, top: int) -> Callable[[int, int], np.ndarray]:
+    """``read_rows(first, last)`` for the engine: rows of an image whose row ``top`` is the
+    window ``plane``'s first (the window must hold every row asked)."""
+    def read_rows(first: int, last: int) -> np.ndarray:
+        assert top <= first <= last <= top + plane.shape[0], (first, last, top, plane.shape)
+        return plane[first - top:last - top]
+
+    return read_rows
 
 
 def _stored(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -934,6 +1029,10 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
     cols = {-1: slice(0, left), 0: slice(left, left + width), 1: slice(left + width, None)}
     first_row, last_row, r0, r1 = job.rows.window(key.by)
     first_col, last_col, c0, c1 = job.cols.window(key.bx)
+    origin = None
+    if job.on_the_array_grid:  # the array's own outputs, from the window at its origin
+        origin = (first_row, first_col)
+        (r0, r1), (c0, c1) = job.rows.outputs(key.by), job.cols.outputs(key.bx)
     if neighbours is None:
         selection = list(_core_selection(job, source, key))
         selection[job.axes.index("y")] = slice(first_row, last_row)
@@ -955,9 +1054,9 @@ def scale_block_task(job: ZarrPlan, source: Any, target: Any, key: BlockKey,
     if streamed is not None:  # each band into the chunk files, as it is computed
         with streamed:
             scale_block(window, job, (r0, r1), (c0, c1), sink=streamed.write,
-                        band_buffer=streamed.band_buffer)
+                        band_buffer=streamed.band_buffer, origin=origin)
             return streamed.close()
-    values = scale_block(window, job, (r0, r1), (c0, c1), out=_reused(
+    values = scale_block(window, job, (r0, r1), (c0, c1), origin=origin, out=_reused(
         "block", (*lead, r1 - r0, c1 - c0, channels), job.out_dtype))
     if "c" not in job.axes:
         values = values[..., 0]

@@ -601,3 +601,39 @@ def test_signed_urls_and_passwords_stay_out_of_reports(tmp_path, capsys, photos)
     for text in (as_json.out, as_json.err, as_table.out, as_table.err, scaled.out,
                  scaled.err, *written):
         assert not any(secret in text for secret in secrets), text
+
+
+def test_every_command_that_writes_writes_objects(tmp_path, capsys, bucket, s3_env, photos):
+    """degrade, report's pictures and page, kernel matrix --out and kernel init -o take an
+    object URL as they take a path: each object whole, and refused when it exists."""
+    photo = str(photos / "p00.png")
+    commands = [
+        ["degrade", photo, f"{bucket}/low.png", "-f", "2"],
+        ["report", photo, "-f", "2", "--map", f"{bucket}/map.png", "--spectrum",
+         f"{bucket}/spectrum.png", "--html", f"{bucket}/page.html"],
+        ["kernel", "matrix", "bilinear", "--input-size", "4x4", "--stride", "2",
+         "--out", f"{bucket}/C.npy"],
+        ["kernel", "init", "--in", "2", "--out", "1", "--size", "4", "--stride", "2",
+         "--method", "icnr", "--seed", "0", "-o", f"{bucket}/up.npz"],
+    ]
+    for command in commands:
+        assert run(command) == 0, (command, capsys.readouterr().err)
+    capsys.readouterr()
+    stored = objects(s3_env, bucket)
+    assert sorted(stored) == ["C.npy", "C_T.npy", "low.png", "map.png", "page.html",
+                              "spectrum.png", "up.npz"]
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(BytesIO(stored["low.png"])) as low, Image.open(photo) as high:
+        assert low.size == (high.width // 2, high.height // 2)
+    matrix = np.load(BytesIO(stored["C.npy"]))
+    assert np.array_equal(np.load(BytesIO(stored["C_T.npy"])), matrix.T)
+    assert "<html" in stored["page.html"].decode().lower()
+    assert set(np.load(BytesIO(stored["up.npz"]))) == {"weight"}
+    for command in commands:  # each output exists now: refused without -y
+        assert run(command) == 1, command
+        err = capsys.readouterr().err
+        assert "exists" in err and len(err.strip().splitlines()) == 1, err
+    assert objects(s3_env, bucket) == stored

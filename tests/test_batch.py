@@ -396,6 +396,23 @@ def test_dask_workers_read_and_write_objects_themselves(cluster, photos, tmp_pat
         assert client.get_object(Bucket=name, Key=key)["Body"].read() == path.read_bytes()
 
 
+def test_workers_without_credentials_say_they_are_workers(cluster, photos, capsys, bucket,
+                                                          s3_env):
+    """Credentials known only where the command runs do not reach the workers: the error
+    says that it was a worker that found none, and how to give them."""
+    client = s3_env.client()
+    name = bucket.removeprefix("s3://")
+    photo = next(photos.rglob("*.png"))
+    client.put_object(Bucket=name, Key="in/a.png", Body=photo.read_bytes())
+    assert run(["scale", f"{bucket}/in", "-o", f"{bucket}/out", "-f", "2", "--dask",
+                cluster.scheduler_address, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no credentials found on a Dask worker" in err and "--storage-option" in err, err
+    from conftest import FAKE_SECRET
+
+    assert "Traceback" not in err and FAKE_SECRET not in err
+
+
 def test_dask_reports_a_failing_file(cluster, photos, tmp_path, capsys):
     (photos / "broken.png").write_bytes(b"not a png")
     assert run(["scale", str(photos), "-o", str(tmp_path / "out"), "-f", "2", "--dask",

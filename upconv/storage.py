@@ -1342,6 +1342,11 @@ def _describe(url: str, action: str, exc: BaseException) -> tuple[type[UpconvErr
     if isinstance(exc, PermissionError) or status in (401, 403) or code == "AccessDenied":
         return FileAccessError, "access denied (check the credentials)"
     if "NoCredentialsError" in names or "PartialCredentialsError" in names:
+        if _on_a_dask_worker():
+            return FileAccessError, ("no credentials found on a Dask worker (set them on "
+                                     "every worker, or give --storage-option key=... "
+                                     "--storage-option secret=..., which travel with the "
+                                     "tasks)")
         return FileAccessError, ("no credentials found (set AWS_ACCESS_KEY_ID and "
                                  "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or use "
                                  "--storage-option anon=true for public data)")
@@ -1400,6 +1405,19 @@ def _names_bucket(exc: BaseException) -> bool:
     code, _ = _service_error(exc)
     return code in ("NoSuchBucket", "ContainerNotFound") or any(
         "bucket does not exist" in str(link).lower() for link in _chain(exc))
+
+
+def _on_a_dask_worker() -> bool:
+    """Whether this runs in a task on a Dask worker (whose credentials are its own, not
+    those of the machine the command runs on)."""
+    worker_module = sys.modules.get("distributed.worker")
+    if worker_module is None:
+        return False
+    try:
+        worker_module.get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def _bucket_of(url: str) -> str:

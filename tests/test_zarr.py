@@ -1095,7 +1095,8 @@ def test_ctrl_c_mid_job_leaves_nothing(tmp_path, rng, capsys, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["in.zarr"]
 
 
-def test_progress_counts_every_chunk_of_every_level(tmp_path, rng):
+@pytest.mark.parametrize("where", ["threads", "cluster"])
+def test_progress_counts_every_chunk_of_every_level(tmp_path, rng, request, where):
     from upconv.zarr_arrays import open_zarr, plan_zarr_job, run_zarr_job
 
     write_array(tmp_path / "in.zarr", rng.random((40, 24)), (16, 16))
@@ -1103,10 +1104,16 @@ def test_progress_counts_every_chunk_of_every_level(tmp_path, rng):
     job = plan_zarr_job(source.array.shape, source.array.dtype, source.axes,
                         source.array.chunks, method="bilinear", factor=(2.0, 2.0))
     seen = []
+    address = (request.getfixturevalue("dask_cluster").scheduler_address
+               if where == "cluster" else None)
     run_zarr_job(source, str(tmp_path / "out.zarr"), job, pyramid=1, threads=2,
-                 progress=lambda done, total: seen.append((done, total)))
-    # level 0: 80x48 in 32x32 chunks (3 x 2); level 1: 40x24 in 32x32 chunks (2 x 1)
-    assert seen == [(done, 8) for done in range(1, 9)]
+                 dask_address=address, progress=lambda done, total: seen.append((done, total)))
+    # level 0: 80x48 in 32x32 chunks (3 x 2); level 1: 40x24 in 32x32 chunks (2 x 1), told
+    # as each task's chunks are written (on a cluster, as its result comes back)
+    assert seen[-1] == (8, 8) and all(total == 8 for _, total in seen)
+    assert [done for done, _ in seen] == sorted({done for done, _ in seen})
+    if where == "threads":
+        assert seen == [(done, 8) for done in range(1, 9)]
 
 
 @pytest.mark.parametrize("shape,chunks", [((23, 17), (7, 5)), ((19, 21, 3), (8, 6, 3)),

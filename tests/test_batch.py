@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, FifoReader
+from conftest import FAKE_SECRET, SAMPLES, FifoReader
 from PIL import Image
 
 import upconv
@@ -377,7 +377,7 @@ def test_dask_workers_read_and_write_objects_themselves(cluster, photos, tmp_pat
                                                         bucket, s3_env):
     """No shared file system: the inputs and outputs are objects, which the workers (whose
     environment knows nothing of the local S3 server) reach with the options given."""
-    from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET
+    from conftest import FAKE_ACCESS_KEY_ID
 
     local = tmp_path / "local"
     assert run(["scale", str(photos), "-o", str(local), "-f", "2", "-r", "--jobs", "1"]) == 0
@@ -399,17 +399,26 @@ def test_dask_workers_read_and_write_objects_themselves(cluster, photos, tmp_pat
 def test_workers_without_credentials_say_they_are_workers(cluster, photos, capsys, bucket,
                                                           s3_env):
     """Credentials known only where the command runs do not reach the workers: the error
-    says that it was a worker that found none, and how to give them."""
+    says that it was a worker that found none, and how to give them. Nor do those an
+    earlier job gave with --storage-option: each job's tasks carry their own."""
+    from conftest import FAKE_ACCESS_KEY_ID
+
     client = s3_env.client()
     name = bucket.removeprefix("s3://")
     photo = next(photos.rglob("*.png"))
     client.put_object(Bucket=name, Key="in/a.png", Body=photo.read_bytes())
+    from distributed import Client
+
+    from upconv.storage import use_storage_options
+
+    # what an earlier job's tasks left in every worker process
+    with Client(cluster.scheduler_address) as dask:
+        dask.run(use_storage_options, {"endpoint_url": s3_env.endpoint,
+                                       "key": FAKE_ACCESS_KEY_ID, "secret": FAKE_SECRET})
     assert run(["scale", f"{bucket}/in", "-o", f"{bucket}/out", "-f", "2", "--dask",
                 cluster.scheduler_address, "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "no credentials found on a Dask worker" in err and "--storage-option" in err, err
-    from conftest import FAKE_SECRET
-
     assert "Traceback" not in err and FAKE_SECRET not in err
 
 

@@ -637,3 +637,25 @@ def test_every_command_that_writes_writes_objects(tmp_path, capsys, bucket, s3_e
         err = capsys.readouterr().err
         assert "exists" in err and len(err.strip().splitlines()) == 1, err
     assert objects(s3_env, bucket) == stored
+
+
+def test_a_report_batch_gives_its_workers_the_storage_options(tmp_path, capsys, bucket, s3_env,
+                                                               photos, monkeypatch):
+    """--storage-option reaches a batch's worker processes (--jobs 2), whose server
+    process started before the options were given: with the endpoint and credentials
+    only on the command line, every object is reported."""
+    from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET
+
+    upload(s3_env, bucket, photos, "in")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    options = ["--storage-option", f"endpoint_url={s3_env.endpoint}",
+               "--storage-option", f"key={FAKE_ACCESS_KEY_ID}",
+               "--storage-option", f"secret={FAKE_SECRET}"]
+    for command in (["report", f"{bucket}/in", "-f", "2", "--json", "-r"],
+                    ["scale", f"{bucket}/in", "-o", f"{bucket}/out", "-f", "2", "-r",
+                     "--quiet"]):
+        assert run([*command, "--jobs", "2", *options]) == 0, capsys.readouterr().err
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 and all(json.loads(line)["checkerboard"] for line in lines)
+    assert len([key for key in objects(s3_env, bucket) if key.startswith("out/")]) == 5

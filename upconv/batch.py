@@ -240,8 +240,11 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
     iterating early) an output this batch wrote for a job whose outcome was
     not yielded is removed, with a warning: every output the batch leaves
     was reported. Worker processes end by themselves when this process does,
-    even when it is killed outright.
+    even when it is killed outright. Worker processes (``workers > 1``, Dask) run the
+    jobs with this process's storage options (:func:`options_with`).
     """
+    if dask_address is not None or (workers > 1 and len(jobs) > 1):
+        work = options_with(work)
     if dask_address is not None:
         from .cluster import map_on_dask
 
@@ -252,6 +255,25 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
         yield from _run_here(jobs, work)
     else:
         yield from _run_in_workers(jobs, work, workers)
+
+
+def options_with(task: Callable[[Any], Any], options: dict | None = None
+                 ) -> Callable[[Any], Any]:
+    """``task``, to run in another process (a batch's worker, a Dask worker) with exactly
+    ``options`` (default: this process's ``--storage-option`` values, none if none were
+    given): what an earlier task left in that process is never used
+    (:func:`upconv.storage.with_storage_options`)."""
+    import sys
+
+    if options is None:
+        options = {}
+        if "upconv.storage" in sys.modules:  # (no options were set without it)
+            from .storage import storage_options
+
+            options = storage_options()
+    from .storage import with_storage_options
+
+    return partial(with_storage_options, options, task)
 
 
 #: What tells a file apart from one that replaced it: (device, inode, mtime), None if none.

@@ -600,19 +600,11 @@ def _run_bands(task: Callable[[Any], Any], bands: list, settings: ScaleSettings,
         for band in bands:
             yield band, task(band)
         return
+    from .batch import options_with
     from .cluster import map_on_dask
 
-    if settings.storage_options:
-        task = functools.partial(_with_storage_options, settings.storage_options, task)
-    yield from map_on_dask(task, bands, settings.dask_address, ordered=ordered)
-
-
-def _with_storage_options(options: dict, task: Callable[[Any], Any], band: Any) -> Any:
-    """``task(band)`` in a worker process, with the command's ``--storage-option`` values."""
-    from .storage import use_storage_options
-
-    use_storage_options(options)
-    return task(band)
+    yield from map_on_dask(options_with(task, settings.storage_options), bands,
+                           settings.dask_address, ordered=ordered)
 
 
 def _stream_npy(input_path: str, output_path: str, source: NpyFile, job: _Job,

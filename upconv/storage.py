@@ -52,7 +52,7 @@ import re
 import sys
 import threading
 import uuid
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     import fsspec
 
 __all__ = ["is_url", "set_storage_options", "use_storage_options", "storage_options",
+           "with_storage_options",
            "filesystem_options", "filesystem", "read_bytes", "read_range", "object_size",
            "write_bytes", "uploads_in_parts", "part_size_for", "largest_part", "PartUpload",
            "S3PartUpload", "AzureBlockUpload", "GcsComposeUpload", "uploading_parts",
@@ -225,6 +226,15 @@ def use_storage_options(options: Mapping[str, Any]) -> None:
     with _options_lock:
         _options = copy.deepcopy(dict(options))
         _filesystems.clear()
+
+
+def with_storage_options(options: Mapping[str, Any], task: Callable[[Any], Any],
+                         item: Any) -> Any:
+    """``task(item)`` with exactly ``options`` in use (a worker process's, Dask's or a
+    batch's: the options of the command that sent the task, none if it gave none, never
+    those an earlier task left in the process)."""
+    use_storage_options(options)
+    return task(item)
 
 
 def storage_options() -> dict[str, Any]:

@@ -659,3 +659,51 @@ def test_a_report_batch_gives_its_workers_the_storage_options(tmp_path, capsys, 
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5 and all(json.loads(line)["checkerboard"] for line in lines)
     assert len([key for key in objects(s3_env, bucket) if key.startswith("out/")]) == 5
+
+
+def test_signed_kernel_and_zarr_urls_work_and_stay_secret(tmp_path, capsys, photos):
+    """A kernel file at a signed URL is read (its suffix is the path's, not the query's),
+    and no message about a signed kernel or Zarr URL shows its password or signature."""
+    import functools
+    import http.server
+
+    import zarr
+
+    from upconv.kernel_files import save_kernel
+    from upconv.kernels import builtin_kernel
+
+    served = tmp_path / "served"
+    served.mkdir()
+    save_kernel(builtin_kernel("bilinear", 2), served / "k.npy")
+    (served / "k.bin").write_bytes(b"not a kernel")
+    group = zarr.open_group(str(served / "g.zarr"), mode="w")
+    group.create_group("raw").create_array("0", shape=(8, 8), dtype="f4")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Quiet, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secrets = ("Pa55wordInTheUrl", "S1gnatureOfTheUrl")
+    base = f"http://someone:{secrets[0]}@127.0.0.1:{server.server_address[1]}"
+    query = f"?X-Amz-Signature={secrets[1]}"
+    photo = str(photos / "p00.png")
+    try:
+        assert run(["scale", photo, str(tmp_path / "up.png"), "-m", "transpose", "-f", "2",
+                    "--kernel", f"{base}/k.npy{query}"]) == 0, capsys.readouterr().err
+        worked = capsys.readouterr()
+        assert run(["scale", photo, str(tmp_path / "no.png"), "-m", "transpose", "-f", "2",
+                    "--kernel", f"{base}/k.bin{query}"]) in (1, 2)
+        unknown = capsys.readouterr()
+        # (a store is many objects: a password, not a signature, can open it)
+        assert run(["scale", f"{base}/g.zarr", str(tmp_path / "o.zarr"), "-f", "2"]) == 1
+        group_error = capsys.readouterr()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "unknown kernel file suffix '.bin'" in unknown.err, unknown.err
+    assert "(arrays here: raw/0)" in group_error.err, group_error.err
+    for text in (worked.err, unknown.err, group_error.err):
+        assert not any(secret in text for secret in secrets), text

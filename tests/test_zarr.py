@@ -129,6 +129,54 @@ def test_grids_without_a_short_period_are_cut_into_blocks(tmp_path, rng, capsys,
     assert zarr.open(str(tmp_path / "thin.zarr"), mode="r").chunks == (7, 5, 2)
 
 
+@pytest.mark.parametrize("shape, layout, dtype, chunks, flags", [
+    ((97, 80, 3), "yxc", "f4", (16, 16, 3), ["-f", "1.5", "-m", "bicubic"]),  # y only
+    ((80, 97), "yx", "u2", (16, 16), ["-f", "1.5", "-m", "bilinear"]),  # x only, rounded
+    ((2, 1, 1, 61, 77), "tczyx", "f8", (1, 1, 1, 16, 16), ["-f", "0.7", "-m", "lanczos"]),
+    ((61, 77, 1), "yxc", "f8", (16, 16, 1), ["-f", "2.3", "-m", "bicubic", "-b", "reflect"]),
+    ((61, 77, 1), "yxc", "f8", (16, 16, 1), ["-f", "1.31", "-m", "bicubic", "-b", "zero"]),
+    ((1204, 9, 1), "yxc", "f4", (64, 9, 1), ["--size", "9x1808", "--fit", "fill",
+                                             "-m", "nearest"]),  # a period of 301 inputs
+], ids=["y-general", "x-general-uint16", "tczyx-downscale", "reflect", "zero",
+        "quarter-axis-period"])
+def test_more_grids_without_a_short_period(tmp_path, rng, capsys, shape, layout, dtype,
+                                           chunks, flags):
+    """Grids without a short period along one axis or both, integer samples, carried axes,
+    factors under 1, every boundary, and a period of a quarter of the axis (which is cut
+    into chunks of the input's scaled, not of whole periods): as in memory."""
+    from upconv.zarr_arrays import plan_zarr_job
+
+    values = rng.random(shape)
+    values = (values * 65535).astype(dtype) if dtype == "u2" else values.astype(dtype)
+    write_array(tmp_path / "in.zarr", values, chunks)
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--layout",
+                layout, *flags]) == 0, capsys.readouterr().err
+    got = read(tmp_path / "out.zarr")
+    planes = values.reshape((-1,) + values.shape[-2:] + (1,)) if layout == "tczyx" else (
+        values[..., None] if layout == "yx" else values)
+    options = {"factor": float(flags[1])} if flags[0] == "-f" else {
+        "output_shape": (1808, 9), "fit": "fill"}
+    method = flags[flags.index("-m") + 1]
+    if "-b" in flags:
+        options["boundary"] = flags[flags.index("-b") + 1]
+    expected = np.stack([upconv.scale(plane.astype(np.float32) if dtype == "u2" else plane,
+                                      method=method, **options) for plane in
+                         (planes if planes.ndim == 4 else planes[None])])
+    if dtype == "u2":
+        expected = np.clip(np.rint(expected), 0, 65535)
+    expected = expected.reshape(got.shape)
+    tolerance = 1e-12 if method == "bicubic" and dtype == "f8" else (
+        2e-6 if method == "bicubic" else 0)
+    assert np.abs(got.astype(np.float64) - expected).max() <= tolerance
+    iy, ix = layout.index("y"), layout.index("x")
+    job = plan_zarr_job(values.shape, values.dtype, layout, chunks, method=method,
+                        **({"factor": (options["factor"],) * 2} if "factor" in options
+                           else {"size": (1808, 9), "fit": "fill"}))
+    assert job.on_the_array_grid
+    assert got.shape[iy] > zarr.open(str(tmp_path / "out.zarr"), mode="r").chunks[iy] or \
+        got.shape[ix] > zarr.open(str(tmp_path / "out.zarr"), mode="r").chunks[ix]
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_bicubic_equals_the_in_memory_result_to_1e_12(tmp_path, rng, zarr_format, capsys):
     """The spline prefilter reaches the whole array; the halo leaves < 1e-12 of it."""
@@ -988,6 +1036,42 @@ def test_a_cluster_job_equals_the_local_one(dask_cluster, tmp_path, rng, bucket,
                 "-m", "bilinear", "--dask", dask_cluster.scheduler_address, "--quiet"]) == 0
     np.testing.assert_array_equal(read(tmp_path / "odd.zarr"), upconv.scale(image, 1.456,
                                                                             "bilinear"))
+
+
+def test_cluster_workers_without_credentials_say_so(dask_cluster, tmp_path, rng, bucket,
+                                                    s3_env, capsys):
+    """The command's machine has credentials, the workers none: the error says it is the
+    workers that lack them, and how to give them."""
+    write_array(tmp_path / "in.zarr", rng.random((40, 40)), (16, 16))
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/in.zarr", "-f", "1"]) == 0
+    capsys.readouterr()
+    assert run(["scale", f"{bucket}/in.zarr", f"{bucket}/out.zarr", "-f", "2", "--dask",
+                dask_cluster.scheduler_address, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no credentials found on a Dask worker" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_store_that_cannot_be_removed_still_fails_in_one_line(tmp_path, rng, capsys,
+                                                                monkeypatch):
+    """-y into a store whose objects cannot be deleted: one line about that, not an
+    "unexpected" error, and no claim that the old store went first."""
+    import fsspec.implementations.memory as memory
+
+    write_array(tmp_path / "in.zarr", rng.random((20, 20)), (8, 8))
+    output = f"memory://refusing-{uuid.uuid4().hex}/out.zarr"
+    assert run(["scale", str(tmp_path / "in.zarr"), output, "-f", "2"]) == 0
+    capsys.readouterr()
+
+    def refuse(self, path, recursive=False, maxdepth=None):
+        raise PermissionError(13, "AccessDenied: DeleteObject")
+
+    monkeypatch.setattr(memory.MemoryFileSystem, "rm", refuse)
+    assert run(["scale", str(tmp_path / "in.zarr"), output, "-f", "2", "-y"]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if "warning" not in line]
+    assert len(lines) == 1 and "unexpected" not in err and "removed first" not in err, err
+    assert "access denied" in err or "AccessDenied" in err, err
 
 
 def test_a_killed_worker_does_not_spoil_the_job(dask_cluster, tmp_path, rng, capsys):

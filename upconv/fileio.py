@@ -44,7 +44,8 @@ from .errors import BadInputError, FileAccessError, OutputClosedError
 if TYPE_CHECKING:
     from .storage import PartUpload
 
-__all__ = ["is_url", "shown", "read_bytes", "standard_stream", "temporary_beside", "commit",
+__all__ = ["is_url", "shown", "url_path", "read_bytes", "standard_stream", "temporary_beside",
+           "commit",
            "finish", "finish_upload", "outputs_together", "discard", "abandon_unfinished",
            "remove_stale_temporaries", "TEMPORARY_NAME", "write_error", "reserve_space",
            "allocate_space",
@@ -73,6 +74,22 @@ def standard_stream(stream: IO | None, which: str) -> IO:
     except (ValueError, OSError):
         raise FileAccessError(f"standard {which} is closed") from None
     return stream
+
+
+def url_path(path: str) -> str:
+    """The path part of a URL (without its query, whose parameters may sign it, or its
+    fragment), for its name and suffix; anything else as it is.
+
+    Examples
+    --------
+    >>> url_path("https://host/k/up.npy?X-Amz-Signature=abc"), url_path("k/up.npy")
+    ('/k/up.npy', 'k/up.npy')
+    """
+    if not is_url(path):
+        return path
+    from urllib.parse import urlsplit
+
+    return urlsplit(path).path
 
 
 def shown(path: str) -> str:

@@ -47,8 +47,11 @@ __all__ = ["axis_taps", "axis_phases", "nearest", "nearest_band", "interpolate",
 SPLINE_PREPAD = 12
 
 
-def axis_taps(n_in: int, n_out: int, method: InterpolationMethod, pad: int = 0) -> AxisTaps:
-    """The 1-D resampling operator of ``method`` from ``n_in`` to ``n_out`` samples.
+def axis_taps(n_in: int, n_out: int, method: InterpolationMethod, pad: int = 0,
+              outputs: tuple[int, int] | None = None) -> AxisTaps:
+    """The 1-D resampling operator of ``method`` from ``n_in`` to ``n_out`` samples (of
+    only the outputs ``[start, stop)`` if ``outputs`` is given: the same taps as those
+    rows of the whole operator, at a cost that does not grow with the axis).
 
     Parameters
     ----------
@@ -58,6 +61,8 @@ def axis_taps(n_in: int, n_out: int, method: InterpolationMethod, pad: int = 0) 
         Its tap count and weights (for bicubic, applied to spline coefficients).
     pad : int
         Extension of the input on each side; added to the indices.
+    outputs : (int, int), optional
+        The outputs wanted (default: all).
 
     Returns
     -------
@@ -70,19 +75,27 @@ def axis_taps(n_in: int, n_out: int, method: InterpolationMethod, pad: int = 0) 
     [[0, 1], [1, 2], [1, 2], [2, 3]]
     >>> taps.weights.tolist()
     [[0.25, 0.75], [0.75, 0.25], [0.25, 0.75], [0.75, 0.25]]
+    >>> axis_taps(2, 4, METHODS["bilinear"], pad=1, outputs=(1, 3)).index.tolist()
+    [[1, 2], [1, 2]]
     """
-    # The grid repeats every n_in / g inputs and n_out / g outputs (g their gcd): one period
-    # of taps is computed and shifted by whole inputs, so that the taps are exactly
-    # periodic (a block of whole periods has the very taps of the whole axis).
+    # The grid repeats every n_in / g inputs and n_out / g outputs (g their gcd): the taps
+    # of an output's place in its period are shifted by whole inputs, so that the taps are
+    # exactly periodic (a block of whole periods has the very taps of the whole axis).
     common = math.gcd(n_in, n_out)
     period_in, period_out = n_in // common, n_out // common
     ratio = n_in / n_out
-    coords = (np.arange(period_out) + 0.5) * ratio - 0.5  # the half-pixel grid
+    start, stop = (0, n_out) if outputs is None else outputs
+    wanted = np.arange(start, stop)
+    if stop - start >= period_out:  # every place in the period: computed once each
+        places = np.arange(period_out)
+        which = wanted % period_out
+    else:
+        places, which = wanted % period_out, slice(None)
+    coords = (places + 0.5) * ratio - 0.5  # the half-pixel grid
     index = method.first_tap(coords)[:, None] + np.arange(method.taps)
     weights = method.tap_weights(coords[:, None] - index)
-    shifts = np.arange(common) * period_in
-    index = (index[None] + shifts[:, None, None]).reshape(n_out, method.taps)
-    return AxisTaps(index + pad, np.tile(weights, (common, 1)))
+    shifts = (wanted // period_out * period_in)[:, None]
+    return AxisTaps(index[which] + shifts + pad, weights[which])
 
 
 def axis_phases(factor: int, method: InterpolationMethod, pad: int = 0) -> Phases:
@@ -300,12 +313,13 @@ def nearest_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[int, i
     array([[3, 3],
            [5, 5]])
     """
-    rows = axis_taps(size[0], shape[0], METHODS["nearest"]).index[band[0]:band[1], 0]
+    rows = axis_taps(size[0], shape[0], METHODS["nearest"], outputs=band).index[:, 0]
     first = int(rows.min())
     window = read_rows(first, int(rows.max()) + 1)
     col_first, col_last = (0, shape[1]) if columns is None else columns
     x0 = 0 if x_window is None else x_window[0]
-    cols = axis_taps(size[1], shape[1], METHODS["nearest"]).index[col_first:col_last, 0] - x0
+    cols = axis_taps(size[1], shape[1], METHODS["nearest"],
+                     outputs=(col_first, col_last)).index[:, 0] - x0
     assert cols.min() >= 0 and cols.max() < window.shape[1], (cols.min(), cols.max(), x_window)
     return gather(window, rows - first, cols, threads)
 
@@ -387,8 +401,8 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
         pad = _spline_pad(boundary)
     else:
         pad = method.pad
-    taps_y = axis_taps(height, out_h, method, pad)
-    index, weights = taps_y.index[first_row:last_row], taps_y.weights[first_row:last_row]
+    taps_y = axis_taps(height, out_h, method, pad, outputs=(first_row, last_row))
+    index, weights = taps_y.index, taps_y.weights
     lo, hi = int(index.min()), int(index.max()) + 1  # rows of the extended image
     if method.prefilter:
         halo = method.halo if halo is None else halo
@@ -419,12 +433,12 @@ def interpolate_band(read_rows: Callable[[int, int], np.ndarray], size: tuple[in
                         _as_dtype(axis_phases(period_x, method, pad), ext.dtype),
                         target, threads)
     else:
-        taps_x = axis_taps(width, out_w, method, pad)
+        taps_x = axis_taps(width, out_w, method, pad, outputs=(first_col, last_col))
         x0 = 0 if x_window is None else x_window[0]  # ext's column 0: input column x0 - pad
-        index_x = taps_x.index[first_col:last_col] - x0
+        index_x = taps_x.index - x0
         assert index_x.min() >= 0 and index_x.max() < ext.shape[1], (x_window, columns)
         apply_general(ext, AxisTaps(index - offset, weights.astype(ext.dtype)),
-                      AxisTaps(index_x, taps_x.weights[first_col:last_col]), target, threads)
+                      AxisTaps(index_x, taps_x.weights), target, threads)
     return band_of_periods(target, wanted[0] - first_row, wanted[1] - wanted[0],
                            (col_first - first_col, col_last - first_col), out)
 

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .errors import BadInputError, UpconvError
-from .fileio import read_bytes, write_output
+from .fileio import read_bytes, shown, url_path, write_output
 from .kernels import POST_KERNELS, Kernel, builtin_kernel
 from .methods import BUILTIN_KERNELS
 from .options import Boundary, choice
@@ -89,9 +89,10 @@ def save_kernel(kernel: Kernel, path: str | Path) -> None:
 
 def load_kernel(path: str | Path) -> Kernel:
     """Read a kernel file (``.json``, ``.npy``, ``.npz``, ``.txt``, ``.csv``)."""
-    name = str(path)  # a URL stays whole (Path would fold its "//")
-    path = PurePosixPath(name)
-    data = read_bytes(name, kind="kernel", stdin=False)
+    url = str(path)  # a URL stays whole (Path would fold its "//")
+    name = shown(url)  # (in messages: without a signed URL's signature)
+    path = PurePosixPath(url_path(url))
+    data = read_bytes(url, kind="kernel", stdin=False)
     suffix = path.suffix.lower()
     if suffix == ".json":
         return _from_json(data, name)
@@ -291,7 +292,7 @@ def _from_fields(document: dict, name: str) -> Kernel:
              "output_padding", "bias"}
     info = {k: v for k, v in document.items() if k not in known}
     return Kernel(weights, stride=document.get("stride"), padding=padding,
-                  name=Path(name).name, info=info,
+                  name=PurePosixPath(url_path(name)).name, info=info,
                   output_padding=document.get("output_padding") or 0, bias=bias)
 
 
@@ -361,12 +362,15 @@ def is_checkpoint_spec(spec: str) -> bool:
     >>> is_checkpoint_spec("k.json"), is_checkpoint_spec("ckpt.pt"), is_checkpoint_spec("a.npz:w")
     (False, True, True)
     """
-    if ":" not in spec and Path(spec).suffix.lower() not in (".safetensors", ".pt", ".pth"):
+    checkpoint_suffixes = (".safetensors", ".pt", ".pth")
+    if ":" not in spec and PurePosixPath(url_path(spec)).suffix.lower() not in (
+            checkpoint_suffixes):
         return False  # (without loading the checkpoint reader)
     from .checkpoints import split_spec
 
     path, key = split_spec(spec)
-    return key is not None or Path(path).suffix.lower() in (".safetensors", ".pt", ".pth")
+    return key is not None or PurePosixPath(url_path(path)).suffix.lower() in (
+        checkpoint_suffixes)
 
 
 def load_bias(spec: str) -> np.ndarray:
@@ -375,15 +379,15 @@ def load_bias(spec: str) -> np.ndarray:
     if is_checkpoint_spec(spec):
         values, name = tensor_from_spec(spec, "bias")
     else:
-        name = spec
+        name = shown(spec)
         data = read_bytes(spec, kind="bias", stdin=False)
-        suffix = Path(spec).suffix.lower()
+        suffix = PurePosixPath(url_path(spec)).suffix.lower()
         if suffix == ".npy":
-            values = _load_npy(data, spec)
+            values = _load_npy(data, name)
         elif suffix in (".txt", ".csv"):
-            values = _load_text(data, spec)
+            values = _load_text(data, name)
         else:
-            raise BadInputError(f"{spec}: a bias comes from FILE:KEY of a checkpoint, or a "
+            raise BadInputError(f"{name}: a bias comes from FILE:KEY of a checkpoint, or a "
                                 ".npy, .txt or .csv file")
     values = _checked_weights(np.asarray(values), name, "the bias")
     if values.ndim != 1:

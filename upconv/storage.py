@@ -1327,15 +1327,18 @@ _CREDENTIAL_CODES = {
 }
 
 
-def _failure(url: str, action: str, exc: BaseException) -> UpconvError:
-    """The one-line, secret-free error for ``exc`` raised while ``action``-ing ``url``."""
+def _failure(url: str, action: str, exc: BaseException,
+             on_worker: bool | None = None) -> UpconvError:
+    """The one-line, secret-free error for ``exc`` raised while ``action``-ing ``url``
+    (``on_worker``: raised in a Dask worker's task; default, whether this runs in one)."""
     if isinstance(exc, UpconvError):
         return exc
-    error_class, cause = _describe(url, action, exc)
+    error_class, cause = _describe(url, action, exc, on_worker)
     return error_class(_one_line(f"{url}: {cause}"))
 
 
-def _describe(url: str, action: str, exc: BaseException) -> tuple[type[UpconvError], str]:
+def _describe(url: str, action: str, exc: BaseException, on_worker: bool | None = None
+              ) -> tuple[type[UpconvError], str]:
     """The kind of error and its cause in plain words."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     code, detail = _service_error(exc)
@@ -1352,7 +1355,7 @@ def _describe(url: str, action: str, exc: BaseException) -> tuple[type[UpconvErr
     if isinstance(exc, PermissionError) or status in (401, 403) or code == "AccessDenied":
         return FileAccessError, "access denied (check the credentials)"
     if "NoCredentialsError" in names or "PartialCredentialsError" in names:
-        if _on_a_dask_worker():
+        if on_worker if on_worker is not None else _on_a_dask_worker():
             return FileAccessError, ("no credentials found on a Dask worker (set them on "
                                      "every worker, or give --storage-option key=... "
                                      "--storage-option secret=..., which travel with the "

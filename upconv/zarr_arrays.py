@@ -6,7 +6,8 @@ and writes a Zarr store of the input's format (3, or 2). The work is one task
 per block of output chunks (:func:`scale_block_task`): it assembles the input
 window its outputs need, with the method's halo on each side (the window
 :func:`dask.array.map_overlap` would assemble), resamples it as an image of
-its own and writes the chunks. Raw chunk files of a local store are read by
+its own (or, along an axis whose grid has no short period, on the array's
+own grid) and writes the chunks. Raw chunk files of a local store are read by
 the task itself, a byte range at a time, halo included; compressed chunks are
 decoded once more by a first phase of tasks (:func:`block_borders`) that
 return only their edges, a halo deep, so that a chunk is decoded twice rather
@@ -59,6 +60,7 @@ import shutil
 import sys
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -68,6 +70,7 @@ import numpy as np
 from . import direct_writes
 from .direct_writes import PAGE, DirectWriter, aligned_band, latest_ticket, wait_for
 from .errors import BadInputError, FileAccessError, UpconvError
+from .fileio import shown
 from .memory import hold_freed_memory, release_held_memory
 from .methods import METHODS, SPLINE_HALO, Method
 from .scaling import Resampling, plan_resampling, resample_band
@@ -285,7 +288,7 @@ def axis_names(axes: list, name: str) -> str:
         kinds.append(kind)
     space = [i for i, kind in enumerate(kinds) if kind == "space"]
     if len(space) < 2:
-        raise BadInputError(f"{name}: OME-Zarr axes {[e.get('name') for e in entries]} have "
+        raise BadInputError(f"{shown(name)}: OME-Zarr axes {[e.get('name') for e in entries]} have "
                             "fewer than two space axes to scale")
     letters = ["o"] * len(entries)
     letters[space[-1]], letters[space[-2]] = "x", "y"
@@ -297,7 +300,7 @@ def axis_names(axes: list, name: str) -> str:
         elif kind == "time":
             letters[i] = "t"
     if letters.count("c") > 1:
-        raise BadInputError(f"{name}: OME-Zarr axes have more than one channel axis")
+        raise BadInputError(f"{shown(name)}: OME-Zarr axes have more than one channel axis")
     return "".join(letters)
 
 
@@ -337,7 +340,7 @@ def layout_axes(layout: str | None, shape: tuple[int, ...], name: str) -> str:
         except ValueError as exc:
             raise BadInputError(f"--layout {layout}: {exc}") from None
         if len(axes) != len(shape):
-            raise BadInputError(f"{name}: --layout {layout} names {len(axes)} axes, but the "
+            raise BadInputError(f"{shown(name)}: --layout {layout} names {len(axes)} axes, but the "
                                 f"array has {len(shape)} (shape {shape})")
         return axes
     if len(shape) == 2:
@@ -346,7 +349,7 @@ def layout_axes(layout: str | None, shape: tuple[int, ...], name: str) -> str:
         return "yxc"
     if len(shape) == 3 and shape[0] <= 4:
         return "cyx"
-    raise BadInputError(f"{name}: cannot tell the axes of an array of shape {shape} without "
+    raise BadInputError(f"{shown(name)}: cannot tell the axes of an array of shape {shape} without "
                         "OME-Zarr metadata; give --layout (e.g. yxc, cyx, tczyx)")
 
 
@@ -373,11 +376,12 @@ def open_zarr(spec: str, layout: str | None = None) -> ZarrSource:
         attributes = node.attrs.asdict()
         scales, version = _multiscales(attributes)
         if scales is None:
-            arrays = sorted(name for name, member in node.members(max_depth=None)
+            # (two levels down: a store of many groups is not walked whole for a message)
+            arrays = sorted(name for name, member in node.members(max_depth=2)
                             if isinstance(member, zarr.Array))
             listed = ", ".join(arrays[:8]) or "none"
-            raise BadInputError(f"{spec}: a group without OME-Zarr multiscales; choose an array "
-                                f"with STORE:PATH (arrays here: {listed})")
+            raise BadInputError(f"{shown(spec)}: a group without OME-Zarr multiscales; choose "
+                                f"an array with STORE:PATH (arrays here: {listed})")
         dataset_path = scales[0]["datasets"][0]["path"]
         array = node[dataset_path]
     else:
@@ -399,17 +403,17 @@ def open_zarr(spec: str, layout: str | None = None) -> ZarrSource:
             axes = (axis_names(multiscale["axes"], spec) if multiscale.get("axes")
                     else layout_axes(layout, array.shape, spec))
             if len(axes) != array.ndim:
-                raise BadInputError(f"{spec}: OME-Zarr names {len(axes)} axes for an array of "
-                                    f"{array.ndim}")
+                raise BadInputError(f"{shown(spec)}: OME-Zarr names {len(axes)} axes for an "
+                                    f"array of {array.ndim}")
             if layout is not None and layout_axes(layout, array.shape, spec) != axes:
-                raise BadInputError(f"{spec}: --layout {layout} contradicts the OME-Zarr axes "
-                                    f"({axes}); drop --layout")
+                raise BadInputError(f"{shown(spec)}: --layout {layout} contradicts the OME-Zarr "
+                                    f"axes ({axes}); drop --layout")
             return ZarrSource(spec, array, axes, attributes, multiscale, dataset, version)
     return ZarrSource(spec, array, layout_axes(layout, array.shape, spec))
 
 
 def _not_found(spec: str, location: str, path: str) -> str:
-    from .fileio import is_url, shown
+    from .fileio import is_url
 
     if is_url(location):
         from .storage import missing_bucket
@@ -429,7 +433,7 @@ def _read_failure(spec: str, exc: BaseException) -> UpconvError:
         from .storage import _failure
 
         return _failure(spec, "read", exc)
-    return BadInputError(f"{spec}: cannot read as Zarr ({type(exc).__name__}: "
+    return BadInputError(f"{shown(spec)}: cannot read as Zarr ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})")
 
 
@@ -449,7 +453,8 @@ class AxisBlocks:
         The axis' input and output lengths.
     bounds, cores : tuple of int
         Output and input block boundaries (``cores[j] = bounds[j] / period_out *
-        period_in``, and the last ones the axis' lengths).
+        period_in``, or on a grid without a short period the input where output
+        ``bounds[j]`` falls, rounded down; the last ones the axis' lengths).
     halo : int
         Input samples of context on each side (none past the array's ends); at most
         any core's length, so it comes from the next block alone.
@@ -489,6 +494,8 @@ class AxisBlocks:
 
         The window starts on a whole period, so that resampled as an image of its
         own its output ``o`` is the array's output ``first / period_in * period_out + o``.
+        (On a grid without a short period, whose one period is the whole axis, those are
+        the array's outputs: :meth:`outputs`.)
 
         Examples
         --------
@@ -546,17 +553,25 @@ def axis_blocks(n_in: int, n_out: int, period_in: int, period_out: int, halo: in
                       period_in, period_out, chunk)
 
 
+#: The longest period of a grid (in inputs) whose blocks are whole periods, resampled as
+#: images of their own; blocks along an axis whose grid repeats less often are computed
+#: on the array's own grid, and its chunks may be any size.
+SHORT_PERIOD = 64
+
+
 def has_short_period(n_in: int, period_in: int) -> bool:
-    """Whether an axis' grid repeats every few inputs (at most 64, or a quarter of the
-    axis), so that a block of whole periods, resampled as an image of its own, gives the
-    array's outputs (:meth:`ZarrPlan.block_plan`).
+    """Whether an axis' grid repeats every few inputs (:data:`SHORT_PERIOD` at most), so
+    that a block of whole periods, resampled as an image of its own, gives the array's
+    outputs (:meth:`ZarrPlan.block_plan`), and chunks of whole periods are not big.
 
     Examples
     --------
-    >>> has_short_period(16000, 2), has_short_period(16001, 16001), has_short_period(64, 64)
-    (True, False, False)
+    >>> has_short_period(16000, 2), has_short_period(16001, 16001)
+    (True, False)
+    >>> has_short_period(64004, 16001)  # (96008 outputs: a period of a quarter of the axis)
+    False
     """
-    return period_in < n_in and period_in <= max(64, n_in // 4)
+    return period_in < n_in and period_in <= SHORT_PERIOD
 
 
 def _general_axis_blocks(n_in: int, n_out: int, halo: int, chunk: int) -> AxisBlocks:
@@ -1591,7 +1606,7 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
 
     location, inner = split_zarr_spec(output)
     if inner:
-        raise BadInputError(f"{output}: write a whole store (NAME.zarr); a path inside one "
+        raise BadInputError(f"{shown(output)}: write a whole store (NAME.zarr); a path inside one "
                             "is for choosing an input")
     url = is_url(location)
     if url:
@@ -1600,7 +1615,7 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
         refuse_read_only(location)
     existing = _store_exists(location)
     if existing and not overwrite:
-        raise FileAccessError(f"{output}: exists; upconv replaces a store only with "
+        raise FileAccessError(f"{shown(output)}: exists; upconv replaces a store only with "
                               "-y/--overwrite")
     shape = output_shape(job, source.array.shape)
     out_chunks = output_chunks(job, source.array.chunks, shape, chunks)
@@ -1613,9 +1628,12 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
                     for level_shape in level_shapes]
     total = sum(_chunk_count(*pair) for pair in zip(level_shapes, level_chunks, strict=True))
     counter = _Counter(progress, total)
+    removed_first = written = False
     try:
         if url and existing:
             _remove_store(location)
+            removed_first = True
+        written = True  # (from here on the target holds what this job writes)
         store = _store(target, read_only=False)
         root = zarr.open_group(store=store, mode="w", zarr_format=fmt) if ome else None
         extra: dict[str, Any] = dict(_codecs(source.array))
@@ -1648,18 +1666,26 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
                 hidden.restore_group()
             root.attrs.put(_ome_attributes(source, job, shape, levels))
     except UpconvError as exc:
-        _remove_store(target)
-        if url and existing:
+        if written:
+            _remove_what_was_written(target)
+        if removed_first:
             raise type(exc)(f"{exc}{_REMOVED_FIRST}") from None
         raise
     except Exception as exc:
-        _remove_store(target)
-        failure = _job_failure(source.spec, output, exc)
-        if url and existing:
+        if written:
+            _remove_what_was_written(target)
+        failure = _job_failure(source.spec, output, exc,
+                               on_cluster=(runner.address if runner is not None
+                                           else dask_address) is not None)
+        if removed_first:
             raise type(failure)(f"{failure}{_REMOVED_FIRST}") from None
         raise failure from None
     except BaseException:  # Ctrl-C, a signal: nothing half-written stays
-        _remove_store(target)
+        if written:
+            _remove_what_was_written(target)
+        if removed_first:
+            warnings.warn(f"{shown(output)}: not written, and the store that was there was "
+                          "removed first (-y)", stacklevel=2)
         raise
     if not url:
         from .zarr_local import remove_partial_files
@@ -1678,19 +1704,21 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
 _REMOVED_FIRST = "; the store that was there was removed first (-y), as zarr's mode='w' does"
 
 
-def _job_failure(input_spec: str, output: str, exc: BaseException) -> UpconvError:
+def _job_failure(input_spec: str, output: str, exc: BaseException,
+                 on_cluster: bool = False) -> UpconvError:
     """One line for a job that failed on the way: the store it concerns, secrets redacted.
     A storage service's error is described as for any object (the output's, else the
-    input's); anything else (a chunk that cannot be decoded) is named as it is."""
+    input's; ``on_cluster``: raised in a Dask worker's task); anything else (a chunk that
+    cannot be decoded) is named as it is."""
     from .fileio import is_url
     from .storage import _failure, redact
 
     if isinstance(exc, OSError) or "botocore" in type(exc).__module__:
         for spec, action in ((output, "write"), (input_spec, "read")):
             if is_url(spec):
-                return _failure(spec, action, exc)
+                return _failure(spec, action, exc, on_worker=on_cluster)
     text = redact(str(exc).splitlines()[0] if str(exc) else "")
-    return FileAccessError(f"{output}: not written ({type(exc).__name__}: {text})")
+    return FileAccessError(f"{shown(output)}: not written ({type(exc).__name__}: {text})")
 
 
 def _chunk_count(shape: tuple[int, ...], chunks: tuple[int, ...]) -> int:
@@ -2011,6 +2039,16 @@ def _store_exists(location: str) -> bool:
     from .storage import exists
 
     return exists(location)
+
+
+def _remove_what_was_written(target: str) -> None:
+    """After a failure: remove what the job wrote, as far as can be (a store that cannot
+    be removed, say a bucket that refuses deletions, must not hide the failure)."""
+    try:
+        _remove_store(target)
+    except Exception as exc:
+        warnings.warn(f"{shown(target)}: what was written could not all be removed "
+                      f"({type(exc).__name__})", stacklevel=2)
 
 
 def _remove_store(location: str) -> None:

@@ -352,6 +352,10 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
             raise click.UsageError(f"{flag} is for image files, not Zarr arrays")
     chunks = _parse_chunks(zarr_chunks)
     refuse_clobbering_input(split_zarr_spec(input_path)[0], split_zarr_spec(output_path)[0])
+    if is_url(output_path):  # (before the cluster is asked for, or the input opened)
+        from ..storage import refuse_read_only
+
+        refuse_read_only(split_zarr_spec(output_path)[0])
     # Connected first: the workers import what the tasks run while the input is opened.
     with JobRunner(dask_address, settings.threads) as runner:
         source = open_zarr(input_path, layout)

@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import string
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -243,8 +244,10 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
     even when it is killed outright. Worker processes (``workers > 1``, Dask) run the
     jobs with this process's storage options (:func:`options_with`).
     """
-    if dask_address is not None or (workers > 1 and len(jobs) > 1):
+    if dask_address is not None:  # (long-lived workers: never an earlier job's options)
         work = options_with(work)
+    elif workers > 1 and len(jobs) > 1 and "upconv.storage" in sys.modules:
+        work = options_with(work)  # (new processes, forked from a server that has none)
     if dask_address is not None:
         from .cluster import map_on_dask
 
@@ -263,8 +266,6 @@ def options_with(task: Callable[[Any], Any], options: dict | None = None
     ``options`` (default: this process's ``--storage-option`` values, none if none were
     given): what an earlier task left in that process is never used
     (:func:`upconv.storage.with_storage_options`)."""
-    import sys
-
     if options is None:
         options = {}
         if "upconv.storage" in sys.modules:  # (no options were set without it)

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # (multiprocessing is imported only where workers start)
     from multiprocessing.connection import Connection
 
 from .errors import BadInputError, UpconvError, WorkerError
-from .fileio import abandon_unfinished, is_url
+from .fileio import abandon_unfinished, is_url, url_path
 from .images import FORMATS
 from .polyphase import default_threads
 from .stopping import BatchStop, batch_stopping, raise_if_stopped
@@ -147,7 +146,7 @@ def plan_outputs(inputs: list[tuple[str, Path]], folder: str, template: str,
     planned = []
     for path, relative in inputs:
         # (a URL's name is its path's: a signed URL's query is no part of it)
-        source = PurePosixPath(urlsplit(path).path) if is_url(path) else Path(path)
+        source = PurePosixPath(url_path(path)) if is_url(path) else Path(path)
         parent = source.parent.name if is_url(path) else Path(path).resolve().parent.name
         ext = fmt_suffix or source.suffix.lstrip(".").lower() or "png"
         name = template.format_map({**fields, "stem": source.stem, "ext": ext,
@@ -244,10 +243,11 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], Any], workers: int = 1,
     even when it is killed outright. Worker processes (``workers > 1``, Dask) run the
     jobs with this process's storage options (:func:`options_with`).
     """
-    if dask_address is not None:  # (long-lived workers: never an earlier job's options)
+    # Dask's long-lived workers always (never an earlier job's options); a batch's new
+    # processes, forked from a server that has none, when there are any to give.
+    if dask_address is not None or (workers > 1 and len(jobs) > 1
+                                    and "upconv.storage" in sys.modules):
         work = options_with(work)
-    elif workers > 1 and len(jobs) > 1 and "upconv.storage" in sys.modules:
-        work = options_with(work)  # (new processes, forked from a server that has none)
     if dask_address is not None:
         from .cluster import map_on_dask
 

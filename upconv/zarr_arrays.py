@@ -70,7 +70,7 @@ import numpy as np
 from . import direct_writes
 from .direct_writes import PAGE, DirectWriter, aligned_band, latest_ticket, wait_for
 from .errors import BadInputError, FileAccessError, UpconvError
-from .fileio import shown
+from .fileio import is_url, shown
 from .memory import hold_freed_memory, release_held_memory
 from .methods import METHODS, SPLINE_HALO, Method
 from .scaling import Resampling, plan_resampling, resample_band
@@ -145,8 +145,6 @@ def _zarr_module() -> Any:
 def _store(location: str, read_only: bool) -> Any:
     """A zarr store for a local folder or an fsspec URL (with upconv's storage options)."""
     zarr = _zarr_module()
-    from .fileio import is_url
-
     if is_url(location):
         from .storage import filesystem_options
 
@@ -413,8 +411,6 @@ def open_zarr(spec: str, layout: str | None = None) -> ZarrSource:
 
 
 def _not_found(spec: str, location: str, path: str) -> str:
-    from .fileio import is_url
-
     if is_url(location):
         from .storage import missing_bucket
 
@@ -427,8 +423,6 @@ def _not_found(spec: str, location: str, path: str) -> str:
 
 
 def _read_failure(spec: str, exc: BaseException) -> UpconvError:
-    from .fileio import is_url
-
     if is_url(spec):
         from .storage import _failure
 
@@ -687,8 +681,7 @@ class ZarrPlan:
     def block_plan(self, shape: tuple[int, int]) -> Resampling:
         """The plan for a block's input window of ``shape``, resampled as an image of its own
         (its first sample on a whole period of the grid)."""
-        plan = self.plan
-        halo = SPLINE_HALO_FLOAT64 if self.work_dtype == np.float64 else None
+        plan = self.array_plan()
         if plan.method is Method.TRANSPOSE:
             assert plan.kernel is not None and plan.geometry is not None
             geometry = output_geometry(plan.kernel, shape, None if plan.geometry.centred
@@ -698,7 +691,7 @@ class ZarrPlan:
                     else size // blocks.period_in * blocks.period_out
                     for size, blocks in zip(shape, (self.rows, self.cols), strict=True))
         # (a window ending at the axis' end: n_in - first is whole periods too)
-        return replace(plan, input_shape=shape, shape=out, spline_halo=halo)
+        return replace(plan, input_shape=shape, shape=out)
 
 
 def _period(n_in: int, n_out: int) -> tuple[int, int]:
@@ -1601,7 +1594,6 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
     (:func:`halve_chunk`).
     """
     zarr = _zarr_module()
-    from .fileio import is_url
     from .zarr_zstd import reusing_codecs, reusing_compressors
 
     location, inner = split_zarr_spec(output)
@@ -1710,7 +1702,6 @@ def _job_failure(input_spec: str, output: str, exc: BaseException,
     A storage service's error is described as for any object (the output's, else the
     input's; ``on_cluster``: raised in a Dask worker's task); anything else (a chunk that
     cannot be decoded) is named as it is."""
-    from .fileio import is_url
     from .storage import _failure, redact
 
     if isinstance(exc, OSError) or "botocore" in type(exc).__module__:
@@ -2032,8 +2023,6 @@ def _temporary_name(location: str) -> str:
 
 def _store_exists(location: str) -> bool:
     """Whether a store (a folder, or a prefix with objects under it) is there already."""
-    from .fileio import is_url
-
     if not is_url(location):
         return os.path.exists(location)
     from .storage import exists
@@ -2052,8 +2041,6 @@ def _remove_what_was_written(target: str) -> None:
 
 
 def _remove_store(location: str) -> None:
-    from .fileio import is_url
-
     if not is_url(location):
         shutil.rmtree(location, ignore_errors=True)
         return

@@ -85,17 +85,21 @@ def axis_taps(n_in: int, n_out: int, method: InterpolationMethod, pad: int = 0,
     period_in, period_out = n_in // common, n_out // common
     ratio = n_in / n_out
     start, stop = (0, n_out) if outputs is None else outputs
+    if stop - start >= period_out:  # whole periods' taps, shifted, then cut to the outputs
+        first, last = start // period_out, -(-stop // period_out)
+        coords = (np.arange(period_out) + 0.5) * ratio - 0.5  # the half-pixel grid
+        index = method.first_tap(coords)[:, None] + np.arange(method.taps)
+        weights = method.tap_weights(coords[:, None] - index)
+        shifts = np.arange(first, last) * period_in
+        cut = slice(start - first * period_out, stop - first * period_out)
+        index = (index[None] + shifts[:, None, None]).reshape(-1, method.taps)[cut]
+        return AxisTaps(index + pad, np.tile(weights, (last - first, 1))[cut])
+    # fewer outputs than a period (a grid without a short one): only their own places
     wanted = np.arange(start, stop)
-    if stop - start >= period_out:  # every place in the period: computed once each
-        places = np.arange(period_out)
-        which = wanted % period_out
-    else:
-        places, which = wanted % period_out, slice(None)
-    coords = (places + 0.5) * ratio - 0.5  # the half-pixel grid
+    coords = (wanted % period_out + 0.5) * ratio - 0.5
     index = method.first_tap(coords)[:, None] + np.arange(method.taps)
     weights = method.tap_weights(coords[:, None] - index)
-    shifts = (wanted // period_out * period_in)[:, None]
-    return AxisTaps(index[which] + shifts + pad, weights[which])
+    return AxisTaps(index + (wanted // period_out * period_in)[:, None] + pad, weights)
 
 
 def axis_phases(factor: int, method: InterpolationMethod, pad: int = 0) -> Phases:

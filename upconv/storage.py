@@ -232,8 +232,12 @@ def with_storage_options(options: Mapping[str, Any], task: Callable[[Any], Any],
                          item: Any) -> Any:
     """``task(item)`` with exactly ``options`` in use (a worker process's, Dask's or a
     batch's: the options of the command that sent the task, none if it gave none, never
-    those an earlier task left in the process)."""
-    use_storage_options(options)
+    those an earlier task left in the process). The file systems made for the same options
+    by an earlier task stay in use (their connections, kept alive, with them)."""
+    with _options_lock:
+        same = dict(options) == _options
+    if not same:
+        use_storage_options(options)
     return task(item)
 
 

@@ -873,6 +873,19 @@ def test_bad_input_gets_one_line_and_writes_nothing(tmp_path, rng, capsys):
     np.testing.assert_array_equal(read(tmp_path / "in.zarr"), image)
 
 
+def test_chunks_that_are_not_whole_periods_are_a_usage_error(tmp_path, rng, capsys):
+    """--chunks that the job's grid cannot take are a bad option value (status 2, as a
+    bad --layout is), named with the nearest that it can, and nothing is written."""
+    write_array(tmp_path / "in.zarr", rng.random((20, 20)), (8, 8))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "o.zarr"), "-f", "1.5",
+                "--chunks", "10,12"]) == 2
+    err = capsys.readouterr().err
+    assert "Invalid value for --chunks: 10 is not" in err and "such as 9" in err, err
+    assert "'upconv scale --help'" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(os.listdir(tmp_path)) == ["in.zarr"]
+
+
 def test_a_layout_that_names_no_axes_is_a_usage_error(tmp_path, rng, capsys):
     """--layout with letters outside tczyx is a bad option (status 2, before any reading);
     one that does not fit the array is bad input (status 1)."""

@@ -5,7 +5,8 @@ naming the file or option and the problem; the command line prints it and
 exits with status 1. Two kinds:
 
 - :class:`BadInputError` (also a :class:`ValueError`): a value, image, kernel
-  or option upconv cannot work with;
+  or option upconv cannot work with (:class:`OptionValueError`, an option's value that
+  only the job shows to be bad, is a usage error: status 2);
 - :class:`FileAccessError` (also an :class:`OSError`): a file or folder that
   cannot be read or written (missing, a directory, permission denied, ...).
 
@@ -15,8 +16,8 @@ A batch whose worker processes fail raises :class:`WorkerError`, also an
 
 from __future__ import annotations
 
-__all__ = ["UpconvError", "BadInputError", "FileAccessError", "WorkerError",
-           "OutputClosedError"]
+__all__ = ["UpconvError", "BadInputError", "OptionValueError", "FileAccessError",
+           "WorkerError", "OutputClosedError"]
 
 
 class UpconvError(Exception):
@@ -25,6 +26,23 @@ class UpconvError(Exception):
 
 class BadInputError(UpconvError, ValueError):
     """A value, image, kernel or option that upconv cannot work with."""
+
+
+class OptionValueError(BadInputError):
+    """An option's value that the job it is given to cannot use (the command line reports
+    it as a usage error, status 2), such as ``--chunks`` that are not whole periods of the
+    job's grid.
+
+    Examples
+    --------
+    >>> error = OptionValueError("--chunks", "7 is not a whole number of periods")
+    >>> str(error), error.option
+    ('--chunks: 7 is not a whole number of periods', '--chunks')
+    """
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option, self.reason = option, reason
 
 
 class FileAccessError(UpconvError, OSError):

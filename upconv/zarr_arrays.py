@@ -69,7 +69,7 @@ import numpy as np
 
 from . import direct_writes
 from .direct_writes import PAGE, DirectWriter, aligned_band, latest_ticket, wait_for
-from .errors import BadInputError, FileAccessError, UpconvError
+from .errors import BadInputError, FileAccessError, OptionValueError, UpconvError
 from .fileio import is_url, shown
 from .memory import hold_freed_memory, release_held_memory
 from .methods import METHODS, SPLINE_HALO, Method
@@ -530,9 +530,10 @@ def axis_blocks(n_in: int, n_out: int, period_in: int, period_out: int, halo: in
         return _general_axis_blocks(n_in, n_out, halo, chunk)
     halo = -(-halo // period_in) * period_in
     if chunk % period_out:
-        raise BadInputError(f"--chunks: {chunk} is not a whole number of the grid's periods "
-                            f"({period_out} outputs for {period_in} inputs); use a multiple "
-                            f"of {period_out}, such as {max(1, chunk // period_out) * period_out}")
+        raise OptionValueError("--chunks", f"{chunk} is not a whole number of the grid's "
+                               f"periods ({period_out} outputs for {period_in} inputs); use a "
+                               f"multiple of {period_out}, such as "
+                               f"{max(1, chunk // period_out) * period_out}")
     core = chunk // period_out * period_in
     size = -(-halo // core) * chunk  # outputs per block: whole chunks, a core >= the halo
     bounds = list(range(0, n_out, size))

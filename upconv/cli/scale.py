@@ -18,7 +18,7 @@ from ..batch import (
     run_jobs,
     start_worker_server,
 )
-from ..errors import BadInputError, FileAccessError, UpconvError
+from ..errors import BadInputError, FileAccessError, OptionValueError, UpconvError
 from ..fileio import is_url, open_text_log, outputs_together, shown, write_output
 from ..images import FORMATS, SaveOptions, format_for
 from ..methods import Method
@@ -363,12 +363,15 @@ def _run_zarr(paths: tuple[str, ...], settings: ScaleSettings, kernel,
             raise click.BadParameter(f"give y and x chunks, or one per axis of {source.axes}",
                                      param_hint="--chunks")
         remove_stale_temporaries([split_zarr_spec(output_path)[0].rstrip("/")])
-        job = plan_zarr_job(
-            source.array.shape, source.array.dtype, source.axes, source.array.chunks,
-            method=settings.method, factor=settings.factor, size=settings.size, fit=settings.fit,
-            boundary=settings.boundary, kernel=kernel, padding=settings.padding,
-            output_padding=settings.output_padding, post_kernel=settings.post_kernel,
-            out_chunks=_scaled_chunks(chunks, source.axes))
+        try:
+            job = plan_zarr_job(
+                source.array.shape, source.array.dtype, source.axes, source.array.chunks,
+                method=settings.method, factor=settings.factor, size=settings.size,
+                fit=settings.fit, boundary=settings.boundary, kernel=kernel,
+                padding=settings.padding, output_padding=settings.output_padding,
+                post_kernel=settings.post_kernel, out_chunks=_scaled_chunks(chunks, source.axes))
+        except OptionValueError as exc:  # (--chunks that are not whole periods of the grid)
+            raise click.BadParameter(exc.reason, param_hint=exc.option) from None
         out_h, out_w = job.plan.shape
         if settings.max_pixels_given and out_h * out_w > settings.max_pixels:
             raise BadInputError(f"{shown(output_path)}: the output is {out_w}x{out_h} pixels, over "

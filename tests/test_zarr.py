@@ -1087,6 +1087,36 @@ def test_a_store_that_cannot_be_removed_still_fails_in_one_line(tmp_path, rng, c
     lines = [line for line in err.strip().splitlines() if "warning" not in line]
     assert len(lines) == 1 and "unexpected" not in err and "removed first" not in err, err
     assert "access denied" in err or "AccessDenied" in err, err
+    assert "the store that was there is as it was (-y could not remove it)" in err, err
+
+
+def test_a_removal_that_stops_part_way_says_how_far_it_went(tmp_path, rng, capsys,
+                                                            monkeypatch):
+    """-y into a bucket whose deletions fail after some objects went: the error says how
+    many of the old store's objects are gone, not that it was removed or kept."""
+    import fsspec
+    import fsspec.implementations.memory as memory
+
+    write_array(tmp_path / "in.zarr", rng.random((20, 20)), (8, 8))
+    output = f"memory://partly-{uuid.uuid4().hex}/out.zarr"
+    assert run(["scale", str(tmp_path / "in.zarr"), output, "-f", "2"]) == 0
+    capsys.readouterr()
+    fs = fsspec.filesystem("memory")
+    count = len(fs.find(output))
+    assert count > 3
+    removing = memory.MemoryFileSystem.rm
+
+    def stop_after_three(self, path, recursive=False, maxdepth=None):
+        for name in self.find(path)[:3]:
+            removing(self, name)
+        raise PermissionError(13, "AccessDenied: DeleteObject")
+
+    monkeypatch.setattr(memory.MemoryFileSystem, "rm", stop_after_three)
+    assert run(["scale", str(tmp_path / "in.zarr"), output, "-f", "2", "-y"]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if "warning" not in line]
+    assert len(lines) == 1, err
+    assert f"stopped part way: 3 of its {count} objects are gone" in err, err
 
 
 def test_a_killed_worker_does_not_spoil_the_job(dask_cluster, tmp_path, rng, capsys):

@@ -1621,11 +1621,11 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
                     for level_shape in level_shapes]
     total = sum(_chunk_count(*pair) for pair in zip(level_shapes, level_chunks, strict=True))
     counter = _Counter(progress, total)
-    removed_first = written = False
+    replacing = _Replacement(location) if url and existing else None
+    written = False
     try:
-        if url and existing:
-            _remove_store(location)
-            removed_first = True
+        if replacing is not None:
+            replacing.remove()
         written = True  # (from here on the target holds what this job writes)
         store = _store(target, read_only=False)
         root = zarr.open_group(store=store, mode="w", zarr_format=fmt) if ome else None
@@ -1661,8 +1661,8 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
     except UpconvError as exc:
         if written:
             _remove_what_was_written(target)
-        if removed_first:
-            raise type(exc)(f"{exc}{_REMOVED_FIRST}") from None
+        if replacing is not None:
+            raise type(exc)(f"{exc}{replacing.outcome()}") from None
         raise
     except Exception as exc:
         if written:
@@ -1670,15 +1670,14 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
         failure = _job_failure(source.spec, output, exc,
                                on_cluster=(runner.address if runner is not None
                                            else dask_address) is not None)
-        if removed_first:
-            raise type(failure)(f"{failure}{_REMOVED_FIRST}") from None
+        if replacing is not None:
+            raise type(failure)(f"{failure}{replacing.outcome()}") from None
         raise failure from None
     except BaseException:  # Ctrl-C, a signal: nothing half-written stays
         if written:
             _remove_what_was_written(target)
-        if removed_first:
-            warnings.warn(f"{shown(output)}: not written, and the store that was there was "
-                          "removed first (-y)", stacklevel=2)
+        if replacing is not None and replacing.started:
+            warnings.warn(f"{shown(output)}: not written{replacing.outcome()}", stacklevel=2)
         raise
     if not url:
         from .zarr_local import remove_partial_files
@@ -1691,10 +1690,58 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
     return ZarrOutcome(output, shape, job.axes, level_chunks[0], levels, job.plan.name)
 
 
-#: Said of a job into a bucket that failed after ``-y`` removed the store there: as zarr's
-#: ``mode="w"`` (and ``dask.array.to_zarr(overwrite=True)``) does, the old store goes
-#: first, because an object store cannot put a new store in its place at once.
-_REMOVED_FIRST = "; the store that was there was removed first (-y), as zarr's mode='w' does"
+class _Replacement:
+    """``-y`` into a bucket: the store there is removed first, as zarr's ``mode="w"``
+    (and ``dask.array.to_zarr(overwrite=True)``) does, because an object store cannot put
+    a new store in its place at once. What a failed job then says of the old store.
+
+    Examples
+    --------
+    >>> import fsspec
+    >>> with fsspec.open("memory://replacement-doc/old.zarr/zarr.json", "w") as f:
+    ...     _ = f.write("{}")
+    >>> replacing = _Replacement("memory://replacement-doc/old.zarr")
+    >>> replacing.remove()
+    >>> replacing.outcome()
+    "; the store that was there was removed first (-y), as zarr's mode='w' does"
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.started = self.done = False
+        self.objects: int | None = None  # the old store's, counted before removing them
+
+    def remove(self) -> None:
+        self.started = True
+        self.objects = _object_count(self.location)
+        _remove_store(self.location)
+        self.done = True
+
+    def outcome(self) -> str:
+        """What became of the old store, as a clause to end a failure's message."""
+        if not self.started:
+            return ""
+        if self.done:
+            return "; the store that was there was removed first (-y), as zarr's mode='w' does"
+        left = _object_count(self.location)
+        if self.objects is None or left is None:
+            return "; the store that was there may be partly removed (-y)"
+        if left == self.objects:
+            return "; the store that was there is as it was (-y could not remove it)"
+        return (f"; removing the store that was there (-y) stopped part way: {self.objects - left}"
+                f" of its {self.objects} objects are gone")
+
+
+def _object_count(location: str) -> int | None:
+    """How many objects a store in a bucket holds; None if they cannot be listed."""
+    from .storage import filesystem
+
+    try:
+        fs, path = filesystem(location)
+        fs.invalidate_cache()
+        return len(fs.find(path))
+    except Exception:  # noqa: BLE001 - only said in a message; the failure is the news
+        return None
 
 
 def _job_failure(input_spec: str, output: str, exc: BaseException,

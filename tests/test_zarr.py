@@ -886,6 +886,21 @@ def test_chunks_that_are_not_whole_periods_are_a_usage_error(tmp_path, rng, caps
     assert sorted(os.listdir(tmp_path)) == ["in.zarr"]
 
 
+def test_an_option_value_error_anywhere_is_a_usage_error(tmp_path, rng, capsys, monkeypatch):
+    """An OptionValueError that no command turned into click's own usage error is still
+    status 2, in one line."""
+    import upconv.cli.scale as scale_command
+    from upconv.errors import OptionValueError
+
+    def refuse(*args, **kwargs):
+        raise OptionValueError("--chunks", "not for this job")
+
+    monkeypatch.setattr(scale_command, "_run_zarr", refuse)
+    write_array(tmp_path / "in.zarr", rng.random((20, 20)), (8, 8))
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "o.zarr"), "-f", "2"]) == 2
+    assert capsys.readouterr().err == "upconv: error: --chunks: not for this job\n"
+
+
 def test_a_layout_that_names_no_axes_is_a_usage_error(tmp_path, rng, capsys):
     """--layout with letters outside tczyx is a bad option (status 2, before any reading);
     one that does not fit the array is bad input (status 1)."""
@@ -1117,6 +1132,45 @@ def test_a_removal_that_stops_part_way_says_how_far_it_went(tmp_path, rng, capsy
     lines = [line for line in err.strip().splitlines() if "warning" not in line]
     assert len(lines) == 1, err
     assert f"stopped part way: 3 of its {count} objects are gone" in err, err
+
+
+def test_a_refused_removal_that_cannot_be_listed_says_it_may_be_partial(tmp_path, rng,
+                                                                         capsys, monkeypatch):
+    """-y into a bucket that neither removes nor lists the old store: the error says the
+    store may be partly removed, as nothing more can be known; Ctrl-C during the removal
+    says the same without waiting to list the bucket."""
+    import fsspec.implementations.memory as memory
+
+    write_array(tmp_path / "in.zarr", rng.random((20, 20)), (8, 8))
+    output = f"memory://unlisted-{uuid.uuid4().hex}/out.zarr"
+    assert run(["scale", str(tmp_path / "in.zarr"), output, "-f", "2"]) == 0
+    capsys.readouterr()
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "AccessDenied")
+
+    monkeypatch.setattr(memory.MemoryFileSystem, "rm", refuse)
+    monkeypatch.setattr(memory.MemoryFileSystem, "find", refuse)
+    assert run(["scale", str(tmp_path / "in.zarr"), output, "-f", "2", "-y"]) == 1
+    err = capsys.readouterr().err
+    assert "the store that was there may be partly removed (-y)" in err, err
+    assert len([line for line in err.splitlines() if "warning" not in line]) == 1, err
+
+    listed = []
+
+    def listing(self, path, *args, **kwargs):
+        listed.append(path)
+        return [path + "/zarr.json"]
+
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(memory.MemoryFileSystem, "find", listing)
+    monkeypatch.setattr(memory.MemoryFileSystem, "rm", interrupt)
+    assert run(["scale", str(tmp_path / "in.zarr"), output, "-f", "2", "-y"]) == 130
+    err = capsys.readouterr().err
+    assert "not written; the store that was there may be partly removed (-y)" in err, err
+    assert len(listed) == 1, listed  # (counted before removing; not listed again after)
 
 
 def test_a_killed_worker_does_not_spoil_the_job(dask_cluster, tmp_path, rng, capsys):

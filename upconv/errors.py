@@ -29,9 +29,9 @@ class BadInputError(UpconvError, ValueError):
 
 
 class OptionValueError(BadInputError):
-    """An option's value that the job it is given to cannot use (the command line reports
-    it as a usage error, status 2), such as ``--chunks`` that are not whole periods of the
-    job's grid.
+    """An option's value that the job it is given to cannot use, such as ``--chunks`` that
+    are not whole periods of the job's grid: the command line reports it as a usage error
+    (status 2).
 
     Examples
     --------

@@ -1677,7 +1677,8 @@ def run_zarr_job(source: ZarrSource, output: str, job: ZarrPlan, *,
         if written:
             _remove_what_was_written(target)
         if replacing is not None and replacing.started:
-            warnings.warn(f"{shown(output)}: not written{replacing.outcome()}", stacklevel=2)
+            warnings.warn(f"{shown(output)}: not written{replacing.outcome(look=False)}",
+                          stacklevel=2)
         raise
     if not url:
         from .zarr_local import remove_partial_files
@@ -1717,16 +1718,17 @@ class _Replacement:
         _remove_store(self.location)
         self.done = True
 
-    def outcome(self) -> str:
-        """What became of the old store, as a clause to end a failure's message."""
+    def outcome(self, look: bool = True) -> str:
+        """What became of the old store, as a clause to end a failure's message; without
+        ``look`` (after Ctrl-C, which must not wait for the bucket), nothing is listed."""
         if not self.started:
             return ""
         if self.done:
             return "; the store that was there was removed first (-y), as zarr's mode='w' does"
-        left = _object_count(self.location)
+        left = _object_count(self.location) if look else None
         if self.objects is None or left is None:
             return "; the store that was there may be partly removed (-y)"
-        if left == self.objects:
+        if left >= self.objects:
             return "; the store that was there is as it was (-y could not remove it)"
         return (f"; removing the store that was there (-y) stopped part way: {self.objects - left}"
                 f" of its {self.objects} objects are gone")

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 import click
 
 from .. import __version__
-from ..errors import FileAccessError, OutputClosedError, UpconvError
+from ..errors import FileAccessError, OptionValueError, OutputClosedError, UpconvError
 from ..fileio import write_error
 from ..stopping import SignalRecord, Terminated, handling_signals
 from .common import (
@@ -177,6 +177,9 @@ def _run_command(args: list[str], debug: bool) -> int:
             return _unexpected(exc, debug)
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+    except OptionValueError as exc:  # (commands turn theirs into click's own usage errors)
+        error(str(exc))
+        return EXIT_USAGE
     except UpconvError as exc:
         if debug:
             traceback.print_exc()

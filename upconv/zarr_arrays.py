@@ -1714,8 +1714,9 @@ class _Replacement:
 
     def remove(self) -> None:
         self.started = True
-        self.objects = _object_count(self.location)
-        _remove_store(self.location)
+        listed = _objects(self.location)
+        self.objects = None if listed is None else len(listed)
+        _remove_store(self.location, listed)  # (the objects as listed: not listed again)
         self.done = True
 
     def outcome(self, look: bool = True) -> str:
@@ -1725,7 +1726,8 @@ class _Replacement:
             return ""
         if self.done:
             return "; the store that was there was removed first (-y), as zarr's mode='w' does"
-        left = _object_count(self.location) if look else None
+        listed = _objects(self.location) if look else None
+        left = None if listed is None else len(listed)
         if self.objects is None or left is None:
             return "; the store that was there may be partly removed (-y)"
         if left >= self.objects:
@@ -1734,15 +1736,15 @@ class _Replacement:
                 f" of its {self.objects} objects are gone")
 
 
-def _object_count(location: str) -> int | None:
-    """How many objects a store in a bucket holds; None if they cannot be listed."""
+def _objects(location: str) -> list[str] | None:
+    """The objects a store in a bucket holds; None if they cannot be listed."""
     from .storage import filesystem
 
     try:
         fs, path = filesystem(location)
         fs.invalidate_cache()
-        return len(fs.find(path))
-    except Exception:  # noqa: BLE001 - only said in a message; the failure is the news
+        return fs.find(path)
+    except Exception:  # noqa: BLE001 - then the removal lists, or says it cannot
         return None
 
 
@@ -2090,7 +2092,10 @@ def _remove_what_was_written(target: str) -> None:
                       f"({type(exc).__name__})", stacklevel=2)
 
 
-def _remove_store(location: str) -> None:
+def _remove_store(location: str, objects: list[str] | None = None) -> None:
+    """Remove a store: a folder, or the objects under a prefix (``objects``, if given, as
+    listed already: removed in bulk without a second listing; then what is left, folders
+    of a file system that has them, if anything is)."""
     if not is_url(location):
         shutil.rmtree(location, ignore_errors=True)
         return
@@ -2098,7 +2103,11 @@ def _remove_store(location: str) -> None:
 
     fs, path = filesystem(location)
     try:
-        fs.rm(path, recursive=True)
+        if objects:
+            fs.rm(objects)
+            fs.invalidate_cache()
+        if not objects or fs.exists(path):
+            fs.rm(path, recursive=True)
     except FileNotFoundError:
         pass
     fs.invalidate_cache()

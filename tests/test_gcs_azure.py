@@ -513,6 +513,15 @@ def test_zarr_in_a_bucket_equals_the_local_result(tmp_path, capsys, store, rng, 
     assert run(["scale", f"{bucket}/out.zarr", str(tmp_path / "back.zarr"), "-f", "1",
                 "--quiet"]) == 0, capsys.readouterr().err
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "back.zarr"))[...], got)
+    # replaced with -y by a smaller array: the old store's objects all go first (as listed,
+    # then removed in bulk), so none of its chunks is left beside the new ones
+    assert run(["scale", f"{bucket}/in.zarr", f"{bucket}/out.zarr", "-f", "1", "-y",
+                "--quiet"]) == 0, capsys.readouterr().err
+    assert run(["scale", str(tmp_path / "in.zarr"), str(tmp_path / "same.zarr"), "-f", "1",
+                "--quiet"]) == 0
+    stored = server.objects(bucket_name(bucket), "out.zarr/")
+    assert stored.keys() == {"out.zarr/" + p.relative_to(tmp_path / "same.zarr").as_posix()
+                             for p in (tmp_path / "same.zarr").rglob("*") if p.is_file()}
 
 
 def test_commands_in_a_process_of_their_own_print_nothing_but_their_lines(tmp_path, store,

@@ -980,6 +980,64 @@ def test_zarr_in_a_bucket_equals_the_local_result(tmp_path, rng, bucket, s3_env,
     assert "would overwrite the input" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("compressors", [None, "auto"])
+def test_chunks_into_a_bucket_are_sent_a_part_at_a_time(tmp_path, rng, bucket, s3_env,
+                                                        capsys, monkeypatch, compressors):
+    """Output chunks into S3 are streamed as their rows come, each a multipart upload of
+    parts of PART_SIZE (5 MiB here: 12 MiB chunks, three parts each, raw or zstd), whole
+    only once complete: the same values as in memory, and no upload left over."""
+    from upconv import storage
+
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    sent = []
+    sending = storage.S3PartUpload.send
+    monkeypatch.setattr(storage.S3PartUpload, "send",
+                        lambda self, number, data: sent.append(number) or sending(
+                            self, number, data))
+    image = rng.random((600, 600, 3), dtype=np.float32)
+    write_array(tmp_path / "in.zarr", image, (512, 512, 3), compressors=compressors)
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2",
+                "-m", "bilinear", "--quiet"]) == 0, capsys.readouterr().err
+    if compressors is None:  # four chunks of 12 MiB (edge chunks whole), three parts each
+        assert sorted(sent) == [1] * 4 + [2] * 4 + [3] * 4
+    else:  # (compressed: the full chunk in parts; its edge neighbours, mostly padding, in
+        assert 2 in sent  # one PUT each)
+    assert run(["scale", f"{bucket}/out.zarr", str(tmp_path / "back.zarr"), "-f", "1",
+                "--quiet"]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(read(tmp_path / "back.zarr"),
+                                  upconv.scale(image, 2, "bilinear"))
+    name = bucket.removeprefix("s3://")
+    assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)
+
+
+def test_a_chunk_that_fails_mid_upload_leaves_nothing(tmp_path, rng, bucket, s3_env, capsys,
+                                                      monkeypatch):
+    """A part that cannot be sent fails the job in one line; no chunk is made of the parts
+    sent before it (the upload is aborted), and the store goes."""
+    from test_object_stores import objects
+
+    from upconv import storage
+
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    sending = storage.S3PartUpload.send
+
+    def second_part_fails(self, number, data):
+        if number == 2:
+            raise storage.FileAccessError(f"{self.url}: cannot reach the storage service")
+        return sending(self, number, data)
+
+    monkeypatch.setattr(storage.S3PartUpload, "send", second_part_fails)
+    write_array(tmp_path / "in.zarr", rng.random((600, 600, 3), dtype=np.float32),
+                (512, 512, 3), compressors=None)
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2",
+                "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the storage service" in err and len(err.strip().splitlines()) == 1
+    assert objects(s3_env, bucket) == {}
+    name = bucket.removeprefix("s3://")
+    assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)
+
+
 def test_a_failure_into_a_bucket_leaves_no_object(tmp_path, rng, bucket, s3_env, capsys):
     from test_object_stores import objects
 

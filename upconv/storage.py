@@ -228,9 +228,9 @@ def use_storage_options(options: Mapping[str, Any]) -> None:
         _filesystems.clear()
 
 
-def with_storage_options(options: Mapping[str, Any], task: Callable[[Any], Any],
-                         item: Any) -> Any:
-    """``task(item)`` with exactly ``options`` in use (a worker process's, Dask's or a
+def with_storage_options(options: Mapping[str, Any], task: Callable[..., Any],
+                         *args: Any) -> Any:
+    """``task(*args)`` with exactly ``options`` in use (a worker process's, Dask's or a
     batch's: the options of the command that sent the task, none if it gave none, never
     those an earlier task left in the process). The file systems made for the same options
     by an earlier task stay in use (their connections, kept alive, with them)."""
@@ -238,7 +238,7 @@ def with_storage_options(options: Mapping[str, Any], task: Callable[[Any], Any],
         same = dict(options) == _options
     if not same:
         use_storage_options(options)
-    return task(item)
+    return task(*args)
 
 
 def storage_options() -> dict[str, Any]:
@@ -909,25 +909,112 @@ def uploading_parts(url: str) -> Iterator[PartUpload]:
     was). If the block fails or is interrupted (Ctrl-C), the upload is given up
     (:meth:`PartUpload.abort`). Only for :func:`uploads_in_parts` URLs.
     """
-    _object_to_write(url)
-    if not uploads_in_parts(url):
-        raise ValueError(f"{url}: not an S3, Azure or GCS URL")
-    upload: PartUpload
-    if _protocol(url) in _AZURE_PROTOCOLS | _GCS_PROTOCOLS:
-        filesystem(url)  # (the backend's one-line error, if it is not installed)
-        kind = AzureBlockUpload if _protocol(url) in _AZURE_PROTOCOLS else GcsComposeUpload
-        upload = kind(url, uuid.uuid4().hex)
-    else:
-        try:
-            started = _object_request(url, "create_multipart_upload")
-        except Exception as exc:
-            raise _failure(url, "write", exc) from None
-        upload = S3PartUpload(url, started["UploadId"])
+    upload = start_upload(url)
     try:
         yield upload
     except BaseException:
         upload.abort()
         raise
+
+
+def start_upload(url: str) -> PartUpload:
+    """An upload of parts to ``url`` begun (see :func:`uploading_parts`, which gives it
+    up on failure; a caller of this one does so itself)."""
+    _object_to_write(url)
+    if not uploads_in_parts(url):
+        raise ValueError(f"{url}: not an S3, Azure or GCS URL")
+    if _protocol(url) in _AZURE_PROTOCOLS | _GCS_PROTOCOLS:
+        filesystem(url)  # (the backend's one-line error, if it is not installed)
+        kind = AzureBlockUpload if _protocol(url) in _AZURE_PROTOCOLS else GcsComposeUpload
+        return kind(url, uuid.uuid4().hex)
+    try:
+        started = _object_request(url, "create_multipart_upload")
+    except Exception as exc:
+        raise _failure(url, "write", exc) from None
+    return S3PartUpload(url, started["UploadId"])
+
+
+def streams_in_parts(url: str) -> bool:
+    """Whether an object at ``url`` can be written a piece at a time with nothing but the
+    part being filled held (:class:`StreamedObject`): an S3 multipart upload or an Azure
+    block blob, whose parts are invisible until the object is made. (GCS's composite
+    uploads put each part beside the object as an object of its own: not for the many
+    objects of one store.)
+
+    Examples
+    --------
+    >>> streams_in_parts("s3://bucket/a.zarr/c/0/0"), streams_in_parts("gs://b/a.zarr/c/0")
+    (True, False)
+    """
+    return uploads_in_parts(url) and _protocol(url) not in _GCS_PROTOCOLS
+
+
+class StreamedObject:
+    """An object written a piece at a time (as :class:`upconv.zarr_local.ChunkFile` writes
+    a file), whole or not at all: the pieces are gathered into parts of ``part_size``
+    bytes (default :data:`PART_SIZE`), each sent as it fills (an S3 multipart upload, an
+    Azure block blob:
+    :func:`streams_in_parts`), and :meth:`commit` makes the object of them; one that
+    fits in a single part is sent in one PUT instead. :meth:`discard` gives it up (the
+    parts sent are deleted, and nothing under the key changes). Only the part being
+    filled is held.
+
+    Examples
+    --------
+    >>> streamed = StreamedObject("memory://doc-streamed/chunk")
+    >>> streamed.write([b"spam", b" "])
+    >>> streamed.write(b"eggs")
+    >>> streamed.commit()
+    >>> read_bytes("memory://doc-streamed/chunk")
+    b'spam eggs'
+    """
+
+    writer = None  # (written here, not by a writer thread: see ChunkFile.writer)
+
+    def __init__(self, url: str, part_size: int | None = None) -> None:
+        self.url, self.part_size = url, PART_SIZE if part_size is None else part_size
+        self.part = io.BytesIO()
+        self.upload: PartUpload | None = None
+        self.sent: list[dict[str, Any]] = []
+        self.committed = False
+
+    def write(self, data: object, kept: bool = False) -> None:
+        """Add the next bytes (a bytes-like object, or a list of them), sending each part
+        as it fills; ``kept`` is ignored (the bytes are copied before this returns)."""
+        for piece in data if isinstance(data, list) else [data]:
+            view = memoryview(piece).cast("B")
+            while view.nbytes:
+                room = self.part_size - self.part.tell()
+                self.part.write(view[:room])
+                view = view[room:]
+                if self.part.tell() == self.part_size:
+                    self._send_part()
+
+    def _send_part(self) -> None:
+        if self.upload is None:
+            self.upload = start_upload(self.url)
+        self.part.seek(0)
+        self.sent.append(self.upload.send(len(self.sent) + 1, self.part))
+        self.part = io.BytesIO()
+
+    def commit(self) -> None:
+        """Make the object of what was written."""
+        assert not self.committed
+        if self.upload is None:
+            write_bytes(self.url, self.part.getbuffer())
+        else:
+            if self.part.tell():
+                self._send_part()
+            self.upload.complete(self.sent)
+        self.part = io.BytesIO()
+        self.committed = True
+
+    def discard(self) -> None:
+        """Give the object up, unless committed (the parts sent are deleted)."""
+        if self.upload is not None and not self.committed:
+            self.upload.abort()
+            self.upload = None
+        self.part = io.BytesIO()
 
 
 def _azure_blob_request(url: str, method: str, **kwargs: Any) -> Any:

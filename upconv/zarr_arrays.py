@@ -1137,15 +1137,17 @@ def streamed_chunks(target: Any, region: tuple[slice, ...], channels: int
     be written a band of rows at a time (they are then written by
     :func:`write_chunks`).
 
-    Streamed: a Zarr 3 array of upconv's local store (:mod:`upconv.zarr_local`)
-    whose chunks are stored raw (the ``bytes`` codec, little-endian as this
-    machine is), or raw and then zstd-compressed (zarr's default codecs), its axes
+    Streamed: a Zarr 3 array of upconv's local store (:mod:`upconv.zarr_local`), or
+    of a store in S3 or Azure (each chunk an object sent in parts:
+    :class:`upconv.storage.StreamedObject`), whose chunks are stored raw (the ``bytes``
+    codec, little-endian as this machine is), or raw and then zstd-compressed (zarr's
+    default codecs), its axes
     ``y, x`` or ``y, x, c`` with every channel in each chunk, and ``region``
     starting on a chunk; ``channels`` is the values' channel count (1 for ``y, x``).
     """
     from .zarr_zstd import zstd_library
 
-    files = _chunk_files(target, "pwritev")
+    files = _chunk_files(target, "pwritev") or _chunk_objects(target)
     if files is None or len(target.shape) not in (2, 3) or len(files[0]) > 1:
         return None
     zstd = files[0][0] if files[0] else None
@@ -1352,12 +1354,15 @@ class _ChunkOnItsWay:
             self.frame.write(pieces)
 
     def _open(self) -> None:
+        from .storage import StreamedObject
         from .zarr_local import ChunkFile
         from .zarr_zstd import FrameWriter
 
-        # (compressed: the size is not known, so no space is set aside for it)
-        self.file = ChunkFile(self.path, self.size if self.zstd is None else 0,
-                              direct=self.size >= direct_writes.SMALLEST)
+        if isinstance(self.path, str):  # an object in a bucket, sent a part at a time
+            self.file = StreamedObject(self.path)
+        else:  # (compressed: the size is not known, so no space is set aside for it)
+            self.file = ChunkFile(self.path, self.size if self.zstd is None else 0,
+                                  direct=self.size >= direct_writes.SMALLEST)
         try:
             if self.zstd is not None:  # (compressed into the file's own buffers, if any)
                 writer = self.file.writer
@@ -1551,6 +1556,35 @@ def _chunk_files(array: Any, call: str) -> tuple[tuple[Any, ...], Callable[[tupl
         return root / (f"{store_path.path}/{key}" if store_path.path else key)
 
     return tuple(codecs[1:]), chunk_file
+
+
+def _chunk_objects(array: Any) -> tuple[tuple[Any, ...], Callable[[tuple[int, ...]],
+                                                                 str]] | None:
+    """As :func:`_chunk_files`, for a Zarr 3 array in a bucket whose objects can be sent a
+    part at a time (:func:`upconv.storage.streams_in_parts`): the codecs after the
+    ``bytes`` codec, and each chunk's URL by its chunk coordinates; else None."""
+    zarr = _zarr_module()
+    metadata = array.metadata
+    store = array.store_path.store
+    if (metadata.zarr_format != 3 or not isinstance(store, zarr.storage.FsspecStore)
+            or sys.byteorder != "little"):
+        return None
+    codecs = metadata.codecs
+    if (not codecs or not isinstance(codecs[0], zarr.codecs.BytesCodec)
+            or codecs[0].endian not in (None, zarr.codecs.Endian.little)):
+        return None
+    from .storage import streams_in_parts
+
+    inside = array.store_path.path
+    root = store.fs.unstrip_protocol(store.path.rstrip("/"))
+    if not streams_in_parts(f"{root}/chunk"):
+        return None
+
+    def chunk_url(coords: tuple[int, ...]) -> str:
+        key = metadata.encode_chunk_key(coords)
+        return f"{root}/{inside}/{key}" if inside else f"{root}/{key}"
+
+    return tuple(codecs[1:]), chunk_url
 
 
 @_holding_freed_memory
@@ -1920,9 +1954,17 @@ class JobRunner:
                 drop_buffers()
 
     def submit(self, task: Callable[..., Any], *args: Any) -> Any:
+        """Run ``task(*args)``: on the cluster with exactly this command's storage options
+        (as a batch's tasks run: :func:`upconv.batch.options_with`; the stores carry
+        their own, upconv's objects use these), under the task's own name."""
         self._connected()
         if self.client is not None:
-            future = self.client.submit(task, *args, pure=False)
+            from dask.utils import funcname
+
+            from .batch import options_with
+
+            future = self.client.submit(options_with(task), *args, pure=False,
+                                        key=f"{funcname(task)}-{uuid.uuid4().hex}")
         else:
             future = self.pool.submit(task, *args)
         self.futures.append(future)

@@ -58,6 +58,9 @@ def main() -> int:
         print("skipped: needs moto[server] and boto3 (pip install 'upconv[cloud]' "
               "'moto[server]')")
         return 0
+    import logging
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # ("Task queue depth is 5")
     server, endpoint = start_server("waitress")
     try:
         client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench",

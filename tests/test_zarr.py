@@ -984,30 +984,108 @@ def test_zarr_in_a_bucket_equals_the_local_result(tmp_path, rng, bucket, s3_env,
 def test_chunks_into_a_bucket_are_sent_a_part_at_a_time(tmp_path, rng, bucket, s3_env,
                                                         capsys, monkeypatch, compressors):
     """Output chunks into S3 are streamed as their rows come, each a multipart upload of
-    parts of PART_SIZE (5 MiB here: 12 MiB chunks, three parts each, raw or zstd), whole
-    only once complete: the same values as in memory, and no upload left over."""
-    from upconv import storage
+    parts of PART_SIZE (5 MiB here: 12 MiB chunks, raw or zstd), numbered from 1 and whole
+    only once complete: the first part goes before the chunk's last rows are computed, the
+    values are those computed in memory, and no upload is left over."""
+    from upconv import storage, zarr_arrays
 
     monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
-    sent = []
+    rows_written = []
+    writing = zarr_arrays.StreamedChunks.write
+    monkeypatch.setattr(zarr_arrays.StreamedChunks, "write", lambda self, rows: (
+        rows_written.append(len(rows)), writing(self, rows))[1])
+    sent: dict[str, list[int]] = {}
+    rows_before_first_part = []
     sending = storage.S3PartUpload.send
-    monkeypatch.setattr(storage.S3PartUpload, "send",
-                        lambda self, number, data: sent.append(number) or sending(
-                            self, number, data))
+
+    def send(self, number, data):
+        sent.setdefault(self.url, []).append(number)
+        if number == 1:
+            rows_before_first_part.append(sum(rows_written))
+        return sending(self, number, data)
+
+    monkeypatch.setattr(storage.S3PartUpload, "send", send)
     image = rng.random((600, 600, 3), dtype=np.float32)
     write_array(tmp_path / "in.zarr", image, (512, 512, 3), compressors=compressors)
     assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2",
-                "-m", "bilinear", "--quiet"]) == 0, capsys.readouterr().err
+                "-m", "bilinear", "--quiet", "--threads", "1"]) == 0, capsys.readouterr().err
     if compressors is None:  # four chunks of 12 MiB (edge chunks whole), three parts each
-        assert sorted(sent) == [1] * 4 + [2] * 4 + [3] * 4
-    else:  # (compressed: the full chunk in parts; its edge neighbours, mostly padding, in
-        assert 2 in sent  # one PUT each)
+        assert len(sent) == 4 and all(parts == [1, 2, 3] for parts in sent.values()), sent
+    else:  # (the full chunk compressed in parts; those mostly padding may be one PUT each)
+        assert sent and all(parts == list(range(1, len(parts) + 1))
+                            for parts in sent.values()), sent
+    # (one block at a time: the first chunk's first part goes out with its first band of
+    # 512 rows, not once its 1024 rows are all computed)
+    assert rows_before_first_part[0] <= 512, rows_before_first_part
     assert run(["scale", f"{bucket}/out.zarr", str(tmp_path / "back.zarr"), "-f", "1",
                 "--quiet"]) == 0, capsys.readouterr().err
     np.testing.assert_array_equal(read(tmp_path / "back.zarr"),
                                   upconv.scale(image, 2, "bilinear"))
     name = bucket.removeprefix("s3://")
     assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)
+
+
+def test_ctrl_c_mid_chunk_upload_leaves_nothing(tmp_path, rng, bucket, s3_env, capsys,
+                                                monkeypatch):
+    """Ctrl-C while a chunk's second part is sent: status 130, no object, no upload."""
+    from test_object_stores import objects
+
+    from upconv import storage
+
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    sending = storage.S3PartUpload.send
+
+    def interrupted(self, number, data):
+        if number == 2:
+            raise KeyboardInterrupt
+        return sending(self, number, data)
+
+    monkeypatch.setattr(storage.S3PartUpload, "send", interrupted)
+    write_array(tmp_path / "in.zarr", rng.random((600, 600, 3), dtype=np.float32),
+                (512, 512, 3), compressors=None)
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2",
+                "--quiet"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert objects(s3_env, bucket) == {}
+    name = bucket.removeprefix("s3://")
+    assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)
+
+
+def test_cluster_workers_stream_chunks_into_a_bucket_in_parts(dask_cluster, tmp_path, rng,
+                                                              bucket, s3_env, capsys):
+    """On a cluster each worker sends its chunks in parts itself (with the command's
+    --storage-option values, not the environment's): multipart objects, the values as in
+    memory."""
+    from conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET
+    from distributed import Client
+
+    from upconv import storage
+
+    def set_part_size(size):
+        storage.PART_SIZE = size
+
+    image = rng.random((600, 600, 3), dtype=np.float32)
+    write_array(tmp_path / "in.zarr", image, (512, 512, 3), compressors=None)
+    options = ["--storage-option", f"endpoint_url={s3_env.endpoint}",
+               "--storage-option", f"key={FAKE_ACCESS_KEY_ID}",
+               "--storage-option", f"secret={FAKE_SECRET}"]
+    with Client(dask_cluster.scheduler_address) as client:
+        client.run(set_part_size, 5 << 20)
+        try:
+            assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2",
+                        "-m", "bilinear", "--dask", dask_cluster.scheduler_address,
+                        "--quiet", *options]) == 0, capsys.readouterr().err
+        finally:
+            client.run(set_part_size, 50 << 20)
+    name = bucket.removeprefix("s3://")
+    chunks = [item for item in s3_env.client().list_objects_v2(
+        Bucket=name, Prefix="out.zarr/c/")["Contents"]]
+    assert len(chunks) == 4 and all(item["ETag"].strip('"').endswith("-3")
+                                    for item in chunks), chunks
+    assert run(["scale", f"{bucket}/out.zarr", str(tmp_path / "back.zarr"), "-f", "1",
+                "--quiet"]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(read(tmp_path / "back.zarr"),
+                                  upconv.scale(image, 2, "bilinear"))
 
 
 def test_a_chunk_that_fails_mid_upload_leaves_nothing(tmp_path, rng, bucket, s3_env, capsys,

@@ -919,7 +919,15 @@ def uploading_parts(url: str) -> Iterator[PartUpload]:
 
 def start_upload(url: str) -> PartUpload:
     """An upload of parts to ``url`` begun (see :func:`uploading_parts`, which gives it
-    up on failure; a caller of this one does so itself)."""
+    up on failure; a caller of this one does so itself).
+
+    Examples
+    --------
+    >>> start_upload("memory://doc-upload/x")
+    Traceback (most recent call last):
+    ...
+    ValueError: memory://doc-upload/x: not an S3, Azure or GCS URL
+    """
     _object_to_write(url)
     if not uploads_in_parts(url):
         raise ValueError(f"{url}: not an S3, Azure or GCS URL")
@@ -953,11 +961,12 @@ class StreamedObject:
     """An object written a piece at a time (as :class:`upconv.zarr_local.ChunkFile` writes
     a file), whole or not at all: the pieces are gathered into parts of ``part_size``
     bytes (default :data:`PART_SIZE`), each sent as it fills (an S3 multipart upload, an
-    Azure block blob:
-    :func:`streams_in_parts`), and :meth:`commit` makes the object of them; one that
-    fits in a single part is sent in one PUT instead. :meth:`discard` gives it up (the
-    parts sent are deleted, and nothing under the key changes). Only the part being
-    filled is held.
+    Azure block blob: :func:`streams_in_parts`), and :meth:`commit` makes the object of
+    them; one that fits in a single part is sent in one PUT instead. :meth:`discard`
+    gives it up (the parts sent are deleted, and nothing under the key changes). Only
+    the part being filled is held. A process killed mid-object leaves its upload
+    unfinished: invisible, and deleted by the bucket's lifecycle rule for incomplete
+    uploads (or Azure's own clean-up of uncommitted blocks within a week).
 
     Examples
     --------
@@ -1001,7 +1010,7 @@ class StreamedObject:
         """Make the object of what was written."""
         assert not self.committed
         if self.upload is None:
-            write_bytes(self.url, self.part.getbuffer())
+            write_bytes(self.url, self.part.getvalue())  # (the part's bytes, not a copy)
         else:
             if self.part.tell():
                 self._send_part()

@@ -1539,52 +1539,64 @@ def _chunk_files(array: Any, call: str) -> tuple[tuple[Any, ...], Callable[[tupl
     file path by its chunk coordinates; else None."""
     from .zarr_local import LocalStore
 
-    zarr = _zarr_module()
-    metadata = array.metadata
-    if (metadata.zarr_format != 3 or not isinstance(array.store, LocalStore)
-            or sys.byteorder != "little" or not hasattr(os, call)):
+    store = array.store_path.store
+    codecs = _raw_first_codecs(array)
+    if codecs is None or not isinstance(store, LocalStore) or not hasattr(os, call):
         return None
-    codecs = metadata.codecs
-    if (not codecs or not isinstance(codecs[0], zarr.codecs.BytesCodec)
-            or codecs[0].endian not in (None, zarr.codecs.Endian.little)):
-        return None
-    store_path = array.store_path
-    root = store_path.store.root
-
-    def chunk_file(coords: tuple[int, ...]) -> Any:
-        key = metadata.encode_chunk_key(coords)
-        return root / (f"{store_path.path}/{key}" if store_path.path else key)
-
-    return tuple(codecs[1:]), chunk_file
+    chunk_name = _chunk_names(array)
+    return codecs, lambda coords: store.root / chunk_name(coords)
 
 
 def _chunk_objects(array: Any) -> tuple[tuple[Any, ...], Callable[[tuple[int, ...]],
                                                                  str]] | None:
     """As :func:`_chunk_files`, for a Zarr 3 array in a bucket whose objects can be sent a
-    part at a time (:func:`upconv.storage.streams_in_parts`): the codecs after the
-    ``bytes`` codec, and each chunk's URL by its chunk coordinates; else None."""
+    part at a time (:func:`upconv.storage.streams_in_parts`), made with the options
+    upconv's own requests to its URL use (else those requests could go elsewhere, or
+    with other credentials, than zarr's): the codecs after the ``bytes`` codec, and each
+    chunk's URL by its chunk coordinates; else None."""
+    from .storage import filesystem_options, streams_in_parts
+
+    store = array.store_path.store
+    codecs = _raw_first_codecs(array)
+    if codecs is None or not isinstance(store, _zarr_module().storage.FsspecStore):
+        return None
+    root = store.fs.unstrip_protocol(store.path.rstrip("/"))
+    if not streams_in_parts(f"{root}/chunk"):
+        return None
+    ours, theirs = (dict(options) for options in (filesystem_options(root),
+                                                  getattr(store.fs, "storage_options", {})))
+    for options in (ours, theirs):  # (how to connect may differ: botocore rewrites the
+        options.pop("asynchronous", None)  # retries it is given; where and who may not)
+        options.pop("config_kwargs", None)
+    if ours != theirs:
+        return None
+    chunk_name = _chunk_names(array)
+    return codecs, lambda coords: f"{root}/{chunk_name(coords)}"
+
+
+def _raw_first_codecs(array: Any) -> tuple[Any, ...] | None:
+    """The codecs after the first of a Zarr 3 array whose first is the ``bytes`` codec in
+    this machine's byte order (little-endian); else None."""
     zarr = _zarr_module()
     metadata = array.metadata
-    store = array.store_path.store
-    if (metadata.zarr_format != 3 or not isinstance(store, zarr.storage.FsspecStore)
-            or sys.byteorder != "little"):
+    if metadata.zarr_format != 3 or sys.byteorder != "little":
         return None
     codecs = metadata.codecs
     if (not codecs or not isinstance(codecs[0], zarr.codecs.BytesCodec)
             or codecs[0].endian not in (None, zarr.codecs.Endian.little)):
         return None
-    from .storage import streams_in_parts
+    return tuple(codecs[1:])
 
-    inside = array.store_path.path
-    root = store.fs.unstrip_protocol(store.path.rstrip("/"))
-    if not streams_in_parts(f"{root}/chunk"):
-        return None
 
-    def chunk_url(coords: tuple[int, ...]) -> str:
+def _chunk_names(array: Any) -> Callable[[tuple[int, ...]], str]:
+    """Each chunk's key in its store, by its chunk coordinates."""
+    metadata, inside = array.metadata, array.store_path.path
+
+    def chunk_name(coords: tuple[int, ...]) -> str:
         key = metadata.encode_chunk_key(coords)
-        return f"{root}/{inside}/{key}" if inside else f"{root}/{key}"
+        return f"{inside}/{key}" if inside else key
 
-    return tuple(codecs[1:]), chunk_url
+    return chunk_name
 
 
 @_holding_freed_memory

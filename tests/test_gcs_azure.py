@@ -524,6 +524,35 @@ def test_zarr_in_a_bucket_equals_the_local_result(tmp_path, capsys, store, rng, 
                              for p in (tmp_path / "same.zarr").rglob("*") if p.is_file()}
 
 
+@pytest.mark.parametrize("store", ["az", "gs"], indirect=True)
+def test_zarr_chunks_into_azure_are_sent_in_blocks(tmp_path, capsys, store, rng,
+                                                   monkeypatch):
+    """Zarr 3 chunks into Azure are streamed as blocks of PART_SIZE (16 KiB here), the blob
+    committed whole once its last rows are in; into GCS they are sent whole (its uploads
+    in parts would be objects of their own inside the store). The values as in memory."""
+    zarr = pytest.importorskip("zarr", minversion="3")
+    import upconv
+    from upconv import storage
+
+    server, bucket = store
+    monkeypatch.setattr(storage, "PART_SIZE", 16 << 10)
+    image = rng.random((40, 50, 3), dtype=np.float32)
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=image.shape, chunks=(32, 32, 3),
+                      dtype=image.dtype, compressors=None)[...] = image
+    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2", "-m",
+                "bilinear", "--quiet"]) == 0, capsys.readouterr().err
+    keys = sorted(key for key in server.objects(bucket_name(bucket), "out.zarr/")
+                  if "/c/" in key)
+    assert len(keys) == 4, keys  # (64x64x3 float32 chunks, raw: 48 KiB each, padded whole)
+    for key in keys if server.scheme == "az" else []:
+        committed, uncommitted = block_list(server, bucket_name(bucket), key)
+        assert len(committed) == 3 and not uncommitted, key
+    assert run(["scale", f"{bucket}/out.zarr", str(tmp_path / "back.zarr"), "-f", "1",
+                "--quiet"]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "back.zarr"))[...],
+                                  upconv.scale(image, 2, "bilinear"))
+
+
 def test_commands_in_a_process_of_their_own_print_nothing_but_their_lines(tmp_path, store,
                                                                         rng):
     """As a user runs them: no warning from the libraries (aiohttp's about large bodies),

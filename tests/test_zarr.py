@@ -1025,6 +1025,30 @@ def test_chunks_into_a_bucket_are_sent_a_part_at_a_time(tmp_path, rng, bucket, s
     assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)
 
 
+def test_a_pyramid_into_a_bucket_streams_its_first_level(tmp_path, rng, bucket, s3_env,
+                                                         capsys, monkeypatch):
+    """--pyramid into S3: level 0's chunks (inside the OME-Zarr group) go in parts, the
+    level below is made from it as written; both as the same job makes them locally."""
+    from upconv import storage
+
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    sent = []
+    sending = storage.S3PartUpload.send
+    monkeypatch.setattr(storage.S3PartUpload, "send", lambda self, number, data: (
+        sent.append(self.url), sending(self, number, data))[1])
+    write_array(tmp_path / "in.zarr", rng.random((600, 600, 3), dtype=np.float32),
+                (512, 512, 3), compressors=None)
+    for output in (f"{bucket}/out.zarr", str(tmp_path / "local.zarr")):
+        assert run(["scale", str(tmp_path / "in.zarr"), output, "-f", "2", "-m", "bilinear",
+                    "--pyramid", "1", "--quiet"]) == 0, capsys.readouterr().err
+    assert sent and all("/out.zarr/0/c/" in url for url in sent), sent
+    for level in ("0", "1"):  # (each level copied back as it is, through STORE:PATH)
+        assert run(["scale", f"{bucket}/out.zarr:{level}", str(tmp_path / f"{level}.zarr"),
+                    "-f", "1", "--quiet"]) == 0, capsys.readouterr().err
+        np.testing.assert_array_equal(read(tmp_path / f"{level}.zarr", "0"),
+                                      read(tmp_path / "local.zarr", level))
+
+
 def test_ctrl_c_mid_chunk_upload_leaves_nothing(tmp_path, rng, bucket, s3_env, capsys,
                                                 monkeypatch):
     """Ctrl-C while a chunk's second part is sent: status 130, no object, no upload."""

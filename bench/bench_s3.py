@@ -73,27 +73,12 @@ def main() -> int:
                              "on werkzeug (a connection per request), or moto's server of "
                              "every service (all)")
     args = parser.parse_args()
-    try:
-        import boto3
-        from moto.server import ThreadedMotoServer  # noqa: F401
-    except ImportError:
-        print("skipped: needs moto[server] and boto3 (pip install 'upconv[cloud]' "
-              "'moto[server]')")
+    started = start_moto(args.server)
+    if started is None:
         return 0
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    if args.server == "waitress" and importlib.util.find_spec("waitress") is None:
-        print("waitress is not installed (pip install waitress): serving moto's S3 "
-              "application on werkzeug, a connection per request")
-        args.server = "werkzeug"
-    server, endpoint = start_server(args.server)
+    server, endpoint, client, args.server = started
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"],
-                          aws_access_key_id="bench", aws_secret_access_key="bench",
-                          region_name="us-east-1")
-    client.create_bucket(Bucket="bench")
     upconv = [sys.executable, "-m", "upconv", "scale"]
     if args.npy is not None:
         if not os.path.exists("/usr/bin/time"):
@@ -247,6 +232,33 @@ class _Server:
     def stop(self) -> None:
         self.server.shutdown()
         self.thread.join()
+
+
+def start_moto(kind: str = "waitress"):
+    """moto's S3 server on loopback with a bucket named ``bench``: (something with
+    ``stop()``, its endpoint URL, a boto3 client for it, the kind of server it is); None,
+    said, without moto and boto3. Served by werkzeug, with a note, where ``kind`` is
+    waitress and it is not installed."""
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer  # noqa: F401
+    except ImportError:
+        print("skipped: needs moto[server] and boto3 (pip install 'upconv[cloud]' "
+              "'moto[server]')")
+        return None
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # ("Task queue depth is 5")
+    if kind == "waitress" and importlib.util.find_spec("waitress") is None:
+        print("waitress is not installed (pip install waitress): serving moto's S3 "
+              "application on werkzeug, a connection per request")
+        kind = "werkzeug"
+    server, endpoint = start_server(kind)
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench",
+                          aws_secret_access_key="bench", region_name="us-east-1")
+    client.create_bucket(Bucket="bench")
+    return server, endpoint, client, kind
 
 
 def start_server(kind: str):

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_s3 import start_server  # noqa: E402
+from bench_s3 import start_moto  # noqa: E402
 from bench_zarr import make_inputs, run_on_cluster  # noqa: E402
 
 
@@ -51,21 +51,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--codec", choices=["default", "none"], default="default")
     args = parser.parse_args()
-    try:
-        import boto3
-        from moto.server import create_backend_app  # noqa: F401
-    except ImportError:
-        print("skipped: needs moto[server] and boto3 (pip install 'upconv[cloud]' "
-              "'moto[server]')")
+    started = start_moto()
+    if started is None:
         return 0
-    import logging
-
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # ("Task queue depth is 5")
-    server, endpoint = start_server("waitress")
+    server, endpoint, _, _ = started
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench",
-                              aws_secret_access_key="bench", region_name="us-east-1")
-        client.create_bucket(Bucket="bench")
         folder = Path(tempfile.mkdtemp(prefix="tmp_zarr_bucket_", dir=Path(__file__).parent))
         try:
             return _run(args, folder, endpoint)

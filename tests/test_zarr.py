@@ -1049,32 +1049,6 @@ def test_a_pyramid_into_a_bucket_streams_its_first_level(tmp_path, rng, bucket, 
                                       read(tmp_path / "local.zarr", level))
 
 
-def test_ctrl_c_mid_chunk_upload_leaves_nothing(tmp_path, rng, bucket, s3_env, capsys,
-                                                monkeypatch):
-    """Ctrl-C while a chunk's second part is sent: status 130, no object, no upload."""
-    from test_object_stores import objects
-
-    from upconv import storage
-
-    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
-    sending = storage.S3PartUpload.send
-
-    def interrupted(self, number, data):
-        if number == 2:
-            raise KeyboardInterrupt
-        return sending(self, number, data)
-
-    monkeypatch.setattr(storage.S3PartUpload, "send", interrupted)
-    write_array(tmp_path / "in.zarr", rng.random((600, 600, 3), dtype=np.float32),
-                (512, 512, 3), compressors=None)
-    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2",
-                "--quiet"]) == 130
-    assert "interrupted" in capsys.readouterr().err
-    assert objects(s3_env, bucket) == {}
-    name = bucket.removeprefix("s3://")
-    assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)
-
-
 def test_cluster_workers_stream_chunks_into_a_bucket_in_parts(dask_cluster, tmp_path, rng,
                                                               bucket, s3_env, capsys):
     """On a cluster each worker sends its chunks in parts itself (with the command's
@@ -1112,10 +1086,12 @@ def test_cluster_workers_stream_chunks_into_a_bucket_in_parts(dask_cluster, tmp_
                                   upconv.scale(image, 2, "bilinear"))
 
 
-def test_a_chunk_that_fails_mid_upload_leaves_nothing(tmp_path, rng, bucket, s3_env, capsys,
-                                                      monkeypatch):
-    """A part that cannot be sent fails the job in one line; no chunk is made of the parts
-    sent before it (the upload is aborted), and the store goes."""
+@pytest.mark.parametrize("stop", ["failure", "ctrl-c"])
+def test_a_chunk_stopped_mid_upload_leaves_nothing(tmp_path, rng, bucket, s3_env, capsys,
+                                                   monkeypatch, stop):
+    """A part that cannot be sent fails the job in one line (Ctrl-C while it is sent: status
+    130); no chunk is made of the parts sent before it (the upload is aborted), and the
+    store goes."""
     from test_object_stores import objects
 
     from upconv import storage
@@ -1123,18 +1099,24 @@ def test_a_chunk_that_fails_mid_upload_leaves_nothing(tmp_path, rng, bucket, s3_
     monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
     sending = storage.S3PartUpload.send
 
-    def second_part_fails(self, number, data):
+    def second_part_stops(self, number, data):
         if number == 2:
+            if stop == "ctrl-c":
+                raise KeyboardInterrupt
             raise storage.FileAccessError(f"{self.url}: cannot reach the storage service")
         return sending(self, number, data)
 
-    monkeypatch.setattr(storage.S3PartUpload, "send", second_part_fails)
+    monkeypatch.setattr(storage.S3PartUpload, "send", second_part_stops)
     write_array(tmp_path / "in.zarr", rng.random((600, 600, 3), dtype=np.float32),
                 (512, 512, 3), compressors=None)
-    assert run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2",
-                "--quiet"]) == 1
+    status = run(["scale", str(tmp_path / "in.zarr"), f"{bucket}/out.zarr", "-f", "2",
+                  "--quiet"])
     err = capsys.readouterr().err
-    assert "cannot reach the storage service" in err and len(err.strip().splitlines()) == 1
+    if stop == "ctrl-c":
+        assert status == 130 and "interrupted" in err, err
+    else:
+        assert status == 1, err
+        assert "cannot reach the storage service" in err and len(err.strip().splitlines()) == 1
     assert objects(s3_env, bucket) == {}
     name = bucket.removeprefix("s3://")
     assert "Uploads" not in s3_env.client().list_multipart_uploads(Bucket=name)

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from .storage import PartUpload
 
 __all__ = ["is_url", "shown", "url_path", "read_bytes", "standard_stream", "temporary_beside",
-           "commit",
-           "finish", "finish_upload", "outputs_together", "discard", "abandon_unfinished",
+           "commit", "finish", "finish_upload", "outputs_together", "discard",
+           "abandon_unfinished",
            "remove_stale_temporaries", "TEMPORARY_NAME", "write_error", "reserve_space",
            "allocate_space",
            "sync_file", "written_in_place",

@@ -85,21 +85,21 @@ def axis_taps(n_in: int, n_out: int, method: InterpolationMethod, pad: int = 0,
     period_in, period_out = n_in // common, n_out // common
     ratio = n_in / n_out
     start, stop = (0, n_out) if outputs is None else outputs
-    if stop - start >= period_out:  # whole periods' taps, shifted, then cut to the outputs
-        first, last = start // period_out, -(-stop // period_out)
-        coords = (np.arange(period_out) + 0.5) * ratio - 0.5  # the half-pixel grid
-        index = method.first_tap(coords)[:, None] + np.arange(method.taps)
-        weights = method.tap_weights(coords[:, None] - index)
-        shifts = np.arange(first, last) * period_in
-        cut = slice(start - first * period_out, stop - first * period_out)
-        index = (index[None] + shifts[:, None, None]).reshape(-1, method.taps)[cut]
-        return AxisTaps(index + pad, np.tile(weights, (last - first, 1))[cut])
-    # fewer outputs than a period (a grid without a short one): only their own places
     wanted = np.arange(start, stop)
-    coords = (wanted % period_out + 0.5) * ratio - 0.5
+    # Whole periods' taps (shifted, then cut to the outputs); or, for fewer outputs than a
+    # period (a grid without a short one), only the taps of their own places.
+    whole_periods = stop - start >= period_out
+    places = np.arange(period_out) if whole_periods else wanted % period_out
+    coords = (places + 0.5) * ratio - 0.5  # the half-pixel grid
     index = method.first_tap(coords)[:, None] + np.arange(method.taps)
     weights = method.tap_weights(coords[:, None] - index)
-    return AxisTaps(index + (wanted // period_out * period_in)[:, None] + pad, weights)
+    if not whole_periods:
+        return AxisTaps(index + (wanted // period_out * period_in)[:, None] + pad, weights)
+    first, last = start // period_out, -(-stop // period_out)
+    shifts = np.arange(first, last) * period_in
+    cut = slice(start - first * period_out, stop - first * period_out)
+    index = (index[None] + shifts[:, None, None]).reshape(-1, method.taps)[cut]
+    return AxisTaps(index + pad, np.tile(weights, (last - first, 1))[cut])
 
 
 def axis_phases(factor: int, method: InterpolationMethod, pad: int = 0) -> Phases:
